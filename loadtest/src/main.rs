@@ -1,0 +1,1 @@
+fn main() { eprintln!("smtp-loadtest: not built yet; see issue 7"); std::process::exit(2); }

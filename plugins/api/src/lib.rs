@@ -1,0 +1,29 @@
+//! The plugin interface of ringsmtpd: hooks, outcomes, continuations, typed notes.
+//!
+//! This crate does no I/O and knows no runtime, so every plugin can be tested without sockets
+//! ([`testing`]). A plugin implements [`Plugin`]; each hook returns a [`Step`]: an [`Outcome`]
+//! now, or a future for work that waits (DNS, spamd, a downstream MTA). The engine in the
+//! `ringsmtpd` crate runs the chains and turns outcomes into SMTP replies.
+
+pub mod address;
+mod context;
+mod envelope;
+mod hook;
+mod notes;
+mod outcome;
+mod plugin;
+pub mod shared;
+pub mod testing;
+
+pub use context::{
+    blocking, AuthInfo, Body, Connection, Cx, Hello, HelloKind, Level, Services, SpoolFile,
+    TlsInfo, Transaction,
+};
+pub use envelope::{Address, BodyType, MailParams, Notify, RcptParams, Recipient, Ret};
+pub use hook::{Hook, HookSet};
+pub use notes::Notes;
+pub use outcome::{Msg, Outcome, Reply, Step};
+pub use plugin::{
+    CommonArgs, ConfigError, ConfigLine, ConfigSource, Factory, LogAdjust, Plugin, PluginInit,
+    Reject, RejectType,
+};

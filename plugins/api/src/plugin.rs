@@ -1,0 +1,413 @@
+//! The [`Plugin`] trait, how a plugin is built from its `config/plugins` line, and qpsmtpd's
+//! common plugin arguments (`reject`, `reject_type`, `loglevel`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::context::{Cx, Level, Transaction};
+use crate::envelope::Recipient;
+use crate::hook::{Hook, HookSet};
+use crate::outcome::{Msg, Outcome, Step};
+use crate::shared::Naughty;
+
+/// A plugin: a set of hooks. Every hook has a default that declines at no cost; a plugin
+/// overrides the hooks it lists in [`Plugin::hooks`].
+///
+/// Plugins are built once per worker from their config line and live on that worker, so they
+/// need not be `Send` or `Sync` and may keep per-core state in `Cell`/`RefCell`.
+///
+/// Hooks that run inside a mail transaction get it as `txn`. A `Step::Pending` future may
+/// borrow the plugin, `cx` and `txn`; the engine awaits it under the plugin timeout.
+#[allow(unused_variables)]
+pub trait Plugin {
+    /// The hooks this plugin implements. The engine calls only these.
+    fn hooks(&self) -> HookSet;
+
+    /// A connection was accepted, before any session state exists.
+    fn pre_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// Before the banner.
+    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `HELO host`, after syntax checks.
+    fn helo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `EHLO host`, after syntax checks.
+    fn ehlo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `MAIL FROM`: `txn.sender` and `txn.mail_params` are set; a deny discards `txn`.
+    fn mail<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `RCPT TO`: `rcpt` joins `txn.recipients` on `OK`. Every plugin declining gives 450:
+    /// some plugin must accept, so the server is never an open relay by accident.
+    fn rcpt<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        txn: &'a mut Transaction,
+        rcpt: &'a Recipient,
+    ) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `DATA` (or the first `BDAT`), before the 354.
+    fn data<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The header section has been received; the body is still coming.
+    /// Only the `*_DISCONNECT` outcomes act here.
+    fn data_headers_end<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The whole message is in, before Received and Authentication-Results are added: the
+    /// place to add headers (SPF, DKIM). The outcome is ignored, as in qpsmtpd.
+    fn data_post_headers<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The whole message is in and the core headers are added: content checks.
+    fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// Before queueing.
+    fn queue_pre<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// Deliver the message. `OK` means it is durable at the destination (fsync'd or accepted
+    /// downstream); only then does the client get 250.
+    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// After the queue reply was sent; the outcome is only logged.
+    fn queue_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The transaction ends (RSET, new MAIL, after queueing or a data deny, disconnect).
+    fn reset_transaction<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The session is ending (QUIT, a `*_DISCONNECT`, EOF). Outcome ignored.
+    fn disconnect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The connection is closed. Outcome ignored.
+    fn post_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// A verb the core does not know; `verb` is lowercased.
+    fn unrecognized_command<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        verb: &'a str,
+        args: &'a str,
+    ) -> Step<'a> {
+        Step::DECLINED
+    }
+    fn vrfy<'a>(&'a self, cx: &'a mut Cx, arg: &'a str) -> Step<'a> {
+        Step::DECLINED
+    }
+    fn noop<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    fn help<'a>(&'a self, cx: &'a mut Cx, args: &'a str) -> Step<'a> {
+        Step::DECLINED
+    }
+    fn quit<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// Another plugin (`plugin`) denied at `hook`. Outcome ignored.
+    fn deny<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        plugin: &'a str,
+        hook: Hook,
+        outcome: &'a Outcome,
+    ) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// Another plugin (`plugin`) gave a non-deny outcome at `hook`. Outcome ignored.
+    fn ok<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        plugin: &'a str,
+        hook: Hook,
+        outcome: &'a Outcome,
+    ) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The core is about to add its Received header; `protocol` is `SMTP`, `ESMTP`, `ESMTPS`,
+    /// `ESMTPA` or `ESMTPSA` (RFC 3848). `Ok(Some(text))` replaces the header's value.
+    fn received_line<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        txn: &'a mut Transaction,
+        protocol: &'a str,
+    ) -> Step<'a> {
+        Step::DECLINED
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration as plugins see it.
+
+/// One value from a config file, with where it came from (for `file:line` errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLine {
+    pub text: String,
+    pub file: String,
+    pub line: u32,
+}
+
+impl ConfigLine {
+    /// An error pointing at this line.
+    pub fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A configuration error, shown as `file:line: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 0 when the error is about the file as a whole.
+    pub line: u32,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read access to the config directory (qpsmtpd's `$self->qp->config(...)`).
+pub trait ConfigSource {
+    /// The values of config file `name`: comments and blank lines dropped, whitespace trimmed,
+    /// `$include` expanded. `Ok(None)` if the file exists nowhere on the search path.
+    fn lines(&self, name: &str) -> Result<Option<Vec<ConfigLine>>, ConfigError>;
+
+    /// The first value of `name`, like qpsmtpd's scalar `config()`.
+    fn first(&self, name: &str) -> Result<Option<ConfigLine>, ConfigError> {
+        Ok(self.lines(name)?.and_then(|v| v.into_iter().next()))
+    }
+}
+
+/// What a plugin's constructor gets: its config line and the config directory.
+pub struct PluginInit<'a> {
+    /// The instance name as written in `config/plugins` (`relay`, `relay:1`, `queue/maildir`).
+    pub name: &'a str,
+    /// The arguments after the name, split on whitespace (qpsmtpd has no quoting).
+    pub args: &'a [String],
+    pub config: &'a dyn ConfigSource,
+    /// Where the plugin line is, for errors about the arguments.
+    pub origin: &'a ConfigLine,
+}
+
+impl PluginInit<'_> {
+    /// An error about this plugin's arguments, pointing at its line in `config/plugins`.
+    pub fn error(&self, reason: impl fmt::Display) -> ConfigError {
+        self.origin.error(format!("{}: {}", self.name, reason))
+    }
+}
+
+/// Builds a plugin instance from its config line.
+pub type Factory = fn(&PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError>;
+
+// ---------------------------------------------------------------------------------------------
+// Common arguments.
+
+/// `reject 0|1|naughty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Log only.
+    No,
+    /// Reject at once, in the form `reject_type` says.
+    Yes,
+    /// Mark the connection naughty; the `naughty` plugin rejects later, at one chosen hook.
+    Naughty,
+}
+
+/// `reject_type perm|temp|disconnect|temp_disconnect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectType {
+    Perm,
+    Temp,
+    Disconnect,
+    TempDisconnect,
+}
+
+/// The arguments every plugin understands (qpsmtpd `docs/config.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommonArgs {
+    pub reject: Reject,
+    pub reject_type: RejectType,
+    /// Added to the level of the plugin's log lines (`loglevel -1` makes it quieter... in
+    /// qpsmtpd's sense: lower number = more important; `+N`/`-N` adjust, a bare N sets).
+    pub loglevel: LogAdjust,
+}
+
+/// A per-plugin `loglevel` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogAdjust {
+    None,
+    /// `+N` / `-N`: shift every line's level by N.
+    Shift(i32),
+    /// `N`: log this plugin's lines only at or below level N.
+    Max(Level),
+}
+
+impl CommonArgs {
+    /// Defaults as most qpsmtpd plugins have them: `reject 1`, `reject_type perm`.
+    pub const DEFAULT: CommonArgs = CommonArgs {
+        reject: Reject::Yes,
+        reject_type: RejectType::Perm,
+        loglevel: LogAdjust::None,
+    };
+
+    /// Takes `reject`, `reject_type` and `loglevel` (each followed by its value) out of `args`,
+    /// starting from `defaults`, and returns the remaining arguments in order.
+    pub fn extract<'s>(
+        args: &'s [String],
+        defaults: CommonArgs,
+    ) -> Result<(CommonArgs, Vec<&'s str>), String> {
+        let mut common = defaults;
+        let mut rest = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let key = arg.as_str();
+            if !matches!(key, "reject" | "reject_type" | "loglevel") {
+                rest.push(key);
+                continue;
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| format!("argument '{key}' needs a value"))?;
+            match key {
+                "reject" => {
+                    common.reject = match value.as_str() {
+                        "0" => Reject::No,
+                        "1" => Reject::Yes,
+                        "naughty" => Reject::Naughty,
+                        v => return Err(format!("reject must be 0, 1 or naughty, not '{v}'")),
+                    }
+                }
+                "reject_type" => {
+                    common.reject_type = match value.as_str() {
+                        "perm" | "deny" => RejectType::Perm,
+                        "temp" | "soft" | "denysoft" => RejectType::Temp,
+                        "disconnect" => RejectType::Disconnect,
+                        "temp_disconnect" => RejectType::TempDisconnect,
+                        v => {
+                            return Err(format!(
+                                "reject_type must be perm, temp, disconnect or temp_disconnect, \
+                                 not '{v}'"
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    common.loglevel = match value.as_bytes().first() {
+                        Some(b'+') | Some(b'-') => LogAdjust::Shift(
+                            value
+                                .parse::<i32>()
+                                .map_err(|_| format!("bad loglevel '{value}'"))?,
+                        ),
+                        _ => LogAdjust::Max(
+                            Level::parse(value).ok_or_else(|| format!("bad loglevel '{value}'"))?,
+                        ),
+                    }
+                }
+            }
+        }
+        Ok((common, rest))
+    }
+
+    /// The outcome for a failed check, as qpsmtpd's `get_reject`: `reject 0` logs and
+    /// declines, `reject naughty` marks the connection and declines, `reject 1` denies in the
+    /// form `reject_type` says.
+    pub fn reject(&self, cx: &mut Cx, plugin: &str, msg: impl Into<Cow<'static, str>>) -> Outcome {
+        let msg = msg.into();
+        match self.reject {
+            Reject::No => {
+                cx.log(Level::Info, plugin, format_args!("fail, log only: {msg}"));
+                Outcome::Declined
+            }
+            Reject::Naughty => {
+                cx.log(Level::Info, plugin, format_args!("fail, naughty: {msg}"));
+                cx.conn.notes.set(Naughty {
+                    plugin: plugin.to_string(),
+                    msg: msg.into_owned(),
+                });
+                Outcome::Declined
+            }
+            Reject::Yes => {
+                let m: Msg = Some(msg);
+                match self.reject_type {
+                    RejectType::Perm => Outcome::Deny(m),
+                    RejectType::Temp => Outcome::DenySoft(m),
+                    RejectType::Disconnect => Outcome::DenyDisconnect(m),
+                    RejectType::TempDisconnect => Outcome::DenySoftDisconnect(m),
+                }
+            }
+        }
+    }
+
+    /// The level a line at `level` is written at, after this plugin's `loglevel` argument;
+    /// `None` if the argument silences it.
+    pub fn adjust(&self, level: Level) -> Option<Level> {
+        match self.loglevel {
+            LogAdjust::None => Some(level),
+            LogAdjust::Shift(n) => Some(Level::from_number(level as i32 + n)),
+            LogAdjust::Max(max) => (level <= max).then_some(level),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn extract_common_args() {
+        let args = strings(&["dir", "reject", "naughty", "reject_type", "temp", "x"]);
+        let (c, rest) = CommonArgs::extract(&args, CommonArgs::DEFAULT).unwrap();
+        assert_eq!(c.reject, Reject::Naughty);
+        assert_eq!(c.reject_type, RejectType::Temp);
+        assert_eq!(rest, vec!["dir", "x"]);
+        let (c, _) = CommonArgs::extract(&strings(&["loglevel", "-2"]), CommonArgs::DEFAULT).unwrap();
+        assert_eq!(c.loglevel, LogAdjust::Shift(-2));
+        assert_eq!(c.adjust(Level::Info), Some(Level::Warn));
+        let (c, _) = CommonArgs::extract(&strings(&["loglevel", "4"]), CommonArgs::DEFAULT).unwrap();
+        assert_eq!(c.adjust(Level::Info), None);
+        assert_eq!(c.adjust(Level::Error), Some(Level::Error));
+    }
+
+    #[test]
+    fn extract_rejects_bad_values() {
+        for bad in [&["reject"][..], &["reject", "2"], &["reject_type", "x"], &["loglevel", "q"]] {
+            assert!(CommonArgs::extract(&strings(bad), CommonArgs::DEFAULT).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_error_display() {
+        let e = ConfigError { file: "config/rcpthosts".into(), line: 3, reason: "bad".into() };
+        assert_eq!(e.to_string(), "config/rcpthosts:3: bad");
+    }
+}

@@ -1,0 +1,30 @@
+//! Notes that several plugins share, as public types (qpsmtpd's well-known note names).
+
+/// A deferred reject (qpsmtpd's conn note `naughty`): a plugin with `reject naughty` found the
+/// client bad; the `naughty` plugin turns this into a reject at the hook it is told to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naughty {
+    pub plugin: String,
+    pub msg: String,
+}
+
+/// The client host is whitelisted (qpsmtpd conn note `whitelisthost`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhitelistHost(pub String);
+
+/// The sender is whitelisted (qpsmtpd txn note `whitelistsender`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhitelistSender(pub String);
+
+/// Results for the Authentication-Results header (RFC 8601), one `method=result ...` clause
+/// each, added by SPF, DKIM, DMARC, iprev. Kept per transaction (qpsmtpd #320 kept them per
+/// connection, so they piled up across messages).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthResults(pub Vec<String>);
+
+/// qpsmtpd's `is_immune`: checks are skipped for relay clients and whitelisted hosts/senders.
+pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
+    cx.conn.relay_client
+        || cx.conn.notes.contains::<WhitelistHost>()
+        || txn.is_some_and(|t| t.notes.contains::<WhitelistSender>())
+}

@@ -1,0 +1,122 @@
+//! Fakes for plugin tests: services without a runtime, a config directory in memory, and a
+//! tiny executor for `Step`s. No sockets, no threads besides the blocking job's own.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use crate::context::{Connection, Cx, Level, Services};
+use crate::outcome::{Outcome, Step};
+use crate::plugin::{ConfigError, ConfigLine, ConfigSource};
+
+/// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
+/// timers fire at once.
+#[derive(Default)]
+pub struct FakeServices {
+    pub me: String,
+    pub logs: RefCell<Vec<(Level, String, String)>>,
+}
+
+impl FakeServices {
+    pub fn new(me: &str) -> Rc<FakeServices> {
+        Rc::new(FakeServices { me: me.to_string(), logs: RefCell::default() })
+    }
+
+    /// True if some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.borrow().iter().any(|(_, _, m)| m.contains(needle))
+    }
+}
+
+impl Services for FakeServices {
+    fn me(&self) -> &str {
+        &self.me
+    }
+    fn log(&self, level: Level, _conn: u64, source: &str, msg: std::fmt::Arguments<'_>) {
+        self.logs.borrow_mut().push((level, source.to_string(), msg.to_string()));
+    }
+    fn log_enabled(&self, _level: Level) -> bool {
+        true
+    }
+    fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
+        std::thread::spawn(job);
+    }
+    fn sleep(&self, _dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A context for a client at `remote` (e.g. `"192.0.2.1:4242"`), talking to `me`.
+pub fn cx(remote: &str) -> (Cx, Rc<FakeServices>) {
+    let svc = FakeServices::new("mx.example.test");
+    let remote: SocketAddr = remote.parse().expect("test address");
+    let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
+    (Cx::new(Connection::new(1, remote, local), svc.clone()), svc)
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future to completion on this thread.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut task_cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut task_cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// The outcome of a step, waiting for it if it is pending.
+pub fn run(step: Step<'_>) -> Outcome {
+    match step {
+        Step::Ready(o) => o,
+        Step::Pending(fut) => block_on(fut),
+    }
+}
+
+/// A config directory in memory: file name -> contents (as the file would hold them).
+#[derive(Default)]
+pub struct MemConfig {
+    pub files: HashMap<String, String>,
+}
+
+impl MemConfig {
+    pub fn new(files: &[(&str, &str)]) -> MemConfig {
+        MemConfig {
+            files: files.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+}
+
+impl ConfigSource for MemConfig {
+    fn lines(&self, name: &str) -> Result<Option<Vec<ConfigLine>>, ConfigError> {
+        Ok(self.files.get(name).map(|text| {
+            text.lines()
+                .enumerate()
+                .map(|(i, l)| (i, l.trim()))
+                .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+                .map(|(i, l)| ConfigLine { text: l.to_string(), file: name.to_string(), line: i as u32 + 1 })
+                .collect()
+        }))
+    }
+}
+
+/// The `config/plugins` line a test plugin is built from.
+pub fn origin(line: &str) -> ConfigLine {
+    ConfigLine { text: line.to_string(), file: "plugins".to_string(), line: 1 }
+}
