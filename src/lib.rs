@@ -1,1 +1,12 @@
+//! ringsmtpd: an SMTP receiver with qpsmtpd's plugin engine on a thread-per-core io_uring
+//! runtime. See README.md for the map of this crate.
 
+pub mod config;
+pub mod hooks;
+#[macro_use]
+pub mod log;
+pub mod proto;
+pub mod runtime;
+pub mod services;
+pub mod session;
+pub mod transport;

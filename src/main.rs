@@ -1,1 +1,270 @@
-fn main(){}
+//! The `ringsmtpd` binary: parse the command line, load and check the config directory, bind,
+//! start the workers, then wait for signals (HUP reloads, TERM/INT drain and stop).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ringsmtpd::config::ListenSpec;
+use ringsmtpd::log;
+use ringsmtpd::runtime::{self, Control, Driver, Snapshot};
+use ringsmtpd::session::{Env, Session};
+use ringsmtpd_plugin_api::{Connection, Level};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "\
+usage: ringsmtpd [options]
+  --config DIR        config directory (default: $QPSMTPD_CONFIG, else ./config)
+  --listen ADDR:PORT  listen here instead of the `listen` file (repeatable; add ' proxy')
+  --threads N         worker threads (default: available cores)
+  --driver D          auto | uring | epoll (default auto: io_uring if the kernel allows)
+  --join              share ports another ringsmtpd already listens on (SO_REUSEPORT)
+  --check             validate the config, print the plugin chain per hook, exit
+  --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
+  --version           print the version";
+
+struct Args {
+    config: PathBuf,
+    listen: Vec<ListenSpec>,
+    threads: usize,
+    driver: Driver,
+    join: bool,
+    check: bool,
+    stdio: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        config: std::env::var_os("QPSMTPD_CONFIG").map_or_else(|| "config".into(), PathBuf::from),
+        listen: Vec::new(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        driver: Driver::Auto,
+        join: false,
+        check: false,
+        stdio: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--config" | "-c" => args.config = value("--config")?.into(),
+            "--listen" | "-l" => args.listen.extend(ListenSpec::parse(&value("--listen")?)?),
+            "--threads" | "-j" => {
+                args.threads = value("--threads")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or("--threads takes a number from 1 to 1024")?
+            }
+            "--driver" => {
+                args.driver = match value("--driver")?.as_str() {
+                    "auto" => Driver::Auto,
+                    "uring" | "io_uring" => Driver::Uring,
+                    "epoll" | "legacy" => Driver::Epoll,
+                    d => return Err(format!("unknown driver '{d}': auto, uring or epoll")),
+                }
+            }
+            "--join" => args.join = true,
+            "--check" => args.check = true,
+            "--stdio" => args.stdio = true,
+            "--version" | "-V" => {
+                println!("ringsmtpd {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ringsmtpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (snapshot, chains) = match Snapshot::load(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringsmtpd: config error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::set_level(snapshot.settings.loglevel);
+    if args.check {
+        println!("config {} is valid", args.config.display());
+        for (hook, names) in chains.describe() {
+            println!("  {:<22} {}", hook.name(), names.join(" -> "));
+        }
+        return ExitCode::SUCCESS;
+    }
+    drop(chains);
+    if let Err(e) = std::fs::create_dir_all(&snapshot.settings.spool_dir) {
+        eprintln!(
+            "ringsmtpd: spool_dir {}: {e}",
+            snapshot.settings.spool_dir.display()
+        );
+        return ExitCode::from(1);
+    }
+    if args.stdio {
+        return stdio(snapshot, args.driver);
+    }
+    match serve(args, snapshot) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringsmtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
+    let specs = if args.listen.is_empty() {
+        snapshot.settings.listen.clone()
+    } else {
+        args.listen.clone()
+    };
+    if !args.join {
+        for spec in &specs {
+            runtime::check_free(spec.addr).map_err(|e| {
+                format!(
+                    "cannot listen on {}: {e} (another server there? --join shares it)",
+                    spec.addr
+                )
+            })?;
+        }
+    }
+    let mut per_worker = Vec::with_capacity(args.threads);
+    for _ in 0..args.threads {
+        let mut socks = Vec::new();
+        for spec in &specs {
+            let sock =
+                runtime::bind(spec).map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
+            socks.push((sock, spec.clone()));
+        }
+        per_worker.push(socks);
+    }
+    let driver = args.driver.resolve();
+    let control = Control::new(snapshot);
+    let handles = runtime::start(&control, driver, per_worker).map_err(|e| e.to_string())?;
+    let addrs: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{}{}", s.addr, if s.proxy { " (proxy)" } else { "" }))
+        .collect();
+    log!(
+        Level::Notice,
+        0,
+        "core",
+        "ringsmtpd {} listening on {} with {} workers, driver {:?}",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", "),
+        args.threads,
+        driver
+    );
+    signals(&control, &args.config)?;
+    for h in handles {
+        let _ = h.join();
+    }
+    log!(Level::Notice, 0, "core", "stopped");
+    Ok(())
+}
+
+/// Waits for signals on the main thread: HUP reloads, TERM and INT stop.
+fn signals(control: &Arc<Control>, dir: &std::path::Path) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(|e| format!("signals: {e}"))?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            match Snapshot::load(dir) {
+                Ok((snap, _)) => {
+                    log::set_level(snap.settings.loglevel);
+                    control.replace(snap);
+                    log!(
+                        Level::Notice,
+                        0,
+                        "core",
+                        "config reloaded from {}",
+                        dir.display()
+                    );
+                }
+                Err(e) => log!(
+                    Level::Error,
+                    0,
+                    "core",
+                    "reload refused, old config kept: {e}"
+                ),
+            }
+        } else {
+            log!(Level::Notice, 0, "core", "shutting down: draining sessions");
+            control.shutdown();
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// `--stdio`: one session on stdin/stdout, the peer told by tcpserver's environment
+/// (TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT), as qmail-smtpd runs.
+fn stdio(snapshot: Snapshot, driver: Driver) -> ExitCode {
+    let addr = |ip: &str, port: &str| -> SocketAddr {
+        let ip = std::env::var(ip).ok().and_then(|v| v.parse().ok());
+        let port = std::env::var(port)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        SocketAddr::new(ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()), port)
+    };
+    let remote = addr("TCPREMOTEIP", "TCPREMOTEPORT");
+    let local = addr("TCPLOCALIP", "TCPLOCALPORT");
+    let settings = snapshot.settings.clone();
+    let run = runtime::run_on(driver, || async move {
+        let shutdown = Rc::new(runtime::Shutdown::default());
+        let svc = Rc::new(ringsmtpd::services::WorkerServices {
+            me: settings.me.clone(),
+        });
+        let chains = match ringsmtpd::hooks::Chains::build(
+            &snapshot.plugins,
+            &*snapshot.config,
+            ringsmtpd_plugins::find,
+            settings.plugin_timeout,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ringsmtpd: {e}");
+                return;
+            }
+        };
+        let env = Rc::new(Env {
+            settings: settings.clone(),
+            chains,
+            svc,
+            shutdown,
+        });
+        let io = ringsmtpd::transport::Stdio {
+            timeout: settings.timeout,
+        };
+        let mut conn = Connection::new(1, remote, local);
+        conn.remote_host = std::env::var("TCPREMOTEHOST")
+            .ok()
+            .filter(|h| !h.is_empty());
+        Session::new(env, io, conn, &[]).run().await;
+    });
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringsmtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,88 @@
+//! ringsmtpd's built-in plugins, one file each, each documented at its top (qpsmtpd's POD,
+//! in Rust). [`registry`] lists them under their qpsmtpd names; [`find`] resolves a
+//! `config/plugins` name (with a `:N` instance suffix, or a Debian `check_*` alias).
 
+use std::sync::OnceLock;
+
+use ringsmtpd_plugin_api::Factory;
+
+pub mod misbehave;
+pub mod queue;
+pub mod rcpt_ok;
+
+/// The plugins, under their qpsmtpd names.
+const PLUGINS: &[(&str, Factory)] = &[
+    ("rcpt_ok", rcpt_ok::new),
+    ("queue/maildir", queue::maildir::new),
+    ("queue/discard", queue::discard::new),
+    ("misbehave", misbehave::new),
+];
+
+/// Debian 0.94-5's compatibility names (`/usr/share/doc/qpsmtpd/README.check_plugins`): each
+/// is a wrapper around the renamed plugin. Debian's default `/etc/qpsmtpd/plugins` still uses
+/// them, so they resolve to the same factory, once that plugin exists here.
+const ALIASES: &[(&str, &str)] = &[
+    ("check_badmailfrom", "badmailfrom"),
+    ("check_badrcptto", "badrcptto"),
+    ("check_earlytalker", "earlytalker"),
+    ("check_loop", "loop"),
+    ("check_relay", "relay"),
+    ("check_spamhelo", "helo"),
+];
+
+/// Every built-in plugin: (qpsmtpd name, factory). Debian's `check_*` aliases (check_badmailfrom
+/// -> badmailfrom, etc.) resolve to the same factories where the plugin exists.
+pub fn registry() -> &'static [(&'static str, Factory)] {
+    static ALL: OnceLock<Vec<(&'static str, Factory)>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = PLUGINS.to_vec();
+        for (alias, target) in ALIASES {
+            if let Some((_, factory)) = PLUGINS.iter().find(|(name, _)| name == target) {
+                all.push((alias, *factory));
+            }
+        }
+        all
+    })
+}
+
+/// The factory for a `config/plugins` name: strips a `:N` instance suffix, resolves aliases.
+pub fn find(name: &str) -> Option<Factory> {
+    let base = match name.rsplit_once(':') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    registry()
+        .iter()
+        .find(|(known, _)| *known == base)
+        .map(|(_, factory)| *factory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_resolves_names_and_instances() {
+        for (name, _) in PLUGINS {
+            assert!(find(name).is_some(), "{name}");
+        }
+        assert!(find("rcpt_ok:1").is_some());
+        assert!(find("queue/maildir:12").is_some());
+        assert!(find("rcpt_ok:").is_none());
+        assert!(find("rcpt_ok:x").is_none());
+        assert!(find("no_such_plugin").is_none());
+    }
+
+    #[test]
+    fn aliases_only_for_existing_plugins() {
+        for (alias, target) in ALIASES {
+            let exists = PLUGINS.iter().any(|(n, _)| n == target);
+            assert_eq!(find(alias).is_some(), exists, "{alias}");
+        }
+        let names: Vec<&str> = registry().iter().map(|(n, _)| *n).collect();
+        let mut dedup = names.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), names.len(), "duplicate names in the registry");
+    }
+}

@@ -182,7 +182,13 @@ impl Connection {
 
     /// True once the client said EHLO (it may use ESMTP extensions).
     pub fn is_esmtp(&self) -> bool {
-        matches!(self.hello, Some(Hello { kind: HelloKind::Ehlo, .. }))
+        matches!(
+            self.hello,
+            Some(Hello {
+                kind: HelloKind::Ehlo,
+                ..
+            })
+        )
     }
 }
 

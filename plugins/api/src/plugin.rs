@@ -390,24 +390,38 @@ mod tests {
         assert_eq!(c.reject, Reject::Naughty);
         assert_eq!(c.reject_type, RejectType::Temp);
         assert_eq!(rest, vec!["dir", "x"]);
-        let (c, _) = CommonArgs::extract(&strings(&["loglevel", "-2"]), CommonArgs::DEFAULT).unwrap();
+        let (c, _) =
+            CommonArgs::extract(&strings(&["loglevel", "-2"]), CommonArgs::DEFAULT).unwrap();
         assert_eq!(c.loglevel, LogAdjust::Shift(-2));
         assert_eq!(c.adjust(Level::Info), Some(Level::Warn));
-        let (c, _) = CommonArgs::extract(&strings(&["loglevel", "4"]), CommonArgs::DEFAULT).unwrap();
+        let (c, _) =
+            CommonArgs::extract(&strings(&["loglevel", "4"]), CommonArgs::DEFAULT).unwrap();
         assert_eq!(c.adjust(Level::Info), None);
         assert_eq!(c.adjust(Level::Error), Some(Level::Error));
     }
 
     #[test]
     fn extract_rejects_bad_values() {
-        for bad in [&["reject"][..], &["reject", "2"], &["reject_type", "x"], &["loglevel", "q"]] {
-            assert!(CommonArgs::extract(&strings(bad), CommonArgs::DEFAULT).is_err(), "{bad:?}");
+        for bad in [
+            &["reject"][..],
+            &["reject", "2"],
+            &["reject_type", "x"],
+            &["loglevel", "q"],
+        ] {
+            assert!(
+                CommonArgs::extract(&strings(bad), CommonArgs::DEFAULT).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn config_error_display() {
-        let e = ConfigError { file: "config/rcpthosts".into(), line: 3, reason: "bad".into() };
+        let e = ConfigError {
+            file: "config/rcpthosts".into(),
+            line: 3,
+            reason: "bad".into(),
+        };
         assert_eq!(e.to_string(), "config/rcpthosts:3: bad");
     }
 }

@@ -25,12 +25,18 @@ pub struct FakeServices {
 
 impl FakeServices {
     pub fn new(me: &str) -> Rc<FakeServices> {
-        Rc::new(FakeServices { me: me.to_string(), logs: RefCell::default() })
+        Rc::new(FakeServices {
+            me: me.to_string(),
+            logs: RefCell::default(),
+        })
     }
 
     /// True if some log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
-        self.logs.borrow().iter().any(|(_, _, m)| m.contains(needle))
+        self.logs
+            .borrow()
+            .iter()
+            .any(|(_, _, m)| m.contains(needle))
     }
 }
 
@@ -39,7 +45,9 @@ impl Services for FakeServices {
         &self.me
     }
     fn log(&self, level: Level, _conn: u64, source: &str, msg: std::fmt::Arguments<'_>) {
-        self.logs.borrow_mut().push((level, source.to_string(), msg.to_string()));
+        self.logs
+            .borrow_mut()
+            .push((level, source.to_string(), msg.to_string()));
     }
     fn log_enabled(&self, _level: Level) -> bool {
         true
@@ -98,7 +106,10 @@ pub struct MemConfig {
 impl MemConfig {
     pub fn new(files: &[(&str, &str)]) -> MemConfig {
         MemConfig {
-            files: files.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            files: files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 }
@@ -110,7 +121,11 @@ impl ConfigSource for MemConfig {
                 .enumerate()
                 .map(|(i, l)| (i, l.trim()))
                 .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-                .map(|(i, l)| ConfigLine { text: l.to_string(), file: name.to_string(), line: i as u32 + 1 })
+                .map(|(i, l)| ConfigLine {
+                    text: l.to_string(),
+                    file: name.to_string(),
+                    line: i as u32 + 1,
+                })
                 .collect()
         }))
     }
@@ -118,5 +133,9 @@ impl ConfigSource for MemConfig {
 
 /// The `config/plugins` line a test plugin is built from.
 pub fn origin(line: &str) -> ConfigLine {
-    ConfigLine { text: line.to_string(), file: "plugins".to_string(), line: 1 }
+    ConfigLine {
+        text: line.to_string(),
+        file: "plugins".to_string(),
+        line: 1,
+    }
 }

@@ -1,0 +1,959 @@
+//! # queue/maildir — deliver each message into a Maildir
+//!
+//! ## Synopsis
+//!
+//! ```text
+//! queue/maildir <dir> [<subdir pattern>] [<octal perms>] [loglevel N]
+//! queue/maildir /var/spool/ringsmtpd/maildir
+//! queue/maildir /var/spool/qpdeliver %d/%l 770
+//! ```
+//!
+//! ## Description
+//!
+//! Writes the message as a Maildir file (<https://cr.yp.to/proto/maildir.html>): into
+//! `tmp/<unique>`, `fsync`, hard link to `new/<unique>`, remove the `tmp/` name, `fsync` the
+//! `new/` directory; only then does the hook return `OK` and the client get `250 Queued!
+//! <Message-ID>` (the file name if the message has no Message-ID). A reader never sees a
+//! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6). The
+//! unique name is `<secs>.M<usec>P<pid>Q<n>.<me>`, `n` counting deliveries in this process,
+//! `/` and `:` in `me` written as `\057` and `\072` as the spec asks.
+//!
+//! The file holds, with LF line endings (the Maildir convention; the message arrives with CRLF
+//! only, bare CR/LF being refused or normalized by the core):
+//!
+//! ```text
+//! Return-Path: <sender>
+//! Delivered-To: recipient            (see below)
+//! <headers added by the core and plugins: Received, Authentication-Results, ...>
+//! <the message as received>
+//! ```
+//!
+//! **Without a subdir pattern** one file holds the message for all recipients, with one
+//! `Delivered-To` line per recipient in envelope order. (qpsmtpd does the same but prepends
+//! them one by one to the message header, so its lines come out in reverse order, and they
+//! stay in the transaction's header for any later queue plugin; here they are only in the
+//! file.) `<dir>/{tmp,new,cur}` are created when the plugin is built.
+//!
+//! **With a subdir pattern** each recipient gets its own file, with its own single
+//! `Delivered-To`, in the Maildir `<dir>/<pattern expanded>`, whose `tmp`, `new` and `cur` are
+//! created as needed. Two recipients expanding to the same Maildir get two files (as
+//! qpsmtpd). Before expansion every character of the local part and domain outside
+//! `-A-Za-z0-9+_.,@=` becomes `_` (qpsmtpd's rule, the one of spamd's `--virtual-config-dir`):
+//!
+//! | pattern | replaced by | `User@Example.COM` |
+//! |---|---|---|
+//! | `%l` | the local part | `User` |
+//! | `%d` | the domain, lowercased | `example.com` |
+//! | `%u` | `%l@%d` | `User@example.com` |
+//!
+//! A pattern must contain at least one of them. The result always stays under `<dir>`: empty
+//! components are dropped and a component of only dots has them turned into `_`. Differences
+//! from qpsmtpd: the domain is lowercased (domains are case-insensitive, RFC 5321 §2.4; local
+//! parts are not, so `%l` keeps its case); the bare `postmaster` recipient gets `me` as its
+//! domain; a non-ASCII character becomes one `_`, not one per byte.
+//!
+//! All recipients' files are written and fsync'd in `tmp/` before the first is linked into
+//! `new/`, so a failure on the second recipient does not leave the first one delivered (qpsmtpd
+//! delivers them one by one; the client's retry then duplicates the first).
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `<dir>` | required | the Maildir (or the root of the per-recipient Maildirs) |
+//! | `<subdir pattern>` | none | one Maildir per recipient, see above |
+//! | `<octal perms>` | `700` | three octal digits (a leading `0` is allowed): the mode of directories this plugin creates; files get it without execute bits (`770` gives directories `0770`, files `0660`). The owner needs `rwx`. Set exactly, whatever the umask. To give perms, give a pattern too (as in qpsmtpd). |
+//! | `loglevel` | | qpsmtpd's per-plugin log level. `reject`/`reject_type` are accepted and have no effect. |
+//!
+//! ## Config files
+//!
+//! None; `me` (through the server) names the files.
+//!
+//! ## Hooks
+//!
+//! `queue`. The file I/O runs on the blocking thread pool, never on the worker; the message is
+//! moved there, not copied, and streamed from the spool file when it is on disk.
+//!
+//! ## Notes
+//!
+//! None read or written.
+//!
+//! ## Failures
+//!
+//! Any I/O error (directory creation, open, write, fsync, link) returns `DenySoft` with
+//! `4.3.0 Queue error (<step>: <error kind>)` — the client retries later — after removing the
+//! `tmp/` files (and `new/` files of this message already linked). The log line names the file
+//! and the OS error; the reply names no path. qpsmtpd returns `DECLINED` there (so the next
+//! queue plugin runs, else 451), and never fsyncs.
+//!
+//! If the plugin timeout fires while the job runs, the client gets a 4xx, but the job is not
+//! stopped: the message may still land in `new/`, and the client's retry duplicates it.
+//!
+//! ## Standards
+//!
+//! Maildir (D. J. Bernstein, cr.yp.to/proto/maildir.html); RFC 5321 §4.4 (Return-Path is added
+//! at final delivery), §6.1 (the 250 takes responsibility for the message); RFC 3463 §3.4
+//! (X.3.0, mail system status).
+//!
+//! ## Security
+//!
+//! Addresses come from the network: they only ever fill one path component each, after the
+//! character filter above, so they cannot leave `<dir>` or name a hidden `..`. `Return-Path` and
+//! `Delivered-To` hold parsed envelope addresses, which carry no CR or LF. Run the server as
+//! a user that owns `<dir>` only; files are created with `O_EXCL` and never overwritten.
+
+use std::borrow::Cow;
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use ringsmtpd_plugin_api::{
+    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Step, Transaction,
+};
+
+/// Deliveries by this process: the `Q<n>` of the unique name.
+static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Read size when streaming a spooled message: large enough that a syscall moves a lot of
+/// bytes, small enough to be nothing next to the message itself.
+const CHUNK: usize = 64 * 1024;
+
+/// The longest Message-ID shown in the reply; a reply line has 512 octets (RFC 5321 §4.5.3.1.5).
+const MAX_ID_IN_REPLY: usize = 200;
+
+/// The `queue/maildir` plugin.
+pub struct Maildir {
+    name: String,
+    common: CommonArgs,
+    dir: PathBuf,
+    subdirs: Option<String>,
+    /// Mode of created directories; files get it without execute bits.
+    mode: u32,
+}
+
+/// Builds `queue/maildir` from its config line; creates the directories.
+pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let (common, rest) =
+        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (dir, subdirs, mode) = match rest.as_slice() {
+        [] => return Err(init.error("the maildir directory is required")),
+        [dir] => (dir, None, 0o700),
+        [dir, pattern] => (dir, Some(pattern), 0o700),
+        [dir, pattern, perms] => (
+            dir,
+            Some(pattern),
+            parse_perms(perms).map_err(|e| init.error(e))?,
+        ),
+        [_, _, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+    };
+    if let Some(pattern) = subdirs {
+        if !(pattern.contains("%l") || pattern.contains("%d") || pattern.contains("%u")) {
+            return Err(init.error(format!(
+                "subdir pattern '{pattern}' has none of %l, %d, %u (perms go third, after a pattern)"
+            )));
+        }
+    }
+    let dir = PathBuf::from(dir);
+    let mut needed = vec![dir.clone()];
+    if subdirs.is_none() {
+        needed.extend(["tmp", "new", "cur"].iter().map(|d| dir.join(d)));
+    }
+    for d in &needed {
+        ensure_dir(d, mode)
+            .map_err(|e| init.error(format!("cannot create {}: {e}", d.display())))?;
+    }
+    Ok(Box::new(Maildir {
+        name: init.name.to_string(),
+        common,
+        dir,
+        subdirs: subdirs.map(|s| s.to_string()),
+        mode,
+    }))
+}
+
+/// `770` or `0770` -> 0o770; the owner must keep `rwx` or delivery could not work.
+fn parse_perms(s: &str) -> Result<u32, String> {
+    let digits = if s.len() == 4 {
+        s.strip_prefix('0').unwrap_or(s)
+    } else {
+        s
+    };
+    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("perms '{s}' are not three octal digits"));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| format!("perms '{s}': {e}"))?;
+    if mode & 0o700 != 0o700 {
+        return Err(format!("perms '{s}' must give the owner rwx (7xx)"));
+    }
+    Ok(mode)
+}
+
+impl Maildir {
+    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
+        if let Some(level) = self.common.adjust(level) {
+            cx.log(level, &self.name, msg);
+        }
+    }
+
+    /// The Maildirs to write and the header lines for each.
+    fn targets(&self, cx: &Cx, txn: &Transaction) -> Vec<Target> {
+        let return_path = format!("Return-Path: {}\n", header_safe(&txn.sender.to_string()));
+        match &self.subdirs {
+            None => {
+                let mut header = return_path;
+                for r in &txn.recipients {
+                    header.push_str("Delivered-To: ");
+                    header.push_str(&header_safe(r.addr.as_str()));
+                    header.push('\n');
+                }
+                vec![Target {
+                    dir: self.dir.clone(),
+                    header,
+                }]
+            }
+            Some(pattern) => txn
+                .recipients
+                .iter()
+                .map(|r| {
+                    let domain = match r.addr.domain() {
+                        "" => cx.svc.me(),
+                        d => d,
+                    };
+                    let sub = expand(pattern, r.addr.local(), &domain.to_lowercase());
+                    let header = format!(
+                        "{return_path}Delivered-To: {}\n",
+                        header_safe(r.addr.as_str())
+                    );
+                    Target {
+                        dir: self.dir.join(sub),
+                        header,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Plugin for Maildir {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Queue])
+    }
+
+    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::pending(async move {
+            if txn.recipients.is_empty() {
+                return Outcome::deny_soft("4.3.0 Queue error (no recipients)");
+            }
+            let message_id = message_id(txn.added_headers.as_bytes())
+                .or_else(|| message_id(txn.body.header_bytes()));
+            let since_epoch = cx.svc.now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let job = Job {
+                targets: self.targets(cx, txn),
+                create_dirs: self.subdirs.is_some(),
+                dir_mode: self.mode,
+                file_mode: self.mode & 0o666,
+                secs: since_epoch.as_secs(),
+                usec: since_epoch.subsec_micros(),
+                host: maildir_host(cx.svc.me()),
+                added_headers: std::mem::take(&mut txn.added_headers),
+                body: std::mem::take(&mut txn.body),
+            };
+            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
+                // The job panicked: the message went with it; the transaction is over anyway.
+                self.log(cx, Level::Crit, format_args!("delivery job panicked"));
+                return Outcome::deny_soft("4.3.0 Queue error (internal)");
+            };
+            txn.added_headers = done.added_headers;
+            txn.body = done.body;
+            match done.result {
+                Ok(names) => {
+                    self.log(
+                        cx,
+                        Level::Info,
+                        format_args!("queued {} ({} bytes)", names.join(", "), txn.message_len()),
+                    );
+                    let id = message_id
+                        .or_else(|| names.into_iter().next())
+                        .unwrap_or_default();
+                    Outcome::Ok(Some(Cow::Owned(format!("Queued! {id}"))))
+                }
+                Err(f) => {
+                    self.log(
+                        cx,
+                        Level::Error,
+                        format_args!("{} {} failed: {}", f.step, f.path.display(), f.error),
+                    );
+                    Outcome::DenySoft(Some(Cow::Owned(format!(
+                        "4.3.0 Queue error ({}: {})",
+                        f.step,
+                        f.error.kind()
+                    ))))
+                }
+            }
+        })
+    }
+}
+
+/// One Maildir to write a file into, with the header lines that file starts with.
+struct Target {
+    dir: PathBuf,
+    /// `Return-Path` and `Delivered-To` lines, LF-terminated.
+    header: String,
+}
+
+/// What the blocking thread does for one message. Owns everything it touches.
+struct Job {
+    targets: Vec<Target>,
+    /// Per-recipient Maildirs: create `tmp`, `new`, `cur` as needed.
+    create_dirs: bool,
+    dir_mode: u32,
+    file_mode: u32,
+    secs: u64,
+    usec: u32,
+    host: String,
+    added_headers: String,
+    body: Body,
+}
+
+/// The job's result, with the moved-out parts of the transaction to put back.
+struct Done {
+    added_headers: String,
+    body: Body,
+    result: Result<Vec<String>, Failure>,
+}
+
+/// Which step failed, on which path.
+struct Failure {
+    step: &'static str,
+    path: PathBuf,
+    error: io::Error,
+}
+
+impl Failure {
+    fn new(step: &'static str, path: &Path, error: io::Error) -> Failure {
+        Failure {
+            step,
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+/// A file written to `tmp/`, to be linked to `new/`.
+struct Staged {
+    tmp: PathBuf,
+    new: PathBuf,
+    name: String,
+}
+
+impl Job {
+    fn run(self) -> Done {
+        let result = self.deliver();
+        Done {
+            added_headers: self.added_headers,
+            body: self.body,
+            result,
+        }
+    }
+
+    /// Every file into `tmp/` first, then every link into `new/`: all or nothing.
+    fn deliver(&self) -> Result<Vec<String>, Failure> {
+        let mut staged: Vec<Staged> = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            if let Err(f) = self.stage(target, &mut staged) {
+                for s in &staged {
+                    let _ = fs::remove_file(&s.tmp);
+                }
+                return Err(f);
+            }
+        }
+        for (i, s) in staged.iter().enumerate() {
+            if let Err(e) = fs::hard_link(&s.tmp, &s.new) {
+                unlink_all(&staged, i);
+                return Err(Failure::new("link", &s.new, e));
+            }
+        }
+        for s in &staged {
+            // The message is in new/; a stale tmp/ name is removed by Maildir readers.
+            let _ = fs::remove_file(&s.tmp);
+        }
+        let mut synced: Vec<&Path> = Vec::with_capacity(staged.len());
+        for s in &staged {
+            let Some(new_dir) = s.new.parent() else {
+                continue;
+            };
+            if synced.contains(&new_dir) {
+                continue;
+            }
+            if let Err(e) = sync_dir(new_dir) {
+                for s in &staged {
+                    let _ = fs::remove_file(&s.new);
+                }
+                return Err(Failure::new("fsync", new_dir, e));
+            }
+            synced.push(new_dir);
+        }
+        Ok(staged.into_iter().map(|s| s.name).collect())
+    }
+
+    /// Writes and fsyncs one `tmp/` file for `target`.
+    fn stage(&self, target: &Target, staged: &mut Vec<Staged>) -> Result<(), Failure> {
+        if self.create_dirs {
+            for sub in ["tmp", "new", "cur"] {
+                let d = target.dir.join(sub);
+                ensure_dir(&d, self.dir_mode).map_err(|e| Failure::new("mkdir", &d, e))?;
+            }
+        }
+        let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}.M{}P{}Q{}.{}",
+            self.secs,
+            self.usec,
+            std::process::id(),
+            n,
+            self.host
+        );
+        let tmp = target.dir.join("tmp").join(&name);
+        let new = target.dir.join("new").join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.file_mode)
+            .open(&tmp)
+            .map_err(|e| Failure::new("open", &tmp, e))?;
+        if let Err(f) = self.write(&file, &target.header, &tmp) {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(f);
+        }
+        staged.push(Staged { tmp, new, name });
+        Ok(())
+    }
+
+    fn write(&self, file: &File, header: &str, path: &Path) -> Result<(), Failure> {
+        let fail = |step| move |e| Failure::new(step, path, e);
+        // The mode without the umask's say.
+        file.set_permissions(Permissions::from_mode(self.file_mode))
+            .map_err(fail("chmod"))?;
+        let mut out = BufWriter::with_capacity(CHUNK, file);
+        let mut lf = ToLf::default();
+        out.write_all(header.as_bytes()).map_err(fail("write"))?;
+        lf.write(&mut out, self.added_headers.as_bytes())
+            .map_err(fail("write"))?;
+        match &self.body.spool {
+            None => lf.write(&mut out, &self.body.mem).map_err(fail("write"))?,
+            Some(spool) => {
+                // Positional reads: the spool file's own offset is left alone.
+                let mut buf = vec![0u8; CHUNK];
+                let mut offset = 0u64;
+                loop {
+                    let n = match spool.file.read_at(&mut buf, offset) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Failure::new("read spool", &spool.path, e)),
+                    };
+                    lf.write(&mut out, &buf[..n]).map_err(fail("write"))?;
+                    offset += n as u64;
+                }
+            }
+        }
+        lf.finish(&mut out).map_err(fail("write"))?;
+        out.flush().map_err(fail("write"))?;
+        drop(out);
+        file.sync_all().map_err(fail("fsync"))
+    }
+}
+
+/// Removes the `new/` names of the first `linked` files and every `tmp/` name.
+fn unlink_all(staged: &[Staged], linked: usize) {
+    for s in &staged[..linked] {
+        let _ = fs::remove_file(&s.new);
+    }
+    for s in staged {
+        let _ = fs::remove_file(&s.tmp);
+    }
+}
+
+/// Streams bytes with every CRLF turned into LF; a CR not followed by LF is kept. A CR at
+/// the end of one chunk waits for the next.
+#[derive(Default)]
+struct ToLf {
+    pending_cr: bool,
+}
+
+impl ToLf {
+    fn write(&mut self, out: &mut impl Write, mut data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.pending_cr {
+            self.pending_cr = false;
+            if data.first() != Some(&b'\n') {
+                out.write_all(b"\r")?;
+            }
+            // Else the LF is written with the rest.
+        }
+        while let Some(i) = memchr::memchr(b'\r', data) {
+            match data.get(i + 1) {
+                Some(b'\n') => {
+                    out.write_all(&data[..i])?;
+                    data = &data[i + 1..];
+                }
+                Some(_) => {
+                    out.write_all(&data[..=i])?;
+                    data = &data[i + 1..];
+                }
+                None => {
+                    out.write_all(&data[..i])?;
+                    self.pending_cr = true;
+                    return Ok(());
+                }
+            }
+        }
+        out.write_all(data)
+    }
+
+    fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if std::mem::take(&mut self.pending_cr) {
+            out.write_all(b"\r")?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `path` and its missing parents with `mode` (exactly: the umask is overridden), and
+/// fsyncs each new directory's parent so the new entry survives a crash. An existing directory
+/// is left as it is; one created meanwhile by another worker is fine.
+fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        ensure_dir(parent, mode)?;
+    }
+    match DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {
+            fs::set_permissions(path, Permissions::from_mode(mode))?;
+            sync_dir(parent.unwrap_or(Path::new(".")))
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsync on a directory: makes its entries (a new link, a new subdirectory) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Expands `%l`, `%d`, `%u` in `pattern` into a relative path that stays below the root.
+fn expand(pattern: &str, local: &str, domain: &str) -> PathBuf {
+    let (l, d) = (filter_chars(local), filter_chars(domain));
+    let mut out = String::with_capacity(pattern.len() + l.len() + d.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        // Any other `%` stays as it is (qpsmtpd has no `%%` escape).
+        let sub = match (c, chars.peek()) {
+            ('%', Some('l')) => Some(l.clone()),
+            ('%', Some('d')) => Some(d.clone()),
+            ('%', Some('u')) => Some(format!("{l}@{d}")),
+            _ => None,
+        };
+        match sub {
+            Some(sub) => {
+                chars.next();
+                out.push_str(&sub);
+            }
+            None => out.push(c),
+        }
+    }
+    out.split('/')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            if part.bytes().all(|b| b == b'.') {
+                "_".repeat(part.len())
+            } else {
+                part.to_string()
+            }
+        })
+        .collect()
+}
+
+/// qpsmtpd's filter: every character outside `-A-Za-z0-9+_.,@=` becomes `_`.
+fn filter_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-+_.,@=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `me` as the Maildir spec wants it in a file name.
+fn maildir_host(me: &str) -> String {
+    me.replace('/', "\\057").replace(':', "\\072")
+}
+
+/// Defence in depth: a header line never gets a line break from a value.
+fn header_safe(s: &str) -> Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        Cow::Owned(s.replace(['\r', '\n'], " "))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The first Message-ID in a header section, unfolded, printable ASCII only, for the reply.
+fn message_id(headers: &[u8]) -> Option<String> {
+    let mut lines = headers
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .peekable();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            return None;
+        }
+        let name = b"message-id:";
+        if line.len() < name.len() || !line[..name.len()].eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let mut value: Vec<u8> = line[name.len()..].to_vec();
+        while let Some(next) =
+            lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        {
+            value.extend_from_slice(next);
+        }
+        let id: String = value
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                w.iter()
+                    .filter(|b| b.is_ascii_graphic())
+                    .map(|&b| b as char)
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if id.is_empty() {
+            return None;
+        }
+        let mut end = id.len().min(MAX_ID_IN_REPLY);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Some(id[..end].to_string());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::Recipient;
+
+    fn recipient(text: &str) -> Recipient {
+        let addr = ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
+            .expect("test address");
+        Recipient {
+            addr,
+            params: Default::default(),
+        }
+    }
+
+    use ringsmtpd_plugin_api::SpoolFile;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!(
+                "ringsmtpd-maildir-{tag}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = MemConfig::default();
+        let line = origin(&format!("queue/maildir {}", args.join(" ")));
+        new(&PluginInit {
+            name: "queue/maildir",
+            args: &args,
+            config: &config,
+            origin: &line,
+        })
+    }
+
+    const MESSAGE: &str =
+        "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\nline 2\r\n";
+
+    fn txn(rcpts: &[&str]) -> Transaction {
+        let mut t = Transaction {
+            sender: recipient("a@example.org").addr,
+            recipients: rcpts.iter().map(|r| recipient(r)).collect(),
+            added_headers: "Received: from x\r\n by y; now\r\n".into(),
+            ..Default::default()
+        };
+        t.body.mem = MESSAGE.as_bytes().to_vec();
+        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
+        t.body.len = MESSAGE.len() as u64;
+        t
+    }
+
+    fn queue(plugin: &dyn Plugin, t: &mut Transaction) -> Outcome {
+        let (mut cx, _svc) = cx("192.0.2.1:4242");
+        run(plugin.queue(&mut cx, t))
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    const EXPECTED_TAIL: &str =
+        "Received: from x\n by y; now\nSubject: hi\nMessage-ID: <abc@example.org>\n\nline 1\nline 2\n";
+
+    #[test]
+    fn message_in_memory_lands_in_new_once() {
+        let d = TempDir::new("mem");
+        let p = build(&[d.0.to_str().unwrap()]).unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            assert!(d.0.join(sub).is_dir(), "{sub} created at construction");
+        }
+        let mut t = txn(&["b@example.com", "c@example.com"]);
+        let o = queue(&*p, &mut t);
+        assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
+        let new = files(&d.0.join("new"));
+        assert_eq!(new.len(), 1);
+        assert!(files(&d.0.join("tmp")).is_empty());
+        let text = fs::read_to_string(&new[0]).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "Return-Path: <a@example.org>\nDelivered-To: b@example.com\n\
+                 Delivered-To: c@example.com\n{EXPECTED_TAIL}"
+            )
+        );
+        let name = new[0].file_name().unwrap().to_str().unwrap().to_string();
+        let pid = format!("P{}Q", std::process::id());
+        assert!(name.contains(".M") && name.contains(&pid), "{name}");
+        assert!(name.ends_with(".mx.example.test"), "{name}");
+        let mode = fs::metadata(&new[0]).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The body is back in the transaction, not consumed.
+        assert_eq!(t.body.mem, MESSAGE.as_bytes());
+        assert!(t.added_headers.starts_with("Received:"));
+    }
+
+    #[test]
+    fn spooled_message_is_streamed() {
+        let d = TempDir::new("spool");
+        let spool_path = d.0.join("spool-file");
+        // Larger than one read chunk, with a CRLF split across the chunk boundary.
+        let mut big = String::from("Subject: big\r\n\r\n");
+        while big.len() < CHUNK - 1 {
+            big.push('x');
+        }
+        big.push_str("\r\nend\r\n");
+        fs::write(&spool_path, &big).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&spool_path)
+            .unwrap();
+        let md = d.0.join("md");
+        let p = build(&[md.to_str().unwrap()]).unwrap();
+        let mut t = txn(&["b@example.com"]);
+        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
+        t.body.header_end = Some(t.body.mem.len());
+        t.body.len = big.len() as u64;
+        t.body.spool = Some(SpoolFile {
+            path: spool_path.clone(),
+            file,
+        });
+        let o = queue(&*p, &mut t);
+        let new = files(&md.join("new"));
+        assert_eq!(new.len(), 1);
+        let name = new[0].file_name().unwrap().to_str().unwrap();
+        // No Message-ID: the reply names the file.
+        assert_eq!(o, Outcome::Ok(Some(format!("Queued! {name}").into())));
+        let text = fs::read_to_string(&new[0]).unwrap();
+        assert!(!text.contains('\r'));
+        assert!(text
+            .starts_with("Return-Path: <a@example.org>\nDelivered-To: b@example.com\nReceived:"));
+        assert_eq!(
+            text.len(),
+            "Return-Path: <a@example.org>\nDelivered-To: b@example.com\n".len()
+                + "Received: from x\n by y; now\n".len()
+                + big.len()
+                - big.matches("\r\n").count()
+        );
+        assert!(text.ends_with("x\nend\n"));
+        assert!(files(&md.join("tmp")).is_empty());
+        assert!(
+            t.body.spool.is_some(),
+            "the spool is back in the transaction"
+        );
+    }
+
+    #[test]
+    fn subdir_pattern_one_file_per_recipient() {
+        let d = TempDir::new("sub");
+        let p = build(&[d.0.to_str().unwrap(), "%d/%l", "770"]).unwrap();
+        // Nothing but the root is created up front.
+        assert!(!d.0.join("new").exists());
+        let mut t = txn(&[
+            "Bob@Example.COM",
+            "carol@example.com",
+            "\"..\"@[192.0.2.1]",
+            "postmaster",
+        ]);
+        let o = queue(&*p, &mut t);
+        assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
+        for (dir, rcpt) in [
+            ("example.com/Bob", "Bob@Example.COM"),
+            ("example.com/carol", "carol@example.com"),
+            ("_192.0.2.1_/_.._", "\"..\"@[192.0.2.1]"),
+            ("mx.example.test/postmaster", "postmaster"),
+        ] {
+            let md = d.0.join(dir);
+            let new = files(&md.join("new"));
+            assert_eq!(new.len(), 1, "{dir}");
+            assert!(files(&md.join("tmp")).is_empty());
+            assert!(md.join("cur").is_dir());
+            let text = fs::read_to_string(&new[0]).unwrap();
+            assert_eq!(
+                text,
+                format!("Return-Path: <a@example.org>\nDelivered-To: {rcpt}\n{EXPECTED_TAIL}")
+            );
+            assert_eq!(
+                fs::metadata(&md).unwrap().permissions().mode() & 0o777,
+                0o770
+            );
+            assert_eq!(
+                fs::metadata(&new[0]).unwrap().permissions().mode() & 0o777,
+                0o660
+            );
+        }
+        assert!(!d.0.join("new").exists() && !d.0.join("_192.0.2.1_/new").exists());
+    }
+
+    #[test]
+    fn expand_patterns() {
+        assert_eq!(
+            expand("%u", "User", "example.com"),
+            PathBuf::from("User@example.com")
+        );
+        assert_eq!(
+            expand("/%d//%l/", "a b", "x.test"),
+            PathBuf::from("x.test/a_b")
+        );
+        assert_eq!(expand("%l", "..", "x"), PathBuf::from("__"));
+        assert_eq!(expand("%%l%q%", "\"ü\"", "x"), PathBuf::from("%___%q%"));
+        assert_eq!(expand("%d/%l", "../x", "y"), PathBuf::from("y/.._x"));
+    }
+
+    #[test]
+    fn unwritable_maildir_is_denysoft_and_leaves_nothing() {
+        // Tests run as root: make the failure with a regular file where a directory should be.
+        let d = TempDir::new("fail");
+        let md = d.0.join("md");
+        let p = build(&[md.to_str().unwrap()]).unwrap();
+        fs::remove_dir(md.join("tmp")).unwrap();
+        fs::write(md.join("tmp"), "not a dir").unwrap();
+        let mut t = txn(&["b@example.com"]);
+        match queue(&*p, &mut t) {
+            Outcome::DenySoft(Some(m)) => assert!(m.starts_with("4.3.0 Queue error (open:"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+        assert!(files(&md.join("new")).is_empty());
+        assert_eq!(t.body.mem, MESSAGE.as_bytes());
+
+        // Per-recipient: the second recipient fails, so the first is not delivered either.
+        let p = build(&[d.0.to_str().unwrap(), "%d"]).unwrap();
+        fs::write(d.0.join("bad.example"), "a file").unwrap();
+        let mut t = txn(&["b@good.example", "c@bad.example"]);
+        match queue(&*p, &mut t) {
+            Outcome::DenySoft(Some(m)) => {
+                assert!(m.starts_with("4.3.0 Queue error (mkdir:"), "{m}")
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(files(&d.0.join("good.example/new")).is_empty());
+        assert!(files(&d.0.join("good.example/tmp")).is_empty());
+    }
+
+    #[test]
+    fn construction_errors() {
+        let d = TempDir::new("args");
+        fs::write(d.0.join("file"), "x").unwrap();
+        let under_file = d.0.join("file/md");
+        let e = build(&[under_file.to_str().unwrap()]).err().unwrap();
+        assert!(e.reason.contains("cannot create"), "{e}");
+        let root = d.0.to_str().unwrap();
+        assert!(build(&[]).is_err());
+        assert!(build(&[root, "static"]).is_err());
+        assert!(build(&[root, "700"]).is_err());
+        assert!(build(&[root, "%u", "7777"]).is_err());
+        assert!(build(&[root, "%u", "600"]).is_err());
+        assert!(build(&[root, "%u", "0750", "x"]).is_err());
+        assert!(build(&[root, "%u", "0750"]).is_ok());
+        assert!(build(&[root, "loglevel", "4"]).is_ok());
+        assert_eq!(parse_perms("770"), Ok(0o770));
+    }
+
+    #[test]
+    fn to_lf_across_chunks() {
+        let mut out = Vec::new();
+        let mut lf = ToLf::default();
+        for chunk in [&b"a\r"[..], b"\nb\r", b"c\r", b"", b"\n\r"] {
+            lf.write(&mut out, chunk).unwrap();
+        }
+        lf.finish(&mut out).unwrap();
+        assert_eq!(out, b"a\nb\rc\n\r");
+    }
+
+    #[test]
+    fn message_id_parsing() {
+        assert_eq!(
+            message_id(b"A: b\r\nMessage-Id:\r\n <x@y>\r\n\r\n"),
+            Some("<x@y>".into())
+        );
+        assert_eq!(message_id(b"A: b\r\n\r\nMessage-ID: <body@y>\r\n"), None);
+        assert_eq!(
+            message_id(b"message-id: <a\x01b@c>\r\n"),
+            Some("<ab@c>".into())
+        );
+        assert_eq!(message_id(b"Message-ID:   \r\n"), None);
+    }
+}

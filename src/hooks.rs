@@ -1,0 +1,300 @@
+//! The hook runner: builds one chain per hook from `config/plugins`, runs a chain in order
+//! until a plugin decides, and keeps one bad plugin from hurting anything but its own session.
+//!
+//! - Order: `config/plugins` order; the first outcome other than `DECLINED` wins.
+//! - Continuations: a `Step::Pending` is awaited under `plugin_timeout`. A timeout becomes
+//!   `DENYSOFT` (4xx), so a broken spam check never accepts silently (qpsmtpd #294).
+//! - Panics: caught per call; the session gets `DENYSOFT`, the worker and its other sessions go
+//!   on (a panic in a monoio task would otherwise kill the whole worker thread).
+//! - After every decision the `deny` or `ok` hook runs, as in qpsmtpd (results ignored).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringsmtpd_plugin_api::{
+    ConfigError, ConfigSource, Cx, Hook, Level, Outcome, Plugin, PluginInit, Recipient, Step,
+    Transaction,
+};
+
+use crate::config::PluginLine;
+
+/// One hook invocation with its arguments. Hooks that run inside a transaction get it
+/// separately (see [`Chains::run`]).
+#[derive(Clone, Copy)]
+pub enum Call<'x> {
+    PreConnection,
+    Connect,
+    Helo(&'x str),
+    Ehlo(&'x str),
+    Mail,
+    Rcpt(&'x Recipient),
+    Data,
+    DataHeadersEnd,
+    DataPostHeaders,
+    DataPost,
+    QueuePre,
+    Queue,
+    QueuePost,
+    ResetTransaction,
+    Disconnect,
+    PostConnection,
+    Unrecognized(&'x str, &'x str),
+    Vrfy(&'x str),
+    Noop,
+    Help(&'x str),
+    Quit,
+    ReceivedLine(&'x str),
+    Deny(&'x str, Hook, &'x Outcome),
+    Ok(&'x str, Hook, &'x Outcome),
+}
+
+impl Call<'_> {
+    pub fn hook(&self) -> Hook {
+        match self {
+            Call::PreConnection => Hook::PreConnection,
+            Call::Connect => Hook::Connect,
+            Call::Helo(_) => Hook::Helo,
+            Call::Ehlo(_) => Hook::Ehlo,
+            Call::Mail => Hook::Mail,
+            Call::Rcpt(_) => Hook::Rcpt,
+            Call::Data => Hook::Data,
+            Call::DataHeadersEnd => Hook::DataHeadersEnd,
+            Call::DataPostHeaders => Hook::DataPostHeaders,
+            Call::DataPost => Hook::DataPost,
+            Call::QueuePre => Hook::QueuePre,
+            Call::Queue => Hook::Queue,
+            Call::QueuePost => Hook::QueuePost,
+            Call::ResetTransaction => Hook::ResetTransaction,
+            Call::Disconnect => Hook::Disconnect,
+            Call::PostConnection => Hook::PostConnection,
+            Call::Unrecognized(..) => Hook::UnrecognizedCommand,
+            Call::Vrfy(_) => Hook::Vrfy,
+            Call::Noop => Hook::Noop,
+            Call::Help(_) => Hook::Help,
+            Call::Quit => Hook::Quit,
+            Call::ReceivedLine(_) => Hook::ReceivedLine,
+            Call::Deny(..) => Hook::Deny,
+            Call::Ok(..) => Hook::Ok,
+        }
+    }
+}
+
+/// Calls the plugin method for `call`. A transaction hook without a transaction declines
+/// (the session never does that; this keeps the engine total).
+fn dispatch<'a>(
+    p: &'a dyn Plugin,
+    cx: &'a mut Cx,
+    txn: Option<&'a mut Transaction>,
+    call: Call<'a>,
+) -> Step<'a> {
+    match (call, txn) {
+        (Call::PreConnection, _) => p.pre_connection(cx),
+        (Call::Connect, _) => p.connect(cx),
+        (Call::Helo(h), _) => p.helo(cx, h),
+        (Call::Ehlo(h), _) => p.ehlo(cx, h),
+        (Call::Disconnect, _) => p.disconnect(cx),
+        (Call::PostConnection, _) => p.post_connection(cx),
+        (Call::Unrecognized(v, a), _) => p.unrecognized_command(cx, v, a),
+        (Call::Vrfy(a), _) => p.vrfy(cx, a),
+        (Call::Noop, _) => p.noop(cx),
+        (Call::Help(a), _) => p.help(cx, a),
+        (Call::Quit, _) => p.quit(cx),
+        (Call::Deny(n, h, o), _) => p.deny(cx, n, h, o),
+        (Call::Ok(n, h, o), _) => p.ok(cx, n, h, o),
+        (Call::Mail, Some(t)) => p.mail(cx, t),
+        (Call::Rcpt(r), Some(t)) => p.rcpt(cx, t, r),
+        (Call::Data, Some(t)) => p.data(cx, t),
+        (Call::DataHeadersEnd, Some(t)) => p.data_headers_end(cx, t),
+        (Call::DataPostHeaders, Some(t)) => p.data_post_headers(cx, t),
+        (Call::DataPost, Some(t)) => p.data_post(cx, t),
+        (Call::QueuePre, Some(t)) => p.queue_pre(cx, t),
+        (Call::Queue, Some(t)) => p.queue(cx, t),
+        (Call::QueuePost, Some(t)) => p.queue_post(cx, t),
+        (Call::ResetTransaction, Some(t)) => p.reset_transaction(cx, t),
+        (Call::ReceivedLine(proto), Some(t)) => p.received_line(cx, t, proto),
+        (_, None) => Step::DECLINED,
+    }
+}
+
+/// A plugin instance with its config-line name.
+struct Loaded {
+    name: Rc<str>,
+    plugin: Box<dyn Plugin>,
+}
+
+/// The plugin chains of one worker, built from one config snapshot.
+pub struct Chains {
+    plugins: Vec<Loaded>,
+    /// For each hook (by `Hook as usize`), the indices of the plugins implementing it.
+    by_hook: Vec<Vec<u16>>,
+    timeout: Duration,
+}
+
+/// The result of running a chain: the outcome and the plugin that decided.
+pub struct Decision {
+    pub outcome: Outcome,
+    pub plugin: Option<Rc<str>>,
+}
+
+/// How a factory is found for a plugin name (the plugins crate's registry, or a test's).
+pub type Lookup = fn(&str) -> Option<ringsmtpd_plugin_api::Factory>;
+
+impl Chains {
+    /// Builds every plugin of `lines` (in order). Errors name the config file and line.
+    pub fn build(
+        lines: &[PluginLine],
+        cfg: &dyn ConfigSource,
+        lookup: Lookup,
+        timeout: Duration,
+    ) -> Result<Chains, ConfigError> {
+        let mut plugins = Vec::with_capacity(lines.len());
+        for line in lines {
+            let factory = lookup(&line.name)
+                .ok_or_else(|| line.origin.error(format!("unknown plugin '{}'", line.name)))?;
+            let init = PluginInit {
+                name: &line.name,
+                args: &line.args,
+                config: cfg,
+                origin: &line.origin,
+            };
+            let plugin = factory(&init)?;
+            plugins.push(Loaded {
+                name: Rc::from(line.name.as_str()),
+                plugin,
+            });
+        }
+        Ok(Chains::from_plugins(plugins, timeout))
+    }
+
+    fn from_plugins(plugins: Vec<Loaded>, timeout: Duration) -> Chains {
+        let mut by_hook = vec![Vec::new(); Hook::ALL.len()];
+        for (i, p) in plugins.iter().enumerate() {
+            for hook in p.plugin.hooks().iter() {
+                by_hook[hook as usize].push(i as u16);
+            }
+        }
+        Chains {
+            plugins,
+            by_hook,
+            timeout,
+        }
+    }
+
+    /// Chains from ready-made plugins (tests).
+    pub fn from_instances(list: Vec<(&str, Box<dyn Plugin>)>, timeout: Duration) -> Chains {
+        let plugins = list
+            .into_iter()
+            .map(|(name, plugin)| Loaded {
+                name: Rc::from(name),
+                plugin,
+            })
+            .collect();
+        Chains::from_plugins(plugins, timeout)
+    }
+
+    /// True if some plugin implements `hook`.
+    pub fn has(&self, hook: Hook) -> bool {
+        !self.by_hook[hook as usize].is_empty()
+    }
+
+    /// The plugin names per hook, for `ringsmtpd --check`.
+    pub fn describe(&self) -> Vec<(Hook, Vec<&str>)> {
+        Hook::ALL
+            .into_iter()
+            .filter(|h| self.has(*h))
+            .map(|h| {
+                let names = self.by_hook[h as usize]
+                    .iter()
+                    .map(|&i| &*self.plugins[i as usize].name)
+                    .collect();
+                (h, names)
+            })
+            .collect()
+    }
+
+    /// Runs the chain for `call`. `txn` is the open transaction for transaction hooks.
+    pub async fn run(
+        &self,
+        cx: &mut Cx,
+        mut txn: Option<&mut Transaction>,
+        call: Call<'_>,
+    ) -> Decision {
+        let hook = call.hook();
+        for &i in &self.by_hook[hook as usize] {
+            let loaded = &self.plugins[i as usize];
+            let outcome = self.call_one(loaded, cx, txn.as_deref_mut(), call).await;
+            if outcome == Outcome::Declined {
+                continue;
+            }
+            // qpsmtpd runs `deny` after a DENY*, `ok` after anything else (not recursively).
+            if !matches!(hook, Hook::Deny | Hook::Ok) {
+                let follow = if outcome.is_deny() {
+                    Call::Deny(&loaded.name, hook, &outcome)
+                } else {
+                    Call::Ok(&loaded.name, hook, &outcome)
+                };
+                if self.has(follow.hook()) {
+                    Box::pin(self.run(cx, None, follow)).await;
+                }
+            }
+            return Decision {
+                outcome,
+                plugin: Some(loaded.name.clone()),
+            };
+        }
+        Decision {
+            outcome: Outcome::Declined,
+            plugin: None,
+        }
+    }
+
+    async fn call_one(
+        &self,
+        loaded: &Loaded,
+        cx: &mut Cx,
+        mut txn: Option<&mut Transaction>,
+        call: Call<'_>,
+    ) -> Outcome {
+        let hook = call.hook();
+        let plugin = &*loaded.plugin;
+        // The step borrows `cx` and `txn`; the block ends that borrow before the logging below.
+        let result = {
+            let (c, t) = (&mut *cx, txn.as_deref_mut());
+            match catch_unwind(AssertUnwindSafe(move || dispatch(plugin, c, t, call))) {
+                Ok(Step::Ready(outcome)) => return outcome,
+                Ok(Step::Pending(fut)) => {
+                    let guarded = crate::runtime::CatchUnwind(fut);
+                    match monoio::time::timeout(self.timeout, guarded).await {
+                        Ok(Ok(outcome)) => return outcome,
+                        Ok(Err(())) => Failure::Panic,
+                        Err(_elapsed) => Failure::Timeout,
+                    }
+                }
+                Err(_panic) => Failure::Panic,
+            }
+        };
+        // The future (and its borrow of `cx`) is gone: log and fail soft.
+        let what = match result {
+            Failure::Panic => "panicked",
+            Failure::Timeout => "timed out",
+        };
+        cx.log(
+            Level::Crit,
+            &loaded.name,
+            format_args!(
+                "plugin {what} in hook {hook} (limit {:?}); answering 4xx",
+                self.timeout
+            ),
+        );
+        Outcome::DenySoft(Some(std::borrow::Cow::Borrowed(match result {
+            Failure::Panic => "4.3.0 Internal error in a mail check, try again later",
+            Failure::Timeout => "4.4.3 A mail check timed out, try again later",
+        })))
+    }
+}
+
+enum Failure {
+    Panic,
+    Timeout,
+}

@@ -1,0 +1,489 @@
+//! Threads and listeners: one monoio runtime per worker thread, one SO_REUSEPORT listener per
+//! worker per listen address (the kernel spreads connections), reload and shutdown fan-out.
+//!
+//! Cross-thread state is only [`Control`]: the current config snapshot behind a lock that is
+//! taken once per reload per worker (never per connection: workers compare a generation
+//! counter), and the shutdown signal.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ringsmtpd_plugin_api::{ConfigError, Connection, Level};
+
+use crate::config::{plugin_lines, ConfigDir, ListenSpec, PluginLine, Settings};
+use crate::hooks::Chains;
+use crate::proto::proxy;
+use crate::services::WorkerServices;
+use crate::session::{Env, Session};
+
+/// How long a load balancer may take to send its PROXY header: it sends it at once.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest PROXY header accepted (v2 header plus a generous TLV area).
+const PROXY_MAX: usize = 16 + 1536;
+/// Threads per worker for blocking jobs (fsync, child processes).
+const BLOCKING_THREADS: usize = 4;
+/// Pending connections per listener (listen(2) backlog).
+const BACKLOG: i32 = 1024;
+
+/// The I/O driver of the workers (`--driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl Driver {
+    /// What `Auto` resolves to on this machine.
+    pub fn resolve(self) -> Driver {
+        match self {
+            Driver::Auto if monoio::utils::detect_uring() => Driver::Uring,
+            Driver::Auto => Driver::Epoll,
+            d => d,
+        }
+    }
+}
+
+/// A validated configuration: settings, plugin lines, and the directory they came from.
+pub struct Snapshot {
+    pub settings: Arc<Settings>,
+    pub plugins: Vec<PluginLine>,
+    pub config: Arc<ConfigDir>,
+}
+
+impl Snapshot {
+    /// Loads and validates `dir`: every file parses and every plugin builds (once, here, so a
+    /// bad config is refused before any worker sees it).
+    pub fn load(dir: &Path) -> Result<(Snapshot, Chains), ConfigError> {
+        let config = Arc::new(ConfigDir::new(dir));
+        let settings = Settings::load(&*config)?;
+        let plugins = plugin_lines(&*config, "plugins")?;
+        let chains = Chains::build(
+            &plugins,
+            &*config,
+            ringsmtpd_plugins::find,
+            settings.plugin_timeout,
+        )?;
+        Ok((
+            Snapshot {
+                settings: Arc::new(settings),
+                plugins,
+                config,
+            },
+            chains,
+        ))
+    }
+
+    /// The plugin chains for one worker.
+    fn chains(&self) -> Result<Chains, ConfigError> {
+        Chains::build(
+            &self.plugins,
+            &*self.config,
+            ringsmtpd_plugins::find,
+            self.settings.plugin_timeout,
+        )
+    }
+}
+
+/// What the main thread shares with the workers.
+pub struct Control {
+    current: RwLock<Arc<Snapshot>>,
+    generation: AtomicU64,
+    stop: Mutex<Vec<futures_channel::oneshot::Sender<()>>>,
+}
+
+impl Control {
+    pub fn new(snapshot: Snapshot) -> Arc<Control> {
+        Arc::new(Control {
+            current: RwLock::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
+            stop: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Publishes a new snapshot; workers pick it up at their next accepted connection.
+    pub fn replace(&self, snapshot: Snapshot) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *cur = Arc::new(snapshot);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Tells every worker to stop accepting and drain.
+    pub fn shutdown(&self) {
+        for tx in self
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A worker-local shutdown flag that sessions can wait on.
+#[derive(Default)]
+pub struct Shutdown {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Shutdown {
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    pub fn trigger(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the flag is set.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            if self.set.get() {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            // A session polls this once per read; keep one waker per waiting task.
+            waiters.retain(|w| !w.will_wake(cx.waker()));
+            waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// Binds one listener socket for `spec`. SO_REUSEPORT lets every worker (and, with `--join`,
+/// another process) bind the same address; the kernel balances connections between them.
+pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = Domain::for_address(spec.addr);
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if spec.addr.is_ipv6() {
+        // `*` binds 0.0.0.0 and [::] separately; without V6ONLY the second would collide.
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&spec.addr.into())?;
+    sock.listen(BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Fails if another process already listens on `addr`. monoio's own bind enables
+/// SO_REUSEPORT, so a second daemon would otherwise silently share the port.
+pub fn check_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?; // TIME_WAIT leftovers are no conflict
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1)?;
+    Ok(())
+}
+
+/// Builds a runtime for `driver` with timers and a blocking pool, and runs `f` on it.
+pub fn run_on<F, Fut>(driver: Driver, f: F) -> io::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    use monoio::blocking::DefaultThreadPool;
+    use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+    let pool = || Box::new(DefaultThreadPool::new(BLOCKING_THREADS));
+    Ok(match driver.resolve() {
+        Driver::Uring => RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .attach_thread_pool(pool())
+            .build()?
+            .block_on(f()),
+        _ => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .attach_thread_pool(pool())
+            .build()?
+            .block_on(f()),
+    })
+}
+
+/// Starts `threads` workers on `listeners` (one socket per worker per listen address, bound
+/// by the caller). Returns the join handles.
+pub fn start(
+    control: &Arc<Control>,
+    driver: Driver,
+    listeners: Vec<Vec<(std::net::TcpListener, ListenSpec)>>,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for (id, socks) in listeners.into_iter().enumerate() {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        control
+            .stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        let control = control.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("ringsmtpd-w{id}"))
+            .spawn(move || {
+                let run = run_on(driver, || worker(id as u16, control, socks, rx));
+                if let Err(e) = run {
+                    crate::log!(Level::Crit, 0, "core", "worker {id} could not start: {e}");
+                }
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// The per-worker environment, rebuilt when the config generation changes.
+struct WorkerEnv {
+    id: u16,
+    control: Arc<Control>,
+    shutdown: Rc<Shutdown>,
+    current: RefCell<(u64, Rc<Env>)>,
+    next_conn: Cell<u64>,
+    active: Cell<usize>,
+}
+
+impl WorkerEnv {
+    /// The env for a new connection; rebuilds the chains after a reload.
+    fn env(&self) -> Rc<Env> {
+        let gen = self.control.generation.load(Ordering::Acquire);
+        if self.current.borrow().0 != gen {
+            let snap = self.control.snapshot();
+            match make_env(&snap, self.shutdown.clone()) {
+                Ok(env) => *self.current.borrow_mut() = (gen, Rc::new(env)),
+                Err(e) => {
+                    crate::log!(
+                        Level::Error,
+                        0,
+                        "core",
+                        "worker {}: reload failed: {e}",
+                        self.id
+                    );
+                    self.current.borrow_mut().0 = gen; // keep the old chains; do not retry
+                }
+            }
+        }
+        self.current.borrow().1.clone()
+    }
+
+    fn conn_id(&self) -> u64 {
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        (u64::from(self.id) + 1) << 40 | n
+    }
+}
+
+fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigError> {
+    let svc = Rc::new(WorkerServices {
+        me: snap.settings.me.clone(),
+    });
+    Ok(Env {
+        settings: snap.settings.clone(),
+        chains: snap.chains()?,
+        svc,
+        shutdown,
+    })
+}
+
+async fn worker(
+    id: u16,
+    control: Arc<Control>,
+    socks: Vec<(std::net::TcpListener, ListenSpec)>,
+    stop: futures_channel::oneshot::Receiver<()>,
+) {
+    let shutdown = Rc::new(Shutdown::default());
+    let snap = control.snapshot();
+    let gen = control.generation.load(Ordering::Acquire);
+    let env = match make_env(&snap, shutdown.clone()) {
+        Ok(env) => Rc::new(env),
+        Err(e) => {
+            crate::log!(Level::Crit, 0, "core", "worker {id}: {e}");
+            return;
+        }
+    };
+    let w = Rc::new(WorkerEnv {
+        id,
+        control,
+        shutdown: shutdown.clone(),
+        current: RefCell::new((gen, env)),
+        next_conn: Cell::new(0),
+        active: Cell::new(0),
+    });
+    {
+        let shutdown = shutdown.clone();
+        monoio::spawn(async move {
+            let _ = stop.await; // a dropped sender (main thread gone) also stops the worker
+            shutdown.trigger();
+        });
+    }
+    for (sock, spec) in socks {
+        let listener = match monoio::net::TcpListener::from_std(sock) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::log!(
+                    Level::Crit,
+                    0,
+                    "core",
+                    "worker {id}: listener {}: {e}",
+                    spec.addr
+                );
+                continue;
+            }
+        };
+        monoio::spawn(accept_loop(w.clone(), listener, spec));
+    }
+    shutdown.wait().await;
+    // Drain: sessions answer 421 at their next command; those inside DATA may finish.
+    let deadline = Instant::now() + w.current.borrow().1.settings.shutdown_timeout;
+    while w.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if w.active.get() > 0 {
+        crate::log!(
+            Level::Warn,
+            0,
+            "core",
+            "worker {id}: {} sessions cut at shutdown",
+            w.active.get()
+        );
+    }
+}
+
+async fn accept_loop(w: Rc<WorkerEnv>, listener: monoio::net::TcpListener, spec: ListenSpec) {
+    loop {
+        let accepted = monoio::select! {
+            a = listener.accept() => a,
+            _ = w.shutdown.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let w2 = w.clone();
+                let spec = spec.clone();
+                w.active.set(w.active.get() + 1);
+                monoio::spawn(async move {
+                    let guard = ActiveGuard(w2.clone());
+                    let task = Box::pin(serve(w2.clone(), stream, peer, spec));
+                    if CatchUnwind(task).await.is_err() {
+                        crate::log!(
+                            Level::Crit,
+                            0,
+                            "core",
+                            "session from {peer} panicked; closed"
+                        );
+                    }
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly instead of spinning.
+                crate::log!(Level::Error, 0, "core", "accept on {}: {e}", spec.addr);
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+struct ActiveGuard(Rc<WorkerEnv>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+async fn serve(
+    w: Rc<WorkerEnv>,
+    mut stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    spec: ListenSpec,
+) {
+    let env = w.env();
+    let id = w.conn_id();
+    let local = stream.local_addr().unwrap_or(spec.addr);
+    let _ = stream.set_nodelay(true);
+    let (remote, local, early) = if spec.proxy {
+        match read_proxy(&mut stream).await {
+            Ok((hdr, early)) => (
+                hdr.source.unwrap_or(peer),
+                hdr.destination.unwrap_or(local),
+                early,
+            ),
+            Err(why) => {
+                crate::log!(
+                    Level::Warn,
+                    id,
+                    "core",
+                    "PROXY header from {peer} refused: {why}"
+                );
+                return; // close without a word: the peer is not a load balancer we know
+            }
+        }
+    } else {
+        (peer, local, Vec::new())
+    };
+    let conn = Connection::new(id, remote, local);
+    Session::new(env, stream, conn, &early).run().await;
+}
+
+/// Reads and parses a PROXY v1/v2 header; returns it and any bytes that followed it.
+async fn read_proxy(
+    stream: &mut monoio::net::TcpStream,
+) -> Result<(proxy::ProxyHeader, Vec<u8>), String> {
+    use crate::transport::Transport;
+    let mut buf = Vec::with_capacity(PROXY_MAX);
+    let deadline = Instant::now() + PROXY_TIMEOUT;
+    loop {
+        match proxy::parse(&buf) {
+            Ok(Some((hdr, used))) => return Ok((hdr, buf[used..].to_vec())),
+            Ok(None) if buf.len() >= PROXY_MAX => return Err("header too long".into()),
+            Ok(None) => {}
+            Err(e) => return Err(e.0.to_string()),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(0), _)) => return Err("closed before the header".into()),
+            Ok((Ok(_), b)) => buf = b,
+            Ok((Err(e), _)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        }
+    }
+}
+
+/// Polls a future, turning a panic into `Err(())`, so one broken session cannot take its
+/// worker thread (and every other connection on it) down.
+pub struct CatchUnwind<F>(pub F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+    fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(fut).poll(task))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}

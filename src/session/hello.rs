@@ -1,0 +1,62 @@
+//! HELO and EHLO (RFC 5321 §4.1.1.1). Unlike qpsmtpd, a second EHLO is allowed: it resets the
+//! session state as RSET does (RFC 5321 §4.1.4).
+
+use ringsmtpd_plugin_api::{Hello, HelloKind, Hook};
+
+use super::{respond, Flow, State};
+use crate::hooks::Call;
+
+impl State {
+    pub(super) async fn hello(&mut self, out: &mut Vec<u8>, host: &str, ehlo: bool) -> Flow {
+        self.end_transaction().await;
+        let call = if ehlo {
+            Call::Ehlo(host)
+        } else {
+            Call::Helo(host)
+        };
+        let outcome = self.run(call).await;
+        match respond::for_outcome(call.hook(), outcome) {
+            Ok(Some(r)) => return self.reply_flow(out, r, "refused at HELO"),
+            Err(()) => return Flow::Next,
+            Ok(None) => {}
+        }
+        let kind = if ehlo {
+            HelloKind::Ehlo
+        } else {
+            HelloKind::Helo
+        };
+        match &mut self.cx.conn.hello {
+            Some(h) => {
+                h.kind = kind;
+                h.host.clear();
+                h.host.push_str(host);
+            }
+            None => {
+                self.cx.conn.hello = Some(Hello {
+                    kind,
+                    host: host.to_string(),
+                })
+            }
+        }
+        let conn = &self.cx.conn;
+        let me = self.env.svc.me();
+        let remote = conn.remote_host.as_deref().unwrap_or("unknown");
+        let ip = conn.remote.ip();
+        if !ehlo {
+            let text = format!("{me} Hi {remote} [{ip}]; I am so happy to meet you.");
+            respond::write(out, 250, "", &text);
+            return Flow::Next;
+        }
+        let size = match self.env.settings.databytes {
+            0 => "SIZE".to_string(), // RFC 1870 §4: no fixed maximum
+            n => format!("SIZE {n}"),
+        };
+        let text = format!(
+            "{me} Hi {remote} [{ip}]\nPIPELINING\n8BITMIME\n{size}\nENHANCEDSTATUSCODES\n\
+             SMTPUTF8\nCHUNKING\nDSN"
+        );
+        respond::write(out, 250, "", &text);
+        debug_assert!(call.hook() == Hook::Ehlo);
+        Flow::Next
+    }
+}

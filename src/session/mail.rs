@@ -1,0 +1,90 @@
+//! MAIL FROM (RFC 5321 §4.1.1.2), with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)
+//! and the DSN parameters RET and ENVID (RFC 3461).
+
+use std::borrow::Cow;
+
+use ringsmtpd_plugin_api::address;
+
+use super::respond::{self, Resolved};
+use super::{Flow, State};
+use crate::hooks::Call;
+use crate::proto::params;
+
+impl State {
+    pub(super) async fn mail(&mut self, out: &mut Vec<u8>, path: &str, params: &str) -> Flow {
+        if self.cx.conn.hello.is_none() {
+            let r = Resolved::new(503, "5.5.1", "please say hello first ...");
+            return self.error_flow(out, r);
+        }
+        if self.txn.is_some() {
+            // RFC 5321 §4.1.4: MAIL must not be sent while a transaction is open.
+            let r = Resolved::new(503, "5.5.1", "Error: nested MAIL command");
+            return self.error_flow(out, r);
+        }
+        if !params.is_empty() && !self.cx.conn.is_esmtp() {
+            let r = Resolved::new(555, "5.5.4", "ESMTP parameters need EHLO");
+            return self.error_flow(out, r);
+        }
+        let mail_params = match params::parse_mail_params(params) {
+            Ok(p) => p,
+            Err(e) => return self.error_flow(out, Resolved::new(e.code, "", e.text).enh(None)),
+        };
+        let sender = match address::parse_path(path, true, mail_params.smtputf8) {
+            Ok(a) => a,
+            Err(e) => {
+                let (enh, text) = respond::split_enhanced(e.0);
+                return self.error_flow(out, Resolved::new(501, "5.1.7", text).enh(enh));
+            }
+        };
+        let databytes = self.env.settings.databytes;
+        if databytes > 0 && mail_params.size.is_some_and(|s| s > databytes) {
+            // RFC 1870 §6.1: the declared size exceeds the fixed maximum.
+            let r = Resolved::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            );
+            return self.reply_flow(out, r, "");
+        }
+
+        let mut txn = self.new_transaction();
+        txn.sender = sender;
+        txn.mail_params = mail_params;
+        let env = self.env.clone();
+        let decision = env
+            .chains
+            .run(&mut self.cx, Some(&mut txn), Call::Mail)
+            .await;
+        match respond::for_outcome(Call::Mail.hook(), decision.outcome.clone()) {
+            Ok(Some(mut r)) => {
+                if r.text == "sender denied" || r.text == "sender temporarily denied" {
+                    r.text = Cow::Owned(format!("{}, {}", txn.sender, r.text));
+                }
+                self.spare = Some(txn);
+                self.log_refused("MAIL", &r, decision.plugin.as_deref());
+                self.reply_flow(out, r, "refused at MAIL")
+            }
+            Err(()) => {
+                self.txn = Some(txn); // DONE: the plugin answered and accepted the sender
+                Flow::Next
+            }
+            Ok(None) => {
+                let default = "sender OK - how exciting to get mail from you!";
+                let (enh, text) = respond::ok_text(&decision.outcome, "2.1.0", default);
+                let text = format!("{}, {text}", txn.sender);
+                respond::write(out, 250, &enh, &text);
+                self.txn = Some(txn);
+                Flow::Next
+            }
+        }
+    }
+
+    /// One log line per refused command, naming the plugin that decided.
+    pub(super) fn log_refused(&self, verb: &str, r: &Resolved, plugin: Option<&str>) {
+        self.cx.log(
+            ringsmtpd_plugin_api::Level::Info,
+            plugin.unwrap_or("core"),
+            format_args!("{verb} refused: {} {} {}", r.code, r.enhanced, r.text),
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! RSET, NOOP, VRFY, HELP, QUIT and verbs the core does not know.
+
+use ringsmtpd_plugin_api::Level;
+
+use super::respond::{self, Resolved};
+use super::{End, Flow, State};
+use crate::hooks::Call;
+
+impl State {
+    pub(super) async fn rset(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.end_transaction().await;
+        respond::write(out, 250, "2.0.0", "OK");
+        Flow::Next
+    }
+
+    pub(super) async fn noop(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.answer(out, Call::Noop, 250, "2.0.0", "OK").await
+    }
+
+    pub(super) async fn vrfy(&mut self, out: &mut Vec<u8>, arg: &str) -> Flow {
+        let outcome = self.run(Call::Vrfy(arg)).await;
+        match respond::for_outcome(Call::Vrfy(arg).hook(), outcome.clone()) {
+            Ok(Some(r)) => self.reply_flow(out, r, "refused at VRFY"),
+            Err(()) => Flow::Next,
+            Ok(None) if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
+                let (enh, text) = respond::ok_text(&outcome, "2.1.5", "User OK");
+                respond::write(out, 250, &enh, &text);
+                Flow::Next
+            }
+            // RFC 5321 §3.5.3: 252 when the server will not verify but will try delivery.
+            Ok(None) => {
+                let text = "Just try sending a mail and we'll see how it turns out ...";
+                respond::write(out, 252, "2.1.5", text);
+                Flow::Next
+            }
+        }
+    }
+
+    pub(super) async fn help(&mut self, out: &mut Vec<u8>, arg: &str) -> Flow {
+        let text = concat!(
+            "This is ringsmtpd ",
+            env!("CARGO_PKG_VERSION"),
+            "\nCommands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+            "\nEnd of HELP info"
+        );
+        self.answer(out, Call::Help(arg), 214, "2.0.0", text).await
+    }
+
+    pub(super) async fn quit(&mut self, out: &mut Vec<u8>) -> Flow {
+        let outcome = self.run(Call::Quit).await;
+        if let Err(()) = respond::for_outcome(Call::Quit.hook(), outcome) {
+            return Flow::Close(End::Quit); // DONE: no reply, but the connection still closes
+        }
+        let me = self.env.svc.me();
+        let text = format!("{me} closing connection. Have a wonderful day.");
+        respond::write(out, 221, "2.0.0", &text);
+        Flow::Close(End::Quit)
+    }
+
+    pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
+        let outcome = self.run(Call::Unrecognized(verb, args)).await;
+        match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
+            Ok(Some(r)) if r.disconnect => self.reply_flow(out, r, "unrecognized command"),
+            Ok(Some(r)) => self.error_flow(out, r),
+            Err(()) => Flow::Next,
+            Ok(None) => {
+                self.cx.log(
+                    Level::Info,
+                    "core",
+                    format_args!("unrecognized command '{verb}'"),
+                );
+                self.error_flow(out, Resolved::new(500, "5.5.1", "Unrecognized command"))
+            }
+        }
+    }
+
+    /// A verb whose only answers are the hook's deny reply or a fixed positive reply.
+    async fn answer(
+        &mut self,
+        out: &mut Vec<u8>,
+        call: Call<'_>,
+        code: u16,
+        enh: &'static str,
+        text: &'static str,
+    ) -> Flow {
+        let outcome = self.run(call).await;
+        match respond::for_outcome(call.hook(), outcome) {
+            Ok(Some(r)) => self.reply_flow(out, r, "refused"),
+            Err(()) => Flow::Next,
+            Ok(None) => {
+                respond::write(out, code, enh, text);
+                Flow::Next
+            }
+        }
+    }
+}

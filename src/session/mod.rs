@@ -1,0 +1,470 @@
+//! One SMTP connection: read, split lines, dispatch each verb, write replies.
+//!
+//! The loop parses every complete command in the read buffer before it writes, so a pipelined
+//! batch (RFC 2920) is answered with one write. Each verb lives in its own file:
+//! `hello.rs` (HELO/EHLO), `mail.rs`, `rcpt.rs`, `data.rs` (DATA, BDAT, queueing),
+//! `misc.rs` (RSET, NOOP, VRFY, HELP, QUIT, unknown verbs). `respond.rs` holds the reply
+//! table. A session ends through one [`End`], logged once.
+
+mod data;
+mod headers;
+mod hello;
+mod mail;
+mod misc;
+mod rcpt;
+pub mod respond;
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringsmtpd_plugin_api::{Connection, Cx, Hook, Level, Outcome, Services, Transaction};
+
+use crate::config::{BareNewlinePolicy, Settings};
+use crate::hooks::{Call, Chains};
+use crate::proto::command::{self, Command};
+use crate::runtime::Shutdown;
+use crate::transport::Transport;
+use respond::Resolved;
+
+/// Read buffer size. Commands are at most `max_line` (512) bytes; DATA streams through this
+/// buffer in chunks. Kept small because every idle connection holds one.
+const READ_BUF: usize = 8 * 1024;
+
+/// What a session needs from its worker; fixed for the session's life (after a reload, new
+/// connections get a new `Env`, running ones keep theirs).
+pub struct Env {
+    pub settings: Arc<Settings>,
+    pub chains: Chains,
+    pub svc: Rc<dyn Services>,
+    pub shutdown: Rc<Shutdown>,
+}
+
+/// Why a session ended. Logged once, at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client said QUIT.
+    Quit,
+    /// The client closed the connection.
+    ClientClosed,
+    /// The client was idle past `timeout` (421 sent).
+    Timeout,
+    /// A plugin's `*_DISCONNECT` or a core rule closed it (the reply said why).
+    Disconnected(&'static str),
+    /// The server is shutting down (421 sent).
+    Shutdown,
+    /// A bare CR or LF was received (521 sent): an SMTP smuggling attempt or a broken client.
+    BareNewline,
+    /// Too many bad or unknown commands (421 sent).
+    TooManyErrors,
+    /// Reading or writing failed.
+    Io(io::ErrorKind),
+}
+
+/// What the loop does after a command.
+pub(crate) enum Flow {
+    Next,
+    /// Enter DATA mode (the 354 is in the write buffer).
+    Data,
+    /// Receive a BDAT chunk of `size` bytes; `accept` is false when the chunk is to be
+    /// discarded (its command was refused, RFC 3030 §2).
+    Bdat {
+        size: u64,
+        last: bool,
+        accept: bool,
+    },
+    Close(End),
+}
+
+/// The per-connection state the verbs work on (everything but the transport and buffers).
+pub struct State {
+    pub env: Rc<Env>,
+    pub cx: Cx,
+    /// The open mail transaction, from an accepted MAIL to the end of DATA or RSET.
+    pub txn: Option<Transaction>,
+    /// A cleared transaction kept for reuse, so a session allocates its buffers once.
+    spare: Option<Transaction>,
+    /// Bad or unknown commands so far (`max_unrecognized`).
+    errors: u32,
+    /// BDAT state of the open transaction.
+    bdat: data::Bdat,
+}
+
+pub struct Session<T: Transport> {
+    io: T,
+    /// Input; bytes before `rpos` are processed.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Replies not yet sent.
+    wbuf: Vec<u8>,
+    st: State,
+}
+
+impl<T: Transport> Session<T> {
+    /// A session on `io`. `early` holds bytes already read (after a PROXY header).
+    pub fn new(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
+        let mut rbuf = Vec::with_capacity(READ_BUF.max(early.len()));
+        rbuf.extend_from_slice(early);
+        let cx = Cx::new(conn, env.svc.clone());
+        Session {
+            io,
+            rbuf,
+            rpos: 0,
+            wbuf: Vec::with_capacity(512),
+            st: State {
+                env,
+                cx,
+                txn: None,
+                spare: None,
+                errors: 0,
+                bdat: data::Bdat::default(),
+            },
+        }
+    }
+
+    /// Runs the whole conversation and the end-of-session hooks; returns why it ended.
+    pub async fn run(mut self) -> End {
+        let started = Instant::now();
+        let conn_id = self.st.cx.conn.id;
+        crate::log!(
+            Level::Info,
+            conn_id,
+            "core",
+            "connect from {} to {}",
+            self.st.cx.conn.remote,
+            self.st.cx.conn.local
+        );
+        let end = self.converse().await;
+        // Whatever was said is sent before the connection goes.
+        let _ = self.flush().await;
+        self.st.end_transaction().await;
+        if !matches!(end, End::Quit) || !self.st.env.chains.has(Hook::Quit) {
+            self.st.run(Call::Disconnect).await;
+        }
+        self.st.run(Call::PostConnection).await;
+        crate::log!(
+            Level::Info,
+            conn_id,
+            "core",
+            "close {}: {:?} after {} ms, {} transactions",
+            self.st.cx.conn.remote,
+            end,
+            started.elapsed().as_millis(),
+            self.st.cx.conn.transactions
+        );
+        end
+    }
+
+    async fn converse(&mut self) -> End {
+        if let Some(end) = self.st.greet(&mut self.wbuf).await {
+            return end;
+        }
+        let mut discarding = false; // skipping the rest of an over-long command line
+        loop {
+            // Every complete line in the buffer first: that is one pipelined batch.
+            while let Some(nl) = memchr::memchr(b'\n', &self.rbuf[self.rpos..]) {
+                let start = self.rpos;
+                self.rpos += nl + 1;
+                if std::mem::take(&mut discarding) {
+                    let max = self.st.env.settings.max_line;
+                    let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
+                    if let Some(end) = self.st.error(&mut self.wbuf, r) {
+                        return end;
+                    }
+                    continue;
+                }
+                if nl + 1 > self.st.env.settings.max_line {
+                    let max = self.st.env.settings.max_line;
+                    let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
+                    if let Some(end) = self.st.error(&mut self.wbuf, r) {
+                        return end;
+                    }
+                    continue;
+                }
+                let line = &self.rbuf[start..start + nl];
+                let line = match line.strip_suffix(b"\r") {
+                    Some(l) => l,
+                    None if self.st.env.settings.bare_newline == BareNewlinePolicy::Normalize => {
+                        line
+                    }
+                    None => return self.st.bare_newline(&mut self.wbuf, "command"),
+                };
+                if self.st.env.shutdown.is_set() {
+                    return self.st.shutting_down(&mut self.wbuf);
+                }
+                let flow = self.st.command(line, &mut self.wbuf).await;
+                let flow = match flow {
+                    Flow::Next => continue,
+                    Flow::Close(end) => return end,
+                    Flow::Data => self.receive_data().await,
+                    Flow::Bdat { size, last, accept } => {
+                        self.receive_bdat(size, last, accept).await
+                    }
+                };
+                if let Flow::Close(end) = flow {
+                    return end;
+                }
+            }
+            // No complete line left: guard the partial one, answer the batch, read more.
+            let partial = self.rbuf.len() - self.rpos;
+            if partial >= self.st.env.settings.max_line {
+                discarding = true;
+                self.rpos = self.rbuf.len();
+            }
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let timeout = self.st.env.settings.timeout;
+            match self.fill(timeout, true).await {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Sends the pending replies.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let (res, mut buf) = self.io.write_all(buf).await;
+        buf.clear();
+        self.wbuf = buf;
+        res.map_err(|e| End::Io(e.kind()))
+    }
+
+    /// Reads more input after moving unprocessed bytes to the front. Waits at most `timeout`
+    /// and, between commands (`idle`), wakes for shutdown; either ends the session with a 421.
+    /// Inside DATA (`!idle`) shutdown waits: the transaction may finish before the deadline.
+    async fn fill(&mut self, timeout: Duration, idle: bool) -> Result<(), End> {
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_BUF / 4 {
+            self.rbuf.reserve(READ_BUF);
+        }
+        let buf = std::mem::take(&mut self.rbuf);
+        let shutdown = self.st.env.shutdown.clone();
+        let read = monoio::time::timeout(timeout, self.io.read(buf));
+        let result = monoio::select! {
+            r = read => Some(r),
+            _ = shutdown.wait(), if idle => None,
+        };
+        match result {
+            Some(Ok((Ok(0), buf))) => {
+                self.rbuf = buf;
+                Err(End::ClientClosed)
+            }
+            Some(Ok((Ok(_), buf))) => {
+                self.rbuf = buf;
+                Ok(())
+            }
+            Some(Ok((Err(e), buf))) => {
+                self.rbuf = buf;
+                if e.kind() == io::ErrorKind::TimedOut {
+                    return Err(self.timed_out().await);
+                }
+                Err(End::Io(e.kind()))
+            }
+            // The read (and its buffer) was dropped: nothing more is read on this connection.
+            Some(Err(_elapsed)) => Err(self.timed_out().await),
+            None => {
+                let end = self.st.shutting_down(&mut self.wbuf);
+                let _ = self.flush().await;
+                Err(end)
+            }
+        }
+    }
+
+    async fn timed_out(&mut self) -> End {
+        let me = self.st.env.svc.me().to_string();
+        respond::write(
+            &mut self.wbuf,
+            421,
+            "4.4.2",
+            &format!("{me} Error: timeout exceeded"),
+        );
+        let _ = self.flush().await;
+        End::Timeout
+    }
+}
+
+impl State {
+    /// Runs a chain that has no transaction argument.
+    pub(crate) async fn run(&mut self, call: Call<'_>) -> Outcome {
+        let env = self.env.clone();
+        env.chains.run(&mut self.cx, None, call).await.outcome
+    }
+
+    /// pre-connection and connect hooks, then the banner. `Some(end)` if refused.
+    async fn greet(&mut self, out: &mut Vec<u8>) -> Option<End> {
+        for hook in [Call::PreConnection, Call::Connect] {
+            let outcome = self.run(hook).await;
+            match respond::for_outcome(hook.hook(), outcome) {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    r.write(out);
+                    if r.disconnect || hook.hook() == Hook::Connect {
+                        return Some(End::Disconnected("refused at connect"));
+                    }
+                }
+                Err(()) => return None, // DONE: a plugin answered; no banner
+            }
+        }
+        respond::write(out, 220, "", &self.env.settings.smtpgreeting);
+        None
+    }
+
+    /// Parses and runs one command line.
+    async fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let (enh, text) = respond::split_enhanced(e.text);
+                return self.error_flow(out, Resolved::new(e.code, "", text.to_string()).enh(enh));
+            }
+        };
+        if self.bdat.active
+            && !matches!(
+                cmd,
+                Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop
+            )
+        {
+            // RFC 3030 §3: after BDAT, only BDAT (or RSET) until LAST.
+            let r = Resolved::new(503, "5.5.1", "Only BDAT or RSET may follow BDAT");
+            return self.error_flow(out, r);
+        }
+        match cmd {
+            Command::Helo(host) => self.hello(out, host, false).await,
+            Command::Ehlo(host) => self.hello(out, host, true).await,
+            Command::Mail { path, params } => self.mail(out, path, params).await,
+            Command::Rcpt { path, params } => self.rcpt(out, path, params).await,
+            Command::Data => self.data(out).await,
+            Command::Bdat { size, last } => self.bdat(out, size, last).await,
+            Command::Rset => self.rset(out).await,
+            Command::Noop => self.noop(out).await,
+            Command::Quit => self.quit(out).await,
+            Command::Vrfy(arg) => self.vrfy(out, arg).await,
+            Command::Help(arg) => self.help(out, arg).await,
+            // STARTTLS and AUTH exist once the tls and auth plugins do; until then they are
+            // unknown verbs, as in qpsmtpd without those plugins.
+            Command::StartTls => self.unrecognized(out, "starttls", "").await,
+            Command::Auth(args) => self.unrecognized(out, "auth", args).await,
+            Command::Unknown { verb, args } => {
+                let verb = verb.to_ascii_lowercase();
+                self.unrecognized(out, &verb, args).await
+            }
+        }
+    }
+
+    /// Sends an error reply and counts it; too many errors end the session.
+    fn error(&mut self, out: &mut Vec<u8>, reply: Resolved) -> Option<End> {
+        reply.write(out);
+        self.errors += 1;
+        if self.errors >= self.env.settings.max_unrecognized {
+            respond::write(out, 421, "4.7.0", "Too many errors, closing connection");
+            return Some(End::TooManyErrors);
+        }
+        None
+    }
+
+    fn error_flow(&mut self, out: &mut Vec<u8>, reply: Resolved) -> Flow {
+        match self.error(out, reply) {
+            Some(end) => Flow::Close(end),
+            None => Flow::Next,
+        }
+    }
+
+    /// Sends a reply decided by the table; a disconnecting one ends the session.
+    fn reply_flow(&mut self, out: &mut Vec<u8>, reply: Resolved, why: &'static str) -> Flow {
+        reply.write(out);
+        if reply.disconnect {
+            Flow::Close(End::Disconnected(why))
+        } else {
+            Flow::Next
+        }
+    }
+
+    /// A bare CR or LF: refuse and close, as Postfix's `smtpd_forbid_bare_newline` does. After
+    /// an ambiguous line end nobody knows where the client thinks a command or the message
+    /// ends, which is what SMTP smuggling exploits.
+    fn bare_newline(&mut self, out: &mut Vec<u8>, place: &str) -> End {
+        self.cx.log(
+            Level::Warn,
+            "core",
+            format_args!(
+                "bare CR or LF in {place} from {}: refused",
+                self.cx.conn.remote
+            ),
+        );
+        respond::write(
+            out,
+            521,
+            "5.5.2",
+            "Error: bare CR or LF received (RFC 5321 2.3.8)",
+        );
+        End::BareNewline
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) -> End {
+        let me = self.env.svc.me().to_string();
+        respond::write(
+            out,
+            421,
+            "4.3.2",
+            &format!("{me} Service shutting down, try again later"),
+        );
+        End::Shutdown
+    }
+
+    /// Takes a cleared transaction from the spare slot (or makes one).
+    fn new_transaction(&mut self) -> Transaction {
+        let mut txn = self.spare.take().unwrap_or_default();
+        txn.clear();
+        self.cx.conn.transactions += 1;
+        use std::fmt::Write;
+        let _ = write!(
+            txn.id,
+            "{:x}.{}",
+            self.cx.conn.id, self.cx.conn.transactions
+        );
+        txn
+    }
+
+    /// Ends the open transaction, if any: `reset_transaction` hook, then back to the spare slot.
+    async fn end_transaction(&mut self) {
+        self.bdat = data::Bdat::default();
+        if let Some(mut txn) = self.txn.take() {
+            let env = self.env.clone();
+            if env.chains.has(Hook::ResetTransaction) {
+                env.chains
+                    .run(&mut self.cx, Some(&mut txn), Call::ResetTransaction)
+                    .await;
+            }
+            txn.clear();
+            self.spare = Some(txn);
+        }
+    }
+}
+
+impl Resolved {
+    /// Uses `enh` as the enhanced code when given.
+    pub(crate) fn enh(mut self, enh: Option<&str>) -> Resolved {
+        if let Some(e) = enh {
+            self.enhanced = std::borrow::Cow::Owned(e.to_string());
+        } else if self.enhanced.is_empty() {
+            self.enhanced = std::borrow::Cow::Borrowed(match self.code / 100 {
+                2 => "2.0.0",
+                4 => "4.0.0",
+                _ => "5.0.0",
+            });
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

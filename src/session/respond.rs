@@ -1,0 +1,282 @@
+//! Replies: the writer (multi-line, enhanced status codes) and the table that turns a hook's
+//! [`Outcome`] into a reply, following qpsmtpd's `*_respond` subs with RFC 3463 codes added.
+
+use std::borrow::Cow;
+
+use ringsmtpd_plugin_api::{Hook, Outcome, Reply};
+
+/// Appends one reply to `out`. `text` may hold several lines separated by `\n`
+/// (multi-line reply, RFC 5321 §4.2.1). `enhanced` is put before the text of every line
+/// (RFC 2034 §3), unless it is empty (greeting, EHLO and 354 replies carry none).
+pub fn write(out: &mut Vec<u8>, code: u16, enhanced: &str, text: &str) {
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .peekable();
+    let code = code_digits(code);
+    while let Some(line) = lines.next() {
+        out.extend_from_slice(&code);
+        out.push(if lines.peek().is_some() { b'-' } else { b' ' });
+        if !enhanced.is_empty() {
+            out.extend_from_slice(enhanced.as_bytes());
+            out.push(b' ');
+        }
+        // A reply never carries a control character from a plugin's text into the stream.
+        for &b in line.as_bytes() {
+            out.push(if b < 0x20 && b != b'\t' { b'?' } else { b });
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn code_digits(code: u16) -> [u8; 3] {
+    let code = code.clamp(200, 599);
+    [
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
+}
+
+/// Splits a leading enhanced status code (`"5.7.1 text"`) off a plugin's text.
+pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
+    let Some((first, rest)) = text.split_once(' ') else {
+        return (None, text);
+    };
+    let mut parts = first.split('.');
+    let ok = matches!(parts.next(), Some("2" | "4" | "5"))
+        && parts.next().is_some_and(is_status_number)
+        && parts.next().is_some_and(is_status_number)
+        && parts.next().is_none();
+    if ok {
+        (Some(first), rest)
+    } else {
+        (None, text)
+    }
+}
+
+fn is_status_number(s: &str) -> bool {
+    (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A reply the engine decided to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub code: u16,
+    pub enhanced: Cow<'static, str>,
+    pub text: Cow<'static, str>,
+    pub disconnect: bool,
+}
+
+impl Resolved {
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<Cow<'static, str>>) -> Self {
+        Resolved {
+            code,
+            enhanced: Cow::Borrowed(enhanced),
+            text: text.into(),
+            disconnect: false,
+        }
+    }
+
+    pub fn disconnect(mut self) -> Self {
+        self.disconnect = true;
+        self
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        write(out, self.code, &self.enhanced, &self.text);
+    }
+
+    /// A plugin's `Done(Some(reply))`.
+    pub fn from_reply(r: Reply) -> Resolved {
+        let class = (r.code / 100).clamp(2, 5);
+        let enhanced = r.enhanced.unwrap_or(Cow::Borrowed(match class {
+            2 => "2.0.0",
+            4 => "4.0.0",
+            _ => "5.0.0",
+        }));
+        Resolved {
+            code: r.code,
+            enhanced: fix_class(enhanced, r.code),
+            text: Cow::Owned(r.lines.join("\n")),
+            disconnect: r.disconnect,
+        }
+    }
+}
+
+/// An enhanced code whose class disagrees with the reply code (a plugin's "5.7.1" on a 4xx
+/// reply under `reject_type temp`) takes the reply's class (RFC 3463 §2).
+fn fix_class(enhanced: Cow<'static, str>, code: u16) -> Cow<'static, str> {
+    let class = b'0' + (code / 100).clamp(2, 5) as u8;
+    if enhanced.as_bytes().first() == Some(&class) {
+        enhanced
+    } else {
+        let mut s = enhanced.into_owned();
+        s.replace_range(..1, std::str::from_utf8(&[class]).unwrap_or("4"));
+        Cow::Owned(s)
+    }
+}
+
+/// The default reply of a hook's outcome: (code, enhanced code, default text, disconnect).
+struct Row(u16, &'static str, &'static str, bool);
+
+/// What the table says for a deny-type outcome at `hook`, or `None` where qpsmtpd does not
+/// act on it (the caller then goes on as for `DECLINED`).
+fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
+    use Outcome::*;
+    let soft = matches!(outcome, DenySoft(_) | DenySoftDisconnect(_));
+    let disc = matches!(outcome, DenyDisconnect(_) | DenySoftDisconnect(_));
+    Some(match (hook, soft) {
+        (Hook::Connect, false) => Row(550, "5.7.1", "Connection from you denied, bye bye.", true),
+        (Hook::Connect, true) => Row(
+            450,
+            "4.7.1",
+            "Connection from you temporarily denied, bye bye.",
+            true,
+        ),
+        (Hook::Helo | Hook::Ehlo, false) => Row(550, "5.7.1", "Denied", disc),
+        (Hook::Helo | Hook::Ehlo, true) => Row(450, "4.7.1", "Temporarily denied", disc),
+        (Hook::Mail, false) => Row(550, "5.7.1", "sender denied", disc),
+        (Hook::Mail, true) if disc => Row(421, "4.7.1", "sender temporarily denied", true),
+        (Hook::Mail, true) => Row(450, "4.7.1", "sender temporarily denied", false),
+        (Hook::Rcpt, false) => Row(550, "5.7.1", "relaying denied", disc),
+        (Hook::Rcpt, true) if disc => Row(421, "4.7.1", "recipient temporarily denied", true),
+        (Hook::Rcpt, true) => Row(450, "4.7.1", "recipient temporarily denied", false),
+        (Hook::Data, false) => Row(554, "5.7.1", "Message denied", disc),
+        (Hook::Data, true) => Row(451, "4.7.1", "Message denied temporarily", disc),
+        (Hook::DataHeadersEnd, false) if disc => Row(554, "5.7.1", "Message denied", true),
+        (Hook::DataHeadersEnd, true) if disc => {
+            Row(421, "4.7.1", "Message denied temporarily", true)
+        }
+        (Hook::DataPost, false) => Row(552, "5.7.1", "Message denied", disc),
+        (Hook::DataPost, true) => Row(452, "4.7.1", "Message denied temporarily", disc),
+        (Hook::Queue, false) => Row(552, "5.3.0", "Message denied", disc),
+        (Hook::Queue, true) => Row(452, "4.3.0", "Message denied temporarily", disc),
+        (Hook::Vrfy, false) => Row(554, "5.7.1", "Access Denied", disc),
+        (Hook::Noop | Hook::Help, false) => Row(500, "5.5.1", "Stop wasting my time.", disc),
+        (Hook::UnrecognizedCommand, false) if disc => {
+            Row(521, "5.5.1", "Unrecognized command", true)
+        }
+        (Hook::UnrecognizedCommand, false) => Row(500, "5.5.1", "Unrecognized command", false),
+        _ => return None,
+    })
+}
+
+/// The reply for a deny-type (or `DONE`) outcome at `hook`. `Ok(None)`: the outcome does not
+/// answer here (OK/DECLINED, or a deny qpsmtpd ignores at this hook): the caller proceeds.
+/// `Err(())` means `DONE` without a reply: send nothing.
+pub fn for_outcome(hook: Hook, outcome: Outcome) -> Result<Option<Resolved>, ()> {
+    if let Outcome::Done(reply) = outcome {
+        return reply.map(|r| Some(Resolved::from_reply(r))).ok_or(());
+    }
+    if !outcome.is_deny() {
+        return Ok(None);
+    }
+    let Some(Row(code, enh, default, disconnect)) = deny_row(hook, &outcome) else {
+        return Ok(None);
+    };
+    let (enhanced, text): (Cow<'static, str>, Cow<'static, str>) = match outcome {
+        Outcome::Deny(Some(m))
+        | Outcome::DenySoft(Some(m))
+        | Outcome::DenyDisconnect(Some(m))
+        | Outcome::DenySoftDisconnect(Some(m)) => match split_enhanced(&m) {
+            (Some(e), rest) => (Cow::Owned(e.to_string()), Cow::Owned(rest.to_string())),
+            (None, _) => (Cow::Borrowed(enh), m),
+        },
+        _ => (Cow::Borrowed(enh), Cow::Borrowed(default)),
+    };
+    Ok(Some(Resolved {
+        code,
+        enhanced: fix_class(enhanced, code),
+        text,
+        disconnect,
+    }))
+}
+
+/// The text of an `OK` outcome, split from its enhanced code, or the defaults given.
+pub fn ok_text(
+    outcome: &Outcome,
+    enhanced: &'static str,
+    default: &'static str,
+) -> (Cow<'static, str>, Cow<'static, str>) {
+    match outcome.msg() {
+        Some(m) => match split_enhanced(m) {
+            (Some(e), rest) => (Cow::Owned(e.to_string()), Cow::Owned(rest.to_string())),
+            (None, text) => (Cow::Borrowed(enhanced), Cow::Owned(text.to_string())),
+        },
+        None => (Cow::Borrowed(enhanced), Cow::Borrowed(default)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(code: u16, enh: &str, text: &str) -> String {
+        let mut out = Vec::new();
+        write(&mut out, code, enh, text);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn single_and_multi_line() {
+        assert_eq!(written(250, "2.0.0", "OK"), "250 2.0.0 OK\r\n");
+        assert_eq!(written(220, "", "mx ESMTP"), "220 mx ESMTP\r\n");
+        assert_eq!(
+            written(214, "2.0.0", "a\nb\nc"),
+            "214-2.0.0 a\r\n214-2.0.0 b\r\n214 2.0.0 c\r\n"
+        );
+    }
+
+    #[test]
+    fn control_chars_never_reach_the_wire() {
+        assert_eq!(written(550, "5.7.1", "a\rb\x00c"), "550 5.7.1 a?b?c\r\n");
+    }
+
+    #[test]
+    fn enhanced_split() {
+        assert_eq!(
+            split_enhanced("5.7.1 Relaying denied"),
+            (Some("5.7.1"), "Relaying denied")
+        );
+        assert_eq!(split_enhanced("4.3.0 x"), (Some("4.3.0"), "x"));
+        assert_eq!(split_enhanced("5.1234.1 x"), (None, "5.1234.1 x"));
+        assert_eq!(split_enhanced("3.1.1 x"), (None, "3.1.1 x"));
+        assert_eq!(split_enhanced("Relaying denied"), (None, "Relaying denied"));
+    }
+
+    #[test]
+    fn table_follows_qpsmtpd() {
+        let r = for_outcome(Hook::Rcpt, Outcome::Deny(None))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.code, &*r.enhanced, r.disconnect), (550, "5.7.1", false));
+        let r = for_outcome(Hook::Mail, Outcome::DenySoftDisconnect(None))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.code, r.disconnect), (421, true));
+        let r = for_outcome(Hook::Data, Outcome::DenySoft(None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.code, 451);
+        let r = for_outcome(Hook::Queue, Outcome::deny_soft("4.3.0 disk full"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.code, &*r.enhanced, &*r.text),
+            (452, "4.3.0", "disk full")
+        );
+        // A 5.x.x text on a soft reject takes the 4 class.
+        let r = for_outcome(Hook::Rcpt, Outcome::deny_soft("5.7.1 greylisted"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.code, &*r.enhanced), (450, "4.7.1"));
+        // data_headers_end only acts on the disconnect outcomes.
+        assert_eq!(
+            for_outcome(Hook::DataHeadersEnd, Outcome::Deny(None)),
+            Ok(None)
+        );
+        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Ok(None)), Ok(None));
+        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Done(None)), Err(()));
+    }
+}

@@ -1,0 +1,661 @@
+//! Session tests without sockets: a scripted transport feeds bytes, the replies are parsed
+//! and checked for code and enhanced code.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringsmtpd_plugin_api::testing::MemConfig;
+use ringsmtpd_plugin_api::{
+    Connection, Cx, Hook, HookSet, MailParams, Outcome, Plugin, Recipient, Step, Transaction,
+};
+
+use super::{End, Env, Session};
+use crate::config::Settings;
+use crate::hooks::Chains;
+use crate::runtime::{self, Driver, Shutdown};
+use crate::services::WorkerServices;
+use crate::transport::Transport;
+
+/// Input chunks, one per read; after them EOF (or a read that never ends, for timeouts).
+struct Script {
+    input: VecDeque<Vec<u8>>,
+    hang_at_end: bool,
+    out: Rc<RefCell<Vec<u8>>>,
+    writes: Rc<RefCell<usize>>,
+}
+
+impl Transport for Script {
+    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self.input.pop_front() {
+            Some(chunk) => {
+                buf.extend_from_slice(&chunk);
+                (Ok(chunk.len()), buf)
+            }
+            None if self.hang_at_end => {
+                monoio::time::sleep(Duration::from_secs(3600)).await;
+                (Ok(0), buf)
+            }
+            None => (Ok(0), buf),
+        }
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.out.borrow_mut().extend_from_slice(&buf);
+        *self.writes.borrow_mut() += 1;
+        (Ok(()), buf)
+    }
+}
+
+/// What the capture queue saw of one message.
+#[derive(Debug, Clone, Default)]
+struct Captured {
+    sender: String,
+    mail_params: MailParams,
+    rcpts: Vec<Recipient>,
+    added_headers: String,
+    body: Vec<u8>,
+    spooled: bool,
+}
+
+/// A queue plugin that keeps every message in memory.
+struct Capture(Rc<RefCell<Vec<Captured>>>);
+
+impl Plugin for Capture {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Queue])
+    }
+    fn queue<'a>(&'a self, _cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        let body = match &txn.body.spool {
+            Some(s) => std::fs::read(&s.path).unwrap_or_default(),
+            None => txn.body.mem.clone(),
+        };
+        self.0.borrow_mut().push(Captured {
+            sender: txn.sender.as_str().to_string(),
+            mail_params: txn.mail_params.clone(),
+            rcpts: txn.recipients.clone(),
+            added_headers: txn.added_headers.clone(),
+            body,
+            spooled: txn.body.spool.is_some(),
+        });
+        Step::Ready(Outcome::ok("2.0.0 Captured"))
+    }
+}
+
+/// A plugin answering `outcome` at `hook`.
+struct Answer(Hook, Outcome);
+
+impl Plugin for Answer {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[self.0])
+    }
+    fn connect<'a>(&'a self, _cx: &'a mut Cx) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
+    fn mail<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
+    fn rcpt<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction, _: &'a Recipient) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
+    fn data<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
+    fn data_post<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
+}
+
+struct Harness {
+    files: Vec<(&'static str, String)>,
+    plugins: Vec<(&'static str, Box<dyn Plugin>)>,
+    captured: Rc<RefCell<Vec<Captured>>>,
+    hang: bool,
+    shutdown_before: bool,
+}
+
+/// The outcome of a scripted session.
+struct Run {
+    replies: Vec<(u16, String, String)>,
+    raw: String,
+    end: End,
+    writes: usize,
+    captured: Vec<Captured>,
+}
+
+impl Run {
+    /// The codes of all replies (one per reply, multi-line replies count once).
+    fn codes(&self) -> Vec<u16> {
+        self.replies.iter().map(|r| r.0).collect()
+    }
+    fn reply(&self, i: usize) -> (u16, &str, &str) {
+        let r = &self.replies[i];
+        (r.0, r.1.as_str(), r.2.as_str())
+    }
+}
+
+impl Harness {
+    /// rcpt_ok for example.test, a capture queue.
+    fn new() -> Harness {
+        let captured = Rc::new(RefCell::new(Vec::new()));
+        let cfg = MemConfig::new(&[("rcpthosts", "example.test\n"), ("me", "mx.example.test\n")]);
+        let origin = ringsmtpd_plugin_api::testing::origin("rcpt_ok");
+        let init = ringsmtpd_plugin_api::PluginInit {
+            name: "rcpt_ok",
+            args: &[],
+            config: &cfg,
+            origin: &origin,
+        };
+        let rcpt_ok =
+            ringsmtpd_plugins::find("rcpt_ok").expect("rcpt_ok exists")(&init).expect("builds");
+        Harness {
+            files: vec![("me", "mx.example.test".into())],
+            plugins: vec![
+                ("rcpt_ok", rcpt_ok),
+                ("capture", Box::new(Capture(captured.clone()))),
+            ],
+            captured,
+            hang: false,
+            shutdown_before: false,
+        }
+    }
+
+    fn bare() -> Harness {
+        Harness {
+            plugins: Vec::new(),
+            ..Harness::new()
+        }
+    }
+
+    fn file(mut self, name: &'static str, value: &str) -> Harness {
+        self.files.push((name, value.to_string()));
+        self
+    }
+
+    fn plugin(mut self, name: &'static str, p: Box<dyn Plugin>) -> Harness {
+        self.plugins.insert(0, (name, p));
+        self
+    }
+
+    fn named(mut self, line: &'static str) -> Harness {
+        let mut words = line.split_whitespace();
+        let name = words.next().expect("plugin name");
+        let args: Vec<String> = words.map(str::to_string).collect();
+        let cfg = MemConfig::default();
+        let origin = ringsmtpd_plugin_api::testing::origin(line);
+        let init = ringsmtpd_plugin_api::PluginInit {
+            name,
+            args: &args,
+            config: &cfg,
+            origin: &origin,
+        };
+        let p = ringsmtpd_plugins::find(name).expect("known plugin")(&init).expect("builds");
+        self.plugins.insert(0, (name, p));
+        self
+    }
+
+    fn run(self, chunks: &[&[u8]]) -> Run {
+        let files: Vec<(&str, &str)> = self.files.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let settings = Settings::load(&MemConfig::new(&files)).expect("test settings");
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let writes = Rc::new(RefCell::new(0));
+        let script = Script {
+            input: chunks.iter().map(|c| c.to_vec()).collect(),
+            hang_at_end: self.hang,
+            out: out.clone(),
+            writes: writes.clone(),
+        };
+        let plugins = self.plugins;
+        let shutdown_before = self.shutdown_before;
+        let end = runtime::run_on(Driver::Epoll, move || async move {
+            let chains = Chains::from_instances(plugins, settings.plugin_timeout);
+            let svc = Rc::new(WorkerServices {
+                me: settings.me.clone(),
+            });
+            let shutdown = Rc::new(Shutdown::default());
+            if shutdown_before {
+                shutdown.trigger();
+            }
+            let env = Rc::new(Env {
+                settings: Arc::new(settings),
+                chains,
+                svc,
+                shutdown,
+            });
+            let conn = Connection::new(
+                7,
+                "192.0.2.1:4321".parse().unwrap(),
+                "127.0.0.1:25".parse().unwrap(),
+            );
+            Session::new(env, script, conn, &[]).run().await
+        })
+        .expect("runtime");
+        let raw = String::from_utf8_lossy(&out.borrow()).into_owned();
+        let mut replies = Vec::new();
+        for line in raw.split("\r\n").filter(|l| !l.is_empty()) {
+            let code: u16 = line[..3].parse().expect("reply code");
+            let rest = &line[4..];
+            let (enh, text) = match rest.split_once(' ') {
+                Some((e, t)) if e.split('.').count() == 3 && e.as_bytes()[0].is_ascii_digit() => {
+                    (e, t)
+                }
+                _ => ("", rest),
+            };
+            if line.as_bytes()[3] == b' ' {
+                replies.push((code, enh.to_string(), text.to_string()));
+            }
+        }
+        let writes = *writes.borrow();
+        let captured = self.captured.borrow().clone();
+        Run {
+            replies,
+            raw,
+            end,
+            writes,
+            captured,
+        }
+    }
+}
+
+const EHLO: &[u8] = b"EHLO client.example.org\r\n";
+const MAIL: &[u8] = b"MAIL FROM:<a@example.org>\r\n";
+const RCPT: &[u8] = b"RCPT TO:<u@example.test>\r\n";
+
+#[test]
+fn banner_and_quit() {
+    let r = Harness::new().run(&[b"QUIT\r\n"]);
+    assert_eq!(r.codes(), vec![220, 221]);
+    assert_eq!(r.reply(1).1, "2.0.0");
+    assert!(r.raw.starts_with("220 mx.example.test ESMTP"));
+    assert_eq!(r.end, End::Quit);
+}
+
+#[test]
+fn ehlo_advertises_extensions_and_may_be_repeated() {
+    let r = Harness::new().run(&[EHLO, EHLO, b"HELO x\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250]);
+    for ext in [
+        "PIPELINING",
+        "8BITMIME",
+        "SIZE 52428800",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "DSN",
+    ] {
+        assert!(
+            r.raw.contains(&format!("250-{ext}\r\n")) || r.raw.contains(&format!("250 {ext}\r\n")),
+            "{ext}"
+        );
+    }
+    assert!(r
+        .raw
+        .contains("250 mx.example.test Hi unknown [192.0.2.1]; I am so happy"));
+}
+
+#[test]
+fn a_whole_transaction_pipelined_is_answered_in_one_write() {
+    let batch = [
+        EHLO,
+        MAIL,
+        RCPT,
+        b"RCPT TO:<v@example.test>\r\n",
+        b"DATA\r\n",
+    ]
+    .concat();
+    let r = Harness::new().run(&[&batch, b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 250, 354, 250, 221]);
+    assert_eq!(r.reply(2).1, "2.1.0");
+    assert_eq!(r.reply(3).1, "2.1.5");
+    assert_eq!(r.reply(6), (250, "2.0.0", "Captured"));
+    // banner; the batch up to 354; message reply + 221 (pipelined after the dot).
+    assert_eq!(r.writes, 3);
+    let m = &r.captured[0];
+    assert_eq!(m.sender, "a@example.org");
+    assert_eq!(m.rcpts.len(), 2);
+    assert_eq!(m.body, b"Subject: hi\r\n\r\n.dot\r\nbody\r\n");
+    assert!(m
+        .added_headers
+        .starts_with("Authentication-Results: mx.example.test; auth=none\r\n"));
+    assert!(m.added_headers.contains("Received: from unknown (HELO client.example.org) (192.0.2.1)\r\n\tby mx.example.test (ringsmtpd/"));
+    assert!(m.added_headers.contains(" with ESMTP; "));
+}
+
+#[test]
+fn sequence_errors() {
+    let r = Harness::new().run(&[
+        MAIL,
+        EHLO,
+        RCPT,
+        b"DATA\r\n",
+        MAIL,
+        MAIL,
+        b"DATA\r\n",
+        b"BDAT 3 LAST\r\nabc",
+        b"RSET\r\n",
+    ]);
+    assert_eq!(
+        r.codes(),
+        vec![220, 503, 250, 503, 503, 250, 503, 503, 503, 250]
+    );
+    assert_eq!(r.reply(1), (503, "5.5.1", "please say hello first ..."));
+    assert_eq!(r.reply(3).2, "Use MAIL before RCPT");
+    assert_eq!(r.reply(4).2, "MAIL first");
+    assert_eq!(r.reply(6).2, "Error: nested MAIL command");
+    assert_eq!(r.reply(7).2, "RCPT first");
+    assert_eq!(r.reply(8).2, "RCPT first"); // BDAT without recipients; its 3 bytes skipped
+}
+
+#[test]
+fn recipients_local_foreign_and_undecided() {
+    let r = Harness::new().run(&[
+        EHLO,
+        MAIL,
+        RCPT,
+        b"RCPT TO:<x@elsewhere.org>\r\n",
+        b"RCPT TO:<postmaster>\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 550, 250]);
+    assert_eq!(r.reply(4).1, "5.7.1");
+    // Nobody decides: never an open relay.
+    let r = Harness::bare().run(&[EHLO, MAIL, RCPT]);
+    assert_eq!(
+        r.reply(3),
+        (450, "4.7.1", "No plugin decided if relaying is allowed")
+    );
+}
+
+#[test]
+fn no_queue_plugin_is_a_temporary_failure() {
+    let mut h = Harness::new();
+    h.plugins.retain(|(name, _)| *name != "capture");
+    let r = h.run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b"x\r\n.\r\n"]);
+    assert_eq!(
+        r.replies.last().unwrap(),
+        &(
+            451,
+            "4.3.0".into(),
+            "Queuing declined or disabled; try again later".into()
+        )
+    );
+}
+
+#[test]
+fn size_declared_and_actual() {
+    let h = Harness::new().file("databytes", "100");
+    let r = h.run(&[
+        EHLO,
+        b"MAIL FROM:<a@example.org> SIZE=101\r\n",
+        b"MAIL FROM:<a@example.org> SIZE=100\r\n",
+        RCPT,
+        b"DATA\r\n",
+        &[b"x".repeat(150).as_slice(), b"\r\n.\r\nNOOP\r\n"].concat(),
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 552, 250, 250, 354, 552, 250]);
+    assert_eq!(r.reply(2).1, "5.3.4");
+    assert_eq!(r.reply(6), (552, "5.3.4", "Message too big!"));
+    assert!(r.captured.is_empty());
+}
+
+#[test]
+fn bare_newlines_are_refused_and_close() {
+    let r = Harness::new().run(&[b"EHLO x\n", b"QUIT\r\n"]);
+    assert_eq!(r.codes(), vec![220, 521]);
+    assert_eq!(r.reply(1).1, "5.5.2");
+    assert_eq!(r.end, End::BareNewline);
+    // The smuggling probe: "\n.\r\n" does not end DATA, it ends the session, nothing queued.
+    let r = Harness::new().run(&[
+        EHLO,
+        MAIL,
+        RCPT,
+        b"DATA\r\n",
+        b"Subject: x\r\n\r\nhi\n.\r\nMAIL FROM:<evil@x>\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 354, 521]);
+    assert!(r.captured.is_empty());
+}
+
+#[test]
+fn normalize_mode_accepts_bare_lf_but_never_as_end_of_data() {
+    let h = Harness::new().file("bare_newline", "accept-normalize");
+    let r = h.run(&[
+        b"EHLO x\n",
+        MAIL,
+        RCPT,
+        b"DATA\r\n",
+        b"a\nb\n.\r\nstill data\r\n.\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 354, 250]);
+    assert_eq!(r.captured[0].body, b"a\r\nb\r\n.\r\nstill data\r\n");
+}
+
+#[test]
+fn long_lines() {
+    let long = [b"NOOP ".as_slice(), &b"x".repeat(600), b"\r\n"].concat();
+    let r = Harness::new().run(&[&long[..300], &long[300..], b"NOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 500, 250]);
+    assert_eq!(r.reply(1).1, "5.5.2");
+}
+
+#[test]
+fn too_many_recipients() {
+    let h = Harness::new().file("max_rcpts", "2");
+    let r = h.run(&[EHLO, MAIL, RCPT, RCPT, RCPT]);
+    assert_eq!(r.reply(5), (452, "4.5.3", "Too many recipients"));
+}
+
+#[test]
+fn small_verbs() {
+    let r = Harness::new().run(&[
+        EHLO,
+        b"NOOP\r\n",
+        b"VRFY u\r\n",
+        b"HELP\r\n",
+        b"RSET\r\n",
+        b"QUIT\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 252, 214, 250, 221]);
+    assert_eq!(r.reply(3).1, "2.1.5");
+    assert!(r.raw.contains("214-2.0.0 This is ringsmtpd"));
+}
+
+#[test]
+fn unknown_commands_count_and_end_the_session() {
+    let h = Harness::new().file("max_unrecognized", "3");
+    let r = h.run(&[b"FOO\r\n", b"STARTTLS\r\n", b"EXPN x\r\n", b"NOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 500, 500, 500, 421]);
+    assert_eq!(r.reply(1).1, "5.5.1");
+    assert_eq!(r.end, End::TooManyErrors);
+}
+
+#[test]
+fn esmtp_parameters_need_ehlo_and_are_carried() {
+    let r = Harness::new().run(&[b"HELO x\r\n", b"MAIL FROM:<a@b.org> BODY=8BITMIME\r\n"]);
+    assert_eq!(r.reply(2).0, 555);
+    let r = Harness::new().run(&[
+        EHLO,
+        b"MAIL FROM:<a@b.org> RET=HDRS ENVID=abc+2B1 BODY=8BITMIME\r\n",
+        b"RCPT TO:<u@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@example.test\r\n",
+        b"RCPT TO:<u@example.test> NOTIFY=BOGUS\r\n",
+        b"DATA\r\n",
+        b"x\r\n.\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 501, 354, 250]);
+    let m = &r.captured[0];
+    assert_eq!(m.mail_params.envid.as_deref(), Some("abc+2B1"));
+    assert!(m.rcpts[0].params.notify.success && m.rcpts[0].params.notify.failure);
+    assert_eq!(
+        m.rcpts[0].params.orcpt.as_deref(),
+        Some("rfc822;u@example.test")
+    );
+}
+
+#[test]
+fn smtputf8_addresses_and_protocol_token() {
+    let r = Harness::new().run(&[
+        EHLO,
+        "MAIL FROM:<jörg@exämple.org>\r\n".as_bytes(),
+        "MAIL FROM:<jörg@exämple.org> SMTPUTF8\r\n".as_bytes(),
+        "RCPT TO:<ü@example.test>\r\n".as_bytes(),
+        b"DATA\r\n",
+        b"x\r\n.\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 501, 250, 250, 354, 250]);
+    assert!(r.captured[0].added_headers.contains(" with UTF8SMTP; "));
+}
+
+#[test]
+fn bdat_chunks() {
+    let r = Harness::new().run(&[
+        EHLO,
+        MAIL,
+        RCPT,
+        // The CRLF of the empty line is split across the two chunks.
+        b"BDAT 13\r\nSubject: a\r\n\r",
+        b"BDAT 7 LAST\r\n\nbody\r\nQUIT\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 250, 250, 221]);
+    assert_eq!(r.reply(4).2, "13 octets received");
+    assert_eq!(r.captured[0].body, b"Subject: a\r\n\r\nbody\r\n");
+}
+
+#[test]
+fn dot_stuffing_and_empty_message() {
+    let r = Harness::new().run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b".\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 354, 250]);
+    assert_eq!(r.captured[0].body, b"");
+}
+
+#[test]
+fn big_messages_spool_to_disk() {
+    let dir = std::env::temp_dir().join(format!("ringsmtpd-spool-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = Harness::new()
+        .file("size_threshold", "1000")
+        .file("spool_dir", dir.to_str().unwrap());
+    let body: Vec<u8> = (0..500)
+        .flat_map(|i| format!("line {i:04} of the message\r\n").into_bytes())
+        .collect();
+    let data = [b"Subject: big\r\n\r\n".as_slice(), &body, b".\r\n"].concat();
+    let chunks: Vec<&[u8]> = data.chunks(777).collect();
+    let mut script = vec![EHLO, MAIL, RCPT, b"DATA\r\n"];
+    script.extend(chunks);
+    let r = h.run(&script);
+    assert_eq!(r.replies.last().unwrap().0, 250);
+    let m = &r.captured[0];
+    assert!(m.spooled);
+    assert_eq!(m.body, [b"Subject: big\r\n\r\n".as_slice(), &body].concat());
+    // The spool file is removed with the transaction.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eof_in_data_delivers_nothing() {
+    let r = Harness::new().run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b"Subject: cut\r\n\r\nhalf"]);
+    assert_eq!(r.end, End::ClientClosed);
+    assert!(r.captured.is_empty());
+}
+
+#[test]
+fn idle_client_times_out_with_421() {
+    let h = Harness {
+        hang: true,
+        ..Harness::new().file("timeout", "1")
+    };
+    let r = h.run(&[EHLO]);
+    assert_eq!(r.reply(2).0, 421);
+    assert_eq!(r.reply(2).1, "4.4.2");
+    assert_eq!(r.end, End::Timeout);
+}
+
+#[test]
+fn shutdown_answers_421_at_the_next_command() {
+    let h = Harness {
+        shutdown_before: true,
+        ..Harness::new()
+    };
+    let r = h.run(&[EHLO]);
+    assert_eq!(r.codes(), vec![220, 421]);
+    assert_eq!(r.reply(1).1, "4.3.2");
+    assert_eq!(r.end, End::Shutdown);
+}
+
+#[test]
+fn deny_outcomes_follow_the_table() {
+    let cases: Vec<(Hook, Outcome, Vec<u16>)> = vec![
+        (Hook::Connect, Outcome::Deny(None), vec![550]),
+        (Hook::Connect, Outcome::DenySoft(None), vec![450]),
+        (Hook::Mail, Outcome::Deny(None), vec![220, 250, 550]),
+        (Hook::Mail, Outcome::DenySoft(None), vec![220, 250, 450]),
+        (
+            Hook::Mail,
+            Outcome::DenySoftDisconnect(None),
+            vec![220, 250, 421],
+        ),
+        (
+            Hook::Rcpt,
+            Outcome::DenyDisconnect(None),
+            vec![220, 250, 250, 550],
+        ),
+        (
+            Hook::Data,
+            Outcome::Deny(None),
+            vec![220, 250, 250, 250, 554],
+        ),
+        (
+            Hook::Data,
+            Outcome::DenySoft(None),
+            vec![220, 250, 250, 250, 451],
+        ),
+        (
+            Hook::DataPost,
+            Outcome::Deny(None),
+            vec![220, 250, 250, 250, 354, 552],
+        ),
+        (
+            Hook::DataPost,
+            Outcome::deny_soft("4.7.0 try later"),
+            vec![220, 250, 250, 250, 354, 452],
+        ),
+    ];
+    for (hook, outcome, want) in cases {
+        let h = Harness::new().plugin("answer", Box::new(Answer(hook, outcome.clone())));
+        let r = h.run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b"x\r\n.\r\n"]);
+        let got: Vec<u16> = r.codes().into_iter().take(want.len()).collect();
+        assert_eq!(got, want, "{hook} {outcome:?}: {}", r.raw);
+        assert!(
+            r.captured.is_empty(),
+            "{hook}: nothing is queued after a deny"
+        );
+    }
+    let r = Harness::new()
+        .plugin(
+            "answer",
+            Box::new(Answer(Hook::Rcpt, Outcome::deny_soft("4.7.1 greylisted"))),
+        )
+        .run(&[EHLO, MAIL, RCPT]);
+    assert_eq!(r.reply(3), (450, "4.7.1", "greylisted"));
+}
+
+#[test]
+fn a_panicking_plugin_costs_its_session_a_4xx_only() {
+    let r = Harness::new()
+        .named("misbehave panic rcpt")
+        .run(&[EHLO, MAIL, RCPT, b"NOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 450, 250]);
+    assert_eq!(r.reply(3).1, "4.3.0");
+}
+
+#[test]
+fn a_plugin_past_its_timeout_gives_4xx() {
+    let h = Harness::new()
+        .file("plugin_timeout", "1")
+        .named("misbehave sleep mail 30");
+    let r = h.run(&[EHLO, MAIL, b"NOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 450, 250]);
+    assert_eq!(r.reply(2).1, "4.4.3");
+}

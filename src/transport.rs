@@ -1,0 +1,72 @@
+//! The byte stream a session speaks over: a monoio TCP stream on the workers, or stdin/stdout in
+//! `--stdio` mode (under tcpserver or inetd, one process per connection like qmail-smtpd).
+//!
+//! Buffers are owned and passed in and out (monoio's "rent" model): the session keeps one read
+//! buffer and one write buffer for its whole life.
+
+use std::future::Future;
+use std::io;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+pub trait Transport {
+    /// Reads into the spare capacity of `buf`, after its current contents. `Ok(0)` is EOF.
+    fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Writes all of `buf`.
+    fn write_all(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+}
+
+impl Transport for monoio::net::TcpStream {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
+        let (res, slice) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (res, buf) = AsyncWriteRentExt::write_all(self, buf).await;
+        (res.map(|_| ()), buf)
+    }
+}
+
+/// stdin/stdout of a process started per connection. Reads block the thread, which is the
+/// whole point of this mode: one process, one client. The idle timeout is enforced with
+/// `poll(2)` before each read, since a blocked read cannot be cancelled.
+pub struct Stdio {
+    pub timeout: std::time::Duration,
+}
+
+impl Transport for Stdio {
+    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let mut fds = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = self.timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is one valid, initialised pollfd that lives across the call, and the
+        // count passed is 1.
+        let ready = unsafe { libc::poll(&mut fds, 1, ms) };
+        if ready == 0 {
+            return (Err(io::ErrorKind::TimedOut.into()), buf);
+        }
+        if ready < 0 {
+            return (Err(io::Error::last_os_error()), buf);
+        }
+        use std::io::Read;
+        let len = buf.len();
+        let room = (buf.capacity() - len).max(4096);
+        buf.resize(len + room, 0);
+        let res = io::stdin().lock().read(&mut buf[len..]);
+        buf.truncate(len + *res.as_ref().unwrap_or(&0));
+        (res, buf)
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        use std::io::Write;
+        let mut out = io::stdout().lock();
+        let res = out.write_all(&buf).and_then(|_| out.flush());
+        (res, buf)
+    }
+}
