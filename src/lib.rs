@@ -9,4 +9,6 @@ pub mod proto;
 pub mod runtime;
 pub mod services;
 pub mod session;
+#[cfg(test)]
+mod testalloc;
 pub mod transport;

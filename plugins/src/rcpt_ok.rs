@@ -140,8 +140,19 @@ impl RcptOk {
         if domain.eq_ignore_ascii_case(cx.svc.me()) {
             return true;
         }
-        let domain = domain.to_lowercase();
-        self.exact.contains(&domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
+        // Lowercase ASCII domains (at most 255 bytes: the parser's limit) on the stack: no
+        // allocation per recipient. U-label domains (SMTPUTF8) take the allocating path.
+        let mut buf = [0u8; 256];
+        let lowered: std::borrow::Cow<'_, str> = match buf.get_mut(..domain.len()) {
+            Some(dst) if domain.is_ascii() => {
+                dst.copy_from_slice(domain.as_bytes());
+                dst.make_ascii_lowercase();
+                std::str::from_utf8(dst).map_or_else(|_| domain.to_lowercase().into(), Into::into)
+            }
+            _ => domain.to_lowercase().into(),
+        };
+        let domain = &*lowered;
+        self.exact.contains(domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
     }
 
     fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {

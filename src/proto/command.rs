@@ -520,36 +520,7 @@ mod tests {
         assert_eq!(host.as_ptr(), line[5..].as_ptr());
     }
 
-    /// Counts allocations made by the current thread, to prove `parse` makes none.
-    mod counting {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            static COUNT: Cell<usize> = const { Cell::new(0) };
-        }
-
-        pub struct Counting;
-
-        // SAFETY: forwards to `System` unchanged; the counter is a const-initialised
-        // thread-local without destructor, so touching it never allocates or re-enters.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-                let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-                unsafe { System.alloc(layout) }
-            }
-            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                unsafe { System.dealloc(ptr, layout) }
-            }
-        }
-
-        #[global_allocator]
-        static GLOBAL: Counting = Counting;
-
-        pub fn allocations() -> usize {
-            COUNT.with(|c| c.get())
-        }
-    }
+    use crate::testalloc as counting;
 
     #[test]
     fn parse_does_not_allocate() {

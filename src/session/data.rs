@@ -333,27 +333,55 @@ impl State {
 
     /// One line per transaction: who, envelope, size, outcome, time.
     fn summary(&self, txn: &Transaction, reply: &Resolved, plugin: Option<&str>, started: Instant) {
+        if !self.env.svc.log_enabled(Level::Info) {
+            return;
+        }
         let conn = &self.cx.conn;
-        let rcpts: Vec<&str> = txn.recipients.iter().map(|r| r.addr.as_str()).collect();
+        let rcpts = Rcpts(&txn.recipients);
+        let by = By(plugin);
         self.cx.log(
             Level::Info,
             "core",
             format_args!(
-                "msg {} ip={} helo={} from={} rcpts={} size={} result=\"{} {} {}\"{}{} ms={}",
+                "msg {} ip={} helo={} from={} rcpts={rcpts} size={} result=\"{} {} {}\"{by} ms={}",
                 txn.id,
                 conn.remote.ip(),
                 conn.hello_host(),
                 txn.sender,
-                rcpts.join(","),
                 txn.body.len,
                 reply.code,
                 reply.enhanced,
                 reply.text,
-                if plugin.is_some() { " plugin=" } else { "" },
-                plugin.unwrap_or(""),
                 started.elapsed().as_millis()
             ),
         );
+    }
+}
+
+/// ` plugin=<name>` when a plugin decided, formatted without a temporary string.
+struct By<'a>(Option<&'a str>);
+
+impl std::fmt::Display for By<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, " plugin={p}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Recipients as a comma-separated list, formatted without a temporary vector.
+struct Rcpts<'a>(&'a [ringsmtpd_plugin_api::Recipient]);
+
+impl std::fmt::Display for Rcpts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(r.addr.as_str())?;
+        }
+        Ok(())
     }
 }
 

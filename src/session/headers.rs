@@ -2,7 +2,9 @@
 //! `received_line` hook may replace its value), then Authentication-Results in front of it.
 
 use ringsmtpd_plugin_api::shared::AuthResults;
-use ringsmtpd_plugin_api::{Connection, Outcome, Transaction};
+use std::fmt::Write;
+
+use ringsmtpd_plugin_api::{Connection, Hook, Outcome, Transaction};
 
 use super::State;
 use crate::hooks::Call;
@@ -11,27 +13,43 @@ impl State {
     pub(super) async fn add_core_headers(&mut self, txn: &mut Transaction) {
         let protocol = protocol(&self.cx.conn, txn.mail_params.smtputf8);
         let env = self.env.clone();
-        let decision = env
-            .chains
-            .run(&mut self.cx, Some(&mut *txn), Call::ReceivedLine(protocol))
-            .await;
-        let received = match decision.outcome {
-            Outcome::Ok(Some(text)) => text.into_owned(),
-            _ => received_value(&self.cx.conn, env.svc.me(), protocol),
+        let custom = if env.chains.has(Hook::ReceivedLine) {
+            let call = Call::ReceivedLine(protocol);
+            match env
+                .chains
+                .run(&mut self.cx, Some(&mut *txn), call)
+                .await
+                .outcome
+            {
+                Outcome::Ok(Some(text)) => Some(text),
+                _ => None,
+            }
+        } else {
+            None
         };
-        txn.prepend_header("Received", &received);
-        let mut ar = format!("{}; ", env.svc.me());
-        match &self.cx.conn.auth {
-            Some(a) => ar.push_str(&format!("auth=pass ({}) smtp.auth={}", a.mechanism, a.user)),
-            None => ar.push_str("auth=none"),
-        }
+        // Both headers are written into one reused buffer, then put in front of the headers
+        // plugins added: no allocation once the session has seen a message.
+        let mut h = std::mem::take(&mut self.scratch);
+        h.clear();
+        let me = env.svc.me();
+        let _ = write!(h, "Authentication-Results: {me}; ");
+        let _ = match &self.cx.conn.auth {
+            Some(a) => write!(h, "auth=pass ({}) smtp.auth={}", a.mechanism, a.user),
+            None => write!(h, "auth=none"),
+        };
         if let Some(AuthResults(results)) = txn.notes.get::<AuthResults>() {
             for r in results {
-                ar.push_str(";\r\n\t");
-                ar.push_str(r);
+                let _ = write!(h, ";\r\n\t{r}");
             }
         }
-        txn.prepend_header("Authentication-Results", &ar);
+        h.push_str("\r\nReceived: ");
+        match custom {
+            Some(text) => h.push_str(&text),
+            None => received_value(&mut h, &self.cx.conn, me, protocol),
+        }
+        h.push_str("\r\n");
+        txn.added_headers.insert_str(0, &h);
+        self.scratch = h;
     }
 }
 
@@ -56,38 +74,34 @@ pub fn protocol(conn: &Connection, smtputf8: bool) -> &'static str {
     }
 }
 
-/// qpsmtpd's Received value:
+/// Writes qpsmtpd's Received value into `out`:
 /// `from <host> (HELO <helo>) (<ip>)\r\n\tby <me> (ringsmtpd/<ver>) with <proto>; <date>`.
-pub fn received_value(conn: &Connection, me: &str, protocol: &str) -> String {
+pub fn received_value(out: &mut String, conn: &Connection, me: &str, protocol: &str) {
     let host = conn.remote_host.as_deref().unwrap_or("unknown");
-    let helo = sanitize(conn.hello_host());
-    let tls = match &conn.tls {
-        Some(t) => format!(" ({} {} encrypted)", t.protocol, t.cipher),
-        None => String::new(),
-    };
-    format!(
-        "from {host} (HELO {helo}) ({ip})\r\n\tby {me} (ringsmtpd/{ver}) with {protocol}{tls}; {date}",
-        ip = conn.remote.ip(),
-        ver = env!("CARGO_PKG_VERSION"),
-        date = rfc5322_date(std::time::SystemTime::now()),
-    )
+    let _ = write!(out, "from {host} (HELO ");
+    // The HELO text goes into a header: only printable ASCII without parentheses survives.
+    out.extend(conn.hello_host().chars().map(|c| {
+        if c.is_ascii_graphic() && c != '(' && c != ')' {
+            c
+        } else {
+            '?'
+        }
+    }));
+    let ver = env!("CARGO_PKG_VERSION");
+    let _ = write!(
+        out,
+        ") ({})\r\n\tby {me} (ringsmtpd/{ver}) with {protocol}",
+        conn.remote.ip()
+    );
+    if let Some(t) = &conn.tls {
+        let _ = write!(out, " ({} {} encrypted)", t.protocol, t.cipher);
+    }
+    out.push_str("; ");
+    rfc5322_date(out, std::time::SystemTime::now());
 }
 
-/// The HELO text goes into a header: only printable ASCII without parentheses survives.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '(' && c != ')' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-/// An RFC 5322 §3.3 date in local time, e.g. `Sat, 21 Nov 2026 05:23:55 +0000`.
-pub fn rfc5322_date(t: std::time::SystemTime) -> String {
+/// Writes an RFC 5322 §3.3 date in local time, e.g. `Sat, 21 Nov 2026 05:23:55 +0000`.
+pub fn rfc5322_date(out: &mut String, t: std::time::SystemTime) {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as libc::time_t)
@@ -97,7 +111,8 @@ pub fn rfc5322_date(t: std::time::SystemTime) -> String {
     let tm = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::localtime_r(&secs, &mut tm).is_null() {
-            return "Thu, 01 Jan 1970 00:00:00 +0000".to_string();
+            out.push_str("Thu, 01 Jan 1970 00:00:00 +0000");
+            return;
         }
         tm
     };
@@ -106,7 +121,8 @@ pub fn rfc5322_date(t: std::time::SystemTime) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let off_min = tm.tm_gmtoff / 60;
-    format!(
+    let _ = write!(
+        out,
         "{}, {:02} {} {} {:02}:{:02}:{:02} {}{:02}{:02}",
         DAYS[tm.tm_wday.clamp(0, 6) as usize],
         tm.tm_mday,
@@ -118,5 +134,5 @@ pub fn rfc5322_date(t: std::time::SystemTime) -> String {
         if off_min < 0 { '-' } else { '+' },
         off_min.abs() / 60,
         off_min.abs() % 60
-    )
+    );
 }

@@ -1,9 +1,7 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2), with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)
 //! and the DSN parameters RET and ENVID (RFC 3461).
 
-use std::borrow::Cow;
-
-use ringsmtpd_plugin_api::address;
+use ringsmtpd_plugin_api::{address, Level};
 
 use super::respond::{self, Resolved};
 use super::{Flow, State};
@@ -29,40 +27,37 @@ impl State {
             Ok(p) => p,
             Err(e) => return self.error_flow(out, Resolved::new(e.code, "", e.text).enh(None)),
         };
-        let sender = match address::parse_path(path, true, mail_params.smtputf8) {
-            Ok(a) => a,
-            Err(e) => {
-                let (enh, text) = respond::split_enhanced(e.0);
-                return self.error_flow(out, Resolved::new(501, "5.1.7", text).enh(enh));
-            }
-        };
         let databytes = self.env.settings.databytes;
         if databytes > 0 && mail_params.size.is_some_and(|s| s > databytes) {
             // RFC 1870 §6.1: the declared size exceeds the fixed maximum.
-            let r = Resolved::new(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            );
-            return self.reply_flow(out, r, "");
+            let text = "Message size exceeds fixed maximum message size";
+            return self.error_flow(out, Resolved::new(552, "5.3.4", text));
         }
-
         let mut txn = self.new_transaction();
-        txn.sender = sender;
+        if let Err(e) = address::parse_path_into(path, true, mail_params.smtputf8, &mut txn.sender)
+        {
+            self.spare = Some(txn);
+            let (enh, text) = respond::split_enhanced(e.0);
+            return self.error_flow(out, Resolved::new(501, "5.1.7", text).enh(enh));
+        }
         txn.mail_params = mail_params;
+
         let env = self.env.clone();
         let decision = env
             .chains
             .run(&mut self.cx, Some(&mut txn), Call::Mail)
             .await;
         match respond::for_outcome(Call::Mail.hook(), decision.outcome.clone()) {
-            Ok(Some(mut r)) => {
-                if r.text == "sender denied" || r.text == "sender temporarily denied" {
-                    r.text = Cow::Owned(format!("{}, {}", txn.sender, r.text));
-                }
-                self.spare = Some(txn);
+            Ok(Some(r)) => {
                 self.log_refused("MAIL", &r, decision.plugin.as_deref());
-                self.reply_flow(out, r, "refused at MAIL")
+                respond::line(
+                    out,
+                    r.code,
+                    &r.enhanced,
+                    format_args!("{}, {}", txn.sender, r.text),
+                );
+                self.spare = Some(txn);
+                super::closing(r.disconnect, "refused at MAIL")
             }
             Err(()) => {
                 self.txn = Some(txn); // DONE: the plugin answered and accepted the sender
@@ -71,8 +66,7 @@ impl State {
             Ok(None) => {
                 let default = "sender OK - how exciting to get mail from you!";
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.1.0", default);
-                let text = format!("{}, {text}", txn.sender);
-                respond::write(out, 250, &enh, &text);
+                respond::line(out, 250, &enh, format_args!("{}, {text}", txn.sender));
                 self.txn = Some(txn);
                 Flow::Next
             }
@@ -81,10 +75,12 @@ impl State {
 
     /// One log line per refused command, naming the plugin that decided.
     pub(super) fn log_refused(&self, verb: &str, r: &Resolved, plugin: Option<&str>) {
+        let source = plugin.unwrap_or("core");
+        let (code, enh, text) = (r.code, &r.enhanced, &r.text);
         self.cx.log(
-            ringsmtpd_plugin_api::Level::Info,
-            plugin.unwrap_or("core"),
-            format_args!("{verb} refused: {} {} {}", r.code, r.enhanced, r.text),
+            Level::Info,
+            source,
+            format_args!("{verb} refused: {code} {enh} {text}"),
         );
     }
 }

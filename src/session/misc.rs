@@ -58,6 +58,16 @@ impl State {
     }
 
     pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
+        self.unrecognized += 1;
+        if self.unrecognized > self.env.settings.max_unrecognized {
+            respond::write(
+                out,
+                421,
+                "4.7.0",
+                "Too many unrecognized commands, closing connection",
+            );
+            return Flow::Close(End::TooManyErrors);
+        }
         let outcome = self.run(Call::Unrecognized(verb, args)).await;
         match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
             Ok(Some(r)) if r.disconnect => self.reply_flow(out, r, "unrecognized command"),

@@ -85,10 +85,14 @@ pub struct State {
     pub txn: Option<Transaction>,
     /// A cleared transaction kept for reuse, so a session allocates its buffers once.
     spare: Option<Transaction>,
-    /// Bad or unknown commands so far (`max_unrecognized`).
+    /// Error replies so far (`max_errors`).
     errors: u32,
+    /// Unknown verbs so far (`max_unrecognized`).
+    unrecognized: u32,
     /// BDAT state of the open transaction.
     bdat: data::Bdat,
+    /// A reused buffer for the headers the core writes.
+    scratch: String,
 }
 
 pub struct Session<T: Transport> {
@@ -118,7 +122,9 @@ impl<T: Transport> Session<T> {
                 txn: None,
                 spare: None,
                 errors: 0,
+                unrecognized: 0,
                 bdat: data::Bdat::default(),
+                scratch: String::new(),
             },
         }
     }
@@ -364,7 +370,7 @@ impl State {
     fn error(&mut self, out: &mut Vec<u8>, reply: Resolved) -> Option<End> {
         reply.write(out);
         self.errors += 1;
-        if self.errors >= self.env.settings.max_unrecognized {
+        if self.errors >= self.env.settings.max_errors {
             respond::write(out, 421, "4.7.0", "Too many errors, closing connection");
             return Some(End::TooManyErrors);
         }
@@ -381,11 +387,7 @@ impl State {
     /// Sends a reply decided by the table; a disconnecting one ends the session.
     fn reply_flow(&mut self, out: &mut Vec<u8>, reply: Resolved, why: &'static str) -> Flow {
         reply.write(out);
-        if reply.disconnect {
-            Flow::Close(End::Disconnected(why))
-        } else {
-            Flow::Next
-        }
+        closing(reply.disconnect, why)
     }
 
     /// A bare CR or LF: refuse and close, as Postfix's `smtpd_forbid_bare_newline` does. After
@@ -447,6 +449,15 @@ impl State {
             txn.clear();
             self.spare = Some(txn);
         }
+    }
+}
+
+/// The flow after a reply that may close the connection.
+fn closing(disconnect: bool, why: &'static str) -> Flow {
+    if disconnect {
+        Flow::Close(End::Disconnected(why))
+    } else {
+        Flow::Next
     }
 }
 

@@ -29,6 +29,26 @@ pub fn write(out: &mut Vec<u8>, code: u16, enhanced: &str, text: &str) {
     }
 }
 
+/// Appends a one-line reply whose text is formatted straight into `out`: no allocation, which
+/// keeps the per-command path allocation-free. Control characters in the text become `?`.
+pub fn line(out: &mut Vec<u8>, code: u16, enhanced: &str, text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    out.extend_from_slice(&code_digits(code));
+    out.push(b' ');
+    if !enhanced.is_empty() {
+        out.extend_from_slice(enhanced.as_bytes());
+        out.push(b' ');
+    }
+    let start = out.len();
+    let _ = out.write_fmt(text); // writing to a Vec cannot fail
+    for b in &mut out[start..] {
+        if *b < 0x20 && *b != b'\t' {
+            *b = b'?';
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 fn code_digits(code: u16) -> [u8; 3] {
     let code = code.clamp(200, 599);
     [
@@ -52,6 +72,24 @@ pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
         (Some(first), rest)
     } else {
         (None, text)
+    }
+}
+
+/// [`split_enhanced`] on a plugin's text, borrowing when the text is `'static` (the common
+/// case), so a reply from a static text allocates nothing.
+pub fn split_msg(m: &Cow<'static, str>) -> (Option<Cow<'static, str>>, Cow<'static, str>) {
+    match m {
+        Cow::Borrowed(s) => {
+            let (e, t) = split_enhanced(s);
+            (e.map(Cow::Borrowed), Cow::Borrowed(t))
+        }
+        Cow::Owned(s) => {
+            let (e, t) = split_enhanced(s);
+            (
+                e.map(|e| Cow::Owned(e.to_string())),
+                Cow::Owned(t.to_string()),
+            )
+        }
     }
 }
 
@@ -175,15 +213,10 @@ pub fn for_outcome(hook: Hook, outcome: Outcome) -> Result<Option<Resolved>, ()>
     let Some(Row(code, enh, default, disconnect)) = deny_row(hook, &outcome) else {
         return Ok(None);
     };
-    let (enhanced, text): (Cow<'static, str>, Cow<'static, str>) = match outcome {
-        Outcome::Deny(Some(m))
-        | Outcome::DenySoft(Some(m))
-        | Outcome::DenyDisconnect(Some(m))
-        | Outcome::DenySoftDisconnect(Some(m)) => match split_enhanced(&m) {
-            (Some(e), rest) => (Cow::Owned(e.to_string()), Cow::Owned(rest.to_string())),
-            (None, _) => (Cow::Borrowed(enh), m),
-        },
-        _ => (Cow::Borrowed(enh), Cow::Borrowed(default)),
+    let (enhanced, text) = match outcome.msg_cow().map(split_msg) {
+        Some((Some(e), text)) => (e, text),
+        Some((None, text)) => (Cow::Borrowed(enh), text),
+        None => (Cow::Borrowed(enh), Cow::Borrowed(default)),
     };
     Ok(Some(Resolved {
         code,
@@ -199,11 +232,9 @@ pub fn ok_text(
     enhanced: &'static str,
     default: &'static str,
 ) -> (Cow<'static, str>, Cow<'static, str>) {
-    match outcome.msg() {
-        Some(m) => match split_enhanced(m) {
-            (Some(e), rest) => (Cow::Owned(e.to_string()), Cow::Owned(rest.to_string())),
-            (None, text) => (Cow::Borrowed(enhanced), Cow::Owned(text.to_string())),
-        },
+    match outcome.msg_cow().map(split_msg) {
+        Some((Some(e), text)) => (e, text),
+        Some((None, text)) => (Cow::Borrowed(enhanced), text),
         None => (Cow::Borrowed(enhanced), Cow::Borrowed(default)),
     }
 }

@@ -26,10 +26,15 @@ struct Script {
     hang_at_end: bool,
     out: Rc<RefCell<Vec<u8>>>,
     writes: Rc<RefCell<usize>>,
+    /// This thread's allocation count at each read (capacity reserved up front).
+    marks: Rc<RefCell<Vec<usize>>>,
 }
 
 impl Transport for Script {
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.marks
+            .borrow_mut()
+            .push(crate::testalloc::allocations());
         match self.input.pop_front() {
             Some(chunk) => {
                 buf.extend_from_slice(&chunk);
@@ -124,6 +129,7 @@ struct Run {
     end: End,
     writes: usize,
     captured: Vec<Captured>,
+    marks: Vec<usize>,
 }
 
 impl Run {
@@ -202,11 +208,14 @@ impl Harness {
         let settings = Settings::load(&MemConfig::new(&files)).expect("test settings");
         let out = Rc::new(RefCell::new(Vec::new()));
         let writes = Rc::new(RefCell::new(0));
+        let marks = Rc::new(RefCell::new(Vec::with_capacity(chunks.len() + 8)));
+        out.borrow_mut().reserve(1 << 20);
         let script = Script {
             input: chunks.iter().map(|c| c.to_vec()).collect(),
             hang_at_end: self.hang,
             out: out.clone(),
             writes: writes.clone(),
+            marks: marks.clone(),
         };
         let plugins = self.plugins;
         let shutdown_before = self.shutdown_before;
@@ -250,12 +259,14 @@ impl Harness {
         }
         let writes = *writes.borrow();
         let captured = self.captured.borrow().clone();
+        let marks = marks.borrow().clone();
         Run {
             replies,
             raw,
             end,
             writes,
             captured,
+            marks,
         }
     }
 }
@@ -465,10 +476,20 @@ fn small_verbs() {
 #[test]
 fn unknown_commands_count_and_end_the_session() {
     let h = Harness::new().file("max_unrecognized", "3");
-    let r = h.run(&[b"FOO\r\n", b"STARTTLS\r\n", b"EXPN x\r\n", b"NOOP\r\n"]);
+    let r = h.run(&[
+        b"FOO\r\n",
+        b"STARTTLS\r\n",
+        b"EXPN x\r\n",
+        b"BAR\r\n",
+        b"NOOP\r\n",
+    ]);
     assert_eq!(r.codes(), vec![220, 500, 500, 500, 421]);
     assert_eq!(r.reply(1).1, "5.5.1");
     assert_eq!(r.end, End::TooManyErrors);
+    // Any error reply counts toward max_errors.
+    let h = Harness::new().file("max_errors", "2");
+    let r = h.run(&[MAIL, b"RCPT TO:<x>\r\n", b"NOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 503, 503, 421]);
 }
 
 #[test]
@@ -658,4 +679,29 @@ fn a_plugin_past_its_timeout_gives_4xx() {
     let r = h.run(&[EHLO, MAIL, b"NOOP\r\n"]);
     assert_eq!(r.codes(), vec![220, 250, 450, 250]);
     assert_eq!(r.reply(2).1, "4.4.3");
+}
+
+/// The null chain (rcpt_ok + queue/discard), one message per read: after the first few
+/// messages, no heap allocation happens between one read and the next. Counted by a counting
+/// allocator, so this is deterministic (DESIGN.md: no allocation per command on the hot path).
+#[test]
+fn no_allocation_per_message_after_the_first() {
+    let mut h = Harness::new().named("queue/discard").file("loglevel", "4");
+    h.plugins.retain(|(name, _)| *name != "capture");
+    let message = [MAIL, RCPT, b"DATA\r\n", b"Subject: x\r\n\r\nhello\r\n.\r\n"].concat();
+    let mut script: Vec<&[u8]> = vec![EHLO];
+    script.extend(std::iter::repeat_n(message.as_slice(), 12));
+    let r = h.run(&script);
+    assert_eq!(
+        r.codes().iter().filter(|c| **c == 250).count(),
+        1 + 3 * 12,
+        "{}",
+        r.raw
+    );
+    let per_read: Vec<usize> = r.marks.windows(2).map(|w| w[1] - w[0]).collect();
+    // Reads 0..3: banner, EHLO and the first messages grow the buffers once.
+    assert!(
+        per_read[4..12].iter().all(|&n| n == 0),
+        "allocations between reads: {per_read:?}"
+    );
 }

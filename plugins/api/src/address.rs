@@ -62,6 +62,21 @@ macro_rules! bad {
 /// character is refused with 5.6.7. Control characters (C0, DEL, C1) are refused everywhere.
 /// IPv4 literals are checked with [`Ipv4Addr`]'s parser, which refuses leading zeros ("01").
 pub fn parse_path(input: &str, reverse: bool, smtputf8: bool) -> Result<Address, AddressError> {
+    let mut addr = Address::null();
+    parse_path_into(input, reverse, smtputf8, &mut addr)?;
+    Ok(addr)
+}
+
+/// [`parse_path`] into an existing address, reusing its buffer: the session parses every MAIL
+/// and RCPT into recycled addresses, so a long-lived connection allocates none per command.
+/// On error `into` is left empty.
+pub fn parse_path_into(
+    input: &str,
+    reverse: bool,
+    smtputf8: bool,
+    into: &mut Address,
+) -> Result<(), AddressError> {
+    into.clear();
     if input.len() > MAX_PATH {
         return Err(bad!(reverse, "path longer than 256 octets"));
     }
@@ -83,7 +98,7 @@ pub fn parse_path(input: &str, reverse: bool, smtputf8: bool) -> Result<Address,
     if p.eat(b'>') {
         return match (p.peek(), reverse) {
             (Some(_), _) => Err(bad!(reverse, "characters after '>'")),
-            (None, true) => Ok(Address::null()),
+            (None, true) => Ok(()),
             (None, false) => Err(bad!(reverse, "empty address")),
         };
     }
@@ -115,10 +130,8 @@ pub fn parse_path(input: &str, reverse: bool, smtputf8: bool) -> Result<Address,
         let local = input.get(start..at).unwrap_or("");
         // RFC 5321 §4.5.1: "<Postmaster>" (case-insensitive) without a domain, and no route.
         if !reverse && !routed && p.rest() == b">" && local.eq_ignore_ascii_case("postmaster") {
-            return Ok(Address {
-                text: local.to_owned(),
-                at: None,
-            });
+            into.text.push_str(local);
+            return Ok(());
         }
         return Err(match p.peek() {
             Some(b'>') | None => bad!(reverse, "missing @domain"),
@@ -147,10 +160,9 @@ pub fn parse_path(input: &str, reverse: bool, smtputf8: bool) -> Result<Address,
     let text = input
         .get(start..end)
         .ok_or(bad!(reverse, "invalid address"))?;
-    Ok(Address {
-        text: text.to_owned(),
-        at: Some(at - start),
-    })
+    into.text.push_str(text);
+    into.at = Some(at - start);
+    Ok(())
 }
 
 /// What went wrong inside one element; turned into the sender or recipient text by [`Why::text`].

@@ -284,9 +284,22 @@ pub struct Transaction {
     /// [`Transaction::prepend_header`] or [`Transaction::append_header`].
     pub added_headers: String,
     pub notes: Notes,
+    /// Addresses of earlier recipients, kept for their buffers (see [`Transaction::recycled_address`]).
+    spare_addresses: Vec<Address>,
 }
 
 impl Transaction {
+    /// An empty address whose buffer is reused from an earlier recipient, if any.
+    pub fn recycled_address(&mut self) -> Address {
+        self.spare_addresses.pop().unwrap_or_default()
+    }
+
+    /// Gives an address back for reuse.
+    pub fn recycle(&mut self, mut addr: Address) {
+        addr.clear();
+        self.spare_addresses.push(addr);
+    }
+
     /// Puts `name: value` before every header added so far (qpsmtpd's `header->add(.., 0)`).
     pub fn prepend_header(&mut self, name: &str, value: &str) {
         let field = format!("{name}: {value}\r\n");
@@ -309,9 +322,13 @@ impl Transaction {
     /// Empties the transaction for reuse, keeping its allocations.
     pub fn clear(&mut self) {
         self.id.clear();
-        self.sender = Address::null();
+        self.sender.clear();
         self.mail_params = MailParams::default();
-        self.recipients.clear();
+        for r in self.recipients.drain(..) {
+            let mut addr = r.addr;
+            addr.clear();
+            self.spare_addresses.push(addr);
+        }
         self.body.clear();
         self.added_headers.clear();
         self.notes.clear();

@@ -22,6 +22,12 @@ impl Address {
         Address::default()
     }
 
+    /// Makes this the null path, keeping the buffer for reuse.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.at = None;
+    }
+
     /// True for `<>`.
     pub fn is_null(&self) -> bool {
         self.text.is_empty()

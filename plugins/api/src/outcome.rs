@@ -70,6 +70,18 @@ impl Outcome {
         }
     }
 
+    /// The attached text as stored (borrowed `'static` texts stay borrowed).
+    pub fn msg_cow(&self) -> Option<&Cow<'static, str>> {
+        match self {
+            Outcome::Ok(m)
+            | Outcome::Deny(m)
+            | Outcome::DenySoft(m)
+            | Outcome::DenyDisconnect(m)
+            | Outcome::DenySoftDisconnect(m) => m.as_ref(),
+            Outcome::Declined | Outcome::Done(_) => None,
+        }
+    }
+
     /// `Deny` with a static text.
     pub fn deny(text: &'static str) -> Outcome {
         Outcome::Deny(Some(Cow::Borrowed(text)))

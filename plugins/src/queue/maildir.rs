@@ -714,12 +714,10 @@ mod tests {
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\nline 2\r\n";
 
     fn txn(rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction {
-            sender: recipient("a@example.org").addr,
-            recipients: rcpts.iter().map(|r| recipient(r)).collect(),
-            added_headers: "Received: from x\r\n by y; now\r\n".into(),
-            ..Default::default()
-        };
+        let mut t = Transaction::default();
+        t.sender = recipient("a@example.org").addr;
+        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
+        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
         t.body.mem = MESSAGE.as_bytes().to_vec();
         t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
         t.body.len = MESSAGE.len() as u64;
