@@ -28,9 +28,12 @@ use crate::runtime::Shutdown;
 use crate::transport::Transport;
 use respond::Resolved;
 
-/// Read buffer size. Commands are at most `max_line` (512) bytes; DATA streams through this
-/// buffer in chunks. Kept small because every idle connection holds one.
-const READ_BUF: usize = 8 * 1024;
+/// Read buffer: a new connection gets `READ_BUF_MIN` (commands are at most `max_line`, 512 by
+/// default), so 10,000 idle connections cost little. A read that fills the buffer doubles it,
+/// up to `READ_BUF_MAX`, so a client streaming DATA soon reads 64 KiB per call. The buffer is
+/// never shrunk: a busy session keeps it and allocates nothing per message.
+const READ_BUF_MIN: usize = 1024;
+const READ_BUF_MAX: usize = 64 * 1024;
 
 /// What a session needs from its worker; fixed for the session's life (after a reload, new
 /// connections get a new `Env`, running ones keep theirs).
@@ -102,13 +105,15 @@ pub struct Session<T: Transport> {
     rpos: usize,
     /// Replies not yet sent.
     wbuf: Vec<u8>,
+    /// The last read filled the buffer: the client sends faster than we read.
+    read_full: bool,
     st: State,
 }
 
 impl<T: Transport> Session<T> {
     /// A session on `io`. `early` holds bytes already read (after a PROXY header).
     pub fn new(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
-        let mut rbuf = Vec::with_capacity(READ_BUF.max(early.len()));
+        let mut rbuf = Vec::with_capacity(READ_BUF_MIN.max(early.len()));
         rbuf.extend_from_slice(early);
         let cx = Cx::new(conn, env.svc.clone());
         Session {
@@ -116,6 +121,7 @@ impl<T: Transport> Session<T> {
             rbuf,
             rpos: 0,
             wbuf: Vec::with_capacity(512),
+            read_full: false,
             st: State {
                 env,
                 cx,
@@ -249,9 +255,11 @@ impl<T: Transport> Session<T> {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_BUF / 4 {
-            self.rbuf.reserve(READ_BUF);
+        let cap = self.rbuf.capacity();
+        if cap == self.rbuf.len() || (self.read_full && cap < READ_BUF_MAX) {
+            self.rbuf.reserve(cap.clamp(READ_BUF_MIN, READ_BUF_MAX));
         }
+        let spare = self.rbuf.capacity() - self.rbuf.len();
         let buf = std::mem::take(&mut self.rbuf);
         let shutdown = self.st.env.shutdown.clone();
         let read = monoio::time::timeout(timeout, self.io.read(buf));
@@ -264,8 +272,9 @@ impl<T: Transport> Session<T> {
                 self.rbuf = buf;
                 Err(End::ClientClosed)
             }
-            Some(Ok((Ok(_), buf))) => {
+            Some(Ok((Ok(n), buf))) => {
                 self.rbuf = buf;
+                self.read_full = n == spare;
                 Ok(())
             }
             Some(Ok((Err(e), buf))) => {

@@ -705,3 +705,33 @@ fn no_allocation_per_message_after_the_first() {
         "allocations between reads: {per_read:?}"
     );
 }
+
+/// An idle connection's cost is this struct, its future and its buffers; the budget is 16 KiB
+/// per idle connection in all (issue 2), so the future must stay well below that.
+#[test]
+fn a_session_future_stays_small() {
+    let settings = Settings::load(&MemConfig::new(&[])).unwrap();
+    let chains = Chains::from_instances(Vec::new(), settings.plugin_timeout);
+    let svc = Rc::new(WorkerServices {
+        me: settings.me.clone(),
+    });
+    let shutdown = Rc::new(Shutdown::default());
+    let env = Rc::new(Env {
+        settings: Arc::new(settings),
+        chains,
+        svc,
+        shutdown,
+    });
+    let conn = Connection::new(
+        7,
+        "192.0.2.1:4321".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+    );
+    let io = crate::transport::Stdio {
+        timeout: Duration::from_secs(1),
+    };
+    let session = Session::new(env, io, conn, &[]);
+    assert!(session.rbuf.capacity() <= 1024);
+    let size = std::mem::size_of_val(&session.run());
+    assert!(size < 10 * 1024, "session future is {size} bytes");
+}
