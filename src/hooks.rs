@@ -27,7 +27,9 @@ pub enum Call<'x> {
     Connect,
     Helo(&'x str),
     Ehlo(&'x str),
+    MailPre(&'x str, &'x str),
     Mail,
+    RcptPre(&'x str, &'x str),
     Rcpt(&'x Recipient),
     Data,
     DataHeadersEnd,
@@ -56,7 +58,9 @@ impl Call<'_> {
             Call::Connect => Hook::Connect,
             Call::Helo(_) => Hook::Helo,
             Call::Ehlo(_) => Hook::Ehlo,
+            Call::MailPre(..) => Hook::MailPre,
             Call::Mail => Hook::Mail,
+            Call::RcptPre(..) => Hook::RcptPre,
             Call::Rcpt(_) => Hook::Rcpt,
             Call::Data => Hook::Data,
             Call::DataHeadersEnd => Hook::DataHeadersEnd,
@@ -93,6 +97,8 @@ fn dispatch<'a>(
         (Call::Connect, _) => p.connect(cx),
         (Call::Helo(h), _) => p.helo(cx, h),
         (Call::Ehlo(h), _) => p.ehlo(cx, h),
+        (Call::MailPre(path, params), _) => p.mail_pre(cx, path, params),
+        (Call::RcptPre(path, params), _) => p.rcpt_pre(cx, path, params),
         (Call::Disconnect, _) => p.disconnect(cx),
         (Call::PostConnection, _) => p.post_connection(cx),
         (Call::Unrecognized(v, a), _) => p.unrecognized_command(cx, v, a),
@@ -117,10 +123,11 @@ fn dispatch<'a>(
     }
 }
 
-/// A plugin instance with its config-line name.
+/// A plugin instance with its config-line name. `Rc`, because logging plugins are also held
+/// by the worker's services, which call their `logging` hook.
 struct Loaded {
     name: Rc<str>,
-    plugin: Box<dyn Plugin>,
+    plugin: Rc<dyn Plugin>,
 }
 
 /// The plugin chains of one worker, built from one config snapshot.
@@ -158,11 +165,9 @@ impl Chains {
                 config: cfg,
                 origin: &line.origin,
             };
-            let plugin = factory(&init)?;
-            plugins.push(Loaded {
-                name: Rc::from(line.name.as_str()),
-                plugin,
-            });
+            let plugin: Rc<dyn Plugin> = Rc::from(factory(&init)?);
+            let name = Rc::from(line.name.as_str());
+            plugins.push(Loaded { name, plugin });
         }
         Ok(Chains::from_plugins(plugins, timeout))
     }
@@ -187,10 +192,18 @@ impl Chains {
             .into_iter()
             .map(|(name, plugin)| Loaded {
                 name: Rc::from(name),
-                plugin,
+                plugin: Rc::from(plugin),
             })
             .collect();
         Chains::from_plugins(plugins, timeout)
+    }
+
+    /// The plugins implementing the `logging` hook, in order.
+    pub fn loggers(&self) -> Vec<Rc<dyn Plugin>> {
+        self.by_hook[Hook::Logging as usize]
+            .iter()
+            .map(|&i| self.plugins[i as usize].plugin.clone())
+            .collect()
     }
 
     /// True if some plugin implements `hook`.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod hooks;
 #[macro_use]
 pub mod log;
+pub mod peers;
 pub mod proto;
 pub mod runtime;
 pub mod services;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ringsmtpd::config::ListenSpec;
 use ringsmtpd::log;
 use ringsmtpd::runtime::{self, Control, Driver, Snapshot};
-use ringsmtpd::session::{Env, Session};
+use ringsmtpd::session::Session;
 use ringsmtpd_plugin_api::{Connection, Level};
 
 #[global_allocator]
@@ -227,32 +227,16 @@ fn stdio(snapshot: Snapshot, driver: Driver) -> ExitCode {
     };
     let remote = addr("TCPREMOTEIP", "TCPREMOTEPORT");
     let local = addr("TCPLOCALIP", "TCPLOCALPORT");
-    let settings = snapshot.settings.clone();
     let run = runtime::run_on(driver, || async move {
-        let shutdown = Rc::new(runtime::Shutdown::default());
-        let svc = Rc::new(ringsmtpd::services::WorkerServices {
-            me: settings.me.clone(),
-        });
-        let chains = match ringsmtpd::hooks::Chains::build(
-            &snapshot.plugins,
-            &*snapshot.config,
-            ringsmtpd_plugins::find,
-            settings.plugin_timeout,
-        ) {
-            Ok(c) => c,
+        let env = match runtime::make_env(&snapshot, Rc::new(runtime::Shutdown::default())) {
+            Ok(env) => Rc::new(env),
             Err(e) => {
                 eprintln!("ringsmtpd: {e}");
                 return;
             }
         };
-        let env = Rc::new(Env {
-            settings: settings.clone(),
-            chains,
-            svc,
-            shutdown,
-        });
         let io = ringsmtpd::transport::Stdio {
-            timeout: settings.timeout,
+            timeout: env.settings.timeout,
         };
         let mut conn = Connection::new(1, remote, local);
         conn.remote_host = std::env::var("TCPREMOTEHOST")

@@ -21,6 +21,7 @@ use ringsmtpd_plugin_api::{ConfigError, Connection, Level};
 
 use crate::config::{plugin_lines, ConfigDir, ListenSpec, PluginLine, Settings};
 use crate::hooks::Chains;
+use crate::peers::PeerCounts;
 use crate::proto::proxy;
 use crate::services::WorkerServices;
 use crate::session::{Env, Session};
@@ -54,7 +55,8 @@ impl Driver {
     }
 }
 
-/// A validated configuration: settings, plugin lines, and the directory they came from.
+/// A validated configuration: settings, plugin lines (`config/logging` first, then
+/// `config/plugins`, as qpsmtpd loads them), and the directory they came from.
 pub struct Snapshot {
     pub settings: Arc<Settings>,
     pub plugins: Vec<PluginLine>,
@@ -67,7 +69,8 @@ impl Snapshot {
     pub fn load(dir: &Path) -> Result<(Snapshot, Chains), ConfigError> {
         let config = Arc::new(ConfigDir::new(dir));
         let settings = Settings::load(&*config)?;
-        let plugins = plugin_lines(&*config, "plugins")?;
+        let mut plugins = plugin_lines(&*config, "logging")?;
+        plugins.extend(plugin_lines(&*config, "plugins")?);
         let chains = Chains::build(
             &plugins,
             &*config,
@@ -98,6 +101,8 @@ impl Snapshot {
 /// What the main thread shares with the workers.
 pub struct Control {
     current: RwLock<Arc<Snapshot>>,
+    /// Connections per client IP, shared by all workers.
+    pub peers: Arc<PeerCounts>,
     generation: AtomicU64,
     stop: Mutex<Vec<futures_channel::oneshot::Sender<()>>>,
 }
@@ -106,6 +111,7 @@ impl Control {
     pub fn new(snapshot: Snapshot) -> Arc<Control> {
         Arc::new(Control {
             current: RwLock::new(Arc::new(snapshot)),
+            peers: PeerCounts::new(),
             generation: AtomicU64::new(0),
             stop: Mutex::new(Vec::new()),
         })
@@ -296,13 +302,14 @@ impl WorkerEnv {
     }
 }
 
-fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigError> {
-    let svc = Rc::new(WorkerServices {
-        me: snap.settings.me.clone(),
-    });
+/// A worker's environment from a snapshot: its own plugin instances, its services.
+pub fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigError> {
+    let chains = snap.chains()?;
+    let svc = Rc::new(WorkerServices::new(snap.settings.me.clone()));
+    svc.set_loggers(chains.loggers());
     Ok(Env {
         settings: snap.settings.clone(),
-        chains: snap.chains()?,
+        chains,
         svc,
         shutdown,
     })
@@ -444,7 +451,9 @@ async fn serve(
     } else {
         (peer, local, Vec::new())
     };
-    let conn = Connection::new(id, remote, local);
+    let mut conn = Connection::new(id, remote, local);
+    let (_counted, concurrent) = w.control.peers.enter(remote.ip());
+    conn.concurrent = concurrent;
     Session::new(env, stream, conn, &early).run().await;
 }
 

@@ -1,14 +1,35 @@
 //! The worker's implementation of the plugin API's [`Services`]: logging, timers on the
 //! worker's runtime, and the blocking thread pool.
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::{Level, Services};
+use ringsmtpd_plugin_api::{Level, LogRecord, Outcome, Plugin, Services};
 
 pub struct WorkerServices {
     pub me: String,
+    /// The plugins of `config/logging` (qpsmtpd's `logging` hook); empty: the built-in logger.
+    loggers: RefCell<Vec<Rc<dyn Plugin>>>,
+    /// Set while a logging plugin runs, so a log call from inside it cannot recurse.
+    in_logger: Cell<bool>,
+}
+
+impl WorkerServices {
+    pub fn new(me: String) -> WorkerServices {
+        WorkerServices {
+            me,
+            loggers: RefCell::default(),
+            in_logger: Cell::new(false),
+        }
+    }
+
+    /// Routes log lines through these logging plugins from now on.
+    pub fn set_loggers(&self, loggers: Vec<Rc<dyn Plugin>>) {
+        *self.loggers.borrow_mut() = loggers;
+    }
 }
 
 impl Services for WorkerServices {
@@ -17,11 +38,29 @@ impl Services for WorkerServices {
     }
 
     fn log(&self, level: Level, conn: u64, source: &str, msg: std::fmt::Arguments<'_>) {
-        crate::log::write(level, conn, source, msg);
+        let loggers = self.loggers.borrow();
+        if loggers.is_empty() || self.in_logger.replace(true) {
+            crate::log::write(level, conn, source, msg);
+            return;
+        }
+        let record = LogRecord {
+            level,
+            conn,
+            source,
+            msg: &msg,
+        };
+        // In order until one says OK (qpsmtpd's chain rule); each filters by its own level.
+        for logger in loggers.iter() {
+            if matches!(logger.logging(&record), Outcome::Ok(_)) {
+                break;
+            }
+        }
+        self.in_logger.set(false);
     }
 
     fn log_enabled(&self, level: Level) -> bool {
-        crate::log::enabled(level)
+        // Logging plugins keep their own thresholds (`loglevel` args), so they see every line.
+        !self.loggers.borrow().is_empty() || crate::log::enabled(level)
     }
 
     fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {

@@ -6,11 +6,18 @@
 
 use std::future::Future;
 use std::io;
+use std::rc::Rc;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 pub trait Transport {
+    /// A check, without consuming or waiting, for bytes the client sent that are not read
+    /// yet (for `earlytalker`). `None` where the transport cannot tell.
+    fn input_probe(&self) -> Option<Rc<dyn Fn() -> bool>> {
+        None
+    }
+
     /// Reads into the spare capacity of `buf`, after its current contents. `Ok(0)` is EOF.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
@@ -18,6 +25,27 @@ pub trait Transport {
 }
 
 impl Transport for monoio::net::TcpStream {
+    fn input_probe(&self) -> Option<Rc<dyn Fn() -> bool>> {
+        use std::os::fd::AsRawFd;
+        let fd = self.as_raw_fd();
+        Some(Rc::new(move || {
+            let mut byte = 0u8;
+            // SAFETY: `recv` writes at most 1 byte into `byte`, which lives across the call.
+            // MSG_PEEK leaves the byte in the socket, MSG_DONTWAIT never blocks. If the fd was
+            // closed meanwhile, the call fails (EBADF) or peeks another socket: a wrong answer
+            // at worst, never memory unsafety.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    (&mut byte as *mut u8).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            n > 0
+        }))
+    }
+
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let len = buf.len();
         let (res, slice) = AsyncReadRent::read(self, buf.slice_mut(len..)).await;
@@ -38,6 +66,18 @@ pub struct Stdio {
 }
 
 impl Transport for Stdio {
+    fn input_probe(&self) -> Option<Rc<dyn Fn() -> bool>> {
+        Some(Rc::new(|| {
+            let mut fds = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on the stack, count 1, timeout 0 (never blocks).
+            unsafe { libc::poll(&mut fds, 1, 0) > 0 && fds.revents & libc::POLLIN != 0 }
+        }))
+    }
+
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let mut fds = libc::pollfd {
             fd: 0,

@@ -37,7 +37,12 @@ impl State {
             Some(a) => write!(h, "auth=pass ({}) smtp.auth={}", a.mechanism, a.user),
             None => write!(h, "auth=none"),
         };
-        if let Some(AuthResults(results)) = txn.notes.get::<AuthResults>() {
+        // Clauses about the connection (iprev) and about this message (SPF, DKIM, DMARC).
+        let conn_results = self.cx.conn.notes.get::<AuthResults>();
+        for AuthResults(results) in conn_results
+            .into_iter()
+            .chain(txn.notes.get::<AuthResults>())
+        {
             for r in results {
                 let _ = write!(h, ";\r\n\t{r}");
             }

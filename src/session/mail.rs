@@ -1,7 +1,9 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2), with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)
 //! and the DSN parameters RET and ENVID (RFC 3461).
 
-use ringsmtpd_plugin_api::{address, Level};
+use std::borrow::Cow;
+
+use ringsmtpd_plugin_api::{address, Level, Outcome};
 
 use super::respond::{self, Resolved};
 use super::{Flow, State};
@@ -23,6 +25,11 @@ impl State {
             let r = Resolved::new(555, "5.5.4", "ESMTP parameters need EHLO");
             return self.error_flow(out, r);
         }
+        let rewritten = match self.pre_hook(out, Call::MailPre(path, params)).await {
+            Ok(rewritten) => rewritten,
+            Err(flow) => return flow,
+        };
+        let path = rewritten.as_deref().unwrap_or(path);
         let mail_params = match params::parse_mail_params(params) {
             Ok(p) => p,
             Err(e) => return self.error_flow(out, Resolved::new(e.code, "", e.text).enh(None)),
@@ -70,6 +77,27 @@ impl State {
                 self.txn = Some(txn);
                 Flow::Next
             }
+        }
+    }
+
+    /// `mail_pre`/`rcpt_pre`: `Ok(Some(path))` when a plugin rewrote the path, `Err(flow)`
+    /// when it refused the command (501).
+    pub(super) async fn pre_hook(
+        &mut self,
+        out: &mut Vec<u8>,
+        call: Call<'_>,
+    ) -> Result<Option<Cow<'static, str>>, Flow> {
+        if !self.env.chains.has(call.hook()) {
+            return Ok(None);
+        }
+        let outcome = self.run(call).await;
+        match respond::for_outcome(call.hook(), outcome.clone()) {
+            Ok(Some(r)) => Err(self.reply_flow(out, r, "refused before parsing")),
+            Err(()) => Err(Flow::Next),
+            Ok(None) => Ok(match outcome {
+                Outcome::Ok(Some(path)) => Some(path),
+                _ => None,
+            }),
         }
     }
 

@@ -96,6 +96,8 @@ pub struct State {
     bdat: data::Bdat,
     /// A reused buffer for the headers the core writes.
     scratch: String,
+    /// Unprocessed input is waiting in the read buffer (for [`Cx::client_has_sent`]).
+    buffered: Rc<std::cell::Cell<bool>>,
 }
 
 pub struct Session<T: Transport> {
@@ -115,7 +117,12 @@ impl<T: Transport> Session<T> {
     pub fn new(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
         let mut rbuf = Vec::with_capacity(READ_BUF_MIN.max(early.len()));
         rbuf.extend_from_slice(early);
-        let cx = Cx::new(conn, env.svc.clone());
+        let mut cx = Cx::new(conn, env.svc.clone());
+        let buffered = Rc::new(std::cell::Cell::new(!early.is_empty()));
+        if let Some(peek) = io.input_probe() {
+            let buffered = buffered.clone();
+            cx.input_probe = Some(Rc::new(move || buffered.get() || peek()));
+        }
         Session {
             io,
             rbuf,
@@ -131,6 +138,7 @@ impl<T: Transport> Session<T> {
                 unrecognized: 0,
                 bdat: data::Bdat::default(),
                 scratch: String::new(),
+                buffered,
             },
         }
     }
@@ -205,6 +213,7 @@ impl<T: Transport> Session<T> {
                 if self.st.env.shutdown.is_set() {
                     return self.st.shutting_down(&mut self.wbuf);
                 }
+                self.st.buffered.set(self.rpos < self.rbuf.len());
                 let flow = self.st.command(line, &mut self.wbuf).await;
                 let flow = match flow {
                     Flow::Next => continue,

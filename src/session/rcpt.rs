@@ -23,6 +23,14 @@ impl State {
             let r = Resolved::new(555, "5.5.4", "ESMTP parameters need EHLO");
             return self.error_flow(out, r);
         }
+        let rewritten = match self.pre_hook(out, Call::RcptPre(path, params)).await {
+            Ok(rewritten) => rewritten,
+            Err(flow) => return flow,
+        };
+        let path = rewritten.as_deref().unwrap_or(path);
+        let Some(txn) = self.txn.as_mut() else {
+            return Flow::Next; // a pre hook cannot end the transaction; keeps the borrow simple
+        };
         let rcpt_params = match params::parse_rcpt_params(params) {
             Ok(p) => p,
             Err(e) => return self.error_flow(out, Resolved::new(e.code, "", e.text).enh(None)),

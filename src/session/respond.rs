@@ -165,6 +165,10 @@ fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
     let soft = matches!(outcome, DenySoft(_) | DenySoftDisconnect(_));
     let disc = matches!(outcome, DenyDisconnect(_) | DenySoftDisconnect(_));
     Some(match (hook, soft) {
+        (Hook::PreConnection, false) => {
+            Row(550, "5.7.1", "Sorry, service not available for you", true)
+        }
+        (Hook::PreConnection, true) => Row(451, "4.7.1", "Sorry, try again later", true),
         (Hook::Connect, false) => Row(550, "5.7.1", "Connection from you denied, bye bye.", true),
         (Hook::Connect, true) => Row(
             450,
@@ -174,6 +178,8 @@ fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
         ),
         (Hook::Helo | Hook::Ehlo, false) => Row(550, "5.7.1", "Denied", disc),
         (Hook::Helo | Hook::Ehlo, true) => Row(450, "4.7.1", "Temporarily denied", disc),
+        (Hook::MailPre, _) => Row(501, "5.5.4", "could not parse your mail from command", disc),
+        (Hook::RcptPre, _) => Row(501, "5.5.4", "could not parse recipient", disc),
         (Hook::Mail, false) => Row(550, "5.7.1", "sender denied", disc),
         (Hook::Mail, true) if disc => Row(421, "4.7.1", "sender temporarily denied", true),
         (Hook::Mail, true) => Row(450, "4.7.1", "sender temporarily denied", false),
@@ -191,7 +197,8 @@ fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
         (Hook::Queue, false) => Row(552, "5.3.0", "Message denied", disc),
         (Hook::Queue, true) => Row(452, "4.3.0", "Message denied temporarily", disc),
         (Hook::Vrfy, false) => Row(554, "5.7.1", "Access Denied", disc),
-        (Hook::Noop | Hook::Help, false) => Row(500, "5.5.1", "Stop wasting my time.", disc),
+        (Hook::Noop, false) => Row(500, "5.5.1", "Stop wasting my time.", disc),
+        (Hook::Help, false) => Row(500, "5.5.1", "Syntax error, command not recognized", disc),
         (Hook::UnrecognizedCommand, false) if disc => {
             Row(521, "5.5.1", "Unrecognized command", true)
         }
@@ -302,6 +309,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((r.code, &*r.enhanced), (450, "4.7.1"));
+        let r = for_outcome(Hook::PreConnection, Outcome::DenySoft(None))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.code, r.disconnect), (451, true));
         // data_headers_end only acts on the disconnect outcomes.
         assert_eq!(
             for_outcome(Hook::DataHeadersEnd, Outcome::Deny(None)),

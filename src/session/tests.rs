@@ -221,9 +221,7 @@ impl Harness {
         let shutdown_before = self.shutdown_before;
         let end = runtime::run_on(Driver::Epoll, move || async move {
             let chains = Chains::from_instances(plugins, settings.plugin_timeout);
-            let svc = Rc::new(WorkerServices {
-                me: settings.me.clone(),
-            });
+            let svc = Rc::new(WorkerServices::new(settings.me.clone()));
             let shutdown = Rc::new(Shutdown::default());
             if shutdown_before {
                 shutdown.trigger();
@@ -712,9 +710,7 @@ fn no_allocation_per_message_after_the_first() {
 fn a_session_future_stays_small() {
     let settings = Settings::load(&MemConfig::new(&[])).unwrap();
     let chains = Chains::from_instances(Vec::new(), settings.plugin_timeout);
-    let svc = Rc::new(WorkerServices {
-        me: settings.me.clone(),
-    });
+    let svc = Rc::new(WorkerServices::new(settings.me.clone()));
     let shutdown = Rc::new(Shutdown::default());
     let env = Rc::new(Env {
         settings: Arc::new(settings),
@@ -734,4 +730,48 @@ fn a_session_future_stays_small() {
     assert!(session.rbuf.capacity() <= 1024);
     let size = std::mem::size_of_val(&session.run());
     assert!(size < 10 * 1024, "session future is {size} bytes");
+}
+
+/// Adds angle brackets in `mail_pre`/`rcpt_pre`, as `dont_require_anglebrackets` does;
+/// refuses a path containing "bad".
+struct Brackets;
+
+impl Plugin for Brackets {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::MailPre, Hook::RcptPre])
+    }
+    fn mail_pre<'a>(&'a self, _: &'a mut Cx, path: &'a str, _: &'a str) -> Step<'a> {
+        Step::Ready(bracket(path))
+    }
+    fn rcpt_pre<'a>(&'a self, _: &'a mut Cx, path: &'a str, _: &'a str) -> Step<'a> {
+        Step::Ready(bracket(path))
+    }
+}
+
+fn bracket(path: &str) -> Outcome {
+    if path.contains("bad") {
+        Outcome::Deny(None)
+    } else if path.starts_with('<') {
+        Outcome::Declined
+    } else {
+        Outcome::Ok(Some(format!("<{path}>").into()))
+    }
+}
+
+#[test]
+fn pre_hooks_rewrite_or_refuse_the_path() {
+    let h = Harness::new().plugin("brackets", Box::new(Brackets));
+    let r = h.run(&[
+        EHLO,
+        b"MAIL FROM:a@example.org SIZE=10\r\n",
+        b"RCPT TO:u@example.test\r\n",
+        b"RCPT TO:<bad@example.test>\r\n",
+        b"DATA\r\n",
+        b"x\r\n.\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 501, 354, 250]);
+    assert_eq!(r.reply(4).1, "5.5.4");
+    assert_eq!(r.captured[0].sender, "a@example.org");
+    assert_eq!(r.captured[0].mail_params.size, Some(10));
+    assert_eq!(r.captured[0].rcpts.len(), 1);
 }

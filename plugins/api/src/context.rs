@@ -92,6 +92,11 @@ pub trait Services {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+    /// Sends a DNS question now; await the handle when the answer is needed (see [`crate::dns`]).
+    fn dns_query(&self, name: &str, qtype: crate::dns::QType) -> crate::dns::DnsLookup {
+        let _ = (name, qtype);
+        crate::dns::DnsLookup::ready(Err(crate::dns::DnsError::NoResolver))
+    }
 }
 
 /// Runs blocking work (file I/O with fsync, a child process, a blocking client library) on the
@@ -156,6 +161,11 @@ pub struct Connection {
     pub auth: Option<AuthInfo>,
     /// Transactions started on this connection.
     pub transactions: u32,
+    /// When the connection was accepted.
+    pub started: std::time::Instant,
+    /// Connections open from this client IP right now, on all workers and listeners of this
+    /// process, this one included (1 where nothing counts them, as in `--stdio`).
+    pub concurrent: u32,
     pub notes: Notes,
 }
 
@@ -171,6 +181,8 @@ impl Connection {
             tls: None,
             auth: None,
             transactions: 0,
+            started: std::time::Instant::now(),
+            concurrent: 1,
             notes: Notes::new(),
         }
     }
@@ -196,11 +208,25 @@ impl Connection {
 pub struct Cx {
     pub conn: Connection,
     pub svc: Rc<dyn Services>,
+    /// Tells whether the client has sent bytes the server has not processed yet (set by the
+    /// session; see [`Cx::client_has_sent`]).
+    pub input_probe: Option<Rc<dyn Fn() -> bool>>,
 }
 
 impl Cx {
     pub fn new(conn: Connection, svc: Rc<dyn Services>) -> Cx {
-        Cx { conn, svc }
+        Cx {
+            conn,
+            svc,
+            input_probe: None,
+        }
+    }
+
+    /// True if the client has sent something the server has not read or not processed yet:
+    /// how `earlytalker` finds clients that talk before the banner (or before the 354). It
+    /// looks without consuming or waiting.
+    pub fn client_has_sent(&self) -> bool {
+        self.input_probe.as_ref().is_some_and(|probe| probe())
     }
 
     /// Logs a line for this connection.

@@ -8,7 +8,9 @@ pub enum Hook {
     Connect,
     Helo,
     Ehlo,
+    MailPre,
     Mail,
+    RcptPre,
     Rcpt,
     Data,
     DataHeadersEnd,
@@ -28,16 +30,19 @@ pub enum Hook {
     Deny,
     Ok,
     ReceivedLine,
+    Logging,
 }
 
 impl Hook {
     /// Every hook, in the order of the SMTP conversation.
-    pub const ALL: [Hook; 24] = [
+    pub const ALL: [Hook; 27] = [
         Hook::PreConnection,
         Hook::Connect,
         Hook::Helo,
         Hook::Ehlo,
+        Hook::MailPre,
         Hook::Mail,
+        Hook::RcptPre,
         Hook::Rcpt,
         Hook::Data,
         Hook::DataHeadersEnd,
@@ -57,6 +62,7 @@ impl Hook {
         Hook::Deny,
         Hook::Ok,
         Hook::ReceivedLine,
+        Hook::Logging,
     ];
 
     /// qpsmtpd's name for the hook (`pre-connection`, `data_post`, ...).
@@ -66,7 +72,9 @@ impl Hook {
             Hook::Connect => "connect",
             Hook::Helo => "helo",
             Hook::Ehlo => "ehlo",
+            Hook::MailPre => "mail_pre",
             Hook::Mail => "mail",
+            Hook::RcptPre => "rcpt_pre",
             Hook::Rcpt => "rcpt",
             Hook::Data => "data",
             Hook::DataHeadersEnd => "data_headers_end",
@@ -86,6 +94,7 @@ impl Hook {
             Hook::Deny => "deny",
             Hook::Ok => "ok",
             Hook::ReceivedLine => "received_line",
+            Hook::Logging => "logging",
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod address;
 mod context;
+pub mod dns;
 mod envelope;
 mod hook;
 mod notes;
@@ -24,6 +25,6 @@ pub use hook::{Hook, HookSet};
 pub use notes::Notes;
 pub use outcome::{Msg, Outcome, Reply, Step};
 pub use plugin::{
-    CommonArgs, ConfigError, ConfigLine, ConfigSource, Factory, LogAdjust, Plugin, PluginInit,
-    Reject, RejectType,
+    CommonArgs, ConfigError, ConfigLine, ConfigSource, Factory, LogAdjust, LogRecord, Plugin,
+    PluginInit, Reject, RejectType,
 };

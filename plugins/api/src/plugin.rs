@@ -39,8 +39,18 @@ pub trait Plugin {
     fn ehlo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
         Step::DECLINED
     }
+    /// `MAIL FROM` before the path is parsed: `path` as sent (normally `<...>`), `params` the
+    /// ESMTP parameters. `OK` with a text replaces the path (how `dont_require_anglebrackets`
+    /// adds the brackets); a deny refuses the command with 501 (qpsmtpd's `mail_pre`).
+    fn mail_pre<'a>(&'a self, cx: &'a mut Cx, path: &'a str, params: &'a str) -> Step<'a> {
+        Step::DECLINED
+    }
     /// `MAIL FROM`: `txn.sender` and `txn.mail_params` are set; a deny discards `txn`.
     fn mail<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// `RCPT TO` before the path is parsed, as [`Plugin::mail_pre`].
+    fn rcpt_pre<'a>(&'a self, cx: &'a mut Cx, path: &'a str, params: &'a str) -> Step<'a> {
         Step::DECLINED
     }
     /// `RCPT TO`: `rcpt` joins `txn.recipients` on `OK`. Every plugin declining gives 450:
@@ -137,6 +147,12 @@ pub trait Plugin {
     ) -> Step<'a> {
         Step::DECLINED
     }
+    /// A log line (qpsmtpd's `logging` hook). Logging plugins are listed in `config/logging`;
+    /// they run in order until one returns `OK`. Without any, the core writes to stderr.
+    /// Called synchronously and often: it must not block (buffer, and write off the worker).
+    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
+        Outcome::Declined
+    }
     /// The core is about to add its Received header; `protocol` is `SMTP`, `ESMTP`, `ESMTPS`,
     /// `ESMTPA` or `ESMTPSA` (RFC 3848). `Ok(Some(text))` replaces the header's value.
     fn received_line<'a>(
@@ -147,6 +163,17 @@ pub trait Plugin {
     ) -> Step<'a> {
         Step::DECLINED
     }
+}
+
+/// One log line, as the `logging` hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRecord<'a> {
+    pub level: Level,
+    /// The connection it is about; 0 for the server itself.
+    pub conn: u64,
+    /// The plugin name, or `core`.
+    pub source: &'a str,
+    pub msg: &'a fmt::Arguments<'a>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ pub struct WhitelistHost(pub String);
 pub struct WhitelistSender(pub String);
 
 /// Results for the Authentication-Results header (RFC 8601), one `method=result ...` clause
-/// each, added by SPF, DKIM, DMARC, iprev. Kept per transaction (qpsmtpd #320 kept them per
-/// connection, so they piled up across messages).
+/// each. Facts about the connection (iprev) go in the connection's notes, facts about a
+/// message (SPF, DKIM, DMARC) in the transaction's; the core writes both, connection first.
+/// qpsmtpd kept all of them per connection, so they piled up across messages (#320).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthResults(pub Vec<String>);
 

@@ -12,23 +12,46 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::context::{Connection, Cx, Level, Services};
+use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
 use crate::outcome::{Outcome, Step};
 use crate::plugin::{ConfigError, ConfigLine, ConfigSource};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
-/// timers fire at once.
+/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`).
 #[derive(Default)]
 pub struct FakeServices {
     pub me: String,
     pub logs: RefCell<Vec<(Level, String, String)>>,
+    /// Canned DNS results by (lowercased name, type); a missing entry answers NXDOMAIN.
+    pub dns: RefCell<HashMap<(String, QType), DnsResult>>,
+    pub asked: RefCell<Vec<(String, QType)>>,
 }
 
 impl FakeServices {
     pub fn new(me: &str) -> Rc<FakeServices> {
         Rc::new(FakeServices {
             me: me.to_string(),
-            logs: RefCell::default(),
+            ..FakeServices::default()
         })
+    }
+
+    /// Answers `name`/`qtype` with these records from now on.
+    pub fn answer(&self, name: &str, qtype: QType, records: Vec<Record>) {
+        let answer = DnsAnswer {
+            nxdomain: false,
+            records,
+            ttl: 300,
+        };
+        self.dns
+            .borrow_mut()
+            .insert((name.to_ascii_lowercase(), qtype), Ok(Rc::new(answer)));
+    }
+
+    /// Fails `name`/`qtype` with `error` from now on.
+    pub fn fail(&self, name: &str, qtype: QType, error: DnsError) {
+        self.dns
+            .borrow_mut()
+            .insert((name.to_ascii_lowercase(), qtype), Err(error));
     }
 
     /// True if some log line contains `needle`.
@@ -57,6 +80,22 @@ impl Services for FakeServices {
     }
     fn sleep(&self, _dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(std::future::ready(()))
+    }
+    fn dns_query(&self, name: &str, qtype: QType) -> DnsLookup {
+        let key = (name.trim_end_matches('.').to_ascii_lowercase(), qtype);
+        self.asked.borrow_mut().push(key.clone());
+        let nx = DnsAnswer {
+            nxdomain: true,
+            records: Vec::new(),
+            ttl: 300,
+        };
+        let result = self
+            .dns
+            .borrow()
+            .get(&key)
+            .cloned()
+            .unwrap_or(Ok(Rc::new(nx)));
+        DnsLookup::ready(result)
     }
 }
 
