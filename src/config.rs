@@ -481,6 +481,17 @@ pub struct Settings {
     /// `shutdown_timeout`: seconds to drain in-flight transactions on SIGTERM, 0..=3600
     /// (0: close at once). Default 30.
     pub shutdown_timeout: Duration,
+    /// `dns_servers`: the upstream resolvers, one `IP[:port]` per line (IPv6 with a port in
+    /// brackets: `[::1]:5353`), tried in order. Default: the `nameserver` lines of
+    /// `/etc/resolv.conf`, else `127.0.0.1`. See `docs/dns.md`.
+    pub dns_servers: Vec<SocketAddr>,
+    /// `dns_timeout`: seconds one DNS try waits for its answer, 1..=60. Default 5.
+    pub dns_timeout: Duration,
+    /// `dns_retries`: DNS tries after the first, each to the next upstream, 0..=10. Default 2.
+    pub dns_retries: u32,
+    /// `dns_cache_size`: DNS answers cached per worker, 0..=10000000 (0: no cache). Default
+    /// 10000.
+    pub dns_cache_size: usize,
 }
 
 /// What to do with a bare CR or LF (config `bare_newline`).
@@ -694,6 +705,32 @@ impl Settings {
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
 
+        let dns_servers = match cfg.lines("dns_servers")? {
+            Some(lines) if !lines.is_empty() => {
+                let mut servers: Vec<SocketAddr> = Vec::new();
+                for l in &lines {
+                    let addr = crate::dns::parse_server(&l.text).map_err(|r| l.error(r))?;
+                    if servers.contains(&addr) {
+                        return Err(l.error(format!("{addr} is listed twice")));
+                    }
+                    servers.push(addr);
+                }
+                servers
+            }
+            _ => crate::dns::default_servers(),
+        };
+        let dns_timeout = number(cfg, "dns_timeout", 1, 60)?
+            .map(Duration::from_secs)
+            .unwrap_or(crate::dns::DEFAULT_DNS_TIMEOUT);
+        let dns_retries = u32_setting(cfg, "dns_retries", 0, 10, crate::dns::DEFAULT_DNS_RETRIES)?;
+        let dns_cache_size = usize_setting(
+            cfg,
+            "dns_cache_size",
+            0,
+            10_000_000,
+            crate::dns::DEFAULT_DNS_CACHE_SIZE,
+        )?;
+
         Ok(Settings {
             me,
             smtpgreeting,
@@ -712,6 +749,10 @@ impl Settings {
             bare_newline,
             plugin_timeout,
             shutdown_timeout,
+            dns_servers,
+            dns_timeout,
+            dns_retries,
+            dns_cache_size,
         })
     }
 }
@@ -1228,6 +1269,10 @@ mod tests {
                 bare_newline: BareNewlinePolicy::Reject,
                 plugin_timeout: Duration::from_secs(30),
                 shutdown_timeout: Duration::from_secs(30),
+                dns_servers: crate::dns::default_servers(),
+                dns_timeout: Duration::from_secs(5),
+                dns_retries: 2,
+                dns_cache_size: 10_000,
             }
         );
     }
@@ -1253,6 +1298,10 @@ mod tests {
             ("bare_newline", "accept-normalize"),
             ("plugin_timeout", "10"),
             ("shutdown_timeout", "0"),
+            ("dns_servers", "192.0.2.53\n[2001:db8::53]:5353"),
+            ("dns_timeout", "2"),
+            ("dns_retries", "0"),
+            ("dns_cache_size", "0"),
         ] {
             t.write(name, format!("# {name}\n{value}\n"));
         }
@@ -1287,6 +1336,13 @@ mod tests {
                 bare_newline: BareNewlinePolicy::Normalize,
                 plugin_timeout: Duration::from_secs(10),
                 shutdown_timeout: Duration::ZERO,
+                dns_servers: vec![
+                    "192.0.2.53:53".parse().unwrap(),
+                    "[2001:db8::53]:5353".parse().unwrap()
+                ],
+                dns_timeout: Duration::from_secs(2),
+                dns_retries: 0,
+                dns_cache_size: 0,
             }
         );
     }
@@ -1361,6 +1417,14 @@ mod tests {
             ("bare_newline", "accept"),
             ("plugin_timeout", "0"),
             ("shutdown_timeout", "3601"),
+            ("dns_servers", "resolver.example"),
+            ("dns_servers", "192.0.2.53:0"),
+            ("dns_servers", "2001:db8::53:53x"),
+            ("dns_timeout", "0"),
+            ("dns_timeout", "61"),
+            ("dns_retries", "11"),
+            ("dns_cache_size", "10000001"),
+            ("dns_cache_size", "lots"),
         ];
         for (i, (name, value)) in cases.iter().enumerate() {
             let t = TempDir::new(&format!("bad{i}"));
@@ -1406,6 +1470,33 @@ mod tests {
         let e = Settings::load(&t.cfg()).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.reason.contains("starttls"), "{e}");
+    }
+
+    #[test]
+    fn settings_dns_servers() {
+        let t = TempDir::new("dnsservers");
+        t.write("dns_servers", "# upstreams\n127.0.0.1:5353\n\n::1\n");
+        let s = Settings::load(&t.cfg()).unwrap();
+        assert_eq!(
+            s.dns_servers,
+            vec![
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        // Only comments: the default (resolv.conf, else 127.0.0.1).
+        t.write("dns_servers", "# none\n");
+        let s = Settings::load(&t.cfg()).unwrap();
+        assert_eq!(s.dns_servers, crate::dns::default_servers());
+        assert!(!s.dns_servers.is_empty());
+        t.write("dns_servers", "127.0.0.1\n127.0.0.2\n127.0.0.1:53\n");
+        let e = Settings::load(&t.cfg()).unwrap_err();
+        assert_eq!((e.file.clone(), e.line), (t.shown("dns_servers"), 3));
+        assert!(e.reason.contains("twice"), "{e}");
+        t.write("dns_servers", "127.0.0.1\nns1.example\n");
+        let e = Settings::load(&t.cfg()).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.reason.contains("not an IP address"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! runtime. See README.md for the map of this crate.
 
 pub mod config;
+pub mod dns;
 pub mod hooks;
 #[macro_use]
 pub mod log;
@@ -12,4 +13,5 @@ pub mod services;
 pub mod session;
 #[cfg(test)]
 mod testalloc;
+pub mod tls;
 pub mod transport;

@@ -25,7 +25,12 @@ usage: ringsmtpd [options]
   --join              share ports another ringsmtpd already listens on (SO_REUSEPORT)
   --check             validate the config, print the plugin chain per hook, exit
   --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
-  --version           print the version";
+  --version           print the version
+
+usage: ringsmtpd tls-cert [--dir DIR] [--host NAME] [--days N]
+  writes a self-signed CA and a server certificate for the tls plugin line (qpsmtpd's
+  tls_cert): DIR/qpsmtpd-ca.crt, qpsmtpd-ca.key, qpsmtpd-server.crt, qpsmtpd-server.key
+  (defaults: --dir ssl, --host the `me` of --config, else this host's name, --days 365)";
 
 struct Args {
     config: PathBuf,
@@ -86,6 +91,9 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("tls-cert") {
+        return tls_cert();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -103,6 +111,9 @@ fn main() -> ExitCode {
     log::set_level(snapshot.settings.loglevel);
     if args.check {
         println!("config {} is valid", args.config.display());
+        if snapshot.tls.is_some() {
+            println!("  tls                    STARTTLS and tls listeners (built into the core)");
+        }
         for (hook, names) in chains.describe() {
             println!("  {:<22} {}", hook.name(), names.join(" -> "));
         }
@@ -248,6 +259,43 @@ fn stdio(snapshot: Snapshot, driver: Driver) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringsmtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ringsmtpd tls-cert`: a self-signed CA and server certificate, like qpsmtpd's `tls_cert`.
+fn tls_cert() -> ExitCode {
+    let (mut dir, mut host, mut days) = (PathBuf::from("ssl"), None, 365u32);
+    let mut it = std::env::args().skip(2);
+    while let Some(arg) = it.next() {
+        let value = it.next();
+        match (arg.as_str(), value) {
+            ("--dir", Some(v)) => dir = v.into(),
+            ("--host", Some(v)) => host = Some(v),
+            ("--days", Some(v)) => match v.parse() {
+                Ok(n) if n > 0 => days = n,
+                _ => {
+                    eprintln!("ringsmtpd tls-cert: --days takes a positive number");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("ringsmtpd tls-cert: unknown or incomplete argument '{arg}'\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let host = host.unwrap_or_else(ringsmtpd::config::system_hostname);
+    match ringsmtpd::tls::generate(&dir, &host, days) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringsmtpd tls-cert: {e}");
             ExitCode::from(1)
         }
     }

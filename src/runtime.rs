@@ -25,6 +25,8 @@ use crate::peers::PeerCounts;
 use crate::proto::proxy;
 use crate::services::WorkerServices;
 use crate::session::{Env, Session};
+use crate::tls::{TlsSetup, TlsStream};
+use crate::transport::Conn;
 
 /// How long a load balancer may take to send its PROXY header: it sends it at once.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,45 +58,47 @@ impl Driver {
 }
 
 /// A validated configuration: settings, plugin lines (`config/logging` first, then
-/// `config/plugins`, as qpsmtpd loads them), and the directory they came from.
+/// `config/plugins`, as qpsmtpd loads them), the TLS setup, and the directory they came from.
 pub struct Snapshot {
     pub settings: Arc<Settings>,
     pub plugins: Vec<PluginLine>,
+    /// From the `tls` line of `config/plugins`: TLS is built into the core, configured the
+    /// way qpsmtpd's `tls` plugin is.
+    pub tls: Option<TlsSetup>,
     pub config: Arc<ConfigDir>,
 }
 
 impl Snapshot {
-    /// Loads and validates `dir`: every file parses and every plugin builds (once, here, so a
-    /// bad config is refused before any worker sees it).
+    /// Loads and validates `dir`: every file parses, the certificates load and every plugin
+    /// builds (once, here, so a bad config is refused before any worker sees it).
     pub fn load(dir: &Path) -> Result<(Snapshot, Chains), ConfigError> {
         let config = Arc::new(ConfigDir::new(dir));
         let settings = Settings::load(&*config)?;
         let mut plugins = plugin_lines(&*config, "logging")?;
         plugins.extend(plugin_lines(&*config, "plugins")?);
-        let chains = Chains::build(
-            &plugins,
-            &*config,
-            ringsmtpd_plugins::find,
-            settings.plugin_timeout,
-        )?;
-        Ok((
-            Snapshot {
-                settings: Arc::new(settings),
-                plugins,
-                config,
-            },
-            chains,
-        ))
+        let mut tls = None;
+        for line in plugins.iter().filter(|l| l.base_name() == "tls") {
+            if tls.is_some() {
+                return Err(line.origin.error("tls: configured twice"));
+            }
+            tls = Some(TlsSetup::load(line, &*config)?);
+        }
+        plugins.retain(|l| l.base_name() != "tls");
+        if tls.is_none() {
+            if let Some(spec) = settings.listen.iter().find(|s| s.tls) {
+                let reason = format!("listener {} is marked tls, but config/plugins has no tls line", spec.addr);
+                return Err(ConfigError { file: format!("{}/listen", dir.display()), line: 0, reason });
+            }
+        }
+        let snapshot = Snapshot { settings: Arc::new(settings), plugins, tls, config };
+        let chains = snapshot.chains()?;
+        Ok((snapshot, chains))
     }
 
     /// The plugin chains for one worker.
     fn chains(&self) -> Result<Chains, ConfigError> {
-        Chains::build(
-            &self.plugins,
-            &*self.config,
-            ringsmtpd_plugins::find,
-            self.settings.plugin_timeout,
-        )
+        let timeout = self.settings.plugin_timeout;
+        Chains::build(&self.plugins, &*self.config, ringsmtpd_plugins::find, timeout)
     }
 }
 
@@ -307,8 +311,13 @@ pub fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigEr
     let chains = snap.chains()?;
     let svc = Rc::new(WorkerServices::new(snap.settings.me.clone()));
     svc.set_loggers(chains.loggers());
+    // One DNS client per worker (per reload: a new config gets a fresh client and cache).
+    svc.set_resolver(crate::dns::Resolver::new(
+        crate::dns::ResolverConfig::from_settings(&snap.settings),
+    ));
     Ok(Env {
         settings: snap.settings.clone(),
+        tls: snap.tls.clone(),
         chains,
         svc,
         shutdown,
@@ -454,7 +463,31 @@ async fn serve(
     let mut conn = Connection::new(id, remote, local);
     let (_counted, concurrent) = w.control.peers.enter(remote.ip());
     conn.concurrent = concurrent;
-    Session::new(env, stream, conn, &early).run().await;
+    let (io, early) = if spec.tls {
+        // Implicit TLS (RFC 8314): the handshake comes before the banner.
+        let Some(setup) = env.tls.clone() else {
+            crate::log!(Level::Error, id, "core", "{} is a tls listener, but TLS is not configured", spec.addr);
+            return;
+        };
+        let handshake = TlsStream::accept(stream, setup.config, early);
+        match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => {
+                conn.tls = Some(tls.info());
+                (Conn::Tls(Box::new(tls)), Vec::new())
+            }
+            Ok(Err(e)) => {
+                crate::log!(Level::Info, id, "core", "TLS handshake with {remote} failed: {e}");
+                return;
+            }
+            Err(_) => {
+                crate::log!(Level::Info, id, "core", "TLS handshake with {remote} timed out");
+                return;
+            }
+        }
+    } else {
+        (Conn::Plain(stream), early)
+    };
+    Session::new(env, io, conn, &early).run().await;
 }
 
 /// Reads and parses a PROXY v1/v2 header; returns it and any bytes that followed it.

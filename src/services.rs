@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use ringsmtpd_plugin_api::dns::DnsLookup;
 use ringsmtpd_plugin_api::{Level, LogRecord, Outcome, Plugin, Services};
 
 pub struct WorkerServices {
@@ -15,6 +16,8 @@ pub struct WorkerServices {
     loggers: RefCell<Vec<Rc<dyn Plugin>>>,
     /// Set while a logging plugin runs, so a log call from inside it cannot recurse.
     in_logger: Cell<bool>,
+    /// The worker's DNS client ([`WorkerServices::set_resolver`]); none: `NoResolver`.
+    dns: std::cell::OnceCell<crate::dns::Resolver>,
 }
 
 impl WorkerServices {
@@ -23,7 +26,18 @@ impl WorkerServices {
             me,
             loggers: RefCell::default(),
             in_logger: Cell::new(false),
+            dns: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Gives plugins this DNS client (once; later calls are ignored).
+    pub fn set_resolver(&self, resolver: crate::dns::Resolver) {
+        let _ = self.dns.set(resolver);
+    }
+
+    /// The DNS client, if one was set.
+    pub fn resolver(&self) -> Option<&crate::dns::Resolver> {
+        self.dns.get()
     }
 
     /// Routes log lines through these logging plugins from now on.
@@ -70,5 +84,12 @@ impl Services for WorkerServices {
 
     fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(monoio::time::sleep(dur))
+    }
+
+    fn dns_query(&self, name: &str, qtype: ringsmtpd_plugin_api::dns::QType) -> DnsLookup {
+        match self.dns.get() {
+            Some(r) => r.lookup(name, qtype),
+            None => DnsLookup::ready(Err(ringsmtpd_plugin_api::dns::DnsError::NoResolver)),
+        }
     }
 }

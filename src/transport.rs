@@ -12,6 +12,20 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 pub trait Transport {
+    /// True if [`Transport::start_tls`] can work here (a plain TCP connection).
+    fn can_start_tls(&self) -> bool {
+        false
+    }
+
+    /// Runs the TLS handshake on this connection (STARTTLS, RFC 3207) and continues over TLS.
+    fn start_tls(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> impl Future<Output = io::Result<ringsmtpd_plugin_api::TlsInfo>> {
+        let _ = config;
+        async { Err(io::ErrorKind::Unsupported.into()) }
+    }
+
     /// A check, without consuming or waiting, for bytes the client sent that are not read
     /// yet (for `earlytalker`). `None` where the transport cannot tell.
     fn input_probe(&self) -> Option<Rc<dyn Fn() -> bool>> {
@@ -108,5 +122,55 @@ impl Transport for Stdio {
         let mut out = io::stdout().lock();
         let res = out.write_all(&buf).and_then(|_| out.flush());
         (res, buf)
+    }
+}
+
+/// A client connection on a worker: plain TCP, or TLS after STARTTLS or on a `tls` listener.
+pub enum Conn {
+    Plain(monoio::net::TcpStream),
+    Tls(Box<crate::tls::TlsStream>),
+    /// Only while a handshake is running, or after one failed.
+    Broken,
+}
+
+impl Transport for Conn {
+    fn input_probe(&self) -> Option<Rc<dyn Fn() -> bool>> {
+        match self {
+            Conn::Plain(s) => s.input_probe(),
+            Conn::Tls(_) | Conn::Broken => None,
+        }
+    }
+
+    fn can_start_tls(&self) -> bool {
+        matches!(self, Conn::Plain(_))
+    }
+
+    async fn start_tls(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> io::Result<ringsmtpd_plugin_api::TlsInfo> {
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Broken) else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let tls = crate::tls::TlsStream::accept(tcp, config, Vec::new()).await?;
+        let info = tls.info();
+        *self = Conn::Tls(Box::new(tls));
+        Ok(info)
+    }
+
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Conn::Plain(s) => Transport::read(s, buf).await,
+            Conn::Tls(s) => Transport::read(&mut **s, buf).await,
+            Conn::Broken => (Err(io::ErrorKind::NotConnected.into()), buf),
+        }
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Conn::Plain(s) => Transport::write_all(s, buf).await,
+            Conn::Tls(s) => Transport::write_all(&mut **s, buf).await,
+            Conn::Broken => (Err(io::ErrorKind::NotConnected.into()), buf),
+        }
     }
 }

@@ -6,9 +6,41 @@ use std::sync::OnceLock;
 
 use ringsmtpd_plugin_api::Factory;
 
+pub mod bogus_bounce;
+pub mod connection_time;
+pub mod content_log;
+pub mod count_unrecognized_commands;
+pub mod dns_whitelist_soft;
+pub mod dnsbl;
+pub mod fcrdns;
+pub mod headers;
+pub mod helo;
+pub mod help;
+pub mod loadcheck;
+pub mod logging;
+pub mod r#loop;
 pub mod misbehave;
+pub mod noop_counter;
 pub mod queue;
+pub mod random_error;
 pub mod rcpt_ok;
+// issue 3, connection and envelope policy:
+pub mod badmailfrom;
+pub mod badmailfromto;
+pub mod badrcptto;
+pub mod dont_require_anglebrackets;
+pub mod earlytalker;
+pub mod hosts_allow;
+pub mod naughty;
+pub mod parse_addr_withhelo;
+pub mod rcpt_map;
+pub mod rcpt_regexp;
+pub mod relay;
+pub mod whitelist;
+mod matchers;
+pub mod resolvable_fromhost;
+pub mod rhsbl;
+pub mod uribl;
 
 /// The plugins, under their qpsmtpd names.
 const PLUGINS: &[(&str, Factory)] = &[
@@ -16,6 +48,43 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("queue/maildir", queue::maildir::new),
     ("queue/discard", queue::discard::new),
     ("misbehave", misbehave::new),
+    // issue 3, connection and envelope policy:
+    ("earlytalker", earlytalker::new),
+    ("hosts_allow", hosts_allow::new),
+    ("relay", relay::new),
+    ("whitelist", whitelist::new),
+    ("badmailfrom", badmailfrom::new),
+    ("badmailfromto", badmailfromto::new),
+    ("badrcptto", badrcptto::new),
+    ("rcpt_map", rcpt_map::new),
+    ("rcpt_regexp", rcpt_regexp::new),
+    ("dont_require_anglebrackets", dont_require_anglebrackets::new),
+    ("parse_addr_withhelo", parse_addr_withhelo::new),
+    ("naughty", naughty::new),
+    ("logging/warn", logging::warn::new),
+    ("logging/file", logging::file::new),
+    ("logging/syslog", logging::syslog::new),
+    ("logging/adaptive", logging::adaptive::new),
+    ("logging/devnull", logging::devnull::new),
+    ("logging/connection_id", logging::connection_id::new),
+    ("logging/transaction_id", logging::transaction_id::new),
+    ("dnsbl", dnsbl::new),
+    ("rhsbl", rhsbl::new),
+    ("dns_whitelist_soft", dns_whitelist_soft::new),
+    ("fcrdns", fcrdns::new),
+    ("helo", helo::new),
+    ("resolvable_fromhost", resolvable_fromhost::new),
+    ("uribl", uribl::new),
+    ("count_unrecognized_commands", count_unrecognized_commands::new),
+    ("noop_counter", noop_counter::new),
+    ("loadcheck", loadcheck::new),
+    ("connection_time", connection_time::new),
+    ("random_error", random_error::new),
+    ("help", help::new),
+    ("bogus_bounce", bogus_bounce::new),
+    ("headers", headers::new),
+    ("loop", r#loop::new),
+    ("content_log", content_log::new),
 ];
 
 /// Debian 0.94-5's compatibility names (`/usr/share/doc/qpsmtpd/README.check_plugins`): each

@@ -51,9 +51,10 @@ impl State {
             0 => "SIZE".to_string(), // RFC 1870 §4: no fixed maximum
             n => format!("SIZE {n}"),
         };
+        let starttls = if self.tls_offer { "\nSTARTTLS" } else { "" };
         let text = format!(
             "{me} Hi {remote} [{ip}]\nPIPELINING\n8BITMIME\n{size}\nENHANCEDSTATUSCODES\n\
-             SMTPUTF8\nCHUNKING\nDSN"
+             SMTPUTF8\nCHUNKING\nDSN{starttls}"
         );
         respond::write(out, 250, "", &text);
         debug_assert!(call.hook() == Hook::Ehlo);

@@ -39,6 +39,8 @@ const READ_BUF_MAX: usize = 64 * 1024;
 /// connections get a new `Env`, running ones keep theirs).
 pub struct Env {
     pub settings: Arc<Settings>,
+    /// STARTTLS and implicit TLS, when config/plugins has a `tls` line.
+    pub tls: Option<crate::tls::TlsSetup>,
     pub chains: Chains,
     pub svc: Rc<dyn Services>,
     pub shutdown: Rc<Shutdown>,
@@ -61,6 +63,8 @@ pub enum End {
     BareNewline,
     /// Too many bad or unknown commands (421 sent).
     TooManyErrors,
+    /// The TLS handshake failed or timed out (after STARTTLS, or on a `tls` listener).
+    TlsFailed(io::ErrorKind),
     /// Reading or writing failed.
     Io(io::ErrorKind),
 }
@@ -77,6 +81,8 @@ pub(crate) enum Flow {
         last: bool,
         accept: bool,
     },
+    /// Start TLS (the 220 is in the write buffer).
+    StartTls,
     Close(End),
 }
 
@@ -98,6 +104,8 @@ pub struct State {
     scratch: String,
     /// Unprocessed input is waiting in the read buffer (for [`Cx::client_has_sent`]).
     buffered: Rc<std::cell::Cell<bool>>,
+    /// STARTTLS is offered: TLS is configured, the transport can do it, it is not done yet.
+    tls_offer: bool,
 }
 
 pub struct Session<T: Transport> {
@@ -115,6 +123,10 @@ pub struct Session<T: Transport> {
 impl<T: Transport> Session<T> {
     /// A session on `io`. `early` holds bytes already read (after a PROXY header).
     pub fn new(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
+        Session::build(env, io, conn, early).offer_tls()
+    }
+
+    fn build(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
         let mut rbuf = Vec::with_capacity(READ_BUF_MIN.max(early.len()));
         rbuf.extend_from_slice(early);
         let mut cx = Cx::new(conn, env.svc.clone());
@@ -139,8 +151,16 @@ impl<T: Transport> Session<T> {
                 bdat: data::Bdat::default(),
                 scratch: String::new(),
                 buffered,
+                tls_offer: false,
             },
         }
+    }
+
+    /// Offers STARTTLS if TLS is configured and this transport can do it.
+    fn offer_tls(mut self) -> Session<T> {
+        self.st.tls_offer =
+            self.st.env.tls.is_some() && self.io.can_start_tls() && self.st.cx.conn.tls.is_none();
+        self
     }
 
     /// Runs the whole conversation and the end-of-session hooks; returns why it ended.
@@ -222,6 +242,10 @@ impl<T: Transport> Session<T> {
                     Flow::Bdat { size, last, accept } => {
                         self.receive_bdat(size, last, accept).await
                     }
+                    Flow::StartTls => match self.start_tls().await {
+                        Ok(()) => Flow::Next,
+                        Err(end) => Flow::Close(end),
+                    },
                 };
                 if let Flow::Close(end) = flow {
                     return end;
@@ -241,6 +265,32 @@ impl<T: Transport> Session<T> {
                 Ok(()) => {}
                 Err(end) => return end,
             }
+        }
+    }
+
+    /// After `220 Ready to start TLS`: the handshake, then a fresh session over TLS.
+    async fn start_tls(&mut self) -> Result<(), End> {
+        self.flush().await?;
+        // RFC 3207 §4.2 and CVE-2011-0411: bytes pipelined after STARTTLS came in plaintext
+        // and must never be executed inside the TLS session.
+        let dropped = self.rbuf.len() - self.rpos;
+        if dropped > 0 {
+            let msg = format_args!("dropped {dropped} bytes pipelined after STARTTLS");
+            self.st.cx.log(Level::Warn, "core", msg);
+        }
+        self.rbuf.clear();
+        self.rpos = 0;
+        let Some(setup) = self.st.env.tls.clone() else {
+            return Err(End::TlsFailed(io::ErrorKind::Unsupported));
+        };
+        let handshake = self.io.start_tls(setup.config);
+        match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(info)) => {
+                self.st.tls_started(info).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(End::TlsFailed(e.kind())),
+            Err(_elapsed) => Err(End::TlsFailed(io::ErrorKind::TimedOut)),
         }
     }
 
@@ -373,9 +423,9 @@ impl State {
             Command::Quit => self.quit(out).await,
             Command::Vrfy(arg) => self.vrfy(out, arg).await,
             Command::Help(arg) => self.help(out, arg).await,
-            // STARTTLS and AUTH exist once the tls and auth plugins do; until then they are
-            // unknown verbs, as in qpsmtpd without those plugins.
-            Command::StartTls => self.unrecognized(out, "starttls", "").await,
+            Command::StartTls => self.starttls(out).await,
+            // AUTH exists once the auth plugins do; until then it is an unknown verb, as in
+            // qpsmtpd without them.
             Command::Auth(args) => self.unrecognized(out, "auth", args).await,
             Command::Unknown { verb, args } => {
                 let verb = verb.to_ascii_lowercase();
@@ -438,6 +488,34 @@ impl State {
             &format!("{me} Service shutting down, try again later"),
         );
         End::Shutdown
+    }
+
+    /// STARTTLS (RFC 3207). Without a `tls` line it is an unknown verb, as in qpsmtpd.
+    async fn starttls(&mut self, out: &mut Vec<u8>) -> Flow {
+        if self.cx.conn.tls.is_some() {
+            return self.error_flow(out, Resolved::new(503, "5.5.1", "TLS already active"));
+        }
+        if !self.tls_offer {
+            return self.unrecognized(out, "starttls", "").await;
+        }
+        respond::write(out, 220, "2.0.0", "Ready to start TLS");
+        Flow::StartTls
+    }
+
+    /// After the handshake: RFC 3207 §4.2, the server discards what it learned from the client
+    /// (its HELO, an AUTH, an open transaction) and keeps what it knows of the peer address.
+    async fn tls_started(&mut self, info: ringsmtpd_plugin_api::TlsInfo) {
+        self.cx.log(Level::Info, "core", format_args!("TLS started: {} {}", info.protocol, info.cipher));
+        self.end_transaction().await;
+        let conn = &mut self.cx.conn;
+        conn.tls = Some(info);
+        conn.hello = None;
+        if conn.auth.take().is_some() {
+            conn.relay_client = false; // it came from the AUTH, which is forgotten
+        }
+        self.tls_offer = false;
+        self.errors = 0;
+        self.unrecognized = 0;
     }
 
     /// Takes a cleared transaction from the spare slot (or makes one).

@@ -228,6 +228,7 @@ impl Harness {
             }
             let env = Rc::new(Env {
                 settings: Arc::new(settings),
+                tls: None,
                 chains,
                 svc,
                 shutdown,
@@ -713,7 +714,8 @@ fn a_session_future_stays_small() {
     let svc = Rc::new(WorkerServices::new(settings.me.clone()));
     let shutdown = Rc::new(Shutdown::default());
     let env = Rc::new(Env {
-        settings: Arc::new(settings),
+                settings: Arc::new(settings),
+                tls: None,
         chains,
         svc,
         shutdown,

@@ -9,6 +9,7 @@ pub mod address;
 mod context;
 pub mod dns;
 mod envelope;
+pub mod headers;
 mod hook;
 mod notes;
 mod outcome;

@@ -1,0 +1,1285 @@
+//! # dnsbl — refuse clients whose IP address is on a DNS blocklist
+//!
+//! ## Synopsis
+//!
+//! ```text
+//! dnsbl [reject 0|1|naughty] [reject_type perm|temp|disconnect|temp_disconnect] [timeout SECONDS] [loglevel N]
+//! dnsbl disconnect                       # qpsmtpd's legacy single argument
+//! ```
+//!
+//! ## Description
+//!
+//! "Start early, decide late", as qpsmtpd's async `dnsbl` and its 0.3x–0.8x sync version
+//! did: at `connect` the questions for every zone of `dnsbl_zones` leave at once and the
+//! plugin answers `DECLINED` straight away, so the banner is not delayed. The answers are
+//! awaited at the first `RCPT`, by then normally long finished, and the verdict is kept for
+//! the rest of the connection.
+//!
+//! For each zone the client address is reversed (`2.0.0.192.zone`, IPv6 as 32 nibbles,
+//! RFC 5782 §2.1, §2.4) and looked up as an A record. A zone without a message of its own is
+//! also asked for TXT, whose text becomes the reply. The client is listed when an A record
+//! answers that is a listing code: inside `127.0.0.0/8`, but not `127.0.0.1` and not
+//! `127.255.255.0/24`, which blocklists use to say "query refused" or "bad resolver"
+//! (Spamhaus, URIBL). An address outside `127/8` is logged as a wildcarded or dead zone and
+//! ignored: an expired blocklist domain that answers everything must not block the world.
+//! A zone line may name the exact A records it counts (`zone:127.0.0.2,127.0.0.4 ...`).
+//!
+//! The reply text: each line of `dnsbl_rejectmsg`, then the zone's message (with `%IP%`
+//! replaced), or else its TXT record (control characters removed), or else
+//! `Blocked by <zone>`, prefixed `5.7.1` (the engine answers 550, or 450 `4.7.1` for the
+//! temporary types).
+//!
+//! Exempt: a client that is immune (`shared::is_immune`: a relay client, e.g. after AUTH, or a
+//! whitelisted host such as `dns_whitelist_soft` marks), one listed in `dnsbl_allow`, and the
+//! recipients `postmaster`, `abuse`, `mailer-daemon` and `root` (any domain), so a blocked
+//! sender can still reach the people who can unblock it (qpsmtpd's list).
+//!
+//! `RBLSMTPD`, read from the environment at start, works as with qmail's `rblsmtpd`: unset, the
+//! checks run; set but empty, no checks run; `-text` refuses every recipient permanently with
+//! `text`; any other value refuses temporarily with it (`%IP%` replaced). qpsmtpd refused
+//! permanently in both cases (its docs call the dash "the exception"); we follow `rblsmtpd`.
+//!
+//! DNS failures (timeout, SERVFAIL, REFUSED) count as "not listed" and are logged, once per
+//! zone and connection: a blocklist outage never stops mail, and never hangs a session, since
+//! the wait at `RCPT` ends at most `timeout` seconds after `connect`.
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `reject 0\|1\|naughty` | `1` | `0`: log only; `naughty`: the answers are awaited already at `connect` (delaying the banner by the DNS time, as qpsmtpd does) and the connection is marked for the `naughty` plugin |
+//! | `reject_type` | `perm` | `perm` 550, `temp` 450, `disconnect`/`temp_disconnect` the same and close. A lone `disconnect` argument (qpsmtpd's legacy form) is `reject_type disconnect` |
+//! | `timeout` | `10` | seconds after `connect` past which unanswered zones count as not listed (qpsmtpd: 30; keep it below the engine's `plugin_timeout`) |
+//! | `loglevel` | | qpsmtpd's per-plugin log level |
+//!
+//! ## Config files
+//!
+//! Read when the plugin is built (start and reload); a bad line stops the server with
+//! `file:line`.
+//!
+//! | file | format |
+//! |---|---|
+//! | `dnsbl_zones` | `zone` or `zone:message`; `%IP%` in the message is the client address. `zone:A[,A...] message` counts only those A records (a ringsmtpd addition: qpsmtpd took everything after the colon as the message). No zones: the plugin does nothing |
+//! | `dnsbl_allow` | client addresses never checked: `192.0.2.1`, a prefix of whole octets `172.16.33.` (qpsmtpd's form, the dot optional), or a CIDR `10.0.0.0/8`, `2001:db8::/32` |
+//! | `dnsbl_rejectmsg` | lines put before the listing text in the reply (multi-line reply) |
+//!
+//! ## Hooks
+//!
+//! `connect` (start the lookups; with `reject naughty`, also decide), `rcpt` (decide).
+//!
+//! ## Notes
+//!
+//! Reads `relay_client`, conn note `WhitelistHost`, txn note `WhitelistSender`
+//! (`is_immune`). Writes conn note [`DnsblListed`] when the client is listed (for other
+//! plugins), `Naughty` with `reject naughty` (and removes its own `Naughty` again when a
+//! special recipient arrives, as qpsmtpd does), and a private note with the lookups in flight.
+//!
+//! ## Standards
+//!
+//! RFC 5782 (DNS blacklists: query form, 127.0.0.2 listing codes, TXT), RFC 5321 §4.5.1
+//! (postmaster must be reachable), RFC 3463 (X.7.1).
+//!
+//! ## Security
+//!
+//! The TXT text comes from the network: it is cut to 256 printable ASCII characters before it
+//! reaches a reply. Lookups go to the configured resolver only; a spoofed answer could list
+//! or unlist a client, which is why DNS answers are matched by ID and question in the client.
+//!
+//! This file also holds the helpers the other DNS plugins share (`rhsbl`,
+//! `dns_whitelist_soft`, `fcrdns`, `helo`, `resolvable_fromhost`, `uribl`).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use ringsmtpd_plugin_api::dns::{reversed_ip, DnsError, DnsLookup, DnsResult, QType};
+use ringsmtpd_plugin_api::shared::{is_immune, Naughty};
+use ringsmtpd_plugin_api::{
+    CommonArgs, ConfigError, ConfigLine, ConfigSource, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Recipient, Reject, RejectType, Services, Step, Transaction,
+};
+
+/// qpsmtpd's default was 30 s; the engine's `plugin_timeout` is 30 s too, and the wait must
+/// end before it, or the client would get the engine's 4xx instead of "not listed".
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One `dnsbl_zones` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Zone {
+    zone: String,
+    /// The text after the colon, if any (qpsmtpd: "query A, answer with this").
+    message: Option<String>,
+    /// Only these A records count (`zone:127.0.0.2,127.0.0.3 ...`); empty: any listing code.
+    codes: Vec<Ipv4Addr>,
+}
+
+/// The client is on a blocklist, or `RBLSMTPD` blocks it (conn note, for other plugins too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsblListed {
+    /// The zone that lists the client; `None` when `RBLSMTPD` blocks it.
+    pub zone: Option<String>,
+    /// The reply text, without `dnsbl_rejectmsg`.
+    pub text: String,
+    /// `RBLSMTPD` without a leading `-`: refuse temporarily.
+    pub temporary: bool,
+}
+
+/// The questions of this connection, sent at `connect` (private conn note).
+struct InFlight {
+    deadline: Deadline,
+    queries: Vec<ZoneQuery>,
+}
+
+struct ZoneQuery {
+    zone: usize,
+    a: DnsLookup,
+    txt: Option<DnsLookup>,
+}
+
+/// The verdict is known (private conn note); `DnsblListed` says whether listed.
+struct Decided;
+
+pub struct Dnsbl {
+    name: String,
+    common: CommonArgs,
+    timeout: Duration,
+    zones: Vec<Zone>,
+    allow: Vec<Net>,
+    rejectmsg: Vec<String>,
+    /// `RBLSMTPD` as it was at start.
+    rblsmtpd: Option<String>,
+}
+
+/// Builds `dnsbl` from its config line.
+pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let rblsmtpd = std::env::var("RBLSMTPD").ok();
+    Ok(Box::new(build(init, rblsmtpd)?))
+}
+
+fn build(init: &PluginInit<'_>, rblsmtpd: Option<String>) -> Result<Dnsbl, ConfigError> {
+    let (mut common, rest) =
+        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let mut timeout = DEFAULT_TIMEOUT;
+    if let [single] = rest[..] {
+        // qpsmtpd: an odd argument count means the one legacy positional `reject_type`.
+        common.reject_type = legacy_reject_type(single).map_err(|e| init.error(e))?;
+    } else {
+        for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
+            match key {
+                "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
+                _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            }
+        }
+    }
+    let mut zones = Vec::new();
+    for line in init.config.lines("dnsbl_zones")?.unwrap_or_default() {
+        zones.push(parse_zone(&line)?);
+    }
+    let mut allow = Vec::new();
+    for line in init.config.lines("dnsbl_allow")?.unwrap_or_default() {
+        let net = Net::parse_allow(&line.text).map_err(|why| {
+            line.error(format!(
+                "'{}' is not an address, prefix or CIDR: {why}",
+                line.text
+            ))
+        })?;
+        allow.push(net);
+    }
+    let rejectmsg = lines_text(init.config, "dnsbl_rejectmsg")?;
+    Ok(Dnsbl {
+        name: init.name.to_string(),
+        common,
+        timeout,
+        zones,
+        allow,
+        rejectmsg,
+        rblsmtpd,
+    })
+}
+
+fn parse_zone(line: &ConfigLine) -> Result<Zone, ConfigError> {
+    let (zone, rest) = match line.text.split_once(':') {
+        Some((z, r)) => (z.trim(), Some(r.trim())),
+        None => (line.text.trim(), None),
+    };
+    check_zone(zone).map_err(|why| {
+        line.error(format!(
+            "'{zone}' is not a DNS zone: {why} (form: zone[:message])"
+        ))
+    })?;
+    let mut codes = Vec::new();
+    let mut message = rest.map(str::to_string);
+    if let Some(rest) = rest {
+        let (first, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let parsed: Result<Vec<Ipv4Addr>, _> = first.split(',').map(str::parse).collect();
+        if let Ok(list) = parsed {
+            if let Some(bad) = list.iter().find(|a| a.octets()[0] != 127) {
+                return Err(line.error(format!(
+                    "{bad}: blocklists answer inside 127.0.0.0/8 (RFC 5782 §2.1)"
+                )));
+            }
+            codes = list;
+            message = Some(after.trim().to_string());
+        }
+    }
+    Ok(Zone {
+        zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+        message: message.filter(|m| !m.is_empty()),
+        codes,
+    })
+}
+
+impl Dnsbl {
+    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
+        if let Some(level) = self.common.adjust(level) {
+            cx.log(level, &self.name, msg);
+        }
+    }
+
+    /// Sends every question; returns `None` if this connection is not checked.
+    fn start(&self, cx: &mut Cx) -> Option<InFlight> {
+        let ip = client_ip(cx);
+        if is_immune(cx, None) {
+            self.log(cx, Level::Info, format_args!("skip, immune"));
+            return None;
+        }
+        if let Some(net) = self.allow.iter().find(|n| n.contains(ip)) {
+            self.log(
+                cx,
+                Level::Info,
+                format_args!("skip, {ip} is in dnsbl_allow ({net})"),
+            );
+            return None;
+        }
+        if self.zones.is_empty() {
+            self.log(cx, Level::Debug, format_args!("skip, no zones"));
+            return None;
+        }
+        let deadline = Deadline::start(&*cx.svc, self.timeout);
+        let queries = (self.zones.iter().enumerate())
+            .map(|(i, z)| {
+                let name = reversed_ip(ip, &z.zone);
+                ZoneQuery {
+                    zone: i,
+                    a: cx.svc.dns_query(&name, QType::A),
+                    txt: z
+                        .message
+                        .is_none()
+                        .then(|| cx.svc.dns_query(&name, QType::Txt)),
+                }
+            })
+            .collect();
+        Some(InFlight { deadline, queries })
+    }
+
+    /// Awaits the lookups (if any are in flight) and records the verdict.
+    async fn resolve(&self, cx: &mut Cx) {
+        let Some(mut flight) = cx.conn.notes.take::<InFlight>() else {
+            return;
+        };
+        cx.conn.notes.set(Decided);
+        let mut timer = flight.deadline.timer(&*cx.svc);
+        let ip = client_ip(cx);
+        for q in &mut flight.queries {
+            let zone = &self.zones[q.zone];
+            let a = within(&mut q.a, &mut timer).await;
+            let mut any_a = false;
+            let codes = match a {
+                Ok(answer) => {
+                    let mut codes = Vec::new();
+                    any_a = answer.ipv4().next().is_some();
+                    for addr in answer.ipv4() {
+                        if !is_listing_code(addr) {
+                            self.log(
+                                cx,
+                                Level::Warn,
+                                format_args!(
+                                    "{}: ignoring answer {addr}: not a listing code",
+                                    zone.zone
+                                ),
+                            );
+                        } else if zone.codes.is_empty() || zone.codes.contains(&addr) {
+                            codes.push(addr);
+                        }
+                    }
+                    codes
+                }
+                Err(e) => {
+                    self.log(
+                        cx,
+                        Level::Warn,
+                        format_args!("{}: {e}, counted as not listed", zone.zone),
+                    );
+                    Vec::new()
+                }
+            };
+            let txt = match q.txt.as_mut() {
+                Some(l) => match within(l, &mut timer).await {
+                    Ok(answer) => answer.txt().next().map(clean_text),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            // A zone queried for TXT (no message of its own) also lists by TXT alone, as
+            // qpsmtpd's TXT-only zones did, but not when its A answer was an error code.
+            let listed = !codes.is_empty() || (!any_a && zone.codes.is_empty() && txt.is_some());
+            if !listed {
+                continue;
+            }
+            let text = match (&zone.message, txt) {
+                (Some(m), _) => m.replace("%IP%", &ip.to_string()),
+                (None, Some(t)) => t,
+                (None, None) => format!("Blocked by {}", zone.zone),
+            };
+            self.log(
+                cx,
+                Level::Info,
+                format_args!("fail, {ip} listed in {}: {text}", zone.zone),
+            );
+            cx.conn.notes.set(DnsblListed {
+                zone: Some(zone.zone.clone()),
+                text,
+                temporary: false,
+            });
+            return;
+        }
+        self.log(cx, Level::Info, format_args!("pass, {ip} not listed"));
+    }
+
+    /// The outcome for a listed client.
+    fn refuse(&self, cx: &mut Cx, listed: &DnsblListed) -> Outcome {
+        let mut text = String::from("5.7.1 ");
+        for line in &self.rejectmsg {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&listed.text);
+        let mut common = self.common;
+        if listed.temporary {
+            common.reject_type = match common.reject_type {
+                RejectType::Perm | RejectType::Temp => RejectType::Temp,
+                RejectType::Disconnect | RejectType::TempDisconnect => RejectType::TempDisconnect,
+            };
+        }
+        common.reject(cx, &self.name, Cow::Owned(text))
+    }
+}
+
+impl Plugin for Dnsbl {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Connect, Hook::Rcpt])
+    }
+
+    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        match self.rblsmtpd.as_deref() {
+            Some("") => {
+                self.log(
+                    cx,
+                    Level::Info,
+                    format_args!("skip, RBLSMTPD set but empty"),
+                );
+                return Step::DECLINED;
+            }
+            Some(value) => {
+                let (temporary, text) = match value.strip_prefix('-') {
+                    Some(t) => (false, t),
+                    None => (true, value),
+                };
+                let text = clean_text(&text.replace("%IP%", &client_ip(cx).to_string()));
+                self.log(cx, Level::Info, format_args!("RBLSMTPD=\"{value}\""));
+                cx.conn.notes.set(DnsblListed {
+                    zone: None,
+                    text,
+                    temporary,
+                });
+                cx.conn.notes.set(Decided);
+            }
+            None => match self.start(cx) {
+                Some(flight) => cx.conn.notes.set(flight),
+                None => return Step::DECLINED,
+            },
+        }
+        if self.common.reject != Reject::Naughty {
+            // The banner leaves now; the answers are awaited at RCPT.
+            return Step::DECLINED;
+        }
+        // qpsmtpd: "when reject naughty is set, DNS queries are processed during connect",
+        // so the `naughty` plugin can act at any hook after this one.
+        Step::pending(async move {
+            self.resolve(cx).await;
+            match cx.conn.notes.get::<DnsblListed>().cloned() {
+                Some(listed) => self.refuse(cx, &listed),
+                None => Outcome::Declined,
+            }
+        })
+    }
+
+    fn rcpt<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        txn: &'a mut Transaction,
+        rcpt: &'a Recipient,
+    ) -> Step<'a> {
+        if !cx.conn.notes.contains::<InFlight>() && !cx.conn.notes.contains::<Decided>() {
+            return Step::DECLINED; // not checked on this connection
+        }
+        let user = rcpt.addr.local();
+        if ["postmaster", "abuse", "mailer-daemon", "root"]
+            .iter()
+            .any(|u| user.eq_ignore_ascii_case(u))
+        {
+            self.log(
+                cx,
+                Level::Warn,
+                format_args!("skip, don't blacklist special account: {user}"),
+            );
+            if cx
+                .conn
+                .notes
+                .get::<Naughty>()
+                .is_some_and(|n| n.plugin == self.name)
+            {
+                cx.conn.notes.take::<Naughty>();
+            }
+            return Step::DECLINED;
+        }
+        if is_immune(cx, Some(txn)) || self.common.reject == Reject::Naughty {
+            return Step::DECLINED;
+        }
+        Step::pending(async move {
+            self.resolve(cx).await;
+            match cx.conn.notes.get::<DnsblListed>().cloned() {
+                Some(listed) => self.refuse(cx, &listed),
+                None => Outcome::Declined,
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the DNS plugins.
+
+/// The client address, with an IPv4-mapped IPv6 address (a dual-stack listener's view of an
+/// IPv4 client) turned back into IPv4: blocklists and PTR lookups need the real family.
+pub(crate) fn client_ip(cx: &Cx) -> IpAddr {
+    cx.conn.remote.ip().to_canonical()
+}
+
+/// When a plugin stops waiting for DNS: `limit` after the questions were sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    started: SystemTime,
+    limit: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn start(svc: &dyn Services, limit: Duration) -> Deadline {
+        Deadline {
+            started: svc.now(),
+            limit,
+        }
+    }
+
+    /// A timer for the time left (zero if it has passed: answers already in are still used).
+    pub(crate) fn timer(&self, svc: &dyn Services) -> Timer {
+        let spent = svc.now().duration_since(self.started).unwrap_or_default();
+        Timer(Some(svc.sleep(self.limit.saturating_sub(spent))))
+    }
+}
+
+/// A deadline timer that may be polled again after it fired (a finished future may not be).
+pub(crate) struct Timer(Option<Pin<Box<dyn Future<Output = ()>>>>);
+
+impl Timer {
+    fn expired(&mut self, task: &mut std::task::Context<'_>) -> bool {
+        match self.0.as_mut() {
+            None => true,
+            Some(sleep) => {
+                let fired = sleep.as_mut().poll(task).is_ready();
+                if fired {
+                    self.0 = None;
+                }
+                fired
+            }
+        }
+    }
+}
+
+/// Awaits a lookup until `timer` fires; a lookup already answered wins over an expired timer.
+/// A lookup cut off by the timer reads as [`DnsError::Timeout`].
+pub(crate) async fn within(lookup: &mut DnsLookup, timer: &mut Timer) -> DnsResult {
+    std::future::poll_fn(|task| {
+        if let Poll::Ready(r) = Pin::new(&mut *lookup).poll(task) {
+            return Poll::Ready(r);
+        }
+        if timer.expired(task) {
+            return Poll::Ready(Err(DnsError::Timeout));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// True for an A record that a DNS blocklist uses to say "listed": inside 127.0.0.0/8
+/// (RFC 5782 §2.1), except 127.0.0.1 (URIBL's "query refused"; RFC 5782 §5 keeps it unlisted)
+/// and 127.255.255.0/24 (Spamhaus' error codes: public resolver, typo'd zone, over quota).
+pub(crate) fn is_listing_code(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] == 127 && a != Ipv4Addr::new(127, 0, 0, 1) && !(o[1] == 255 && o[2] == 255)
+}
+
+/// Text from DNS for a reply or header: printable ASCII only, at most 256 characters.
+pub(crate) fn clean_text(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(256)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// qpsmtpd's plugin arguments after the common ones are `key value` pairs.
+pub(crate) fn key_values<'s>(rest: &[&'s str]) -> Result<Vec<(&'s str, &'s str)>, String> {
+    if !rest.len().is_multiple_of(2) {
+        return Err(format!(
+            "argument '{}' needs a value",
+            rest.last().copied().unwrap_or_default()
+        ));
+    }
+    Ok(rest.chunks(2).map(|kv| (kv[0], kv[1])).collect())
+}
+
+/// A `timeout` value: seconds, a decimal number above 0 and at most an hour.
+pub(crate) fn parse_timeout(value: &str) -> Result<Duration, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "timeout must be seconds between 0 and 3600, not '{value}'"
+        )),
+    }
+}
+
+/// qpsmtpd's single positional argument of `dnsbl` and `rhsbl`: the reject type.
+pub(crate) fn legacy_reject_type(value: &str) -> Result<RejectType, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "disconnect" => Ok(RejectType::Disconnect),
+        "perm" | "deny" => Ok(RejectType::Perm),
+        "temp" | "soft" | "denysoft" => Ok(RejectType::Temp),
+        "temp_disconnect" => Ok(RejectType::TempDisconnect),
+        _ => Err(format!("unknown argument '{value}'")),
+    }
+}
+
+/// The lines of a free-text config file.
+pub(crate) fn lines_text(
+    config: &dyn ConfigSource,
+    name: &str,
+) -> Result<Vec<String>, ConfigError> {
+    Ok(config
+        .lines(name)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.text)
+        .collect())
+}
+
+/// Checks a DNS zone or host name: labels of letters, digits, `-` and `_`, at most 63 bytes
+/// each, 253 in all; a trailing dot is allowed.
+pub(crate) fn check_zone(zone: &str) -> Result<(), &'static str> {
+    let zone = zone.strip_suffix('.').unwrap_or(zone);
+    if zone.is_empty() {
+        return Err("empty");
+    }
+    if zone.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in zone.split('.') {
+        if label.is_empty() {
+            return Err("empty label");
+        }
+        if label.len() > 63 {
+            return Err("label longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("only letters, digits, '-', '_' and '.' are allowed");
+        }
+    }
+    Ok(())
+}
+
+/// An address block: `addr/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Net {
+    /// `192.0.2.0/24`, `2001:db8::/32`, or a single address.
+    pub(crate) fn parse(s: &str) -> Result<Net, &'static str> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| "bad address")?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err("bad prefix length"),
+            },
+        };
+        Ok(Net {
+            addr: addr.to_canonical(),
+            prefix,
+        })
+    }
+
+    /// [`Net::parse`], or qpsmtpd's `dnsbl_allow` prefix of whole octets (`172.16.33.`,
+    /// `10`), which matches every address starting with those octets.
+    pub(crate) fn parse_allow(s: &str) -> Result<Net, &'static str> {
+        if s.contains(':') || s.contains('/') {
+            return Net::parse(s);
+        }
+        let trimmed = s.strip_suffix('.').unwrap_or(s);
+        let mut octets = [0u8; 4];
+        let mut n = 0;
+        for part in trimmed.split('.') {
+            if n == 4 || part.is_empty() || part.len() > 3 {
+                return Err("bad IPv4 address or prefix");
+            }
+            octets[n] = part.parse().map_err(|_| "bad IPv4 address or prefix")?;
+            n += 1;
+        }
+        Ok(Net {
+            addr: IpAddr::V4(Ipv4Addr::from(octets)),
+            prefix: (n * 8) as u8,
+        })
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// True if the first `bits` bits of `a` and `b` are equal.
+pub(crate) fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = (bits as usize).min(a.len() * 8);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[whole] & mask == b[whole] & mask
+}
+
+/// True if two addresses are in the same /24 (IPv4) or /64 (IPv6): qpsmtpd's "network
+/// match" for server pools whose names and addresses do not pair up exactly.
+pub(crate) fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    match (a.to_canonical(), b.to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => prefix_eq(&a.octets(), &b.octets(), 24),
+        (IpAddr::V6(a), IpAddr::V6(b)) => prefix_eq(&a.octets(), &b.octets(), 64),
+        _ => false,
+    }
+}
+
+/// True for 127/8, ::1 and IPv4-mapped loopback.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// An IPv6 address from an address literal's text, if it is one.
+pub(crate) fn parse_v6(s: &str) -> Option<Ipv6Addr> {
+    s.parse().ok()
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Test helpers shared by the DNS plugins' tests.
+    use super::*;
+    use ringsmtpd_plugin_api::address::parse_path;
+    use ringsmtpd_plugin_api::testing::{origin, MemConfig};
+    use ringsmtpd_plugin_api::Factory;
+
+    /// Builds a plugin with `factory` from `args` and in-memory config `files`.
+    pub(crate) fn build_with(
+        factory: Factory,
+        name: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Result<Box<dyn Plugin>, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = MemConfig::new(files);
+        let line = origin(&format!("{name} {}", args.join(" ")));
+        factory(&PluginInit {
+            name,
+            args: &args,
+            config: &config,
+            origin: &line,
+        })
+    }
+
+    /// Plugin arguments and a check of the outcome they must give.
+    pub(crate) type Case = (&'static [&'static str], fn(&Outcome) -> bool);
+
+    pub(crate) fn recipient(text: &str) -> Recipient {
+        let addr = parse_path(&format!("<{text}>"), false, true).expect("test address");
+        Recipient {
+            addr,
+            params: Default::default(),
+        }
+    }
+
+    /// A transaction whose sender is `from` (`""` for `<>`).
+    pub(crate) fn txn_from(from: &str) -> Transaction {
+        let mut txn = Transaction::default();
+        txn.sender = parse_path(&format!("<{from}>"), true, true).expect("test sender");
+        txn
+    }
+
+    pub(crate) fn a(s: &str) -> ringsmtpd_plugin_api::dns::Record {
+        ringsmtpd_plugin_api::dns::Record::A(s.parse().expect("test IPv4"))
+    }
+
+    pub(crate) fn aaaa(s: &str) -> ringsmtpd_plugin_api::dns::Record {
+        ringsmtpd_plugin_api::dns::Record::Aaaa(s.parse().expect("test IPv6"))
+    }
+
+    pub(crate) fn txt(s: &str) -> ringsmtpd_plugin_api::dns::Record {
+        ringsmtpd_plugin_api::dns::Record::Txt(s.to_string())
+    }
+
+    pub(crate) fn ptr(s: &str) -> ringsmtpd_plugin_api::dns::Record {
+        ringsmtpd_plugin_api::dns::Record::Ptr(s.to_string())
+    }
+
+    pub(crate) fn mx(pref: u16, s: &str) -> ringsmtpd_plugin_api::dns::Record {
+        ringsmtpd_plugin_api::dns::Record::Mx {
+            preference: pref,
+            exchange: s.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+    use ringsmtpd_plugin_api::shared::{WhitelistHost, WhitelistSender};
+    use ringsmtpd_plugin_api::testing::{block_on, cx, origin, run, FakeServices, MemConfig};
+    use std::rc::Rc;
+
+    const ZONES: &str =
+        "# blocklists\nbl.example\nmsg.example:Listed, see http://msg.example/?%IP%\n";
+
+    fn plugin(args: &[&str], files: &[(&str, &str)], rbl: Option<&str>) -> Dnsbl {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = MemConfig::new(files);
+        let line = origin("dnsbl");
+        build(
+            &PluginInit {
+                name: "dnsbl",
+                args: &args,
+                config: &config,
+                origin: &line,
+            },
+            rbl.map(str::to_string),
+        )
+        .expect("test plugin")
+    }
+
+    /// Connect, then one RCPT to `to`; the outcomes of both.
+    fn session(p: &Dnsbl, cx: &mut Cx, to: &str) -> (Outcome, Outcome) {
+        let c = run(p.connect(cx));
+        let mut txn = txn_from("s@sender.example");
+        let r = run(p.rcpt(cx, &mut txn, &recipient(to)));
+        (c, r)
+    }
+
+    fn listed(svc: &FakeServices, name: &str) {
+        svc.answer(name, QType::A, vec![a("127.0.0.2")]);
+    }
+
+    #[test]
+    fn connect_only_starts_lookups_and_declines() {
+        let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        // Ready(Declined): the banner is not delayed.
+        assert!(matches!(p.connect(&mut c), Step::Ready(Outcome::Declined)));
+        let asked = svc.asked.borrow().clone();
+        assert_eq!(
+            asked,
+            vec![
+                ("1.2.0.192.bl.example".to_string(), QType::A),
+                ("1.2.0.192.bl.example".to_string(), QType::Txt),
+                ("1.2.0.192.msg.example".to_string(), QType::A),
+            ],
+            "all zones at once; TXT only where the zone has no message"
+        );
+        let mut txn = Transaction::default();
+        let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        assert_eq!(o.msg(), Some("5.7.1 Blocked by bl.example"));
+        assert!(matches!(o, Outcome::Deny(_)));
+        // Decided once: a second RCPT asks nothing more.
+        let n = svc.asked.borrow().len();
+        let o2 = run(p.rcpt(&mut c, &mut txn, &recipient("v@example.com")));
+        assert_eq!(o, o2);
+        assert_eq!(svc.asked.borrow().len(), n);
+        assert!(c.conn.notes.get::<DnsblListed>().is_some());
+    }
+
+    #[test]
+    fn unlisted_client_passes() {
+        let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        assert_eq!(session(&p, &mut c, "u@example.com").1, Outcome::Declined);
+        assert!(svc.logged("pass, 192.0.2.1 not listed"));
+    }
+
+    #[test]
+    fn txt_record_is_the_reply_and_is_cleaned() {
+        let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        svc.answer(
+            "1.2.0.192.bl.example",
+            QType::Txt,
+            vec![txt("Listed\r\nsee http://x/")],
+        );
+        let (_, r) = session(&p, &mut c, "u@example.com");
+        assert_eq!(r.msg(), Some("5.7.1 Listed??see http://x/"));
+    }
+
+    #[test]
+    fn zone_message_with_ip() {
+        let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.msg.example");
+        let (_, r) = session(&p, &mut c, "u@example.com");
+        assert_eq!(
+            r.msg(),
+            Some("5.7.1 Listed, see http://msg.example/?192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn a_record_codes_filter() {
+        let zones = "codes.example:127.0.0.4,127.0.0.5 Code %IP%\n";
+        let p = plugin(&[], &[("dnsbl_zones", zones)], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        svc.answer("1.2.0.192.codes.example", QType::A, vec![a("127.0.0.2")]);
+        assert_eq!(session(&p, &mut c, "u@example.com").1, Outcome::Declined);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        svc.answer(
+            "1.2.0.192.codes.example",
+            QType::A,
+            vec![a("127.0.0.2"), a("127.0.0.5")],
+        );
+        assert_eq!(
+            session(&p, &mut c, "u@example.com").1.msg(),
+            Some("5.7.1 Code 192.0.2.1")
+        );
+        // A codes only: no TXT asked.
+        assert!(!svc.asked.borrow().iter().any(|(_, t)| *t == QType::Txt));
+        assert_eq!(p.zones[0].codes.len(), 2);
+    }
+
+    #[test]
+    fn error_codes_and_wildcards_are_not_listings() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\n")], None);
+        for answer in ["127.255.255.254", "127.0.0.1", "198.51.100.7"] {
+            let (mut c, svc) = cx("192.0.2.1:4242");
+            svc.answer("1.2.0.192.bl.example", QType::A, vec![a(answer)]);
+            assert_eq!(
+                session(&p, &mut c, "u@example.com").1,
+                Outcome::Declined,
+                "{answer}"
+            );
+            assert!(svc.logged("not a listing code"));
+        }
+    }
+
+    #[test]
+    fn txt_only_listing_counts() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\n")], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        svc.answer(
+            "1.2.0.192.bl.example",
+            QType::Txt,
+            vec![txt("listed by TXT")],
+        );
+        assert_eq!(
+            session(&p, &mut c, "u@example.com").1.msg(),
+            Some("5.7.1 listed by TXT")
+        );
+    }
+
+    #[test]
+    fn ipv6_and_mapped_clients() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\n")], None);
+        let (mut c, svc) = cx("[2001:db8::1]:25");
+        let name = reversed_ip("2001:db8::1".parse().unwrap(), "bl.example");
+        listed(&svc, &name);
+        assert!(matches!(
+            session(&p, &mut c, "u@example.com").1,
+            Outcome::Deny(_)
+        ));
+        // A dual-stack listener sees ::ffff:192.0.2.1: the IPv4 name is asked.
+        let (mut c, svc) = cx("[::ffff:192.0.2.1]:25");
+        listed(&svc, "1.2.0.192.bl.example");
+        assert!(matches!(
+            session(&p, &mut c, "u@example.com").1,
+            Outcome::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn dns_failures_are_not_listed_and_logged() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\nbl2.example\n")], None);
+        for err in [
+            DnsError::Timeout,
+            DnsError::ServFail,
+            DnsError::Refused,
+            DnsError::NoResolver,
+        ] {
+            let (mut c, svc) = cx("192.0.2.1:4242");
+            svc.fail("1.2.0.192.bl.example", QType::A, err);
+            svc.fail("1.2.0.192.bl.example", QType::Txt, err);
+            assert_eq!(session(&p, &mut c, "u@example.com").1, Outcome::Declined);
+            assert!(svc.logged(&format!("bl.example: {err}, counted as not listed")));
+        }
+        // One zone failing does not hide another zone's listing.
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        svc.fail("1.2.0.192.bl.example", QType::A, DnsError::ServFail);
+        listed(&svc, "1.2.0.192.bl2.example");
+        assert!(matches!(
+            session(&p, &mut c, "u@example.com").1,
+            Outcome::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn a_lookup_that_never_answers_ends_at_the_deadline() {
+        let p = plugin(
+            &["timeout", "0.01"],
+            &[("dnsbl_zones", "bl.example\n")],
+            None,
+        );
+        let (mut c, _svc) = cx("192.0.2.1:4242");
+        c.conn.notes.set(InFlight {
+            deadline: Deadline::start(&*c.svc, p.timeout),
+            queries: vec![ZoneQuery {
+                zone: 0,
+                a: DnsLookup::new(std::future::pending()),
+                txt: Some(DnsLookup::new(std::future::pending())),
+            }],
+        });
+        let mut txn = Transaction::default();
+        let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        assert_eq!(o, Outcome::Declined);
+    }
+
+    #[test]
+    fn within_prefers_a_finished_lookup() {
+        let svc = FakeServices::new("mx");
+        let svc: Rc<dyn Services> = svc;
+        let mut timer = Deadline::start(&*svc, Duration::ZERO).timer(&*svc);
+        let mut done = DnsLookup::ready(Err(DnsError::Refused));
+        assert_eq!(
+            block_on(within(&mut done, &mut timer)),
+            Err(DnsError::Refused)
+        );
+        let mut never = DnsLookup::new(std::future::pending());
+        assert_eq!(
+            block_on(within(&mut never, &mut timer)),
+            Err(DnsError::Timeout)
+        );
+    }
+
+    #[test]
+    fn special_recipients_are_exempt() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\n")], None);
+        for to in [
+            "postmaster",
+            "Postmaster@example.com",
+            "abuse@example.com",
+            "mailer-daemon@x.example",
+            "root@example.com",
+        ] {
+            let (mut c, svc) = cx("192.0.2.1:4242");
+            listed(&svc, "1.2.0.192.bl.example");
+            assert_eq!(session(&p, &mut c, to).1, Outcome::Declined, "{to}");
+        }
+    }
+
+    #[test]
+    fn immune_clients_are_exempt() {
+        let p = plugin(&[], &[("dnsbl_zones", "bl.example\n")], None);
+        // Relay client already at connect: nothing is even asked.
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        c.conn.relay_client = true;
+        assert_eq!(
+            session(&p, &mut c, "u@example.com"),
+            (Outcome::Declined, Outcome::Declined)
+        );
+        assert!(svc.asked.borrow().is_empty());
+        // Relay client after AUTH (set after connect), or whitelisted host / sender.
+        for how in 0..3 {
+            let (mut c, svc) = cx("192.0.2.1:4242");
+            listed(&svc, "1.2.0.192.bl.example");
+            run(p.connect(&mut c));
+            let mut txn = Transaction::default();
+            match how {
+                0 => c.conn.relay_client = true,
+                1 => c.conn.notes.set(WhitelistHost("dnswl".into())),
+                _ => txn.notes.set(WhitelistSender("x".into())),
+            }
+            let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+            assert_eq!(o, Outcome::Declined, "case {how}");
+        }
+    }
+
+    #[test]
+    fn dnsbl_allow_forms() {
+        let allow = "192.0.2.1\n172.16.33.\n10\n198.51.100.0/24\n2001:db8::/32\n";
+        let p = plugin(
+            &[],
+            &[("dnsbl_zones", "bl.example\n"), ("dnsbl_allow", allow)],
+            None,
+        );
+        for ip in [
+            "192.0.2.1:1",
+            "172.16.33.9:1",
+            "10.1.2.3:1",
+            "198.51.100.77:1",
+            "[2001:db8::5]:1",
+            "[::ffff:192.0.2.1]:1",
+        ] {
+            let (mut c, svc) = cx(ip);
+            run(p.connect(&mut c));
+            assert!(svc.asked.borrow().is_empty(), "{ip} should be allowed");
+        }
+        for ip in [
+            "192.0.2.2:1",
+            "172.16.34.1:1",
+            "11.0.0.1:1",
+            "198.51.101.1:1",
+            "[2001:db9::1]:1",
+        ] {
+            let (mut c, svc) = cx(ip);
+            run(p.connect(&mut c));
+            assert!(!svc.asked.borrow().is_empty(), "{ip} should be checked");
+        }
+    }
+
+    #[test]
+    fn rejectmsg_lines_come_first() {
+        let files = [
+            ("dnsbl_zones", "bl.example\n"),
+            ("dnsbl_rejectmsg", "Ask your ISP.\nLine two\n"),
+        ];
+        let p = plugin(&[], &files, None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        let (_, r) = session(&p, &mut c, "u@example.com");
+        assert_eq!(
+            r.msg(),
+            Some("5.7.1 Ask your ISP.\nLine two\nBlocked by bl.example")
+        );
+    }
+
+    #[test]
+    fn rblsmtpd_forms() {
+        let zones = [("dnsbl_zones", "bl.example\n")];
+        // Empty: nothing checked, even a listed client passes.
+        let p = plugin(&[], &zones, Some(""));
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        assert_eq!(session(&p, &mut c, "u@example.com").1, Outcome::Declined);
+        assert!(svc.asked.borrow().is_empty());
+        // "-text": permanent, dash removed, %IP% replaced; no DNS.
+        let p = plugin(&[], &zones, Some("-Go away %IP%"));
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        let (conn, r) = session(&p, &mut c, "u@example.com");
+        assert_eq!(conn, Outcome::Declined);
+        assert_eq!(r, Outcome::Deny(Some("5.7.1 Go away 192.0.2.1".into())));
+        assert!(svc.asked.borrow().is_empty());
+        // "text": temporary, as rblsmtpd.
+        let p = plugin(&[], &zones, Some("Try later"));
+        let (mut c, _) = cx("192.0.2.1:4242");
+        assert_eq!(
+            session(&p, &mut c, "u@example.com").1,
+            Outcome::DenySoft(Some("5.7.1 Try later".into()))
+        );
+        let p = plugin(&["reject_type", "disconnect"], &zones, Some("Try later"));
+        let (mut c, _) = cx("192.0.2.1:4242");
+        assert!(matches!(
+            session(&p, &mut c, "u@example.com").1,
+            Outcome::DenySoftDisconnect(_)
+        ));
+    }
+
+    #[test]
+    fn reject_and_reject_type_args() {
+        let zones = [("dnsbl_zones", "bl.example\n")];
+        let cases: [Case; 5] = [
+            (&["reject_type", "temp"], |o| {
+                matches!(o, Outcome::DenySoft(_))
+            }),
+            (&["reject_type", "disconnect"], |o| {
+                matches!(o, Outcome::DenyDisconnect(_))
+            }),
+            (&["disconnect"], |o| matches!(o, Outcome::DenyDisconnect(_))),
+            (&["reject_type", "temp_disconnect"], |o| {
+                matches!(o, Outcome::DenySoftDisconnect(_))
+            }),
+            (&["reject", "0"], |o| *o == Outcome::Declined),
+        ];
+        for (args, ok) in cases {
+            let p = plugin(args, &zones, None);
+            let (mut c, svc) = cx("192.0.2.1:4242");
+            listed(&svc, "1.2.0.192.bl.example");
+            let (_, r) = session(&p, &mut c, "u@example.com");
+            assert!(ok(&r), "{args:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn reject_naughty_decides_at_connect() {
+        let p = plugin(
+            &["reject", "naughty"],
+            &[("dnsbl_zones", "bl.example\n")],
+            None,
+        );
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        assert!(matches!(p.connect(&mut c), Step::Pending(_)));
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, "1.2.0.192.bl.example");
+        assert_eq!(run(p.connect(&mut c)), Outcome::Declined);
+        assert_eq!(
+            c.conn.notes.get::<Naughty>().map(|n| n.plugin.as_str()),
+            Some("dnsbl")
+        );
+        let mut txn = Transaction::default();
+        assert_eq!(
+            run(p.rcpt(&mut c, &mut txn, &recipient("u@x.example"))),
+            Outcome::Declined
+        );
+        assert!(c.conn.notes.contains::<Naughty>());
+        // A special recipient forgives this plugin's mark (qpsmtpd clears the note).
+        assert_eq!(
+            run(p.rcpt(&mut c, &mut txn, &recipient("abuse@x.example"))),
+            Outcome::Declined
+        );
+        assert!(!c.conn.notes.contains::<Naughty>());
+    }
+
+    #[test]
+    fn no_zones_no_lookups() {
+        let p = plugin(&[], &[], None);
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        assert_eq!(
+            session(&p, &mut c, "u@example.com"),
+            (Outcome::Declined, Outcome::Declined)
+        );
+        assert!(svc.asked.borrow().is_empty());
+    }
+
+    #[test]
+    fn bad_config_lines_name_file_and_line() {
+        let cases = [
+            ("dnsbl_zones", "ok.example\n\nbad zone with spaces\n", 3),
+            ("dnsbl_zones", "a..b\n", 1),
+            ("dnsbl_zones", "ok.example:10.0.0.1 not loopback\n", 1),
+            ("dnsbl_allow", "192.0.2.1\n# c\n300.1.\n", 3),
+            ("dnsbl_allow", "10.0.0.0/33\n", 1),
+            ("dnsbl_allow", "example.com\n", 1),
+        ];
+        for (file, text, line) in cases {
+            let err = build_with(new, "dnsbl", &[], &[(file, text)])
+                .err()
+                .expect(text);
+            assert_eq!((err.file.as_str(), err.line), (file, line), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_arguments() {
+        for args in [
+            &["timeout"][..],
+            &["timeout", "0"],
+            &["timeout", "x"],
+            &["bogus", "1"],
+            &["nonsense"],
+            &["reject", "7"],
+        ] {
+            assert!(build_with(new, "dnsbl", args, &[]).is_err(), "{args:?}");
+        }
+        assert!(build_with(new, "dnsbl", &["timeout", "2.5", "loglevel", "-1"], &[]).is_ok());
+    }
+
+    #[test]
+    fn net_helpers() {
+        let n = Net::parse("192.0.2.0/25").unwrap();
+        assert!(n.contains("192.0.2.127".parse().unwrap()));
+        assert!(!n.contains("192.0.2.128".parse().unwrap()));
+        assert!(!n.contains("::1".parse().unwrap()));
+        assert!(Net::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("203.0.113.9".parse().unwrap()));
+        assert!(same_network(
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.200".parse().unwrap()
+        ));
+        assert!(!same_network(
+            "192.0.2.1".parse().unwrap(),
+            "192.0.3.1".parse().unwrap()
+        ));
+        assert!(same_network(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::ffff:1".parse().unwrap()
+        ));
+        assert!(is_listing_code(Ipv4Addr::new(127, 0, 0, 2)));
+        assert!(!is_listing_code(Ipv4Addr::new(127, 255, 255, 252)));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            parse_v6("2001:db8::1"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(clean_text("a\u{7}b\u{e9}c  "), "a?b?c");
+        assert_eq!(clean_text(&"x".repeat(300)).len(), 256);
+    }
+}

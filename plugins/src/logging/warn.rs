@@ -1,0 +1,176 @@
+//! # logging/warn — log to stderr at or below a level
+//!
+//! ## Synopsis
+//!
+//! ```text
+//! logging/warn [<level>]
+//! logging/warn [loglevel <level>]
+//! logging/warn LOGINFO
+//! ```
+//!
+//! In `config/logging`.
+//!
+//! ## Description
+//!
+//! The built-in logger as a plugin (qpsmtpd's `logging/warn`): every line at or below
+//! `<level>` goes to stderr as `<level> <conn> <source>: <msg>`, the same format as the
+//! server's own logger (`conn` in hex, left out for lines not about a connection). Useful to
+//! keep stderr output next to another logging plugin, since any configured logging plugin
+//! replaces the built-in logger.
+//!
+//! The line is copied into a buffer and written by a background thread shared by all workers
+//! (see `logging/sink.rs`): a stderr that is a slow pipe never stalls a worker; when the buffer
+//! is full, lines are dropped and counted, and the count is written once the pipe drains.
+//! Lines are written in runs of at most 4096 bytes so they stay whole next to the server's own
+//! stderr lines. Control characters in messages are escaped (`\x0a`).
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `<level>` or `loglevel <level>` | `4` (LOGWARN) | the highest level written: `0`-`7` or a name (`LOGINFO`, `info`, `LOG_INFO`) |
+//!
+//! `reject` and `reject_type` are refused: a logging plugin rejects nothing.
+//!
+//! ## Config files
+//!
+//! None.
+//!
+//! ## Hooks
+//!
+//! `logging`. Returns `DECLINED`, so the next logging plugin sees the line too (as qpsmtpd).
+//!
+//! ## Notes
+//!
+//! None.
+//!
+//! ## Differences from qpsmtpd
+//!
+//! qpsmtpd's line is `<pid> (<hook>) <plugin>: <msg>`; ours carries the level and connection
+//! id, not the pid and hook. A bad level is an error here (qpsmtpd fell back silently).
+//!
+//! ## Security
+//!
+//! Escaping keeps a client's text from forging log lines.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use ringsmtpd_plugin_api::{
+    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
+};
+
+use super::sink::{self, Sink};
+
+/// The `logging/warn` plugin.
+pub struct Warn {
+    level: Level,
+    sink: Arc<Sink>,
+    line: RefCell<String>,
+}
+
+/// Builds `logging/warn` from its config line.
+pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let level = level_arg(init)?;
+    let sink =
+        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
+    Ok(Box::new(Warn::with_sink(level, sink)))
+}
+
+/// The one optional level argument of `logging/warn`, `connection_id`, `transaction_id`:
+/// `<level>` or `loglevel <level>`; default LOGWARN.
+pub(crate) fn level_arg(init: &PluginInit<'_>) -> Result<Level, ConfigError> {
+    match init.args {
+        [] => Ok(Level::Warn),
+        [key, v] if key == "loglevel" => super::parse_level(init, "loglevel", v),
+        [key, ..] if key == "reject" || key == "reject_type" => Err(super::no_reject(init, key)),
+        [v] => super::parse_level(init, "the level", v),
+        [_, extra, ..] => Err(init.error(format!("unknown argument '{extra}'"))),
+    }
+}
+
+impl Warn {
+    /// A `logging/warn` writing into `sink`.
+    pub fn with_sink(level: Level, sink: Arc<Sink>) -> Warn {
+        Warn {
+            level,
+            sink,
+            line: RefCell::new(String::new()),
+        }
+    }
+}
+
+impl Plugin for Warn {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Logging])
+    }
+
+    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
+        if record.level > self.level {
+            return Outcome::Declined;
+        }
+        let Ok(mut line) = self.line.try_borrow_mut() else {
+            return Outcome::Declined;
+        };
+        line.clear();
+        super::write_body(&mut line, record);
+        line.push('\n');
+        self.sink.push(line.as_bytes(), None, false);
+        Outcome::Declined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::logging::sink::tests::mem_sink;
+    use crate::logging::test_util::{build, record};
+
+    #[test]
+    fn writes_at_or_below_level_in_the_builtin_format() {
+        let (sink, mem) = mem_sink();
+        let p = Warn::with_sink(Level::Info, sink.clone());
+        for (level, conn, msg) in [
+            (Level::Debug, 1, "hidden"),
+            (Level::Info, 0x10000000002, "shown"),
+            (Level::Error, 0, "server"),
+        ] {
+            let o = record(level, conn, "relay", msg, |r| p.logging(r));
+            assert_eq!(o, Outcome::Declined);
+        }
+        assert!(sink.flush(Duration::from_secs(5)));
+        assert_eq!(
+            mem.text(),
+            "info 10000000002 relay: shown\nerror relay: server\n"
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        let lvl = |args: &[&str]| -> Result<Level, ConfigError> {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let config = ringsmtpd_plugin_api::testing::MemConfig::default();
+            let line = ringsmtpd_plugin_api::testing::origin("logging/warn");
+            level_arg(&PluginInit {
+                name: "logging/warn",
+                args: &args,
+                config: &config,
+                origin: &line,
+            })
+        };
+        assert_eq!(lvl(&[]), Ok(Level::Warn));
+        assert_eq!(lvl(&["LOGDEBUG"]), Ok(Level::Debug));
+        assert_eq!(lvl(&["6"]), Ok(Level::Info));
+        assert_eq!(lvl(&["loglevel", "LOGERROR"]), Ok(Level::Error));
+        let e = lvl(&["reject", "1"]).unwrap_err();
+        assert!(e.to_string().contains("does not apply"), "{e}");
+        let e = lvl(&["6", "7"]).unwrap_err();
+        assert!(e.to_string().contains("unknown argument '7'"), "{e}");
+        let e = lvl(&["LOUD"]).unwrap_err();
+        assert_eq!(e.file, "plugins");
+        assert_eq!(e.line, 1);
+        assert!(build(new, "logging/warn", &["LOGINFO"]).is_ok());
+    }
+}

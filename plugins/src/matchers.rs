@@ -1,0 +1,496 @@
+//! Pieces shared by the policy plugins (`hosts_allow`, `relay`, `whitelist`, `badmailfrom`,
+//! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`): IP address patterns, qpsmtpd's
+//! return-code names, badmailfrom-style address patterns, and a logging helper that honours
+//! the `loglevel` argument.
+//!
+//! Everything here is parsed once, when a plugin is built; matching allocates nothing.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use regex::{Regex, RegexBuilder};
+use ringsmtpd_plugin_api::{Address, CommonArgs, Cx, Level, Outcome};
+
+/// Logs `msg` for `plugin` at `level`, after the plugin's `loglevel` argument.
+pub(crate) fn log(
+    cx: &Cx,
+    common: &CommonArgs,
+    plugin: &str,
+    level: Level,
+    msg: std::fmt::Arguments<'_>,
+) {
+    if let Some(level) = common.adjust(level) {
+        cx.log(level, plugin, msg);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IP patterns.
+
+/// An address as (is IPv6, bits left-aligned in a u128). IPv4-mapped IPv6 addresses
+/// (`::ffff:192.0.2.1`, as a PROXY header may carry) count as the IPv4 address.
+fn bits(ip: IpAddr) -> (bool, u128) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (false, (u32::from(v4) as u128) << 96),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+/// A network: the first `len` bits of an IPv4 or IPv6 address. An exact address is a network
+/// of full length; qmail's `192.168.` prefix is a /16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Net {
+    v6: bool,
+    bits: u128,
+    len: u8,
+}
+
+impl Net {
+    fn new(v6: bool, bits: u128, len: u8) -> Net {
+        Net {
+            v6,
+            bits: bits & mask(len),
+            len,
+        }
+    }
+
+    /// True if `ip` is inside this network.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let (v6, b) = bits(ip);
+        v6 == self.v6 && b & mask(self.len) == self.bits
+    }
+}
+
+fn mask(len: u8) -> u128 {
+    match len {
+        0 => 0,
+        n => u128::MAX << (128 - u32::from(n.min(128))),
+    }
+}
+
+/// Which textual forms an IP pattern may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpForms {
+    /// `IP` and `IP/len` (hosts_allow).
+    Cidr,
+    /// Also qmail's prefixes: `192.168.` (whole octets, with the trailing dot) and IPv6 groups
+    /// `2001:db8:` or nibbles `2001:0db` (relay's files).
+    Prefix,
+    /// Also a bare fragment `10.1` meaning the whole octets `10.1.` (whitelisthosts, where
+    /// qpsmtpd matched any start-anchored fragment).
+    Fragment,
+}
+
+/// Parses one IP pattern in the forms `forms` allows.
+pub(crate) fn parse_net(text: &str, forms: IpForms) -> Result<Net, String> {
+    if let Some((addr, len)) = text.split_once('/') {
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an IP address"))?;
+        let (v6, b) = bits(ip);
+        let max: u8 = if v6 { 128 } else { 32 };
+        let len: u8 = match len.parse() {
+            Ok(n) if n <= max && !len.starts_with('+') => n,
+            _ => return Err(format!("'/{len}' is not a prefix length 0..={max}")),
+        };
+        // Both families are left-aligned in the u128, so the length counts from the top.
+        return Ok(Net::new(v6, b, len));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        let (v6, b) = bits(ip);
+        return Ok(Net::new(v6, b, if v6 { 128 } else { 32 }));
+    }
+    if forms == IpForms::Cidr {
+        return Err(format!("'{text}' is not an IP address or IP/len"));
+    }
+    if text.contains(':') {
+        return parse_v6_prefix(text);
+    }
+    let (octets, dotted) = match text.strip_suffix('.') {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    if !dotted && forms != IpForms::Fragment {
+        return Err(format!(
+            "'{text}' is not an IP address, IP/len or prefix ending in '.' (write '{text}.')"
+        ));
+    }
+    let mut value: u32 = 0;
+    let mut n = 0u8;
+    for part in octets.split('.') {
+        let ok = !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit());
+        let octet: u8 = match part.parse() {
+            Ok(o) if ok => o,
+            _ => {
+                return Err(format!(
+                    "'{text}' is not an IP address, IP/len or IPv4 prefix"
+                ))
+            }
+        };
+        value = value << 8 | u32::from(octet);
+        n += 1;
+    }
+    if n > 3 {
+        return Err(format!(
+            "'{text}' is not an IP address, IP/len or IPv4 prefix"
+        ));
+    }
+    let bits = (u128::from(value) << (32 - 8 * u32::from(n))) << 96;
+    Ok(Net::new(false, bits, 8 * n))
+}
+
+/// `2001:db8:` (whole groups) or `2001:0db` (the last group counts nibbles, as qpsmtpd matched
+/// the expanded address `2001:0db8:...` one hex digit at a time).
+fn parse_v6_prefix(text: &str) -> Result<Net, String> {
+    let bad = || format!("'{text}' is not an IP address, IP/len or IPv6 prefix");
+    let (groups, whole) = match text.strip_suffix(':') {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let parts: Vec<&str> = groups.split(':').collect();
+    if parts.len() > 7 {
+        return Err(bad());
+    }
+    let mut value: u128 = 0;
+    let mut len: u32 = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() || part.len() > 4 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let v = u128::from_str_radix(part, 16).map_err(|_| bad())?;
+        let last = i + 1 == parts.len();
+        let width = if last && !whole {
+            4 * part.len() as u32
+        } else {
+            16
+        };
+        value = (value << width) | v;
+        len += width;
+    }
+    Ok(Net::new(true, value << (128 - len), len as u8))
+}
+
+/// A set of IP patterns; matching is a hash lookup for exact addresses and a scan for the
+/// networks (a few lines in practice).
+#[derive(Debug, Default)]
+pub(crate) struct IpList {
+    exact: std::collections::HashSet<(bool, u128)>,
+    nets: Vec<Net>,
+}
+
+impl IpList {
+    /// Adds one pattern.
+    pub(crate) fn add(&mut self, text: &str, forms: IpForms) -> Result<(), String> {
+        let net = parse_net(text, forms)?;
+        if net.len == if net.v6 { 128 } else { 32 } {
+            self.exact.insert((net.v6, net.bits));
+        } else {
+            self.nets.push(net);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        self.exact.contains(&bits(ip)) || self.nets.iter().any(|n| n.contains(ip))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Return codes.
+
+/// A qpsmtpd return code as written in a config file (`hosts_allow`, `rcpt_map`,
+/// `rcpt_regexp`). `DONE` is not one: it means "the plugin sent the reply itself", and a
+/// config line cannot, so the client would wait for a reply that never comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    Ok,
+    Declined,
+    Deny,
+    DenySoft,
+    DenyDisconnect,
+    DenySoftDisconnect,
+}
+
+impl Code {
+    /// qpsmtpd's names (`lib/Qpsmtpd/Constants.pm`), any case; `DENYHARD` is the old name of
+    /// `DENY_DISCONNECT`.
+    pub(crate) fn parse(name: &str) -> Result<Code, String> {
+        Ok(match name.to_ascii_uppercase().as_str() {
+            "OK" => Code::Ok,
+            "DECLINED" => Code::Declined,
+            "DENY" => Code::Deny,
+            "DENYSOFT" => Code::DenySoft,
+            "DENY_DISCONNECT" | "DENYHARD" => Code::DenyDisconnect,
+            "DENYSOFT_DISCONNECT" => Code::DenySoftDisconnect,
+            "DONE" => {
+                return Err("DONE is not allowed here: nothing would answer the client".into())
+            }
+            _ => {
+                return Err(format!(
+                    "'{name}' is not a return code (OK, DECLINED, DENY, DENYSOFT, \
+                     DENY_DISCONNECT, DENYSOFT_DISCONNECT)"
+                ))
+            }
+        })
+    }
+
+    pub(crate) fn is_deny(self) -> bool {
+        !matches!(self, Code::Ok | Code::Declined)
+    }
+
+    /// The outcome, with `msg` as its text (qpsmtpd sends the text only with a deny).
+    pub(crate) fn outcome(self, msg: Option<&str>) -> Outcome {
+        let m = || msg.map(|m| Cow::Owned(m.to_string()));
+        match self {
+            Code::Ok => Outcome::Ok(None),
+            Code::Declined => Outcome::Declined,
+            Code::Deny => Outcome::Deny(m()),
+            Code::DenySoft => Outcome::DenySoft(m()),
+            Code::DenyDisconnect => Outcome::DenyDisconnect(m()),
+            Code::DenySoftDisconnect => Outcome::DenySoftDisconnect(m()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Address patterns (qmail's badmailfrom, with qpsmtpd's regex extension).
+
+/// The characters that make a badmailfrom/badrcptto entry a regular expression (qpsmtpd's
+/// test, `[/^$*+!%?\\]`).
+const REGEX_CHARS: &[char] = &['/', '^', '$', '*', '+', '!', '%', '?', '\\'];
+
+/// One entry of `badmailfrom` or `badrcptto`.
+#[derive(Debug, Clone)]
+pub(crate) enum AddrPattern {
+    /// `user@host`, lowercased.
+    Exact(String),
+    /// `@host`: every address at host (lowercased, without the `@`).
+    Host(String),
+    /// A regular expression, matched case-insensitively anywhere in `user@host`.
+    Regex(Regex),
+}
+
+impl AddrPattern {
+    /// Parses an entry; `regex` allows the regular-expression form.
+    pub(crate) fn parse(text: &str, regex: bool) -> Result<AddrPattern, String> {
+        if regex && text.contains(REGEX_CHARS) {
+            return RegexBuilder::new(text)
+                .case_insensitive(true)
+                .size_limit(1 << 20)
+                .build()
+                .map(AddrPattern::Regex)
+                .map_err(|e| {
+                    format!(
+                        "bad regular expression '{text}': {}",
+                        one_line(&e.to_string())
+                    )
+                });
+        }
+        let lower = text.to_lowercase();
+        match lower.split_once('@') {
+            Some(("", host)) if !host.is_empty() && !host.contains('@') => {
+                Ok(AddrPattern::Host(host.to_string()))
+            }
+            Some((user, host)) if !user.is_empty() && !host.is_empty() => {
+                Ok(AddrPattern::Exact(lower))
+            }
+            _ => Err(format!(
+                "'{text}' is not user@host, @host or a regular expression"
+            )),
+        }
+    }
+
+    /// True if the address (`addr` = lowercased `user@host`, `host` lowercased) matches.
+    pub(crate) fn matches(&self, addr: &str, host: &str) -> bool {
+        match self {
+            AddrPattern::Exact(e) => e == addr,
+            AddrPattern::Host(h) => h == host,
+            AddrPattern::Regex(re) => re.is_match(addr),
+        }
+    }
+}
+
+/// `user@host` and `host`, lowercased, of an address with both parts; `None` for `<>` and
+/// the bare `postmaster` (qpsmtpd's plugins skip those).
+pub(crate) fn lower_parts(addr: &Address) -> Option<(String, String)> {
+    if addr.local().is_empty() || addr.domain().is_empty() {
+        return None;
+    }
+    Some((addr.as_str().to_lowercase(), addr.domain().to_lowercase()))
+}
+
+/// A regex error message on one line (the regex crate draws a caret diagram).
+pub(crate) fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits `text` at its first run of whitespace: (first word, rest or `None`).
+pub(crate) fn first_word(text: &str) -> (&str, Option<&str>) {
+    let text = text.trim();
+    match text.split_once(char::is_whitespace) {
+        Some((w, rest)) => {
+            let rest = rest.trim();
+            (w, (!rest.is_empty()).then_some(rest))
+        }
+        None => (text, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str, f: IpForms) -> Net {
+        parse_net(s, f).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn cidr_v4_and_v6() {
+        let n = net("192.0.2.0/24", IpForms::Cidr);
+        assert!(n.contains(ip("192.0.2.77")));
+        assert!(!n.contains(ip("192.0.3.1")));
+        assert!(!n.contains(ip("2001:db8::1")));
+        // Host bits in the network part are ignored.
+        assert!(net("192.0.2.9/24", IpForms::Cidr).contains(ip("192.0.2.200")));
+        let n = net("2001:db8::/32", IpForms::Cidr);
+        assert!(n.contains(ip("2001:db8:ffff::1")));
+        assert!(!n.contains(ip("2001:db9::1")));
+        assert!(net("0.0.0.0/0", IpForms::Cidr).contains(ip("203.0.113.5")));
+        assert!(!net("0.0.0.0/0", IpForms::Cidr).contains(ip("::1")));
+        assert!(net("::/0", IpForms::Cidr).contains(ip("::1")));
+        // A mapped address counts as IPv4.
+        assert!(net("192.0.2.0/24", IpForms::Cidr).contains(ip("::ffff:192.0.2.1")));
+        let exact = net("198.51.100.7", IpForms::Cidr);
+        assert!(exact.contains(ip("198.51.100.7")) && !exact.contains(ip("198.51.100.8")));
+    }
+
+    #[test]
+    fn bad_cidr() {
+        for bad in [
+            "192.0.2.0/33",
+            "2001:db8::/129",
+            "192.0.2/24",
+            "x/8",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+            "1.2.3.4/",
+        ] {
+            assert!(parse_net(bad, IpForms::Prefix).is_err(), "{bad}");
+        }
+        for bad in ["192.168.", "10.1", "2001:db8:"] {
+            assert!(parse_net(bad, IpForms::Cidr).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn v4_prefixes() {
+        let n = net("192.168.", IpForms::Prefix);
+        assert!(n.contains(ip("192.168.4.5")));
+        assert!(!n.contains(ip("192.169.4.5")));
+        assert!(net("10.", IpForms::Prefix).contains(ip("10.200.0.1")));
+        assert!(net("10.1.2.", IpForms::Prefix).contains(ip("10.1.2.3")));
+        // Without the dot only the Fragment form takes it, and it matches whole octets.
+        assert!(parse_net("10.1", IpForms::Prefix).is_err());
+        let f = net("10.1", IpForms::Fragment);
+        assert!(f.contains(ip("10.1.9.9")));
+        assert!(!f.contains(ip("10.10.9.9")));
+        for bad in ["256.", "1.2.3.4.", "a.", "1..", ".", "01234."] {
+            assert!(parse_net(bad, IpForms::Fragment).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn v6_prefixes() {
+        let n = net("2001:db8:e431:ae06:", IpForms::Prefix);
+        assert!(n.contains(ip("2001:db8:e431:ae06::25")));
+        assert!(!n.contains(ip("2001:db8:e431:ae07::25")));
+        // The last group without ':' counts hex digits of the expanded form.
+        let n = net("2001:0DB8", IpForms::Prefix);
+        assert!(n.contains(ip("2001:db8::1")));
+        assert!(!n.contains(ip("2001:db9::1")));
+        let n = net("2001:0db", IpForms::Prefix);
+        assert!(n.contains(ip("2001:db8::1")) && n.contains(ip("2001:dbf::1")));
+        assert!(!n.contains(ip("2001:dc0::1")));
+        for bad in ["2001:xyz:", "2001::db8:", "1:2:3:4:5:6:7:8:", "12345:"] {
+            assert!(parse_net(bad, IpForms::Prefix).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ip_list() {
+        let mut l = IpList::default();
+        l.add("192.0.2.1", IpForms::Prefix).unwrap();
+        l.add("10.", IpForms::Prefix).unwrap();
+        l.add("2001:db8::/64", IpForms::Prefix).unwrap();
+        assert!(l.contains(ip("192.0.2.1")));
+        assert!(!l.contains(ip("192.0.2.2")));
+        assert!(l.contains(ip("10.9.8.7")));
+        assert!(l.contains(ip("2001:db8::99")));
+        assert!(!l.contains(ip("2001:db8:1::99")));
+        assert!(l.add("nope", IpForms::Prefix).is_err());
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(Code::parse("DENY").unwrap(), Code::Deny);
+        assert_eq!(Code::parse("denysoft").unwrap(), Code::DenySoft);
+        assert_eq!(Code::parse("DENYHARD").unwrap(), Code::DenyDisconnect);
+        assert_eq!(
+            Code::parse("DENYSOFT_DISCONNECT").unwrap(),
+            Code::DenySoftDisconnect
+        );
+        assert!(Code::parse("DONE").unwrap_err().contains("DONE"));
+        assert!(Code::parse("901").is_err());
+        assert_eq!(Code::Ok.outcome(Some("x")), Outcome::Ok(None));
+        assert_eq!(Code::Declined.outcome(Some("x")), Outcome::Declined);
+        assert_eq!(
+            Code::Deny.outcome(Some("go")),
+            Outcome::Deny(Some("go".into()))
+        );
+        assert_eq!(Code::DenySoft.outcome(None), Outcome::DenySoft(None));
+        assert!(Code::DenyDisconnect.is_deny() && !Code::Ok.is_deny());
+    }
+
+    #[test]
+    fn addr_patterns() {
+        let p = AddrPattern::parse("Spammer@Example.COM", true).unwrap();
+        assert!(p.matches("spammer@example.com", "example.com"));
+        assert!(!p.matches("other@example.com", "example.com"));
+        let p = AddrPattern::parse("@Example.com", true).unwrap();
+        assert!(p.matches("x@example.com", "example.com"));
+        assert!(!p.matches("x@sub.example.com", "sub.example.com"));
+        let p = AddrPattern::parse(r"^return.*@.*\.pidplate\.biz$", true).unwrap();
+        assert!(p.matches("return-1@a.pidplate.biz", "a.pidplate.biz"));
+        assert!(!p.matches("x@a.pidplate.biz", "a.pidplate.biz"));
+        // Case-insensitive.
+        assert!(AddrPattern::parse("^BAD", true)
+            .unwrap()
+            .matches("bad@x.y", "x.y"));
+        assert!(AddrPattern::parse("nohost", true).is_err());
+        assert!(AddrPattern::parse("@", true).is_err());
+        assert!(AddrPattern::parse("user@", true).is_err());
+        let e = AddrPattern::parse("^(unclosed", true).unwrap_err();
+        assert!(
+            e.contains("bad regular expression") && !e.contains('\n'),
+            "{e}"
+        );
+        // Without the regex form, '+' is literal but '@' is still required.
+        let p = AddrPattern::parse("a+b@x.y", false).unwrap();
+        assert!(p.matches("a+b@x.y", "x.y"));
+    }
+
+    #[test]
+    fn words() {
+        assert_eq!(first_word("  a   b c "), ("a", Some("b c")));
+        assert_eq!(first_word("a"), ("a", None));
+        assert_eq!(first_word("a   "), ("a", None));
+    }
+}
