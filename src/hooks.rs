@@ -242,7 +242,10 @@ impl Chains {
             }
             // qpsmtpd runs `deny` after a DENY*, `ok` after anything else (not recursively).
             if !matches!(hook, Hook::Deny | Hook::Ok) {
-                let follow = if outcome.is_deny() {
+                // A DONE reply of 4xx/5xx (`loop`'s 554) is a refusal for the deny hook too.
+                let refused = outcome.is_deny()
+                    || matches!(&outcome, Outcome::Done(Some(r)) if r.code >= 400);
+                let follow = if refused {
                     Call::Deny(&loaded.name, hook, &outcome)
                 } else {
                     Call::Ok(&loaded.name, hook, &outcome)

@@ -119,24 +119,21 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    drop(chains);
-    if let Err(e) = std::fs::create_dir_all(&snapshot.settings.spool_dir) {
-        eprintln!(
-            "ringsmtpd: spool_dir {}: {e}",
-            snapshot.settings.spool_dir.display()
-        );
-        return ExitCode::from(1);
-    }
-    if args.stdio {
-        return stdio(snapshot, args.driver);
-    }
-    match serve(args, snapshot) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ringsmtpd: {e}");
-            ExitCode::from(1)
+    let code = if args.stdio {
+        stdio(snapshot, chains, args.driver)
+    } else {
+        drop(chains); // each worker builds its own
+        match serve(args, snapshot) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringsmtpd: {e}");
+                ExitCode::from(1)
+            }
         }
-    }
+    };
+    // Logging plugins write from background threads: let them finish the last lines.
+    ringsmtpd_plugins::logging::flush_all(std::time::Duration::from_secs(2));
+    code
 }
 
 fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
@@ -167,7 +164,7 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
     }
     let driver = args.driver.resolve();
     let control = Control::new(snapshot);
-    let handles = runtime::start(&control, driver, per_worker).map_err(|e| e.to_string())?;
+    let handles = runtime::start(&control, driver, per_worker)?;
     let addrs: Vec<String> = specs
         .iter()
         .map(|s| format!("{}{}", s.addr, if s.proxy { " (proxy)" } else { "" }))
@@ -227,7 +224,7 @@ fn signals(control: &Arc<Control>, dir: &std::path::Path) -> Result<(), String> 
 
 /// `--stdio`: one session on stdin/stdout, the peer told by tcpserver's environment
 /// (TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT), as qmail-smtpd runs.
-fn stdio(snapshot: Snapshot, driver: Driver) -> ExitCode {
+fn stdio(snapshot: Snapshot, chains: ringsmtpd::hooks::Chains, driver: Driver) -> ExitCode {
     let addr = |ip: &str, port: &str| -> SocketAddr {
         let ip = std::env::var(ip).ok().and_then(|v| v.parse().ok());
         let port = std::env::var(port)
@@ -239,13 +236,7 @@ fn stdio(snapshot: Snapshot, driver: Driver) -> ExitCode {
     let remote = addr("TCPREMOTEIP", "TCPREMOTEPORT");
     let local = addr("TCPLOCALIP", "TCPLOCALPORT");
     let run = runtime::run_on(driver, || async move {
-        let env = match runtime::make_env(&snapshot, Rc::new(runtime::Shutdown::default())) {
-            Ok(env) => Rc::new(env),
-            Err(e) => {
-                eprintln!("ringsmtpd: {e}");
-                return;
-            }
-        };
+        let env = Rc::new(runtime::env_with(&snapshot, chains, Rc::default()));
         let io = ringsmtpd::transport::Stdio {
             timeout: env.settings.timeout,
         };

@@ -74,6 +74,12 @@ impl Snapshot {
     pub fn load(dir: &Path) -> Result<(Snapshot, Chains), ConfigError> {
         let config = Arc::new(ConfigDir::new(dir));
         let settings = Settings::load(&*config)?;
+        // Created here, so a reload that moves it works too.
+        std::fs::create_dir_all(&settings.spool_dir).map_err(|e| ConfigError {
+            file: format!("{}/spool_dir", dir.display()),
+            line: 0,
+            reason: format!("{}: {e}", settings.spool_dir.display()),
+        })?;
         let mut plugins = plugin_lines(&*config, "logging")?;
         plugins.extend(plugin_lines(&*config, "plugins")?);
         let mut tls = None;
@@ -86,11 +92,23 @@ impl Snapshot {
         plugins.retain(|l| l.base_name() != "tls");
         if tls.is_none() {
             if let Some(spec) = settings.listen.iter().find(|s| s.tls) {
-                let reason = format!("listener {} is marked tls, but config/plugins has no tls line", spec.addr);
-                return Err(ConfigError { file: format!("{}/listen", dir.display()), line: 0, reason });
+                let reason = format!(
+                    "listener {} is marked tls, but config/plugins has no tls line",
+                    spec.addr
+                );
+                return Err(ConfigError {
+                    file: format!("{}/listen", dir.display()),
+                    line: 0,
+                    reason,
+                });
             }
         }
-        let snapshot = Snapshot { settings: Arc::new(settings), plugins, tls, config };
+        let snapshot = Snapshot {
+            settings: Arc::new(settings),
+            plugins,
+            tls,
+            config,
+        };
         let chains = snapshot.chains()?;
         Ok((snapshot, chains))
     }
@@ -98,7 +116,12 @@ impl Snapshot {
     /// The plugin chains for one worker.
     fn chains(&self) -> Result<Chains, ConfigError> {
         let timeout = self.settings.plugin_timeout;
-        Chains::build(&self.plugins, &*self.config, ringsmtpd_plugins::find, timeout)
+        Chains::build(
+            &self.plugins,
+            &*self.config,
+            ringsmtpd_plugins::find,
+            timeout,
+        )
     }
 }
 
@@ -243,8 +266,10 @@ pub fn start(
     control: &Arc<Control>,
     driver: Driver,
     listeners: Vec<Vec<(std::net::TcpListener, ListenSpec)>>,
-) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let mut handles = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let workers = listeners.len();
     for (id, socks) in listeners.into_iter().enumerate() {
         let (tx, rx) = futures_channel::oneshot::channel();
         control
@@ -252,18 +277,47 @@ pub fn start(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(tx);
-        let control = control.clone();
-        let handle = std::thread::Builder::new()
+        let worker_control = control.clone();
+        let ready = ready_tx.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("ringsmtpd-w{id}"))
             .spawn(move || {
-                let run = run_on(driver, || worker(id as u16, control, socks, rx));
+                let started = ready.clone();
+                let run = run_on(driver, || {
+                    worker(id as u16, worker_control, socks, rx, started)
+                });
                 if let Err(e) = run {
-                    crate::log!(Level::Crit, 0, "core", "worker {id} could not start: {e}");
+                    let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
                 }
-            })?;
-        handles.push(handle);
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                control.shutdown();
+                return Err(format!("cannot start worker {id}: {e}"));
+            }
+        }
+    }
+    drop(ready_tx);
+    // Every worker must be serving before the server says it listens: a worker that failed
+    // would leave its share of the SO_REUSEPORT sockets unanswered.
+    for _ in 0..workers {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(stop_all(control, handles, e)),
+            Err(_) => return Err(stop_all(control, handles, "a worker did not start".into())),
+        }
     }
     Ok(handles)
+}
+
+/// Stops the workers that did start and returns `why`.
+fn stop_all(control: &Control, handles: Vec<std::thread::JoinHandle<()>>, why: String) -> String {
+    control.shutdown();
+    for h in handles {
+        let _ = h.join();
+    }
+    why
 }
 
 /// The per-worker environment, rebuilt when the config generation changes.
@@ -308,20 +362,24 @@ impl WorkerEnv {
 
 /// A worker's environment from a snapshot: its own plugin instances, its services.
 pub fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigError> {
-    let chains = snap.chains()?;
+    Ok(env_with(snap, snap.chains()?, shutdown))
+}
+
+/// The environment around chains already built (`--stdio` reuses the ones `load` checked).
+pub fn env_with(snap: &Snapshot, chains: Chains, shutdown: Rc<Shutdown>) -> Env {
     let svc = Rc::new(WorkerServices::new(snap.settings.me.clone()));
     svc.set_loggers(chains.loggers());
     // One DNS client per worker (per reload: a new config gets a fresh client and cache).
     svc.set_resolver(crate::dns::Resolver::new(
         crate::dns::ResolverConfig::from_settings(&snap.settings),
     ));
-    Ok(Env {
+    Env {
         settings: snap.settings.clone(),
         tls: snap.tls.clone(),
         chains,
         svc,
         shutdown,
-    })
+    }
 }
 
 async fn worker(
@@ -329,6 +387,7 @@ async fn worker(
     control: Arc<Control>,
     socks: Vec<(std::net::TcpListener, ListenSpec)>,
     stop: futures_channel::oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shutdown = Rc::new(Shutdown::default());
     let snap = control.snapshot();
@@ -336,7 +395,7 @@ async fn worker(
     let env = match make_env(&snap, shutdown.clone()) {
         Ok(env) => Rc::new(env),
         Err(e) => {
-            crate::log!(Level::Crit, 0, "core", "worker {id}: {e}");
+            let _ = ready.send(Err(format!("worker {id}: {e}")));
             return;
         }
     };
@@ -359,18 +418,13 @@ async fn worker(
         let listener = match monoio::net::TcpListener::from_std(sock) {
             Ok(l) => l,
             Err(e) => {
-                crate::log!(
-                    Level::Crit,
-                    0,
-                    "core",
-                    "worker {id}: listener {}: {e}",
-                    spec.addr
-                );
-                continue;
+                let _ = ready.send(Err(format!("worker {id}: listener {}: {e}", spec.addr)));
+                return;
             }
         };
         monoio::spawn(accept_loop(w.clone(), listener, spec));
     }
+    let _ = ready.send(Ok(()));
     shutdown.wait().await;
     // Drain: sessions answer 421 at their next command; those inside DATA may finish.
     let deadline = Instant::now() + w.current.borrow().1.settings.shutdown_timeout;
@@ -466,7 +520,13 @@ async fn serve(
     let (io, early) = if spec.tls {
         // Implicit TLS (RFC 8314): the handshake comes before the banner.
         let Some(setup) = env.tls.clone() else {
-            crate::log!(Level::Error, id, "core", "{} is a tls listener, but TLS is not configured", spec.addr);
+            crate::log!(
+                Level::Error,
+                id,
+                "core",
+                "{} is a tls listener, but TLS is not configured",
+                spec.addr
+            );
             return;
         };
         let handshake = TlsStream::accept(stream, setup.config, early);
@@ -476,11 +536,21 @@ async fn serve(
                 (Conn::Tls(Box::new(tls)), Vec::new())
             }
             Ok(Err(e)) => {
-                crate::log!(Level::Info, id, "core", "TLS handshake with {remote} failed: {e}");
+                crate::log!(
+                    Level::Info,
+                    id,
+                    "core",
+                    "TLS handshake with {remote} failed: {e}"
+                );
                 return;
             }
             Err(_) => {
-                crate::log!(Level::Info, id, "core", "TLS handshake with {remote} timed out");
+                crate::log!(
+                    Level::Info,
+                    id,
+                    "core",
+                    "TLS handshake with {remote} timed out"
+                );
                 return;
             }
         }

@@ -65,8 +65,17 @@ impl Services for WorkerServices {
         };
         // In order until one says OK (qpsmtpd's chain rule); each filters by its own level.
         for logger in loggers.iter() {
-            if matches!(logger.logging(&record), Outcome::Ok(_)) {
-                break;
+            // A panicking logger must not take the worker down, nor leave `in_logger` set.
+            let call = std::panic::AssertUnwindSafe(|| logger.logging(&record));
+            match std::panic::catch_unwind(call) {
+                Ok(Outcome::Ok(_)) => break,
+                Ok(_) => {}
+                Err(_) => crate::log::write(
+                    Level::Crit,
+                    conn,
+                    source,
+                    format_args!("a logging plugin panicked on: {msg}"),
+                ),
             }
         }
         self.in_logger.set(false);

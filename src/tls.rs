@@ -64,16 +64,23 @@ impl TlsSetup {
         }
         let mut chain = read_certs(&cert).map_err(|e| origin.error(format!("tls: {e}")))?;
         match ca {
-            Some(ca) => chain.extend(read_certs(&ca).map_err(|e| origin.error(format!("tls: {e}")))?),
+            Some(ca) => {
+                chain.extend(read_certs(&ca).map_err(|e| origin.error(format!("tls: {e}")))?)
+            }
             None => {
                 let default_ca = Path::new("ssl/qpsmtpd-ca.crt");
                 if default_ca.exists() && cert == Path::new("ssl/qpsmtpd-server.crt") {
-                    chain.extend(read_certs(default_ca).map_err(|e| origin.error(format!("tls: {e}")))?);
+                    chain.extend(
+                        read_certs(default_ca).map_err(|e| origin.error(format!("tls: {e}")))?,
+                    );
                 }
             }
         }
         let default = certified_key(chain, &key).map_err(|e| origin.error(format!("tls: {e}")))?;
-        let mut resolver = SniResolver { default: Arc::new(default), by_name: Vec::new() };
+        let mut resolver = SniResolver {
+            default: Arc::new(default),
+            by_name: Vec::new(),
+        };
         for l in cfg.lines("tls_sni")?.unwrap_or_default() {
             let parts: Vec<&str> = l.text.split_whitespace().collect();
             let [name, cert, key] = parts[..] else {
@@ -81,7 +88,9 @@ impl TlsSetup {
             };
             let chain = read_certs(Path::new(cert)).map_err(|e| l.error(e))?;
             let ck = certified_key(chain, Path::new(key)).map_err(|e| l.error(e))?;
-            resolver.by_name.push((name.to_ascii_lowercase(), Arc::new(ck)));
+            resolver
+                .by_name
+                .push((name.to_ascii_lowercase(), Arc::new(ck)));
         }
         let versions = protocols(cfg.first("tls_protocols")?)?;
         let suites = ciphers(cfg.first("tls_ciphers")?)?;
@@ -91,10 +100,16 @@ impl TlsSetup {
         };
         let config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&versions)
-            .map_err(|e| origin.error(format!("tls: {e} (check tls_ciphers against tls_protocols)")))?
+            .map_err(|e| {
+                origin.error(format!(
+                    "tls: {e} (check tls_ciphers against tls_protocols)"
+                ))
+            })?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
-        Ok(TlsSetup { config: Arc::new(config) })
+        Ok(TlsSetup {
+            config: Arc::new(config),
+        })
     }
 }
 
@@ -118,13 +133,16 @@ fn certified_key(chain: Vec<CertificateDer<'static>>, key: &Path) -> Result<Cert
         .load_private_key(der)
         .map_err(|e| format!("{}: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| format!("{}: key does not match the certificate: {e}", key.display()))?;
+    ck.keys_match()
+        .map_err(|e| format!("{}: key does not match the certificate: {e}", key.display()))?;
     Ok(ck)
 }
 
 /// `tls_protocols`: TLS 1.2 and 1.3 are all rustls speaks; older names are accepted (so a
 /// qpsmtpd file loads) and ignored, since those protocols are never offered.
-fn protocols(line: Option<ConfigLine>) -> Result<Vec<&'static SupportedProtocolVersion>, ConfigError> {
+fn protocols(
+    line: Option<ConfigLine>,
+) -> Result<Vec<&'static SupportedProtocolVersion>, ConfigError> {
     let Some(line) = line else {
         return Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12]);
     };
@@ -220,11 +238,17 @@ impl ResolvesServerCert for SniResolver {
             return Some(self.default.clone());
         };
         let name = name.to_ascii_lowercase();
-        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+        let wildcard = name
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
         self.by_name
             .iter()
             .find(|(n, _)| *n == name)
-            .or_else(|| self.by_name.iter().find(|(n, _)| Some(n) == wildcard.as_ref()))
+            .or_else(|| {
+                self.by_name
+                    .iter()
+                    .find(|(n, _)| Some(n) == wildcard.as_ref())
+            })
             .map(|(_, ck)| ck.clone())
             .or_else(|| Some(self.default.clone()))
     }
@@ -252,7 +276,13 @@ impl TlsStream {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
         let mut raw_in = prefix;
         raw_in.reserve(RAW_READ);
-        let mut s = TlsStream { tcp, tls, raw_in, raw_pos: 0, raw_out: Vec::new() };
+        let mut s = TlsStream {
+            tcp,
+            tls,
+            raw_in,
+            raw_pos: 0,
+            raw_out: Vec::new(),
+        };
         s.feed()?;
         while s.tls.is_handshaking() {
             s.send_pending().await?;
@@ -391,7 +421,8 @@ pub fn generate(dir: &Path, host: &str, days: u32) -> Result<Vec<PathBuf>, Strin
     let err = |e: rcgen::Error| e.to_string();
 
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name.push(DnType::CommonName, format!("{host} ringsmtpd CA"));
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{host} ringsmtpd CA"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now.into();
@@ -404,7 +435,9 @@ pub fn generate(dir: &Path, host: &str, days: u32) -> Result<Vec<PathBuf>, Strin
     server.not_before = now.into();
     server.not_after = not_after.into();
     let server_key = KeyPair::generate().map_err(err)?;
-    let server_cert = server.signed_by(&server_key, &ca_cert, &ca_key).map_err(err)?;
+    let server_cert = server
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .map_err(err)?;
 
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let files = [
@@ -424,7 +457,8 @@ pub fn generate(dir: &Path, host: &str, days: u32) -> Result<Vec<PathBuf>, Strin
             .mode(mode)
             .open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(pem.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(pem.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
     }
     Ok(written)
@@ -439,13 +473,22 @@ mod tests {
     use super::*;
 
     fn line(name: &str, text: &str) -> Option<ConfigLine> {
-        Some(ConfigLine { text: text.into(), file: name.into(), line: 1 })
+        Some(ConfigLine {
+            text: text.into(),
+            file: name.into(),
+            line: 1,
+        })
     }
 
     #[test]
     fn protocol_strings() {
         assert_eq!(protocols(None).unwrap().len(), 2);
-        assert_eq!(protocols(line("tls_protocols", "SSLv23:!SSLv2:!SSLv3")).unwrap().len(), 2);
+        assert_eq!(
+            protocols(line("tls_protocols", "SSLv23:!SSLv2:!SSLv3"))
+                .unwrap()
+                .len(),
+            2
+        );
         let only13 = protocols(line("tls_protocols", "TLSv1.3")).unwrap();
         assert_eq!(only13.len(), 1);
         assert_eq!(only13[0].version, rustls::ProtocolVersion::TLSv1_3);
@@ -458,11 +501,24 @@ mod tests {
     fn cipher_names() {
         let all = ciphers(None).unwrap().len();
         assert_eq!(ciphers(line("tls_ciphers", "HIGH")).unwrap().len(), all);
-        let c = ciphers(line("tls_ciphers", "TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384")).unwrap();
+        let c = ciphers(line(
+            "tls_ciphers",
+            "TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+        ))
+        .unwrap();
         let names: Vec<String> = c.iter().map(|s| format!("{:?}", s.suite())).collect();
-        assert_eq!(names, ["TLS13_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"]);
+        assert_eq!(
+            names,
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+            ]
+        );
         let c = ciphers(line("tls_ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305")).unwrap();
-        assert_eq!(format!("{:?}", c[0].suite()), "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256");
+        assert_eq!(
+            format!("{:?}", c[0].suite()),
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+        );
         assert!(ciphers(line("tls_ciphers", "RC4-MD5")).is_err());
     }
 
@@ -471,16 +527,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ringsmtpd-tls-{}", std::process::id()));
         let files = generate(&dir, "mx.example.test", 30).unwrap();
         assert_eq!(files.len(), 4);
-        let origin = ConfigLine { text: "tls".into(), file: "plugins".into(), line: 3 };
+        let origin = ConfigLine {
+            text: "tls".into(),
+            file: "plugins".into(),
+            line: 3,
+        };
         let cert = dir.join("qpsmtpd-server.crt").display().to_string();
         let key = dir.join("qpsmtpd-server.key").display().to_string();
         let ca = dir.join("qpsmtpd-ca.crt").display().to_string();
-        let pl = PluginLine { name: "tls".into(), args: vec![cert, key, ca], origin: origin.clone() };
+        let pl = PluginLine {
+            name: "tls".into(),
+            args: vec![cert, key, ca],
+            origin: origin.clone(),
+        };
         let cfg = ringsmtpd_plugin_api::testing::MemConfig::default();
         assert!(TlsSetup::load(&pl, &cfg).is_ok());
         // A key that does not belong to the certificate is refused with the plugins line.
         let other = dir.join("qpsmtpd-ca.key").display().to_string();
-        let bad = PluginLine { args: vec![pl.args[0].clone(), other], ..pl.clone() };
+        let bad = PluginLine {
+            args: vec![pl.args[0].clone(), other],
+            ..pl.clone()
+        };
         let e = TlsSetup::load(&bad, &cfg).unwrap_err();
         assert!(e.to_string().starts_with("plugins:3: tls: "), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -255,23 +255,36 @@ impl State {
         self.summary(&txn, &reply, plugin.as_deref(), started);
         reply.write(out);
         self.txn = Some(txn);
-        self.end_transaction().await;
         if reply.code == 250 && self.env.chains.has(Hook::QueuePost) {
-            if let Some(mut txn) = self.spare.take() {
-                // queue_post runs after the reply; its outcome is only logged.
-                self.env
-                    .clone()
-                    .chains
-                    .run(&mut self.cx, Some(&mut txn), Call::QueuePost)
-                    .await;
-                self.spare = Some(txn);
-            }
-        }
-        if reply.disconnect {
-            Flow::Close(End::Disconnected("refused after DATA"))
+            // The session sends the 250 first, then runs queue_post (see `queue_post`).
+            self.queue_post_pending = true;
         } else {
-            Flow::Next
+            self.end_transaction().await;
         }
+        super::closing(reply.disconnect, "refused after DATA")
+    }
+
+    /// queue_post, after the 250 went out: it sees the transaction as queued, and its outcome
+    /// is only logged (qpsmtpd). Then the transaction ends.
+    pub(super) async fn queue_post(&mut self) {
+        if !std::mem::take(&mut self.queue_post_pending) {
+            return;
+        }
+        if let Some(mut txn) = self.txn.take() {
+            let env = self.env.clone();
+            let decision = env
+                .chains
+                .run(&mut self.cx, Some(&mut txn), Call::QueuePost)
+                .await;
+            if !matches!(decision.outcome, Outcome::Declined | Outcome::Ok(_)) {
+                let source = decision.plugin.as_deref().unwrap_or("core");
+                let what = decision.outcome.msg().unwrap_or(decision.outcome.name());
+                self.cx
+                    .log(Level::Error, source, format_args!("queue_post: {what}"));
+            }
+            self.txn = Some(txn);
+        }
+        self.end_transaction().await;
     }
 
     /// data_post_headers, the core headers, data_post, queue_pre and queue.
@@ -288,12 +301,7 @@ impl State {
             .await;
         match respond::for_outcome(Hook::DataPost, decision.outcome) {
             Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => {
-                return (
-                    Resolved::new(250, "2.0.0", "Message accepted by a plugin"),
-                    decision.plugin,
-                )
-            }
+            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
             Ok(None) => {}
         }
         let decision = chains
@@ -301,18 +309,13 @@ impl State {
             .await;
         match respond::for_outcome(Hook::Queue, decision.outcome) {
             Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => {
-                return (
-                    Resolved::new(250, "2.0.0", "Message accepted by a plugin"),
-                    decision.plugin,
-                )
-            }
+            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
             Ok(None) => {}
         }
         let decision = chains.run(&mut self.cx, Some(&mut *txn), Call::Queue).await;
         let reply = match respond::for_outcome(Hook::Queue, decision.outcome.clone()) {
             Ok(Some(r)) => r,
-            Err(()) => Resolved::new(250, "2.0.0", "Queued"),
+            Err(()) => self.unanswered(&decision.plugin),
             Ok(None) if decision.outcome == Outcome::Declined => Resolved::new(
                 451,
                 "4.3.0",
@@ -329,6 +332,15 @@ impl State {
             }
         };
         (reply, decision.plugin)
+    }
+
+    /// `DONE` without a reply after DATA: a plugin ended the transaction but said nothing.
+    /// The client must get an answer, and 250 would claim a delivery nobody made: 451.
+    fn unanswered(&self, plugin: &Option<std::rc::Rc<str>>) -> Resolved {
+        let source = plugin.as_deref().unwrap_or("core");
+        let msg = format_args!("DONE without a reply after DATA; answering 451");
+        self.cx.log(Level::Error, source, msg);
+        Resolved::new(451, "4.3.0", "Message not queued, try again later")
     }
 
     /// One line per transaction: who, envelope, size, outcome, time.
@@ -455,11 +467,7 @@ impl<T: Transport> Session<T> {
         };
         self.st.txn = Some(txn);
         match result {
-            Ok(()) => {
-                self.st
-                    .finish_message(&mut self.wbuf, sink.refusal, started)
-                    .await
-            }
+            Ok(()) => self.finish(sink.refusal, started).await,
             Err(flow) => {
                 self.st.end_transaction().await; // nothing of a broken DATA is delivered
                 flow
@@ -473,6 +481,7 @@ impl<T: Transport> Session<T> {
         let timeout = self.st.env.settings.data_timeout;
         let mut remaining = size;
         let mut txn = if accept { self.st.txn.take() } else { None };
+        let mut closing = None;
         loop {
             let avail = ((self.rbuf.len() - self.rpos) as u64).min(remaining) as usize;
             let chunk = &self.rbuf[self.rpos..self.rpos + avail];
@@ -488,8 +497,18 @@ impl<T: Transport> Session<T> {
                 }
                 let (emitted, header_end) = (scanner.emitted(), scanner.header_end());
                 let mut sink = std::mem::take(&mut self.st.bdat.sink);
+                let first_headers = !sink.headers_seen && header_end.is_some();
                 sink.settle(&self.st, txn, emitted, header_end).await;
+                let refused = sink.refusal.is_some();
                 self.st.bdat.sink = sink;
+                if first_headers && !refused {
+                    closing = self.st.headers_end(&mut self.wbuf, txn).await;
+                }
+            }
+            if let Some(flow) = closing {
+                self.st.txn = txn;
+                self.st.end_transaction().await; // nothing of a refused message is delivered
+                return flow;
             }
             self.rpos += avail;
             remaining -= avail as u64;
@@ -525,9 +544,20 @@ impl<T: Transport> Session<T> {
             sink.settle(&self.st, &mut txn, emitted, header_end).await;
         }
         self.st.txn = Some(txn);
-        self.st
-            .finish_message(&mut self.wbuf, sink.refusal, started)
-            .await
+        self.finish(sink.refusal, started).await
+    }
+
+    /// The end of a message; queue_post runs once the final reply is sent.
+    async fn finish(&mut self, refusal: Option<Refusal>, started: Instant) -> Flow {
+        let flow = self
+            .st
+            .finish_message(&mut self.wbuf, refusal, started)
+            .await;
+        if self.st.queue_post_pending {
+            let _ = self.flush().await; // a failed write shows at the next read
+            self.st.queue_post().await;
+        }
+        flow
     }
 }
 

@@ -57,12 +57,15 @@ impl State {
         match respond::for_outcome(Call::Mail.hook(), decision.outcome.clone()) {
             Ok(Some(r)) => {
                 self.log_refused("MAIL", &r, decision.plugin.as_deref());
-                respond::line(
-                    out,
-                    r.code,
-                    &r.enhanced,
-                    format_args!("{}, {}", txn.sender, r.text),
-                );
+                let default_text = decision.outcome.msg().is_none()
+                    && !matches!(decision.outcome, Outcome::Done(_));
+                if default_text {
+                    // qpsmtpd's default texts name the sender: "<a@b>, sender denied".
+                    let text = format_args!("{}, {}", txn.sender, r.text);
+                    respond::line(out, r.code, &r.enhanced, text);
+                } else {
+                    r.write(out);
+                }
                 self.spare = Some(txn);
                 super::closing(r.disconnect, "refused at MAIL")
             }

@@ -1,6 +1,6 @@
 //! RSET, NOOP, VRFY, HELP, QUIT and verbs the core does not know.
 
-use ringsmtpd_plugin_api::Level;
+use ringsmtpd_plugin_api::{Level, Outcome};
 
 use super::respond::{self, Resolved};
 use super::{End, Flow, State};
@@ -48,8 +48,13 @@ impl State {
 
     pub(super) async fn quit(&mut self, out: &mut Vec<u8>) -> Flow {
         let outcome = self.run(Call::Quit).await;
-        if let Err(()) = respond::for_outcome(Call::Quit.hook(), outcome) {
-            return Flow::Close(End::Quit); // DONE: no reply, but the connection still closes
+        if let Outcome::Done(reply) = outcome {
+            // DONE: the plugin's reply (or none); the connection closes all the same.
+            self.quit_done = true;
+            if let Some(r) = reply {
+                Resolved::from_reply(r).write(out);
+            }
+            return Flow::Close(End::Quit);
         }
         let me = self.env.svc.me();
         let text = format!("{me} closing connection. Have a wonderful day.");
@@ -58,30 +63,31 @@ impl State {
     }
 
     pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
-        self.unrecognized += 1;
-        if self.unrecognized > self.env.settings.max_unrecognized {
-            respond::write(
-                out,
-                421,
-                "4.7.0",
-                "Too many unrecognized commands, closing connection",
-            );
-            return Flow::Close(End::TooManyErrors);
-        }
         let outcome = self.run(Call::Unrecognized(verb, args)).await;
-        match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
-            Ok(Some(r)) if r.disconnect => self.reply_flow(out, r, "unrecognized command"),
-            Ok(Some(r)) => self.error_flow(out, r),
-            Err(()) => Flow::Next,
+        let reply = match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
+            Err(()) => return Flow::Next, // a plugin implements the verb and answered
+            Ok(Some(r)) if r.code < 400 => {
+                r.write(out); // a plugin implements the verb: not an error
+                return Flow::Next;
+            }
+            Ok(Some(r)) if r.disconnect => return self.reply_flow(out, r, "unrecognized command"),
+            Ok(Some(r)) => r,
             Ok(None) => {
                 self.cx.log(
                     Level::Info,
                     "core",
                     format_args!("unrecognized command '{verb}'"),
                 );
-                self.error_flow(out, Resolved::new(500, "5.5.1", "Unrecognized command"))
+                Resolved::new(500, "5.5.1", "Unrecognized command")
             }
+        };
+        self.unrecognized += 1;
+        if self.unrecognized > self.env.settings.max_unrecognized {
+            let text = "Too many unrecognized commands, closing connection";
+            respond::write(out, 421, "4.7.0", text);
+            return Flow::Close(End::TooManyErrors);
         }
+        self.error_flow(out, reply)
     }
 
     /// A verb whose only answers are the hook's deny reply or a fixed positive reply.

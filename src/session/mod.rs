@@ -17,7 +17,7 @@ pub mod respond;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringsmtpd_plugin_api::{Connection, Cx, Hook, Level, Outcome, Services, Transaction};
 
@@ -106,6 +106,10 @@ pub struct State {
     buffered: Rc<std::cell::Cell<bool>>,
     /// STARTTLS is offered: TLS is configured, the transport can do it, it is not done yet.
     tls_offer: bool,
+    /// A message got 250 and queue_post is still to run (after the reply is sent).
+    queue_post_pending: bool,
+    /// QUIT was answered `DONE`: qpsmtpd then skips the disconnect hook.
+    quit_done: bool,
 }
 
 pub struct Session<T: Transport> {
@@ -152,6 +156,8 @@ impl<T: Transport> Session<T> {
                 scratch: String::new(),
                 buffered,
                 tls_offer: false,
+                queue_post_pending: false,
+                quit_done: false,
             },
         }
     }
@@ -165,34 +171,25 @@ impl<T: Transport> Session<T> {
 
     /// Runs the whole conversation and the end-of-session hooks; returns why it ended.
     pub async fn run(mut self) -> End {
-        let started = Instant::now();
-        let conn_id = self.st.cx.conn.id;
-        crate::log!(
+        let conn = &self.st.cx.conn;
+        let (remote, local) = (conn.remote, conn.local);
+        self.st.cx.log(
             Level::Info,
-            conn_id,
             "core",
-            "connect from {} to {}",
-            self.st.cx.conn.remote,
-            self.st.cx.conn.local
+            format_args!("connect from {remote} to {local}"),
         );
         let end = self.converse().await;
         // Whatever was said is sent before the connection goes.
         let _ = self.flush().await;
         self.st.end_transaction().await;
-        if !matches!(end, End::Quit) || !self.st.env.chains.has(Hook::Quit) {
-            self.st.run(Call::Disconnect).await;
+        if !self.st.quit_done {
+            self.st.run(Call::Disconnect).await; // qpsmtpd skips it after QUIT answered DONE
         }
         self.st.run(Call::PostConnection).await;
-        crate::log!(
-            Level::Info,
-            conn_id,
-            "core",
-            "close {}: {:?} after {} ms, {} transactions",
-            self.st.cx.conn.remote,
-            end,
-            started.elapsed().as_millis(),
-            self.st.cx.conn.transactions
-        );
+        let conn = &self.st.cx.conn;
+        let (ms, n) = (conn.started.elapsed().as_millis(), conn.transactions);
+        let msg = format_args!("close {remote}: {end:?} after {ms} ms, {n} transactions");
+        self.st.cx.log(Level::Info, "core", msg);
         end
     }
 
@@ -381,11 +378,14 @@ impl State {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     r.write(out);
-                    if r.disconnect || hook.hook() == Hook::Connect {
+                    // A plugin's DONE with a 2xx reply replaces the banner; anything else
+                    // at connect is a refusal and ends the session.
+                    if r.disconnect || r.code >= 400 {
                         return Some(End::Disconnected("refused at connect"));
                     }
+                    return None;
                 }
-                Err(()) => return None, // DONE: a plugin answered; no banner
+                Err(()) => return None, // DONE without a reply: no banner
             }
         }
         respond::write(out, 220, "", &self.env.settings.smtpgreeting);
@@ -505,7 +505,11 @@ impl State {
     /// After the handshake: RFC 3207 §4.2, the server discards what it learned from the client
     /// (its HELO, an AUTH, an open transaction) and keeps what it knows of the peer address.
     async fn tls_started(&mut self, info: ringsmtpd_plugin_api::TlsInfo) {
-        self.cx.log(Level::Info, "core", format_args!("TLS started: {} {}", info.protocol, info.cipher));
+        self.cx.log(
+            Level::Info,
+            "core",
+            format_args!("TLS started: {} {}", info.protocol, info.cipher),
+        );
         self.end_transaction().await;
         let conn = &mut self.cx.conn;
         conn.tls = Some(info);

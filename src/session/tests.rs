@@ -112,6 +112,9 @@ impl Plugin for Answer {
     fn data_post<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction) -> Step<'a> {
         Step::Ready(self.1.clone())
     }
+    fn quit<'a>(&'a self, _: &'a mut Cx) -> Step<'a> {
+        Step::Ready(self.1.clone())
+    }
 }
 
 struct Harness {
@@ -120,6 +123,8 @@ struct Harness {
     captured: Rc<RefCell<Vec<Captured>>>,
     hang: bool,
     shutdown_before: bool,
+    /// Where the transport writes (a test may watch it during the session).
+    output: Option<Rc<RefCell<Vec<u8>>>>,
 }
 
 /// The outcome of a scripted session.
@@ -166,6 +171,7 @@ impl Harness {
             captured,
             hang: false,
             shutdown_before: false,
+            output: None,
         }
     }
 
@@ -206,7 +212,7 @@ impl Harness {
     fn run(self, chunks: &[&[u8]]) -> Run {
         let files: Vec<(&str, &str)> = self.files.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let settings = Settings::load(&MemConfig::new(&files)).expect("test settings");
-        let out = Rc::new(RefCell::new(Vec::new()));
+        let out = self.output.clone().unwrap_or_default();
         let writes = Rc::new(RefCell::new(0));
         let marks = Rc::new(RefCell::new(Vec::with_capacity(chunks.len() + 8)));
         out.borrow_mut().reserve(1 << 20);
@@ -714,8 +720,8 @@ fn a_session_future_stays_small() {
     let svc = Rc::new(WorkerServices::new(settings.me.clone()));
     let shutdown = Rc::new(Shutdown::default());
     let env = Rc::new(Env {
-                settings: Arc::new(settings),
-                tls: None,
+        settings: Arc::new(settings),
+        tls: None,
         chains,
         svc,
         shutdown,
@@ -776,4 +782,72 @@ fn pre_hooks_rewrite_or_refuse_the_path() {
     assert_eq!(r.captured[0].sender, "a@example.org");
     assert_eq!(r.captured[0].mail_params.size, Some(10));
     assert_eq!(r.captured[0].rcpts.len(), 1);
+}
+
+#[test]
+fn done_outcomes() {
+    use ringsmtpd_plugin_api::Reply;
+    // DONE without a reply after DATA never becomes a 250: nothing was queued.
+    let h = Harness::new().plugin(
+        "answer",
+        Box::new(Answer(Hook::DataPost, Outcome::Done(None))),
+    );
+    let r = h.run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b"x\r\n.\r\n"]);
+    assert_eq!(r.replies.last().unwrap().0, 451);
+    assert!(r.captured.is_empty());
+    // DONE with a 2xx reply at connect replaces the banner; the session goes on.
+    let banner = Outcome::Done(Some(Reply::new(220, "2.0.0", "custom banner")));
+    let r = Harness::new()
+        .plugin("answer", Box::new(Answer(Hook::Connect, banner)))
+        .run(&[EHLO]);
+    assert_eq!(r.codes(), vec![220, 250]);
+    assert_eq!(r.reply(0).2, "custom banner");
+    // DONE with a reply at QUIT: that reply, then the connection closes.
+    let bye = Outcome::Done(Some(Reply::new(221, "2.0.0", "see you")));
+    let r = Harness::new()
+        .plugin("answer", Box::new(Answer(Hook::Quit, bye)))
+        .run(&[b"QUIT\r\n", EHLO]);
+    assert_eq!(r.codes(), vec![220, 221]);
+    assert_eq!(r.reply(1).2, "see you");
+    assert_eq!(r.end, End::Quit);
+}
+
+/// Records, at queue_post, the sender and how many replies the client had been sent.
+struct QueuePost(Rc<RefCell<Vec<(String, usize)>>>, Rc<RefCell<Vec<u8>>>);
+
+impl Plugin for QueuePost {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::QueuePost])
+    }
+    fn queue_post<'a>(&'a self, _: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        let sent = self.1.borrow().windows(2).filter(|w| w == b"\r\n").count();
+        self.0
+            .borrow_mut()
+            .push((txn.sender.as_str().to_string(), sent));
+        Step::Ready(Outcome::Declined)
+    }
+}
+
+#[test]
+fn queue_post_runs_after_the_250_with_the_transaction_intact() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let h = Harness::new().plugin("post", Box::new(QueuePost(seen.clone(), out.clone())));
+    let h = Harness {
+        output: Some(out),
+        ..h
+    };
+    let r = h.run(&[EHLO, MAIL, RCPT, b"DATA\r\n", b"x\r\n.\r\nQUIT\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 250, 250, 354, 250, 221]);
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "a@example.org");
+    // Every line up to and including the 250 for the message was already written.
+    let lines_before_250 = r
+        .raw
+        .split("\r\n")
+        .position(|l| l.starts_with("250 2.0.0 Captured"))
+        .unwrap()
+        + 1;
+    assert_eq!(seen[0].1, lines_before_250);
 }

@@ -280,8 +280,8 @@ pub enum RejectType {
 pub struct CommonArgs {
     pub reject: Reject,
     pub reject_type: RejectType,
-    /// Added to the level of the plugin's log lines (`loglevel -1` makes it quieter... in
-    /// qpsmtpd's sense: lower number = more important; `+N`/`-N` adjust, a bare N sets).
+    /// The plugin's `loglevel` argument: `+N`/`-N` shift the level of its lines (a lower
+    /// number is more important, so `-1` makes it louder), a bare `N` drops its lines above N.
     pub loglevel: LogAdjust,
 }
 
