@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::dns::DnsLookup;
+use ringsmtpd_plugin_api::net::{ConnectFuture, Endpoint};
 use ringsmtpd_plugin_api::{Level, LogRecord, Outcome, Plugin, Services};
 
 pub struct WorkerServices {
@@ -89,6 +90,10 @@ impl Services for WorkerServices {
     fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
         // The runtime has a thread pool attached (runtime.rs); the job reports back itself.
         drop(monoio::spawn_blocking(job));
+    }
+
+    fn connect(&self, to: &Endpoint, timeout: Duration) -> ConnectFuture {
+        crate::net::connect(to, timeout)
     }
 
     fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {

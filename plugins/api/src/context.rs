@@ -92,6 +92,13 @@ pub trait Services {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+    /// Opens a connection to `to` on the worker's runtime, within `timeout` (see [`crate::net`]).
+    fn connect(&self, to: &crate::net::Endpoint, timeout: Duration) -> crate::net::ConnectFuture {
+        let _ = (to, timeout);
+        Box::pin(std::future::ready(Err(
+            std::io::ErrorKind::Unsupported.into()
+        )))
+    }
     /// Sends a DNS question now; await the handle when the answer is needed (see [`crate::dns`]).
     fn dns_query(&self, name: &str, qtype: crate::dns::QType) -> crate::dns::DnsLookup {
         let _ = (name, qtype);

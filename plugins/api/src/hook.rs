@@ -31,11 +31,12 @@ pub enum Hook {
     Ok,
     ReceivedLine,
     Logging,
+    Auth,
 }
 
 impl Hook {
     /// Every hook, in the order of the SMTP conversation.
-    pub const ALL: [Hook; 27] = [
+    pub const ALL: [Hook; 28] = [
         Hook::PreConnection,
         Hook::Connect,
         Hook::Helo,
@@ -63,6 +64,7 @@ impl Hook {
         Hook::Ok,
         Hook::ReceivedLine,
         Hook::Logging,
+        Hook::Auth,
     ];
 
     /// qpsmtpd's name for the hook (`pre-connection`, `data_post`, ...).
@@ -95,6 +97,7 @@ impl Hook {
             Hook::Ok => "ok",
             Hook::ReceivedLine => "received_line",
             Hook::Logging => "logging",
+            Hook::Auth => "auth",
         }
     }
 

@@ -6,11 +6,13 @@
 //! `ringsmtpd` crate runs the chains and turns outcomes into SMTP replies.
 
 pub mod address;
+pub mod auth;
 mod context;
 pub mod dns;
 mod envelope;
 pub mod headers;
 mod hook;
+pub mod net;
 mod notes;
 mod outcome;
 mod plugin;

@@ -147,6 +147,16 @@ pub trait Plugin {
     ) -> Step<'a> {
         Step::DECLINED
     }
+    /// An SMTP AUTH attempt (RFC 4954): `OK` authenticates the client (235, it becomes a
+    /// relay client); anything else fails it (535). Backends run in `config/plugins` order.
+    fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a crate::auth::AuthRequest) -> Step<'a> {
+        Step::DECLINED
+    }
+    /// The mechanisms this auth backend can check; the server advertises the union.
+    /// CRAM-MD5 needs the clear password on the server side, so it is not in the default.
+    fn auth_mechanisms(&self) -> &'static [crate::auth::Mechanism] {
+        &[crate::auth::Mechanism::Plain, crate::auth::Mechanism::Login]
+    }
     /// A log line (qpsmtpd's `logging` hook). Logging plugins are listed in `config/logging`;
     /// they run in order until one returns `OK`. Without any, the core writes to stderr.
     /// Called synchronously and often: it must not block (buffer, and write off the worker).

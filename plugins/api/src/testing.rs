@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::context::{Connection, Cx, Level, Services};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
+use crate::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use crate::outcome::{Outcome, Step};
 use crate::plugin::{ConfigError, ConfigLine, ConfigSource};
 
@@ -81,6 +82,16 @@ impl Services for FakeServices {
     fn sleep(&self, _dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(std::future::ready(()))
     }
+    /// Real (blocking) sockets: tests run their fake servers on threads.
+    fn connect(&self, to: &Endpoint, timeout: Duration) -> ConnectFuture {
+        let stream: std::io::Result<Box<dyn Stream>> = match to {
+            Endpoint::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, timeout)
+                .map(|s| Box::new(BlockingStream(s)) as Box<dyn Stream>),
+            Endpoint::Unix(path) => std::os::unix::net::UnixStream::connect(path)
+                .map(|s| Box::new(BlockingStream(s)) as Box<dyn Stream>),
+        };
+        Box::pin(std::future::ready(stream))
+    }
     fn dns_query(&self, name: &str, qtype: QType) -> DnsLookup {
         let key = (name.trim_end_matches('.').to_ascii_lowercase(), qtype);
         self.asked.borrow_mut().push(key.clone());
@@ -105,6 +116,32 @@ pub fn cx(remote: &str) -> (Cx, Rc<FakeServices>) {
     let remote: SocketAddr = remote.parse().expect("test address");
     let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
     (Cx::new(Connection::new(1, remote, local), svc.clone()), svc)
+}
+
+/// A blocking socket as a [`Stream`], for tests (no TLS).
+pub struct BlockingStream<S>(pub S);
+
+impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
+    fn read(&mut self, mut buf: Vec<u8>) -> IoFuture<'_, usize> {
+        let len = buf.len();
+        buf.resize(len + 16 * 1024, 0);
+        let res = self.0.read(&mut buf[len..]);
+        buf.truncate(len + *res.as_ref().unwrap_or(&0));
+        Box::pin(std::future::ready((res, buf)))
+    }
+    fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
+        let res = self.0.write_all(&buf);
+        Box::pin(std::future::ready((res, buf)))
+    }
+    fn start_tls(
+        self: Box<Self>,
+        _server_name: String,
+        _verify: TlsVerify,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+        Box::pin(std::future::ready(Err(
+            std::io::ErrorKind::Unsupported.into()
+        )))
+    }
 }
 
 struct ThreadWaker(std::thread::Thread);
