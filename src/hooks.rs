@@ -49,6 +49,7 @@ pub enum Call<'x> {
     ReceivedLine(&'x str),
     Deny(&'x str, Hook, &'x Outcome),
     Ok(&'x str, Hook, &'x Outcome),
+    Auth(&'x ringsmtpd_plugin_api::auth::AuthRequest),
 }
 
 impl Call<'_> {
@@ -80,6 +81,7 @@ impl Call<'_> {
             Call::ReceivedLine(_) => Hook::ReceivedLine,
             Call::Deny(..) => Hook::Deny,
             Call::Ok(..) => Hook::Ok,
+            Call::Auth(_) => Hook::Auth,
         }
     }
 }
@@ -108,6 +110,7 @@ fn dispatch<'a>(
         (Call::Quit, _) => p.quit(cx),
         (Call::Deny(n, h, o), _) => p.deny(cx, n, h, o),
         (Call::Ok(n, h, o), _) => p.ok(cx, n, h, o),
+        (Call::Auth(req), _) => p.auth(cx, req),
         (Call::Mail, Some(t)) => p.mail(cx, t),
         (Call::Rcpt(r), Some(t)) => p.rcpt(cx, t, r),
         (Call::Data, Some(t)) => p.data(cx, t),
@@ -136,6 +139,8 @@ pub struct Chains {
     /// For each hook (by `Hook as usize`), the indices of the plugins implementing it.
     by_hook: Vec<Vec<u16>>,
     timeout: Duration,
+    /// The SASL mechanisms the auth backends can check, in the order EHLO lists them.
+    mechanisms: Vec<ringsmtpd_plugin_api::auth::Mechanism>,
 }
 
 /// The result of running a chain: the outcome and the plugin that decided.
@@ -179,11 +184,34 @@ impl Chains {
                 by_hook[hook as usize].push(i as u16);
             }
         }
+        let mechanisms = ringsmtpd_plugin_api::auth::Mechanism::ALL
+            .into_iter()
+            .filter(|m| {
+                by_hook[Hook::Auth as usize]
+                    .iter()
+                    .any(|&i| plugins[i as usize].plugin.auth_mechanisms().contains(m))
+            })
+            .collect();
         Chains {
             plugins,
             by_hook,
             timeout,
+            mechanisms,
         }
+    }
+
+    /// The SASL mechanisms to advertise (empty without auth backends).
+    pub fn auth_mechanisms(&self) -> &[ringsmtpd_plugin_api::auth::Mechanism] {
+        &self.mechanisms
+    }
+
+    /// Runs the `auth` backends on one attempt.
+    pub async fn run_auth(
+        &self,
+        cx: &mut Cx,
+        req: &ringsmtpd_plugin_api::auth::AuthRequest,
+    ) -> Decision {
+        self.run(cx, None, Call::Auth(req)).await
     }
 
     /// Chains from ready-made plugins (tests).

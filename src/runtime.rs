@@ -24,7 +24,7 @@ use crate::hooks::Chains;
 use crate::peers::PeerCounts;
 use crate::proto::proxy;
 use crate::services::WorkerServices;
-use crate::session::{Env, Session};
+use crate::session::{AuthPolicy, Env, Session};
 use crate::tls::{TlsSetup, TlsStream};
 use crate::transport::Conn;
 
@@ -65,6 +65,7 @@ pub struct Snapshot {
     /// From the `tls` line of `config/plugins`: TLS is built into the core, configured the
     /// way qpsmtpd's `tls` plugin is.
     pub tls: Option<TlsSetup>,
+    pub auth: AuthPolicy,
     pub config: Arc<ConfigDir>,
 }
 
@@ -103,10 +104,12 @@ impl Snapshot {
                 });
             }
         }
+        let auth = AuthPolicy::load(&*config)?;
         let snapshot = Snapshot {
             settings: Arc::new(settings),
             plugins,
             tls,
+            auth,
             config,
         };
         let chains = snapshot.chains()?;
@@ -376,6 +379,7 @@ pub fn env_with(snap: &Snapshot, chains: Chains, shutdown: Rc<Shutdown>) -> Env 
     Env {
         settings: snap.settings.clone(),
         tls: snap.tls.clone(),
+        auth: snap.auth,
         chains,
         svc,
         shutdown,

@@ -52,9 +52,17 @@ impl State {
             n => format!("SIZE {n}"),
         };
         let starttls = if self.tls_offer { "\nSTARTTLS" } else { "" };
+        let mut auth = String::new();
+        if self.auth_offered() {
+            auth.push_str("\nAUTH");
+            for m in self.env.chains.auth_mechanisms() {
+                auth.push(' ');
+                auth.push_str(m.name());
+            }
+        }
         let text = format!(
             "{me} Hi {remote} [{ip}]\nPIPELINING\n8BITMIME\n{size}\nENHANCEDSTATUSCODES\n\
-             SMTPUTF8\nCHUNKING\nDSN{starttls}"
+             SMTPUTF8\nCHUNKING\nDSN{starttls}{auth}"
         );
         respond::write(out, 250, "", &text);
         debug_assert!(call.hook() == Hook::Ehlo);

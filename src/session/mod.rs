@@ -6,6 +6,7 @@
 //! `misc.rs` (RSET, NOOP, VRFY, HELP, QUIT, unknown verbs). `respond.rs` holds the reply
 //! table. A session ends through one [`End`], logged once.
 
+mod auth;
 mod data;
 mod headers;
 mod hello;
@@ -26,6 +27,7 @@ use crate::hooks::{Call, Chains};
 use crate::proto::command::{self, Command};
 use crate::runtime::Shutdown;
 use crate::transport::Transport;
+pub use auth::AuthPolicy;
 use respond::Resolved;
 
 /// Read buffer: a new connection gets `READ_BUF_MIN` (commands are at most `max_line`, 512 by
@@ -41,6 +43,8 @@ pub struct Env {
     pub settings: Arc<Settings>,
     /// STARTTLS and implicit TLS, when config/plugins has a `tls` line.
     pub tls: Option<crate::tls::TlsSetup>,
+    /// When AUTH is offered and how failures are limited.
+    pub auth: AuthPolicy,
     pub chains: Chains,
     pub svc: Rc<dyn Services>,
     pub shutdown: Rc<Shutdown>,
@@ -110,6 +114,8 @@ pub struct State {
     queue_post_pending: bool,
     /// QUIT was answered `DONE`: qpsmtpd then skips the disconnect hook.
     quit_done: bool,
+    /// An AUTH exchange waits for the client's next line.
+    sasl: Option<auth::Sasl>,
 }
 
 pub struct Session<T: Transport> {
@@ -158,6 +164,7 @@ impl<T: Transport> Session<T> {
                 tls_offer: false,
                 queue_post_pending: false,
                 quit_done: false,
+                sasl: None,
             },
         }
     }
@@ -231,7 +238,11 @@ impl<T: Transport> Session<T> {
                     return self.st.shutting_down(&mut self.wbuf);
                 }
                 self.st.buffered.set(self.rpos < self.rbuf.len());
-                let flow = self.st.command(line, &mut self.wbuf).await;
+                let flow = if self.st.sasl.is_some() {
+                    self.st.auth_continue(&mut self.wbuf, line).await
+                } else {
+                    self.st.command(line, &mut self.wbuf).await
+                };
                 let flow = match flow {
                     Flow::Next => continue,
                     Flow::Close(end) => return end,
@@ -424,9 +435,7 @@ impl State {
             Command::Vrfy(arg) => self.vrfy(out, arg).await,
             Command::Help(arg) => self.help(out, arg).await,
             Command::StartTls => self.starttls(out).await,
-            // AUTH exists once the auth plugins do; until then it is an unknown verb, as in
-            // qpsmtpd without them.
-            Command::Auth(args) => self.unrecognized(out, "auth", args).await,
+            Command::Auth(args) => self.auth(out, args).await,
             Command::Unknown { verb, args } => {
                 let verb = verb.to_ascii_lowercase();
                 self.unrecognized(out, &verb, args).await
@@ -518,6 +527,7 @@ impl State {
             conn.relay_client = false; // it came from the AUTH, which is forgotten
         }
         self.tls_offer = false;
+        self.sasl = None;
         self.errors = 0;
         self.unrecognized = 0;
     }

@@ -125,6 +125,8 @@ struct Harness {
     shutdown_before: bool,
     /// Where the transport writes (a test may watch it during the session).
     output: Option<Rc<RefCell<Vec<u8>>>>,
+    /// The client's address.
+    remote: &'static str,
 }
 
 /// The outcome of a scripted session.
@@ -172,6 +174,7 @@ impl Harness {
             hang: false,
             shutdown_before: false,
             output: None,
+            remote: "192.0.2.1:4321",
         }
     }
 
@@ -225,6 +228,7 @@ impl Harness {
         };
         let plugins = self.plugins;
         let shutdown_before = self.shutdown_before;
+        let remote = self.remote;
         let end = runtime::run_on(Driver::Epoll, move || async move {
             let chains = Chains::from_instances(plugins, settings.plugin_timeout);
             let svc = Rc::new(WorkerServices::new(settings.me.clone()));
@@ -235,15 +239,12 @@ impl Harness {
             let env = Rc::new(Env {
                 settings: Arc::new(settings),
                 tls: None,
+                auth: super::AuthPolicy::load(&MemConfig::new(&files)).expect("auth policy"),
                 chains,
                 svc,
                 shutdown,
             });
-            let conn = Connection::new(
-                7,
-                "192.0.2.1:4321".parse().unwrap(),
-                "127.0.0.1:25".parse().unwrap(),
-            );
+            let conn = Connection::new(7, remote.parse().unwrap(), "127.0.0.1:25".parse().unwrap());
             Session::new(env, script, conn, &[]).run().await
         })
         .expect("runtime");
@@ -722,6 +723,7 @@ fn a_session_future_stays_small() {
     let env = Rc::new(Env {
         settings: Arc::new(settings),
         tls: None,
+        auth: super::AuthPolicy::default(),
         chains,
         svc,
         shutdown,
@@ -850,4 +852,131 @@ fn queue_post_runs_after_the_250_with_the_transaction_intact() {
         .unwrap()
         + 1;
     assert_eq!(seen[0].1, lines_before_250);
+}
+
+/// An auth backend knowing one user, "u" with password "pw", for every mechanism.
+struct OneUser;
+
+impl Plugin for OneUser {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Auth])
+    }
+    fn auth<'a>(
+        &'a self,
+        _: &'a mut Cx,
+        req: &'a ringsmtpd_plugin_api::auth::AuthRequest,
+    ) -> Step<'a> {
+        Step::Ready(if req.user == "u" && req.matches_password("pw") {
+            Outcome::Ok(None)
+        } else {
+            Outcome::Deny(None)
+        })
+    }
+    fn auth_mechanisms(&self) -> &'static [ringsmtpd_plugin_api::auth::Mechanism] {
+        &ringsmtpd_plugin_api::auth::Mechanism::ALL
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn auth_harness(remote: &'static str) -> Harness {
+    let h = Harness::new()
+        .plugin("one_user", Box::new(OneUser))
+        .file("tls_before_auth", "0");
+    Harness { remote, ..h }
+}
+
+#[test]
+fn auth_plain_and_login_then_relay() {
+    let plain = format!("AUTH PLAIN {}\r\n", b64("\0u\0pw"));
+    let r = auth_harness("192.0.2.11:1").run(&[
+        EHLO,
+        plain.as_bytes(),
+        b"MAIL FROM:<u@example.org> AUTH=<>\r\n",
+        b"RCPT TO:<someone@elsewhere.org>\r\n",
+        b"DATA\r\n",
+        b"x\r\n.\r\n",
+    ]);
+    assert!(
+        r.raw.contains("250 AUTH PLAIN LOGIN CRAM-MD5\r\n"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.codes(), vec![220, 250, 235, 250, 250, 354, 250]);
+    assert_eq!(r.reply(2).1, "2.7.0");
+    assert!(r.captured[0].added_headers.contains(" with ESMTPA; "));
+    assert!(r.captured[0]
+        .added_headers
+        .contains("auth=pass (PLAIN) smtp.auth=u"));
+
+    let (user, pass) = (format!("{}\r\n", b64("u")), format!("{}\r\n", b64("pw")));
+    let r = auth_harness("192.0.2.12:1").run(&[
+        EHLO,
+        b"AUTH LOGIN\r\n",
+        user.as_bytes(),
+        pass.as_bytes(),
+        b"AUTH PLAIN\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 334, 334, 235, 503]);
+    assert_eq!(r.reply(2).2, "VXNlcm5hbWU6");
+    assert_eq!(r.reply(3).2, "UGFzc3dvcmQ6");
+}
+
+#[test]
+fn auth_failures_cancel_and_limits() {
+    let bad = format!("AUTH PLAIN {}\r\n", b64("\0u\0wrong"));
+    let h = auth_harness("192.0.2.13:1").file("auth_max_failures", "2");
+    let r = h.run(&[
+        EHLO,
+        b"AUTH PLAIN\r\n",
+        b"*\r\n",
+        b"AUTH PLAIN !!!\r\n",
+        bad.as_bytes(),
+        bad.as_bytes(),
+        b"NOOP\r\n",
+    ]);
+    assert_eq!(r.codes(), vec![220, 250, 334, 501, 501, 535, 535, 421]);
+    assert_eq!(r.reply(3).1, "5.7.0"); // canceled
+    assert_eq!(r.reply(5).1, "5.7.8");
+    assert_eq!(r.end, End::TooManyErrors);
+    // The same IP is refused at once for a while, on any connection.
+    let good = format!("AUTH PLAIN {}\r\n", b64("\0u\0pw"));
+    let r = auth_harness("192.0.2.13:2")
+        .file("auth_max_failures", "2")
+        .run(&[EHLO, good.as_bytes()]);
+    assert_eq!(r.reply(2).0, 454);
+}
+
+#[test]
+fn auth_needs_tls_by_default_and_a_backend() {
+    let plain = format!("AUTH PLAIN {}\r\n", b64("\0u\0pw"));
+    let h = Harness {
+        remote: "192.0.2.14:1",
+        ..Harness::new().plugin("one_user", Box::new(OneUser))
+    };
+    let r = h.run(&[EHLO, plain.as_bytes()]);
+    assert!(
+        !r.raw.contains("AUTH"),
+        "not offered without TLS: {}",
+        r.raw
+    );
+    assert_eq!(
+        r.reply(2),
+        (
+            538,
+            "5.7.11",
+            "Encryption required for requested authentication mechanism"
+        )
+    );
+    // No backend: AUTH is an unknown command, as in qpsmtpd.
+    let r = Harness::new()
+        .file("tls_before_auth", "0")
+        .run(&[EHLO, plain.as_bytes()]);
+    assert_eq!(r.reply(2).0, 500);
+    // HELO clients cannot AUTH.
+    let r = auth_harness("192.0.2.15:1").run(&[b"HELO x\r\n", plain.as_bytes()]);
+    assert_eq!(r.reply(2).0, 503);
 }
