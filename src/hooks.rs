@@ -10,7 +10,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use ringsmtpd_plugin_api::{
     ConfigError, ConfigSource, Cx, Hook, Level, Outcome, Plugin, PluginInit, Recipient, Step,
@@ -18,6 +20,7 @@ use ringsmtpd_plugin_api::{
 };
 
 use crate::config::PluginLine;
+use crate::metrics::{PluginStats, WorkerMetrics};
 
 /// One hook invocation with its arguments. Hooks that run inside a transaction get it
 /// separately (see [`Chains::run`]).
@@ -141,6 +144,8 @@ pub struct Chains {
     timeout: Duration,
     /// The SASL mechanisms the auth backends can check, in the order EHLO lists them.
     mechanisms: Vec<ringsmtpd_plugin_api::auth::Mechanism>,
+    /// Counters per plugin per hook, in `by_hook`'s shape, once metrics are attached.
+    stats: Vec<Vec<Arc<PluginStats>>>,
 }
 
 /// The result of running a chain: the outcome and the plugin that decided.
@@ -197,7 +202,21 @@ impl Chains {
             by_hook,
             timeout,
             mechanisms,
+            stats: Vec::new(),
         }
+    }
+
+    /// Counts every hook call of these chains in `metrics` (a worker's counters).
+    pub fn attach_metrics(&mut self, metrics: &WorkerMetrics) {
+        self.stats = Hook::ALL
+            .iter()
+            .map(|&hook| {
+                self.by_hook[hook as usize]
+                    .iter()
+                    .map(|&i| metrics.plugin(&self.plugins[i as usize].name, hook))
+                    .collect()
+            })
+            .collect();
     }
 
     /// The SASL mechanisms to advertise (empty without auth backends).
@@ -262,9 +281,16 @@ impl Chains {
         call: Call<'_>,
     ) -> Decision {
         let hook = call.hook();
-        for &i in &self.by_hook[hook as usize] {
+        for (n, &i) in self.by_hook[hook as usize].iter().enumerate() {
             let loaded = &self.plugins[i as usize];
-            let outcome = self.call_one(loaded, cx, txn.as_deref_mut(), call).await;
+            let stats = self.stats.get(hook as usize).and_then(|s| s.get(n));
+            let started = stats.map(|_| Instant::now());
+            let outcome = self
+                .call_one(loaded, cx, txn.as_deref_mut(), call, stats)
+                .await;
+            if let (Some(stats), Some(started)) = (stats, started) {
+                stats.record(&outcome, started.elapsed());
+            }
             if outcome == Outcome::Declined {
                 continue;
             }
@@ -299,6 +325,7 @@ impl Chains {
         cx: &mut Cx,
         mut txn: Option<&mut Transaction>,
         call: Call<'_>,
+        stats: Option<&Arc<PluginStats>>,
     ) -> Outcome {
         let hook = call.hook();
         let plugin = &*loaded.plugin;
@@ -318,7 +345,10 @@ impl Chains {
                 Err(_panic) => Failure::Panic,
             }
         };
-        // The future (and its borrow of `cx`) is gone: log and fail soft.
+        // The future (and its borrow of `cx`) is gone: count, log and fail soft.
+        if let Some(stats) = stats {
+            stats.failed();
+        }
         let what = match result {
             Failure::Panic => "panicked",
             Failure::Timeout => "timed out",

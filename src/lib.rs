@@ -6,6 +6,7 @@ pub mod dns;
 pub mod hooks;
 #[macro_use]
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod proto;

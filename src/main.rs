@@ -163,6 +163,10 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
         per_worker.push(socks);
     }
     let driver = args.driver.resolve();
+    if let Some(addr) = snapshot.metrics {
+        // Bound before the workers start, so a taken port fails the start, not a scrape.
+        ringsmtpd::metrics::serve(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
+    }
     let control = Control::new(snapshot);
     let handles = runtime::start(&control, driver, per_worker)?;
     let addrs: Vec<String> = specs
@@ -236,7 +240,8 @@ fn stdio(snapshot: Snapshot, chains: ringsmtpd::hooks::Chains, driver: Driver) -
     let remote = addr("TCPREMOTEIP", "TCPREMOTEPORT");
     let local = addr("TCPLOCALIP", "TCPLOCALPORT");
     let run = runtime::run_on(driver, || async move {
-        let env = Rc::new(runtime::env_with(&snapshot, chains, Rc::default()));
+        let metrics = ringsmtpd::metrics::register();
+        let env = Rc::new(runtime::env_with(&snapshot, chains, Rc::default(), metrics));
         let io = ringsmtpd::transport::Stdio {
             timeout: env.settings.timeout,
         };

@@ -21,6 +21,7 @@ use ringsmtpd_plugin_api::{ConfigError, Connection, Level};
 
 use crate::config::{plugin_lines, ConfigDir, ListenSpec, PluginLine, Settings};
 use crate::hooks::Chains;
+use crate::metrics::WorkerMetrics;
 use crate::peers::PeerCounts;
 use crate::proto::proxy;
 use crate::services::WorkerServices;
@@ -66,6 +67,8 @@ pub struct Snapshot {
     /// way qpsmtpd's `tls` plugin is.
     pub tls: Option<TlsSetup>,
     pub auth: AuthPolicy,
+    /// Where the metrics listener goes (config `metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
     pub config: Arc<ConfigDir>,
 }
 
@@ -105,11 +108,14 @@ impl Snapshot {
             }
         }
         let auth = AuthPolicy::load(&*config)?;
+        let metrics = crate::metrics::listen_addr(&*config)?;
+        let settings = Arc::new(settings);
         let snapshot = Snapshot {
-            settings: Arc::new(settings),
+            settings,
             plugins,
             tls,
             auth,
+            metrics,
             config,
         };
         let chains = snapshot.chains()?;
@@ -331,6 +337,8 @@ struct WorkerEnv {
     current: RefCell<(u64, Rc<Env>)>,
     next_conn: Cell<u64>,
     active: Cell<usize>,
+    /// This worker's counters, kept across reloads.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerEnv {
@@ -339,7 +347,7 @@ impl WorkerEnv {
         let gen = self.control.generation.load(Ordering::Acquire);
         if self.current.borrow().0 != gen {
             let snap = self.control.snapshot();
-            match make_env(&snap, self.shutdown.clone()) {
+            match make_env(&snap, self.shutdown.clone(), self.metrics.clone()) {
                 Ok(env) => *self.current.borrow_mut() = (gen, Rc::new(env)),
                 Err(e) => {
                     crate::log!(
@@ -364,12 +372,22 @@ impl WorkerEnv {
 }
 
 /// A worker's environment from a snapshot: its own plugin instances, its services.
-pub fn make_env(snap: &Snapshot, shutdown: Rc<Shutdown>) -> Result<Env, ConfigError> {
-    Ok(env_with(snap, snap.chains()?, shutdown))
+pub fn make_env(
+    snap: &Snapshot,
+    shutdown: Rc<Shutdown>,
+    metrics: Arc<WorkerMetrics>,
+) -> Result<Env, ConfigError> {
+    Ok(env_with(snap, snap.chains()?, shutdown, metrics))
 }
 
 /// The environment around chains already built (`--stdio` reuses the ones `load` checked).
-pub fn env_with(snap: &Snapshot, chains: Chains, shutdown: Rc<Shutdown>) -> Env {
+pub fn env_with(
+    snap: &Snapshot,
+    mut chains: Chains,
+    shutdown: Rc<Shutdown>,
+    metrics: Arc<WorkerMetrics>,
+) -> Env {
+    chains.attach_metrics(&metrics);
     let svc = Rc::new(WorkerServices::new(snap.settings.me.clone()));
     svc.set_loggers(chains.loggers());
     // One DNS client per worker (per reload: a new config gets a fresh client and cache).
@@ -380,6 +398,7 @@ pub fn env_with(snap: &Snapshot, chains: Chains, shutdown: Rc<Shutdown>) -> Env 
         settings: snap.settings.clone(),
         tls: snap.tls.clone(),
         auth: snap.auth,
+        metrics,
         chains,
         svc,
         shutdown,
@@ -396,7 +415,8 @@ async fn worker(
     let shutdown = Rc::new(Shutdown::default());
     let snap = control.snapshot();
     let gen = control.generation.load(Ordering::Acquire);
-    let env = match make_env(&snap, shutdown.clone()) {
+    let metrics = crate::metrics::register();
+    let env = match make_env(&snap, shutdown.clone(), metrics.clone()) {
         Ok(env) => Rc::new(env),
         Err(e) => {
             let _ = ready.send(Err(format!("worker {id}: {e}")));
@@ -410,6 +430,7 @@ async fn worker(
         current: RefCell::new((gen, env)),
         next_conn: Cell::new(0),
         active: Cell::new(0),
+        metrics,
     });
     {
         let shutdown = shutdown.clone();

@@ -250,8 +250,14 @@ impl State {
         };
         let (reply, plugin) = match refusal {
             Some(r) => (refusal_reply(r), None),
-            None => self.deliver(&mut txn).await,
+            None => {
+                let queued = Instant::now();
+                let result = self.deliver(&mut txn).await;
+                self.env.metrics.queue_latency.record(queued.elapsed());
+                result
+            }
         };
+        self.env.metrics.message(reply.code);
         self.summary(&txn, &reply, plugin.as_deref(), started);
         reply.write(out);
         self.txn = Some(txn);

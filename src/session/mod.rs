@@ -45,6 +45,8 @@ pub struct Env {
     pub tls: Option<crate::tls::TlsSetup>,
     /// When AUTH is offered and how failures are limited.
     pub auth: AuthPolicy,
+    /// This worker's counters (see metrics.rs).
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
     pub chains: Chains,
     pub svc: Rc<dyn Services>,
     pub shutdown: Rc<Shutdown>,
@@ -185,6 +187,13 @@ impl<T: Transport> Session<T> {
             "core",
             format_args!("connect from {remote} to {local}"),
         );
+        let metrics = self.st.env.metrics.clone();
+        metrics
+            .connections_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .connections_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let end = self.converse().await;
         // Whatever was said is sent before the connection goes.
         let _ = self.flush().await;
@@ -193,6 +202,9 @@ impl<T: Transport> Session<T> {
             self.st.run(Call::Disconnect).await; // qpsmtpd skips it after QUIT answered DONE
         }
         self.st.run(Call::PostConnection).await;
+        metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let conn = &self.st.cx.conn;
         let (ms, n) = (conn.started.elapsed().as_millis(), conn.transactions);
         let msg = format_args!("close {remote}: {end:?} after {ms} ms, {n} transactions");

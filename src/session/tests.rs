@@ -127,6 +127,8 @@ struct Harness {
     output: Option<Rc<RefCell<Vec<u8>>>>,
     /// The client's address.
     remote: &'static str,
+    /// The worker's counters the session writes to.
+    metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 /// The outcome of a scripted session.
@@ -175,6 +177,7 @@ impl Harness {
             shutdown_before: false,
             output: None,
             remote: "192.0.2.1:4321",
+            metrics: Arc::default(),
         }
     }
 
@@ -229,8 +232,10 @@ impl Harness {
         let plugins = self.plugins;
         let shutdown_before = self.shutdown_before;
         let remote = self.remote;
+        let metrics = self.metrics.clone();
         let end = runtime::run_on(Driver::Epoll, move || async move {
-            let chains = Chains::from_instances(plugins, settings.plugin_timeout);
+            let mut chains = Chains::from_instances(plugins, settings.plugin_timeout);
+            chains.attach_metrics(&metrics);
             let svc = Rc::new(WorkerServices::new(settings.me.clone()));
             let shutdown = Rc::new(Shutdown::default());
             if shutdown_before {
@@ -240,6 +245,7 @@ impl Harness {
                 settings: Arc::new(settings),
                 tls: None,
                 auth: super::AuthPolicy::load(&MemConfig::new(&files)).expect("auth policy"),
+                metrics,
                 chains,
                 svc,
                 shutdown,
@@ -724,6 +730,7 @@ fn a_session_future_stays_small() {
         settings: Arc::new(settings),
         tls: None,
         auth: super::AuthPolicy::default(),
+        metrics: Arc::default(),
         chains,
         svc,
         shutdown,
@@ -979,4 +986,35 @@ fn auth_needs_tls_by_default_and_a_backend() {
     // HELO clients cannot AUTH.
     let r = auth_harness("192.0.2.15:1").run(&[b"HELO x\r\n", plain.as_bytes()]);
     assert_eq!(r.reply(2).0, 503);
+}
+
+#[test]
+fn metrics_count_a_known_load_exactly() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let h = Harness::new();
+    let metrics = h.metrics.clone();
+    let msg = [MAIL, RCPT, b"DATA\r\n", b"x\r\n.\r\n"].concat();
+    let r = h.run(&[
+        EHLO,
+        &msg,
+        &msg,
+        MAIL,
+        b"RCPT TO:<x@elsewhere.org>\r\n",
+        b"RCPT TO:<u@example.test>\r\n",
+        b"DATA\r\n",
+        b"x\r\n.\r\nQUIT\r\n",
+    ]);
+    assert_eq!(r.end, End::Quit);
+    assert_eq!(metrics.connections_total.load(Relaxed), 1);
+    assert_eq!(metrics.connections_open.load(Relaxed), 0);
+    assert_eq!(metrics.messages[0].load(Relaxed), 3);
+    let text_of = |m: &crate::metrics::WorkerMetrics| {
+        let rcpt = m.plugin("rcpt_ok", Hook::Rcpt);
+        let queue = m.plugin("capture", Hook::Queue);
+        (
+            format!("{:?}", rcpt.latency_count()),
+            format!("{:?}", queue.latency_count()),
+        )
+    };
+    assert_eq!(text_of(&metrics), ("4".into(), "3".into()));
 }

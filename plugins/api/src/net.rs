@@ -33,7 +33,7 @@ impl fmt::Display for Endpoint {
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = (io::Result<T>, Vec<u8>)> + 'a>>;
 
 /// How a TLS client checks the server's certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TlsVerify {
     /// Against the system's trusted roots and `server_name`.
     System,
