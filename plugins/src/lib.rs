@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use ringsmtpd_plugin_api::Factory;
 
+// issue 6, SMTP AUTH backends:
+pub mod auth;
 pub mod bogus_bounce;
 pub mod connection_time;
 pub mod content_log;
@@ -47,6 +49,12 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("rcpt_ok", rcpt_ok::new),
     ("queue/maildir", queue::maildir::new),
     ("queue/discard", queue::discard::new),
+    // issue 4, local queues:
+    ("queue/qmail-queue", queue::qmail_queue::new),
+    ("queue/postfix-queue", queue::postfix_queue::new),
+    ("queue/exim-bsmtp", queue::exim_bsmtp::new),
+    ("queue/smtp-forward", queue::smtp_forward::new),
+    ("queue/lmtp", queue::lmtp::new),
     ("misbehave", misbehave::new),
     // issue 3, connection and envelope policy:
     ("earlytalker", earlytalker::new),
@@ -85,6 +93,12 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("headers", headers::new),
     ("loop", r#loop::new),
     ("content_log", content_log::new),
+    // issue 6, SMTP AUTH backends:
+    ("auth/auth_flat_file", auth::auth_flat_file::new),
+    ("auth/auth_checkpassword", auth::auth_checkpassword::new),
+    ("auth/auth_ldap_bind", auth::auth_ldap_bind::new),
+    ("auth/auth_imap", auth::auth_imap::new),
+    ("auth/authdeny", auth::authdeny::new),
 ];
 
 /// Debian 0.94-5's compatibility names (`/usr/share/doc/qpsmtpd/README.check_plugins`): each

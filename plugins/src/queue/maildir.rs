@@ -81,8 +81,10 @@
 //! ## Failures
 //!
 //! Any I/O error (directory creation, open, write, fsync, link) returns `DenySoft` with
-//! `4.3.0 Queue error (<step>: <error kind>)` — the client retries later — after removing the
-//! `tmp/` files (and `new/` files of this message already linked). The log line names the file
+//! `4.3.0 Queue error (<step>: <error kind>)` — the engine answers `452`, the client retries
+//! later — after removing the `tmp/` files (and `new/` files of this message already linked),
+//! so nothing half-written is ever in `new/`. A full disk or quota (`ENOSPC`, `EDQUOT`) gives
+//! `4.3.1` instead (RFC 3463 "mail system full"). The log line names the file
 //! and the OS error; the reply names no path. qpsmtpd returns `DECLINED` there (so the next
 //! queue plugin runs, else 451), and never fsyncs.
 //!
@@ -93,7 +95,7 @@
 //!
 //! Maildir (D. J. Bernstein, cr.yp.to/proto/maildir.html); RFC 5321 §4.4 (Return-Path is added
 //! at final delivery), §6.1 (the 250 takes responsibility for the message); RFC 3463 §3.4
-//! (X.3.0, mail system status).
+//! (X.3.0 mail system status, X.3.1 mail system full).
 //!
 //! ## Security
 //!
@@ -105,11 +107,12 @@
 use std::borrow::Cow;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
+use super::local::{for_each_chunk, txn_message_id, FeedError, ToLf, CHUNK};
 use ringsmtpd_plugin_api::{
     blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Step, Transaction,
@@ -117,13 +120,6 @@ use ringsmtpd_plugin_api::{
 
 /// Deliveries by this process: the `Q<n>` of the unique name.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
-
-/// Read size when streaming a spooled message: large enough that a syscall moves a lot of
-/// bytes, small enough to be nothing next to the message itself.
-const CHUNK: usize = 64 * 1024;
-
-/// The longest Message-ID shown in the reply; a reply line has 512 octets (RFC 5321 §4.5.3.1.5).
-const MAX_ID_IN_REPLY: usize = 200;
 
 /// The `queue/maildir` plugin.
 pub struct Maildir {
@@ -248,8 +244,7 @@ impl Plugin for Maildir {
             if txn.recipients.is_empty() {
                 return Outcome::deny_soft("4.3.0 Queue error (no recipients)");
             }
-            let message_id = message_id(txn.added_headers.as_bytes())
-                .or_else(|| message_id(txn.body.header_bytes()));
+            let message_id = txn_message_id(&txn.added_headers, &txn.body);
             let since_epoch = cx.svc.now().duration_since(UNIX_EPOCH).unwrap_or_default();
             let job = Job {
                 targets: self.targets(cx, txn),
@@ -288,13 +283,23 @@ impl Plugin for Maildir {
                         format_args!("{} {} failed: {}", f.step, f.path.display(), f.error),
                     );
                     Outcome::DenySoft(Some(Cow::Owned(format!(
-                        "4.3.0 Queue error ({}: {})",
+                        "{} Queue error ({}: {})",
+                        status_for(&f.error),
                         f.step,
                         f.error.kind()
                     ))))
                 }
             }
         })
+    }
+}
+
+/// The enhanced status code for a failed delivery: `4.3.1` (mail system full, RFC 3463 §3.4)
+/// when the disk or the quota is full, `4.3.0` otherwise.
+fn status_for(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "4.3.1",
+        _ => "4.3.0",
     }
 }
 
@@ -442,26 +447,13 @@ impl Job {
         let mut out = BufWriter::with_capacity(CHUNK, file);
         let mut lf = ToLf::default();
         out.write_all(header.as_bytes()).map_err(fail("write"))?;
-        lf.write(&mut out, self.added_headers.as_bytes())
-            .map_err(fail("write"))?;
-        match &self.body.spool {
-            None => lf.write(&mut out, &self.body.mem).map_err(fail("write"))?,
-            Some(spool) => {
-                // Positional reads: the spool file's own offset is left alone.
-                let mut buf = vec![0u8; CHUNK];
-                let mut offset = 0u64;
-                loop {
-                    let n = match spool.file.read_at(&mut buf, offset) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Failure::new("read spool", &spool.path, e)),
-                    };
-                    lf.write(&mut out, &buf[..n]).map_err(fail("write"))?;
-                    offset += n as u64;
-                }
-            }
-        }
+        for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+            lf.write(&mut out, chunk)
+        })
+        .map_err(|e| match (e, &self.body.spool) {
+            (FeedError::Spool(e), Some(spool)) => Failure::new("read spool", &spool.path, e),
+            (FeedError::Spool(e) | FeedError::Sink(e), _) => Failure::new("write", path, e),
+        })?;
         lf.finish(&mut out).map_err(fail("write"))?;
         out.flush().map_err(fail("write"))?;
         drop(out);
@@ -476,53 +468,6 @@ fn unlink_all(staged: &[Staged], linked: usize) {
     }
     for s in staged {
         let _ = fs::remove_file(&s.tmp);
-    }
-}
-
-/// Streams bytes with every CRLF turned into LF; a CR not followed by LF is kept. A CR at
-/// the end of one chunk waits for the next.
-#[derive(Default)]
-struct ToLf {
-    pending_cr: bool,
-}
-
-impl ToLf {
-    fn write(&mut self, out: &mut impl Write, mut data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        if self.pending_cr {
-            self.pending_cr = false;
-            if data.first() != Some(&b'\n') {
-                out.write_all(b"\r")?;
-            }
-            // Else the LF is written with the rest.
-        }
-        while let Some(i) = memchr::memchr(b'\r', data) {
-            match data.get(i + 1) {
-                Some(b'\n') => {
-                    out.write_all(&data[..i])?;
-                    data = &data[i + 1..];
-                }
-                Some(_) => {
-                    out.write_all(&data[..=i])?;
-                    data = &data[i + 1..];
-                }
-                None => {
-                    out.write_all(&data[..i])?;
-                    self.pending_cr = true;
-                    return Ok(());
-                }
-            }
-        }
-        out.write_all(data)
-    }
-
-    fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
-        if std::mem::take(&mut self.pending_cr) {
-            out.write_all(b"\r")?;
-        }
-        Ok(())
     }
 }
 
@@ -613,49 +558,6 @@ fn header_safe(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
-}
-
-/// The first Message-ID in a header section, unfolded, printable ASCII only, for the reply.
-fn message_id(headers: &[u8]) -> Option<String> {
-    let mut lines = headers
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .peekable();
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            return None;
-        }
-        let name = b"message-id:";
-        if line.len() < name.len() || !line[..name.len()].eq_ignore_ascii_case(name) {
-            continue;
-        }
-        let mut value: Vec<u8> = line[name.len()..].to_vec();
-        while let Some(next) =
-            lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
-        {
-            value.extend_from_slice(next);
-        }
-        let id: String = value
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(|w| {
-                w.iter()
-                    .filter(|b| b.is_ascii_graphic())
-                    .map(|&b| b as char)
-                    .collect::<String>()
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        if id.is_empty() {
-            return None;
-        }
-        let mut end = id.len().min(MAX_ID_IN_REPLY);
-        while !id.is_char_boundary(end) {
-            end -= 1;
-        }
-        return Some(id[..end].to_string());
-    }
-    None
 }
 
 #[cfg(test)]
@@ -931,27 +833,10 @@ mod tests {
     }
 
     #[test]
-    fn to_lf_across_chunks() {
-        let mut out = Vec::new();
-        let mut lf = ToLf::default();
-        for chunk in [&b"a\r"[..], b"\nb\r", b"c\r", b"", b"\n\r"] {
-            lf.write(&mut out, chunk).unwrap();
-        }
-        lf.finish(&mut out).unwrap();
-        assert_eq!(out, b"a\nb\rc\n\r");
-    }
-
-    #[test]
-    fn message_id_parsing() {
-        assert_eq!(
-            message_id(b"A: b\r\nMessage-Id:\r\n <x@y>\r\n\r\n"),
-            Some("<x@y>".into())
-        );
-        assert_eq!(message_id(b"A: b\r\n\r\nMessage-ID: <body@y>\r\n"), None);
-        assert_eq!(
-            message_id(b"message-id: <a\x01b@c>\r\n"),
-            Some("<ab@c>".into())
-        );
-        assert_eq!(message_id(b"Message-ID:   \r\n"), None);
+    fn full_disk_is_mail_system_full() {
+        assert_eq!(status_for(&io::ErrorKind::StorageFull.into()), "4.3.1");
+        assert_eq!(status_for(&io::ErrorKind::QuotaExceeded.into()), "4.3.1");
+        assert_eq!(status_for(&io::Error::from_raw_os_error(28)), "4.3.1"); // ENOSPC
+        assert_eq!(status_for(&io::ErrorKind::PermissionDenied.into()), "4.3.0");
     }
 }

@@ -4,3 +4,12 @@
 
 pub mod discard;
 pub mod maildir;
+// issue 4, local queues (maildir above; shared helpers in `local`):
+pub mod exim_bsmtp;
+mod local;
+pub mod postfix_queue;
+pub mod qmail_queue;
+// issue 4, network queues (shared SMTP/LMTP client in `smtp_client`):
+pub mod lmtp;
+mod smtp_client;
+pub mod smtp_forward;

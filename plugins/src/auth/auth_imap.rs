@@ -1,0 +1,803 @@
+//! # auth/auth_imap — SMTP AUTH by logging in to an IMAP server
+//!
+//! ## Synopsis
+//!
+//! ```text
+//! auth/auth_imap <host> [<port>] [timeout N] [loglevel N]
+//! auth/auth_imap 127.0.0.1 143
+//! ```
+//!
+//! ## Description
+//!
+//! For each PLAIN or LOGIN attempt: connect to the IMAP server, read its greeting, send
+//! `A1 LOGIN <user> <password>` (RFC 3501 §6.2.3) and read until the tagged answer, then
+//! `A2 LOGOUT`. The IMAP server decides; useful where Dovecot or Cyrus already knows the
+//! users.
+//!
+//! | the server answers | outcome |
+//! |---|---|
+//! | `A1 OK` | `OK` (235) |
+//! | `A1 NO` (wrong password, unknown user; also `[AUTHENTICATIONFAILED]`, RFC 5530) | `DENY` (535), as qpsmtpd |
+//! | `A1 NO [UNAVAILABLE]` (RFC 5530: the backend is down), `A1 BAD`, `* BYE`, a greeting other than `* OK`, `LOGINDISABLED` in the greeting's capabilities (the server wants TLS first) | `DENYSOFT` (454 4.7.0), logged |
+//! | cannot resolve or connect, timeout, connection closed, a line over 8 KiB | `DENYSOFT` (454 4.7.0), logged at `error`: never an acceptance |
+//! | empty password; CR, LF or NUL in the name or password | `DENY` without connecting |
+//!
+//! The user name and password go as RFC 3501 quoted strings (`"` and `\` escaped with `\`).
+//! A quoted string carries 7-bit characters only, so a name or password with other characters
+//! (UTF-8) goes as a synchronizing literal (`{n}` CRLF, wait for the server's `+`, then the
+//! bytes): no character can end the string early or start a command. CR, LF and NUL cannot be
+//! sent either way (a literal could carry CR and LF, but no real password has them and IMAP
+//! servers reject them); they are refused.
+//!
+//! **No TLS to the IMAP server**: neither IMAPS nor STARTTLS. The password crosses the
+//! connection in the clear, so point this plugin at the same host (`127.0.0.1`) or a network
+//! you trust; a server that requires TLS for LOGIN (it says `LOGINDISABLED`) gives 454 and an
+//! error log line. (qpsmtpd's plugin could speak TLS through Net::IMAP::Simple::SSL.)
+//!
+//! Differences from qpsmtpd: the host is required (as in qpsmtpd's code, not its POD); a
+//! server that cannot be reached is a 454, not a 535; extra arguments are errors, not a
+//! warning; `timeout` is new.
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `<host>` | required | address or host name (resolved at each attempt through the server's DNS) |
+//! | `<port>` | `143` | |
+//! | `timeout N` | `10` | seconds, 1..300, for the whole exchange. Keep it below the core's `plugin_timeout`. |
+//! | `loglevel` | | qpsmtpd's per-plugin log level. `reject`/`reject_type` are accepted and have no effect. |
+//!
+//! ## Config files
+//!
+//! None.
+//!
+//! ## Hooks
+//!
+//! `auth` (PLAIN, LOGIN; CRAM-MD5 is declined and not advertised).
+//!
+//! ## Notes
+//!
+//! None.
+//!
+//! ## Standards
+//!
+//! RFC 3501 (IMAP4rev1: greeting, LOGIN, quoted strings, literals, LOGINDISABLED), RFC 5530
+//! (response codes), RFC 4954 (SMTP AUTH).
+//!
+//! ## Security
+//!
+//! See "No TLS" above. The server's lines are read with a length limit and never copied into
+//! a reply; they reach the log with control characters replaced.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
+use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream};
+use ringsmtpd_plugin_api::{
+    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+};
+
+use super::{log, parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
+
+/// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
+const MAX_LINE: usize = 8 * 1024;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `auth/auth_imap` plugin.
+pub struct Imap {
+    name: String,
+    common: CommonArgs,
+    host: Host,
+    port: u16,
+    timeout: Duration,
+}
+
+/// Builds `auth/auth_imap` from its config line.
+pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let (common, rest) =
+        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut positional = Vec::new();
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        if *arg == "timeout" {
+            let v = it
+                .next()
+                .ok_or_else(|| init.error("argument 'timeout' needs a value"))?;
+            timeout = parse_timeout(v).map_err(|e| init.error(e))?;
+        } else {
+            positional.push(*arg);
+        }
+    }
+    let (host, port) = match positional.as_slice() {
+        [] => return Err(init.error("the IMAP server is required: auth/auth_imap <host> [<port>]")),
+        [host] => (*host, None),
+        [host, port] => (*host, Some(*port)),
+        [_, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+    };
+    let host = Host::parse(host).map_err(|e| init.error(e))?;
+    let port = port
+        .map(parse_port)
+        .transpose()
+        .map_err(|e| init.error(e))?
+        .unwrap_or(143);
+    Ok(Box::new(Imap {
+        name: init.name.to_string(),
+        common,
+        host,
+        port,
+        timeout,
+    }))
+}
+
+/// How an argument of LOGIN goes on the wire.
+#[derive(Debug, PartialEq, Eq)]
+enum Arg {
+    /// A quoted string, quotes included.
+    Quoted(String),
+    /// A synchronizing literal: these bytes after `{n}` CRLF and the server's `+`.
+    Literal(Vec<u8>),
+}
+
+/// RFC 3501 §4.3, §9 `astring`: a quoted string when every character is 7-bit TEXT-CHAR, a
+/// literal otherwise; `None` for CR, LF, NUL, which we never send.
+fn encode_arg(s: &str) -> Option<Arg> {
+    if s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return None;
+    }
+    if !s.is_ascii() {
+        return Some(Arg::Literal(s.as_bytes().to_vec()));
+    }
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    Some(Arg::Quoted(q))
+}
+
+/// What the IMAP server said about one attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    /// `NO`: the server's text.
+    Refused(String),
+    /// The check did not happen; why.
+    Unavailable(String),
+}
+
+/// A server line for a log: no line end, control characters as `?`, at most 200 characters.
+fn shown_line(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .trim_end_matches(['\r', '\n'])
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// One connection: the stream and what was read past the last line.
+struct Conn {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// The next line from the server, with its line end.
+    async fn line(&mut self) -> Result<Vec<u8>, String> {
+        let end = read_line(&mut *self.stream, &mut self.buf, 0, MAX_LINE)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
+                _ => format!("read: {e}"),
+            })?;
+        Ok(self.buf.drain(..end).collect())
+    }
+
+    async fn send(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .0
+            .map_err(|e| format!("write: {e}"))
+    }
+}
+
+/// True if `line` (after `* ` or a tag) starts with `word` as a whole word, any case.
+fn starts_with_word(line: &[u8], word: &str) -> bool {
+    line.len() >= word.len()
+        && line[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+        && line
+            .get(word.len())
+            .is_none_or(|b| matches!(b, b' ' | b'\r' | b'\n'))
+}
+
+/// True if the line carries the capability `cap` (in `[CAPABILITY ...]` or a `* CAPABILITY`).
+fn has_capability(line: &[u8], cap: &str) -> bool {
+    line.split(|b| matches!(b, b' ' | b'[' | b']' | b'\r' | b'\n'))
+        .any(|w| w.eq_ignore_ascii_case(cap.as_bytes()))
+}
+
+impl Imap {
+    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
+        log(cx, &self.name, &self.common, level, msg);
+    }
+
+    async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Verdict {
+        let svc = cx.svc.clone();
+        let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
+            Ok(a) => a,
+            Err(e) => return Verdict::Unavailable(format!("cannot resolve the IMAP host: {e}")),
+        };
+        let stream = match svc.connect(&Endpoint::Tcp(addr), self.timeout).await {
+            Ok(s) => s,
+            Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
+        };
+        let mut conn = Conn {
+            stream,
+            buf: Vec::new(),
+        };
+        let verdict = match self.login(&mut conn, user, password).await {
+            Ok(v) => v,
+            Err(e) => return Verdict::Unavailable(format!("{addr}: {e}")),
+        };
+        // Polite; the answer does not matter.
+        let _ = conn.send(b"A2 LOGOUT\r\n".to_vec()).await;
+        verdict
+    }
+
+    async fn login(&self, conn: &mut Conn, user: &Arg, password: &Arg) -> Result<Verdict, String> {
+        let greeting = conn.line().await?;
+        let Some(rest) = greeting.strip_prefix(b"* ") else {
+            return Err(format!("not an IMAP greeting: {}", shown_line(&greeting)));
+        };
+        if !starts_with_word(rest, "OK") {
+            return Err(format!("greeting: {}", shown_line(&greeting)));
+        }
+        if has_capability(rest, "LOGINDISABLED") {
+            return Err("the server refuses LOGIN without TLS (LOGINDISABLED), which this \
+                        plugin does not speak"
+                .into());
+        }
+        // Send `A1 LOGIN`, stopping before each literal's bytes until the server says `+`.
+        let mut pending = b"A1 LOGIN".to_vec();
+        for arg in [user, password] {
+            pending.push(b' ');
+            match arg {
+                Arg::Quoted(q) => pending.extend_from_slice(q.as_bytes()),
+                Arg::Literal(bytes) => {
+                    pending.extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
+                    conn.send(std::mem::take(&mut pending)).await?;
+                    let go = self.tagged_or_continue(conn).await?;
+                    if let Some(verdict) = go {
+                        return Ok(verdict);
+                    }
+                    pending.extend_from_slice(bytes);
+                }
+            }
+        }
+        pending.extend_from_slice(b"\r\n");
+        conn.send(pending).await?;
+        loop {
+            let line = conn.line().await?;
+            if let Some(rest) = line.strip_prefix(b"A1 ") {
+                return Ok(tagged(rest, &line));
+            }
+            if let Some(rest) = line.strip_prefix(b"* ") {
+                if starts_with_word(rest, "BYE") {
+                    return Err(format!("the server says {}", shown_line(&line)));
+                }
+                continue; // CAPABILITY and other untagged data
+            }
+            return Err(format!("unexpected line: {}", shown_line(&line)));
+        }
+    }
+
+    /// After a literal's `{n}`: `Ok(None)` on the server's `+` (send the bytes), the verdict if
+    /// the server answered the command instead (a `NO`/`BAD` refusing the literal).
+    async fn tagged_or_continue(&self, conn: &mut Conn) -> Result<Option<Verdict>, String> {
+        loop {
+            let line = conn.line().await?;
+            if line.starts_with(b"+") {
+                return Ok(None);
+            }
+            if let Some(rest) = line.strip_prefix(b"A1 ") {
+                return Ok(Some(tagged(rest, &line)));
+            }
+            if line
+                .strip_prefix(b"* ")
+                .is_some_and(|r| starts_with_word(r, "BYE"))
+            {
+                return Err(format!("the server says {}", shown_line(&line)));
+            }
+        }
+    }
+}
+
+/// The verdict of the tagged answer `rest` (after `A1 `).
+fn tagged(rest: &[u8], line: &[u8]) -> Verdict {
+    if starts_with_word(rest, "OK") {
+        Verdict::Pass
+    } else if starts_with_word(rest, "NO") {
+        if has_capability(rest, "UNAVAILABLE") {
+            Verdict::Unavailable(format!("the server says {}", shown_line(line)))
+        } else {
+            Verdict::Refused(shown_line(line))
+        }
+    } else {
+        Verdict::Unavailable(format!("the server says {}", shown_line(line)))
+    }
+}
+
+impl Plugin for Imap {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Auth])
+    }
+
+    fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
+        let user = Shown(&req.user);
+        let Some(password) = req.password() else {
+            self.log(
+                cx,
+                Level::Debug,
+                format_args!("skip: {} needs the clear password", req.mechanism),
+            );
+            return Step::DECLINED;
+        };
+        if req.user.is_empty() {
+            return Step::DECLINED;
+        }
+        if password.is_empty() {
+            self.log(
+                cx,
+                Level::Info,
+                format_args!("fail: empty password for '{user}'"),
+            );
+            return Step::Ready(Outcome::deny(INVALID));
+        }
+        let (Some(user_arg), Some(password_arg)) = (encode_arg(&req.user), encode_arg(password))
+        else {
+            self.log(
+                cx,
+                Level::Info,
+                format_args!("fail: CR, LF or NUL in the name or password of '{user}'"),
+            );
+            return Step::Ready(Outcome::deny(INVALID));
+        };
+        Step::pending(async move {
+            let svc = cx.svc.clone();
+            let verdict = within(
+                &*svc,
+                self.timeout,
+                self.check(cx, &user_arg, &password_arg),
+            )
+            .await
+            .unwrap_or_else(|| {
+                Verdict::Unavailable(format!(
+                    "no answer within the timeout ({}s)",
+                    self.timeout.as_secs()
+                ))
+            });
+            match verdict {
+                Verdict::Pass => {
+                    self.log(
+                        cx,
+                        Level::Info,
+                        format_args!("pass: '{user}' with {}", req.mechanism),
+                    );
+                    Outcome::Ok(None)
+                }
+                Verdict::Refused(line) => {
+                    self.log(cx, Level::Info, format_args!("fail: '{user}': {line}"));
+                    Outcome::deny(INVALID)
+                }
+                Verdict::Unavailable(why) => {
+                    self.log(
+                        cx,
+                        Level::Error,
+                        format_args!(
+                            "temporary failure for '{user}' at {}:{}: {why}",
+                            self.host, self.port
+                        ),
+                    );
+                    Outcome::deny_soft(TEMPORARY)
+                }
+            }
+        })
+    }
+
+    fn auth_mechanisms(&self) -> &'static [Mechanism] {
+        &[Mechanism::Plain, Mechanism::Login]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::test_util::{build, build_err};
+    use ringsmtpd_plugin_api::auth::Secret;
+    use ringsmtpd_plugin_api::testing::{cx, run};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A scripted IMAP server on a thread. `greeting` is sent first; then for each line read,
+    /// `answer(line)` gives what to write back (the connection is closed after an answer that
+    /// does not end with a line end). Every line read is recorded.
+    struct FakeImap {
+        port: u16,
+        seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    type Answer = fn(&[u8]) -> Vec<u8>;
+
+    impl FakeImap {
+        fn start(greeting: &'static str, answer: Answer) -> FakeImap {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let log = seen.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { return };
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        if conn.write_all(greeting.as_bytes()).is_err() {
+                            return;
+                        }
+                        let mut reader = BufReader::new(conn.try_clone().unwrap());
+                        loop {
+                            let mut line = Vec::new();
+                            match reader.read_until(b'\n', &mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            // Synchronizing literals: say `+`, then read their bytes and the
+                            // rest of the line into the line.
+                            while let Some(n) = literal_len(&line) {
+                                let mut bytes = vec![0; n];
+                                let ok = conn.write_all(b"+ go ahead\r\n").is_ok()
+                                    && reader.read_exact(&mut bytes).is_ok();
+                                line.extend_from_slice(&bytes);
+                                if !ok || reader.read_until(b'\n', &mut line).is_err() {
+                                    return;
+                                }
+                            }
+                            let out = answer(&line);
+                            log.lock().unwrap().push(line);
+                            // An answer without a line end is the last thing said.
+                            if conn.write_all(&out).is_err() || !out.ends_with(b"\n") {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            FakeImap { port, seen }
+        }
+
+        fn lines(&self) -> Vec<String> {
+            // The client sends LOGOUT without waiting for the answer: give the server a moment.
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let seen = self.seen.lock().unwrap();
+                let done = seen.iter().any(|l| l.starts_with(b"A2 LOGOUT"));
+                if done || std::time::Instant::now() > end {
+                    return seen
+                        .iter()
+                        .map(|l| String::from_utf8_lossy(l).into_owned())
+                        .collect();
+                }
+                drop(seen);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// `n` if the line ends with a synchronizing literal's `{n}` CRLF.
+    fn literal_len(line: &[u8]) -> Option<usize> {
+        let s = std::str::from_utf8(line).ok()?;
+        let s = s.strip_suffix("}\r\n")?;
+        let open = s.rfind('{')?;
+        s[open + 1..].parse().ok()
+    }
+
+    /// Dovecot-like: `joe` / `right pw` logs in, anything else is NO.
+    fn dovecot(line: &[u8]) -> Vec<u8> {
+        let s = String::from_utf8_lossy(line);
+        if s.starts_with("A1 LOGIN ") {
+            if s == "A1 LOGIN \"joe\" \"right pw\"\r\n" || s == "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n"
+            {
+                b"* CAPABILITY IMAP4rev1 IDLE\r\nA1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"
+                    .to_vec()
+            } else {
+                b"A1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".to_vec()
+            }
+        } else if s.starts_with("A2 LOGOUT") {
+            b"* BYE Logging out\r\nA2 OK Logout completed.\r\n".to_vec()
+        } else {
+            b"* BAD unexpected\r\n".to_vec()
+        }
+    }
+
+    const GREETING: &str = "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n";
+
+    fn attempt(p: &dyn Plugin, user: &str, pw: &str) -> (Outcome, Vec<String>) {
+        let (mut c, svc) = cx("192.0.2.1:1");
+        let req = AuthRequest {
+            mechanism: Mechanism::Login,
+            user: user.into(),
+            secret: Secret::Password(pw.into()),
+        };
+        let out = run(p.auth(&mut c, &req));
+        let logs = svc
+            .logs
+            .borrow()
+            .iter()
+            .map(|(_, _, m)| m.clone())
+            .collect();
+        (out, logs)
+    }
+
+    fn plugin(port: u16) -> Box<dyn Plugin> {
+        build(
+            new,
+            "auth/auth_imap",
+            &["127.0.0.1", &port.to_string()],
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn right_and_wrong_passwords() {
+        let srv = FakeImap::start(GREETING, dovecot);
+        let p = plugin(srv.port);
+        let (out, logs) = attempt(&*p, "joe", "right pw");
+        assert_eq!(out, Outcome::Ok(None), "{logs:?}");
+        assert_eq!(
+            srv.lines(),
+            ["A1 LOGIN \"joe\" \"right pw\"\r\n", "A2 LOGOUT\r\n"]
+        );
+        let (out, logs) = attempt(&*p, "joe", "wrong");
+        assert_eq!(out, Outcome::deny(INVALID));
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("A1 NO [AUTHENTICATIONFAILED]")),
+            "{logs:?}"
+        );
+        assert!(
+            !logs.iter().any(|l| l.contains("wrong")),
+            "password logged: {logs:?}"
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_escaped() {
+        assert_eq!(
+            encode_arg(r#"a"b\c"#),
+            Some(Arg::Quoted(r#""a\"b\\c""#.into()))
+        );
+        assert_eq!(encode_arg("x y"), Some(Arg::Quoted("\"x y\"".into())));
+        assert_eq!(
+            encode_arg("jöe"),
+            Some(Arg::Literal("jöe".as_bytes().to_vec()))
+        );
+        for bad in ["a\rb", "a\nb", "a\0b"] {
+            assert_eq!(encode_arg(bad), None, "{bad:?}");
+        }
+        let srv = FakeImap::start(GREETING, dovecot);
+        let p = plugin(srv.port);
+        // An attempt to end the string and inject a command stays one quoted string.
+        let (out, _) = attempt(&*p, "joe", "x\" \"y");
+        assert_eq!(out, Outcome::deny(INVALID));
+        assert_eq!(srv.lines()[0], "A1 LOGIN \"joe\" \"x\\\" \\\"y\"\r\n");
+    }
+
+    #[test]
+    fn non_ascii_goes_as_literals() {
+        let srv = FakeImap::start(GREETING, dovecot);
+        let p = plugin(srv.port);
+        let (out, logs) = attempt(&*p, "jöe", "pwé");
+        assert_eq!(out, Outcome::Ok(None), "{logs:?}");
+        assert_eq!(srv.lines()[0], "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n");
+    }
+
+    #[test]
+    fn refused_without_connecting() {
+        let srv = FakeImap::start(GREETING, |_| panic!("connected"));
+        let p = plugin(srv.port);
+        assert_eq!(attempt(&*p, "joe", "").0, Outcome::deny(INVALID));
+        assert_eq!(
+            attempt(&*p, "joe", "a\r\nA9 DELETE INBOX").0,
+            Outcome::deny(INVALID)
+        );
+        assert_eq!(attempt(&*p, "jo\ne", "x").0, Outcome::deny(INVALID));
+        assert_eq!(attempt(&*p, "", "x").0, Outcome::Declined);
+        assert!(srv.seen.lock().unwrap().is_empty());
+        assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
+        let (mut c, _) = cx("192.0.2.1:1");
+        let req = AuthRequest {
+            mechanism: Mechanism::CramMd5,
+            user: "joe".into(),
+            secret: Secret::CramMd5 {
+                challenge: "<1@x>".into(),
+                digest: "00".into(),
+            },
+        };
+        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+    }
+
+    #[test]
+    fn server_trouble_is_temporary() {
+        let cases: &[(&'static str, Answer, &str)] = &[
+            ("* BYE too many connections\r\n", dovecot, "greeting: * BYE"),
+            ("HTTP/1.0 200 OK\r\n", dovecot, "not an IMAP greeting"),
+            (
+                "* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] ready\r\n",
+                dovecot,
+                "LOGINDISABLED",
+            ),
+            (
+                GREETING,
+                |_| b"A1 NO [UNAVAILABLE] backend down\r\n".to_vec(),
+                "[UNAVAILABLE]",
+            ),
+            (GREETING, |_| b"A1 BAD syntax\r\n".to_vec(), "A1 BAD"),
+            (
+                GREETING,
+                |_| b"* BYE shutting down\r\n".to_vec(),
+                "* BYE shutting down",
+            ),
+            (GREETING, |_| b"A7 OK what\r\n".to_vec(), "unexpected line"),
+            (GREETING, |_| vec![b'x'; 9000], "line too long"),
+            (GREETING, |_| b"A1 OK".to_vec(), "closed the connection"),
+        ];
+        for (greeting, answer, why) in cases {
+            let srv = FakeImap::start(greeting, *answer);
+            let p = plugin(srv.port);
+            let (out, logs) = attempt(&*p, "joe", "right pw");
+            assert_eq!(out, Outcome::deny_soft(TEMPORARY), "{why}: {logs:?}");
+            assert!(logs.iter().any(|l| l.contains(why)), "{why}: {logs:?}");
+        }
+    }
+
+    #[test]
+    fn untagged_lines_before_the_answer_are_skipped() {
+        let srv = FakeImap::start(GREETING, |_| {
+            b"* CAPABILITY IMAP4rev1\r\n* OK [ALERT] hello\r\nA1 OK done\r\n".to_vec()
+        });
+        let p = plugin(srv.port);
+        assert_eq!(attempt(&*p, "joe", "x").0, Outcome::Ok(None));
+        // `A1 OKAY` is not `A1 OK`.
+        let srv = FakeImap::start(GREETING, |_| b"A1 OKAY\r\n".to_vec());
+        let p = plugin(srv.port);
+        assert_eq!(attempt(&*p, "joe", "x").0, Outcome::deny_soft(TEMPORARY));
+    }
+
+    #[test]
+    fn server_down_is_temporary() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (out, logs) = attempt(&*plugin(port), "joe", "right pw");
+        assert_eq!(out, Outcome::deny_soft(TEMPORARY));
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("cannot connect to 127.0.0.1:")),
+            "{logs:?}"
+        );
+        let p = build(new, "auth/auth_imap", &["imap.invalid"], &[]).unwrap();
+        let (out, logs) = attempt(&*p, "joe", "right pw");
+        assert_eq!(out, Outcome::deny_soft(TEMPORARY));
+        assert!(
+            logs.iter()
+                .any(|l| l.contains("cannot resolve the IMAP host")),
+            "{logs:?}"
+        );
+    }
+
+    #[test]
+    fn silent_server_times_out() {
+        // A listener that never writes its greeting, with a Services whose timer fires as soon
+        // as the read would block: a Stream whose read never completes.
+        struct Mute;
+        impl Stream for Mute {
+            fn read(&mut self, _buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, usize> {
+                Box::pin(std::future::pending())
+            }
+            fn write_all(&mut self, buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, ()> {
+                Box::pin(std::future::ready((Ok(()), buf)))
+            }
+            fn start_tls(
+                self: Box<Self>,
+                _: String,
+                _: ringsmtpd_plugin_api::net::TlsVerify,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>>>,
+            > {
+                Box::pin(std::future::ready(Err(
+                    std::io::ErrorKind::Unsupported.into()
+                )))
+            }
+        }
+        struct Silent(
+            std::rc::Rc<ringsmtpd_plugin_api::testing::FakeServices>,
+            std::cell::RefCell<Vec<Endpoint>>,
+        );
+        impl ringsmtpd_plugin_api::Services for Silent {
+            fn me(&self) -> &str {
+                "mx.test"
+            }
+            fn log(&self, l: Level, c: u64, s: &str, m: std::fmt::Arguments<'_>) {
+                self.0.log(l, c, s, m)
+            }
+            fn log_enabled(&self, _: Level) -> bool {
+                true
+            }
+            fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
+                std::thread::spawn(job);
+            }
+            fn sleep(
+                &self,
+                _: Duration,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+                Box::pin(std::future::ready(()))
+            }
+            fn connect(
+                &self,
+                to: &Endpoint,
+                _: Duration,
+            ) -> ringsmtpd_plugin_api::net::ConnectFuture {
+                self.1.borrow_mut().push(to.clone());
+                Box::pin(std::future::ready(Ok(Box::new(Mute) as Box<dyn Stream>)))
+            }
+        }
+        let fake = ringsmtpd_plugin_api::testing::FakeServices::new("mx.test");
+        let (c, _) = cx("192.0.2.1:1");
+        let svc = std::rc::Rc::new(Silent(fake.clone(), Default::default()));
+        let mut c = Cx::new(c.conn, svc.clone());
+        let p = build(new, "auth/auth_imap", &["127.0.0.1", "timeout", "4"], &[]).unwrap();
+        let req = AuthRequest {
+            mechanism: Mechanism::Plain,
+            user: "joe".into(),
+            secret: Secret::Password("x".into()),
+        };
+        assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
+        assert!(fake.logged("no answer within the timeout (4s)"));
+        // The port defaults to 143.
+        assert_eq!(
+            *svc.1.borrow(),
+            [Endpoint::Tcp("127.0.0.1:143".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        let ok = |args: &[&str]| build(new, "auth/auth_imap", args, &[]).is_ok();
+        assert!(ok(&["127.0.0.1"]));
+        assert!(ok(&["imap.example.org", "993"]));
+        assert!(ok(&["127.0.0.1", "143", "timeout", "30", "loglevel", "7"]));
+        assert!(ok(&["timeout", "2", "[::1]"]));
+        for (args, why) in [
+            (&[][..], "the IMAP server is required"),
+            (&["bad host!"], "not an IP address or host name"),
+            (&["127.0.0.1", "0"], "port '0'"),
+            (&["127.0.0.1", "imap"], "port 'imap'"),
+            (&["127.0.0.1", "143", "extra"], "unknown argument 'extra'"),
+            (&["127.0.0.1", "timeout"], "needs a value"),
+            (&["127.0.0.1", "timeout", "0"], "timeout '0'"),
+        ] {
+            let err = build_err(new, "auth/auth_imap", args, &[]);
+            assert_eq!(err.file, "plugins", "{args:?}");
+            assert!(err.reason.contains(why), "{args:?}: {err}");
+        }
+    }
+}

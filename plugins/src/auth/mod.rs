@@ -1,0 +1,361 @@
+//! SMTP AUTH backends (qpsmtpd's `plugins/auth/`). The core speaks SASL (RFC 4954: PLAIN,
+//! LOGIN, CRAM-MD5) and hands each attempt to the `auth` hook of these plugins in
+//! `config/plugins` order, until one answers something other than `DECLINED`.
+//!
+//! What the outcomes mean, for every backend here (qpsmtpd's `docs/authentication.md`):
+//!
+//! | outcome | when | the client gets |
+//! |---|---|---|
+//! | `OK` | the password is right | 235, and the connection may relay |
+//! | `DECLINED` | this backend does not know the user: the next backend tries | 535 if no backend accepts |
+//! | `DENY` | the user is known and the password is wrong (or can never be right: empty, NUL, CR/LF): later backends are not asked | 535 |
+//! | `DENYSOFT` | the backend cannot tell (server down, timeout, protocol error) | 454 4.7.0: the client retries later; never an acceptance |
+//!
+//! Every backend refuses an empty password: an LDAP "unauthenticated bind" with an empty
+//! password succeeds on many servers, the classic LDAP authentication bug (RFC 4513 §5.1.2),
+//! and no other backend has a reason to accept one either.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use ringsmtpd_plugin_api::dns::QType;
+use ringsmtpd_plugin_api::{CommonArgs, ConfigError, ConfigLine, Cx, Level, Services};
+
+pub mod auth_checkpassword;
+pub mod auth_flat_file;
+pub mod auth_imap;
+pub mod auth_ldap_bind;
+pub mod authdeny;
+mod ldap;
+
+/// The text of a `DENY`: RFC 4954 §6's code for a wrong password. The same for an unknown
+/// user, so the reply tells an attacker nothing about which user names exist.
+pub(crate) const INVALID: &str = "5.7.8 Authentication credentials invalid";
+
+/// The text of a `DENYSOFT` (RFC 4954 §6, 454 4.7.0).
+pub(crate) const TEMPORARY: &str = "4.7.0 Temporary authentication failure";
+
+/// Logs a line of plugin `name` at `level`, after its `loglevel` argument.
+pub(crate) fn log(cx: &Cx, name: &str, common: &CommonArgs, level: Level, msg: fmt::Arguments<'_>) {
+    if let Some(level) = common.adjust(level) {
+        cx.log(level, name, msg);
+    }
+}
+
+/// A user name as a log shows it: control characters as `?`, at most 100 characters, so a
+/// client cannot write lines into the log or flood it.
+pub(crate) struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for (i, c) in self.0.chars().enumerate() {
+            if i == 100 {
+                return f.write_str("...");
+            }
+            f.write_char(if c.is_control() { '?' } else { c })?;
+        }
+        Ok(())
+    }
+}
+
+/// Awaits `fut` for at most `dur`; `None` if the timer fired first. The work is polled before
+/// the timer, so an answer that is already there wins over an expired timer.
+pub(crate) async fn within<T>(
+    svc: &dyn Services,
+    dur: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = pin!(fut);
+    let mut timer = svc.sleep(dur);
+    std::future::poll_fn(|task| {
+        if let Poll::Ready(v) = fut.as_mut().poll(task) {
+            return Poll::Ready(Some(v));
+        }
+        if timer.as_mut().poll(task).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A server to connect to: an address, or a name resolved at each use (so a changed DNS
+/// record is followed without a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl Host {
+    /// An IP address (IPv6 with or without brackets) or a host name (letters, digits, `-`,
+    /// `_` and dots: RFC 1123 names, and the `_` qpsmtpd allowed).
+    pub(crate) fn parse(s: &str) -> Result<Host, String> {
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(s);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Host::Ip(ip));
+        }
+        if s.eq_ignore_ascii_case("localhost") {
+            return Ok(Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        }
+        let name = s.trim_end_matches('.');
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if valid {
+            Ok(Host::Name(name.to_ascii_lowercase()))
+        } else {
+            Err(format!("'{s}' is not an IP address or host name"))
+        }
+    }
+
+    /// The address to connect to: the IP, or the first A (then AAAA) record of the name.
+    pub(crate) async fn resolve(
+        &self,
+        svc: &dyn Services,
+        port: u16,
+    ) -> Result<SocketAddr, String> {
+        let name = match self {
+            Host::Ip(ip) => return Ok(SocketAddr::new(*ip, port)),
+            Host::Name(name) => name,
+        };
+        let mut why = String::new();
+        for qtype in [QType::A, QType::Aaaa] {
+            match svc.dns_query(name, qtype).await {
+                Ok(answer) => {
+                    if let Some(ip) = answer.ips().next() {
+                        return Ok(SocketAddr::new(ip, port));
+                    }
+                    if answer.nxdomain {
+                        return Err(format!("{name}: no such host (NXDOMAIN)"));
+                    }
+                }
+                Err(e) => why = format!("{name}: {e}"),
+            }
+        }
+        if why.is_empty() {
+            why = format!("{name}: no address");
+        }
+        Err(why)
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A port number, 1..=65535.
+pub(crate) fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("port '{s}' is not a number from 1 to 65535")),
+    }
+}
+
+/// A timeout in whole seconds, 1..=300.
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=300).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "timeout '{s}' is not a number of seconds from 1 to 300"
+        )),
+    }
+}
+
+/// Refuses a secrets file that every local user may read (or write): `flat_auth_pw` holds
+/// clear passwords, `ldap` may hold the search account's. The files are those the config
+/// lines came from (an `$include`d file is checked too). A name that is not a file on disk
+/// (an in-memory config in tests) is skipped.
+pub(crate) fn check_private(lines: &[ConfigLine], what: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen: Vec<&str> = Vec::new();
+    for line in lines {
+        if seen.contains(&line.file.as_str()) {
+            continue;
+        }
+        seen.push(&line.file);
+        let Ok(meta) = std::fs::metadata(&line.file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o006 != 0 {
+            return Err(ConfigError {
+                file: line.file.clone(),
+                line: 0,
+                reason: format!(
+                    "holds {what} and is readable or writable by every user (mode {:04o}): \
+                     chmod 600 (or 640 with the server's group) and restart",
+                    mode & 0o7777
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Shared by the backends' tests: building a plugin from args and files.
+
+    use ringsmtpd_plugin_api::testing::{origin, MemConfig};
+    use ringsmtpd_plugin_api::{ConfigError, Factory, Plugin, PluginInit};
+
+    pub fn build(
+        factory: Factory,
+        name: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Result<Box<dyn Plugin>, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = MemConfig::new(files);
+        let line = origin(&format!("{name} {}", args.join(" ")));
+        factory(&PluginInit {
+            name,
+            args: &args,
+            config: &config,
+            origin: &line,
+        })
+    }
+
+    /// The error of a build that must fail.
+    pub fn build_err(
+        factory: Factory,
+        name: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> ConfigError {
+        match build(factory, name, args, files) {
+            Ok(_) => panic!("{name} {args:?} built, but must not"),
+            Err(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringsmtpd_plugin_api::dns::{DnsError, Record};
+    use ringsmtpd_plugin_api::testing::{block_on, FakeServices};
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            Host::parse("127.0.0.1"),
+            Ok(Host::Ip("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(Host::parse("[::1]"), Ok(Host::Ip("::1".parse().unwrap())));
+        assert_eq!(Host::parse("::1"), Ok(Host::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            Host::parse("LocalHost"),
+            Ok(Host::Ip("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(
+            Host::parse("Imap.Example.org."),
+            Ok(Host::Name("imap.example.org".into()))
+        );
+        for bad in ["", "a..b", "-a.b", "a b", "a/b", "x:1", "."] {
+            assert!(Host::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolve_names() {
+        let svc = FakeServices::new("mx.test");
+        svc.answer(
+            "ldap.test",
+            QType::A,
+            vec![Record::A("192.0.2.7".parse().unwrap())],
+        );
+        svc.answer(
+            "v6.test",
+            QType::Aaaa,
+            vec![Record::Aaaa("2001:db8::7".parse().unwrap())],
+        );
+        svc.answer("v6.test", QType::A, vec![]);
+        svc.fail("broken.test", QType::A, DnsError::ServFail);
+        svc.fail("broken.test", QType::Aaaa, DnsError::ServFail);
+        let r = |h: &str| block_on(Host::parse(h).unwrap().resolve(&*svc, 389));
+        assert_eq!(r("ldap.test"), Ok("192.0.2.7:389".parse().unwrap()));
+        assert_eq!(r("v6.test"), Ok("[2001:db8::7]:389".parse().unwrap()));
+        assert_eq!(r("192.0.2.9"), Ok("192.0.2.9:389".parse().unwrap()));
+        assert!(r("missing.test").unwrap_err().contains("NXDOMAIN"));
+        assert!(r("broken.test").unwrap_err().contains("SERVFAIL"));
+    }
+
+    #[test]
+    fn ports_and_timeouts() {
+        assert_eq!(parse_port("143"), Ok(143));
+        for bad in ["0", "65536", "x", "-1", ""] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(5)));
+        for bad in ["0", "301", "1.5", "x"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shown_user_names_are_safe_for_logs() {
+        assert_eq!(Shown("a\r\nb").to_string(), "a??b");
+        let long = "x".repeat(300);
+        assert_eq!(Shown(&long).to_string().len(), 103);
+    }
+
+    #[test]
+    fn within_prefers_a_ready_answer_and_times_out_otherwise() {
+        // The fake timer fires at once: a ready future still wins, a pending one loses.
+        let svc = FakeServices::new("mx.test");
+        let d = Duration::from_secs(1);
+        assert_eq!(block_on(within(&*svc, d, async { 7 })), Some(7));
+        assert_eq!(
+            block_on(within(&*svc, d, std::future::pending::<u8>())),
+            None
+        );
+    }
+
+    #[test]
+    fn private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ringsmtpd-auth-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("flat_auth_pw");
+        std::fs::write(&file, "a@b:c\n").unwrap();
+        let line = ConfigLine {
+            text: "a@b:c".into(),
+            file: file.display().to_string(),
+            line: 1,
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_private(&[line.clone()], "passwords").is_ok());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(check_private(&[line.clone()], "passwords").is_ok());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = check_private(&[line.clone()], "passwords").unwrap_err();
+        assert!(err.to_string().contains("mode 0644"), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o602)).unwrap();
+        assert!(check_private(&[line], "passwords").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
