@@ -279,10 +279,16 @@ impl Plugin for CheckPassword {
         }
         let len = req.user.len() + password.len() + stamp.len() + 3;
         if len > MAX_DATA {
-            log(cx, &self.name, &self.common, Level::Info, format_args!(
+            log(
+                cx,
+                &self.name,
+                &self.common,
+                Level::Info,
+                format_args!(
                 "fail: user name and password of '{user}' are {len} bytes, over the protocol's \
                  {MAX_DATA}"
-            ));
+            ),
+            );
             return Step::Ready(Outcome::deny(INVALID));
         }
         let mut data = Vec::with_capacity(len);

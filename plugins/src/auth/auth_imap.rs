@@ -261,9 +261,11 @@ impl Imap {
             return Err(format!("greeting: {}", shown_line(&greeting)));
         }
         if has_capability(rest, "LOGINDISABLED") {
-            return Err("the server refuses LOGIN without TLS (LOGINDISABLED), which this \
+            return Err(
+                "the server refuses LOGIN without TLS (LOGINDISABLED), which this \
                         plugin does not speak"
-                .into());
+                    .into(),
+            );
         }
         // Send `A1 LOGIN`, stopping before each literal's bytes until the server says `+`.
         let mut pending = b"A1 LOGIN".to_vec();
@@ -706,8 +708,8 @@ mod tests {
 
     #[test]
     fn silent_server_times_out() {
-        // A listener that never writes its greeting, with a Services whose timer fires as soon
-        // as the read would block: a Stream whose read never completes.
+        // A server that never sends its greeting (a Stream whose read never completes), with
+        // Services whose timer has already fired: the timeout, not a hang, ends the attempt.
         struct Mute;
         impl Stream for Mute {
             fn read(&mut self, _buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, usize> {

@@ -347,11 +347,11 @@ mod tests {
             line: 1,
         };
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(check_private(&[line.clone()], "passwords").is_ok());
+        assert!(check_private(std::slice::from_ref(&line), "passwords").is_ok());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(check_private(&[line.clone()], "passwords").is_ok());
+        assert!(check_private(std::slice::from_ref(&line), "passwords").is_ok());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = check_private(&[line.clone()], "passwords").unwrap_err();
+        let err = check_private(std::slice::from_ref(&line), "passwords").unwrap_err();
         assert!(err.to_string().contains("mode 0644"), "{err}");
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o602)).unwrap();
