@@ -35,8 +35,13 @@ const RAW_READ: usize = 16 * 1024 + 512;
 
 /// How long a client may take to complete a TLS handshake: long enough for a slow link,
 /// short enough that a client which never finishes does not hold its connection for the whole
-/// idle `timeout`.
+/// idle `timeout`. A shorter idle `timeout` bounds it too.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The handshake limit under the idle timeout `idle`.
+pub fn handshake_timeout(idle: std::time::Duration) -> std::time::Duration {
+    HANDSHAKE_TIMEOUT.min(idle)
+}
 
 /// The TLS setup of one config snapshot.
 #[derive(Clone)]

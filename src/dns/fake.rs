@@ -35,6 +35,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 /// The delay of `slow…` names.
 pub const SLOW: Duration = Duration::from_millis(300);
 
+/// Queries whose (ID, port, payload) are kept for inspection; a benchmark sends millions.
+const MAX_RECORDED: usize = 100_000;
+
 /// How the whole server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -51,7 +54,7 @@ pub enum Mode {
 pub struct Seen {
     pub udp: AtomicU64,
     pub tcp: AtomicU64,
-    /// (query ID, client source port, EDNS payload or 0) of each UDP query.
+    /// (query ID, client source port, EDNS payload or 0) of the first 100,000 UDP queries.
     pub queries: Mutex<Vec<(u16, u16, u16)>>,
 }
 
@@ -141,7 +144,9 @@ fn serve_udp(sock: UdpSocket, mode: Mode, seen: &Seen, stop: &AtomicBool) {
         seen.udp.fetch_add(1, Ordering::SeqCst);
         let payload = query.edns.as_ref().map_or(0, |e| e.max_payload());
         if let Ok(mut q) = seen.queries.lock() {
-            q.push((query.metadata.id, from.port(), payload));
+            if q.len() < MAX_RECORDED {
+                q.push((query.metadata.id, from.port(), payload));
+            }
         }
         let label = first_label(&query);
         if mode == Mode::Silent || label.starts_with("silent") {

@@ -401,10 +401,16 @@ impl Inner {
             crate::log!(Level::Error, 0, "dns", "cannot open a UDP socket: {e}");
             DnsError::Refused
         })?;
-        // A random ID not in use on this socket (at most max_in_flight of 65536 are).
+        // A random ID not in use on this socket. Few are (one per try in flight), so this
+        // ends at once; the bound only guards against a misconfigured huge max_in_flight.
         let mut id = st.rng.u16();
+        let mut draws = 1;
         while st.pending.contains_key(&(sock.serial, id)) {
+            if draws == 64 {
+                return Err(DnsError::Refused);
+            }
             id = st.rng.u16();
+            draws += 1;
         }
         let key = (sock.serial, id);
         let (tx, rx) = oneshot::channel();

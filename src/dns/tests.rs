@@ -449,3 +449,33 @@ fn worker_services_route_plugin_queries() {
         assert!(Rc::ptr_eq(&a, &hit));
     });
 }
+
+#[test]
+fn a_torrent_of_lookups_stays_bounded() {
+    let srv = server(Mode::Normal);
+    run(Driver::Auto, || async {
+        let r = Resolver::new(ResolverConfig {
+            max_in_flight: 1000,
+            cache_size: 500,
+            timeout: Duration::from_secs(5),
+            ..cfg(&[&srv])
+        });
+        for round in 0..4 {
+            let lookups: Vec<Lookup> = (0..2000)
+                .map(|i| r.query(&format!("t{round}-{i}.example.test"), QType::A))
+                .collect();
+            let results = net::join_all(lookups).await;
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            let refused = results
+                .iter()
+                .filter(|r| **r == Err(DnsError::Refused))
+                .count();
+            assert_eq!((ok, refused), (1000, 1000), "round {round}");
+            let s = r.stats();
+            assert_eq!(s.in_flight, 0);
+            assert!(s.cache_entries <= 500, "{s:?}");
+        }
+        let s = r.stats();
+        assert_eq!((s.overloaded, s.timeouts), (4000, 0), "{s:?}");
+    });
+}

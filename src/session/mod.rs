@@ -304,7 +304,8 @@ impl<T: Transport> Session<T> {
             return Err(End::TlsFailed(io::ErrorKind::Unsupported));
         };
         let handshake = self.io.start_tls(setup.config);
-        match monoio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+        let limit = crate::tls::handshake_timeout(self.st.env.settings.timeout);
+        match monoio::time::timeout(limit, handshake).await {
             Ok(Ok(info)) => {
                 self.st.tls_started(info).await;
                 Ok(())

@@ -201,3 +201,21 @@ def test_a_listener_marked_tls_needs_the_tls_line(make_server, tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=srv.dir)
     assert out.returncode == 1
     assert "marked tls" in out.stderr, out.stderr
+
+
+def test_a_handshake_that_never_completes_times_out_and_frees_the_connection(make_server, tmp_path):
+    # The handshake is bounded by min(30 s, timeout); timeout 2 keeps the test short.
+    port = free_port()
+    srv = tls_server(make_server, tmp_path, settings={"timeout": "2"},
+                     extra_args=["--listen", f"127.0.0.1:{port} tls"])
+    # After STARTTLS, and on the implicit TLS listener: a client that never sends a ClientHello.
+    c = srv.connect()
+    c.ehlo()
+    c.cmd("STARTTLS", 220)
+    assert c.read_until_closed(deadline=IO_TIMEOUT) == b""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+    raw.settimeout(IO_TIMEOUT)
+    assert raw.recv(100) == b"", "the server closes a silent implicit-TLS client"
+    raw.close()
+    srv.wait_log("TLS handshake with 127.0.0.1", count=1)
+    srv.wait_log("TlsFailed(TimedOut)")
