@@ -182,7 +182,6 @@ impl Settings {
                 "xclient" => self.xclient = true,
                 "xforward" => self.xforward = true,
                 "tls" => {
-                    drop(value);
                     tls = Some(match it.peek().map(|v| v.to_ascii_lowercase()) {
                         Some(v) if v == "may" => {
                             it.next();
@@ -619,7 +618,8 @@ pub struct Client {
     pool: RefCell<Vec<Conn>>,
 }
 
-/// The result of one delivery attempt on one connection.
+/// The result of one delivery attempt on one connection (short-lived: not worth a box).
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     /// Decided; the connection may go back to the pool if `Some`.
     Done(Outcome, Option<Conn>),

@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn downstream_refusals_are_relayed() {
-        let cases: Vec<(Script, fn(&Outcome) -> bool, &str)> = vec![
+        type Check = fn(&Outcome) -> bool;
+        let cases: Vec<(Script, Check, &str)> = vec![
             (
                 Script {
                     mail: "451 4.3.0 try later".into(),

@@ -1,0 +1,381 @@
+"""queue/smtp-forward into a real Postfix: a private Postfix instance (own config, queue and
+Maildir under /tmp/ringsmtpd-pfdown.*) listens on a free loopback port and delivers into a
+Maildir with its `virtual` agent; ringsmtpd forwards to it. Checked on Postfix's side: the
+envelope (Return-Path, Delivered-To), the headers and the body; the reply our client gets;
+nothing lost when Postfix is down; a load of messages arriving exactly once each; XCLIENT;
+STARTTLS with the certificate checked against a CA file.
+
+LMTP: Postfix has no LMTP server and Dovecot is not installed here, so queue/lmtp is
+verified end to end only by its unit tests against an in-process LMTP server
+(plugins/src/queue/lmtp.rs), not against a real message store.
+
+Needs the Debian package `postfix` (tests/run installs it) and root (Postfix's master).
+"""
+
+import hashlib
+import os
+import pathlib
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import ME, Client, dot_stuff, free_port, make_message, wait_for
+
+MAIN_CF = """\
+compatibility_level = 3.6
+config_directory = {base}/etc
+queue_directory = {base}/queue
+data_directory = {base}/data
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+daemon_directory = /usr/lib/postfix/sbin
+command_directory = /usr/sbin
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = downstream.test
+mydomain = downstream.test
+myorigin = downstream.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_authorized_xforward_hosts = 127.0.0.0/8
+virtual_mailbox_domains = example.test
+virtual_mailbox_base = {base}/mail
+virtual_mailbox_maps = static:box/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+virtual_minimum_uid = {uid}
+smtpd_tls_security_level = {tls_level}
+smtpd_tls_cert_file = {base}/ssl/qpsmtpd-server.crt
+smtpd_tls_key_file = {base}/ssl/qpsmtpd-server.key
+smtpd_tls_received_header = yes
+smtp_dns_support_level = disabled
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+biff = no
+"""
+
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+SENDER = "sender@client.test"
+
+
+class Downstream:
+    """A private Postfix that receives on 127.0.0.1:port and delivers to <base>/mail/box/."""
+
+    def __init__(self, port, tls_level="none"):
+        self.base = pathlib.Path(tempfile.mkdtemp(prefix="ringsmtpd-pfdown.", dir="/tmp"))
+        os.chmod(self.base, 0o755)
+        self.port = port
+        self.etc = self.base / "etc"
+        self.box = self.base / "mail" / "box"
+        self.maillog = self.base / "maillog"
+        pw = pwd.getpwnam("postfix")
+        for d in ("etc", "queue", "data", "mail"):
+            (self.base / d).mkdir()
+        for d in ("data", "mail"):
+            shutil.chown(self.base / d, user="postfix", group=pw.pw_gid)
+        self.ssl = self.base / "ssl"
+        if tls_level != "none":
+            from conftest import BINARY
+
+            subprocess.run(
+                [str(BINARY), "tls-cert", "--dir", str(self.ssl), "--host", "downstream.test"],
+                check=True, capture_output=True, timeout=30,
+            )
+        (self.etc / "main.cf").write_text(
+            MAIN_CF.format(base=self.base, uid=pw.pw_uid, gid=pw.pw_gid, tls_level=tls_level)
+        )
+        (self.etc / "master.cf").write_text(MASTER_CF.format(port=port))
+
+    def run(self, args, check=True):
+        r = subprocess.run(args, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            pytest.fail(f"{' '.join(args)} exited {r.returncode}: {r.stdout!r} {r.stderr!r}\n{self.log()}")
+        return r
+
+    def log(self):
+        return self.maillog.read_text(errors="replace") if self.maillog.exists() else "(no maillog)"
+
+    def start(self):
+        self.run(["postfix", "-c", str(self.etc), "start"])
+
+        def listening():
+            try:
+                Client(self.port, timeout=2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, 30, "the downstream Postfix to listen")
+
+    def stop(self):
+        if self.run(["postfix", "-c", str(self.etc), "stop"], check=False).returncode != 0:
+            self.run(["postfix", "-c", str(self.etc), "abort"], check=False)
+
+    def files(self):
+        new = self.box / "new"
+        return sorted(new.iterdir()) if new.is_dir() else []
+
+    def wait_files(self, n, deadline=60):
+        def enough():
+            return len(self.files()) >= n
+
+        end = time.monotonic() + deadline
+        while not enough():
+            if time.monotonic() > end:
+                q = self.run(["postqueue", "-c", str(self.etc), "-p"], check=False).stdout.decode(errors="replace")
+                pytest.fail(f"{len(self.files())} of {n} messages in the downstream Maildir\n"
+                            f"queue:\n{q}\nlog:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+        time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+        return [p.read_bytes() for p in self.files()]
+
+
+def require_postfix():
+    if not shutil.which("postfix", path="/usr/sbin:/usr/bin"):
+        pytest.fail("Postfix is not installed: `apt-get install postfix` (tests/run does it)")
+    if os.geteuid() != 0:
+        pytest.fail("the private Postfix instance needs root: its master process starts as root")
+
+
+@pytest.fixture
+def downstream():
+    require_postfix()
+    made = []
+
+    def make(tls_level="none", start=True):
+        d = Downstream(free_port(), tls_level)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+def forward_server(make_server, port, extra="", threads=None):
+    return make_server(plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {port} {extra}".strip()],
+                       settings={"size_threshold": 65536}, threads=threads)
+
+
+def send(server, rcpts, message, helo="client.test"):
+    """One transaction; returns the reply to the final dot."""
+    c = server.connect()
+    try:
+        c.ehlo(helo)
+        c.cmd(f"MAIL FROM:<{SENDER}>", 250)
+        for r in rcpts:
+            c.cmd(f"RCPT TO:<{r}>", 250)
+        c.cmd("DATA", 354)
+        c.send(dot_stuff(message))
+        reply = c.reply()
+        c.cmd("QUIT", 221)
+        return reply
+    finally:
+        c.close()
+
+
+def header(data, name):
+    head = data.split(b"\n\n", 1)[0].decode(errors="replace")
+    return [l.split(": ", 1)[1] for l in head.split("\n") if l.lower().startswith(name.lower() + ": ")]
+
+
+def test_forwarded_message_arrives_in_postfix(make_server, downstream):
+    pf = downstream()
+    server = forward_server(make_server, pf.port)
+    body = [".leading dot", "..two dots", ".", "Grüße", "x" * 900]
+    message = make_message("forwarded", body)
+    reply = send(server, ["one@example.test", "two@example.test"], message)
+    assert reply.code == 250, reply
+    assert "queued as" in reply.text.lower(), reply  # Postfix's own queue id, relayed
+    files = pf.wait_files(2)
+    assert len(files) == 2
+    delivered_to = sorted(header(f, "Delivered-To")[0] for f in files)
+    assert delivered_to == ["one@example.test", "two@example.test"]
+    for f in files:
+        assert header(f, "Return-Path") == [f"<{SENDER}>"]
+        received = header(f, "Received")
+        # Postfix's Received (from us) on top of ringsmtpd's (from the client).
+        assert "by downstream.test (Postfix)" in f.decode(errors="replace")
+        assert f"by {ME} (ringsmtpd/".encode() in f
+        assert b"Subject: forwarded" in f
+        assert b"Authentication-Results: " + ME.encode() in f
+        got_body = f.split(b"\n\n", 1)[1]
+        assert got_body == ("\n".join(body) + "\n").encode()
+        assert received
+
+
+def test_downstream_down_gives_4xx_and_nothing_is_lost(make_server, downstream):
+    pf = downstream(start=False)
+    server = forward_server(make_server, pf.port)
+    message = make_message("retry me", ["must not be lost"])
+    reply = send(server, ["one@example.test"], message)
+    assert reply.code == 452 and reply.enhanced() == "4.4.1", reply
+    # The client keeps the message and retries once the downstream is back: it arrives once.
+    pf.start()
+    reply = send(server, ["one@example.test"], message)
+    assert reply.code == 250, reply
+    [f] = pf.wait_files(1)
+    assert f.endswith(b"\n\nmust not be lost\n")
+    assert list(server.spool.iterdir()) == []
+
+
+def test_downstream_refusal_is_relayed(make_server, downstream):
+    pf = downstream()
+    # ringsmtpd accepts elsewhere.test; Postfix does not receive mail for it and refuses relay.
+    server = make_server(
+        plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {pf.port}"],
+        settings={"rcpthosts": "example.test\nelsewhere.test"},
+    )
+    reply = send(server, ["one@example.test", "nobody@elsewhere.test"], make_message("mixed", ["x"]))
+    assert reply.code // 100 == 5, reply
+    assert reply.enhanced() == "5.7.1", reply
+    assert "<nobody@elsewhere.test>:" in reply.text, reply
+    assert "not delivered to any recipient" in reply.text, reply
+    time.sleep(1)
+    assert pf.files() == [], "nothing may be delivered when a recipient is refused"
+
+
+def test_load_arrives_exactly_once(make_server, downstream):
+    pf = downstream()
+    server = forward_server(make_server, pf.port)
+    n_threads, per_thread = 8, 25
+    sent = {}
+    errors = []
+    lock = threading.Lock()
+
+    def worker(k):
+        try:
+            c = server.connect()
+            c.ehlo()
+            for i in range(per_thread):
+                body = [f"message {k}-{i}", hashlib.sha256(f"{k}-{i}".encode()).hexdigest() * 3]
+                message = make_message(f"load {k}-{i}", body)
+                c.cmd(f"MAIL FROM:<{SENDER}>", 250)
+                c.cmd(f"RCPT TO:<load{k}@example.test>", 250)
+                c.cmd("DATA", 354)
+                c.send(dot_stuff(message))
+                r = c.reply()
+                if r.code == 250:
+                    with lock:
+                        sent[f"{k}-{i}"] = hashlib.sha256(("\n".join(body) + "\n").encode()).hexdigest()
+                else:
+                    errors.append(r)
+            c.cmd("QUIT", 221)
+            c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    total = n_threads * per_thread
+    assert len(sent) == total
+    files = pf.wait_files(total, deadline=120)
+    got = {}
+    for f in files:
+        subject = header(f, "Subject")[0].removeprefix("load ")
+        digest = hashlib.sha256(f.split(b"\n\n", 1)[1]).hexdigest()
+        assert subject not in got, f"{subject} delivered twice"
+        got[subject] = digest
+    assert got == sent
+    # The pool kept connections open: far fewer downstream connections than messages.
+    connects = pf.log().count(": connect from ")
+    print(f"{total} messages over {connects} downstream connections")
+    assert connects < total, f"{connects} connections for {total} messages"
+
+
+def test_xclient_passes_the_client_to_postfix(make_server, downstream):
+    pf = downstream()
+    # One worker: both messages use its pool (each worker has its own).
+    server = forward_server(make_server, pf.port, "xclient", threads=1)
+    reply = send(server, ["one@example.test"], make_message("xclient", ["hi"]), helo="original-helo.test")
+    assert reply.code == 250, reply
+    [f] = pf.wait_files(1)
+    text = f.decode(errors="replace")
+    # Postfix's Received names the original client's HELO, not ours.
+    assert "Received: from original-helo.test (" in text, text[:600]
+    assert f"Received: from {ME} (" not in text
+    # A second client: the pooled connection gets a new XCLIENT with the new HELO.
+    reply = send(server, ["two@example.test"], make_message("xclient 2", ["hi"]), helo="second-helo.test")
+    assert reply.code == 250, reply
+    files = pf.wait_files(2)
+    second = [f for f in files if b"Subject: xclient 2" in f][0].decode(errors="replace")
+    assert "Received: from second-helo.test (" in second, second[:600]
+    log = pf.log()
+    assert log.count(": connect from ") - log.count("lost connection after CONNECT") == 1, \
+        "the second message should reuse the pooled connection"
+
+
+def test_starttls_required_and_verified(make_server, downstream):
+    pf = downstream(tls_level="may")
+    ca = pf.ssl / "qpsmtpd-ca.crt"
+    server = forward_server(
+        make_server, pf.port, f"tls require tls_verify cafile:{ca} tls_name downstream.test"
+    )
+    reply = send(server, ["one@example.test"], make_message("tls", ["secret"]))
+    assert reply.code == 250, (reply, server.log()[-2000:])
+    [f] = pf.wait_files(1)
+    assert "(using TLSv1." in f.decode(errors="replace"), f[:800]
+    # The wrong name: the certificate check fails and nothing is sent in the clear.
+    server2 = forward_server(make_server, pf.port, f"tls require tls_verify cafile:{ca} tls_name wrong.test")
+    reply = send(server2, ["two@example.test"], make_message("tls", ["secret"]))
+    assert reply.code == 452 and reply.enhanced() == "4.7.5", reply
+    time.sleep(1)
+    assert len(pf.files()) == 1
+
+
+def test_large_spooled_message(make_server, downstream):
+    pf = downstream()
+    server = forward_server(make_server, pf.port)
+    lines = [("." if i % 5 == 0 else "") + f"{i:07d} " + "abcdefghij" * 9 for i in range(30000)]
+    message = make_message("big", lines)  # ~3 MB: above size_threshold, streamed from the spool
+    reply = send(server, ["big@example.test"], message)
+    assert reply.code == 250, reply
+    [f] = pf.wait_files(1)
+    assert f.split(b"\n\n", 1)[1] == ("\n".join(lines) + "\n").encode()
+    assert list(server.spool.iterdir()) == []
