@@ -576,7 +576,7 @@ async fn serve(
     let local = stream.local_addr().unwrap_or(spec.addr);
     let _ = stream.set_nodelay(true);
     let (remote, local, early) = if spec.proxy {
-        match read_proxy(&mut stream).await {
+        match read_proxy(&mut stream, &w.shutdown).await {
             Ok((hdr, early)) => (
                 hdr.source.unwrap_or(peer),
                 hdr.destination.unwrap_or(local),
@@ -649,6 +649,7 @@ async fn serve(
 /// Reads and parses a PROXY v1/v2 header; returns it and any bytes that followed it.
 async fn read_proxy(
     stream: &mut monoio::net::TcpStream,
+    shutdown: &Shutdown,
 ) -> Result<(proxy::ProxyHeader, Vec<u8>), String> {
     use crate::transport::Transport;
     let mut buf = Vec::with_capacity(PROXY_MAX);
@@ -661,7 +662,13 @@ async fn read_proxy(
             Err(e) => return Err(e.0.to_string()),
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, stream.read(buf)).await {
+        let read = monoio::time::timeout(left, stream.read(buf));
+        // A peer that never sends its header must not hold up a shutdown.
+        let result = monoio::select! {
+            r = read => r,
+            _ = shutdown.wait() => return Err("server shutting down".into()),
+        };
+        match result {
             Ok((Ok(0), _)) => return Err("closed before the header".into()),
             Ok((Ok(_), b)) => buf = b,
             Ok((Err(e), _)) => return Err(e.to_string()),

@@ -239,13 +239,17 @@ impl<T: Transport> Session<T> {
                     continue;
                 }
                 let line = &self.rbuf[start..start + nl];
+                let reject = self.st.env.settings.bare_newline == BareNewlinePolicy::Reject;
                 let line = match line.strip_suffix(b"\r") {
                     Some(l) => l,
-                    None if self.st.env.settings.bare_newline == BareNewlinePolicy::Normalize => {
-                        line
-                    }
+                    None if !reject => line,
                     None => return self.st.bare_newline(&mut self.wbuf, "command"),
                 };
+                // A CR inside the line is a bare CR too: refused the same way, because a
+                // receiver that takes it as a line end would see two commands here.
+                if reject && memchr::memchr(b'\r', line).is_some() {
+                    return self.st.bare_newline(&mut self.wbuf, "command");
+                }
                 if self.st.env.shutdown.is_set() {
                     return self.st.shutting_down(&mut self.wbuf);
                 }

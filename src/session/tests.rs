@@ -429,6 +429,10 @@ fn bare_newlines_are_refused_and_close() {
     assert_eq!(r.codes(), vec![220, 521]);
     assert_eq!(r.reply(1).1, "5.5.2");
     assert_eq!(r.end, End::BareNewline);
+    // A bare CR inside a command line is refused the same way; the hidden MAIL never runs.
+    let r = Harness::new().run(&[EHLO, b"NOOP\rMAIL FROM:<evil@x>\r\nNOOP\r\n"]);
+    assert_eq!(r.codes(), vec![220, 250, 521]);
+    assert_eq!(r.end, End::BareNewline);
     // The smuggling probe: "\n.\r\n" does not end DATA, it ends the session, nothing queued.
     let r = Harness::new().run(&[
         EHLO,

@@ -91,12 +91,6 @@ def test_bare_lf_after_good_commands(server):
     server.maildir.assert_empty()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bare CR inside a command line ('NOOP\\rMAIL FROM:<x>\\r\\n') gets "
-    "'500 5.5.2 Syntax error, control character in command' and the session goes on; "
-    "the spec is 521 5.5.2 and close, as for a bare LF",
-)
 def test_bare_cr_in_command(server):
     c = server.connect()
     c.ehlo()

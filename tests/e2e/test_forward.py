@@ -5,9 +5,8 @@ envelope (Return-Path, Delivered-To), the headers and the body; the reply our cl
 nothing lost when Postfix is down; a load of messages arriving exactly once each; XCLIENT;
 STARTTLS with the certificate checked against a CA file.
 
-LMTP: Postfix has no LMTP server and Dovecot is not installed here, so queue/lmtp is
-verified end to end only by its unit tests against an in-process LMTP server
-(plugins/src/queue/lmtp.rs), not against a real message store.
+LMTP (queue/lmtp) is tested end to end against Dovecot's LMTP server in
+test_lmtp_dovecot.py.
 
 Needs the Debian package `postfix` (tests/run installs it) and root (Postfix's master).
 """

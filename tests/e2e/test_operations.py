@@ -268,12 +268,6 @@ def test_sigint_also_drains(server):
     assert server.wait_exit() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a connection on a PROXY listener that has not sent its header yet is not "
-    "woken by SIGTERM (runtime.rs read_proxy waits PROXY_TIMEOUT, 10 s, without watching "
-    "shutdown), so any peer that connects and stays silent delays the exit by ~10 s",
-)
 def test_sigterm_does_not_wait_for_a_silent_proxy_connection(make_server):
     server = make_server(proxy=True, threads=1)
     s = socket.create_connection(("127.0.0.1", server.proxy_port), timeout=IO_TIMEOUT)

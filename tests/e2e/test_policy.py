@@ -82,7 +82,16 @@ def smtp(port, source="127.0.0.1"):
 # ---------------------------------------------------------------------------------------------
 # 1. qpsmtpd's production list
 
-PRODUCTION = [
+def shipped_plugins():
+    """The shipped config/plugins (qpsmtpd's typical production list), its Maildir moved."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    lines = (root / "config" / "plugins").read_text().splitlines()
+    lines = [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+    return [l.replace("./Maildir", "{maildir}") for l in lines]
+
+
+PRODUCTION = shipped_plugins()
+assert PRODUCTION == [
     "hosts_allow max_conn_ip 20",
     "earlytalker",
     "relay",
@@ -92,7 +101,7 @@ PRODUCTION = [
     "headers require From,Date future 2 past 15",
     "naughty reject data",
     "queue/maildir {maildir}",
-]
+], "the test below is written for this list"
 
 PRODUCTION_FILES = {
     "relayclients": "# our submission host\n127.0.0.2",
