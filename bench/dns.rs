@@ -5,6 +5,9 @@
 //! `cargo bench --bench dns`. The fake server runs on its own thread with std sockets, so on a
 //! 2-core machine the client and the server share the cores: the figure is a floor for the
 //! client, not a measure of a DNS server. See docs/dns.md for the figures.
+//!
+//! With `DNS_BENCH_SERVER=IP:PORT` the throughput bench also runs against that server (e.g. the
+//! knot of `python3 tests/dns/server.py serve`), asking `N.0.0.127.dnsbl.test` names.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -18,12 +21,12 @@ use ringsmtpd::runtime::{run_on, Driver};
 /// DNSBL questions, all distinct (no coalescing, no cache).
 const WINDOW: usize = 256;
 
-fn client(srv: &FakeServer, cache: usize) -> Resolver {
+fn client(srv: std::net::SocketAddr, cache: usize) -> Resolver {
     Resolver::new(ResolverConfig {
         timeout: Duration::from_secs(2),
         retries: 0,
         cache_size: cache,
-        ..ResolverConfig::new(vec![srv.addr])
+        ..ResolverConfig::new(vec![srv])
     })
 }
 
@@ -34,8 +37,21 @@ fn names(n: usize) -> Vec<String> {
 fn bench(c: &mut Criterion) {
     let srv = FakeServer::start(Mode::Normal).expect("fake DNS server");
     let names = names(WINDOW);
+    let mut targets = vec![
+        ("fake_uring", Driver::Auto, srv.addr, names.clone()),
+        ("fake_epoll", Driver::Epoll, srv.addr, names.clone()),
+    ];
+    if let Some(addr) = std::env::var("DNS_BENCH_SERVER")
+        .ok()
+        .and_then(|a| a.parse().ok())
+    {
+        let dnsbl = (0..WINDOW)
+            .map(|i| format!("{}.{}.0.127.dnsbl.test", i % 250 + 1, i / 250))
+            .collect();
+        targets.push(("server_uring", Driver::Auto, addr, dnsbl));
+    }
 
-    for (label, driver) in [("uring", Driver::Auto), ("epoll", Driver::Epoll)] {
+    for (label, driver, addr, names) in targets {
         let mut g = c.benchmark_group("dns_lookups");
         g.throughput(Throughput::Elements(WINDOW as u64));
         g.sample_size(20);
@@ -43,7 +59,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{WINDOW}_distinct_in_flight_{label}"), |b| {
             b.iter_custom(|iters| {
                 run_on(driver, || async {
-                    let r = client(&srv, 0);
+                    let r = client(addr, 0);
                     let t0 = Instant::now();
                     for _ in 0..iters {
                         let lookups: Vec<_> = names.iter().map(|n| r.query(n, QType::A)).collect();
@@ -67,7 +83,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit", |b| {
         b.iter_custom(|iters| {
             run_on(Driver::Auto, || async {
-                let r = client(&srv, 10_000);
+                let r = client(srv.addr, 10_000);
                 for n in &names {
                     r.query(n, QType::A).await.expect("answer");
                 }
@@ -84,7 +100,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hit_via_plugin_api", |b| {
         b.iter_custom(|iters| {
             run_on(Driver::Auto, || async {
-                let r = client(&srv, 10_000);
+                let r = client(srv.addr, 10_000);
                 for n in &names {
                     r.query(n, QType::A).await.expect("answer");
                 }
