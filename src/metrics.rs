@@ -93,6 +93,18 @@ impl PluginStats {
     }
 }
 
+/// The DNS client counters exported, by name (`ringsmtpd_dns_<name>_total`).
+const DNS_COUNTERS: [&str; 8] = [
+    "lookups",
+    "cache_hits",
+    "coalesced",
+    "queries_sent",
+    "tcp_queries",
+    "timeouts",
+    "failures",
+    "dropped_spoofed",
+];
+
 /// One worker's counters.
 #[derive(Default)]
 pub struct WorkerMetrics {
@@ -102,6 +114,8 @@ pub struct WorkerMetrics {
     pub messages: [AtomicU64; 3],
     /// From the end of DATA to the queue's answer.
     pub queue_latency: Histogram,
+    /// The worker's DNS client counters, copied from it once a second (see `DNS_COUNTERS`).
+    dns: [AtomicU64; DNS_COUNTERS.len()],
     /// Per (plugin, hook); the map is touched only when chains are built.
     plugins: Mutex<BTreeMap<(String, &'static str), Arc<PluginStats>>>,
 }
@@ -113,6 +127,25 @@ impl WorkerMetrics {
         map.entry((plugin.to_string(), hook.name()))
             .or_default()
             .clone()
+    }
+
+    /// Publishes the worker's DNS client counters (they are worker-local, so the worker copies
+    /// them here for the scraper). A reload starts a new client: its counters start again,
+    /// which Prometheus treats as a counter reset.
+    pub fn publish_dns(&self, s: &crate::dns::DnsStats) {
+        let values = [
+            s.lookups,
+            s.cache_hits,
+            s.coalesced,
+            s.queries_sent,
+            s.tcp_queries,
+            s.timeouts,
+            s.failures,
+            s.dropped_spoofed,
+        ];
+        for (slot, v) in self.dns.iter().zip(values) {
+            slot.store(v, Relaxed);
+        }
     }
 
     /// Counts a message's final reply.
@@ -205,6 +238,14 @@ pub fn render() -> String {
             out,
             "ringsmtpd_messages_total{{class=\"{class}\"}} {}",
             sum(&|w| w.messages[i].load(Relaxed))
+        );
+    }
+    for (i, name) in DNS_COUNTERS.iter().enumerate() {
+        let _ = writeln!(out, "# TYPE ringsmtpd_dns_{name}_total counter");
+        let _ = writeln!(
+            out,
+            "ringsmtpd_dns_{name}_total {}",
+            sum(&|w| w.dns[i].load(Relaxed))
         );
     }
     let _ = writeln!(out, "# HELP ringsmtpd_queue_duration_seconds From the end of DATA to the queue's answer.\n# TYPE ringsmtpd_queue_duration_seconds histogram");

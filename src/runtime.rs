@@ -450,11 +450,13 @@ pub fn env_with(
     svc.set_resolver(crate::dns::Resolver::new(
         crate::dns::ResolverConfig::from_settings(&snap.settings),
     ));
+    let dns = svc.resolver().cloned();
     Env {
         settings: snap.settings.clone(),
         tls: snap.tls.clone(),
         auth: snap.auth,
         metrics,
+        dns,
         chains,
         svc,
         shutdown,
@@ -506,6 +508,19 @@ async fn worker(
         monoio::spawn(accept_loop(w.clone(), listener, spec));
     }
     let _ = ready.send(Ok(()));
+    {
+        // The DNS client's counters are worker-local: copy them out for the scraper.
+        let w = w.clone();
+        monoio::spawn(async move {
+            while !w.shutdown.is_set() {
+                monoio::time::sleep(Duration::from_secs(1)).await;
+                let env = w.current.borrow().1.clone();
+                if let Some(dns) = &env.dns {
+                    w.metrics.publish_dns(&dns.stats());
+                }
+            }
+        });
+    }
     shutdown.wait().await;
     // Drain: sessions answer 421 at their next command; those inside DATA may finish.
     let deadline = Instant::now() + w.current.borrow().1.settings.shutdown_timeout;

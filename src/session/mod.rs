@@ -47,6 +47,8 @@ pub struct Env {
     pub auth: AuthPolicy,
     /// This worker's counters (see metrics.rs).
     pub metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// This worker's DNS client (also reachable through `svc`), for its counters.
+    pub dns: Option<crate::dns::Resolver>,
     pub chains: Chains,
     pub svc: Rc<dyn Services>,
     pub shutdown: Rc<Shutdown>,
