@@ -26,6 +26,7 @@ pub mod noop_counter;
 pub mod queue;
 pub mod random_error;
 pub mod rcpt_ok;
+pub mod require_auth;
 // issue 3, connection and envelope policy:
 pub mod badmailfrom;
 pub mod badmailfromto;
@@ -33,20 +34,21 @@ pub mod badrcptto;
 pub mod dont_require_anglebrackets;
 pub mod earlytalker;
 pub mod hosts_allow;
+mod matchers;
 pub mod naughty;
 pub mod parse_addr_withhelo;
 pub mod rcpt_map;
 pub mod rcpt_regexp;
 pub mod relay;
-pub mod whitelist;
-mod matchers;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
 pub mod uribl;
+pub mod whitelist;
 
 /// The plugins, under their qpsmtpd names.
 const PLUGINS: &[(&str, Factory)] = &[
     ("rcpt_ok", rcpt_ok::new),
+    ("require_auth", require_auth::new),
     ("queue/maildir", queue::maildir::new),
     ("queue/discard", queue::discard::new),
     // issue 4, local queues:
@@ -66,7 +68,10 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("badrcptto", badrcptto::new),
     ("rcpt_map", rcpt_map::new),
     ("rcpt_regexp", rcpt_regexp::new),
-    ("dont_require_anglebrackets", dont_require_anglebrackets::new),
+    (
+        "dont_require_anglebrackets",
+        dont_require_anglebrackets::new,
+    ),
     ("parse_addr_withhelo", parse_addr_withhelo::new),
     ("naughty", naughty::new),
     ("logging/warn", logging::warn::new),
@@ -83,7 +88,10 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("helo", helo::new),
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("uribl", uribl::new),
-    ("count_unrecognized_commands", count_unrecognized_commands::new),
+    (
+        "count_unrecognized_commands",
+        count_unrecognized_commands::new,
+    ),
     ("noop_counter", noop_counter::new),
     ("loadcheck", loadcheck::new),
     ("connection_time", connection_time::new),

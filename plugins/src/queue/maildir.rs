@@ -14,7 +14,9 @@
 //! `tmp/<unique>`, `fsync`, hard link to `new/<unique>`, remove the `tmp/` name, `fsync` the
 //! `new/` directory; only then does the hook return `OK` and the client get `250 Queued!
 //! <Message-ID>` (the file name if the message has no Message-ID). A reader never sees a
-//! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6). The
+//! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6).
+//! Concurrent deliveries into the same `new/` share its fsync (group commit): each waits for
+//! one that *started after* its link, and one of them runs it for all (see `Durability`). The
 //! unique name is `<secs>.M<usec>P<pid>Q<n>.<me>`, `n` counting deliveries in this process,
 //! `/` and `:` in `me` written as `\057` and `\072` as the spec asks.
 //!
@@ -78,6 +80,26 @@
 //!
 //! None read or written.
 //!
+//! ## Durability
+//!
+//! A message is answered `OK` only after (1) `fsync` of its file (data and inode) and (2) an
+//! `fsync` of its `new/` directory that started after its link into `new/` returned: the new
+//! entry is durable once the directory containing it is fsync'd, and an fsync already running
+//! at the time of the link may have written the directory without it. The file fsyncs are one
+//! per file (they cannot be shared); they run in parallel across the blocking pool's threads.
+//! The directory fsyncs are grouped per directory, process-wide (`fsync_batch`): while one
+//! runs, every delivery that links meanwhile waits for the next one, run once for all of them
+//! by one of them; N concurrent deliveries into a Maildir cost about two directory fsyncs, not
+//! N. If that fsync fails, every delivery that waited for it is refused (`DenySoft`) and its
+//! `new/` file removed.
+//!
+//! `tmp/` is never fsync'd per message: the `tmp/` name is scratch (removed right after the
+//! link; a crash leaves at most a stale `tmp/` file, which Maildir readers clean up), the
+//! message's data reaches the disk by the file's own fsync, and the only name that must
+//! survive a crash is the `new/` one, made durable by the fsync of `new/`. Directories this
+//! plugin creates (`<dir>`, its missing parents, `tmp`, `new`, `cur`) are made durable once, at
+//! creation, by an fsync of their parent.
+//!
 //! ## Failures
 //!
 //! Any I/O error (directory creation, open, write, fsync, link) returns `DenySoft` with
@@ -110,8 +132,10 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use super::fsync_batch::{self, sync_dir, DirSync};
 use super::local::{for_each_chunk, txn_message_id, FeedError, ToLf, CHUNK};
 use ringsmtpd_plugin_api::{
     blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
@@ -129,6 +153,9 @@ pub struct Maildir {
     subdirs: Option<String>,
     /// Mode of created directories; files get it without execute bits.
     mode: u32,
+    /// Without a subdir pattern: the coordinator of `<dir>/new`'s fsyncs, held for the
+    /// plugin's life (per-recipient Maildirs look theirs up per delivery).
+    new_sync: Option<Arc<DirSync>>,
 }
 
 /// Builds `queue/maildir` from its config line; creates the directories.
@@ -162,12 +189,16 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         ensure_dir(d, mode)
             .map_err(|e| init.error(format!("cannot create {}: {e}", d.display())))?;
     }
+    let new_sync = subdirs
+        .is_none()
+        .then(|| fsync_batch::for_dir(&dir.join("new")));
     Ok(Box::new(Maildir {
         name: init.name.to_string(),
         common,
         dir,
         subdirs: subdirs.map(|s| s.to_string()),
         mode,
+        new_sync,
     }))
 }
 
@@ -209,6 +240,7 @@ impl Maildir {
                 vec![Target {
                     dir: self.dir.clone(),
                     header,
+                    new_sync: self.new_sync.clone(),
                 }]
             }
             Some(pattern) => txn
@@ -227,6 +259,7 @@ impl Maildir {
                     Target {
                         dir: self.dir.join(sub),
                         header,
+                        new_sync: None,
                     }
                 })
                 .collect(),
@@ -308,6 +341,8 @@ struct Target {
     dir: PathBuf,
     /// `Return-Path` and `Delivered-To` lines, LF-terminated.
     header: String,
+    /// The coordinator of `dir/new`'s fsyncs, if already known (else looked up by path).
+    new_sync: Option<Arc<DirSync>>,
 }
 
 /// What the blocking thread does for one message. Owns everything it touches.
@@ -353,6 +388,8 @@ struct Staged {
     tmp: PathBuf,
     new: PathBuf,
     name: String,
+    /// Group commit of `new`'s directory.
+    new_sync: Arc<DirSync>,
 }
 
 impl Job {
@@ -383,24 +420,25 @@ impl Job {
             }
         }
         for s in &staged {
-            // The message is in new/; a stale tmp/ name is removed by Maildir readers.
+            // The message is in new/; a stale tmp/ name is removed by Maildir readers. No
+            // fsync of tmp/ (before or after): nothing there needs to survive a crash.
             let _ = fs::remove_file(&s.tmp);
         }
-        let mut synced: Vec<&Path> = Vec::with_capacity(staged.len());
+        // Every link is done: each new/ now needs an fsync that starts from here on, shared
+        // with the deliveries linking into the same directory meanwhile (group commit).
+        let mut synced: Vec<&Arc<DirSync>> = Vec::with_capacity(staged.len());
         for s in &staged {
-            let Some(new_dir) = s.new.parent() else {
-                continue;
-            };
-            if synced.contains(&new_dir) {
+            if synced.iter().any(|d| Arc::ptr_eq(d, &s.new_sync)) {
                 continue;
             }
-            if let Err(e) = sync_dir(new_dir) {
+            if let Err(e) = s.new_sync.sync() {
                 for s in &staged {
                     let _ = fs::remove_file(&s.new);
                 }
+                let new_dir = s.new.parent().unwrap_or(&s.new);
                 return Err(Failure::new("fsync", new_dir, e));
             }
-            synced.push(new_dir);
+            synced.push(&s.new_sync);
         }
         Ok(staged.into_iter().map(|s| s.name).collect())
     }
@@ -423,7 +461,12 @@ impl Job {
             self.host
         );
         let tmp = target.dir.join("tmp").join(&name);
-        let new = target.dir.join("new").join(&name);
+        let new_dir = target.dir.join("new");
+        let new = new_dir.join(&name);
+        let new_sync = match &target.new_sync {
+            Some(d) => Arc::clone(d),
+            None => fsync_batch::for_dir(&new_dir),
+        };
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -435,7 +478,12 @@ impl Job {
             let _ = fs::remove_file(&tmp);
             return Err(f);
         }
-        staged.push(Staged { tmp, new, name });
+        staged.push(Staged {
+            tmp,
+            new,
+            name,
+            new_sync,
+        });
         Ok(())
     }
 
@@ -474,30 +522,83 @@ fn unlink_all(staged: &[Staged], linked: usize) {
 /// Creates `path` and its missing parents with `mode` (exactly: the umask is overridden), and
 /// fsyncs each new directory's parent so the new entry survives a crash. An existing directory
 /// is left as it is; one created meanwhile by another worker is fine.
+///
+/// A directory this process is creating exists before its parent's fsync has returned: another
+/// delivery that finds it then (it is in `CREATING`, or its own `mkdir` says it exists) fsyncs
+/// the parent itself, an fsync that starts after the `mkdir`, so that it never links a message
+/// into a directory whose own entry a crash could still lose.
 fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent_dir = parent.unwrap_or(Path::new("."));
     match fs::metadata(path) {
-        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_dir() => {
+            return match Creating::is_under_way(path) {
+                true => sync_parent(parent_dir),
+                false => Ok(()),
+            }
+        }
         Ok(_) => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
         ensure_dir(parent, mode)?;
     }
+    let _creating = Creating::start(path);
     match DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {
             fs::set_permissions(path, Permissions::from_mode(mode))?;
-            sync_dir(parent.unwrap_or(Path::new(".")))
+            sync_parent(parent_dir)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        // Created meanwhile, maybe not yet durable.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
+            sync_parent(parent_dir)
+        }
         Err(e) => Err(e),
     }
 }
 
-/// fsync on a directory: makes its entries (a new link, a new subdirectory) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Directories being created by this process, until their parent's fsync returned (a list:
+/// two deliveries may race to create the same one).
+static CREATING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// One entry of `CREATING`, removed on drop.
+struct Creating(PathBuf);
+
+impl Creating {
+    fn list() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+        CREATING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(path: &Path) -> Creating {
+        Creating::list().push(path.to_path_buf());
+        Creating(path.to_path_buf())
+    }
+
+    fn is_under_way(path: &Path) -> bool {
+        Creating::list().iter().any(|p| p == path)
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        let mut list = Creating::list();
+        if let Some(i) = list.iter().position(|p| *p == self.0) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Parent fsyncs made by `ensure_dir` on this thread (tests).
+    static PARENT_SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn sync_parent(parent: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    PARENT_SYNCS.with(|n| n.set(n.get() + 1));
+    sync_dir(parent)
 }
 
 /// Expands `%l`, `%d`, `%u` in `pattern` into a relative path that stays below the root.
@@ -830,6 +931,204 @@ mod tests {
         assert!(build(&[root, "%u", "0750"]).is_ok());
         assert!(build(&[root, "loglevel", "4"]).is_ok());
         assert_eq!(parse_perms("770"), Ok(0o770));
+    }
+
+    /// `n` transactions, each with its own body (so each file can be checked).
+    fn numbered_txn(i: usize) -> (Transaction, String) {
+        let mut t = txn(&["b@example.com"]);
+        let msg = format!("Subject: {i}\r\nMessage-ID: <{i}@example.org>\r\n\r\nbody {i}\r\n");
+        t.body.mem = msg.clone().into_bytes();
+        t.body.header_end = Some(msg.find("\r\n\r\n").unwrap() + 4);
+        t.body.len = msg.len() as u64;
+        let file = format!(
+            "Return-Path: <a@example.org>\nDelivered-To: b@example.com\n\
+             Received: from x\n by y; now\n{}",
+            msg.replace("\r\n", "\n")
+        );
+        (t, file)
+    }
+
+    /// Delivers message `i` on a thread of its own, with a plugin of its own (as another
+    /// worker would) built for `root`.
+    fn deliver_on_thread(root: &Path, i: usize) -> std::thread::JoinHandle<(Outcome, String)> {
+        let root = root.to_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            let p = build(&[&root]).unwrap();
+            let (mut t, file) = numbered_txn(i);
+            (queue(&*p, &mut t), file)
+        })
+    }
+
+    /// A coordinator for `new` whose round 1 (a real fsync) waits until `others` deliveries
+    /// wait for round 2, so that round 2 serves them all; round 2 then does `round2`.
+    fn held_first_round(
+        new: &Path,
+        round2: fn(&Path) -> io::Result<()>,
+    ) -> (Arc<DirSync>, std::sync::mpsc::Sender<()>) {
+        let (open_tx, open_rx) = std::sync::mpsc::channel::<()>();
+        let open_rx = std::sync::Mutex::new(open_rx);
+        let ds = Arc::new(DirSync::with_sync(
+            new,
+            Box::new(move |dir, n| {
+                if n == 1 {
+                    open_rx
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(std::time::Duration::from_secs(60))
+                        .expect("the test opens round 1");
+                    sync_dir(dir)
+                } else {
+                    round2(dir)
+                }
+            }),
+        ));
+        fsync_batch::install(&ds);
+        (ds, open_tx)
+    }
+
+    /// Until `ds` has `n` deliveries waiting for its next round (a guard against a hang, not a
+    /// verdict).
+    fn until_waiting(ds: &DirSync, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while ds.waiting() != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} waiting",
+                ds.waiting()
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn concurrent_deliveries_share_the_directory_fsync() {
+        const N: usize = 24;
+        let d = TempDir::new("group");
+        let md = d.0.join("md");
+        fs::create_dir_all(md.join("new")).unwrap();
+        let (ds, open) = held_first_round(&md.join("new"), sync_dir);
+        // The first delivery to link leads round 1, held open until all others linked and
+        // wait for round 2: N messages, 2 directory fsyncs, each after the links it covers.
+        let handles: Vec<_> = (0..N).map(|i| deliver_on_thread(&md, i)).collect();
+        until_waiting(&ds, N - 1);
+        open.send(()).unwrap();
+        let mut expected: Vec<String> = Vec::new();
+        for (i, h) in handles.into_iter().enumerate() {
+            let (o, file) = h.join().unwrap();
+            assert_eq!(
+                o,
+                Outcome::Ok(Some(format!("Queued! <{i}@example.org>").into()))
+            );
+            expected.push(file);
+        }
+        assert_eq!(ds.fsyncs(), 2);
+        let mut got: Vec<String> = files(&md.join("new"))
+            .iter()
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "every file complete, none twice");
+        assert!(files(&md.join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn many_concurrent_deliveries_all_land() {
+        // Unforced interleavings, real coordinator from the registry: all land, complete,
+        // with at most one directory fsync per message.
+        const THREADS: usize = 16;
+        const EACH: usize = 8;
+        let d = TempDir::new("many");
+        let root = d.0.join("md");
+        let keep = build(&[root.to_str().unwrap()]).unwrap();
+        let ds = fsync_batch::for_dir(&root.join("new"));
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (root, barrier) = (root.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let p = build(&[root.to_str().unwrap()]).unwrap();
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|k| {
+                            let (mut txn, file) = numbered_txn(t * EACH + k);
+                            assert!(matches!(queue(&*p, &mut txn), Outcome::Ok(_)));
+                            file
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut expected: Vec<String> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let mut got: Vec<String> = files(&root.join("new"))
+            .iter()
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected);
+        let n = ds.fsyncs();
+        assert!(n >= 1 && n <= (THREADS * EACH) as u64, "{n}");
+        drop(keep);
+    }
+
+    #[test]
+    fn a_failed_shared_fsync_refuses_every_delivery_that_waited_for_it() {
+        const N: usize = 8;
+        let d = TempDir::new("groupfail");
+        let md = d.0.join("md");
+        fs::create_dir_all(md.join("new")).unwrap();
+        let (ds, open) = held_first_round(&md.join("new"), |_| {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        let handles: Vec<_> = (0..N).map(|i| deliver_on_thread(&md, i)).collect();
+        until_waiting(&ds, N - 1);
+        open.send(()).unwrap();
+        let outcomes: Vec<Outcome> = handles.into_iter().map(|h| h.join().unwrap().0).collect();
+        // Round 1 served only its leader; round 2 failed for all N - 1 others.
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Outcome::Ok(_)))
+                .count(),
+            1
+        );
+        for o in outcomes.iter().filter(|o| !matches!(o, Outcome::Ok(_))) {
+            match o {
+                Outcome::DenySoft(Some(m)) => {
+                    assert!(m.starts_with("4.3.0 Queue error (fsync:"), "{m}")
+                }
+                o => panic!("{o:?}"),
+            }
+        }
+        assert_eq!(ds.fsyncs(), 2);
+        // Only the delivered message is in new/; the refused ones left nothing.
+        assert_eq!(files(&md.join("new")).len(), 1);
+        assert!(files(&md.join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn directory_being_created_elsewhere_is_made_durable_before_use() {
+        let d = TempDir::new("creating");
+        let sub = d.0.join("x");
+        fs::create_dir(&sub).unwrap();
+        let syncs = || PARENT_SYNCS.with(|n| n.get());
+        // Another delivery has made `x` and not yet fsync'd its parent: we fsync it.
+        let other = Creating::start(&sub);
+        let before = syncs();
+        ensure_dir(&sub, 0o700).unwrap();
+        assert_eq!(syncs(), before + 1);
+        drop(other);
+        // Done and durable: nothing more to do.
+        ensure_dir(&sub, 0o700).unwrap();
+        assert_eq!(syncs(), before + 1);
+        // A new directory: its parent fsync'd once.
+        ensure_dir(&sub.join("y"), 0o700).unwrap();
+        assert_eq!(syncs(), before + 2);
+        assert!(!Creating::is_under_way(&sub.join("y")));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! destination (DESIGN.md §6): the client gets 250 only then.
 
 pub mod discard;
-pub mod maildir;
-// issue 4, local queues (maildir above; shared helpers in `local`):
+mod fsync_batch;
+pub mod maildir; // queue/maildir's group commit of new/ fsyncs
+                 // issue 4, local queues (maildir above; shared helpers in `local`):
 pub mod exim_bsmtp;
 mod local;
 pub mod postfix_queue;
