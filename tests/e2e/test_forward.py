@@ -345,6 +345,8 @@ def test_xclient_passes_the_client_to_postfix(make_server, downstream):
     files = pf.wait_files(2)
     second = [f for f in files if b"Subject: xclient 2" in f][0].decode(errors="replace")
     assert "Received: from second-helo.test (" in second, second[:600]
+    # Postfix logs through postlogd, asynchronously: wait until the connect line is there.
+    wait_for(lambda: ": connect from " in pf.log(), 30, "Postfix's connect log line")
     log = pf.log()
     assert log.count(": connect from ") - log.count("lost connection after CONNECT") == 1, \
         "the second message should reuse the pooled connection"

@@ -281,6 +281,8 @@ def test_two_recipients_land_in_both_maildirs(make_server, dovecot, via):
         assert fields(head, "From") == ["sender@client.test"]
         assert body == ("\n".join(BODY) + "\n").encode()  # dots unstuffed exactly once
     assert dc.files("full") == [] and dc.files("tfull") == []
+    # Dovecot's log process writes asynchronously: wait for both lines.
+    wait_for(lambda: dc.log().count("saved mail to INBOX") >= 2, 30, "Dovecot's two 'saved mail' lines")
     log = dc.log()
     assert log.count(f"lmtp({rcpt('alice')})") >= 1 and log.count("saved mail to INBOX") == 2, log[-3000:]
 

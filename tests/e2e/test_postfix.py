@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ME, split_delivered
+from conftest import ME, split_delivered, wait_for
 
 SENDER = "sender@postfix.test"
 
@@ -204,7 +204,8 @@ def test_postfix_relays_to_ringsmtpd(postfix):
     assert b"Received: by postfix.test (Postfix" in head
     assert b"Subject: through postfix" in head
     assert body == ("\n".join(body_lines) + "\n").encode()
-    assert "status=sent (250 2.0.0 Queued!" in postfix.log()
+    # Postfix logs the delivery after it got our 250, so the line may trail the Maildir file.
+    wait_for(lambda: "status=sent (250 2.0.0 Queued!" in postfix.log(), 30, "Postfix's status=sent log line")
 
 
 def test_postfix_relays_a_large_message_and_several_messages(postfix):

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import BINARY, ME
+from conftest import BINARY, ME, wait_for
 from test_postfix import MASTER_CF, Postfix, wait_delivered
 
 
@@ -45,5 +45,7 @@ def test_postfix_relays_over_verified_tls(postfix_tls):
     data = wait_delivered(postfix_tls, 1)[0].decode()
     assert " with ESMTPS (TLSv1." in data, data[:800]
     assert "secret body" in data
-    log = postfix_tls.log()
-    assert "Verified TLS connection established" in log or "Trusted TLS connection established" in log, log[-2000:]
+    # Postfix logs through postlogd, asynchronously.
+    wait_for(lambda: "Verified TLS connection established" in postfix_tls.log()
+             or "Trusted TLS connection established" in postfix_tls.log(), 30,
+             "Postfix's verified TLS log line")
