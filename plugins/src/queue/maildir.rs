@@ -531,12 +531,8 @@ fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     let parent_dir = parent.unwrap_or(Path::new("."));
     match fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            return match Creating::is_under_way(path) {
-                true => sync_parent(parent_dir),
-                false => Ok(()),
-            }
-        }
+        Ok(m) if m.is_dir() && Creating::is_under_way(path) => return sync_parent(parent_dir),
+        Ok(m) if m.is_dir() => return Ok(()),
         Ok(_) => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -547,8 +543,11 @@ fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
     let _creating = Creating::start(path);
     match DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {
-            fs::set_permissions(path, Permissions::from_mode(mode))?;
-            sync_parent(parent_dir)
+            // The parent's fsync even if the chmod failed: once out of `CREATING`, the
+            // directory counts as durable for every other delivery.
+            let chmod = fs::set_permissions(path, Permissions::from_mode(mode));
+            let synced = sync_parent(parent_dir);
+            chmod.and(synced)
         }
         // Created meanwhile, maybe not yet durable.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
