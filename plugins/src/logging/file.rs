@@ -841,7 +841,8 @@ mod tests {
         for _ in 0..100 {
             record(Level::Warn, 1, "p", "lost", |r| f.logging(r));
         }
-        assert!(t0.elapsed() < Duration::from_secs(1));
+        // A blocked write would hang; any bound catches that (no speed verdict).
+        assert!(t0.elapsed() < Duration::from_secs(10));
         flush(&f);
         assert!(Path::new(&path).is_dir());
     }

@@ -507,7 +507,7 @@ pub(crate) mod tests {
         }
         // Over a thousand pushes against a stuck writer took no time: nothing waited.
         assert!(
-            start.elapsed() < Duration::from_secs(1),
+            start.elapsed() < Duration::from_secs(10),
             "{:?}",
             start.elapsed()
         );

@@ -656,7 +656,7 @@ mod tests {
         for _ in 0..1000 {
             record(Level::Warn, 0, "core", "lost", |r| p.logging(r));
         }
-        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert!(t0.elapsed() < Duration::from_secs(10)); // a block would hang, not slow
         assert!(crate::logging::flush_all(Duration::from_secs(5)));
     }
 
