@@ -17,7 +17,7 @@
 //! [`ROOTS_TTL`], so a changed CA file is picked up within minutes without a restart, and
 //! no handshake waits on the disk.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use ringsmtpd_plugin_api::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use ringsmtpd_plugin_api::TlsInfo;
+
+use crate::tls::TlsIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -84,14 +86,11 @@ impl<S: AsyncReadRent + monoio::io::AsyncWriteRent + 'static> Stream for Plain<S
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Box<dyn Stream>>>>> {
         Box::pin(async move {
             let config = client_config(&verify).await?;
-            let tls = TlsClient::connect(self.0, config, &server_name).await?;
+            let tls = tls_connect(self.0, config, &server_name).await?;
             Ok(Box::new(tls) as Box<dyn Stream>)
         })
     }
 }
-
-/// Largest TLS record plus header: the most one `read_tls` needs at once.
-const RAW_READ: usize = 16 * 1024 + 512;
 
 /// How long a trust store read from disk is used before it is read again.
 pub const ROOTS_TTL: Duration = Duration::from_secs(300);
@@ -237,153 +236,24 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
-/// A TLS client stream over a plain stream, with owned buffers.
-pub struct TlsClient<S> {
+/// A TLS client stream over a plain stream: the engine shared with the server side.
+pub type TlsClient<S> = TlsIo<S, ClientConnection>;
+
+/// Runs the client handshake over `io` for `server_name` (a host name or an IP address). The
+/// caller bounds it with a timeout.
+pub async fn tls_connect<S: AsyncReadRent + AsyncWriteRent>(
     io: S,
-    tls: ClientConnection,
-    /// TLS bytes read from the socket, not yet given to rustls (from `raw_pos`).
-    raw_in: Vec<u8>,
-    raw_pos: usize,
-    /// TLS bytes rustls produced, to be written.
-    raw_out: Vec<u8>,
-}
-
-impl<S: AsyncReadRent + AsyncWriteRent> TlsClient<S> {
-    /// Runs the client handshake for `server_name` (a host name or an IP address). The caller
-    /// bounds it with a timeout.
-    pub async fn connect(
-        io: S,
-        config: Arc<ClientConfig>,
-        server_name: &str,
-    ) -> io::Result<TlsClient<S>> {
-        let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("'{server_name}' is not a valid TLS server name"),
-            )
-        })?;
-        let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let mut s = TlsClient {
-            io,
-            tls,
-            raw_in: Vec::with_capacity(RAW_READ),
-            raw_pos: 0,
-            raw_out: Vec::new(),
-        };
-        while s.tls.is_handshaking() {
-            s.send_pending().await?;
-            if !s.tls.is_handshaking() {
-                break;
-            }
-            if s.receive().await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed during the TLS handshake",
-                ));
-            }
-        }
-        s.send_pending().await?;
-        Ok(s)
-    }
-
-    /// What was negotiated.
-    pub fn info(&self) -> TlsInfo {
-        let protocol = match self.tls.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(other) => format!("{other:?}"),
-            None => "TLS".to_string(),
-        };
-        let cipher = self
-            .tls
-            .negotiated_cipher_suite()
-            .map_or_else(String::new, |s| format!("{:?}", s.suite()));
-        TlsInfo { protocol, cipher }
-    }
-
-    /// Writes every TLS byte rustls has queued.
-    async fn send_pending(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            self.tls.write_tls(&mut self.raw_out)?;
-        }
-        if self.raw_out.is_empty() {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.raw_out);
-        let (res, mut out) = AsyncWriteRentExt::write_all(&mut self.io, out).await;
-        out.clear();
-        self.raw_out = out;
-        res.map(|_| ())
-    }
-
-    /// Reads TLS bytes from the socket and feeds rustls. Returns the bytes read (0: EOF).
-    async fn receive(&mut self) -> io::Result<usize> {
-        if self.raw_pos >= self.raw_in.len() {
-            self.raw_in.clear();
-            self.raw_pos = 0;
-        }
-        if self.raw_pos == 0 && self.raw_in.len() < RAW_READ {
-            let mut buf = std::mem::take(&mut self.raw_in);
-            buf.reserve(RAW_READ - buf.len());
-            let len = buf.len();
-            let (res, slice) = self.io.read(buf.slice_mut(len..)).await;
-            self.raw_in = slice.into_inner();
-            if res? == 0 {
-                return Ok(0);
-            }
-        }
-        let n = self.raw_in.len() - self.raw_pos;
-        self.feed()?;
-        Ok(n)
-    }
-
-    /// Gives buffered TLS bytes to rustls and processes them.
-    fn feed(&mut self) -> io::Result<()> {
-        while self.raw_pos < self.raw_in.len() {
-            let mut rd = &self.raw_in[self.raw_pos..];
-            let before = rd.len();
-            let n = self.tls.read_tls(&mut rd)?;
-            self.raw_pos += before - rd.len();
-            if let Err(e) = self.tls.process_new_packets() {
-                // Queue the alert for the peer; the connection is unusable from here.
-                let _ = self.tls.write_tls(&mut self.raw_out);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            if n == 0 {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    async fn read_plain(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        loop {
-            let len = buf.len();
-            let room = (buf.capacity() - len).max(1024);
-            buf.resize(len + room, 0);
-            let got = self.tls.reader().read(&mut buf[len..]);
-            match got {
-                Ok(n) => {
-                    buf.truncate(len + n);
-                    return (Ok(n), buf); // 0: the server sent close_notify
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(len),
-                Err(e) => {
-                    buf.truncate(len);
-                    return (Err(e), buf);
-                }
-            }
-            // Key updates and alerts may need an answer before more data comes.
-            if let Err(e) = self.send_pending().await {
-                return (Err(e), buf);
-            }
-            match self.receive().await {
-                Ok(0) => return (Ok(0), buf),
-                Ok(_) => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-    }
+    config: Arc<ClientConfig>,
+    server_name: &str,
+) -> io::Result<TlsClient<S>> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("'{server_name}' is not a valid TLS server name"),
+        )
+    })?;
+    let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    TlsIo::handshake(io, tls, Vec::new()).await
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent + 'static> Stream for TlsClient<S> {
@@ -392,13 +262,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + 'static> Stream for TlsClient<S> {
     }
 
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
-        Box::pin(async move {
-            if let Err(e) = self.tls.writer().write_all(&buf) {
-                return (Err(e), buf);
-            }
-            let res = self.send_pending().await;
-            (res, buf)
-        })
+        Box::pin(self.write_plain(buf))
     }
 
     fn start_tls(
@@ -419,6 +283,8 @@ impl<S: AsyncReadRent + AsyncWriteRent + 'static> Stream for TlsClient<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
     use std::net::TcpListener;
 

@@ -18,15 +18,22 @@
 //! connections while running ones keep theirs.
 
 use std::io::{self, Read, Write};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use ringsmtpd_plugin_api::{ConfigError, ConfigLine, ConfigSource, TlsInfo};
 use rustls::crypto::ring as provider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, ServerConnection, SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{
+    ConnectionCommon, ServerConfig, ServerConnection, SideData, SupportedCipherSuite,
+    SupportedProtocolVersion,
+};
 
 use crate::config::PluginLine;
 
@@ -259,16 +266,21 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A TLS stream over a TCP stream, with owned buffers in monoio's style.
-pub struct TlsStream {
-    tcp: monoio::net::TcpStream,
-    tls: ServerConnection,
+/// TLS over a monoio stream `S` with owned buffers, for either side: `C` is rustls'
+/// `ServerConnection` (the server's [`TlsStream`]) or `ClientConnection` (plugins' STARTTLS to a
+/// downstream, in net.rs).
+pub struct TlsIo<S, C> {
+    io: S,
+    tls: C,
     /// TLS bytes read from the socket, not yet given to rustls (from `raw_pos`).
     raw_in: Vec<u8>,
     raw_pos: usize,
     /// TLS bytes rustls produced, to be written.
     raw_out: Vec<u8>,
 }
+
+/// The server side over a client's TCP connection.
+pub type TlsStream = TlsIo<monoio::net::TcpStream, ServerConnection>;
 
 impl TlsStream {
     /// Runs the server handshake on `tcp`; `prefix` holds TLS bytes already read (after a
@@ -279,10 +291,27 @@ impl TlsStream {
         prefix: Vec<u8>,
     ) -> io::Result<TlsStream> {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
+        TlsIo::handshake(tcp, tls, prefix).await
+    }
+
+    /// The SNI name the client asked for.
+    pub fn server_name(&self) -> Option<&str> {
+        self.tls.server_name()
+    }
+}
+
+impl<S, C, SD> TlsIo<S, C>
+where
+    S: AsyncReadRent + AsyncWriteRent,
+    C: DerefMut + Deref<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Runs the handshake of `tls` over `io`, starting with the TLS bytes in `prefix`.
+    pub async fn handshake(io: S, tls: C, prefix: Vec<u8>) -> io::Result<TlsIo<S, C>> {
         let mut raw_in = prefix;
         raw_in.reserve(RAW_READ);
-        let mut s = TlsStream {
-            tcp,
+        let mut s = TlsIo {
+            io,
             tls,
             raw_in,
             raw_pos: 0,
@@ -295,7 +324,8 @@ impl TlsStream {
                 break;
             }
             if s.receive().await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                let msg = "connection closed during the TLS handshake";
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
             }
         }
         s.send_pending().await?;
@@ -317,14 +347,8 @@ impl TlsStream {
         TlsInfo { protocol, cipher }
     }
 
-    /// The SNI name the client asked for.
-    pub fn server_name(&self) -> Option<&str> {
-        self.tls.server_name()
-    }
-
     /// Writes every TLS byte rustls has queued.
     async fn send_pending(&mut self) -> io::Result<()> {
-        use crate::transport::Transport;
         while self.tls.wants_write() {
             self.tls.write_tls(&mut self.raw_out)?;
         }
@@ -332,23 +356,24 @@ impl TlsStream {
             return Ok(());
         }
         let out = std::mem::take(&mut self.raw_out);
-        let (res, mut out) = self.tcp.write_all(out).await;
+        let (res, mut out) = AsyncWriteRentExt::write_all(&mut self.io, out).await;
         out.clear();
         self.raw_out = out;
-        res
+        res.map(|_| ())
     }
 
     /// Reads TLS bytes from the socket and feeds rustls. Returns the bytes read (0: EOF).
     async fn receive(&mut self) -> io::Result<usize> {
-        use crate::transport::Transport;
         if self.raw_pos >= self.raw_in.len() {
             self.raw_in.clear();
             self.raw_pos = 0;
         }
         if self.raw_pos == 0 && self.raw_in.len() < RAW_READ {
-            let buf = std::mem::take(&mut self.raw_in);
-            let (res, buf) = self.tcp.read(buf).await;
-            self.raw_in = buf;
+            let mut buf = std::mem::take(&mut self.raw_in);
+            buf.reserve(RAW_READ - buf.len());
+            let len = buf.len();
+            let (res, slice) = self.io.read(buf.slice_mut(len..)).await;
+            self.raw_in = slice.into_inner();
             if res? == 0 {
                 return Ok(0);
             }
@@ -376,10 +401,10 @@ impl TlsStream {
         }
         Ok(())
     }
-}
 
-impl crate::transport::Transport for TlsStream {
-    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    /// Reads plaintext into the spare capacity of `buf`. `Ok(0)`: the peer sent close_notify
+    /// (or closed the connection).
+    pub async fn read_plain(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
             let len = buf.len();
             let room = (buf.capacity() - len).max(1024);
@@ -388,7 +413,7 @@ impl crate::transport::Transport for TlsStream {
             match got {
                 Ok(n) => {
                     buf.truncate(len + n);
-                    return (Ok(n), buf); // 0: the client sent close_notify
+                    return (Ok(n), buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(len),
                 Err(e) => {
@@ -408,12 +433,23 @@ impl crate::transport::Transport for TlsStream {
         }
     }
 
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    /// Writes all of `buf` as plaintext.
+    pub async fn write_plain(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         if let Err(e) = self.tls.writer().write_all(&buf) {
             return (Err(e), buf);
         }
         let res = self.send_pending().await;
         (res, buf)
+    }
+}
+
+impl crate::transport::Transport for TlsStream {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.read_plain(buf).await
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.write_plain(buf).await
     }
 }
 
