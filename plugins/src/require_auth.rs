@@ -39,25 +39,20 @@
 //! authentication mandatory.
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply, Step,
-    Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 pub struct RequireAuth {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     if let Some(extra) = rest.first() {
         return Err(init.error(format!("takes no arguments, not '{extra}'")));
     }
-    Ok(Box::new(RequireAuth {
-        name: init.name.to_string(),
-        common,
-    }))
+    Ok(Box::new(RequireAuth { common }))
 }
 
 impl Plugin for RequireAuth {
@@ -69,42 +64,26 @@ impl Plugin for RequireAuth {
         if cx.conn.auth.is_some() {
             return Step::DECLINED;
         }
-        if let Some(level) = self.common.adjust(Level::Info) {
-            cx.log(
-                level,
-                &self.name,
-                format_args!("MAIL {} without AUTH refused", txn.sender),
-            );
-        }
-        Step::Ready(Outcome::Done(Some(Reply::new(
-            530,
-            "5.7.0",
-            "Authentication required",
-        ))))
+        let sender = &txn.sender;
+        self.common.log(
+            cx,
+            Level::Info,
+            format_args!("MAIL {sender} without AUTH refused"),
+        );
+        let reply = Reply::new(530, "5.7.0", "Authentication required");
+        Step::Ready(Outcome::Done(Some(reply)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{build, build_err, cx, run};
     use ringsmtpd_plugin_api::AuthInfo;
-
-    fn plugin(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let cfg = MemConfig::default();
-        let o = origin("require_auth");
-        new(&PluginInit {
-            name: "require_auth",
-            args: &args,
-            config: &cfg,
-            origin: &o,
-        })
-    }
 
     #[test]
     fn unauthenticated_mail_gets_530_authenticated_passes() {
-        let p = plugin(&[]).unwrap();
+        let p = build(new, "require_auth", &[]).unwrap();
         let (mut c, _svc) = cx("192.0.2.1:1");
         let mut txn = Transaction::default();
         match run(p.mail(&mut c, &mut txn)) {
@@ -123,8 +102,8 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert!(plugin(&["loglevel", "-1"]).is_ok());
-        let e = plugin(&["strict"]).err().unwrap();
+        assert!(build(new, "require_auth loglevel -1", &[]).is_ok());
+        let e = build_err(new, "require_auth strict", &[]);
         assert_eq!(
             e.to_string(),
             "plugins:1: require_auth: takes no arguments, not 'strict'"

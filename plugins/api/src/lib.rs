@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod auth;
+mod common;
 mod context;
 pub mod dns;
 mod envelope;
@@ -19,6 +20,7 @@ mod plugin;
 pub mod shared;
 pub mod testing;
 
+pub use common::{Common, CommonArgs, LogAdjust, Reject, RejectType};
 pub use context::{
     blocking, AuthInfo, Body, Connection, Cx, Hello, HelloKind, Level, Services, SpoolFile,
     TlsInfo, Transaction,
@@ -27,7 +29,4 @@ pub use envelope::{Address, BodyType, MailParams, Notify, RcptParams, Recipient,
 pub use hook::{Hook, HookSet};
 pub use notes::Notes;
 pub use outcome::{Msg, Outcome, Reply, Step};
-pub use plugin::{
-    CommonArgs, ConfigError, ConfigLine, ConfigSource, Factory, LogAdjust, LogRecord, Plugin,
-    PluginInit, Reject, RejectType,
-};
+pub use plugin::{ConfigError, ConfigLine, ConfigSource, Factory, LogRecord, Plugin, PluginInit};

@@ -1,14 +1,12 @@
-//! The [`Plugin`] trait, how a plugin is built from its `config/plugins` line, and qpsmtpd's
-//! common plugin arguments (`reject`, `reject_type`, `loglevel`).
+//! The [`Plugin`] trait and how a plugin is built from its `config/plugins` line (its common
+//! arguments are in [`crate::Common`]).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use crate::context::{Cx, Level, Transaction};
 use crate::envelope::Recipient;
 use crate::hook::{Hook, HookSet};
-use crate::outcome::{Msg, Outcome, Step};
-use crate::shared::Naughty;
+use crate::outcome::{Outcome, Step};
 
 /// A plugin: a set of hooks. Every hook has a default that declines at no cost; a plugin
 /// overrides the hooks it lists in [`Plugin::hooks`].
@@ -262,195 +260,9 @@ impl PluginInit<'_> {
 /// Builds a plugin instance from its config line.
 pub type Factory = fn(&PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError>;
 
-// ---------------------------------------------------------------------------------------------
-// Common arguments.
-
-/// `reject 0|1|naughty`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// Log only.
-    No,
-    /// Reject at once, in the form `reject_type` says.
-    Yes,
-    /// Mark the connection naughty; the `naughty` plugin rejects later, at one chosen hook.
-    Naughty,
-}
-
-/// `reject_type perm|temp|disconnect|temp_disconnect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectType {
-    Perm,
-    Temp,
-    Disconnect,
-    TempDisconnect,
-}
-
-/// The arguments every plugin understands (qpsmtpd `docs/config.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommonArgs {
-    pub reject: Reject,
-    pub reject_type: RejectType,
-    /// The plugin's `loglevel` argument: `+N`/`-N` shift the level of its lines (a lower
-    /// number is more important, so `-1` makes it louder), a bare `N` drops its lines above N.
-    pub loglevel: LogAdjust,
-}
-
-/// A per-plugin `loglevel` argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogAdjust {
-    None,
-    /// `+N` / `-N`: shift every line's level by N.
-    Shift(i32),
-    /// `N`: log this plugin's lines only at or below level N.
-    Max(Level),
-}
-
-impl CommonArgs {
-    /// Defaults as most qpsmtpd plugins have them: `reject 1`, `reject_type perm`.
-    pub const DEFAULT: CommonArgs = CommonArgs {
-        reject: Reject::Yes,
-        reject_type: RejectType::Perm,
-        loglevel: LogAdjust::None,
-    };
-
-    /// Takes `reject`, `reject_type` and `loglevel` (each followed by its value) out of `args`,
-    /// starting from `defaults`, and returns the remaining arguments in order.
-    pub fn extract<'s>(
-        args: &'s [String],
-        defaults: CommonArgs,
-    ) -> Result<(CommonArgs, Vec<&'s str>), String> {
-        let mut common = defaults;
-        let mut rest = Vec::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let key = arg.as_str();
-            if !matches!(key, "reject" | "reject_type" | "loglevel") {
-                rest.push(key);
-                continue;
-            }
-            let value = it
-                .next()
-                .ok_or_else(|| format!("argument '{key}' needs a value"))?;
-            match key {
-                "reject" => {
-                    common.reject = match value.as_str() {
-                        "0" => Reject::No,
-                        "1" => Reject::Yes,
-                        "naughty" => Reject::Naughty,
-                        v => return Err(format!("reject must be 0, 1 or naughty, not '{v}'")),
-                    }
-                }
-                "reject_type" => {
-                    common.reject_type = match value.as_str() {
-                        "perm" | "deny" => RejectType::Perm,
-                        "temp" | "soft" | "denysoft" => RejectType::Temp,
-                        "disconnect" => RejectType::Disconnect,
-                        "temp_disconnect" => RejectType::TempDisconnect,
-                        v => {
-                            return Err(format!(
-                                "reject_type must be perm, temp, disconnect or temp_disconnect, \
-                                 not '{v}'"
-                            ))
-                        }
-                    }
-                }
-                _ => {
-                    common.loglevel = match value.as_bytes().first() {
-                        Some(b'+') | Some(b'-') => LogAdjust::Shift(
-                            value
-                                .parse::<i32>()
-                                .map_err(|_| format!("bad loglevel '{value}'"))?,
-                        ),
-                        _ => LogAdjust::Max(
-                            Level::parse(value).ok_or_else(|| format!("bad loglevel '{value}'"))?,
-                        ),
-                    }
-                }
-            }
-        }
-        Ok((common, rest))
-    }
-
-    /// The outcome for a failed check, as qpsmtpd's `get_reject`: `reject 0` logs and
-    /// declines, `reject naughty` marks the connection and declines, `reject 1` denies in the
-    /// form `reject_type` says.
-    pub fn reject(&self, cx: &mut Cx, plugin: &str, msg: impl Into<Cow<'static, str>>) -> Outcome {
-        let msg = msg.into();
-        match self.reject {
-            Reject::No => {
-                cx.log(Level::Info, plugin, format_args!("fail, log only: {msg}"));
-                Outcome::Declined
-            }
-            Reject::Naughty => {
-                cx.log(Level::Info, plugin, format_args!("fail, naughty: {msg}"));
-                cx.conn.notes.set(Naughty {
-                    plugin: plugin.to_string(),
-                    msg: msg.into_owned(),
-                });
-                Outcome::Declined
-            }
-            Reject::Yes => {
-                let m: Msg = Some(msg);
-                match self.reject_type {
-                    RejectType::Perm => Outcome::Deny(m),
-                    RejectType::Temp => Outcome::DenySoft(m),
-                    RejectType::Disconnect => Outcome::DenyDisconnect(m),
-                    RejectType::TempDisconnect => Outcome::DenySoftDisconnect(m),
-                }
-            }
-        }
-    }
-
-    /// The level a line at `level` is written at, after this plugin's `loglevel` argument;
-    /// `None` if the argument silences it.
-    pub fn adjust(&self, level: Level) -> Option<Level> {
-        match self.loglevel {
-            LogAdjust::None => Some(level),
-            LogAdjust::Shift(n) => Some(Level::from_number(level as i32 + n)),
-            LogAdjust::Max(max) => (level <= max).then_some(level),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn extract_common_args() {
-        let args = strings(&["dir", "reject", "naughty", "reject_type", "temp", "x"]);
-        let (c, rest) = CommonArgs::extract(&args, CommonArgs::DEFAULT).unwrap();
-        assert_eq!(c.reject, Reject::Naughty);
-        assert_eq!(c.reject_type, RejectType::Temp);
-        assert_eq!(rest, vec!["dir", "x"]);
-        let (c, _) =
-            CommonArgs::extract(&strings(&["loglevel", "-2"]), CommonArgs::DEFAULT).unwrap();
-        assert_eq!(c.loglevel, LogAdjust::Shift(-2));
-        assert_eq!(c.adjust(Level::Info), Some(Level::Warn));
-        let (c, _) =
-            CommonArgs::extract(&strings(&["loglevel", "4"]), CommonArgs::DEFAULT).unwrap();
-        assert_eq!(c.adjust(Level::Info), None);
-        assert_eq!(c.adjust(Level::Error), Some(Level::Error));
-    }
-
-    #[test]
-    fn extract_rejects_bad_values() {
-        for bad in [
-            &["reject"][..],
-            &["reject", "2"],
-            &["reject_type", "x"],
-            &["loglevel", "q"],
-        ] {
-            assert!(
-                CommonArgs::extract(&strings(bad), CommonArgs::DEFAULT).is_err(),
-                "{bad:?}"
-            );
-        }
-    }
 
     #[test]
     fn config_error_display() {

@@ -1,10 +1,20 @@
-//! Fakes for plugin tests: services without a runtime, a config directory in memory, and a
-//! tiny executor for `Step`s. No sockets, no threads besides the blocking job's own.
+//! The plugin test kit: build a plugin from its `config/plugins` line and files in memory
+//! ([`build`]), fake services without a runtime ([`FakeServices`], [`cx`]), a tiny executor
+//! for `Step`s ([`run`]) and a temporary directory ([`TempDir`]). No sockets unless a test
+//! starts its own peer, no threads besides the blocking job's own.
+//!
+//! ```ignore
+//! let p = build(new, "badmailfrom reject 0", &[("badmailfrom", "spammer@example.com\n")])?;
+//! let (mut cx, svc) = cx("192.0.2.1:4242");
+//! assert_eq!(run(p.mail(&mut cx, &mut txn)), Outcome::Declined);
+//! assert!(svc.logged("fail, log only"));
+//! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +25,7 @@ use crate::context::{Connection, Cx, Level, Services};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
 use crate::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use crate::outcome::{Outcome, Step};
-use crate::plugin::{ConfigError, ConfigLine, ConfigSource};
+use crate::plugin::{ConfigError, ConfigLine, ConfigSource, PluginInit};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
 /// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`).
@@ -26,6 +36,11 @@ pub struct FakeServices {
     /// Canned DNS results by (lowercased name, type); a missing entry answers NXDOMAIN.
     pub dns: RefCell<HashMap<(String, QType), DnsResult>>,
     pub asked: RefCell<Vec<(String, QType)>>,
+    /// Every endpoint a plugin connected to, in order.
+    pub connects: RefCell<Vec<Endpoint>>,
+    /// When set, every connection succeeds to a peer that never answers (its reads never
+    /// complete), so only a timeout can end the exchange: timers fire at once here.
+    pub mute_peers: Cell<bool>,
 }
 
 impl FakeServices {
@@ -84,6 +99,10 @@ impl Services for FakeServices {
     }
     /// Real (blocking) sockets: tests run their fake servers on threads.
     fn connect(&self, to: &Endpoint, timeout: Duration) -> ConnectFuture {
+        self.connects.borrow_mut().push(to.clone());
+        if self.mute_peers.get() {
+            return Box::pin(std::future::ready(Ok(Box::new(Mute) as Box<dyn Stream>)));
+        }
         let stream: std::io::Result<Box<dyn Stream>> = match to {
             Endpoint::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, timeout)
                 .map(|s| Box::new(BlockingStream(s)) as Box<dyn Stream>),
@@ -132,6 +151,27 @@ impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
         let res = self.0.write_all(&buf);
         Box::pin(std::future::ready((res, buf)))
+    }
+    fn start_tls(
+        self: Box<Self>,
+        _server_name: String,
+        _verify: TlsVerify,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+        Box::pin(std::future::ready(Err(
+            std::io::ErrorKind::Unsupported.into()
+        )))
+    }
+}
+
+/// A peer that accepts writes and never answers.
+pub struct Mute;
+
+impl Stream for Mute {
+    fn read(&mut self, _buf: Vec<u8>) -> IoFuture<'_, usize> {
+        Box::pin(std::future::pending())
+    }
+    fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
+        Box::pin(std::future::ready((Ok(()), buf)))
     }
     fn start_tls(
         self: Box<Self>,
@@ -213,5 +253,69 @@ pub fn origin(line: &str) -> ConfigLine {
         text: line.to_string(),
         file: "plugins".to_string(),
         line: 1,
+    }
+}
+
+/// Builds a plugin with `new` from its `config/plugins` line (`"badmailfrom reject 0"`: the
+/// first word is the instance name) and config files in memory (name, contents). `new` may be
+/// the registered factory or a constructor that returns the concrete type.
+pub fn build<T>(
+    new: impl FnOnce(&PluginInit<'_>) -> Result<T, ConfigError>,
+    line: &str,
+    files: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    let mut words = line.split_whitespace();
+    let name = words
+        .next()
+        .expect("a plugin line starts with the plugin's name");
+    let args: Vec<String> = words.map(str::to_string).collect();
+    let config = MemConfig::new(files);
+    new(&PluginInit {
+        name,
+        args: &args,
+        config: &config,
+        origin: &origin(line),
+    })
+}
+
+/// The error of a [`build`] that must fail.
+pub fn build_err<T>(
+    new: impl FnOnce(&PluginInit<'_>) -> Result<T, ConfigError>,
+    line: &str,
+    files: &[(&str, &str)],
+) -> ConfigError {
+    match build(new, line, files) {
+        Ok(_) => panic!("'{line}' built, but must not"),
+        Err(e) => e,
+    }
+}
+
+/// A fresh directory under the system temp dir, removed with everything in it on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory; `tag` goes into its name to tell tests apart.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ringsmtpd-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create a test directory");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `name` inside the directory, as a string (for a plugin argument).
+    pub fn join(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
