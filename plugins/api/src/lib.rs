@@ -20,6 +20,12 @@ mod plugin;
 pub mod shared;
 pub mod testing;
 
+/// The plugin writer's guide, `docs/writing-plugins.md`, included here so that `cargo test`
+/// compiles every example in it.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/writing-plugins.md")]
+pub struct WritingPluginsGuide;
+
 pub use common::{Common, CommonArgs, LogAdjust, Reject, RejectType};
 pub use context::{
     blocking, AuthInfo, Body, Connection, Cx, Hello, HelloKind, Level, Services, SpoolFile,
