@@ -102,15 +102,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use memchr::memmem;
+use ringsmtpd_plugin_api::args::{key_values, parse_count, parse_flag, parse_timeout};
 use ringsmtpd_plugin_api::dns::{reversed_ip, DnsLookup, QType};
+use ringsmtpd_plugin_api::dnsutil::{check_zone, clean_text, is_listing_code, within, Deadline};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
-    PluginInit, Step, Transaction,
-};
-
-use crate::dnsbl::{
-    check_zone, clean_text, is_listing_code, key_values, parse_timeout, within, Deadline,
+    blocking, Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome,
+    Plugin, PluginInit, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,8 +157,7 @@ struct Zone {
 const ALL_LISTS: u32 = 0x00ff_ffff;
 
 pub struct Uribl {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     action: Action,
     timeout: Duration,
     scan_headers: bool,
@@ -171,27 +168,10 @@ pub struct Uribl {
     whitelist: Vec<String>,
 }
 
-fn flag(key: &str, value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Ok(true),
-        "0" | "no" | "false" | "off" => Ok(false),
-        _ => Err(format!("{key} must be yes or no, not '{value}'")),
-    }
-}
-
-fn count(key: &str, value: &str) -> Result<usize, String> {
-    match value.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{key} must be a positive number, not '{value}'")),
-    }
-}
-
 /// Builds `uribl` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut p = Uribl {
-        name: init.name.to_string(),
         common,
         action: Action::AddHeader,
         timeout: DEFAULT_TIMEOUT,
@@ -208,10 +188,10 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
                 format!("action must be add-header, deny, denysoft or log, not '{value}'")
             }),
             "timeout" => parse_timeout(value).map(|t| p.timeout = t),
-            "scan-headers" | "check-headers" => flag(key, value).map(|f| p.scan_headers = f),
-            "checkip" => flag(key, value).map(|f| p.checkip = f),
-            "max_bytes" => count(key, value).map(|n| p.max_bytes = n),
-            "max_lookups" => count(key, value).map(|n| p.max_lookups = n),
+            "scan-headers" | "check-headers" => parse_flag(key, value).map(|f| p.scan_headers = f),
+            "checkip" => parse_flag(key, value).map(|f| p.checkip = f),
+            "max_bytes" => parse_count(key, value).map(|n| p.max_bytes = n),
+            "max_lookups" => parse_count(key, value).map(|n| p.max_lookups = n),
             _ => Err(format!("unknown argument '{key}'")),
         };
         r.map_err(|e| init.error(e))?;
@@ -283,12 +263,6 @@ struct Hit {
 }
 
 impl Uribl {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     fn whitelisted(&self, host: &str) -> bool {
         self.whitelist.iter().any(|w| {
             host == w
@@ -317,7 +291,7 @@ impl Uribl {
                 }
                 Target::Host(host) => {
                     if self.whitelisted(host) {
-                        self.log(
+                        self.common.log(
                             cx,
                             Level::Debug,
                             format_args!("skipping whitelisted URI domain '{host}'"),
@@ -373,7 +347,7 @@ impl Uribl {
             }
         }
         if failed > 0 {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Warn,
                 format_args!(
@@ -398,7 +372,7 @@ impl Uribl {
                 .ok()
                 .and_then(|a| a.txt().next().map(clean_text));
         }
-        self.log(
+        self.common.log(
             cx,
             Level::Info,
             format_args!(
@@ -421,7 +395,7 @@ impl Uribl {
                 zone.zone,
                 hit.txt.unwrap_or_else(|| hit.a.to_string())
             );
-            self.log(cx, Level::Warn, format_args!("{desc}"));
+            self.common.log(cx, Level::Warn, format_args!("{desc}"));
             match zone.action {
                 Action::AddHeader => txn.prepend_header("X-URIBL-Match", &desc),
                 Action::Log => {}
@@ -451,7 +425,8 @@ impl Plugin for Uribl {
             return Step::DECLINED;
         }
         if is_immune(cx, Some(txn)) {
-            self.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         Step::pending(async move {
@@ -461,7 +436,7 @@ impl Plugin for Uribl {
                     Ok(data) => extract(&data, self.scan_headers),
                     Err(e) => {
                         // Not a reason to refuse mail: the check is advisory.
-                        self.log(
+                        self.common.log(
                             cx,
                             Level::Error,
                             format_args!("skip, cannot read the spooled message: {e}"),
@@ -472,7 +447,8 @@ impl Plugin for Uribl {
             };
             let names = self.plan(cx, &found);
             if names.is_empty() {
-                self.log(cx, Level::Info, format_args!("pass, no URIs found in mail"));
+                self.common
+                    .log(cx, Level::Info, format_args!("pass, no URIs found in mail"));
                 return Outcome::Declined;
             }
             let hits = self.lookup(cx, &names).await;
@@ -984,19 +960,19 @@ fn registered_domain(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::WhitelistHost;
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, txn_from};
     use ringsmtpd_plugin_api::testing::{cx, origin, run, FakeServices};
     use ringsmtpd_plugin_api::SpoolFile;
 
     const ZONES: &str = "# composite\nmulti.uribl.example 2,8 deny\ndbl.example\n";
 
     fn plugin(args: &[&str], zones: &str) -> Box<dyn Plugin> {
-        build_with(
+        build(
             new,
-            "uribl",
-            args,
+            &format!("uribl {}", args.join(" ")),
             &[
                 ("uribl_zones", zones),
                 ("uribl_whitelist_domains", "trusted.example\n"),
@@ -1373,12 +1349,14 @@ mod tests {
             &["timeout", "-2"],
             &["other", "1"],
         ] {
-            assert!(build_with(new, "uribl", args, &[]).is_err(), "{args:?}");
+            assert!(
+                build(new, &format!("uribl {}", args.join(" ")), &[]).is_err(),
+                "{args:?}"
+            );
         }
-        assert!(build_with(
+        assert!(build(
             new,
-            "uribl",
-            &["check-headers", "1", "scan-headers", "yes", "checkip", "no"],
+            "uribl check-headers 1 scan-headers yes checkip no",
             &[]
         )
         .is_ok());
@@ -1389,16 +1367,14 @@ mod tests {
             ("uribl_zones", "bad zone!\n", 1),
             ("uribl_whitelist_domains", "ok.example\nnot a domain\n", 2),
         ] {
-            let err = build_with(new, "uribl", &[], &[(file, text)])
-                .err()
-                .expect(text);
+            let err = build(new, "uribl", &[(file, text)]).err().expect(text);
             assert_eq!((err.file.as_str(), err.line), (file, line), "{err}");
         }
         // A negative mask means every list of the zone.
         let zone = parse_zone(&origin("z.example -1,4"), Action::Log).unwrap();
         assert_eq!((zone.mask, zone.action), (ALL_LISTS, Action::Log));
         // No zones: nothing done.
-        let p = build_with(new, "uribl", &[], &[]).unwrap();
+        let p = build(new, "uribl", &[]).unwrap();
         let mut txn = message("\nhttp://spam.example/\n");
         let (o, asked) = check(&*p, &mut txn, |_| {});
         assert_eq!((o, asked.len()), (Outcome::Declined, 0));

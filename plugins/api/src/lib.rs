@@ -6,10 +6,13 @@
 //! `ringsmtpd` crate runs the chains and turns outcomes into SMTP replies.
 
 pub mod address;
+pub mod args;
 pub mod auth;
+pub mod cidr;
 mod common;
 mod context;
 pub mod dns;
+pub mod dnsutil;
 mod envelope;
 pub mod headers;
 mod hook;
