@@ -121,14 +121,7 @@ impl DnsWhitelistSoft {
         let ip = client_ip(cx);
         let mut timer = flight.deadline.timer(&*cx.svc);
         for (zone, query) in self.zones.iter().zip(&mut flight.queries) {
-            let answer = query.answer(&mut timer).await;
-            if let Some(e) = answer.error {
-                self.common.log(
-                    cx,
-                    Level::Warn,
-                    format_args!("{zone}: {e}, counted as not listed"),
-                );
-            }
+            let answer = query.answer(cx, &self.common, zone, &mut timer).await;
             // x.x.x.255: the list's own error codes.
             if answer.listed(|a| is_listing_code(a) && a.octets()[3] != 255) {
                 let why = answer.txt.unwrap_or_else(|| zone.clone());

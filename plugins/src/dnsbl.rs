@@ -247,14 +247,7 @@ impl Dnsbl {
         let mut timer = flight.deadline.timer(&*cx.svc);
         let ip = client_ip(cx);
         for (zone, query) in self.zones.iter().zip(&mut flight.queries) {
-            let answer = query.answer(&mut timer).await;
-            if let Some(e) = answer.error {
-                self.common.log(
-                    cx,
-                    Level::Warn,
-                    format_args!("{}: {e}, counted as not listed", zone.zone),
-                );
-            }
+            let answer = query.answer(cx, &self.common, &zone.zone, &mut timer).await;
             let mut codes = Vec::new();
             for &addr in &answer.a {
                 if !is_listing_code(addr) {
@@ -415,6 +408,7 @@ mod tests {
     use ringsmtpd_plugin_api::testing::{
         build, build_err, cx, recipient, run, txn_from, Case, FakeServices,
     };
+    use std::rc::Rc;
 
     const ZONES: &str =
         "# blocklists\nbl.example\nmsg.example:Listed, see http://msg.example/?%IP%\n";
@@ -441,11 +435,23 @@ mod tests {
         svc.answer(name, QType::A, vec![a("127.0.0.2")]);
     }
 
+    /// A client at 192.0.2.1 that `zone` lists (127.0.0.2).
+    fn listed_client(zone: &str) -> (Cx, Rc<FakeServices>) {
+        let (c, svc) = cx("192.0.2.1:4242");
+        listed(&svc, &format!("1.2.0.192.{zone}"));
+        (c, svc)
+    }
+
+    /// The RCPT outcome for a client that `zone` lists.
+    fn refused(p: &Dnsbl, zone: &str) -> Outcome {
+        let (mut c, _) = listed_client(zone);
+        session(p, &mut c, "u@example.com").1
+    }
+
     #[test]
     fn connect_only_starts_lookups_and_declines() {
         let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
+        let (mut c, svc) = listed_client("bl.example");
         // Ready(Declined): the banner is not delayed.
         assert!(matches!(p.connect(&mut c), Step::Ready(Outcome::Declined)));
         let asked = svc.asked.borrow().clone();
@@ -481,8 +487,7 @@ mod tests {
     #[test]
     fn txt_record_is_the_reply_and_is_cleaned() {
         let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
+        let (mut c, svc) = listed_client("bl.example");
         svc.answer(
             "1.2.0.192.bl.example",
             QType::Txt,
@@ -495,9 +500,7 @@ mod tests {
     #[test]
     fn zone_message_with_ip() {
         let p = plugin(&[], &[("dnsbl_zones", ZONES)], None);
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.msg.example");
-        let (_, r) = session(&p, &mut c, "u@example.com");
+        let r = refused(&p, "msg.example");
         assert_eq!(
             r.msg(),
             Some("5.7.1 Listed, see http://msg.example/?192.0.2.1")
@@ -630,8 +633,7 @@ mod tests {
             "mailer-daemon@x.example",
             "root@example.com",
         ] {
-            let (mut c, svc) = cx("192.0.2.1:4242");
-            listed(&svc, "1.2.0.192.bl.example");
+            let (mut c, _) = listed_client("bl.example");
             assert_eq!(session(&p, &mut c, to).1, Outcome::Declined, "{to}");
         }
     }
@@ -649,8 +651,7 @@ mod tests {
         assert!(svc.asked.borrow().is_empty());
         // Relay client after AUTH (set after connect), or whitelisted host / sender.
         for how in 0..3 {
-            let (mut c, svc) = cx("192.0.2.1:4242");
-            listed(&svc, "1.2.0.192.bl.example");
+            let (mut c, _) = listed_client("bl.example");
             run(p.connect(&mut c));
             let mut txn = Transaction::default();
             match how {
@@ -703,9 +704,7 @@ mod tests {
             ("dnsbl_rejectmsg", "Ask your ISP.\nLine two\n"),
         ];
         let p = plugin(&[], &files, None);
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
-        let (_, r) = session(&p, &mut c, "u@example.com");
+        let r = refused(&p, "bl.example");
         assert_eq!(
             r.msg(),
             Some("5.7.1 Ask your ISP.\nLine two\nBlocked by bl.example")
@@ -717,8 +716,7 @@ mod tests {
         let zones = [("dnsbl_zones", "bl.example\n")];
         // Empty: nothing checked, even a listed client passes.
         let p = plugin(&[], &zones, Some(""));
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
+        let (mut c, svc) = listed_client("bl.example");
         assert_eq!(session(&p, &mut c, "u@example.com").1, Outcome::Declined);
         assert!(svc.asked.borrow().is_empty());
         // "-text": permanent, dash removed, %IP% replaced; no DNS.
@@ -761,9 +759,7 @@ mod tests {
         ];
         for (args, ok) in cases {
             let p = plugin(args, &zones, None);
-            let (mut c, svc) = cx("192.0.2.1:4242");
-            listed(&svc, "1.2.0.192.bl.example");
-            let (_, r) = session(&p, &mut c, "u@example.com");
+            let r = refused(&p, "bl.example");
             assert!(ok(&r), "{args:?}: {r:?}");
         }
     }
@@ -775,11 +771,9 @@ mod tests {
             &[("dnsbl_zones", "bl.example\n")],
             None,
         );
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
+        let (mut c, _) = listed_client("bl.example");
         assert!(matches!(p.connect(&mut c), Step::Pending(_)));
-        let (mut c, svc) = cx("192.0.2.1:4242");
-        listed(&svc, "1.2.0.192.bl.example");
+        let (mut c, _) = listed_client("bl.example");
         assert_eq!(run(p.connect(&mut c)), Outcome::Declined);
         assert_eq!(
             c.conn.notes.get::<Naughty>().map(|n| n.plugin.as_str()),

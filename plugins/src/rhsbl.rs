@@ -140,14 +140,7 @@ impl Rhsbl {
         let mut timer = flight.deadline.timer(&*cx.svc);
         let domain = flight.domain;
         for (zone, query) in self.zones.iter().zip(&mut flight.queries) {
-            let answer = query.answer(&mut timer).await;
-            if let Some(e) = answer.error {
-                self.common.log(
-                    cx,
-                    Level::Warn,
-                    format_args!("{}: {e}, counted as not listed", zone.zone),
-                );
-            }
+            let answer = query.answer(cx, &self.common, &zone.zone, &mut timer).await;
             if !answer.listed(is_listing_code) {
                 continue;
             }

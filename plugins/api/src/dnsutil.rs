@@ -11,7 +11,7 @@
 //! let query = ZoneQuery::send(&*cx.svc, &reversed_ip(client_ip(cx), zone), true);
 //! // later, at the hook that decides:
 //! let mut timer = deadline.timer(&*cx.svc);
-//! let answer = query.answer(&mut timer).await;
+//! let answer = query.answer(cx, &self.common, zone, &mut timer).await;
 //! if answer.listed(is_listing_code) { ... }
 //! ```
 
@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::args::timeout_only;
 use crate::common::{Common, RejectType};
-use crate::context::{Cx, Services};
+use crate::context::{Cx, Level, Services};
 use crate::dns::{DnsError, DnsLookup, DnsResult, QType};
 use crate::plugin::{ConfigError, PluginInit};
 
@@ -118,11 +118,22 @@ impl ZoneQuery {
         ZoneQuery::new(a, txt.then(|| svc.dns_query(name, QType::Txt)))
     }
 
-    /// Awaits the answers until `timer` fires.
-    pub async fn answer(&mut self, timer: &mut Timer) -> ZoneAnswer {
+    /// Awaits the answers until `timer` fires. A failed A question is logged for the plugin
+    /// (`<zone>: <error>, counted as not listed`).
+    pub async fn answer(
+        &mut self,
+        cx: &Cx,
+        common: &Common,
+        zone: &str,
+        timer: &mut Timer,
+    ) -> ZoneAnswer {
         let (a, error) = match within(&mut self.a, timer).await {
             Ok(answer) => (answer.ipv4().collect(), None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => {
+                let msg = format_args!("{zone}: {e}, counted as not listed");
+                common.log(cx, Level::Warn, msg);
+                (Vec::new(), Some(e))
+            }
         };
         let txt = match self.txt.as_mut() {
             Some(l) => within(l, timer)
@@ -239,26 +250,25 @@ mod tests {
 
     #[test]
     fn zone_answers() {
-        use crate::dns::Record;
-        let svc = FakeServices::new("mx");
-        svc.answer(
-            "x.bl",
-            QType::A,
-            vec![Record::A("127.0.0.2".parse().unwrap())],
-        );
-        svc.answer("x.bl", QType::Txt, vec![Record::Txt("see\r\nx".into())]);
+        use crate::testing::records::{a, txt};
+        let (cx, svc) = crate::testing::cx("192.0.2.1:1");
+        let common = Common::new("p", CommonArgs::DEFAULT);
+        svc.answer("x.bl", QType::A, vec![a("127.0.0.2")]);
+        svc.answer("x.bl", QType::Txt, vec![txt("see\r\nx")]);
         svc.fail("y.bl", QType::A, DnsError::ServFail);
-        let dyn_svc: &dyn Services = &*svc;
-        let mut timer = Deadline::start(dyn_svc, Duration::ZERO).timer(dyn_svc);
-        let x = block_on(ZoneQuery::send(dyn_svc, "x.bl", true).answer(&mut timer));
+        let mut timer = Deadline::start(&*cx.svc, Duration::ZERO).timer(&*cx.svc);
+        let mut ask = |name, txt| {
+            let mut query = ZoneQuery::send(&*cx.svc, name, txt);
+            block_on(query.answer(&cx, &common, "bl", &mut timer))
+        };
+        let x = ask("x.bl", true);
         assert_eq!(x.txt.as_deref(), Some("see??x"));
         assert!(x.listed(is_listing_code) && !x.listed(|_| false));
-        let y = block_on(ZoneQuery::send(dyn_svc, "y.bl", false).answer(&mut timer));
-        assert_eq!(
-            (y.error, y.listed(is_listing_code)),
-            (Some(DnsError::ServFail), false)
-        );
+        let y = ask("y.bl", false);
+        assert_eq!(y.error, Some(DnsError::ServFail));
+        assert!(!y.listed(is_listing_code));
         assert_eq!(svc.asked.borrow().len(), 3);
+        assert!(svc.logged("bl: DNS SERVFAIL, counted as not listed"));
     }
 
     #[test]
