@@ -16,6 +16,7 @@ pub mod dnsutil;
 mod envelope;
 pub mod headers;
 mod hook;
+pub mod mime;
 pub mod net;
 mod notes;
 mod outcome;
