@@ -287,6 +287,17 @@ impl Dnsbl {
             .log(cx, Level::Info, format_args!("pass, {ip} not listed"));
     }
 
+    /// Awaits the verdict; refuses a listed client.
+    fn decide<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::pending(async move {
+            self.resolve(cx).await;
+            match cx.conn.notes.get::<DnsblListed>().cloned() {
+                Some(listed) => self.refuse(cx, &listed),
+                None => Outcome::Declined,
+            }
+        })
+    }
+
     /// The outcome for a listed client.
     fn refuse(&self, cx: &mut Cx, listed: &DnsblListed) -> Outcome {
         let mut text = String::from("5.7.1 ");
@@ -348,13 +359,7 @@ impl Plugin for Dnsbl {
         }
         // qpsmtpd: "when reject naughty is set, DNS queries are processed during connect",
         // so the `naughty` plugin can act at any hook after this one.
-        Step::pending(async move {
-            self.resolve(cx).await;
-            match cx.conn.notes.get::<DnsblListed>().cloned() {
-                Some(listed) => self.refuse(cx, &listed),
-                None => Outcome::Declined,
-            }
-        })
+        self.decide(cx)
     }
 
     fn rcpt<'a>(
@@ -389,13 +394,7 @@ impl Plugin for Dnsbl {
         if is_immune(cx, Some(txn)) || self.common.args.reject == Reject::Naughty {
             return Step::DECLINED;
         }
-        Step::pending(async move {
-            self.resolve(cx).await;
-            match cx.conn.notes.get::<DnsblListed>().cloned() {
-                Some(listed) => self.refuse(cx, &listed),
-                None => Outcome::Declined,
-            }
-        })
+        self.decide(cx)
     }
 }
 

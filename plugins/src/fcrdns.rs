@@ -74,8 +74,8 @@ use ringsmtpd_plugin_api::dns::{ptr_name, DnsLookup, QType};
 use ringsmtpd_plugin_api::dnsutil::{check_zone, client_ip, within, Deadline, Timer};
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, LogAdjust, Outcome, Plugin,
-    PluginInit, Reject, RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    RejectType, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,7 +124,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::No,
         reject_type: RejectType::Temp,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
     let (common, rest) = init.common(defaults)?;
     let timeout = timeout_only(init, &rest, DEFAULT_TIMEOUT)?;

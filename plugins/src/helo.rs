@@ -94,8 +94,8 @@ use ringsmtpd_plugin_api::dns::{ptr_name, DnsAnswer, DnsError, QType};
 use ringsmtpd_plugin_api::dnsutil::{check_zone, client_ip, within, Deadline};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, LogAdjust, Outcome,
-    Plugin, PluginInit, Reject, RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Reject, RejectType, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,7 +154,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::Yes,
         reject_type: RejectType::Disconnect,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
     let (common, rest) = init.common(defaults)?;
     let mut policy = Policy::Lenient;

@@ -77,8 +77,8 @@ use ringsmtpd_plugin_api::dns::{DnsLookup, DnsResult, QType, Record};
 use ringsmtpd_plugin_api::dnsutil::{check_zone, within, Deadline, Timer};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, LogAdjust, Outcome, Plugin,
-    PluginInit, Reject, RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    RejectType, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,7 +119,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::Yes,
         reject_type: RejectType::Temp,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
     let (common, rest) = init.common(defaults)?;
     let timeout = timeout_only(init, &rest, DEFAULT_TIMEOUT)?;
