@@ -151,32 +151,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(Dnsbl::new(init, rblsmtpd)?))
 }
 
-impl Dnsbl {
-    fn new(init: &PluginInit<'_>, rblsmtpd: Option<String>) -> Result<Dnsbl, ConfigError> {
-        let (mut common, rest) = init.common(CommonArgs::DEFAULT)?;
-        let timeout = blocklist_args(init, &mut common, &rest, DEFAULT_TIMEOUT)?;
-        let mut zones = Vec::new();
-        for line in init.config.lines("dnsbl_zones")?.unwrap_or_default() {
-            zones.push(parse_zone(&line)?);
-        }
-        let mut allow = IpList::default();
-        for line in init.config.lines("dnsbl_allow")?.unwrap_or_default() {
-            allow
-                .add(&line.text, IpForms::Fragment)
-                .map_err(|e| line.error(e))?;
-        }
-        let rejectmsg = lines_text(init.config, "dnsbl_rejectmsg")?;
-        Ok(Dnsbl {
-            common,
-            timeout,
-            zones,
-            allow,
-            rejectmsg,
-            rblsmtpd,
-        })
-    }
-}
-
 fn parse_zone(line: &ConfigLine) -> Result<Zone, ConfigError> {
     let (zone, rest) = match line.text.split_once(':') {
         Some((z, r)) => (z.trim(), Some(r.trim())),
@@ -210,6 +184,30 @@ fn parse_zone(line: &ConfigLine) -> Result<Zone, ConfigError> {
 }
 
 impl Dnsbl {
+    fn new(init: &PluginInit<'_>, rblsmtpd: Option<String>) -> Result<Dnsbl, ConfigError> {
+        let (mut common, rest) = init.common(CommonArgs::DEFAULT)?;
+        let timeout = blocklist_args(init, &mut common, &rest, DEFAULT_TIMEOUT)?;
+        let mut zones = Vec::new();
+        for line in init.config.lines("dnsbl_zones")?.unwrap_or_default() {
+            zones.push(parse_zone(&line)?);
+        }
+        let mut allow = IpList::default();
+        for line in init.config.lines("dnsbl_allow")?.unwrap_or_default() {
+            allow
+                .add(&line.text, IpForms::Fragment)
+                .map_err(|e| line.error(e))?;
+        }
+        let rejectmsg = lines_text(init.config, "dnsbl_rejectmsg")?;
+        Ok(Dnsbl {
+            common,
+            timeout,
+            zones,
+            allow,
+            rejectmsg,
+            rblsmtpd,
+        })
+    }
+
     /// Sends every question; returns `None` if this connection is not checked.
     fn start(&self, cx: &mut Cx) -> Option<InFlight> {
         let ip = client_ip(cx);
@@ -262,7 +260,7 @@ impl Dnsbl {
             }
             // A zone queried for TXT (no message of its own) also lists by TXT alone, as
             // qpsmtpd's TXT-only zones did, but not when its A answer was an error code.
-            let txt_only = zone.codes.is_empty() && answer.listed(|_| false);
+            let txt_only = zone.codes.is_empty() && answer.a.is_empty() && answer.txt.is_some();
             if codes.is_empty() && !txt_only {
                 continue;
             }

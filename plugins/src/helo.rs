@@ -253,7 +253,7 @@ impl Helo {
             }
         }
         // invalid_localhost
-        if lower == "localhost" && !ip.to_canonical().is_loopback() {
+        if lower == "localhost" && !ip.is_loopback() {
             return failure("You are not localhost", "invalid localhost");
         }
         let lit = literal(host);
@@ -272,7 +272,7 @@ impl Helo {
         let local = cx.conn.local.ip().to_canonical();
         if !me.is_empty()
             && lower.trim_end_matches('.') == me.to_ascii_lowercase()
-            && !ip.to_canonical().is_loopback()
+            && !ip.is_loopback()
             && ip != local
         {
             return failure(format!("You are not {me}"), "our own name");
