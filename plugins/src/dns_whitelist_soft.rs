@@ -191,8 +191,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::is_immune;
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, recipient, txn_from};
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::{build, cx, recipient, run, txn_from};
 
     const ZONES: &str = "# trusted\nwl.example  the good list\nwl2.example\n";
 

@@ -330,8 +330,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::Naughty;
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, txn_from, Case};
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::{build, cx, run, txn_from, Case, FakeServices};
     use ringsmtpd_plugin_api::Plugin;
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {

@@ -503,8 +503,7 @@ mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, Case};
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::{build, cx, run, Case, FakeServices};
     use ringsmtpd_plugin_api::{Hello, HelloKind};
 
     const BADHELO: &str = "# never use their own domain\naol.com\nYahoo.com\n^mta[0-9]+\\.spam\\.example$\n!\\.\n[127.0.0.1]\n";

@@ -353,8 +353,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, txn_from, Case};
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::{build, cx, run, txn_from, Case, FakeServices};
 
     const INVALID: &str = "# include full network block including mask\n127.0.0.0/8 \n0.0.0.0/8\n10.0.0.0/8\n::1/128\n";
 

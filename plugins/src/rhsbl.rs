@@ -258,8 +258,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, recipient, txn_from, Case};
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::{build, cx, recipient, run, txn_from, Case};
 
     const ZONES: &str = "dbl.example\nmsg.example does not accept bounces\n";
 

@@ -764,8 +764,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::WhitelistHost;
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, txn_from};
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, FakeServices, TempDir};
+    use ringsmtpd_plugin_api::testing::{build, cx, origin, run, txn_from, FakeServices, TempDir};
     use ringsmtpd_plugin_api::SpoolFile;
 
     const ZONES: &str = "# composite\nmulti.uribl.example 2,8 deny\ndbl.example\n";
