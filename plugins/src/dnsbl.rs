@@ -193,8 +193,13 @@ impl Dnsbl {
         }
         let mut allow = IpList::default();
         for line in init.config.lines("dnsbl_allow")?.unwrap_or_default() {
+            // qpsmtpd's prefixes end in a dot, and so may a whole address (`192.0.2.1.`).
+            let text = match line.text.strip_suffix('.') {
+                Some(ip) if ip.parse::<Ipv4Addr>().is_ok() => ip,
+                _ => &line.text,
+            };
             allow
-                .add(&line.text, IpForms::Fragment)
+                .add(text, IpForms::Fragment)
                 .map_err(|e| line.error(e))?;
         }
         let rejectmsg = lines_text(init.config, "dnsbl_rejectmsg")?;
