@@ -319,3 +319,50 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A recipient `text` (without angle brackets), for `rcpt` hooks.
+pub fn recipient(text: &str) -> crate::Recipient {
+    let addr = crate::address::parse_path(&format!("<{text}>"), false, true).expect("test address");
+    crate::Recipient {
+        addr,
+        params: Default::default(),
+    }
+}
+
+/// A transaction whose sender is `from` (`""` for `<>`).
+pub fn txn_from(from: &str) -> crate::Transaction {
+    let mut txn = crate::Transaction::default();
+    txn.sender = crate::address::parse_path(&format!("<{from}>"), true, true).expect("test sender");
+    txn
+}
+
+/// Plugin arguments and a check of the outcome they must give, for tables of cases.
+pub type Case = (&'static [&'static str], fn(&Outcome) -> bool);
+
+/// DNS records for [`FakeServices::answer`].
+pub mod records {
+    use crate::dns::Record;
+
+    pub fn a(s: &str) -> Record {
+        Record::A(s.parse().expect("test IPv4"))
+    }
+
+    pub fn aaaa(s: &str) -> Record {
+        Record::Aaaa(s.parse().expect("test IPv6"))
+    }
+
+    pub fn txt(s: &str) -> Record {
+        Record::Txt(s.to_string())
+    }
+
+    pub fn ptr(s: &str) -> Record {
+        Record::Ptr(s.to_string())
+    }
+
+    pub fn mx(preference: u16, exchange: &str) -> Record {
+        Record::Mx {
+            preference,
+            exchange: exchange.to_string(),
+        }
+    }
+}
