@@ -1,27 +1,79 @@
 //! Pieces shared by the policy plugins (`hosts_allow`, `relay`, `whitelist`, `badmailfrom`,
-//! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`): IP address patterns, qpsmtpd's
-//! return-code names, badmailfrom-style address patterns, and a logging helper that honours
-//! the `loglevel` argument.
+//! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`) and the limit plugins
+//! (`count_unrecognized_commands`, `noop_counter`): IP address patterns, qpsmtpd's return-code
+//! names and `PATTERN CODE [message]` rules, badmailfrom-style address lists, config files read
+//! a line at a time, and the log-and-reject of a failed check.
 //!
 //! Everything here is parsed once, when a plugin is built; matching allocates nothing.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 use regex::{Regex, RegexBuilder};
-use ringsmtpd_plugin_api::{Address, CommonArgs, Cx, Level, Outcome};
+use ringsmtpd_plugin_api::{
+    Address, Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, RejectType, Step,
+};
 
-/// Logs `msg` for `plugin` at `level`, after the plugin's `loglevel` argument.
-pub(crate) fn log(
-    cx: &Cx,
-    common: &CommonArgs,
-    plugin: &str,
-    level: Level,
-    msg: std::fmt::Arguments<'_>,
-) {
-    if let Some(level) = common.adjust(level) {
-        cx.log(level, plugin, msg);
+/// A failed check: logs `fail, {what}` and refuses with `msg` as the plugin's `reject`
+/// arguments say.
+pub(crate) fn fail(
+    common: &Common,
+    cx: &mut Cx,
+    what: fmt::Arguments<'_>,
+    msg: impl Into<Cow<'static, str>>,
+) -> Step<'static> {
+    common.log(cx, Level::Info, format_args!("fail, {what}"));
+    Step::Ready(common.reject(cx, msg))
+}
+
+/// Parses each line of the config file `file` (none when it is missing) with `parse`; an
+/// error names the file and the line.
+pub(crate) fn parse_lines<T>(
+    init: &PluginInit<'_>,
+    file: &str,
+    mut parse: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let lines = init.config.lines(file)?.unwrap_or_default();
+    lines
+        .iter()
+        .map(|line| parse(&line.text).map_err(|e| line.error(e)))
+        .collect()
+}
+
+/// The arguments of a plugin that refuses a client at the Nth of something on a connection:
+/// `[N]` (a positive integer, `default_max` when absent) and the common ones, where
+/// `reject_type` is `disconnect` (the default) or `perm`.
+pub(crate) fn limit_args(
+    init: &PluginInit<'_>,
+    default_max: u32,
+) -> Result<(Common, u32), ConfigError> {
+    let defaults = CommonArgs {
+        reject_type: RejectType::Disconnect,
+        ..CommonArgs::DEFAULT
+    };
+    let (common, rest) = init.common(defaults)?;
+    if matches!(
+        common.args.reject_type,
+        RejectType::Temp | RejectType::TempDisconnect
+    ) {
+        return Err(init.error("reject_type must be disconnect or perm"));
     }
+    let max = match rest.as_slice() {
+        [] => default_max,
+        [n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(init.error(format!("N must be a positive integer, not '{n}'"))),
+        },
+        [_, extra, ..] => return Err(init.unknown(extra)),
+    };
+    Ok((common, max))
+}
+
+/// Adds one to a per-connection counter and returns the new count.
+pub(crate) fn bump(count: &mut u32) -> u32 {
+    *count = count.saturating_add(1);
+    *count
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,6 +304,39 @@ impl Code {
     }
 }
 
+/// What a rule line says: a return code and an optional message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) code: Code,
+    pub(crate) msg: Option<String>,
+}
+
+impl Verdict {
+    /// Splits a rule line `KEY CODE [message]` (`hosts_allow`, `rcpt_map`, `rcpt_regexp`) into
+    /// its key and verdict; `key` names the key's form in an error.
+    pub(crate) fn parse<'t>(text: &'t str, key: &str) -> Result<(&'t str, Verdict), String> {
+        let (first, rest) = first_word(text);
+        let Some(rest) = rest else {
+            return Err(format!("'{text}': expected {key} RETURNCODE [message]"));
+        };
+        let (code, msg) = first_word(rest);
+        let code = Code::parse(code)?;
+        let msg = msg.map(str::to_string);
+        Ok((first, Verdict { code, msg }))
+    }
+
+    /// Logs that `what` matched this rule (at info for a deny) and returns its outcome.
+    pub(crate) fn apply(&self, common: &Common, cx: &Cx, what: fmt::Arguments<'_>) -> Outcome {
+        let level = if self.code.is_deny() {
+            Level::Info
+        } else {
+            Level::Debug
+        };
+        common.log(cx, level, format_args!("{what}: {:?}", self.code));
+        self.code.outcome(self.msg.as_deref())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Address patterns (qmail's badmailfrom, with qpsmtpd's regex extension).
 
@@ -307,6 +392,55 @@ impl AddrPattern {
             AddrPattern::Host(h) => h == host,
             AddrPattern::Regex(re) => re.is_match(addr),
         }
+    }
+}
+
+/// A badmailfrom-style list (`badmailfrom`, `badrcptto`): an address pattern a line, an
+/// optional reason after it.
+#[derive(Debug, Default)]
+pub(crate) struct AddrList(Vec<Listed>);
+
+/// One entry of an [`AddrList`].
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pattern: AddrPattern,
+    /// The pattern as written, lowercased.
+    pub(crate) entry: String,
+    reason: Option<String>,
+}
+
+impl Listed {
+    /// The entry's reason, or `default`.
+    pub(crate) fn reason_or(&self, default: impl Into<Cow<'static, str>>) -> Cow<'static, str> {
+        match &self.reason {
+            Some(r) => Cow::Owned(r.clone()),
+            None => default.into(),
+        }
+    }
+}
+
+impl AddrList {
+    /// Reads the config file `file`; the regular-expression form is allowed.
+    pub(crate) fn load(init: &PluginInit<'_>, file: &str) -> Result<AddrList, ConfigError> {
+        let entries = parse_lines(init, file, |text| {
+            let (bad, reason) = first_word(text);
+            Ok(Listed {
+                pattern: AddrPattern::parse(bad, true)?,
+                entry: bad.to_lowercase(),
+                reason: reason.map(str::to_string),
+            })
+        })?;
+        Ok(AddrList(entries))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first entry the address matches (`addr` = lowercased `user@host`, `host`
+    /// lowercased).
+    pub(crate) fn find(&self, addr: &str, host: &str) -> Option<&Listed> {
+        self.0.iter().find(|l| l.pattern.matches(addr, host))
     }
 }
 

@@ -62,16 +62,13 @@ use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::shared::Naughty;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient,
     RejectType, Step, Transaction,
 };
 
-use crate::matchers::log;
-
 /// The `naughty` plugin.
 pub struct NaughtyPlugin {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     hook: Hook,
 }
 
@@ -110,43 +107,26 @@ fn build(init: &PluginInit<'_>) -> Result<NaughtyPlugin, ConfigError> {
         reject_type: RejectType::Disconnect,
         ..CommonArgs::DEFAULT
     };
-    let (common, rest) = CommonArgs::extract(&others, defaults).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
+    let common = PluginInit {
+        args: &others,
+        ..*init
     }
-    Ok(NaughtyPlugin {
-        name: init.name.to_string(),
-        common,
-        hook,
-    })
+    .common_only(defaults)?;
+    Ok(NaughtyPlugin { common, hook })
 }
 
 impl NaughtyPlugin {
     fn check(&self, cx: &Cx) -> Step<'static> {
         let Some(mark) = cx.conn.notes.get::<Naughty>() else {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Debug,
-                format_args!("pass"),
-            );
+            self.common.log(cx, Level::Debug, format_args!("pass"));
             return Step::DECLINED;
         };
-        log(
+        self.common.log(
             cx,
-            &self.common,
-            &self.name,
             Level::Info,
             format_args!("refusing, marked by {}: {}", mark.plugin, mark.msg),
         );
-        let msg = Some(Cow::Owned(mark.msg.clone()));
-        Step::Ready(match self.common.reject_type {
-            RejectType::Perm => Outcome::Deny(msg),
-            RejectType::Temp => Outcome::DenySoft(msg),
-            RejectType::Disconnect => Outcome::DenyDisconnect(msg),
-            RejectType::TempDisconnect => Outcome::DenySoftDisconnect(msg),
-        })
+        Step::Ready(self.common.args.deny(Some(Cow::Owned(mark.msg.clone()))))
     }
 }
 
@@ -184,18 +164,11 @@ impl Plugin for NaughtyPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
+    use ringsmtpd_plugin_api::Outcome;
 
     fn build_with(args: &[&str]) -> Result<NaughtyPlugin, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("naughty {}", args.join(" ")));
-        build(&PluginInit {
-            name: "naughty",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, &format!("naughty {}", args.join(" ")), &[])
     }
 
     fn marked() -> Cx {
@@ -217,10 +190,7 @@ mod tests {
         assert_eq!(p.hooks(), HookSet::of(&[Hook::Rcpt, Hook::DataPost]));
         let mut c = marked();
         let mut t = Transaction::default();
-        let r = Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path("<a@b.example>", false, false).unwrap(),
-            params: Default::default(),
-        };
+        let r = testing::rcpt("<a@b.example>");
         assert_eq!(
             run(p.rcpt(&mut c, &mut t, &r)),
             Outcome::DenyDisconnect(listed())
