@@ -115,7 +115,7 @@ impl Plugin for CountUnrecognized {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{self, cx, run};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
     use ringsmtpd_plugin_api::Outcome;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
@@ -190,21 +190,18 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["0"][..],
-            &["-1"],
-            &["four"],
-            &["4", "5"],
-            &["reject_type", "temp"],
-            &["reject_type", "temp_disconnect"],
-            &["reject"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string()
-                    .starts_with("plugins:1: count_unrecognized_commands: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "count_unrecognized_commands",
+            &[
+                &["0"][..],
+                &["-1"],
+                &["four"],
+                &["4", "5"],
+                &["reject_type", "temp"],
+                &["reject_type", "temp_disconnect"],
+                &["reject"],
+            ],
+        );
     }
 }

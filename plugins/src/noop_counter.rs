@@ -171,7 +171,7 @@ impl Plugin for NoopCounter {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{self, cx, run};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
     use ringsmtpd_plugin_api::Outcome;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
@@ -238,18 +238,16 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["0"][..],
-            &["x"],
-            &["3", "4"],
-            &["reject_type", "temp"],
-            &["reject_type", "temp_disconnect"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: noop_counter: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "noop_counter",
+            &[
+                &["0"][..],
+                &["x"],
+                &["3", "4"],
+                &["reject_type", "temp"],
+                &["reject_type", "temp_disconnect"],
+            ],
+        );
     }
 }

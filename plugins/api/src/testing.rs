@@ -400,3 +400,37 @@ pub fn assert_bad_lines<T>(
         assert_eq!((e.file.as_str(), e.line), (file, n), "{text:?}: {e}");
     }
 }
+
+/// Puts `message` (header, empty line, body, as received) into `txn`'s body, in memory.
+pub fn set_message(txn: &mut crate::Transaction, message: &str) {
+    txn.body.mem = message.as_bytes().to_vec();
+    txn.body.len = message.len() as u64;
+    txn.body.header_end = message.find("\r\n\r\n").map(|i| i + 4);
+}
+
+/// Asserts that `name` does not build with each of `cases` (its arguments, one word each: a
+/// word may hold a space here), and that each error names the plugin's line and the plugin.
+pub fn assert_bad_args<T>(
+    new: impl Fn(&PluginInit<'_>) -> Result<T, ConfigError>,
+    name: &str,
+    cases: &[&[&str]],
+) {
+    let config = MemConfig::default();
+    for case in cases {
+        let args: Vec<String> = case.iter().map(|s| s.to_string()).collect();
+        let init = PluginInit {
+            name,
+            args: &args,
+            config: &config,
+            origin: &origin(name),
+        };
+        let Err(e) = new(&init) else {
+            panic!("{name} {case:?} built, but must not");
+        };
+        let e = e.to_string();
+        assert!(
+            e.starts_with(&format!("plugins:1: {name}: ")),
+            "{case:?}: {e}"
+        );
+    }
+}
