@@ -76,6 +76,74 @@ pub(crate) fn bump(count: &mut u32) -> u32 {
     *count
 }
 
+/// `Plugin` hook methods that each call `self.$act(cx, Hook::…)`, for a plugin that does the
+/// same at several hooks: `same_at!(act: connect, helo, mail)` inside `impl Plugin`. The hooks
+/// it knows are those its arms list.
+macro_rules! same_at {
+    ($act:ident: $($hook:ident),+ $(,)?) => { $(same_at!(@one $act $hook);)+ };
+    (@one $act:ident connect) => { same_at!(@cx $act connect Connect); };
+    (@one $act:ident helo) => { same_at!(@str $act helo Helo); };
+    (@one $act:ident ehlo) => { same_at!(@str $act ehlo Ehlo); };
+    (@one $act:ident vrfy) => { same_at!(@str $act vrfy Vrfy); };
+    (@one $act:ident help) => { same_at!(@str $act help Help); };
+    (@one $act:ident mail_pre) => { same_at!(@str2 $act mail_pre MailPre); };
+    (@one $act:ident rcpt_pre) => { same_at!(@str2 $act rcpt_pre RcptPre); };
+    (@one $act:ident unrecognized_command) => {
+        same_at!(@str2 $act unrecognized_command UnrecognizedCommand);
+    };
+    (@one $act:ident mail) => { same_at!(@txn $act mail Mail); };
+    (@one $act:ident data) => { same_at!(@txn $act data Data); };
+    (@one $act:ident data_post) => { same_at!(@txn $act data_post DataPost); };
+    (@one $act:ident queue) => { same_at!(@txn $act queue Queue); };
+    (@one $act:ident reset_transaction) => {
+        same_at!(@txn $act reset_transaction ResetTransaction);
+    };
+    (@one $act:ident rcpt) => {
+        fn rcpt<'a>(
+            &'a self,
+            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
+            _: &'a mut ::ringsmtpd_plugin_api::Transaction,
+            _: &'a ::ringsmtpd_plugin_api::Recipient,
+        ) -> ::ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ::ringsmtpd_plugin_api::Hook::Rcpt)
+        }
+    };
+    (@cx $act:ident $f:ident $hook:ident) => {
+        fn $f<'a>(&'a self, cx: &'a mut ::ringsmtpd_plugin_api::Cx) -> ::ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
+        }
+    };
+    (@str $act:ident $f:ident $hook:ident) => {
+        fn $f<'a>(
+            &'a self,
+            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
+            _: &'a str,
+        ) -> ::ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
+        }
+    };
+    (@str2 $act:ident $f:ident $hook:ident) => {
+        fn $f<'a>(
+            &'a self,
+            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
+            _: &'a str,
+            _: &'a str,
+        ) -> ::ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
+        }
+    };
+    (@txn $act:ident $f:ident $hook:ident) => {
+        fn $f<'a>(
+            &'a self,
+            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
+            _: &'a mut ::ringsmtpd_plugin_api::Transaction,
+        ) -> ::ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
+        }
+    };
+}
+pub(crate) use same_at;
+
 // ---------------------------------------------------------------------------------------------
 // IP patterns.
 

@@ -77,7 +77,7 @@ use ringsmtpd_plugin_api::{
     Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
 };
 
-use crate::matchers::{bump, fail, limit_args};
+use crate::matchers::{bump, fail, limit_args, same_at};
 
 /// Consecutive NOOPs on this connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,12 +95,14 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(NoopCounter { common, max }))
 }
 
-/// Another command: the NOOPs are no longer consecutive.
-fn reset(cx: &mut Cx) -> Step<'static> {
-    if let Some(c) = cx.conn.notes.get_mut::<NoopCount>() {
-        c.0 = 0;
+impl NoopCounter {
+    /// Another command: the NOOPs are no longer consecutive.
+    fn reset(&self, cx: &mut Cx, _hook: Hook) -> Step<'static> {
+        if let Some(c) = cx.conn.notes.get_mut::<NoopCount>() {
+            c.0 = 0;
+        }
+        Step::DECLINED
     }
-    Step::DECLINED
 }
 
 impl Plugin for NoopCounter {
@@ -133,38 +135,17 @@ impl Plugin for NoopCounter {
         )
     }
 
-    fn helo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn ehlo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn mail_pre<'a>(&'a self, cx: &'a mut Cx, _path: &'a str, _params: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn rcpt_pre<'a>(&'a self, cx: &'a mut Cx, _path: &'a str, _params: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        reset(cx)
-    }
-    fn vrfy<'a>(&'a self, cx: &'a mut Cx, _arg: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn help<'a>(&'a self, cx: &'a mut Cx, _args: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn unrecognized_command<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _verb: &'a str,
-        _args: &'a str,
-    ) -> Step<'a> {
-        reset(cx)
-    }
-    fn reset_transaction<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        reset(cx)
-    }
+    same_at!(
+        reset: helo,
+        ehlo,
+        mail_pre,
+        rcpt_pre,
+        data,
+        vrfy,
+        help,
+        unrecognized_command,
+        reset_transaction,
+    );
 }
 
 #[cfg(test)]
