@@ -306,8 +306,7 @@ mod tests {
     impl TempMap {
         fn new(tag: &str, text: &str) -> TempMap {
             let _dir = TempDir::new(&format!("rcpt_map-{tag}"));
-            let path = _dir.join("map");
-            std::fs::write(&path, text).unwrap();
+            let path = _dir.write("map", text);
             TempMap { _dir, path }
         }
         fn path(&self) -> &str {

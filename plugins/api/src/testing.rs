@@ -321,17 +321,18 @@ impl Drop for TempDir {
 }
 
 /// A transaction whose sender is `from`, a MAIL path as the client writes it (`<a@b.example>`,
-/// `<>`).
+/// `<>`; UTF-8 allowed, as after SMTPUTF8).
 pub fn txn_from(from: &str) -> crate::Transaction {
     let mut txn = crate::Transaction::default();
-    txn.sender = crate::address::parse_path(from, true, false).expect("test sender");
+    txn.sender = crate::address::parse_path(from, true, true).expect("test sender");
     txn
 }
 
-/// A recipient `to`, a RCPT path as the client writes it (`<a@b.example>`, `<postmaster>`).
+/// A recipient `to`, a RCPT path as the client writes it (`<a@b.example>`, `<postmaster>`;
+/// UTF-8 allowed, as after SMTPUTF8).
 pub fn rcpt(to: &str) -> crate::Recipient {
     crate::Recipient {
-        addr: crate::address::parse_path(to, false, false).expect("test recipient"),
+        addr: crate::address::parse_path(to, false, true).expect("test recipient"),
         params: Default::default(),
     }
 }
@@ -432,5 +433,15 @@ pub fn assert_bad_args<T>(
             e.starts_with(&format!("plugins:1: {name}: ")),
             "{case:?}: {e}"
         );
+    }
+}
+
+impl TempDir {
+    /// Writes `contents` to the file `name` in the directory and returns its path (as
+    /// [`TempDir::join`]).
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write a test file");
+        path
     }
 }
