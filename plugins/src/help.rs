@@ -399,7 +399,7 @@ mod tests {
         let bin = d.write("bin", b"\xff\xfe");
         let err = build(&["mail", &bin]).err().unwrap();
         assert_eq!(err.to_string(), format!("{bin}: not UTF-8 text"));
-        let big = d.write("big", &vec![b'a'; 70_000]);
+        let big = d.write("big", vec![b'a'; 70_000]);
         assert!(build(&["mail", &big]).is_err());
         // A bad file in help_dir is an error too.
         let err = build(&["help_dir", &dir]).err().unwrap();

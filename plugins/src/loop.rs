@@ -66,6 +66,8 @@ use ringsmtpd_plugin_api::{
     RejectType, Reply, Step, Transaction,
 };
 
+use crate::matchers::positive_arg;
+
 const DEFAULT_MAX: u32 = 100;
 const TEXT: &str = "Too many hops, this message is looping";
 
@@ -78,14 +80,7 @@ pub struct Loop {
 /// Builds `loop` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let max = match rest.as_slice() {
-        [] => DEFAULT_MAX,
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(init.error(format!("MAX must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => return Err(init.unknown(extra)),
-    };
+    let max = positive_arg(init, &rest, "MAX", DEFAULT_MAX)?;
     Ok(Box::new(Loop { common, max }))
 }
 

@@ -59,15 +59,26 @@ pub(crate) fn limit_args(
     ) {
         return Err(init.error("reject_type must be disconnect or perm"));
     }
-    let max = match rest.as_slice() {
-        [] => default_max,
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(init.error(format!("N must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => return Err(init.unknown(extra)),
-    };
+    let max = positive_arg(init, &rest, "N", default_max)?;
     Ok((common, max))
+}
+
+/// A plugin's only positional argument, a positive integer named `what` in errors; `default`
+/// when there is none.
+pub(crate) fn positive_arg(
+    init: &PluginInit<'_>,
+    rest: &[&str],
+    what: &str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match rest {
+        [] => Ok(default),
+        [n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(init.error(format!("{what} must be a positive integer, not '{n}'"))),
+        },
+        [_, extra, ..] => Err(init.unknown(extra)),
+    }
 }
 
 /// Adds one to a per-connection counter and returns the new count.
@@ -80,67 +91,37 @@ pub(crate) fn bump(count: &mut u32) -> u32 {
 /// same at several hooks: `same_at!(act: connect, helo, mail)` inside `impl Plugin`. The hooks
 /// it knows are those its arms list.
 macro_rules! same_at {
-    ($act:ident: $($hook:ident),+ $(,)?) => { $(same_at!(@one $act $hook);)+ };
-    (@one $act:ident connect) => { same_at!(@cx $act connect Connect); };
-    (@one $act:ident helo) => { same_at!(@str $act helo Helo); };
-    (@one $act:ident ehlo) => { same_at!(@str $act ehlo Ehlo); };
-    (@one $act:ident vrfy) => { same_at!(@str $act vrfy Vrfy); };
-    (@one $act:ident help) => { same_at!(@str $act help Help); };
-    (@one $act:ident mail_pre) => { same_at!(@str2 $act mail_pre MailPre); };
-    (@one $act:ident rcpt_pre) => { same_at!(@str2 $act rcpt_pre RcptPre); };
-    (@one $act:ident unrecognized_command) => {
-        same_at!(@str2 $act unrecognized_command UnrecognizedCommand);
+    ($act:ident: $($hook:ident),+ $(,)?) => { $(same_at!(@hook $act $hook);)+ };
+    (@hook $act:ident connect) => { same_at!(@fn $act connect Connect ()); };
+    (@hook $act:ident helo) => { same_at!(@fn $act helo Helo (str)); };
+    (@hook $act:ident ehlo) => { same_at!(@fn $act ehlo Ehlo (str)); };
+    (@hook $act:ident vrfy) => { same_at!(@fn $act vrfy Vrfy (str)); };
+    (@hook $act:ident help) => { same_at!(@fn $act help Help (str)); };
+    (@hook $act:ident mail_pre) => { same_at!(@fn $act mail_pre MailPre (str, str)); };
+    (@hook $act:ident rcpt_pre) => { same_at!(@fn $act rcpt_pre RcptPre (str, str)); };
+    (@hook $act:ident unrecognized_command) => {
+        same_at!(@fn $act unrecognized_command UnrecognizedCommand (str, str));
     };
-    (@one $act:ident mail) => { same_at!(@txn $act mail Mail); };
-    (@one $act:ident data) => { same_at!(@txn $act data Data); };
-    (@one $act:ident data_post) => { same_at!(@txn $act data_post DataPost); };
-    (@one $act:ident queue) => { same_at!(@txn $act queue Queue); };
-    (@one $act:ident reset_transaction) => {
-        same_at!(@txn $act reset_transaction ResetTransaction);
+    (@hook $act:ident mail) => { same_at!(@fn $act mail Mail (txn)); };
+    (@hook $act:ident rcpt) => { same_at!(@fn $act rcpt Rcpt (txn, rcpt)); };
+    (@hook $act:ident data) => { same_at!(@fn $act data Data (txn)); };
+    (@hook $act:ident data_post) => { same_at!(@fn $act data_post DataPost (txn)); };
+    (@hook $act:ident queue) => { same_at!(@fn $act queue Queue (txn)); };
+    (@hook $act:ident reset_transaction) => {
+        same_at!(@fn $act reset_transaction ResetTransaction (txn));
     };
-    (@one $act:ident rcpt) => {
-        fn rcpt<'a>(
-            &'a self,
-            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
-            _: &'a mut ::ringsmtpd_plugin_api::Transaction,
-            _: &'a ::ringsmtpd_plugin_api::Recipient,
-        ) -> ::ringsmtpd_plugin_api::Step<'a> {
-            self.$act(cx, ::ringsmtpd_plugin_api::Hook::Rcpt)
-        }
-    };
-    (@cx $act:ident $f:ident $hook:ident) => {
-        fn $f<'a>(&'a self, cx: &'a mut ::ringsmtpd_plugin_api::Cx) -> ::ringsmtpd_plugin_api::Step<'a> {
-            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
-        }
-    };
-    (@str $act:ident $f:ident $hook:ident) => {
+    (@fn $act:ident $f:ident $hook:ident ($($arg:ident),*)) => {
         fn $f<'a>(
             &'a self,
-            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
-            _: &'a str,
-        ) -> ::ringsmtpd_plugin_api::Step<'a> {
-            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
+            cx: &'a mut ringsmtpd_plugin_api::Cx,
+            $(_: same_at!(@arg $arg)),*
+        ) -> ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ringsmtpd_plugin_api::Hook::$hook)
         }
     };
-    (@str2 $act:ident $f:ident $hook:ident) => {
-        fn $f<'a>(
-            &'a self,
-            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
-            _: &'a str,
-            _: &'a str,
-        ) -> ::ringsmtpd_plugin_api::Step<'a> {
-            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
-        }
-    };
-    (@txn $act:ident $f:ident $hook:ident) => {
-        fn $f<'a>(
-            &'a self,
-            cx: &'a mut ::ringsmtpd_plugin_api::Cx,
-            _: &'a mut ::ringsmtpd_plugin_api::Transaction,
-        ) -> ::ringsmtpd_plugin_api::Step<'a> {
-            self.$act(cx, ::ringsmtpd_plugin_api::Hook::$hook)
-        }
-    };
+    (@arg str) => { &'a str };
+    (@arg txn) => { &'a mut ringsmtpd_plugin_api::Transaction };
+    (@arg rcpt) => { &'a ringsmtpd_plugin_api::Recipient };
 }
 pub(crate) use same_at;
 
@@ -424,20 +405,10 @@ pub(crate) enum AddrPattern {
 }
 
 impl AddrPattern {
-    /// Parses an entry; `regex` allows the regular-expression form.
-    pub(crate) fn parse(text: &str, regex: bool) -> Result<AddrPattern, String> {
-        if regex && text.contains(REGEX_CHARS) {
-            return RegexBuilder::new(text)
-                .case_insensitive(true)
-                .size_limit(1 << 20)
-                .build()
-                .map(AddrPattern::Regex)
-                .map_err(|e| {
-                    format!(
-                        "bad regular expression '{text}': {}",
-                        one_line(&e.to_string())
-                    )
-                });
+    /// Parses an entry; `with_regex` allows the regular-expression form.
+    pub(crate) fn parse(text: &str, with_regex: bool) -> Result<AddrPattern, String> {
+        if with_regex && text.contains(REGEX_CHARS) {
+            return regex(text).map(AddrPattern::Regex);
         }
         let lower = text.to_lowercase();
         match lower.split_once('@') {
@@ -521,13 +492,23 @@ pub(crate) fn lower_parts(addr: &Address) -> Option<(String, String)> {
     Some((addr.as_str().to_lowercase(), addr.domain().to_lowercase()))
 }
 
-/// A regex error message on one line (the regex crate draws a caret diagram).
-pub(crate) fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A pattern of a config file as a regular expression, matched without regard to case; its
+/// error on one line (the regex crate draws a caret diagram).
+pub(crate) fn regex(pattern: &str) -> Result<Regex, String> {
+    let error = |e: regex::Error| {
+        let e = e.to_string();
+        let lines: Vec<&str> = e
+            .split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("bad regular expression '{pattern}': {}", lines.join(" "))
+    };
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(error)
 }
 
 /// Splits `text` at its first run of whitespace: (first word, rest or `None`).

@@ -62,9 +62,10 @@ use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::shared::Naughty;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient,
-    RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
+
+use crate::matchers::same_at;
 
 /// The `naughty` plugin.
 pub struct NaughtyPlugin {
@@ -116,7 +117,7 @@ fn build(init: &PluginInit<'_>) -> Result<NaughtyPlugin, ConfigError> {
 }
 
 impl NaughtyPlugin {
-    fn check(&self, cx: &Cx) -> Step<'static> {
+    fn check(&self, cx: &Cx, _hook: Hook) -> Step<'static> {
         let Some(mark) = cx.conn.notes.get::<Naughty>() else {
             self.common.log(cx, Level::Debug, format_args!("pass"));
             return Step::DECLINED;
@@ -135,37 +136,14 @@ impl Plugin for NaughtyPlugin {
         HookSet::of(&[self.hook, Hook::DataPost])
     }
 
-    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn mail<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn rcpt<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _txn: &'a mut Transaction,
-        _rcpt: &'a Recipient,
-    ) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn data_post<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
+    same_at!(check: connect, mail, rcpt, data, data_post);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::testing::{self, cx, run};
-    use ringsmtpd_plugin_api::Outcome;
+    use ringsmtpd_plugin_api::{Outcome, Transaction};
 
     fn build_with(args: &[&str]) -> Result<NaughtyPlugin, ConfigError> {
         testing::build(build, &format!("naughty {}", args.join(" ")), &[])

@@ -73,9 +73,7 @@
 //! Bounds how long a client can hold a connection with NOOPs alone (the core's idle timeout
 //! does not, since every NOOP is activity). No allocation: a counter per connection.
 
-use ringsmtpd_plugin_api::{
-    Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
-};
+use ringsmtpd_plugin_api::{Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step};
 
 use crate::matchers::{bump, fail, limit_args, same_at};
 
@@ -153,7 +151,7 @@ mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
     use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
-    use ringsmtpd_plugin_api::Outcome;
+    use ringsmtpd_plugin_api::{Outcome, Transaction};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
         testing::build(new, &format!("noop_counter {}", args.join(" ")), &[])

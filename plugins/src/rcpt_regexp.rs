@@ -63,13 +63,13 @@
 //! Patterns run in linear time (no backtracking). qpsmtpd compiled them with `eval`, so its
 //! file had to be trusted like code; here a pattern is only a pattern.
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{lower_parts, one_line, parse_lines, Verdict};
+use crate::matchers::{lower_parts, parse_lines, regex, Verdict};
 
 enum Subject {
     Regex(Regex),
@@ -83,17 +83,7 @@ impl Subject {
             Some(re) if text.len() >= 2 => re,
             _ => return Ok(Subject::Exact(text.to_lowercase())),
         };
-        RegexBuilder::new(re)
-            .case_insensitive(true)
-            .size_limit(1 << 20)
-            .build()
-            .map(Subject::Regex)
-            .map_err(|e| {
-                format!(
-                    "bad regular expression /{re}/: {}",
-                    one_line(&e.to_string())
-                )
-            })
+        regex(re).map(Subject::Regex)
     }
 
     fn matches(&self, to: &str) -> bool {
