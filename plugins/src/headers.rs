@@ -269,7 +269,7 @@ impl Plugin for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
+    use ringsmtpd_plugin_api::shared::WhitelistSender;
     use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run, set_message};
     use ringsmtpd_plugin_api::Outcome;
 
@@ -444,14 +444,13 @@ mod tests {
         t.notes.set(WhitelistSender("x".into()));
         assert_eq!(run(p.data_post(&mut c, &mut t)), Outcome::Declined);
 
-        let p = build(&["reject_type", "temp"]).unwrap();
-        assert!(matches!(check(&*p, &bad), Outcome::DenySoft(_)));
-        let p = build(&["reject", "0"]).unwrap();
-        assert_eq!(check(&*p, &bad), Outcome::Declined);
-        let p = build(&["reject", "naughty"]).unwrap();
-        let (mut c, _) = cx("192.0.2.1:1");
-        assert_eq!(run(p.data_post(&mut c, &mut txn(&bad))), Outcome::Declined);
-        assert!(c.conn.notes.contains::<Naughty>());
+        let forms = testing::reject_forms(new, "headers", &[], |p, c| {
+            run(p.data_post(c, &mut txn(&bad)))
+        });
+        assert!(matches!(forms.temp, Outcome::DenySoft(_)));
+        assert_eq!(forms.log_only, Outcome::Declined);
+        assert_eq!(forms.naughty, Outcome::Declined);
+        assert!(forms.naughty_msg.is_some());
     }
 
     #[test]
