@@ -191,7 +191,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::is_immune;
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, cx, recipient, run, txn_from};
+    use ringsmtpd_plugin_api::testing::{build, cx, rcpt, run, txn_from};
 
     const ZONES: &str = "# trusted\nwl.example  the good list\nwl2.example\n";
 
@@ -235,8 +235,8 @@ mod tests {
             vec![txt("trusted sender\r\n")],
         );
         run(p.connect(&mut c));
-        let mut txn = txn_from("a@b.example");
-        run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let mut txn = txn_from("<a@b.example>");
+        run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(
             c.conn.notes.get::<WhitelistHost>().map(|w| w.0.as_str()),
             Some("trusted sender??")

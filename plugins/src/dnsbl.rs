@@ -408,7 +408,7 @@ mod tests {
     use ringsmtpd_plugin_api::shared::{WhitelistHost, WhitelistSender};
     use ringsmtpd_plugin_api::testing::records::{a, txt};
     use ringsmtpd_plugin_api::testing::{
-        build, build_err, cx, recipient, run, txn_from, Case, FakeServices,
+        build, build_err, cx, rcpt, run, txn_from, Case, FakeServices,
     };
     use std::rc::Rc;
 
@@ -428,8 +428,8 @@ mod tests {
     /// Connect, then one RCPT to `to`; the outcomes of both.
     fn session(p: &Dnsbl, cx: &mut Cx, to: &str) -> (Outcome, Outcome) {
         let c = run(p.connect(cx));
-        let mut txn = txn_from("s@sender.example");
-        let r = run(p.rcpt(cx, &mut txn, &recipient(to)));
+        let mut txn = txn_from("<s@sender.example>");
+        let r = run(p.rcpt(cx, &mut txn, &rcpt(&format!("<{to}>"))));
         (c, r)
     }
 
@@ -467,12 +467,12 @@ mod tests {
             "all zones at once; TXT only where the zone has no message"
         );
         let mut txn = Transaction::default();
-        let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let o = run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(o.msg(), Some("5.7.1 Blocked by bl.example"));
         assert!(matches!(o, Outcome::Deny(_)));
         // Decided once: a second RCPT asks nothing more.
         let n = svc.asked.borrow().len();
-        let o2 = run(p.rcpt(&mut c, &mut txn, &recipient("v@example.com")));
+        let o2 = run(p.rcpt(&mut c, &mut txn, &rcpt("<v@example.com>")));
         assert_eq!(o, o2);
         assert_eq!(svc.asked.borrow().len(), n);
         assert!(c.conn.notes.get::<DnsblListed>().is_some());
@@ -621,7 +621,7 @@ mod tests {
             )],
         });
         let mut txn = Transaction::default();
-        let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let o = run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(o, Outcome::Declined);
     }
 
@@ -661,7 +661,7 @@ mod tests {
                 1 => c.conn.notes.set(WhitelistHost("dnswl".into())),
                 _ => txn.notes.set(WhitelistSender("x".into())),
             }
-            let o = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+            let o = run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
             assert_eq!(o, Outcome::Declined, "case {how}");
         }
     }
@@ -783,13 +783,13 @@ mod tests {
         );
         let mut txn = Transaction::default();
         assert_eq!(
-            run(p.rcpt(&mut c, &mut txn, &recipient("u@x.example"))),
+            run(p.rcpt(&mut c, &mut txn, &rcpt("<u@x.example>"))),
             Outcome::Declined
         );
         assert!(c.conn.notes.contains::<Naughty>());
         // A special recipient forgives this plugin's mark (qpsmtpd clears the note).
         assert_eq!(
-            run(p.rcpt(&mut c, &mut txn, &recipient("abuse@x.example"))),
+            run(p.rcpt(&mut c, &mut txn, &rcpt("<abuse@x.example>"))),
             Outcome::Declined
         );
         assert!(!c.conn.notes.contains::<Naughty>());

@@ -341,7 +341,7 @@ mod tests {
     fn session(p: &dyn Plugin, c: &mut Cx) -> (Outcome, Transaction) {
         assert!(matches!(p.connect(c), Step::Ready(Outcome::Declined)));
         assert_eq!(run(p.ehlo(c, "client.example")), Outcome::Declined);
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         let o = run(p.mail(c, &mut txn));
         (o, txn)
     }
@@ -380,7 +380,7 @@ mod tests {
             Some(&Iprev::Pass("mail.example.com".into()))
         );
         // A second transaction gets its own clause, once.
-        let mut txn2 = txn_from("s@example.org");
+        let mut txn2 = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn2));
         assert_eq!(clauses(&txn2).len(), 1);
         // Only A was asked for an IPv4 client, the PTR once.
@@ -488,7 +488,7 @@ mod tests {
         let (mut c, _) = cx("192.0.2.1:1");
         run(p.connect(&mut c));
         c.conn.relay_client = true;
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert_eq!(clauses(&txn).len(), 1);
     }
@@ -517,7 +517,7 @@ mod tests {
         let many: Vec<_> = (0..50).map(|i| ptr(&format!("h{i}.example"))).collect();
         svc.answer("1.2.0.192.in-addr.arpa", QType::Ptr, many);
         run(p.connect(&mut c));
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn));
         assert_eq!(clauses(&txn), vec!["iprev=fail policy.iprev=192.0.2.1"]);
         assert_eq!(
@@ -537,7 +537,7 @@ mod tests {
         good_v4(&svc);
         run(p.connect(&mut c));
         // Another plugin decided at MAIL: only data_post_headers runs.
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         assert_eq!(
             run(p.data_post_headers(&mut c, &mut txn)),
             Outcome::Declined
@@ -547,7 +547,7 @@ mod tests {
             vec!["iprev=pass policy.iprev=192.0.2.1 (mail.example.com)"]
         );
         // Both ran: still one clause.
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn));
         run(p.data_post_headers(&mut c, &mut txn));
         assert_eq!(clauses(&txn).len(), 1);

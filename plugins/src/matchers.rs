@@ -1,27 +1,19 @@
 //! Pieces shared by the policy plugins (`hosts_allow`, `relay`, `whitelist`, `badmailfrom`,
-//! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`): IP address patterns, qpsmtpd's
-//! return-code names, badmailfrom-style address patterns, and a logging helper that honours
-//! the `loglevel` argument.
+//! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`) and the limit plugins
+//! (`count_unrecognized_commands`, `noop_counter`): IP address patterns, qpsmtpd's return-code
+//! names and `PATTERN CODE [message]` rules, badmailfrom-style address lists, config files read
+//! a line at a time, and the log-and-reject of a failed check.
 //!
 //! Everything here is parsed once, when a plugin is built; matching allocates nothing.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
 
 use regex::{Regex, RegexBuilder};
-use ringsmtpd_plugin_api::{Address, CommonArgs, Cx, Level, Outcome};
-
-/// Logs `msg` for `plugin` at `level`, after the plugin's `loglevel` argument.
-pub(crate) fn log(
-    cx: &Cx,
-    common: &CommonArgs,
-    plugin: &str,
-    level: Level,
-    msg: std::fmt::Arguments<'_>,
-) {
-    if let Some(level) = common.adjust(level) {
-        cx.log(level, plugin, msg);
-    }
-}
+use ringsmtpd_plugin_api::{
+    Address, Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, RejectType, Step,
+};
 
 // ---------------------------------------------------------------------------------------------
 // IP patterns: `ringsmtpd_plugin_api::cidr`, under the names the policy plugins use.
@@ -90,6 +82,39 @@ impl Code {
     }
 }
 
+/// What a rule line says: a return code and an optional message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) code: Code,
+    pub(crate) msg: Option<String>,
+}
+
+impl Verdict {
+    /// Splits a rule line `KEY CODE [message]` (`hosts_allow`, `rcpt_map`, `rcpt_regexp`) into
+    /// its key and verdict; `key` names the key's form in an error.
+    pub(crate) fn parse<'t>(text: &'t str, key: &str) -> Result<(&'t str, Verdict), String> {
+        let (first, rest) = first_word(text);
+        let Some(rest) = rest else {
+            return Err(format!("'{text}': expected {key} RETURNCODE [message]"));
+        };
+        let (code, msg) = first_word(rest);
+        let code = Code::parse(code)?;
+        let msg = msg.map(str::to_string);
+        Ok((first, Verdict { code, msg }))
+    }
+
+    /// Logs that `what` matched this rule (at info for a deny) and returns its outcome.
+    pub(crate) fn apply(&self, common: &Common, cx: &Cx, what: fmt::Arguments<'_>) -> Outcome {
+        let level = if self.code.is_deny() {
+            Level::Info
+        } else {
+            Level::Debug
+        };
+        common.log(cx, level, format_args!("{what}: {:?}", self.code));
+        self.code.outcome(self.msg.as_deref())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Address patterns (qmail's badmailfrom, with qpsmtpd's regex extension).
 
@@ -109,20 +134,10 @@ pub(crate) enum AddrPattern {
 }
 
 impl AddrPattern {
-    /// Parses an entry; `regex` allows the regular-expression form.
-    pub(crate) fn parse(text: &str, regex: bool) -> Result<AddrPattern, String> {
-        if regex && text.contains(REGEX_CHARS) {
-            return RegexBuilder::new(text)
-                .case_insensitive(true)
-                .size_limit(1 << 20)
-                .build()
-                .map(AddrPattern::Regex)
-                .map_err(|e| {
-                    format!(
-                        "bad regular expression '{text}': {}",
-                        one_line(&e.to_string())
-                    )
-                });
+    /// Parses an entry; `with_regex` allows the regular-expression form.
+    pub(crate) fn parse(text: &str, with_regex: bool) -> Result<AddrPattern, String> {
+        if with_regex && text.contains(REGEX_CHARS) {
+            return regex(text).map(AddrPattern::Regex);
         }
         let lower = text.to_lowercase();
         match lower.split_once('@') {
@@ -148,6 +163,55 @@ impl AddrPattern {
     }
 }
 
+/// A badmailfrom-style list (`badmailfrom`, `badrcptto`): an address pattern a line, an
+/// optional reason after it.
+#[derive(Debug, Default)]
+pub(crate) struct AddrList(Vec<Listed>);
+
+/// One entry of an [`AddrList`].
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pattern: AddrPattern,
+    /// The pattern as written, lowercased.
+    pub(crate) entry: String,
+    reason: Option<String>,
+}
+
+impl Listed {
+    /// The entry's reason, or `default`.
+    pub(crate) fn reason_or(&self, default: impl Into<Cow<'static, str>>) -> Cow<'static, str> {
+        match &self.reason {
+            Some(r) => Cow::Owned(r.clone()),
+            None => default.into(),
+        }
+    }
+}
+
+impl AddrList {
+    /// Reads the config file `file`; the regular-expression form is allowed.
+    pub(crate) fn load(init: &PluginInit<'_>, file: &str) -> Result<AddrList, ConfigError> {
+        let entries = parse_lines(init, file, |text| {
+            let (bad, reason) = first_word(text);
+            Ok(Listed {
+                pattern: AddrPattern::parse(bad, true)?,
+                entry: bad.to_lowercase(),
+                reason: reason.map(str::to_string),
+            })
+        })?;
+        Ok(AddrList(entries))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first entry the address matches (`addr` = lowercased `user@host`, `host`
+    /// lowercased).
+    pub(crate) fn find(&self, addr: &str, host: &str) -> Option<&Listed> {
+        self.0.iter().find(|l| l.pattern.matches(addr, host))
+    }
+}
+
 /// `user@host` and `host`, lowercased, of an address with both parts; `None` for `<>` and
 /// the bare `postmaster` (qpsmtpd's plugins skip those).
 pub(crate) fn lower_parts(addr: &Address) -> Option<(String, String)> {
@@ -157,13 +221,23 @@ pub(crate) fn lower_parts(addr: &Address) -> Option<(String, String)> {
     Some((addr.as_str().to_lowercase(), addr.domain().to_lowercase()))
 }
 
-/// A regex error message on one line (the regex crate draws a caret diagram).
-pub(crate) fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A pattern of a config file as a regular expression, matched without regard to case; its
+/// error on one line (the regex crate draws a caret diagram).
+pub(crate) fn regex(pattern: &str) -> Result<Regex, String> {
+    let error = |e: regex::Error| {
+        let e = e.to_string();
+        let lines: Vec<&str> = e
+            .split('\n')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("bad regular expression '{pattern}': {}", lines.join(" "))
+    };
+    RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(error)
 }
 
 /// Splits `text` at its first run of whitespace: (first word, rest or `None`).
@@ -177,6 +251,119 @@ pub(crate) fn first_word(text: &str) -> (&str, Option<&str>) {
         None => (text, None),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plugin plumbing: a failed check, config files, limits, the same action at several hooks.
+
+/// A failed check: logs `fail, {what}` and refuses with `msg` as the plugin's `reject`
+/// arguments say.
+pub(crate) fn fail(
+    common: &Common,
+    cx: &mut Cx,
+    what: fmt::Arguments<'_>,
+    msg: impl Into<Cow<'static, str>>,
+) -> Step<'static> {
+    common.log(cx, Level::Info, format_args!("fail, {what}"));
+    Step::Ready(common.reject(cx, msg))
+}
+
+/// Parses each line of the config file `file` (none when it is missing) with `parse`; an
+/// error names the file and the line.
+pub(crate) fn parse_lines<T>(
+    init: &PluginInit<'_>,
+    file: &str,
+    mut parse: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let lines = init.config.lines(file)?.unwrap_or_default();
+    lines
+        .iter()
+        .map(|line| parse(&line.text).map_err(|e| line.error(e)))
+        .collect()
+}
+
+/// The arguments of a plugin that refuses a client at the Nth of something on a connection:
+/// `[N]` (a positive integer, `default_max` when absent) and the common ones, where
+/// `reject_type` is `disconnect` (the default) or `perm`.
+pub(crate) fn limit_args(
+    init: &PluginInit<'_>,
+    default_max: u32,
+) -> Result<(Common, u32), ConfigError> {
+    let defaults = CommonArgs {
+        reject_type: RejectType::Disconnect,
+        ..CommonArgs::DEFAULT
+    };
+    let (common, rest) = init.common(defaults)?;
+    if matches!(
+        common.args.reject_type,
+        RejectType::Temp | RejectType::TempDisconnect
+    ) {
+        return Err(init.error("reject_type must be disconnect or perm"));
+    }
+    let max = positive_arg(init, &rest, "N", default_max)?;
+    Ok((common, max))
+}
+
+/// A plugin's only positional argument, a positive integer named `what` in errors; `default`
+/// when there is none.
+pub(crate) fn positive_arg(
+    init: &PluginInit<'_>,
+    rest: &[&str],
+    what: &str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match rest {
+        [] => Ok(default),
+        [n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(init.error(format!("{what} must be a positive integer, not '{n}'"))),
+        },
+        [_, extra, ..] => Err(init.unknown(extra)),
+    }
+}
+
+/// Adds one to a per-connection counter and returns the new count.
+pub(crate) fn bump(count: &mut u32) -> u32 {
+    *count = count.saturating_add(1);
+    *count
+}
+
+/// `Plugin` hook methods that each call `self.$act(cx, Hook::…)`, for a plugin that does the
+/// same at several hooks: `same_at!(act: connect, helo, mail)` inside `impl Plugin`. The hooks
+/// it knows are those its arms list.
+macro_rules! same_at {
+    ($act:ident: $($hook:ident),+ $(,)?) => { $(same_at!(@hook $act $hook);)+ };
+    (@hook $act:ident connect) => { same_at!(@fn $act connect Connect ()); };
+    (@hook $act:ident helo) => { same_at!(@fn $act helo Helo (str)); };
+    (@hook $act:ident ehlo) => { same_at!(@fn $act ehlo Ehlo (str)); };
+    (@hook $act:ident vrfy) => { same_at!(@fn $act vrfy Vrfy (str)); };
+    (@hook $act:ident help) => { same_at!(@fn $act help Help (str)); };
+    (@hook $act:ident mail_pre) => { same_at!(@fn $act mail_pre MailPre (str, str)); };
+    (@hook $act:ident rcpt_pre) => { same_at!(@fn $act rcpt_pre RcptPre (str, str)); };
+    (@hook $act:ident unrecognized_command) => {
+        same_at!(@fn $act unrecognized_command UnrecognizedCommand (str, str));
+    };
+    (@hook $act:ident mail) => { same_at!(@fn $act mail Mail (txn)); };
+    (@hook $act:ident rcpt) => { same_at!(@fn $act rcpt Rcpt (txn, rcpt)); };
+    (@hook $act:ident data) => { same_at!(@fn $act data Data (txn)); };
+    (@hook $act:ident data_post) => { same_at!(@fn $act data_post DataPost (txn)); };
+    (@hook $act:ident queue) => { same_at!(@fn $act queue Queue (txn)); };
+    (@hook $act:ident reset_transaction) => {
+        same_at!(@fn $act reset_transaction ResetTransaction (txn));
+    };
+    (@fn $act:ident $f:ident $hook:ident ($($arg:ident),*)) => {
+        fn $f<'a>(
+            &'a self,
+            cx: &'a mut ringsmtpd_plugin_api::Cx,
+            $(_: same_at!(@arg $arg)),*
+        ) -> ringsmtpd_plugin_api::Step<'a> {
+            self.$act(cx, ringsmtpd_plugin_api::Hook::$hook)
+        }
+    };
+    (@arg str) => { &'a str };
+    (@arg txn) => { &'a mut ringsmtpd_plugin_api::Transaction };
+    (@arg rcpt) => { &'a ringsmtpd_plugin_api::Recipient };
+}
+pub(crate) use same_at;
 
 #[cfg(test)]
 mod tests {

@@ -373,7 +373,7 @@ mod tests {
     ) -> (Outcome, Transaction) {
         let (mut c, svc) = cx("192.0.2.1:1");
         setup(&svc);
-        let mut txn = txn_from(from);
+        let mut txn = txn_from(&format!("<{from}>"));
         let o = run(p.mail(&mut c, &mut txn));
         (o, txn)
     }
@@ -440,7 +440,7 @@ mod tests {
         );
         // MX, A and AAAA leave together.
         let (mut c, svc) = cx("192.0.2.1:1");
-        let mut txn = txn_from("a@example.net");
+        let mut txn = txn_from("<a@example.net>");
         run(plugin(&[]).mail(&mut c, &mut txn));
         let types: Vec<QType> = svc.asked.borrow().iter().map(|(_, t)| *t).collect();
         assert_eq!(types, vec![QType::Mx, QType::A, QType::Aaaa]);
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!((o, note(&txn)), (Outcome::Declined, Fromhost::Ip));
         let (mut c, svc) = cx("192.0.2.1:1");
         c.conn.notes.set(WhitelistHost("x".into()));
-        let mut txn = txn_from("a@nowhere.example");
+        let mut txn = txn_from("<a@nowhere.example>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert_eq!(note(&txn), Fromhost::Whitelist);
         assert!(svc.asked.borrow().is_empty());
@@ -559,7 +559,7 @@ mod tests {
         }
         let p = plugin(&["reject", "naughty"]);
         let (mut c, _) = cx("192.0.2.1:1");
-        let mut txn = txn_from("a@nowhere.example");
+        let mut txn = txn_from("<a@nowhere.example>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert!(c.conn.notes.contains::<Naughty>());
     }
@@ -571,7 +571,7 @@ mod tests {
             .map(|i| mx(i, &format!("mx{i}.example.com")))
             .collect();
         svc.answer("example.com", QType::Mx, many);
-        let mut txn = txn_from("a@example.com");
+        let mut txn = txn_from("<a@example.com>");
         run(plugin(&[]).mail(&mut c, &mut txn));
         assert_eq!(
             svc.asked

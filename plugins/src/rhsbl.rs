@@ -258,7 +258,7 @@ mod tests {
     use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
     use ringsmtpd_plugin_api::testing::records::*;
-    use ringsmtpd_plugin_api::testing::{build, cx, recipient, run, txn_from, Case};
+    use ringsmtpd_plugin_api::testing::{build, cx, rcpt, run, txn_from, Case};
 
     const ZONES: &str = "dbl.example\nmsg.example does not accept bounces\n";
 
@@ -273,9 +273,9 @@ mod tests {
 
     /// MAIL from `from`, then RCPT: (mail outcome, rcpt outcome).
     fn session(p: &dyn Plugin, c: &mut Cx, from: &str) -> (Outcome, Outcome) {
-        let mut txn = txn_from(from);
+        let mut txn = txn_from(&format!("<{from}>"));
         let m = run(p.mail(c, &mut txn));
-        let r = run(p.rcpt(c, &mut txn, &recipient("u@example.com")));
+        let r = run(p.rcpt(c, &mut txn, &rcpt("<u@example.com>")));
         (m, r)
     }
 
@@ -284,7 +284,7 @@ mod tests {
         let p = plugin(&[]);
         let (mut c, svc) = cx("192.0.2.1:1");
         svc.answer("spam.example.dbl.example", QType::A, vec![a("127.0.1.2")]);
-        let mut txn = txn_from("x@Spam.Example");
+        let mut txn = txn_from("<x@Spam.Example>");
         assert!(matches!(
             p.mail(&mut c, &mut txn),
             Step::Ready(Outcome::Declined)
@@ -297,7 +297,7 @@ mod tests {
                 ("spam.example.msg.example".to_string(), QType::A),
             ]
         );
-        let r = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let r = run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(
             r.msg(),
             Some("5.7.1 Mail from spam.example rejected because it is listed in dbl.example")
@@ -349,11 +349,11 @@ mod tests {
         // Whitelisted sender after MAIL (a later plugin): still exempt at RCPT.
         let (mut c, svc) = cx("192.0.2.1:1");
         svc.answer("spam.example.dbl.example", QType::A, vec![a("127.0.1.2")]);
-        let mut txn = txn_from("x@spam.example");
+        let mut txn = txn_from("<x@spam.example>");
         run(p.mail(&mut c, &mut txn));
         txn.notes.set(WhitelistSender("x".into()));
         assert_eq!(
-            run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com"))),
+            run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>"))),
             Outcome::Declined
         );
     }

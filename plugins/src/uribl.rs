@@ -782,7 +782,7 @@ mod tests {
     }
 
     fn message(body: &str) -> Transaction {
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         let text = body.replace('\n', "\r\n");
         txn.body.header_end = text.find("\r\n\r\n").map(|p| p + 4);
         txn.body.len = text.len() as u64;
@@ -1106,7 +1106,7 @@ mod tests {
         let path = dir.path().join("spool");
         std::fs::write(&path, b"Subject: x\r\n\r\nhttp://spooled.example/\r\n").unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         txn.body.mem = b"Subject: x\r\n\r\n".to_vec();
         txn.body.spool = Some(SpoolFile {
             path: path.clone(),

@@ -35,7 +35,8 @@ impl Plugin for DenyHelo {
         if !self.names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
             return Step::DECLINED;
         }
-        self.common.log(cx, Level::Info, format_args!("{host} is listed"));
+        self.common
+            .log(cx, Level::Info, format_args!("{host} is listed"));
         Step::Ready(self.common.reject(cx, "5.7.1 Your HELO name is refused"))
     }
     fn ehlo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
@@ -74,6 +75,9 @@ mod tests {
         let e = build_err(new, "deny_helo", &[("deny_helo", "ok.example\na b\n")]);
         assert_eq!(e.to_string(), "deny_helo:2: one host name per line");
         let e = build_err(new, "deny_helo strict", &[]);
-        assert_eq!(e.to_string(), "plugins:1: deny_helo: unknown argument 'strict'");
+        assert_eq!(
+            e.to_string(),
+            "plugins:1: deny_helo: unknown argument 'strict'"
+        );
     }
 }

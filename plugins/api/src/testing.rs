@@ -320,20 +320,21 @@ impl Drop for TempDir {
     }
 }
 
-/// A recipient `text` (without angle brackets), for `rcpt` hooks.
-pub fn recipient(text: &str) -> crate::Recipient {
-    let addr = crate::address::parse_path(&format!("<{text}>"), false, true).expect("test address");
-    crate::Recipient {
-        addr,
-        params: Default::default(),
-    }
-}
-
-/// A transaction whose sender is `from` (`""` for `<>`).
+/// A transaction whose sender is `from`, a MAIL path as the client writes it (`<a@b.example>`,
+/// `<>`; UTF-8 allowed, as after SMTPUTF8).
 pub fn txn_from(from: &str) -> crate::Transaction {
     let mut txn = crate::Transaction::default();
-    txn.sender = crate::address::parse_path(&format!("<{from}>"), true, true).expect("test sender");
+    txn.sender = crate::address::parse_path(from, true, true).expect("test sender");
     txn
+}
+
+/// A recipient `to`, a RCPT path as the client writes it (`<a@b.example>`, `<postmaster>`;
+/// UTF-8 allowed, as after SMTPUTF8).
+pub fn rcpt(to: &str) -> crate::Recipient {
+    crate::Recipient {
+        addr: crate::address::parse_path(to, false, true).expect("test recipient"),
+        params: Default::default(),
+    }
 }
 
 /// Plugin arguments and a check of the outcome they must give, for tables of cases.
@@ -364,5 +365,114 @@ pub mod records {
             preference,
             exchange: exchange.to_string(),
         }
+    }
+}
+
+/// The outcome of `p`'s `mail` hook for the sender `from`, on a new connection.
+pub fn mail_outcome(p: &dyn crate::Plugin, from: &str) -> Outcome {
+    let (mut c, _) = cx("192.0.2.1:1");
+    run(p.mail(&mut c, &mut txn_from(from)))
+}
+
+/// The outcome of `p`'s `rcpt` hook for the recipient `to`, on a new connection and
+/// transaction.
+pub fn rcpt_outcome(p: &dyn crate::Plugin, to: &str) -> Outcome {
+    let (mut c, _) = cx("192.0.2.1:1");
+    run(p.rcpt(&mut c, &mut crate::Transaction::default(), &rcpt(to)))
+}
+
+/// How a failing check came out under each `reject` form (see [`reject_forms`]).
+#[derive(Debug)]
+pub struct RejectForms {
+    /// With `reject 0`.
+    pub log_only: Outcome,
+    /// With `reject_type temp`.
+    pub temp: Outcome,
+    /// With `reject naughty`.
+    pub naughty: Outcome,
+    /// The message `reject naughty` left in the connection note `Naughty`, if any.
+    pub naughty_msg: Option<String>,
+}
+
+/// Runs a failing check under `reject 0`, `reject_type temp` and `reject naughty`: `line` is
+/// the plugin's config line without them, `fire` runs the hook that fails on a new
+/// connection.
+pub fn reject_forms<P: crate::Plugin + ?Sized>(
+    new: impl Fn(&PluginInit<'_>) -> Result<Box<P>, ConfigError>,
+    line: &str,
+    files: &[(&str, &str)],
+    fire: impl Fn(&P, &mut Cx) -> Outcome,
+) -> RejectForms {
+    let outcome = |extra: &str| {
+        let p = build(&new, &format!("{line} {extra}"), files).expect("the plugin builds");
+        let (mut c, _) = cx("192.0.2.1:1");
+        let outcome = fire(&p, &mut c);
+        let note = c.conn.notes.get::<crate::shared::Naughty>();
+        (outcome, note.map(|n| n.msg.clone()))
+    };
+    let (naughty, naughty_msg) = outcome("reject naughty");
+    RejectForms {
+        log_only: outcome("reject 0").0,
+        temp: outcome("reject_type temp").0,
+        naughty,
+        naughty_msg,
+    }
+}
+
+/// Asserts that `line` does not build with each of `cases` (the contents of the config file
+/// `file`, the number of the line the error must name).
+pub fn assert_bad_lines<T>(
+    new: impl Fn(&PluginInit<'_>) -> Result<T, ConfigError>,
+    line: &str,
+    file: &str,
+    cases: &[(&str, u32)],
+) {
+    for &(text, n) in cases {
+        let e = build_err(&new, line, &[(file, text)]);
+        assert_eq!((e.file.as_str(), e.line), (file, n), "{text:?}: {e}");
+    }
+}
+
+/// Puts `message` (header, empty line, body, as received) into `txn`'s body, in memory.
+pub fn set_message(txn: &mut crate::Transaction, message: &str) {
+    txn.body.mem = message.as_bytes().to_vec();
+    txn.body.len = message.len() as u64;
+    txn.body.header_end = message.find("\r\n\r\n").map(|i| i + 4);
+}
+
+/// Asserts that `name` does not build with each of `cases` (its arguments, one word each: a
+/// word may hold a space here), and that each error names the plugin's line and the plugin.
+pub fn assert_bad_args<T>(
+    new: impl Fn(&PluginInit<'_>) -> Result<T, ConfigError>,
+    name: &str,
+    cases: &[&[&str]],
+) {
+    let config = MemConfig::default();
+    for case in cases {
+        let args: Vec<String> = case.iter().map(|s| s.to_string()).collect();
+        let init = PluginInit {
+            name,
+            args: &args,
+            config: &config,
+            origin: &origin(name),
+        };
+        let Err(e) = new(&init) else {
+            panic!("{name} {case:?} built, but must not");
+        };
+        let e = e.to_string();
+        assert!(
+            e.starts_with(&format!("plugins:1: {name}: ")),
+            "{case:?}: {e}"
+        );
+    }
+}
+
+impl TempDir {
+    /// Writes `contents` to the file `name` in the directory and returns its path (as
+    /// [`TempDir::join`]).
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write a test file");
+        path
     }
 }
