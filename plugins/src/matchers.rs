@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::IpAddr;
 
 use regex::{Regex, RegexBuilder};
 use ringsmtpd_plugin_api::{
