@@ -74,17 +74,18 @@
 //! address unless a rule exempts it — a `DECLINED` rule cannot, since the limit is checked
 //! first.
 
+use ringsmtpd_plugin_api::cidr::{Cidr, IpForms};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::{fail, parse_lines, parse_net, IpForms, Net, Verdict};
+use crate::matchers::{fail, parse_lines, Verdict};
 
 /// The `hosts_allow` plugin.
 pub struct HostsAllow {
     common: Common,
     max_conn_ip: u32,
-    rules: Vec<(Net, Verdict)>,
+    rules: Vec<(Cidr, Verdict)>,
 }
 
 /// Builds `hosts_allow` from its config line.
@@ -109,7 +110,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     }
     let rules = parse_lines(init, "hosts_allow", |text| {
         let (ip, verdict) = Verdict::parse(text, "IP[/len]")?;
-        Ok((parse_net(ip, IpForms::Cidr)?, verdict))
+        Ok((Cidr::parse(ip, IpForms::Cidr)?, verdict))
     })?;
     Ok(Box::new(HostsAllow {
         common,

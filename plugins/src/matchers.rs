@@ -1,8 +1,9 @@
 //! Pieces shared by the policy plugins (`hosts_allow`, `relay`, `whitelist`, `badmailfrom`,
 //! `badrcptto`, `badmailfromto`, `rcpt_map`, `rcpt_regexp`) and the limit plugins
-//! (`count_unrecognized_commands`, `noop_counter`): IP address patterns, qpsmtpd's return-code
-//! names and `PATTERN CODE [message]` rules, badmailfrom-style address lists, config files read
-//! a line at a time, and the log-and-reject of a failed check.
+//! (`count_unrecognized_commands`, `noop_counter`): qpsmtpd's return-code names and
+//! `PATTERN CODE [message]` rules, badmailfrom-style address lists, config files read a line
+//! at a time, and the log-and-reject of a failed check. IP patterns are
+//! `ringsmtpd_plugin_api::cidr`.
 //!
 //! Everything here is parsed once, when a plugin is built; matching allocates nothing.
 
@@ -13,16 +14,6 @@ use regex::{Regex, RegexBuilder};
 use ringsmtpd_plugin_api::{
     Address, Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, RejectType, Step,
 };
-
-// ---------------------------------------------------------------------------------------------
-// IP patterns: `ringsmtpd_plugin_api::cidr`, under the names the policy plugins use.
-
-pub(crate) use ringsmtpd_plugin_api::cidr::{Cidr as Net, IpForms, IpList};
-
-/// Parses one IP pattern in the forms `forms` allows.
-pub(crate) fn parse_net(text: &str, forms: IpForms) -> Result<Net, String> {
-    Net::parse(text, forms)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Return codes.

@@ -79,12 +79,13 @@
 //! meant for `--stdio` under tcpserver, where tcprules set it per connection. The address
 //! checked is the socket's peer, or the client a trusted PROXY header names.
 
+use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::{parse_lines, IpForms, IpList};
+use crate::matchers::parse_lines;
 
 /// The `relay` plugin.
 pub struct Relay {

@@ -78,13 +78,14 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::shared::{WhitelistHost, WhitelistSender};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::{lower_parts, parse_lines, IpForms, IpList};
+use crate::matchers::{lower_parts, parse_lines};
 
 /// Conn note: `WHITELISTCLIENT` was set (qpsmtpd conn note `whitelistclient`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
