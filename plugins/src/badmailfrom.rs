@@ -66,7 +66,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{fail, lower_parts, AddrList};
+use crate::matchers::{lower_parts, AddrList};
 
 const DEFAULT_REASON: &str = "Your envelope sender is in my badmailfrom list";
 
@@ -97,7 +97,9 @@ impl Plugin for Badmailfrom {
         };
         if let Some(hit) = self.list.find(&from, &host) {
             let reason = hit.reason_or(DEFAULT_REASON);
-            return fail(&self.common, cx, format_args!("{from} is listed"), reason);
+            return self
+                .common
+                .fail(cx, format_args!("{from} is listed"), reason);
         }
         self.common.log(cx, Level::Debug, format_args!("pass"));
         Step::DECLINED

@@ -58,12 +58,13 @@
 //!
 //! As with `badmailfrom`, the sender address is not authenticated.
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{fail, first_word, lower_parts, parse_lines, AddrPattern};
+use crate::matchers::{first_word, lower_parts, AddrPattern};
 
 /// Txn note: the lines whose sender matched this transaction's sender (indexes into `pairs`).
 struct Refused(Vec<usize>);
@@ -78,7 +79,7 @@ pub struct Badmailfromto {
 /// Builds `badmailfromto` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let common = init.common_only(CommonArgs::DEFAULT)?;
-    let pairs = parse_lines(init, "badmailfromto", |text| {
+    let pairs = args::parse_lines(init, "badmailfromto", |text| {
         let (from, rest) = first_word(text);
         let Some((to, _)) = rest.map(first_word) else {
             return Err(format!("'{text}': expected SENDER RECIPIENT"));
@@ -130,7 +131,7 @@ impl Plugin for Badmailfromto {
         if hits.iter().any(|&i| self.pairs[i].1 == to) {
             let text = format!("5.1.1 mail to {to} not accepted here");
             let what = format_args!("{} -> {to} is listed", txn.sender);
-            return fail(&self.common, cx, what, text);
+            return self.common.fail(cx, what, text);
         }
         Step::DECLINED
     }

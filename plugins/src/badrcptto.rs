@@ -64,7 +64,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{fail, lower_parts, AddrList};
+use crate::matchers::{lower_parts, AddrList};
 
 /// The `badrcptto` plugin.
 pub struct Badrcptto {
@@ -99,12 +99,9 @@ impl Plugin for Badrcptto {
         if let Some(hit) = self.list.find(&to, &host) {
             let entry = &hit.entry;
             let reason = hit.reason_or(format!("5.1.1 mail to {entry} not accepted here"));
-            return fail(
-                &self.common,
-                cx,
-                format_args!("{to} matches {entry}"),
-                reason,
-            );
+            return self
+                .common
+                .fail(cx, format_args!("{to} matches {entry}"), reason);
         }
         self.common.log(cx, Level::Debug, format_args!("pass"));
         Step::DECLINED

@@ -64,8 +64,6 @@ use ringsmtpd_plugin_api::{
     RejectType, Step, Transaction,
 };
 
-use crate::matchers::fail;
-
 /// The `bogus_bounce` plugin.
 pub struct BogusBounce {
     common: Common,
@@ -115,18 +113,13 @@ impl Plugin for BogusBounce {
         let n = txn.recipients.len();
         if n != 1 {
             let msg = "5.7.1 this bounce message does not have 1 recipient";
-            return fail(
-                common,
-                cx,
-                format_args!("bogus bounce to {n} recipients"),
-                msg,
-            );
+            return common.fail(cx, format_args!("bogus bounce to {n} recipients"), msg);
         }
         if let Some(rp) = headers::first(txn.body.header_bytes(), "Return-Path") {
             if rp.value() != "<>" {
                 let msg = "5.7.1 a bounce return path must be empty (RFC 3834)";
                 let what = format_args!("bounce with Return-Path {}", rp.value());
-                return fail(common, cx, what, msg);
+                return common.fail(cx, what, msg);
             }
         }
         common.log(

@@ -62,7 +62,7 @@ use ringsmtpd_plugin_api::{
     Common, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
 };
 
-use crate::matchers::{bump, fail, limit_args};
+use crate::matchers::{bump, limit_args};
 
 /// Unknown commands seen on this connection (qpsmtpd conn note `unrec_cmd_count`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,7 +107,8 @@ impl Plugin for CountUnrecognized {
             "5.5.1 Closing connection, {count} unrecognized commands. Perhaps you should read \
              RFC 2821?"
         );
-        fail(&self.common, cx, format_args!("'{verb}' ({count})"), text)
+        self.common
+            .fail(cx, format_args!("'{verb}' ({count})"), text)
     }
 }
 

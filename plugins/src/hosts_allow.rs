@@ -74,12 +74,13 @@
 //! address unless a rule exempts it — a `DECLINED` rule cannot, since the limit is checked
 //! first.
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::cidr::{Cidr, IpForms};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::{fail, parse_lines, Verdict};
+use crate::matchers::Verdict;
 
 /// The `hosts_allow` plugin.
 pub struct HostsAllow {
@@ -108,7 +109,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             _ => return Err(init.error(format!("max_conn_ip must be a number, not '{value}'"))),
         };
     }
-    let rules = parse_lines(init, "hosts_allow", |text| {
+    let rules = args::parse_lines(init, "hosts_allow", |text| {
         let (ip, verdict) = Verdict::parse(text, "IP[/len]")?;
         Ok((Cidr::parse(ip, IpForms::Cidr)?, verdict))
     })?;
@@ -133,7 +134,7 @@ impl Plugin for HostsAllow {
                 self.max_conn_ip
             );
             let text = format!("too many connections from {ip}, try again later");
-            return fail(&self.common, cx, what, text);
+            return self.common.fail(cx, what, text);
         }
         if let Some((_, verdict)) = self.rules.iter().find(|(net, _)| net.contains(ip)) {
             let what = format_args!("{ip} matches a rule");

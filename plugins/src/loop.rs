@@ -60,13 +60,12 @@
 
 use std::borrow::Cow;
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::headers;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
     RejectType, Reply, Step, Transaction,
 };
-
-use crate::matchers::positive_arg;
 
 const DEFAULT_MAX: u32 = 100;
 const TEXT: &str = "Too many hops, this message is looping";
@@ -80,7 +79,7 @@ pub struct Loop {
 /// Builds `loop` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let max = positive_arg(init, &rest, "MAX", DEFAULT_MAX)?;
+    let max = args::positive(init, &rest, "MAX", DEFAULT_MAX)?;
     Ok(Box::new(Loop { common, max }))
 }
 

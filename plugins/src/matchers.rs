@@ -11,8 +11,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use regex::{Regex, RegexBuilder};
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::{
-    Address, Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, RejectType, Step,
+    Address, Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, RejectType,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ impl Listed {
 impl AddrList {
     /// Reads the config file `file`; the regular-expression form is allowed.
     pub(crate) fn load(init: &PluginInit<'_>, file: &str) -> Result<AddrList, ConfigError> {
-        let entries = parse_lines(init, file, |text| {
+        let entries = args::parse_lines(init, file, |text| {
             let (bad, reason) = first_word(text);
             Ok(Listed {
                 pattern: AddrPattern::parse(bad, true)?,
@@ -243,33 +244,7 @@ pub(crate) fn first_word(text: &str) -> (&str, Option<&str>) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Plugin plumbing: a failed check, config files, limits, the same action at several hooks.
-
-/// A failed check: logs `fail, {what}` and refuses with `msg` as the plugin's `reject`
-/// arguments say.
-pub(crate) fn fail(
-    common: &Common,
-    cx: &mut Cx,
-    what: fmt::Arguments<'_>,
-    msg: impl Into<Cow<'static, str>>,
-) -> Step<'static> {
-    common.log(cx, Level::Info, format_args!("fail, {what}"));
-    Step::Ready(common.reject(cx, msg))
-}
-
-/// Parses each line of the config file `file` (none when it is missing) with `parse`; an
-/// error names the file and the line.
-pub(crate) fn parse_lines<T>(
-    init: &PluginInit<'_>,
-    file: &str,
-    mut parse: impl FnMut(&str) -> Result<T, String>,
-) -> Result<Vec<T>, ConfigError> {
-    let lines = init.config.lines(file)?.unwrap_or_default();
-    lines
-        .iter()
-        .map(|line| parse(&line.text).map_err(|e| line.error(e)))
-        .collect()
-}
+// Plugin plumbing: limits, the same action at several hooks.
 
 /// The arguments of a plugin that refuses a client at the Nth of something on a connection:
 /// `[N]` (a positive integer, `default_max` when absent) and the common ones, where
@@ -289,26 +264,8 @@ pub(crate) fn limit_args(
     ) {
         return Err(init.error("reject_type must be disconnect or perm"));
     }
-    let max = positive_arg(init, &rest, "N", default_max)?;
+    let max = args::positive(init, &rest, "N", default_max)?;
     Ok((common, max))
-}
-
-/// A plugin's only positional argument, a positive integer named `what` in errors; `default`
-/// when there is none.
-pub(crate) fn positive_arg(
-    init: &PluginInit<'_>,
-    rest: &[&str],
-    what: &str,
-    default: u32,
-) -> Result<u32, ConfigError> {
-    match rest {
-        [] => Ok(default),
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(init.error(format!("{what} must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => Err(init.unknown(extra)),
-    }
 }
 
 /// Adds one to a per-connection counter and returns the new count.

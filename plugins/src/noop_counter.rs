@@ -75,7 +75,7 @@
 
 use ringsmtpd_plugin_api::{Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step};
 
-use crate::matchers::{bump, fail, limit_args, same_at};
+use crate::matchers::{bump, limit_args, same_at};
 
 /// Consecutive NOOPs on this connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,12 +125,8 @@ impl Plugin for NoopCounter {
             return Step::DECLINED;
         }
         let text = "5.5.1 Stop wasting my time, too many consecutive NOOPs";
-        fail(
-            &self.common,
-            cx,
-            format_args!("{count} NOOPs in a row"),
-            text,
-        )
+        self.common
+            .fail(cx, format_args!("{count} NOOPs in a row"), text)
     }
 
     same_at!(

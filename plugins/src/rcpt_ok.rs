@@ -79,8 +79,6 @@ use ringsmtpd_plugin_api::{
     PluginInit, Recipient, RejectType, Step, Transaction,
 };
 
-use crate::matchers::fail;
-
 /// The recipient domains this server accepts mail for.
 pub struct RcptOk {
     common: Common,
@@ -182,12 +180,8 @@ impl Plugin for RcptOk {
             RejectType::Perm | RejectType::Disconnect => "5.7.1 Relaying denied",
             RejectType::Temp | RejectType::TempDisconnect => "4.7.1 Relaying denied",
         };
-        fail(
-            &self.common,
-            cx,
-            format_args!("{} is not local", rcpt.addr),
-            text,
-        )
+        self.common
+            .fail(cx, format_args!("{} is not local", rcpt.addr), text)
     }
 }
 

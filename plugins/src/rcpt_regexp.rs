@@ -64,12 +64,13 @@
 //! file had to be trusted like code; here a pattern is only a pattern.
 
 use regex::Regex;
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{lower_parts, parse_lines, regex, Verdict};
+use crate::matchers::{lower_parts, regex, Verdict};
 
 enum Subject {
     Regex(Regex),
@@ -103,7 +104,7 @@ pub struct RcptRegexp {
 /// Builds `rcpt_regexp` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let common = init.common_only(CommonArgs::DEFAULT)?;
-    let lines = parse_lines(init, "rcpt_regexp", |text| {
+    let lines = args::parse_lines(init, "rcpt_regexp", |text| {
         let (subject, verdict) = Verdict::parse(text, "ADDRESS|/REGEX/")?;
         Ok((Subject::parse(subject)?, verdict))
     })?;

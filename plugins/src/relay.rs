@@ -79,13 +79,12 @@
 //! meant for `--stdio` under tcpserver, where tcprules set it per connection. The address
 //! checked is the socket's peer, or the client a trusted PROXY header names.
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Step, Transaction,
 };
-
-use crate::matchers::parse_lines;
 
 /// The `relay` plugin.
 pub struct Relay {
@@ -129,7 +128,7 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Relay, ConfigError> {
         } else {
             &mut allow
         };
-        parse_lines(init, file, |text| list.add(text, IpForms::Prefix))?;
+        args::parse_lines(init, file, |text| list.add(text, IpForms::Prefix))?;
     }
     Ok(Relay {
         common,

@@ -78,6 +78,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::shared::{WhitelistHost, WhitelistSender};
 use ringsmtpd_plugin_api::{
@@ -85,7 +86,7 @@ use ringsmtpd_plugin_api::{
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::{lower_parts, parse_lines};
+use crate::matchers::lower_parts;
 
 /// Conn note: `WHITELISTCLIENT` was set (qpsmtpd conn note `whitelistclient`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +143,11 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Whitelist, ConfigError> {
         }
     }
     let mut hosts = IpList::default();
-    parse_lines(init, "whitelisthosts", |text| {
+    args::parse_lines(init, "whitelisthosts", |text| {
         hosts.add(text, IpForms::Fragment)
     })?;
     let names = |file: &str, check: fn(&str) -> bool, what: &str| {
-        let names = parse_lines(init, file, |text| {
+        let names = args::parse_lines(init, file, |text| {
             if text.contains(char::is_whitespace) || !check(text) {
                 return Err(format!("'{text}' is not {what}"));
             }

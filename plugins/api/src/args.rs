@@ -1,5 +1,6 @@
 //! Plugin arguments beyond the common ones ([`crate::Common`]) and free-text config files:
-//! qpsmtpd's `key value` pairs, a `timeout SECONDS`, the lines of a message file.
+//! qpsmtpd's `key value` pairs, a `timeout SECONDS`, a positive count, config files parsed a
+//! line at a time, the lines of a message file.
 //!
 //! ```ignore
 //! let (common, rest) = init.common(CommonArgs::DEFAULT)?;
@@ -73,6 +74,38 @@ pub fn lines_text(config: &dyn ConfigSource, name: &str) -> Result<Vec<String>, 
         .into_iter()
         .map(|l| l.text)
         .collect())
+}
+
+/// Parses each line of the config file `file` (none when it is missing) with `parse`; an
+/// error names the file and the line.
+pub fn parse_lines<T>(
+    init: &PluginInit<'_>,
+    file: &str,
+    mut parse: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let lines = init.config.lines(file)?.unwrap_or_default();
+    lines
+        .iter()
+        .map(|line| parse(&line.text).map_err(|e| line.error(e)))
+        .collect()
+}
+
+/// A plugin's only positional argument, a positive integer named `what` in errors; `default`
+/// when there is none.
+pub fn positive(
+    init: &PluginInit<'_>,
+    rest: &[&str],
+    what: &str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match rest {
+        [] => Ok(default),
+        [n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(init.error(format!("{what} must be a positive integer, not '{n}'"))),
+        },
+        [_, extra, ..] => Err(init.unknown(extra)),
+    }
 }
 
 #[cfg(test)]
