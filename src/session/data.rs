@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use ringsmtpd_plugin_api::{Hook, Level, Outcome, SpoolFile, Transaction};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{End, Flow, Session, State};
 use crate::config::BareNewlinePolicy;
 use crate::hooks::Call;
@@ -175,13 +175,13 @@ impl State {
         let txn = self.txn.as_mut()?;
         let decision = env.chains.run(&mut self.cx, Some(txn), Call::Data).await;
         match respond::for_outcome(Hook::Data, decision.outcome) {
-            Ok(None) => None,
-            Ok(Some(r)) => {
+            Answer::Proceed => None,
+            Answer::Reply(r) => {
                 self.log_refused("DATA", &r, decision.plugin.as_deref());
                 self.end_transaction().await;
                 Some(self.reply_flow(out, r, "refused at DATA"))
             }
-            Err(()) => {
+            Answer::Answered => {
                 self.end_transaction().await;
                 Some(Flow::Next)
             }
@@ -306,28 +306,28 @@ impl State {
             .run(&mut self.cx, Some(&mut *txn), Call::DataPost)
             .await;
         match respond::for_outcome(Hook::DataPost, decision.outcome) {
-            Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
-            Ok(None) => {}
+            Answer::Reply(r) => return (r, decision.plugin),
+            Answer::Answered => return (self.unanswered(&decision.plugin), decision.plugin),
+            Answer::Proceed => {}
         }
         let decision = chains
             .run(&mut self.cx, Some(&mut *txn), Call::QueuePre)
             .await;
         match respond::for_outcome(Hook::Queue, decision.outcome) {
-            Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
-            Ok(None) => {}
+            Answer::Reply(r) => return (r, decision.plugin),
+            Answer::Answered => return (self.unanswered(&decision.plugin), decision.plugin),
+            Answer::Proceed => {}
         }
         let decision = chains.run(&mut self.cx, Some(&mut *txn), Call::Queue).await;
         let reply = match respond::for_outcome(Hook::Queue, decision.outcome.clone()) {
-            Ok(Some(r)) => r,
-            Err(()) => self.unanswered(&decision.plugin),
-            Ok(None) if decision.outcome == Outcome::Declined => Resolved::new(
+            Answer::Reply(r) => r,
+            Answer::Answered => self.unanswered(&decision.plugin),
+            Answer::Proceed if decision.outcome == Outcome::Declined => Resolved::new(
                 451,
                 "4.3.0",
                 "Queuing declined or disabled; try again later",
             ),
-            Ok(None) => {
+            Answer::Proceed => {
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.0.0", "Queued");
                 Resolved {
                     code: 250,
@@ -580,7 +580,7 @@ impl State {
             .run(&mut self.cx, Some(txn), Call::DataHeadersEnd)
             .await;
         match respond::for_outcome(Hook::DataHeadersEnd, decision.outcome) {
-            Ok(Some(r)) if r.disconnect => {
+            Answer::Reply(r) if r.disconnect => {
                 self.log_refused("DATA", &r, decision.plugin.as_deref());
                 Some(self.reply_flow(out, r, "refused at end of headers"))
             }

@@ -3,7 +3,8 @@
 
 use ringsmtpd_plugin_api::{Hello, HelloKind, Hook};
 
-use super::{respond, Flow, State};
+use super::respond::{self, Answer};
+use super::{Flow, State};
 use crate::hooks::Call;
 
 impl State {
@@ -16,9 +17,9 @@ impl State {
         };
         let outcome = self.run(call).await;
         match respond::for_outcome(call.hook(), outcome) {
-            Ok(Some(r)) => return self.reply_flow(out, r, "refused at HELO"),
-            Err(()) => return Flow::Next,
-            Ok(None) => {}
+            Answer::Reply(r) => return self.reply_flow(out, r, "refused at HELO"),
+            Answer::Answered => return Flow::Next,
+            Answer::Proceed => {}
         }
         let kind = if ehlo {
             HelloKind::Ehlo

@@ -2,7 +2,7 @@
 
 use ringsmtpd_plugin_api::{Level, Outcome};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{End, Flow, State};
 use crate::hooks::Call;
 
@@ -20,15 +20,15 @@ impl State {
     pub(super) async fn vrfy(&mut self, out: &mut Vec<u8>, arg: &str) -> Flow {
         let outcome = self.run(Call::Vrfy(arg)).await;
         match respond::for_outcome(Call::Vrfy(arg).hook(), outcome.clone()) {
-            Ok(Some(r)) => self.reply_flow(out, r, "refused at VRFY"),
-            Err(()) => Flow::Next,
-            Ok(None) if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
+            Answer::Reply(r) => self.reply_flow(out, r, "refused at VRFY"),
+            Answer::Answered => Flow::Next,
+            Answer::Proceed if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
                 let (enh, text) = respond::ok_text(&outcome, "2.1.5", "User OK");
                 respond::write(out, 250, &enh, &text);
                 Flow::Next
             }
             // RFC 5321 §3.5.3: 252 when the server will not verify but will try delivery.
-            Ok(None) => {
+            Answer::Proceed => {
                 let text = "Just try sending a mail and we'll see how it turns out ...";
                 respond::write(out, 252, "2.1.5", text);
                 Flow::Next
@@ -65,14 +65,16 @@ impl State {
     pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
         let outcome = self.run(Call::Unrecognized(verb, args)).await;
         let reply = match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
-            Err(()) => return Flow::Next, // a plugin implements the verb and answered
-            Ok(Some(r)) if r.code < 400 => {
+            Answer::Answered => return Flow::Next, // a plugin implements the verb and answered
+            Answer::Reply(r) if r.code < 400 => {
                 r.write(out); // a plugin implements the verb: not an error
                 return Flow::Next;
             }
-            Ok(Some(r)) if r.disconnect => return self.reply_flow(out, r, "unrecognized command"),
-            Ok(Some(r)) => r,
-            Ok(None) => {
+            Answer::Reply(r) if r.disconnect => {
+                return self.reply_flow(out, r, "unrecognized command")
+            }
+            Answer::Reply(r) => r,
+            Answer::Proceed => {
                 self.cx.log(
                     Level::Info,
                     "core",
@@ -101,9 +103,9 @@ impl State {
     ) -> Flow {
         let outcome = self.run(call).await;
         match respond::for_outcome(call.hook(), outcome) {
-            Ok(Some(r)) => self.reply_flow(out, r, "refused"),
-            Err(()) => Flow::Next,
-            Ok(None) => {
+            Answer::Reply(r) => self.reply_flow(out, r, "refused"),
+            Answer::Answered => Flow::Next,
+            Answer::Proceed => {
                 respond::write(out, code, enh, text);
                 Flow::Next
             }

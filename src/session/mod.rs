@@ -28,7 +28,7 @@ use crate::proto::command::{self, Command};
 use crate::runtime::Shutdown;
 use crate::transport::Transport;
 pub use auth::AuthPolicy;
-use respond::Resolved;
+use respond::{Answer, Resolved};
 
 /// Read buffer: a new connection gets `READ_BUF_MIN` (commands are at most `max_line`, 512 by
 /// default), so 10,000 idle connections cost little. A read that fills the buffer doubles it,
@@ -405,8 +405,8 @@ impl State {
         for hook in [Call::PreConnection, Call::Connect] {
             let outcome = self.run(hook).await;
             match respond::for_outcome(hook.hook(), outcome) {
-                Ok(None) => {}
-                Ok(Some(r)) => {
+                Answer::Proceed => {}
+                Answer::Reply(r) => {
                     r.write(out);
                     // A plugin's DONE with a 2xx reply replaces the banner; anything else
                     // at connect is a refusal and ends the session.
@@ -415,7 +415,7 @@ impl State {
                     }
                     return None;
                 }
-                Err(()) => return None, // DONE without a reply: no banner
+                Answer::Answered => return None, // DONE without a reply: no banner
             }
         }
         respond::write(out, 220, "", &self.env.settings.smtpgreeting);

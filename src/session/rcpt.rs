@@ -4,7 +4,7 @@
 
 use ringsmtpd_plugin_api::{address, Outcome, Recipient};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{Flow, State};
 use crate::hooks::Call;
 use crate::proto::params;
@@ -54,14 +54,14 @@ impl State {
             .await;
         let refused = match respond::for_outcome(Call::Rcpt(&rcpt).hook(), decision.outcome.clone())
         {
-            Ok(Some(r)) => Some(r),
-            Err(()) => None, // DONE: the plugin answered; the recipient is not added
-            Ok(None) if decision.outcome == Outcome::Declined => Some(Resolved::new(
+            Answer::Reply(r) => Some(r),
+            Answer::Answered => None, // DONE: the plugin answered; the recipient is not added
+            Answer::Proceed if decision.outcome == Outcome::Declined => Some(Resolved::new(
                 450,
                 "4.7.1",
                 "No plugin decided if relaying is allowed",
             )),
-            Ok(None) => {
+            Answer::Proceed => {
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.1.5", "recipient ok");
                 respond::line(out, 250, &enh, format_args!("{}, {text}", rcpt.addr));
                 txn.recipients.push(rcpt);

@@ -207,30 +207,43 @@ fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
     })
 }
 
-/// The reply for a deny-type (or `DONE`) outcome at `hook`. `Ok(None)`: the outcome does not
-/// answer here (OK/DECLINED, or a deny qpsmtpd ignores at this hook): the caller proceeds.
-/// `Err(())` means `DONE` without a reply: send nothing.
-pub fn for_outcome(hook: Hook, outcome: Outcome) -> Result<Option<Resolved>, ()> {
+/// What a hook's outcome means for the reply to the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The outcome does not answer here (OK/DECLINED, or a deny qpsmtpd ignores at this
+    /// hook): the caller goes on with its own reply.
+    Proceed,
+    /// Send this reply (a deny from the table, or a plugin's `DONE` with a reply).
+    Reply(Resolved),
+    /// `DONE` without a reply: the plugin answered itself; send nothing.
+    Answered,
+}
+
+/// The reply for a deny-type (or `DONE`) outcome at `hook`.
+pub fn for_outcome(hook: Hook, outcome: Outcome) -> Answer {
     if let Outcome::Done(reply) = outcome {
-        return reply.map(|r| Some(Resolved::from_reply(r))).ok_or(());
+        return match reply {
+            Some(r) => Answer::Reply(Resolved::from_reply(r)),
+            None => Answer::Answered,
+        };
     }
     if !outcome.is_deny() {
-        return Ok(None);
+        return Answer::Proceed;
     }
     let Some(Row(code, enh, default, disconnect)) = deny_row(hook, &outcome) else {
-        return Ok(None);
+        return Answer::Proceed;
     };
     let (enhanced, text) = match outcome.msg_cow().map(split_msg) {
         Some((Some(e), text)) => (e, text),
         Some((None, text)) => (Cow::Borrowed(enh), text),
         None => (Cow::Borrowed(enh), Cow::Borrowed(default)),
     };
-    Ok(Some(Resolved {
+    Answer::Reply(Resolved {
         code,
         enhanced: fix_class(enhanced, code),
         text,
         disconnect,
-    }))
+    })
 }
 
 /// The text of an `OK` outcome, split from its enhanced code, or the defaults given.
@@ -283,42 +296,47 @@ mod tests {
         assert_eq!(split_enhanced("Relaying denied"), (None, "Relaying denied"));
     }
 
+    /// The reply of an outcome that must answer.
+    fn reply(a: Answer) -> Resolved {
+        match a {
+            Answer::Reply(r) => r,
+            other => panic!("no reply: {other:?}"),
+        }
+    }
+
     #[test]
     fn table_follows_qpsmtpd() {
-        let r = for_outcome(Hook::Rcpt, Outcome::Deny(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Rcpt, Outcome::Deny(None)));
         assert_eq!((r.code, &*r.enhanced, r.disconnect), (550, "5.7.1", false));
-        let r = for_outcome(Hook::Mail, Outcome::DenySoftDisconnect(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Mail, Outcome::DenySoftDisconnect(None)));
         assert_eq!((r.code, r.disconnect), (421, true));
-        let r = for_outcome(Hook::Data, Outcome::DenySoft(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Data, Outcome::DenySoft(None)));
         assert_eq!(r.code, 451);
-        let r = for_outcome(Hook::Queue, Outcome::deny_soft("4.3.0 disk full"))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(
+            Hook::Queue,
+            Outcome::deny_soft("4.3.0 disk full"),
+        ));
         assert_eq!(
             (r.code, &*r.enhanced, &*r.text),
             (452, "4.3.0", "disk full")
         );
         // A 5.x.x text on a soft reject takes the 4 class.
-        let r = for_outcome(Hook::Rcpt, Outcome::deny_soft("5.7.1 greylisted"))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(
+            Hook::Rcpt,
+            Outcome::deny_soft("5.7.1 greylisted"),
+        ));
         assert_eq!((r.code, &*r.enhanced), (450, "4.7.1"));
-        let r = for_outcome(Hook::PreConnection, Outcome::DenySoft(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::PreConnection, Outcome::DenySoft(None)));
         assert_eq!((r.code, r.disconnect), (451, true));
         // data_headers_end only acts on the disconnect outcomes.
         assert_eq!(
             for_outcome(Hook::DataHeadersEnd, Outcome::Deny(None)),
-            Ok(None)
+            Answer::Proceed
         );
-        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Ok(None)), Ok(None));
-        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Done(None)), Err(()));
+        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Ok(None)), Answer::Proceed);
+        assert_eq!(
+            for_outcome(Hook::Rcpt, Outcome::Done(None)),
+            Answer::Answered
+        );
     }
 }
