@@ -335,7 +335,7 @@ impl Chains {
             match catch_unwind(AssertUnwindSafe(move || dispatch(plugin, c, t, call))) {
                 Ok(Step::Ready(outcome)) => return outcome,
                 Ok(Step::Pending(fut)) => {
-                    let guarded = crate::runtime::CatchUnwind(fut);
+                    let guarded = crate::catch::CatchUnwind(fut);
                     match monoio::time::timeout(self.timeout, guarded).await {
                         Ok(Ok(outcome)) => return outcome,
                         Ok(Err(())) => Failure::Panic,

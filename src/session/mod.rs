@@ -25,7 +25,7 @@ use ringsmtpd_plugin_api::{Connection, Cx, Hook, Level, Outcome, Services, Trans
 use crate::config::{BareNewlinePolicy, Settings};
 use crate::hooks::{Call, Chains};
 use crate::proto::command::{self, Command};
-use crate::runtime::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 pub use auth::AuthPolicy;
 use respond::{Answer, Resolved};
