@@ -63,26 +63,27 @@ impl State {
     }
 
     pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
-        let outcome = self.run(Call::Unrecognized(verb, args)).await;
-        let reply = match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
-            Answer::Answered => return Flow::Next, // a plugin implements the verb and answered
-            Answer::Reply(r) if r.code < 400 => {
-                r.write(out); // a plugin implements the verb: not an error
-                return Flow::Next;
-            }
-            Answer::Reply(r) if r.disconnect => {
-                return self.reply_flow(out, r, "unrecognized command")
-            }
-            Answer::Reply(r) => r,
-            Answer::Proceed => {
-                self.cx.log(
-                    Level::Info,
-                    "core",
-                    format_args!("unrecognized command '{verb}'"),
-                );
-                Resolved::new(500, "5.5.1", "Unrecognized command")
-            }
-        };
+        let outcome = self.run(Call::UnrecognizedCommand(verb, args)).await;
+        let reply =
+            match respond::for_outcome(Call::UnrecognizedCommand(verb, args).hook(), outcome) {
+                Answer::Answered => return Flow::Next, // a plugin implements the verb and answered
+                Answer::Reply(r) if r.code < 400 => {
+                    r.write(out); // a plugin implements the verb: not an error
+                    return Flow::Next;
+                }
+                Answer::Reply(r) if r.disconnect => {
+                    return self.reply_flow(out, r, "unrecognized command")
+                }
+                Answer::Reply(r) => r,
+                Answer::Proceed => {
+                    self.cx.log(
+                        Level::Info,
+                        "core",
+                        format_args!("unrecognized command '{verb}'"),
+                    );
+                    Resolved::new(500, "5.5.1", "Unrecognized command")
+                }
+            };
         self.unrecognized += 1;
         if self.unrecognized > self.env.settings.max_unrecognized {
             let text = "Too many unrecognized commands, closing connection";

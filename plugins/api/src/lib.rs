@@ -13,6 +13,7 @@ pub mod dns;
 mod envelope;
 pub mod headers;
 mod hook;
+mod hook_list;
 pub mod net;
 mod notes;
 mod outcome;
