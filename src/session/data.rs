@@ -17,6 +17,7 @@ use crate::config::BareNewlinePolicy;
 use crate::hooks::Call;
 use crate::proto::bdat::ChunkScanner;
 use crate::proto::data::{BareNewline, DataReceiver, DataStatus};
+use crate::proto::reply;
 use crate::transport::Transport;
 
 /// Why a received message is refused at its end, though it was read to the end.
@@ -165,7 +166,7 @@ impl State {
         if let Some(flow) = self.run_data_hook(out).await {
             return flow;
         }
-        respond::write(out, 354, "", "go ahead");
+        reply::write(out, 354, "", "go ahead");
         Flow::Data
     }
 
@@ -420,7 +421,7 @@ fn refusal_reply(r: Refusal) -> Resolved {
     }
 }
 
-fn bare_policy(p: BareNewlinePolicy) -> BareNewline {
+pub(super) fn bare_policy(p: BareNewlinePolicy) -> BareNewline {
     match p {
         BareNewlinePolicy::Reject => BareNewline::Reject,
         BareNewlinePolicy::Normalize => BareNewline::Normalize,
@@ -460,7 +461,7 @@ impl<T: Transport> Session<T> {
                     // meant it: refuse and close.
                     let max = s.data_line_length;
                     let text = format!("Message line too long (max {max} bytes)");
-                    respond::write(&mut self.wbuf, 552, "5.3.4", &text);
+                    reply::write(&mut self.wbuf, 552, "5.3.4", &text);
                     break Err(Flow::Close(End::Disconnected("line too long in DATA")));
                 }
             }
@@ -539,7 +540,7 @@ impl<T: Transport> Session<T> {
             self.st.txn = Some(txn);
             self.st.bdat.sink = sink;
             let text = format!("{size} octets received");
-            respond::write(&mut self.wbuf, 250, "2.0.0", &text);
+            reply::write(&mut self.wbuf, 250, "2.0.0", &text);
             return Flow::Next;
         }
         if let Some(scanner) = self.st.bdat.scanner.as_mut() {

@@ -9,6 +9,7 @@ use super::respond::{self, Answer, Resolved};
 use super::{Flow, State};
 use crate::hooks::Call;
 use crate::proto::params;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn mail(&mut self, out: &mut Vec<u8>, path: &str, params: &str) -> Flow {
@@ -62,7 +63,7 @@ impl State {
                 if default_text {
                     // qpsmtpd's default texts name the sender: "<a@b>, sender denied".
                     let text = format_args!("{}, {}", txn.sender, r.text);
-                    respond::line(out, r.code, &r.enhanced, text);
+                    reply::line(out, r.code, &r.enhanced, text);
                 } else {
                     r.write(out);
                 }
@@ -76,7 +77,7 @@ impl State {
             Answer::Proceed => {
                 let default = "sender OK - how exciting to get mail from you!";
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.1.0", default);
-                respond::line(out, 250, &enh, format_args!("{}, {text}", txn.sender));
+                reply::line(out, 250, &enh, format_args!("{}, {text}", txn.sender));
                 self.txn = Some(txn);
                 Flow::Next
             }

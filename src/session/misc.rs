@@ -5,11 +5,12 @@ use ringsmtpd_plugin_api::{Level, Outcome};
 use super::respond::{self, Answer, Resolved};
 use super::{End, Flow, State};
 use crate::hooks::Call;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn rset(&mut self, out: &mut Vec<u8>) -> Flow {
         self.end_transaction().await;
-        respond::write(out, 250, "2.0.0", "OK");
+        reply::write(out, 250, "2.0.0", "OK");
         Flow::Next
     }
 
@@ -24,13 +25,13 @@ impl State {
             Answer::Answered => Flow::Next,
             Answer::Proceed if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
                 let (enh, text) = respond::ok_text(&outcome, "2.1.5", "User OK");
-                respond::write(out, 250, &enh, &text);
+                reply::write(out, 250, &enh, &text);
                 Flow::Next
             }
             // RFC 5321 §3.5.3: 252 when the server will not verify but will try delivery.
             Answer::Proceed => {
                 let text = "Just try sending a mail and we'll see how it turns out ...";
-                respond::write(out, 252, "2.1.5", text);
+                reply::write(out, 252, "2.1.5", text);
                 Flow::Next
             }
         }
@@ -58,7 +59,7 @@ impl State {
         }
         let me = self.env.svc.me();
         let text = format!("{me} closing connection. Have a wonderful day.");
-        respond::write(out, 221, "2.0.0", &text);
+        reply::write(out, 221, "2.0.0", &text);
         Flow::Close(End::Quit)
     }
 
@@ -87,7 +88,7 @@ impl State {
         self.unrecognized += 1;
         if self.unrecognized > self.env.settings.max_unrecognized {
             let text = "Too many unrecognized commands, closing connection";
-            respond::write(out, 421, "4.7.0", text);
+            reply::write(out, 421, "4.7.0", text);
             return Flow::Close(End::TooManyErrors);
         }
         self.error_flow(out, reply)
@@ -107,7 +108,7 @@ impl State {
             Answer::Reply(r) => self.reply_flow(out, r, "refused"),
             Answer::Answered => Flow::Next,
             Answer::Proceed => {
-                respond::write(out, code, enh, text);
+                reply::write(out, code, enh, text);
                 Flow::Next
             }
         }
