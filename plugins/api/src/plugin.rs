@@ -17,8 +17,9 @@ macro_rules! plugin_trait {
             fn $method:ident(cx $(, $txn:ident)? $(; $($arg:ident: $ty:ty),+)?);
         )*]
     ) => {
-        /// A plugin: a set of hooks. Every hook has a default that declines at no cost; a plugin
-        /// overrides the hooks it lists in [`Plugin::hooks`].
+        /// A plugin: a set of hooks. Every hook has a default that declines; a plugin overrides
+        /// the hooks it lists in [`Plugin::hooks`] (`testing::unlisted_overrides` finds one it
+        /// overrides but does not list).
         ///
         /// Plugins are built once per worker from their config line and live on that worker, so
         /// they need not be `Send` or `Sync` and may keep per-core state in `Cell`/`RefCell`.
