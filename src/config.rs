@@ -34,6 +34,8 @@ use std::time::Duration;
 
 use ringsmtpd_plugin_api::{ConfigError, ConfigLine, ConfigSource, Level};
 
+use crate::dns::ResolverConfig;
+
 // ---------------------------------------------------------------------------------------------
 // The config directory.
 
@@ -754,6 +756,17 @@ impl Settings {
             dns_retries,
             dns_cache_size,
         })
+    }
+
+    /// The resolver's configuration from the `dns_*` settings.
+    pub fn resolver_config(&self) -> ResolverConfig {
+        ResolverConfig {
+            servers: self.dns_servers.clone(),
+            timeout: self.dns_timeout,
+            retries: self.dns_retries,
+            cache_size: self.dns_cache_size,
+            ..ResolverConfig::new(Vec::new())
+        }
     }
 }
 

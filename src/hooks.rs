@@ -15,119 +15,62 @@ use std::time::Duration;
 use std::time::Instant;
 
 use ringsmtpd_plugin_api::{
-    ConfigError, ConfigSource, Cx, Hook, Level, Outcome, Plugin, PluginInit, Recipient, Step,
-    Transaction,
+    ConfigError, ConfigSource, Cx, Hook, Level, Outcome, Plugin, PluginInit, Step, Transaction,
 };
 
 use crate::config::PluginLine;
 use crate::metrics::{PluginStats, WorkerMetrics};
 
-/// One hook invocation with its arguments. Hooks that run inside a transaction get it
-/// separately (see [`Chains::run`]).
-#[derive(Clone, Copy)]
-pub enum Call<'x> {
-    PreConnection,
-    Connect,
-    Helo(&'x str),
-    Ehlo(&'x str),
-    MailPre(&'x str, &'x str),
-    Mail,
-    RcptPre(&'x str, &'x str),
-    Rcpt(&'x Recipient),
-    Data,
-    DataHeadersEnd,
-    DataPostHeaders,
-    DataPost,
-    QueuePre,
-    Queue,
-    QueuePost,
-    ResetTransaction,
-    Disconnect,
-    PostConnection,
-    Unrecognized(&'x str, &'x str),
-    Vrfy(&'x str),
-    Noop,
-    Help(&'x str),
-    Quit,
-    ReceivedLine(&'x str),
-    Deny(&'x str, Hook, &'x Outcome),
-    Ok(&'x str, Hook, &'x Outcome),
-    Auth(&'x ringsmtpd_plugin_api::auth::AuthRequest),
-}
-
-impl Call<'_> {
-    pub fn hook(&self) -> Hook {
-        match self {
-            Call::PreConnection => Hook::PreConnection,
-            Call::Connect => Hook::Connect,
-            Call::Helo(_) => Hook::Helo,
-            Call::Ehlo(_) => Hook::Ehlo,
-            Call::MailPre(..) => Hook::MailPre,
-            Call::Mail => Hook::Mail,
-            Call::RcptPre(..) => Hook::RcptPre,
-            Call::Rcpt(_) => Hook::Rcpt,
-            Call::Data => Hook::Data,
-            Call::DataHeadersEnd => Hook::DataHeadersEnd,
-            Call::DataPostHeaders => Hook::DataPostHeaders,
-            Call::DataPost => Hook::DataPost,
-            Call::QueuePre => Hook::QueuePre,
-            Call::Queue => Hook::Queue,
-            Call::QueuePost => Hook::QueuePost,
-            Call::ResetTransaction => Hook::ResetTransaction,
-            Call::Disconnect => Hook::Disconnect,
-            Call::PostConnection => Hook::PostConnection,
-            Call::Unrecognized(..) => Hook::UnrecognizedCommand,
-            Call::Vrfy(_) => Hook::Vrfy,
-            Call::Noop => Hook::Noop,
-            Call::Help(_) => Hook::Help,
-            Call::Quit => Hook::Quit,
-            Call::ReceivedLine(_) => Hook::ReceivedLine,
-            Call::Deny(..) => Hook::Deny,
-            Call::Ok(..) => Hook::Ok,
-            Call::Auth(_) => Hook::Auth,
+/// `Call`, `Call::hook` and `dispatch` from the hook list (`for_each_hook!`).
+macro_rules! calls {
+    (
+        hooks: [$($hooks:tt)*]
+        chained: [$(
+            $(#[$doc:meta])* $hook:ident $name:literal
+            fn $method:ident(cx $(, $txn:ident)? $(; $($arg:ident: $ty:ty),+)?);
+        )*]
+    ) => {
+        /// One hook invocation with its arguments. Hooks that run inside a transaction get it
+        /// separately (see [`Chains::run`]).
+        #[derive(Clone, Copy)]
+        pub enum Call<'a> {
+            $(
+                #[doc = concat!("The `", $name, "` hook.")]
+                $hook $(($($ty),+))?,
+            )*
         }
-    }
+
+        impl Call<'_> {
+            pub fn hook(&self) -> Hook {
+                match self {
+                    $(Call::$hook { .. } => Hook::$hook,)*
+                }
+            }
+        }
+
+        /// Calls the plugin method for `call`. A transaction hook without a transaction
+        /// declines (the session never does that; this keeps the engine total).
+        fn dispatch<'a>(
+            p: &'a dyn Plugin,
+            cx: &'a mut Cx,
+            txn: Option<&'a mut Transaction>,
+            call: Call<'a>,
+        ) -> Step<'a> {
+            match call {
+                $(
+                    Call::$hook $(($($arg),+))? => {
+                        $(let Some($txn) = txn else {
+                            return Step::DECLINED;
+                        };)?
+                        p.$method(cx, $($txn,)? $($($arg,)+)?)
+                    }
+                )*
+            }
+        }
+    };
 }
 
-/// Calls the plugin method for `call`. A transaction hook without a transaction declines
-/// (the session never does that; this keeps the engine total).
-fn dispatch<'a>(
-    p: &'a dyn Plugin,
-    cx: &'a mut Cx,
-    txn: Option<&'a mut Transaction>,
-    call: Call<'a>,
-) -> Step<'a> {
-    match (call, txn) {
-        (Call::PreConnection, _) => p.pre_connection(cx),
-        (Call::Connect, _) => p.connect(cx),
-        (Call::Helo(h), _) => p.helo(cx, h),
-        (Call::Ehlo(h), _) => p.ehlo(cx, h),
-        (Call::MailPre(path, params), _) => p.mail_pre(cx, path, params),
-        (Call::RcptPre(path, params), _) => p.rcpt_pre(cx, path, params),
-        (Call::Disconnect, _) => p.disconnect(cx),
-        (Call::PostConnection, _) => p.post_connection(cx),
-        (Call::Unrecognized(v, a), _) => p.unrecognized_command(cx, v, a),
-        (Call::Vrfy(a), _) => p.vrfy(cx, a),
-        (Call::Noop, _) => p.noop(cx),
-        (Call::Help(a), _) => p.help(cx, a),
-        (Call::Quit, _) => p.quit(cx),
-        (Call::Deny(n, h, o), _) => p.deny(cx, n, h, o),
-        (Call::Ok(n, h, o), _) => p.ok(cx, n, h, o),
-        (Call::Auth(req), _) => p.auth(cx, req),
-        (Call::Mail, Some(t)) => p.mail(cx, t),
-        (Call::Rcpt(r), Some(t)) => p.rcpt(cx, t, r),
-        (Call::Data, Some(t)) => p.data(cx, t),
-        (Call::DataHeadersEnd, Some(t)) => p.data_headers_end(cx, t),
-        (Call::DataPostHeaders, Some(t)) => p.data_post_headers(cx, t),
-        (Call::DataPost, Some(t)) => p.data_post(cx, t),
-        (Call::QueuePre, Some(t)) => p.queue_pre(cx, t),
-        (Call::Queue, Some(t)) => p.queue(cx, t),
-        (Call::QueuePost, Some(t)) => p.queue_post(cx, t),
-        (Call::ResetTransaction, Some(t)) => p.reset_transaction(cx, t),
-        (Call::ReceivedLine(proto), Some(t)) => p.received_line(cx, t, proto),
-        (_, None) => Step::DECLINED,
-    }
-}
+ringsmtpd_plugin_api::for_each_hook!(calls);
 
 /// A plugin instance with its config-line name. `Rc`, because logging plugins are also held
 /// by the worker's services, which call their `logging` hook.
@@ -335,7 +278,7 @@ impl Chains {
             match catch_unwind(AssertUnwindSafe(move || dispatch(plugin, c, t, call))) {
                 Ok(Step::Ready(outcome)) => return outcome,
                 Ok(Step::Pending(fut)) => {
-                    let guarded = crate::runtime::CatchUnwind(fut);
+                    let guarded = crate::catch::CatchUnwind(fut);
                     match monoio::time::timeout(self.timeout, guarded).await {
                         Ok(Ok(outcome)) => return outcome,
                         Ok(Err(())) => Failure::Panic,

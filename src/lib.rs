@@ -1,9 +1,13 @@
 //! ringsmtpd: an SMTP receiver with qpsmtpd's plugin engine on a thread-per-core io_uring
 //! runtime. See README.md for the map of this crate.
 
+pub mod catch;
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod hooks;
+pub mod incoming;
+pub mod listener;
 #[macro_use]
 pub mod log;
 pub mod metrics;
@@ -13,7 +17,10 @@ pub mod proto;
 pub mod runtime;
 pub mod services;
 pub mod session;
+pub mod shutdown;
+pub mod snapshot;
 #[cfg(test)]
 mod testalloc;
 pub mod tls;
 pub mod transport;
+pub mod worker;

@@ -8,9 +8,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ringsmtpd::config::ListenSpec;
+use ringsmtpd::control::Control;
 use ringsmtpd::log;
-use ringsmtpd::runtime::{self, Control, Driver, Snapshot};
+use ringsmtpd::runtime::{self, Driver};
 use ringsmtpd::session::Session;
+use ringsmtpd::snapshot::Snapshot;
+use ringsmtpd::{listener, worker};
 use ringsmtpd_plugin_api::{Connection, Level};
 
 #[global_allocator]
@@ -144,7 +147,7 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
     };
     if !args.join {
         for spec in &specs {
-            runtime::check_free(spec.addr).map_err(|e| {
+            listener::check_free(spec.addr).map_err(|e| {
                 format!(
                     "cannot listen on {}: {e} (another server there? --join shares it)",
                     spec.addr
@@ -157,7 +160,7 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
         let mut socks = Vec::new();
         for spec in &specs {
             let sock =
-                runtime::bind(spec).map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
+                listener::bind(spec).map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
             socks.push((sock, spec.clone()));
         }
         per_worker.push(socks);
@@ -168,7 +171,7 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
         ringsmtpd::metrics::serve(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
     }
     let control = Control::new(snapshot);
-    let handles = runtime::start(&control, driver, per_worker)?;
+    let handles = worker::start(&control, driver, per_worker)?;
     let addrs: Vec<String> = specs
         .iter()
         .map(|s| format!("{}{}", s.addr, if s.proxy { " (proxy)" } else { "" }))
@@ -241,7 +244,7 @@ fn stdio(snapshot: Snapshot, chains: ringsmtpd::hooks::Chains, driver: Driver) -
     let local = addr("TCPLOCALIP", "TCPLOCALPORT");
     let run = runtime::run_on(driver, || async move {
         let metrics = ringsmtpd::metrics::register();
-        let env = Rc::new(runtime::env_with(&snapshot, chains, Rc::default(), metrics));
+        let env = Rc::new(worker::env_with(&snapshot, chains, Rc::default(), metrics));
         let io = ringsmtpd::transport::Stdio {
             timeout: env.settings.timeout,
         };

@@ -443,16 +443,6 @@ where
     }
 }
 
-impl crate::transport::Transport for TlsStream {
-    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        self.read_plain(buf).await
-    }
-
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.write_plain(buf).await
-    }
-}
-
 /// Creates a self-signed CA and a server certificate it signs, as qpsmtpd's `tls_cert`:
 /// `<dir>/qpsmtpd-ca.crt`, `qpsmtpd-ca.key`, `qpsmtpd-server.crt`, `qpsmtpd-server.key`.
 pub fn generate(dir: &Path, host: &str, days: u32) -> Result<Vec<PathBuf>, String> {

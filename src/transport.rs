@@ -1,5 +1,6 @@
-//! The byte stream a session speaks over: a monoio TCP stream on the workers, or stdin/stdout in
-//! `--stdio` mode (under tcpserver or inetd, one process per connection like qmail-smtpd).
+//! The byte stream a session speaks over: a monoio TCP or TLS stream on the workers, or
+//! stdin/stdout in `--stdio` mode (under tcpserver or inetd, one process per connection like
+//! qmail-smtpd).
 //!
 //! Buffers are owned and passed in and out (monoio's "rent" model): the session keeps one read
 //! buffer and one write buffer for its whole life.
@@ -10,6 +11,8 @@ use std::rc::Rc;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+use crate::tls::TlsStream;
 
 pub trait Transport {
     /// True if [`Transport::start_tls`] can work here (a plain TCP connection).
@@ -125,10 +128,20 @@ impl Transport for Stdio {
     }
 }
 
+impl Transport for TlsStream {
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        self.read_plain(buf).await
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.write_plain(buf).await
+    }
+}
+
 /// A client connection on a worker: plain TCP, or TLS after STARTTLS or on a `tls` listener.
 pub enum Conn {
     Plain(monoio::net::TcpStream),
-    Tls(Box<crate::tls::TlsStream>),
+    Tls(Box<TlsStream>),
     /// Only while a handshake is running, or after one failed.
     Broken,
 }
@@ -152,7 +165,7 @@ impl Transport for Conn {
         let Conn::Plain(tcp) = std::mem::replace(self, Conn::Broken) else {
             return Err(io::ErrorKind::Unsupported.into());
         };
-        let tls = crate::tls::TlsStream::accept(tcp, config, Vec::new()).await?;
+        let tls = TlsStream::accept(tcp, config, Vec::new()).await?;
         let info = tls.info();
         *self = Conn::Tls(Box::new(tls));
         Ok(info)

@@ -158,6 +158,11 @@ pub fn find(name: &str) -> Option<Factory> {
 
 #[cfg(test)]
 mod tests {
+    use ringsmtpd_plugin_api::testing::{build, unlisted_overrides, TempDir};
+    use ringsmtpd_plugin_api::{
+        Cx, Hook, HookSet, LogRecord, Outcome, Plugin, Recipient, Step, Transaction,
+    };
+
     use super::*;
 
     #[test]
@@ -183,5 +188,167 @@ mod tests {
         dedup.sort_unstable();
         dedup.dedup();
         assert_eq!(dedup.len(), names.len(), "duplicate names in the registry");
+    }
+
+    /// `config/plugins` lines that build, with the config files they need: at least one per
+    /// plugin, and one more for each hook a plugin lists only with some arguments. `{dir}`
+    /// stands for a temporary directory that holds a file `rcpt_map`.
+    const SAMPLES: &[(&str, &[(&str, &str)])] = &[
+        ("rcpt_ok", &[]),
+        ("require_auth", &[]),
+        ("queue/maildir {dir}/Maildir", &[]),
+        ("queue/discard", &[]),
+        ("queue/qmail-queue /bin/true", &[]),
+        ("queue/postfix-queue", &[]),
+        ("queue/exim-bsmtp exim_path /bin/true", &[]),
+        ("queue/smtp-forward 127.0.0.1 2525", &[]),
+        ("queue/lmtp 127.0.0.1:24", &[]),
+        ("misbehave deny connect", &[]),
+        ("misbehave deny helo", &[]),
+        ("misbehave deny ehlo", &[]),
+        ("misbehave deny mail", &[]),
+        ("misbehave deny rcpt", &[]),
+        ("misbehave deny data", &[]),
+        ("misbehave deny data_post", &[]),
+        ("misbehave deny queue", &[]),
+        ("earlytalker", &[]),
+        ("earlytalker check-at DATA defer-reject 1", &[]),
+        ("hosts_allow", &[]),
+        ("relay", &[]),
+        ("relay only 1", &[]),
+        ("whitelist", &[]),
+        ("badmailfrom", &[]),
+        ("badmailfromto", &[]),
+        ("badrcptto", &[]),
+        ("rcpt_map domain example.test file {dir}/rcpt_map", &[]),
+        ("rcpt_regexp", &[]),
+        ("dont_require_anglebrackets", &[]),
+        ("parse_addr_withhelo", &[]),
+        ("naughty reject connect", &[]),
+        ("naughty reject mail", &[]),
+        ("naughty reject rcpt", &[]),
+        ("naughty reject data", &[]),
+        ("logging/warn", &[]),
+        ("logging/file {dir}/log", &[]),
+        ("logging/file nosplit {dir}/log", &[]),
+        ("logging/syslog", &[]),
+        ("logging/adaptive", &[]),
+        ("logging/devnull", &[]),
+        ("logging/connection_id", &[]),
+        ("logging/transaction_id", &[]),
+        ("dnsbl", &[]),
+        ("rhsbl", &[]),
+        ("dns_whitelist_soft", &[]),
+        ("fcrdns", &[]),
+        ("helo", &[]),
+        ("resolvable_fromhost", &[]),
+        ("uribl", &[]),
+        ("count_unrecognized_commands", &[]),
+        ("noop_counter", &[]),
+        ("loadcheck", &[]),
+        ("connection_time", &[]),
+        ("random_error", &[]),
+        ("help", &[]),
+        ("bogus_bounce", &[]),
+        ("headers", &[]),
+        ("loop", &[]),
+        ("content_log", &[]),
+        (
+            "auth/auth_flat_file",
+            &[("flat_auth_pw", "good@example.com:good_pass\n")],
+        ),
+        (
+            "auth/auth_checkpassword checkpw /bin/true true /bin/true",
+            &[],
+        ),
+        ("auth/auth_ldap_bind ldap_base dc=example,dc=com", &[]),
+        ("auth/auth_imap 127.0.0.1 143", &[]),
+        ("auth/authdeny", &[]),
+    ];
+
+    /// The sample lines of `name` (an alias has its plugin's).
+    fn samples(
+        name: &str,
+    ) -> impl Iterator<Item = (String, &'static [(&'static str, &'static str)])> + '_ {
+        let base = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == name)
+            .map_or(name, |(_, target)| *target);
+        SAMPLES
+            .iter()
+            .filter(move |(line, _)| line.split_whitespace().next() == Some(base))
+            .map(move |(line, files)| {
+                let args = line.split_once(' ').map_or("", |(_, args)| args);
+                (format!("{name} {args}"), *files)
+            })
+    }
+
+    /// Every plugin lists every hook it implements, under one of its sample lines at least:
+    /// the engine calls only the listed hooks, so a hook method never listed is dead code
+    /// that looks alive.
+    #[test]
+    fn every_plugin_lists_the_hooks_it_implements() {
+        let dir = TempDir::new("registry");
+        std::fs::write(dir.path().join("rcpt_map"), "me@example.test OK\n").unwrap();
+        let mut problems = Vec::new();
+        for (name, factory) in registry() {
+            let mut never_listed: Option<Vec<Hook>> = None;
+            for (line, files) in samples(name) {
+                let line = line.replace("{dir}", &dir.path().to_string_lossy());
+                match build(factory, &line, files) {
+                    Ok(plugin) => {
+                        let unlisted = unlisted_overrides(&*plugin);
+                        never_listed = Some(match never_listed {
+                            None => unlisted,
+                            Some(before) => before
+                                .into_iter()
+                                .filter(|h| unlisted.contains(h))
+                                .collect(),
+                        });
+                    }
+                    Err(e) => problems.push(format!("{name}: '{line}' does not build: {e}")),
+                }
+            }
+            match never_listed {
+                None => problems.push(format!("{name}: no sample line in SAMPLES that builds")),
+                Some(hooks) if !hooks.is_empty() => problems.push(format!(
+                    "{name}: implements {hooks:?}, never in its hooks()"
+                )),
+                Some(_) => {}
+            }
+        }
+        for (line, _) in SAMPLES {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if !registry().iter().any(|(n, _)| *n == name) {
+                problems.push(format!("{name}: a sample line for no registered plugin"));
+            }
+        }
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    /// The check above catches a plugin that overrides a hook it does not list.
+    #[test]
+    fn unlisted_overrides_are_reported() {
+        struct Forgetful;
+        impl Plugin for Forgetful {
+            fn hooks(&self) -> HookSet {
+                HookSet::of(&[Hook::Rcpt])
+            }
+            fn rcpt<'a>(
+                &'a self,
+                _: &'a mut Cx,
+                _: &'a mut Transaction,
+                _: &'a Recipient,
+            ) -> Step<'a> {
+                Step::DECLINED
+            }
+            fn mail<'a>(&'a self, _: &'a mut Cx, _: &'a mut Transaction) -> Step<'a> {
+                Step::Ready(Outcome::Deny(None))
+            }
+            fn logging(&self, _: &LogRecord<'_>) -> Outcome {
+                Outcome::Ok(None)
+            }
+        }
+        assert_eq!(unlisted_overrides(&Forgetful), [Hook::Mail, Hook::Logging]);
     }
 }

@@ -63,7 +63,7 @@ pub const SOCKETS_PER_FAMILY: usize = 4;
 /// so a port learned by an attacker is soon worthless.
 pub const DEFAULT_ROTATE_AFTER: u32 = 4096;
 
-/// What a resolver needs to know. [`ResolverConfig::from_settings`] takes it from the config.
+/// What a resolver needs to know. `Settings::resolver_config` takes it from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverConfig {
     /// Upstreams, tried in order: try `n` goes to `servers[n % len]`. Empty: every lookup
@@ -91,17 +91,6 @@ impl ResolverConfig {
             cache_size: DEFAULT_DNS_CACHE_SIZE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             rotate_after: DEFAULT_ROTATE_AFTER,
-        }
-    }
-
-    /// The `dns_*` settings of the config directory.
-    pub fn from_settings(s: &crate::config::Settings) -> ResolverConfig {
-        ResolverConfig {
-            servers: s.dns_servers.clone(),
-            timeout: s.dns_timeout,
-            retries: s.dns_retries,
-            cache_size: s.dns_cache_size,
-            ..ResolverConfig::new(Vec::new())
         }
     }
 

@@ -22,8 +22,9 @@ use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism, Secret};
 use ringsmtpd_plugin_api::shared::Naughty;
 use ringsmtpd_plugin_api::{AuthInfo, ConfigError, ConfigSource, Hook, Level, Outcome};
 
-use super::respond::{self, Resolved};
+use super::respond::Resolved;
 use super::{End, Flow, State};
+use crate::proto::reply;
 
 /// How long failures are remembered per IP.
 const AUTH_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -301,7 +302,7 @@ impl State {
                 });
                 conn.relay_client = true;
                 conn.notes.take::<Naughty>(); // qpsmtpd: an authenticated client is not naughty
-                respond::write(out, 235, "2.7.0", "Authentication successful");
+                reply::write(out, 235, "2.7.0", "Authentication successful");
                 Flow::Next
             }
             Outcome::DenySoft(_) | Outcome::DenySoftDisconnect(_) => {
@@ -310,7 +311,7 @@ impl State {
                     source,
                     format_args!("AUTH {mech} for {user}: temporary failure"),
                 );
-                respond::write(out, 454, "4.7.0", "Temporary authentication failure");
+                reply::write(out, 454, "4.7.0", "Temporary authentication failure");
                 Flow::Next
             }
             _ => {
@@ -321,10 +322,10 @@ impl State {
                 // Slow guessing down without holding a thread: the session waits on a timer.
                 let delay = Duration::from_secs(1 << n.min(5).saturating_sub(1)).min(MAX_DELAY);
                 monoio::time::sleep(delay).await;
-                respond::write(out, 535, "5.7.8", "Authentication credentials invalid");
+                reply::write(out, 535, "5.7.8", "Authentication credentials invalid");
                 if n >= self.env.auth.max_failures {
                     let text = "Too many authentication failures, closing connection";
-                    respond::write(out, 421, "4.7.0", text);
+                    reply::write(out, 421, "4.7.0", text);
                     return Flow::Close(End::TooManyErrors);
                 }
                 Flow::Next
@@ -341,7 +342,7 @@ impl State {
             Sasl::LoginPassword(_) => b64("Password:"),
             Sasl::CramMd5(challenge) => b64(challenge),
         };
-        respond::write(out, 334, "", &text);
+        reply::write(out, 334, "", &text);
     }
 
     /// A CRAM-MD5 challenge: `<random.time@me>` (RFC 2195 §2), unique and unpredictable.

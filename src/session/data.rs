@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use ringsmtpd_plugin_api::{Hook, Level, Outcome, SpoolFile, Transaction};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{End, Flow, Session, State};
 use crate::config::BareNewlinePolicy;
 use crate::hooks::Call;
 use crate::proto::bdat::ChunkScanner;
 use crate::proto::data::{BareNewline, DataReceiver, DataStatus};
+use crate::proto::reply;
 use crate::transport::Transport;
 
 /// Why a received message is refused at its end, though it was read to the end.
@@ -165,7 +166,7 @@ impl State {
         if let Some(flow) = self.run_data_hook(out).await {
             return flow;
         }
-        respond::write(out, 354, "", "go ahead");
+        reply::write(out, 354, "", "go ahead");
         Flow::Data
     }
 
@@ -175,13 +176,13 @@ impl State {
         let txn = self.txn.as_mut()?;
         let decision = env.chains.run(&mut self.cx, Some(txn), Call::Data).await;
         match respond::for_outcome(Hook::Data, decision.outcome) {
-            Ok(None) => None,
-            Ok(Some(r)) => {
+            Answer::Proceed => None,
+            Answer::Reply(r) => {
                 self.log_refused("DATA", &r, decision.plugin.as_deref());
                 self.end_transaction().await;
                 Some(self.reply_flow(out, r, "refused at DATA"))
             }
-            Err(()) => {
+            Answer::Answered => {
                 self.end_transaction().await;
                 Some(Flow::Next)
             }
@@ -306,28 +307,28 @@ impl State {
             .run(&mut self.cx, Some(&mut *txn), Call::DataPost)
             .await;
         match respond::for_outcome(Hook::DataPost, decision.outcome) {
-            Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
-            Ok(None) => {}
+            Answer::Reply(r) => return (r, decision.plugin),
+            Answer::Answered => return (self.unanswered(&decision.plugin), decision.plugin),
+            Answer::Proceed => {}
         }
         let decision = chains
             .run(&mut self.cx, Some(&mut *txn), Call::QueuePre)
             .await;
         match respond::for_outcome(Hook::Queue, decision.outcome) {
-            Ok(Some(r)) => return (r, decision.plugin),
-            Err(()) => return (self.unanswered(&decision.plugin), decision.plugin),
-            Ok(None) => {}
+            Answer::Reply(r) => return (r, decision.plugin),
+            Answer::Answered => return (self.unanswered(&decision.plugin), decision.plugin),
+            Answer::Proceed => {}
         }
         let decision = chains.run(&mut self.cx, Some(&mut *txn), Call::Queue).await;
         let reply = match respond::for_outcome(Hook::Queue, decision.outcome.clone()) {
-            Ok(Some(r)) => r,
-            Err(()) => self.unanswered(&decision.plugin),
-            Ok(None) if decision.outcome == Outcome::Declined => Resolved::new(
+            Answer::Reply(r) => r,
+            Answer::Answered => self.unanswered(&decision.plugin),
+            Answer::Proceed if decision.outcome == Outcome::Declined => Resolved::new(
                 451,
                 "4.3.0",
                 "Queuing declined or disabled; try again later",
             ),
-            Ok(None) => {
+            Answer::Proceed => {
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.0.0", "Queued");
                 Resolved {
                     code: 250,
@@ -420,7 +421,7 @@ fn refusal_reply(r: Refusal) -> Resolved {
     }
 }
 
-fn bare_policy(p: BareNewlinePolicy) -> BareNewline {
+pub(super) fn bare_policy(p: BareNewlinePolicy) -> BareNewline {
     match p {
         BareNewlinePolicy::Reject => BareNewline::Reject,
         BareNewlinePolicy::Normalize => BareNewline::Normalize,
@@ -460,7 +461,7 @@ impl<T: Transport> Session<T> {
                     // meant it: refuse and close.
                     let max = s.data_line_length;
                     let text = format!("Message line too long (max {max} bytes)");
-                    respond::write(&mut self.wbuf, 552, "5.3.4", &text);
+                    reply::write(&mut self.wbuf, 552, "5.3.4", &text);
                     break Err(Flow::Close(End::Disconnected("line too long in DATA")));
                 }
             }
@@ -539,7 +540,7 @@ impl<T: Transport> Session<T> {
             self.st.txn = Some(txn);
             self.st.bdat.sink = sink;
             let text = format!("{size} octets received");
-            respond::write(&mut self.wbuf, 250, "2.0.0", &text);
+            reply::write(&mut self.wbuf, 250, "2.0.0", &text);
             return Flow::Next;
         }
         if let Some(scanner) = self.st.bdat.scanner.as_mut() {
@@ -580,7 +581,7 @@ impl State {
             .run(&mut self.cx, Some(txn), Call::DataHeadersEnd)
             .await;
         match respond::for_outcome(Hook::DataHeadersEnd, decision.outcome) {
-            Ok(Some(r)) if r.disconnect => {
+            Answer::Reply(r) if r.disconnect => {
                 self.log_refused("DATA", &r, decision.plugin.as_deref());
                 Some(self.reply_flow(out, r, "refused at end of headers"))
             }

@@ -3,8 +3,10 @@
 
 use ringsmtpd_plugin_api::{Hello, HelloKind, Hook};
 
-use super::{respond, Flow, State};
+use super::respond::{self, Answer};
+use super::{Flow, State};
 use crate::hooks::Call;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn hello(&mut self, out: &mut Vec<u8>, host: &str, ehlo: bool) -> Flow {
@@ -16,9 +18,9 @@ impl State {
         };
         let outcome = self.run(call).await;
         match respond::for_outcome(call.hook(), outcome) {
-            Ok(Some(r)) => return self.reply_flow(out, r, "refused at HELO"),
-            Err(()) => return Flow::Next,
-            Ok(None) => {}
+            Answer::Reply(r) => return self.reply_flow(out, r, "refused at HELO"),
+            Answer::Answered => return Flow::Next,
+            Answer::Proceed => {}
         }
         let kind = if ehlo {
             HelloKind::Ehlo
@@ -44,7 +46,7 @@ impl State {
         let ip = conn.remote.ip();
         if !ehlo {
             let text = format!("{me} Hi {remote} [{ip}]; I am so happy to meet you.");
-            respond::write(out, 250, "", &text);
+            reply::write(out, 250, "", &text);
             return Flow::Next;
         }
         let size = match self.env.settings.databytes {
@@ -64,7 +66,7 @@ impl State {
             "{me} Hi {remote} [{ip}]\nPIPELINING\n8BITMIME\n{size}\nENHANCEDSTATUSCODES\n\
              SMTPUTF8\nCHUNKING\nDSN{starttls}{auth}"
         );
-        respond::write(out, 250, "", &text);
+        reply::write(out, 250, "", &text);
         debug_assert!(call.hook() == Hook::Ehlo);
         Flow::Next
     }

@@ -5,10 +5,11 @@ use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::{address, Level, Outcome};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{Flow, State};
 use crate::hooks::Call;
 use crate::proto::params;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn mail(&mut self, out: &mut Vec<u8>, path: &str, params: &str) -> Flow {
@@ -55,28 +56,28 @@ impl State {
             .run(&mut self.cx, Some(&mut txn), Call::Mail)
             .await;
         match respond::for_outcome(Call::Mail.hook(), decision.outcome.clone()) {
-            Ok(Some(r)) => {
+            Answer::Reply(r) => {
                 self.log_refused("MAIL", &r, decision.plugin.as_deref());
                 let default_text = decision.outcome.msg().is_none()
                     && !matches!(decision.outcome, Outcome::Done(_));
                 if default_text {
                     // qpsmtpd's default texts name the sender: "<a@b>, sender denied".
                     let text = format_args!("{}, {}", txn.sender, r.text);
-                    respond::line(out, r.code, &r.enhanced, text);
+                    reply::line(out, r.code, &r.enhanced, text);
                 } else {
                     r.write(out);
                 }
                 self.spare = Some(txn);
                 super::closing(r.disconnect, "refused at MAIL")
             }
-            Err(()) => {
+            Answer::Answered => {
                 self.txn = Some(txn); // DONE: the plugin answered and accepted the sender
                 Flow::Next
             }
-            Ok(None) => {
+            Answer::Proceed => {
                 let default = "sender OK - how exciting to get mail from you!";
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.1.0", default);
-                respond::line(out, 250, &enh, format_args!("{}, {text}", txn.sender));
+                reply::line(out, 250, &enh, format_args!("{}, {text}", txn.sender));
                 self.txn = Some(txn);
                 Flow::Next
             }
@@ -95,9 +96,9 @@ impl State {
         }
         let outcome = self.run(call).await;
         match respond::for_outcome(call.hook(), outcome.clone()) {
-            Ok(Some(r)) => Err(self.reply_flow(out, r, "refused before parsing")),
-            Err(()) => Err(Flow::Next),
-            Ok(None) => Ok(match outcome {
+            Answer::Reply(r) => Err(self.reply_flow(out, r, "refused before parsing")),
+            Answer::Answered => Err(Flow::Next),
+            Answer::Proceed => Ok(match outcome {
                 Outcome::Ok(Some(path)) => Some(path),
                 _ => None,
             }),

@@ -2,14 +2,15 @@
 
 use ringsmtpd_plugin_api::{Level, Outcome};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{End, Flow, State};
 use crate::hooks::Call;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn rset(&mut self, out: &mut Vec<u8>) -> Flow {
         self.end_transaction().await;
-        respond::write(out, 250, "2.0.0", "OK");
+        reply::write(out, 250, "2.0.0", "OK");
         Flow::Next
     }
 
@@ -20,17 +21,17 @@ impl State {
     pub(super) async fn vrfy(&mut self, out: &mut Vec<u8>, arg: &str) -> Flow {
         let outcome = self.run(Call::Vrfy(arg)).await;
         match respond::for_outcome(Call::Vrfy(arg).hook(), outcome.clone()) {
-            Ok(Some(r)) => self.reply_flow(out, r, "refused at VRFY"),
-            Err(()) => Flow::Next,
-            Ok(None) if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
+            Answer::Reply(r) => self.reply_flow(out, r, "refused at VRFY"),
+            Answer::Answered => Flow::Next,
+            Answer::Proceed if matches!(outcome, ringsmtpd_plugin_api::Outcome::Ok(_)) => {
                 let (enh, text) = respond::ok_text(&outcome, "2.1.5", "User OK");
-                respond::write(out, 250, &enh, &text);
+                reply::write(out, 250, &enh, &text);
                 Flow::Next
             }
             // RFC 5321 §3.5.3: 252 when the server will not verify but will try delivery.
-            Ok(None) => {
+            Answer::Proceed => {
                 let text = "Just try sending a mail and we'll see how it turns out ...";
-                respond::write(out, 252, "2.1.5", text);
+                reply::write(out, 252, "2.1.5", text);
                 Flow::Next
             }
         }
@@ -58,33 +59,36 @@ impl State {
         }
         let me = self.env.svc.me();
         let text = format!("{me} closing connection. Have a wonderful day.");
-        respond::write(out, 221, "2.0.0", &text);
+        reply::write(out, 221, "2.0.0", &text);
         Flow::Close(End::Quit)
     }
 
     pub(super) async fn unrecognized(&mut self, out: &mut Vec<u8>, verb: &str, args: &str) -> Flow {
-        let outcome = self.run(Call::Unrecognized(verb, args)).await;
-        let reply = match respond::for_outcome(Call::Unrecognized(verb, args).hook(), outcome) {
-            Err(()) => return Flow::Next, // a plugin implements the verb and answered
-            Ok(Some(r)) if r.code < 400 => {
-                r.write(out); // a plugin implements the verb: not an error
-                return Flow::Next;
-            }
-            Ok(Some(r)) if r.disconnect => return self.reply_flow(out, r, "unrecognized command"),
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                self.cx.log(
-                    Level::Info,
-                    "core",
-                    format_args!("unrecognized command '{verb}'"),
-                );
-                Resolved::new(500, "5.5.1", "Unrecognized command")
-            }
-        };
+        let outcome = self.run(Call::UnrecognizedCommand(verb, args)).await;
+        let reply =
+            match respond::for_outcome(Call::UnrecognizedCommand(verb, args).hook(), outcome) {
+                Answer::Answered => return Flow::Next, // a plugin implements the verb and answered
+                Answer::Reply(r) if r.code < 400 => {
+                    r.write(out); // a plugin implements the verb: not an error
+                    return Flow::Next;
+                }
+                Answer::Reply(r) if r.disconnect => {
+                    return self.reply_flow(out, r, "unrecognized command")
+                }
+                Answer::Reply(r) => r,
+                Answer::Proceed => {
+                    self.cx.log(
+                        Level::Info,
+                        "core",
+                        format_args!("unrecognized command '{verb}'"),
+                    );
+                    Resolved::new(500, "5.5.1", "Unrecognized command")
+                }
+            };
         self.unrecognized += 1;
         if self.unrecognized > self.env.settings.max_unrecognized {
             let text = "Too many unrecognized commands, closing connection";
-            respond::write(out, 421, "4.7.0", text);
+            reply::write(out, 421, "4.7.0", text);
             return Flow::Close(End::TooManyErrors);
         }
         self.error_flow(out, reply)
@@ -101,10 +105,10 @@ impl State {
     ) -> Flow {
         let outcome = self.run(call).await;
         match respond::for_outcome(call.hook(), outcome) {
-            Ok(Some(r)) => self.reply_flow(out, r, "refused"),
-            Err(()) => Flow::Next,
-            Ok(None) => {
-                respond::write(out, code, enh, text);
+            Answer::Reply(r) => self.reply_flow(out, r, "refused"),
+            Answer::Answered => Flow::Next,
+            Answer::Proceed => {
+                reply::write(out, code, enh, text);
                 Flow::Next
             }
         }

@@ -1,4 +1,5 @@
-//! One SMTP connection: read, split lines, dispatch each verb, write replies.
+//! One SMTP connection: read, take the command lines (framed by `proto::line`), dispatch each
+//! verb, write replies (`proto::reply`).
 //!
 //! The loop parses every complete command in the read buffer before it writes, so a pipelined
 //! batch (RFC 2920) is answered with one write. Each verb lives in its own file:
@@ -22,13 +23,15 @@ use std::time::Duration;
 
 use ringsmtpd_plugin_api::{Connection, Cx, Hook, Level, Outcome, Services, Transaction};
 
-use crate::config::{BareNewlinePolicy, Settings};
+use crate::config::Settings;
 use crate::hooks::{Call, Chains};
 use crate::proto::command::{self, Command};
-use crate::runtime::Shutdown;
+use crate::proto::line::{Line, Lines};
+use crate::proto::reply;
+use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 pub use auth::AuthPolicy;
-use respond::Resolved;
+use respond::{Answer, Resolved};
 
 /// Read buffer: a new connection gets `READ_BUF_MIN` (commands are at most `max_line`, 512 by
 /// default), so 10,000 idle connections cost little. A read that fills the buffer doubles it,
@@ -218,40 +221,24 @@ impl<T: Transport> Session<T> {
         if let Some(end) = self.st.greet(&mut self.wbuf).await {
             return end;
         }
-        let mut discarding = false; // skipping the rest of an over-long command line
+        let settings = &self.st.env.settings;
+        let mut lines = Lines::new(data::bare_policy(settings.bare_newline), settings.max_line);
         loop {
             // Every complete line in the buffer first: that is one pipelined batch.
-            while let Some(nl) = memchr::memchr(b'\n', &self.rbuf[self.rpos..]) {
-                let start = self.rpos;
-                self.rpos += nl + 1;
-                if std::mem::take(&mut discarding) {
-                    let max = self.st.env.settings.max_line;
-                    let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
-                    if let Some(end) = self.st.error(&mut self.wbuf, r) {
-                        return end;
+            while let Some((line, used)) = lines.next(&self.rbuf[self.rpos..]) {
+                self.rpos += used;
+                let line = match line {
+                    Line::Command(line) => line,
+                    Line::TooLong => {
+                        let max = self.st.env.settings.max_line;
+                        let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
+                        if let Some(end) = self.st.error(&mut self.wbuf, r) {
+                            return end;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                if nl + 1 > self.st.env.settings.max_line {
-                    let max = self.st.env.settings.max_line;
-                    let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
-                    if let Some(end) = self.st.error(&mut self.wbuf, r) {
-                        return end;
-                    }
-                    continue;
-                }
-                let line = &self.rbuf[start..start + nl];
-                let reject = self.st.env.settings.bare_newline == BareNewlinePolicy::Reject;
-                let line = match line.strip_suffix(b"\r") {
-                    Some(l) => l,
-                    None if !reject => line,
-                    None => return self.st.bare_newline(&mut self.wbuf, "command"),
+                    Line::BareNewline => return self.st.bare_newline(&mut self.wbuf, "command"),
                 };
-                // A CR inside the line is a bare CR too: refused the same way, because a
-                // receiver that takes it as a line end would see two commands here.
-                if reject && memchr::memchr(b'\r', line).is_some() {
-                    return self.st.bare_newline(&mut self.wbuf, "command");
-                }
                 if self.st.env.shutdown.is_set() {
                     return self.st.shutting_down(&mut self.wbuf);
                 }
@@ -278,11 +265,7 @@ impl<T: Transport> Session<T> {
                 }
             }
             // No complete line left: guard the partial one, answer the batch, read more.
-            let partial = self.rbuf.len() - self.rpos;
-            if partial >= self.st.env.settings.max_line {
-                discarding = true;
-                self.rpos = self.rbuf.len();
-            }
+            self.rpos += lines.overflow(&self.rbuf[self.rpos..]);
             if let Err(end) = self.flush().await {
                 return end;
             }
@@ -382,7 +365,7 @@ impl<T: Transport> Session<T> {
 
     async fn timed_out(&mut self) -> End {
         let me = self.st.env.svc.me().to_string();
-        respond::write(
+        reply::write(
             &mut self.wbuf,
             421,
             "4.4.2",
@@ -405,8 +388,8 @@ impl State {
         for hook in [Call::PreConnection, Call::Connect] {
             let outcome = self.run(hook).await;
             match respond::for_outcome(hook.hook(), outcome) {
-                Ok(None) => {}
-                Ok(Some(r)) => {
+                Answer::Proceed => {}
+                Answer::Reply(r) => {
                     r.write(out);
                     // A plugin's DONE with a 2xx reply replaces the banner; anything else
                     // at connect is a refusal and ends the session.
@@ -415,10 +398,10 @@ impl State {
                     }
                     return None;
                 }
-                Err(()) => return None, // DONE without a reply: no banner
+                Answer::Answered => return None, // DONE without a reply: no banner
             }
         }
-        respond::write(out, 220, "", &self.env.settings.smtpgreeting);
+        reply::write(out, 220, "", &self.env.settings.smtpgreeting);
         None
     }
 
@@ -467,7 +450,7 @@ impl State {
         reply.write(out);
         self.errors += 1;
         if self.errors >= self.env.settings.max_errors {
-            respond::write(out, 421, "4.7.0", "Too many errors, closing connection");
+            reply::write(out, 421, "4.7.0", "Too many errors, closing connection");
             return Some(End::TooManyErrors);
         }
         None
@@ -498,7 +481,7 @@ impl State {
                 self.cx.conn.remote
             ),
         );
-        respond::write(
+        reply::write(
             out,
             521,
             "5.5.2",
@@ -509,7 +492,7 @@ impl State {
 
     fn shutting_down(&mut self, out: &mut Vec<u8>) -> End {
         let me = self.env.svc.me().to_string();
-        respond::write(
+        reply::write(
             out,
             421,
             "4.3.2",
@@ -526,7 +509,7 @@ impl State {
         if !self.tls_offer {
             return self.unrecognized(out, "starttls", "").await;
         }
-        respond::write(out, 220, "2.0.0", "Ready to start TLS");
+        reply::write(out, 220, "2.0.0", "Ready to start TLS");
         Flow::StartTls
     }
 

@@ -4,10 +4,11 @@
 
 use ringsmtpd_plugin_api::{address, Outcome, Recipient};
 
-use super::respond::{self, Resolved};
+use super::respond::{self, Answer, Resolved};
 use super::{Flow, State};
 use crate::hooks::Call;
 use crate::proto::params;
+use crate::proto::reply;
 
 impl State {
     pub(super) async fn rcpt(&mut self, out: &mut Vec<u8>, path: &str, params: &str) -> Flow {
@@ -16,7 +17,7 @@ impl State {
         };
         if txn.recipients.len() >= self.env.settings.max_rcpts {
             // RFC 5321 §4.5.3.1.10: 452, and the client sends the rest in another transaction.
-            respond::write(out, 452, "4.5.3", "Too many recipients");
+            reply::write(out, 452, "4.5.3", "Too many recipients");
             return Flow::Next;
         }
         if !params.is_empty() && !self.cx.conn.is_esmtp() {
@@ -54,16 +55,16 @@ impl State {
             .await;
         let refused = match respond::for_outcome(Call::Rcpt(&rcpt).hook(), decision.outcome.clone())
         {
-            Ok(Some(r)) => Some(r),
-            Err(()) => None, // DONE: the plugin answered; the recipient is not added
-            Ok(None) if decision.outcome == Outcome::Declined => Some(Resolved::new(
+            Answer::Reply(r) => Some(r),
+            Answer::Answered => None, // DONE: the plugin answered; the recipient is not added
+            Answer::Proceed if decision.outcome == Outcome::Declined => Some(Resolved::new(
                 450,
                 "4.7.1",
                 "No plugin decided if relaying is allowed",
             )),
-            Ok(None) => {
+            Answer::Proceed => {
                 let (enh, text) = respond::ok_text(&decision.outcome, "2.1.5", "recipient ok");
-                respond::line(out, 250, &enh, format_args!("{}, {text}", rcpt.addr));
+                reply::line(out, 250, &enh, format_args!("{}, {text}", rcpt.addr));
                 txn.recipients.push(rcpt);
                 return Flow::Next;
             }

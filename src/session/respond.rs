@@ -1,62 +1,11 @@
-//! Replies: the writer (multi-line, enhanced status codes) and the table that turns a hook's
-//! [`Outcome`] into a reply, following qpsmtpd's `*_respond` subs with RFC 3463 codes added.
+//! The table that turns a hook's [`Outcome`] into a reply, following qpsmtpd's `*_respond`
+//! subs with RFC 3463 enhanced status codes added (the bytes are written by `proto::reply`).
 
 use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::{Hook, Outcome, Reply};
 
-/// Appends one reply to `out`. `text` may hold several lines separated by `\n`
-/// (multi-line reply, RFC 5321 §4.2.1). `enhanced` is put before the text of every line
-/// (RFC 2034 §3), unless it is empty (greeting, EHLO and 354 replies carry none).
-pub fn write(out: &mut Vec<u8>, code: u16, enhanced: &str, text: &str) {
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.trim_end_matches('\r'))
-        .peekable();
-    let code = code_digits(code);
-    while let Some(line) = lines.next() {
-        out.extend_from_slice(&code);
-        out.push(if lines.peek().is_some() { b'-' } else { b' ' });
-        if !enhanced.is_empty() {
-            out.extend_from_slice(enhanced.as_bytes());
-            out.push(b' ');
-        }
-        // A reply never carries a control character from a plugin's text into the stream.
-        for &b in line.as_bytes() {
-            out.push(if b < 0x20 && b != b'\t' { b'?' } else { b });
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Appends a one-line reply whose text is formatted straight into `out`: no allocation, which
-/// keeps the per-command path allocation-free. Control characters in the text become `?`.
-pub fn line(out: &mut Vec<u8>, code: u16, enhanced: &str, text: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    out.extend_from_slice(&code_digits(code));
-    out.push(b' ');
-    if !enhanced.is_empty() {
-        out.extend_from_slice(enhanced.as_bytes());
-        out.push(b' ');
-    }
-    let start = out.len();
-    let _ = out.write_fmt(text); // writing to a Vec cannot fail
-    for b in &mut out[start..] {
-        if *b < 0x20 && *b != b'\t' {
-            *b = b'?';
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn code_digits(code: u16) -> [u8; 3] {
-    let code = code.clamp(200, 599);
-    [
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-    ]
-}
+use crate::proto::reply;
 
 /// Splits a leading enhanced status code (`"5.7.1 text"`) off a plugin's text.
 pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
@@ -122,7 +71,7 @@ impl Resolved {
     }
 
     pub fn write(&self, out: &mut Vec<u8>) {
-        write(out, self.code, &self.enhanced, &self.text);
+        reply::write(out, self.code, &self.enhanced, &self.text);
     }
 
     /// A plugin's `Done(Some(reply))`.
@@ -207,30 +156,43 @@ fn deny_row(hook: Hook, outcome: &Outcome) -> Option<Row> {
     })
 }
 
-/// The reply for a deny-type (or `DONE`) outcome at `hook`. `Ok(None)`: the outcome does not
-/// answer here (OK/DECLINED, or a deny qpsmtpd ignores at this hook): the caller proceeds.
-/// `Err(())` means `DONE` without a reply: send nothing.
-pub fn for_outcome(hook: Hook, outcome: Outcome) -> Result<Option<Resolved>, ()> {
+/// What a hook's outcome means for the reply to the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The outcome does not answer here (OK/DECLINED, or a deny qpsmtpd ignores at this
+    /// hook): the caller goes on with its own reply.
+    Proceed,
+    /// Send this reply (a deny from the table, or a plugin's `DONE` with a reply).
+    Reply(Resolved),
+    /// `DONE` without a reply: the plugin answered itself; send nothing.
+    Answered,
+}
+
+/// The reply for a deny-type (or `DONE`) outcome at `hook`.
+pub fn for_outcome(hook: Hook, outcome: Outcome) -> Answer {
     if let Outcome::Done(reply) = outcome {
-        return reply.map(|r| Some(Resolved::from_reply(r))).ok_or(());
+        return match reply {
+            Some(r) => Answer::Reply(Resolved::from_reply(r)),
+            None => Answer::Answered,
+        };
     }
     if !outcome.is_deny() {
-        return Ok(None);
+        return Answer::Proceed;
     }
     let Some(Row(code, enh, default, disconnect)) = deny_row(hook, &outcome) else {
-        return Ok(None);
+        return Answer::Proceed;
     };
     let (enhanced, text) = match outcome.msg_cow().map(split_msg) {
         Some((Some(e), text)) => (e, text),
         Some((None, text)) => (Cow::Borrowed(enh), text),
         None => (Cow::Borrowed(enh), Cow::Borrowed(default)),
     };
-    Ok(Some(Resolved {
+    Answer::Reply(Resolved {
         code,
         enhanced: fix_class(enhanced, code),
         text,
         disconnect,
-    }))
+    })
 }
 
 /// The text of an `OK` outcome, split from its enhanced code, or the defaults given.
@@ -250,27 +212,6 @@ pub fn ok_text(
 mod tests {
     use super::*;
 
-    fn written(code: u16, enh: &str, text: &str) -> String {
-        let mut out = Vec::new();
-        write(&mut out, code, enh, text);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn single_and_multi_line() {
-        assert_eq!(written(250, "2.0.0", "OK"), "250 2.0.0 OK\r\n");
-        assert_eq!(written(220, "", "mx ESMTP"), "220 mx ESMTP\r\n");
-        assert_eq!(
-            written(214, "2.0.0", "a\nb\nc"),
-            "214-2.0.0 a\r\n214-2.0.0 b\r\n214 2.0.0 c\r\n"
-        );
-    }
-
-    #[test]
-    fn control_chars_never_reach_the_wire() {
-        assert_eq!(written(550, "5.7.1", "a\rb\x00c"), "550 5.7.1 a?b?c\r\n");
-    }
-
     #[test]
     fn enhanced_split() {
         assert_eq!(
@@ -283,42 +224,47 @@ mod tests {
         assert_eq!(split_enhanced("Relaying denied"), (None, "Relaying denied"));
     }
 
+    /// The reply of an outcome that must answer.
+    fn reply(a: Answer) -> Resolved {
+        match a {
+            Answer::Reply(r) => r,
+            other => panic!("no reply: {other:?}"),
+        }
+    }
+
     #[test]
     fn table_follows_qpsmtpd() {
-        let r = for_outcome(Hook::Rcpt, Outcome::Deny(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Rcpt, Outcome::Deny(None)));
         assert_eq!((r.code, &*r.enhanced, r.disconnect), (550, "5.7.1", false));
-        let r = for_outcome(Hook::Mail, Outcome::DenySoftDisconnect(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Mail, Outcome::DenySoftDisconnect(None)));
         assert_eq!((r.code, r.disconnect), (421, true));
-        let r = for_outcome(Hook::Data, Outcome::DenySoft(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::Data, Outcome::DenySoft(None)));
         assert_eq!(r.code, 451);
-        let r = for_outcome(Hook::Queue, Outcome::deny_soft("4.3.0 disk full"))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(
+            Hook::Queue,
+            Outcome::deny_soft("4.3.0 disk full"),
+        ));
         assert_eq!(
             (r.code, &*r.enhanced, &*r.text),
             (452, "4.3.0", "disk full")
         );
         // A 5.x.x text on a soft reject takes the 4 class.
-        let r = for_outcome(Hook::Rcpt, Outcome::deny_soft("5.7.1 greylisted"))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(
+            Hook::Rcpt,
+            Outcome::deny_soft("5.7.1 greylisted"),
+        ));
         assert_eq!((r.code, &*r.enhanced), (450, "4.7.1"));
-        let r = for_outcome(Hook::PreConnection, Outcome::DenySoft(None))
-            .unwrap()
-            .unwrap();
+        let r = reply(for_outcome(Hook::PreConnection, Outcome::DenySoft(None)));
         assert_eq!((r.code, r.disconnect), (451, true));
         // data_headers_end only acts on the disconnect outcomes.
         assert_eq!(
             for_outcome(Hook::DataHeadersEnd, Outcome::Deny(None)),
-            Ok(None)
+            Answer::Proceed
         );
-        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Ok(None)), Ok(None));
-        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Done(None)), Err(()));
+        assert_eq!(for_outcome(Hook::Rcpt, Outcome::Ok(None)), Answer::Proceed);
+        assert_eq!(
+            for_outcome(Hook::Rcpt, Outcome::Done(None)),
+            Answer::Answered
+        );
     }
 }

@@ -16,8 +16,9 @@ use ringsmtpd_plugin_api::{
 use super::{End, Env, Session};
 use crate::config::Settings;
 use crate::hooks::Chains;
-use crate::runtime::{self, Driver, Shutdown};
+use crate::runtime::{self, Driver};
 use crate::services::WorkerServices;
+use crate::shutdown::Shutdown;
 use crate::transport::Transport;
 
 /// Input chunks, one per read; after them EOF (or a read that never ends, for timeouts).

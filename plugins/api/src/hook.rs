@@ -1,106 +1,33 @@
-//! The hooks, with qpsmtpd's names (`lib/Qpsmtpd/Plugin.pm` `@hooks`).
+//! The hooks, with qpsmtpd's names (`lib/Qpsmtpd/Plugin.pm` `@hooks`), from the list in
+//! `hook_list.rs`, and the set of hooks a plugin implements.
 
-/// One hook of the SMTP conversation. The discriminant is the bit in a [`HookSet`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Hook {
-    PreConnection,
-    Connect,
-    Helo,
-    Ehlo,
-    MailPre,
-    Mail,
-    RcptPre,
-    Rcpt,
-    Data,
-    DataHeadersEnd,
-    DataPostHeaders,
-    DataPost,
-    QueuePre,
-    Queue,
-    QueuePost,
-    ResetTransaction,
-    Disconnect,
-    PostConnection,
-    UnrecognizedCommand,
-    Vrfy,
-    Noop,
-    Help,
-    Quit,
-    Deny,
-    Ok,
-    ReceivedLine,
-    Logging,
-    Auth,
+/// `Hook`, `Hook::ALL` and `Hook::name` from the hook list.
+macro_rules! hook_enum {
+    (hooks: [$($(#[$doc:meta])* $hook:ident $name:literal;)*] chained: [$($chained:tt)*]) => {
+        /// One hook of the SMTP conversation. The discriminant is the bit in a [`HookSet`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Hook {
+            $($(#[$doc])* $hook,)*
+        }
+
+        impl Hook {
+            /// Every hook, in the order of the SMTP conversation.
+            pub const ALL: [Hook; [$($name),*].len()] = [$(Hook::$hook),*];
+
+            /// qpsmtpd's name for the hook (`pre-connection`, `data_post`, ...).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Hook::$hook => $name,)*
+                }
+            }
+        }
+    };
 }
 
+crate::for_each_hook!(hook_enum);
+
 impl Hook {
-    /// Every hook, in the order of the SMTP conversation.
-    pub const ALL: [Hook; 28] = [
-        Hook::PreConnection,
-        Hook::Connect,
-        Hook::Helo,
-        Hook::Ehlo,
-        Hook::MailPre,
-        Hook::Mail,
-        Hook::RcptPre,
-        Hook::Rcpt,
-        Hook::Data,
-        Hook::DataHeadersEnd,
-        Hook::DataPostHeaders,
-        Hook::DataPost,
-        Hook::QueuePre,
-        Hook::Queue,
-        Hook::QueuePost,
-        Hook::ResetTransaction,
-        Hook::Disconnect,
-        Hook::PostConnection,
-        Hook::UnrecognizedCommand,
-        Hook::Vrfy,
-        Hook::Noop,
-        Hook::Help,
-        Hook::Quit,
-        Hook::Deny,
-        Hook::Ok,
-        Hook::ReceivedLine,
-        Hook::Logging,
-        Hook::Auth,
-    ];
-
-    /// qpsmtpd's name for the hook (`pre-connection`, `data_post`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::PreConnection => "pre-connection",
-            Hook::Connect => "connect",
-            Hook::Helo => "helo",
-            Hook::Ehlo => "ehlo",
-            Hook::MailPre => "mail_pre",
-            Hook::Mail => "mail",
-            Hook::RcptPre => "rcpt_pre",
-            Hook::Rcpt => "rcpt",
-            Hook::Data => "data",
-            Hook::DataHeadersEnd => "data_headers_end",
-            Hook::DataPostHeaders => "data_post_headers",
-            Hook::DataPost => "data_post",
-            Hook::QueuePre => "queue_pre",
-            Hook::Queue => "queue",
-            Hook::QueuePost => "queue_post",
-            Hook::ResetTransaction => "reset_transaction",
-            Hook::Disconnect => "disconnect",
-            Hook::PostConnection => "post-connection",
-            Hook::UnrecognizedCommand => "unrecognized_command",
-            Hook::Vrfy => "vrfy",
-            Hook::Noop => "noop",
-            Hook::Help => "help",
-            Hook::Quit => "quit",
-            Hook::Deny => "deny",
-            Hook::Ok => "ok",
-            Hook::ReceivedLine => "received_line",
-            Hook::Logging => "logging",
-            Hook::Auth => "auth",
-        }
-    }
-
     /// Looks a hook up by its qpsmtpd name; `_` and `-` are interchangeable.
     pub fn from_name(name: &str) -> Option<Hook> {
         Hook::ALL

@@ -17,6 +17,7 @@ pub mod dnsutil;
 mod envelope;
 pub mod headers;
 mod hook;
+mod hook_list;
 pub mod mime;
 pub mod net;
 mod notes;

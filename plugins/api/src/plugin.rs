@@ -1,176 +1,82 @@
 //! The [`Plugin`] trait and how a plugin is built from its `config/plugins` line (its common
 //! arguments are in [`crate::Common`]).
 
+use std::cell::Cell;
 use std::fmt;
 
 use crate::context::{Cx, Level, Transaction};
-use crate::envelope::Recipient;
-use crate::hook::{Hook, HookSet};
+use crate::hook::HookSet;
 use crate::outcome::{Outcome, Step};
 
-/// A plugin: a set of hooks. Every hook has a default that declines at no cost; a plugin
-/// overrides the hooks it lists in [`Plugin::hooks`].
-///
-/// Plugins are built once per worker from their config line and live on that worker, so they
-/// need not be `Send` or `Sync` and may keep per-core state in `Cell`/`RefCell`.
-///
-/// Hooks that run inside a mail transaction get it as `txn`. A `Step::Pending` future may
-/// borrow the plugin, `cx` and `txn`; the engine awaits it under the plugin timeout.
-#[allow(unused_variables)]
-pub trait Plugin {
-    /// The hooks this plugin implements. The engine calls only these.
-    fn hooks(&self) -> HookSet;
+/// The [`Plugin`] trait, its hook methods from the hook list.
+macro_rules! plugin_trait {
+    (
+        hooks: [$($hooks:tt)*]
+        chained: [$(
+            $(#[$doc:meta])* $hook:ident $name:literal
+            fn $method:ident(cx $(, $txn:ident)? $(; $($arg:ident: $ty:ty),+)?);
+        )*]
+    ) => {
+        /// A plugin: a set of hooks. Every hook has a default that declines; a plugin overrides
+        /// the hooks it lists in [`Plugin::hooks`] (`testing::unlisted_overrides` finds one it
+        /// overrides but does not list).
+        ///
+        /// Plugins are built once per worker from their config line and live on that worker, so
+        /// they need not be `Send` or `Sync` and may keep per-core state in `Cell`/`RefCell`.
+        ///
+        /// Hooks that run inside a mail transaction get it as `txn`. A `Step::Pending` future may
+        /// borrow the plugin, `cx` and `txn`; the engine awaits it under the plugin timeout.
+        #[allow(unused_variables)]
+        pub trait Plugin {
+            /// The hooks this plugin implements. The engine calls only these.
+            fn hooks(&self) -> HookSet;
 
-    /// A connection was accepted, before any session state exists.
-    fn pre_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// Before the banner.
-    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `HELO host`, after syntax checks.
-    fn helo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `EHLO host`, after syntax checks.
-    fn ehlo<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `MAIL FROM` before the path is parsed: `path` as sent (normally `<...>`), `params` the
-    /// ESMTP parameters. `OK` with a text replaces the path (how `dont_require_anglebrackets`
-    /// adds the brackets); a deny refuses the command with 501 (qpsmtpd's `mail_pre`).
-    fn mail_pre<'a>(&'a self, cx: &'a mut Cx, path: &'a str, params: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `MAIL FROM`: `txn.sender` and `txn.mail_params` are set; a deny discards `txn`.
-    fn mail<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `RCPT TO` before the path is parsed, as [`Plugin::mail_pre`].
-    fn rcpt_pre<'a>(&'a self, cx: &'a mut Cx, path: &'a str, params: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `RCPT TO`: `rcpt` joins `txn.recipients` on `OK`. Every plugin declining gives 450:
-    /// some plugin must accept, so the server is never an open relay by accident.
-    fn rcpt<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        txn: &'a mut Transaction,
-        rcpt: &'a Recipient,
-    ) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// `DATA` (or the first `BDAT`), before the 354.
-    fn data<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The header section has been received; the body is still coming.
-    /// Only the `*_DISCONNECT` outcomes act here.
-    fn data_headers_end<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The whole message is in, before Received and Authentication-Results are added: the
-    /// place to add headers (SPF, DKIM). The outcome is ignored, as in qpsmtpd.
-    fn data_post_headers<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The whole message is in and the core headers are added: content checks.
-    fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// Before queueing.
-    fn queue_pre<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// Deliver the message. `OK` means it is durable at the destination (fsync'd or accepted
-    /// downstream); only then does the client get 250.
-    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// After the queue reply was sent; the outcome is only logged.
-    fn queue_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The transaction ends (RSET, new MAIL, after queueing or a data deny, disconnect).
-    fn reset_transaction<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The session is ending (QUIT, a `*_DISCONNECT`, EOF). Outcome ignored.
-    fn disconnect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The connection is closed. Outcome ignored.
-    fn post_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// A verb the core does not know; `verb` is lowercased.
-    fn unrecognized_command<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        verb: &'a str,
-        args: &'a str,
-    ) -> Step<'a> {
-        Step::DECLINED
-    }
-    fn vrfy<'a>(&'a self, cx: &'a mut Cx, arg: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    fn noop<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    fn help<'a>(&'a self, cx: &'a mut Cx, args: &'a str) -> Step<'a> {
-        Step::DECLINED
-    }
-    fn quit<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// Another plugin (`plugin`) denied at `hook`. Outcome ignored.
-    fn deny<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        plugin: &'a str,
-        hook: Hook,
-        outcome: &'a Outcome,
-    ) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// Another plugin (`plugin`) gave a non-deny outcome at `hook`. Outcome ignored.
-    fn ok<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        plugin: &'a str,
-        hook: Hook,
-        outcome: &'a Outcome,
-    ) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// An SMTP AUTH attempt (RFC 4954): `OK` authenticates the client (235, it becomes a
-    /// relay client); anything else fails it (535). Backends run in `config/plugins` order.
-    fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a crate::auth::AuthRequest) -> Step<'a> {
-        Step::DECLINED
-    }
-    /// The mechanisms this auth backend can check; the server advertises the union.
-    /// CRAM-MD5 needs the clear password on the server side, so it is not in the default.
-    fn auth_mechanisms(&self) -> &'static [crate::auth::Mechanism] {
-        &[crate::auth::Mechanism::Plain, crate::auth::Mechanism::Login]
-    }
-    /// A log line (qpsmtpd's `logging` hook). Logging plugins are listed in `config/logging`;
-    /// they run in order until one returns `OK`. Without any, the core writes to stderr.
-    /// Called synchronously and often: it must not block (buffer, and write off the worker).
-    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        Outcome::Declined
-    }
-    /// The core is about to add its Received header; `protocol` is `SMTP`, `ESMTP`, `ESMTPS`,
-    /// `ESMTPA` or `ESMTPSA` (RFC 3848). `Ok(Some(text))` replaces the header's value.
-    fn received_line<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        txn: &'a mut Transaction,
-        protocol: &'a str,
-    ) -> Step<'a> {
-        Step::DECLINED
-    }
+            $(
+                $(#[$doc])*
+                fn $method<'a>(
+                    &'a self,
+                    cx: &'a mut Cx,
+                    $($txn: &'a mut Transaction,)?
+                    $($($arg: $ty,)+)?
+                ) -> Step<'a> {
+                    reached_default();
+                    Step::DECLINED
+                }
+            )*
+
+            /// The mechanisms this auth backend can check; the server advertises the union.
+            /// CRAM-MD5 needs the clear password on the server side, so it is not in the default.
+            fn auth_mechanisms(&self) -> &'static [crate::auth::Mechanism] {
+                &[crate::auth::Mechanism::Plain, crate::auth::Mechanism::Login]
+            }
+
+            /// A log line (qpsmtpd's `logging` hook). Logging plugins are listed in
+            /// `config/logging`; they run in order until one returns `OK`. Without any, the core
+            /// writes to stderr. Called synchronously and often: it must not block (buffer, and
+            /// write off the worker).
+            fn logging(&self, record: &LogRecord<'_>) -> Outcome {
+                reached_default();
+                Outcome::Declined
+            }
+        }
+    };
+}
+
+crate::for_each_hook!(plugin_trait);
+
+thread_local! {
+    /// Set by every default hook method: a hook the engine calls is listed in `hooks()`, so
+    /// this is only read by [`crate::testing::unlisted_overrides`], which calls the others.
+    static DEFAULT_REACHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn reached_default() {
+    DEFAULT_REACHED.set(true);
+}
+
+/// True if a default hook method ran since the last call (on this thread).
+pub(crate) fn take_default_reached() -> bool {
+    DEFAULT_REACHED.replace(false)
 }
 
 /// One log line, as the `logging` hook sees it.

@@ -1,0 +1,42 @@
+//! Listening sockets: one SO_REUSEPORT socket per worker per listen address (the kernel spreads
+//! connections between them), and the check that no other process holds a port already.
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::config::ListenSpec;
+
+/// Pending connections per listener (listen(2) backlog).
+const BACKLOG: i32 = 1024;
+
+/// Binds one listener socket for `spec`. SO_REUSEPORT lets every worker (and, with `--join`,
+/// another process) bind the same address; the kernel balances connections between them.
+pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = Domain::for_address(spec.addr);
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if spec.addr.is_ipv6() {
+        // `*` binds 0.0.0.0 and [::] separately; without V6ONLY the second would collide.
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&spec.addr.into())?;
+    sock.listen(BACKLOG)?;
+    Ok(sock.into())
+}
+
+/// Fails if another process already listens on `addr`. monoio's own bind enables
+/// SO_REUSEPORT, so a second daemon would otherwise silently share the port.
+pub fn check_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?; // TIME_WAIT leftovers are no conflict
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(1)?;
+    Ok(())
+}

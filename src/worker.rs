@@ -1,0 +1,271 @@
+//! The worker threads: each runs one monoio runtime with its own plugin instances, accepts on
+//! its listeners, rebuilds its environment when the config generation changes (reload), and
+//! drains its sessions at shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringsmtpd_plugin_api::{ConfigError, Level};
+
+use crate::catch::CatchUnwind;
+use crate::config::ListenSpec;
+use crate::control::Control;
+use crate::hooks::Chains;
+use crate::incoming;
+use crate::metrics::WorkerMetrics;
+use crate::runtime::{run_on, Driver};
+use crate::services::WorkerServices;
+use crate::session::Env;
+use crate::shutdown::Shutdown;
+use crate::snapshot::Snapshot;
+
+/// Starts `threads` workers on `listeners` (one socket per worker per listen address, bound
+/// by the caller). Returns the join handles.
+pub fn start(
+    control: &Arc<Control>,
+    driver: Driver,
+    listeners: Vec<Vec<(std::net::TcpListener, ListenSpec)>>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+    let mut handles = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let workers = listeners.len();
+    for (id, socks) in listeners.into_iter().enumerate() {
+        let rx = control.stop_signal();
+        let worker_control = control.clone();
+        let ready = ready_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringsmtpd-w{id}"))
+            .spawn(move || {
+                let started = ready.clone();
+                let run = run_on(driver, || {
+                    worker(id as u16, worker_control, socks, rx, started)
+                });
+                if let Err(e) = run {
+                    let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
+                }
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                control.shutdown();
+                return Err(format!("cannot start worker {id}: {e}"));
+            }
+        }
+    }
+    drop(ready_tx);
+    // Every worker must be serving before the server says it listens: a worker that failed
+    // would leave its share of the SO_REUSEPORT sockets unanswered.
+    for _ in 0..workers {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(stop_all(control, handles, e)),
+            Err(_) => return Err(stop_all(control, handles, "a worker did not start".into())),
+        }
+    }
+    Ok(handles)
+}
+
+/// Stops the workers that did start and returns `why`.
+fn stop_all(control: &Control, handles: Vec<std::thread::JoinHandle<()>>, why: String) -> String {
+    control.shutdown();
+    for h in handles {
+        let _ = h.join();
+    }
+    why
+}
+
+/// The per-worker environment, rebuilt when the config generation changes.
+struct WorkerEnv {
+    id: u16,
+    control: Arc<Control>,
+    shutdown: Rc<Shutdown>,
+    current: RefCell<(u64, Rc<Env>)>,
+    next_conn: Cell<u64>,
+    active: Cell<usize>,
+    /// This worker's counters, kept across reloads.
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl WorkerEnv {
+    /// The env for a new connection; rebuilds the chains after a reload.
+    fn env(&self) -> Rc<Env> {
+        let gen = self.control.generation();
+        if self.current.borrow().0 != gen {
+            let snap = self.control.snapshot();
+            match make_env(&snap, self.shutdown.clone(), self.metrics.clone()) {
+                Ok(env) => *self.current.borrow_mut() = (gen, Rc::new(env)),
+                Err(e) => {
+                    crate::log!(
+                        Level::Error,
+                        0,
+                        "core",
+                        "worker {}: reload failed: {e}",
+                        self.id
+                    );
+                    self.current.borrow_mut().0 = gen; // keep the old chains; do not retry
+                }
+            }
+        }
+        self.current.borrow().1.clone()
+    }
+
+    fn conn_id(&self) -> u64 {
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        (u64::from(self.id) + 1) << 40 | n
+    }
+}
+
+/// A worker's environment from a snapshot: its own plugin instances, its services.
+pub fn make_env(
+    snap: &Snapshot,
+    shutdown: Rc<Shutdown>,
+    metrics: Arc<WorkerMetrics>,
+) -> Result<Env, ConfigError> {
+    Ok(env_with(snap, snap.chains()?, shutdown, metrics))
+}
+
+/// The environment around chains already built (`--stdio` reuses the ones `load` checked).
+pub fn env_with(
+    snap: &Snapshot,
+    mut chains: Chains,
+    shutdown: Rc<Shutdown>,
+    metrics: Arc<WorkerMetrics>,
+) -> Env {
+    chains.attach_metrics(&metrics);
+    let svc = Rc::new(WorkerServices::new(snap.settings.me.clone()));
+    svc.set_loggers(chains.loggers());
+    // One DNS client per worker (per reload: a new config gets a fresh client and cache).
+    svc.set_resolver(crate::dns::Resolver::new(snap.settings.resolver_config()));
+    let dns = svc.resolver().cloned();
+    Env {
+        settings: snap.settings.clone(),
+        tls: snap.tls.clone(),
+        auth: snap.auth,
+        metrics,
+        dns,
+        chains,
+        svc,
+        shutdown,
+    }
+}
+
+async fn worker(
+    id: u16,
+    control: Arc<Control>,
+    socks: Vec<(std::net::TcpListener, ListenSpec)>,
+    stop: futures_channel::oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let shutdown = Rc::new(Shutdown::default());
+    let snap = control.snapshot();
+    let gen = control.generation();
+    let metrics = crate::metrics::register();
+    let env = match make_env(&snap, shutdown.clone(), metrics.clone()) {
+        Ok(env) => Rc::new(env),
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: {e}")));
+            return;
+        }
+    };
+    let w = Rc::new(WorkerEnv {
+        id,
+        control,
+        shutdown: shutdown.clone(),
+        current: RefCell::new((gen, env)),
+        next_conn: Cell::new(0),
+        active: Cell::new(0),
+        metrics,
+    });
+    {
+        let shutdown = shutdown.clone();
+        monoio::spawn(async move {
+            let _ = stop.await; // a dropped sender (main thread gone) also stops the worker
+            shutdown.trigger();
+        });
+    }
+    for (sock, spec) in socks {
+        let listener = match monoio::net::TcpListener::from_std(sock) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {id}: listener {}: {e}", spec.addr)));
+                return;
+            }
+        };
+        monoio::spawn(accept_loop(w.clone(), listener, spec));
+    }
+    let _ = ready.send(Ok(()));
+    {
+        // The DNS client's counters are worker-local: copy them out for the scraper.
+        let w = w.clone();
+        monoio::spawn(async move {
+            while !w.shutdown.is_set() {
+                monoio::time::sleep(Duration::from_secs(1)).await;
+                let env = w.current.borrow().1.clone();
+                if let Some(dns) = &env.dns {
+                    w.metrics.publish_dns(&dns.stats());
+                }
+            }
+        });
+    }
+    shutdown.wait().await;
+    // Drain: sessions answer 421 at their next command; those inside DATA may finish.
+    let deadline = Instant::now() + w.current.borrow().1.settings.shutdown_timeout;
+    while w.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if w.active.get() > 0 {
+        crate::log!(
+            Level::Warn,
+            0,
+            "core",
+            "worker {id}: {} sessions cut at shutdown",
+            w.active.get()
+        );
+    }
+}
+
+async fn accept_loop(w: Rc<WorkerEnv>, listener: monoio::net::TcpListener, spec: ListenSpec) {
+    loop {
+        let accepted = monoio::select! {
+            a = listener.accept() => a,
+            _ = w.shutdown.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let w2 = w.clone();
+                let spec = spec.clone();
+                w.active.set(w.active.get() + 1);
+                monoio::spawn(async move {
+                    let guard = ActiveGuard(w2.clone());
+                    let (env, id, peers) = (w2.env(), w2.conn_id(), &w2.control.peers);
+                    let task = Box::pin(incoming::serve(env, id, peers, stream, peer, &spec));
+                    if CatchUnwind(task).await.is_err() {
+                        crate::log!(
+                            Level::Crit,
+                            0,
+                            "core",
+                            "session from {peer} panicked; closed"
+                        );
+                    }
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly instead of spinning.
+                crate::log!(Level::Error, 0, "core", "accept on {}: {e}", spec.addr);
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+struct ActiveGuard(Rc<WorkerEnv>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
