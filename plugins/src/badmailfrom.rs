@@ -66,7 +66,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{lower_parts, AddrList};
+use crate::helpers::matchers::{lower_parts, AddrList};
 
 const DEFAULT_REASON: &str = "Your envelope sender is in my badmailfrom list";
 

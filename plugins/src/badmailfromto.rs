@@ -64,7 +64,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{first_word, lower_parts, AddrPattern};
+use crate::helpers::matchers::{first_word, lower_parts, AddrPattern};
 
 /// Txn note: the lines whose sender matched this transaction's sender (indexes into `pairs`).
 struct Refused(Vec<usize>);

@@ -64,7 +64,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{lower_parts, AddrList};
+use crate::helpers::matchers::{lower_parts, AddrList};
 
 /// The `badrcptto` plugin.
 pub struct Badrcptto {

@@ -62,7 +62,7 @@ use ringsmtpd_plugin_api::{
     Common, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
 };
 
-use crate::matchers::{bump, limit_args};
+use crate::helpers::limits::{bump, limit_args};
 
 /// Unknown commands seen on this connection (qpsmtpd conn note `unrec_cmd_count`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

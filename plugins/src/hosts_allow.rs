@@ -80,7 +80,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::Verdict;
+use crate::helpers::matchers::Verdict;
 
 /// The `hosts_allow` plugin.
 pub struct HostsAllow {

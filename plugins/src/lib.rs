@@ -6,107 +6,105 @@ use std::sync::OnceLock;
 
 use ringsmtpd_plugin_api::Factory;
 
-// issue 6, SMTP AUTH backends:
+mod helpers;
+
 pub mod auth;
+pub mod badmailfrom;
+pub mod badmailfromto;
+pub mod badrcptto;
 pub mod bogus_bounce;
 pub mod connection_time;
 pub mod content_log;
 pub mod count_unrecognized_commands;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
+pub mod dont_require_anglebrackets;
+pub mod earlytalker;
 pub mod fcrdns;
 pub mod headers;
 pub mod helo;
 pub mod help;
+pub mod hosts_allow;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
 #[cfg(any(test, feature = "test-plugins"))]
 pub mod misbehave;
+pub mod naughty;
 pub mod noop_counter;
+pub mod parse_addr_withhelo;
 pub mod queue;
 pub mod random_error;
-pub mod rcpt_ok;
-pub mod require_auth;
-// issue 3, connection and envelope policy:
-pub mod badmailfrom;
-pub mod badmailfromto;
-pub mod badrcptto;
-pub mod dont_require_anglebrackets;
-pub mod earlytalker;
-pub mod hosts_allow;
-mod matchers;
-pub mod naughty;
-pub mod parse_addr_withhelo;
 pub mod rcpt_map;
+pub mod rcpt_ok;
 pub mod rcpt_regexp;
 pub mod relay;
+pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
 pub mod uribl;
 pub mod whitelist;
 
-/// The plugins, under their qpsmtpd names.
+/// The plugins, under their qpsmtpd names (as written in `config/plugins`), sorted by name.
+/// A name with a slash lives in the folder of its family: `queue/maildir` is
+/// `queue/maildir.rs`, `auth/auth_imap` is `auth/auth_imap.rs`.
 const PLUGINS: &[(&str, Factory)] = &[
-    ("rcpt_ok", rcpt_ok::new),
-    ("require_auth", require_auth::new),
-    ("queue/maildir", queue::maildir::new),
-    ("queue/discard", queue::discard::new),
-    // issue 4, local queues:
-    ("queue/qmail-queue", queue::qmail_queue::new),
-    ("queue/postfix-queue", queue::postfix_queue::new),
-    ("queue/exim-bsmtp", queue::exim_bsmtp::new),
-    ("queue/smtp-forward", queue::smtp_forward::new),
-    ("queue/lmtp", queue::lmtp::new),
-    // issue 3, connection and envelope policy:
-    ("earlytalker", earlytalker::new),
-    ("hosts_allow", hosts_allow::new),
-    ("relay", relay::new),
-    ("whitelist", whitelist::new),
+    ("auth/auth_checkpassword", auth::auth_checkpassword::new),
+    ("auth/auth_flat_file", auth::auth_flat_file::new),
+    ("auth/auth_imap", auth::auth_imap::new),
+    ("auth/auth_ldap_bind", auth::auth_ldap_bind::new),
+    ("auth/authdeny", auth::authdeny::new),
     ("badmailfrom", badmailfrom::new),
     ("badmailfromto", badmailfromto::new),
     ("badrcptto", badrcptto::new),
-    ("rcpt_map", rcpt_map::new),
-    ("rcpt_regexp", rcpt_regexp::new),
-    (
-        "dont_require_anglebrackets",
-        dont_require_anglebrackets::new,
-    ),
-    ("parse_addr_withhelo", parse_addr_withhelo::new),
-    ("naughty", naughty::new),
-    ("logging/warn", logging::warn::new),
-    ("logging/file", logging::file::new),
-    ("logging/syslog", logging::syslog::new),
-    ("logging/adaptive", logging::adaptive::new),
-    ("logging/devnull", logging::devnull::new),
-    ("logging/connection_id", logging::connection_id::new),
-    ("logging/transaction_id", logging::transaction_id::new),
-    ("dnsbl", dnsbl::new),
-    ("rhsbl", rhsbl::new),
-    ("dns_whitelist_soft", dns_whitelist_soft::new),
-    ("fcrdns", fcrdns::new),
-    ("helo", helo::new),
-    ("resolvable_fromhost", resolvable_fromhost::new),
-    ("uribl", uribl::new),
+    ("bogus_bounce", bogus_bounce::new),
+    ("connection_time", connection_time::new),
+    ("content_log", content_log::new),
     (
         "count_unrecognized_commands",
         count_unrecognized_commands::new,
     ),
-    ("noop_counter", noop_counter::new),
-    ("loadcheck", loadcheck::new),
-    ("connection_time", connection_time::new),
-    ("random_error", random_error::new),
-    ("help", help::new),
-    ("bogus_bounce", bogus_bounce::new),
+    ("dns_whitelist_soft", dns_whitelist_soft::new),
+    ("dnsbl", dnsbl::new),
+    (
+        "dont_require_anglebrackets",
+        dont_require_anglebrackets::new,
+    ),
+    ("earlytalker", earlytalker::new),
+    ("fcrdns", fcrdns::new),
     ("headers", headers::new),
+    ("helo", helo::new),
+    ("help", help::new),
+    ("hosts_allow", hosts_allow::new),
+    ("loadcheck", loadcheck::new),
+    ("logging/adaptive", logging::adaptive::new),
+    ("logging/connection_id", logging::connection_id::new),
+    ("logging/devnull", logging::devnull::new),
+    ("logging/file", logging::file::new),
+    ("logging/syslog", logging::syslog::new),
+    ("logging/transaction_id", logging::transaction_id::new),
+    ("logging/warn", logging::warn::new),
     ("loop", r#loop::new),
-    ("content_log", content_log::new),
-    // issue 6, SMTP AUTH backends:
-    ("auth/auth_flat_file", auth::auth_flat_file::new),
-    ("auth/auth_checkpassword", auth::auth_checkpassword::new),
-    ("auth/auth_ldap_bind", auth::auth_ldap_bind::new),
-    ("auth/auth_imap", auth::auth_imap::new),
-    ("auth/authdeny", auth::authdeny::new),
+    ("naughty", naughty::new),
+    ("noop_counter", noop_counter::new),
+    ("parse_addr_withhelo", parse_addr_withhelo::new),
+    ("queue/discard", queue::discard::new),
+    ("queue/exim-bsmtp", queue::exim_bsmtp::new),
+    ("queue/lmtp", queue::lmtp::new),
+    ("queue/maildir", queue::maildir::new),
+    ("queue/postfix-queue", queue::postfix_queue::new),
+    ("queue/qmail-queue", queue::qmail_queue::new),
+    ("queue/smtp-forward", queue::smtp_forward::new),
+    ("random_error", random_error::new),
+    ("rcpt_map", rcpt_map::new),
+    ("rcpt_ok", rcpt_ok::new),
+    ("rcpt_regexp", rcpt_regexp::new),
+    ("relay", relay::new),
+    ("require_auth", require_auth::new),
+    ("resolvable_fromhost", resolvable_fromhost::new),
+    ("rhsbl", rhsbl::new),
+    ("uribl", uribl::new),
+    ("whitelist", whitelist::new),
 ];
 
 /// Plugins for tests only, never in a production build: `misbehave` panics and hangs on
@@ -175,6 +173,17 @@ mod tests {
         assert!(find("rcpt_ok:").is_none());
         assert!(find("rcpt_ok:x").is_none());
         assert!(find("no_such_plugin").is_none());
+    }
+
+    #[test]
+    fn the_registry_is_sorted_by_config_name() {
+        let names: Vec<&str> = PLUGINS.iter().map(|(n, _)| *n).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            names, sorted,
+            "keep PLUGINS sorted: a reader looks a plugin up by name"
+        );
     }
 
     #[test]

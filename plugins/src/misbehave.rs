@@ -61,7 +61,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use crate::matchers::same_at;
+use crate::helpers::limits::same_at;
 
 /// The hooks a fault can be put in.
 const HOOKS: [Hook; 8] = [

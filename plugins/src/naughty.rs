@@ -65,7 +65,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::same_at;
+use crate::helpers::limits::same_at;
 
 /// The `naughty` plugin.
 pub struct NaughtyPlugin {

@@ -75,7 +75,7 @@
 
 use ringsmtpd_plugin_api::{Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step};
 
-use crate::matchers::{bump, limit_args, same_at};
+use crate::helpers::limits::{bump, limit_args, same_at};
 
 /// Consecutive NOOPs on this connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -64,7 +64,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use crate::matchers::same_at;
+use crate::helpers::limits::same_at;
 
 /// The failure rate of `random_error` for this connection, in percent (qpsmtpd conn note
 /// `random_fail_%`). Written at `connect`; a later plugin may overwrite it.

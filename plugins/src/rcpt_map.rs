@@ -82,7 +82,7 @@ use ringsmtpd_plugin_api::{
     PluginInit, Recipient, Step, Transaction,
 };
 
-use crate::matchers::{lower_parts, Code, Verdict};
+use crate::helpers::matchers::{lower_parts, Code, Verdict};
 
 /// How often a worker checks the map file for changes, at most.
 const RECHECK: Duration = Duration::from_secs(5);

@@ -70,7 +70,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::matchers::{lower_parts, regex, Verdict};
+use crate::helpers::matchers::{lower_parts, regex, Verdict};
 
 enum Subject {
     Regex(Regex),

@@ -86,7 +86,7 @@ use ringsmtpd_plugin_api::{
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::lower_parts;
+use crate::helpers::matchers::lower_parts;
 
 /// Conn note: `WHITELISTCLIENT` was set (qpsmtpd conn note `whitelistclient`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
