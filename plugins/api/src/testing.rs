@@ -21,11 +21,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use crate::context::{Connection, Cx, Level, Services};
+use crate::address::parse_path;
+use crate::auth::{AuthRequest, Mechanism, Secret};
+use crate::context::{Body, Connection, Cx, Level, Services, SpoolFile, Transaction};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
+use crate::envelope::{RcptParams, Recipient};
 use crate::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use crate::outcome::{Outcome, Step};
-use crate::plugin::{ConfigError, ConfigLine, ConfigSource, PluginInit};
+use crate::plugin::{ConfigError, ConfigLine, ConfigSource, Plugin, PluginInit};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
 /// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`).
@@ -318,4 +321,72 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// An AUTH attempt with a clear password (PLAIN or LOGIN) for `user`.
+pub fn password_attempt(mechanism: Mechanism, user: &str, password: &str) -> AuthRequest {
+    AuthRequest {
+        mechanism,
+        user: user.to_string(),
+        secret: Secret::Password(password.to_string()),
+    }
+}
+
+/// Runs a [`password_attempt`] through `p`'s `auth` hook for a client at 192.0.2.1: its
+/// outcome and the lines logged on the way.
+pub fn auth_attempt(
+    p: &dyn Plugin,
+    mechanism: Mechanism,
+    user: &str,
+    password: &str,
+) -> (Outcome, Vec<String>) {
+    let (mut c, svc) = cx("192.0.2.1:1");
+    let out = run(p.auth(&mut c, &password_attempt(mechanism, user, password)));
+    let logs = svc
+        .logs
+        .borrow()
+        .iter()
+        .map(|(_, _, m)| m.clone())
+        .collect();
+    (out, logs)
+}
+
+/// A transaction from `sender` (`""`: the null sender) to `rcpts`, holding `message` (header
+/// section, empty line, body) in memory as the engine leaves it after DATA.
+pub fn transaction(sender: &str, rcpts: &[&str], message: &[u8]) -> Transaction {
+    let path =
+        |a: &str, reverse| parse_path(&format!("<{a}>"), reverse, true).expect("test address");
+    let mut t = Transaction::default();
+    t.sender = path(sender, true);
+    t.recipients = rcpts
+        .iter()
+        .map(|r| Recipient {
+            addr: path(r, false),
+            params: RcptParams::default(),
+        })
+        .collect();
+    t.body.mem = message.to_vec();
+    t.body.header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    t.body.len = message.len() as u64;
+    t
+}
+
+/// Spools `message` into `body` as the engine does for a large one: the whole message in the
+/// file `path`, its header section in memory.
+pub fn spool(body: &mut Body, path: &Path, message: &[u8]) {
+    std::fs::write(path, message).expect("write the spool file");
+    let headers = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 4);
+    body.mem = message[..headers].to_vec();
+    body.header_end = Some(headers);
+    body.len = message.len() as u64;
+    body.spool = Some(SpoolFile {
+        path: path.to_path_buf(),
+        file: std::fs::File::open(path).expect("open the spool file"),
+    });
 }

@@ -75,10 +75,10 @@ use std::time::Duration;
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
 use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{log, parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
+use super::{parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
 
 /// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
 const MAX_LINE: usize = 8 * 1024;
@@ -87,8 +87,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `auth/auth_imap` plugin.
 pub struct Imap {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     host: Host,
     port: u16,
     timeout: Duration,
@@ -96,8 +95,7 @@ pub struct Imap {
 
 /// Builds `auth/auth_imap` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut positional = Vec::new();
     let mut it = rest.iter();
@@ -115,7 +113,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         [] => return Err(init.error("the IMAP server is required: auth/auth_imap <host> [<port>]")),
         [host] => (*host, None),
         [host, port] => (*host, Some(*port)),
-        [_, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, _, extra, ..] => return Err(init.unknown(extra)),
     };
     let host = Host::parse(host).map_err(|e| init.error(e))?;
     let port = port
@@ -124,7 +122,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         .map_err(|e| init.error(e))?
         .unwrap_or(143);
     Ok(Box::new(Imap {
-        name: init.name.to_string(),
         common,
         host,
         port,
@@ -225,10 +222,6 @@ fn has_capability(line: &[u8], cap: &str) -> bool {
 }
 
 impl Imap {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        log(cx, &self.name, &self.common, level, msg);
-    }
-
     async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Verdict {
         let svc = cx.svc.clone();
         let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
@@ -345,7 +338,7 @@ impl Plugin for Imap {
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
         let Some(password) = req.password() else {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Debug,
                 format_args!("skip: {} needs the clear password", req.mechanism),
@@ -356,7 +349,7 @@ impl Plugin for Imap {
             return Step::DECLINED;
         }
         if password.is_empty() {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("fail: empty password for '{user}'"),
@@ -365,7 +358,7 @@ impl Plugin for Imap {
         }
         let (Some(user_arg), Some(password_arg)) = (encode_arg(&req.user), encode_arg(password))
         else {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("fail: CR, LF or NUL in the name or password of '{user}'"),
@@ -388,7 +381,7 @@ impl Plugin for Imap {
             });
             match verdict {
                 Verdict::Pass => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pass: '{user}' with {}", req.mechanism),
@@ -396,11 +389,12 @@ impl Plugin for Imap {
                     Outcome::Ok(None)
                 }
                 Verdict::Refused(line) => {
-                    self.log(cx, Level::Info, format_args!("fail: '{user}': {line}"));
+                    self.common
+                        .log(cx, Level::Info, format_args!("fail: '{user}': {line}"));
                     Outcome::deny(INVALID)
                 }
                 Verdict::Unavailable(why) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(
@@ -422,9 +416,10 @@ impl Plugin for Imap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::test_util::{build, build_err};
     use ringsmtpd_plugin_api::auth::Secret;
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, build, build_err, cx, password_attempt, run,
+    };
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -531,30 +526,11 @@ mod tests {
     const GREETING: &str = "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n";
 
     fn attempt(p: &dyn Plugin, user: &str, pw: &str) -> (Outcome, Vec<String>) {
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Login,
-            user: user.into(),
-            secret: Secret::Password(pw.into()),
-        };
-        let out = run(p.auth(&mut c, &req));
-        let logs = svc
-            .logs
-            .borrow()
-            .iter()
-            .map(|(_, _, m)| m.clone())
-            .collect();
-        (out, logs)
+        auth_attempt(p, Mechanism::Login, user, pw)
     }
 
     fn plugin(port: u16) -> Box<dyn Plugin> {
-        build(
-            new,
-            "auth/auth_imap",
-            &["127.0.0.1", &port.to_string()],
-            &[],
-        )
-        .unwrap()
+        build(new, &format!("auth/auth_imap 127.0.0.1 {port}"), &[]).unwrap()
     }
 
     #[test]
@@ -696,7 +672,7 @@ mod tests {
                 .any(|l| l.contains("cannot connect to 127.0.0.1:")),
             "{logs:?}"
         );
-        let p = build(new, "auth/auth_imap", &["imap.invalid"], &[]).unwrap();
+        let p = build(new, "auth/auth_imap imap.invalid", &[]).unwrap();
         let (out, logs) = attempt(&*p, "joe", "right pw");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -708,96 +684,38 @@ mod tests {
 
     #[test]
     fn silent_server_times_out() {
-        // A server that never sends its greeting (a Stream whose read never completes), with
-        // Services whose timer has already fired: the timeout, not a hang, ends the attempt.
-        struct Mute;
-        impl Stream for Mute {
-            fn read(&mut self, _buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, usize> {
-                Box::pin(std::future::pending())
-            }
-            fn write_all(&mut self, buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, ()> {
-                Box::pin(std::future::ready((Ok(()), buf)))
-            }
-            fn start_tls(
-                self: Box<Self>,
-                _: String,
-                _: ringsmtpd_plugin_api::net::TlsVerify,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>>>,
-            > {
-                Box::pin(std::future::ready(Err(
-                    std::io::ErrorKind::Unsupported.into()
-                )))
-            }
-        }
-        struct Silent(
-            std::rc::Rc<ringsmtpd_plugin_api::testing::FakeServices>,
-            std::cell::RefCell<Vec<Endpoint>>,
-        );
-        impl ringsmtpd_plugin_api::Services for Silent {
-            fn me(&self) -> &str {
-                "mx.test"
-            }
-            fn log(&self, l: Level, c: u64, s: &str, m: std::fmt::Arguments<'_>) {
-                self.0.log(l, c, s, m)
-            }
-            fn log_enabled(&self, _: Level) -> bool {
-                true
-            }
-            fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
-                std::thread::spawn(job);
-            }
-            fn sleep(
-                &self,
-                _: Duration,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-                Box::pin(std::future::ready(()))
-            }
-            fn connect(
-                &self,
-                to: &Endpoint,
-                _: Duration,
-            ) -> ringsmtpd_plugin_api::net::ConnectFuture {
-                self.1.borrow_mut().push(to.clone());
-                Box::pin(std::future::ready(Ok(Box::new(Mute) as Box<dyn Stream>)))
-            }
-        }
-        let fake = ringsmtpd_plugin_api::testing::FakeServices::new("mx.test");
-        let (c, _) = cx("192.0.2.1:1");
-        let svc = std::rc::Rc::new(Silent(fake.clone(), Default::default()));
-        let mut c = Cx::new(c.conn, svc.clone());
-        let p = build(new, "auth/auth_imap", &["127.0.0.1", "timeout", "4"], &[]).unwrap();
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "joe".into(),
-            secret: Secret::Password("x".into()),
-        };
+        // A server that never sends its greeting, with a timer that has already fired: the
+        // timeout, not a hang, ends the attempt.
+        let (mut c, svc) = cx("192.0.2.1:1");
+        svc.mute_peers.set(true);
+        let p = build(new, "auth/auth_imap 127.0.0.1 timeout 4", &[]).unwrap();
+        let req = password_attempt(Mechanism::Plain, "joe", "x");
         assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
-        assert!(fake.logged("no answer within the timeout (4s)"));
+        assert!(svc.logged("no answer within the timeout (4s)"));
         // The port defaults to 143.
         assert_eq!(
-            *svc.1.borrow(),
+            *svc.connects.borrow(),
             [Endpoint::Tcp("127.0.0.1:143".parse().unwrap())]
         );
     }
 
     #[test]
     fn arguments() {
-        let ok = |args: &[&str]| build(new, "auth/auth_imap", args, &[]).is_ok();
-        assert!(ok(&["127.0.0.1"]));
-        assert!(ok(&["imap.example.org", "993"]));
-        assert!(ok(&["127.0.0.1", "143", "timeout", "30", "loglevel", "7"]));
-        assert!(ok(&["timeout", "2", "[::1]"]));
+        let ok = |args: &str| build(new, &format!("auth/auth_imap {args}"), &[]).is_ok();
+        assert!(ok("127.0.0.1"));
+        assert!(ok("imap.example.org 993"));
+        assert!(ok("127.0.0.1 143 timeout 30 loglevel 7"));
+        assert!(ok("timeout 2 [::1]"));
         for (args, why) in [
-            (&[][..], "the IMAP server is required"),
-            (&["bad host!"], "not an IP address or host name"),
-            (&["127.0.0.1", "0"], "port '0'"),
-            (&["127.0.0.1", "imap"], "port 'imap'"),
-            (&["127.0.0.1", "143", "extra"], "unknown argument 'extra'"),
-            (&["127.0.0.1", "timeout"], "needs a value"),
-            (&["127.0.0.1", "timeout", "0"], "timeout '0'"),
+            ("", "the IMAP server is required"),
+            ("bad/host!", "not an IP address or host name"),
+            ("127.0.0.1 0", "port '0'"),
+            ("127.0.0.1 imap", "port 'imap'"),
+            ("127.0.0.1 143 extra", "unknown argument 'extra'"),
+            ("127.0.0.1 timeout", "needs a value"),
+            ("127.0.0.1 timeout 0", "timeout '0'"),
         ] {
-            let err = build_err(new, "auth/auth_imap", args, &[]);
+            let err = build_err(new, &format!("auth/auth_imap {args}"), &[]);
             assert_eq!(err.file, "plugins", "{args:?}");
             assert!(err.reason.contains(why), "{args:?}: {err}");
         }

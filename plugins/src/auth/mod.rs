@@ -23,7 +23,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::dns::QType;
-use ringsmtpd_plugin_api::{CommonArgs, ConfigError, ConfigLine, Cx, Level, Services};
+use ringsmtpd_plugin_api::{ConfigError, ConfigLine, Services};
 
 pub mod auth_checkpassword;
 pub mod auth_flat_file;
@@ -38,13 +38,6 @@ pub(crate) const INVALID: &str = "5.7.8 Authentication credentials invalid";
 
 /// The text of a `DENYSOFT` (RFC 4954 §6, 454 4.7.0).
 pub(crate) const TEMPORARY: &str = "4.7.0 Temporary authentication failure";
-
-/// Logs a line of plugin `name` at `level`, after its `loglevel` argument.
-pub(crate) fn log(cx: &Cx, name: &str, common: &CommonArgs, level: Level, msg: fmt::Arguments<'_>) {
-    if let Some(level) = common.adjust(level) {
-        cx.log(level, name, msg);
-    }
-}
 
 /// A user name as a log shows it: control characters as `?`, at most 100 characters, so a
 /// client cannot write lines into the log or flood it.
@@ -215,48 +208,10 @@ pub(crate) fn check_private(lines: &[ConfigLine], what: &str) -> Result<(), Conf
 }
 
 #[cfg(test)]
-pub(crate) mod test_util {
-    //! Shared by the backends' tests: building a plugin from args and files.
-
-    use ringsmtpd_plugin_api::testing::{origin, MemConfig};
-    use ringsmtpd_plugin_api::{ConfigError, Factory, Plugin, PluginInit};
-
-    pub fn build(
-        factory: Factory,
-        name: &str,
-        args: &[&str],
-        files: &[(&str, &str)],
-    ) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("{name} {}", args.join(" ")));
-        factory(&PluginInit {
-            name,
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
-
-    /// The error of a build that must fail.
-    pub fn build_err(
-        factory: Factory,
-        name: &str,
-        args: &[&str],
-        files: &[(&str, &str)],
-    ) -> ConfigError {
-        match build(factory, name, args, files) {
-            Ok(_) => panic!("{name} {args:?} built, but must not"),
-            Err(e) => e,
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::dns::{DnsError, Record};
-    use ringsmtpd_plugin_api::testing::{block_on, FakeServices};
+    use ringsmtpd_plugin_api::testing::{block_on, FakeServices, TempDir};
 
     #[test]
     fn hosts() {
@@ -337,9 +292,8 @@ mod tests {
     #[test]
     fn private_files() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-auth-perm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("flat_auth_pw");
+        let dir = TempDir::new("auth-perm");
+        let file = dir.path().join("flat_auth_pw");
         std::fs::write(&file, "a@b:c\n").unwrap();
         let line = ConfigLine {
             text: "a@b:c".into(),
@@ -356,6 +310,5 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o602)).unwrap();
         assert!(check_private(&[line], "passwords").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -139,7 +139,7 @@ impl Adaptive {
                 "reject" => reject = super::parse_level(init, "reject", value)?,
                 "prefix" => prefix = value.to_string(),
                 "reject_type" => return Err(super::no_reject(init, key)),
-                _ => return Err(init.error(format!("unknown argument '{key}'"))),
+                _ => return Err(init.unknown(key)),
             }
         }
         Ok(Adaptive {

@@ -176,7 +176,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
                 }
             }
             "reject" | "reject_type" => return Err(super::no_reject(init, key)),
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let targets = parse_logsock(&logsock).map_err(|e| init.error(e))?;

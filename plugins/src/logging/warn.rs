@@ -85,7 +85,7 @@ pub(crate) fn level_arg(init: &PluginInit<'_>) -> Result<Level, ConfigError> {
         [key, v] if key == "loglevel" => super::parse_level(init, "loglevel", v),
         [key, ..] if key == "reject" || key == "reject_type" => Err(super::no_reject(init, key)),
         [v] => super::parse_level(init, "the level", v),
-        [_, extra, ..] => Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, extra, ..] => Err(init.unknown(extra)),
     }
 }
 

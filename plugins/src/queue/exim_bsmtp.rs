@@ -85,8 +85,8 @@ use super::local::{
     ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Reply, Step, Transaction,
 };
 
 /// Where Exim is on Debian (`exim4`), in a source install (`exim`), or as Exim's BSMTP alias.
@@ -102,8 +102,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The `queue/exim-bsmtp` plugin.
 pub struct EximBsmtp {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     exim: PathBuf,
     timeout: Duration,
 }
@@ -115,8 +114,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 /// [`new`] with the default search list passed in, for tests.
 fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut exim: Option<PathBuf> = None;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut it = rest.into_iter();
@@ -135,7 +133,7 @@ fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigEr
                 }
             }
             path if exim.is_none() && path.starts_with('/') => exim = Some(PathBuf::from(path)),
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     let exim = match exim {
@@ -153,7 +151,6 @@ fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigEr
     };
     check_executable(&exim).map_err(|e| init.error(e))?;
     Ok(EximBsmtp {
-        name: init.name.to_string(),
         common,
         exim,
         timeout,
@@ -165,14 +162,6 @@ fn absolute(s: &str) -> Result<PathBuf, String> {
         Ok(PathBuf::from(s))
     } else {
         Err(format!("exim_path must be absolute, not '{s}'"))
-    }
-}
-
-impl EximBsmtp {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
     }
 }
 
@@ -194,7 +183,8 @@ impl Plugin for EximBsmtp {
                 body: std::mem::take(&mut txn.body),
             };
             let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                self.log(cx, Level::Crit, format_args!("exim job panicked"));
+                self.common
+                    .log(cx, Level::Crit, format_args!("exim job panicked"));
                 return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));
             };
             txn.added_headers = done.added_headers;
@@ -202,7 +192,7 @@ impl Plugin for EximBsmtp {
             let result = match done.result {
                 Ok(r) => r,
                 Err(e) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot run {}: {e}", self.exim.display()),
@@ -216,7 +206,7 @@ impl Plugin for EximBsmtp {
             };
             match verdict(&result) {
                 None => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!(
@@ -244,7 +234,7 @@ impl Plugin for EximBsmtp {
                     if !result.output.is_empty() {
                         why.push_str(&format!(", output: {}", output_for_log(&result.output)));
                     }
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(

@@ -138,8 +138,8 @@ use std::time::UNIX_EPOCH;
 use super::fsync_batch::{self, sync_dir, DirSync};
 use super::local::{for_each_chunk, txn_message_id, FeedError, ToLf, CHUNK};
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Step, Transaction,
+    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Step, Transaction,
 };
 
 /// Deliveries by this process: the `Q<n>` of the unique name.
@@ -147,8 +147,7 @@ static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
 /// The `queue/maildir` plugin.
 pub struct Maildir {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     dir: PathBuf,
     subdirs: Option<String>,
     /// Mode of created directories; files get it without execute bits.
@@ -160,8 +159,7 @@ pub struct Maildir {
 
 /// Builds `queue/maildir` from its config line; creates the directories.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let (dir, subdirs, mode) = match rest.as_slice() {
         [] => return Err(init.error("the maildir directory is required")),
         [dir] => (dir, None, 0o700),
@@ -171,7 +169,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             Some(pattern),
             parse_perms(perms).map_err(|e| init.error(e))?,
         ),
-        [_, _, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, _, _, extra, ..] => return Err(init.unknown(extra)),
     };
     if let Some(pattern) = subdirs {
         if !(pattern.contains("%l") || pattern.contains("%d") || pattern.contains("%u")) {
@@ -193,7 +191,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         .is_none()
         .then(|| fsync_batch::for_dir(&dir.join("new")));
     Ok(Box::new(Maildir {
-        name: init.name.to_string(),
         common,
         dir,
         subdirs: subdirs.map(|s| s.to_string()),
@@ -220,12 +217,6 @@ fn parse_perms(s: &str) -> Result<u32, String> {
 }
 
 impl Maildir {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The Maildirs to write and the header lines for each.
     fn targets(&self, cx: &Cx, txn: &Transaction) -> Vec<Target> {
         let return_path = format!("Return-Path: {}\n", header_safe(&txn.sender.to_string()));
@@ -292,14 +283,15 @@ impl Plugin for Maildir {
             };
             let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
                 // The job panicked: the message went with it; the transaction is over anyway.
-                self.log(cx, Level::Crit, format_args!("delivery job panicked"));
+                self.common
+                    .log(cx, Level::Crit, format_args!("delivery job panicked"));
                 return Outcome::deny_soft("4.3.0 Queue error (internal)");
             };
             txn.added_headers = done.added_headers;
             txn.body = done.body;
             match done.result {
                 Ok(names) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("queued {} ({} bytes)", names.join(", "), txn.message_len()),
@@ -310,7 +302,7 @@ impl Plugin for Maildir {
                     Outcome::Ok(Some(Cow::Owned(format!("Queued! {id}"))))
                 }
                 Err(f) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("{} {} failed: {}", f.step, f.path.display(), f.error),

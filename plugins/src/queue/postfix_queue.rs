@@ -114,8 +114,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::local::{parse_timeout, txn_message_id, CHUNK};
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Reply, Step, Transaction,
 };
 
 /// Postfix's default public cleanup socket.
@@ -187,8 +187,7 @@ const STATUS: &[(u32, u16, &str, &str)] = &[
 
 /// The `queue/postfix-queue` plugin.
 pub struct PostfixQueue {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// Tried in order until one connects.
     sockets: Vec<Endpoint>,
     flags: u32,
@@ -202,8 +201,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 /// [`new`] with the environment passed in, for tests.
 fn build(init: &PluginInit<'_>, env: Option<OsString>) -> Result<PostfixQueue, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut socket = None;
     let mut flags = 0u32;
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
@@ -240,7 +238,6 @@ fn build(init: &PluginInit<'_>, env: Option<OsString>) -> Result<PostfixQueue, C
         }
     };
     Ok(PostfixQueue {
-        name: init.name.to_string(),
         common,
         sockets,
         flags,
@@ -271,12 +268,6 @@ enum Failure {
 }
 
 impl PostfixQueue {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The whole exchange on a connected stream; the queue id on success.
     async fn inject(
         &self,
@@ -396,7 +387,7 @@ impl Plugin for PostfixQueue {
                         stream = Some((socket, s));
                         break;
                     }
-                    Err(e) => self.log(
+                    Err(e) => self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot connect to cleanup at {socket}: {e}"),
@@ -417,7 +408,7 @@ impl Plugin for PostfixQueue {
                         .filter(|c| c.is_ascii_graphic())
                         .take(64)
                         .collect();
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!(
@@ -439,7 +430,7 @@ impl Plugin for PostfixQueue {
                         Failure::Spool(e) => format!("reading the spool file: {e} (aborted)"),
                         Failure::Status(s, reason) => format!("status {s:#x}, reason '{reason}'"),
                     };
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(

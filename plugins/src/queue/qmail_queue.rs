@@ -102,8 +102,8 @@ use super::local::{
     ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Reply, Step, Transaction,
 };
 
 /// The default `timeout`: below the engine's default `plugin_timeout` of 30 s, so the plugin,
@@ -112,8 +112,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The `queue/qmail-queue` plugin.
 pub struct QmailQueue {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     program: PathBuf,
     timeout: Duration,
 }
@@ -134,8 +133,7 @@ fn build(
     qmailqueue: Option<OsString>,
     qmail: Option<OsString>,
 ) -> Result<QmailQueue, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut program: Option<PathBuf> = None;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut it = rest.into_iter();
@@ -155,7 +153,7 @@ fn build(
                     "the qmail-queue path must be absolute, not '{other}'"
                 )))
             }
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     let program = match qmailqueue.filter(|v| !v.is_empty()) {
@@ -178,19 +176,10 @@ fn build(
     };
     check_executable(&program).map_err(|e| init.error(e))?;
     Ok(QmailQueue {
-        name: init.name.to_string(),
         common,
         program,
         timeout,
     })
-}
-
-impl QmailQueue {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
 }
 
 impl Plugin for QmailQueue {
@@ -211,7 +200,8 @@ impl Plugin for QmailQueue {
                 body: std::mem::take(&mut txn.body),
             };
             let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                self.log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
+                self.common
+                    .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
                 return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
             };
             txn.added_headers = done.added_headers;
@@ -219,7 +209,7 @@ impl Plugin for QmailQueue {
             let result = match done.result {
                 Ok(r) => r,
                 Err(e) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot run {}: {e}", self.program.display()),
@@ -229,7 +219,7 @@ impl Plugin for QmailQueue {
             };
             match verdict(&result) {
                 None => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!(
@@ -264,7 +254,7 @@ impl Plugin for QmailQueue {
                     if !result.output.is_empty() {
                         why.push_str(&format!(", output: {}", output_for_log(&result.output)));
                     }
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(
