@@ -390,3 +390,12 @@ pub fn spool(body: &mut Body, path: &Path, message: &[u8]) {
         file: std::fs::File::open(path).expect("open the spool file"),
     });
 }
+
+/// Writes the program `text` (starting with its `#!` line) to `path`, executable (mode 0755):
+/// a stand-in for a real program that a plugin runs.
+pub fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write the test program");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the test program executable");
+}

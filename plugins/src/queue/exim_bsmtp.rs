@@ -393,32 +393,10 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Recipient, SpoolFile};
+    use crate::queue::test_util::{queue, txn, unreadable_spool};
+    use ringsmtpd_plugin_api::testing::{self, executable, spool, TempDir};
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("ringsmtpd-exim-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A TEST PROGRAM standing in for Exim (the real one is tested end to end): it checks it
     /// was called with `-bS`, saves its standard input to `input` in its directory, and then
@@ -429,24 +407,13 @@ mod tests {
             "#!/bin/sh\n# Fake exim for ringsmtpd's tests.\n[ \"$1\" = -bS ] || exit 64\ncat > {}/input\n{tail}\n",
             dir.display()
         );
-        fs::write(&path, script).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&path, &script);
         path
     }
 
     fn build_with(args: &[&str], defaults: &[&str]) -> Result<EximBsmtp, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/exim-bsmtp {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "queue/exim-bsmtp",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            defaults,
-        )
+        let line = format!("queue/exim-bsmtp {}", args.join(" "));
+        testing::build(|init| build(init, defaults), &line, &[])
     }
 
     fn plugin(dir: &Path, tail: &str) -> EximBsmtp {
@@ -454,43 +421,21 @@ mod tests {
         build_with(&["exim_path", exim.to_str().unwrap()], &[]).unwrap()
     }
 
-    fn recipient(text: &str) -> Recipient {
-        Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-                .expect("test address"),
-            params: Default::default(),
-        }
-    }
-
     const MESSAGE: &str =
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
-
-    fn txn(sender: &str, rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        if !sender.is_empty() {
-            t.sender = recipient(sender).addr;
-        }
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(p: &EximBsmtp, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(p.queue(&mut cx, t))
-    }
 
     #[test]
     fn bsmtp_batch_byte_for_byte_then_250() {
         let d = TempDir::new("ok");
-        let p = plugin(&d.0, "exit 0");
-        let mut t = txn("a@example.org", &["b@example.com", "c@example.net"]);
+        let p = plugin(d.path(), "exit 0");
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.net"],
+            MESSAGE,
+        );
         assert_eq!(queue(&p, &mut t), Outcome::ok("Queued! <abc@example.org>"));
         assert_eq!(
-            fs::read_to_string(d.0.join("input")).unwrap(),
+            fs::read_to_string(d.path().join("input")).unwrap(),
             "MAIL FROM:<a@example.org>\nRCPT TO:<b@example.com>\nRCPT TO:<c@example.net>\nDATA\n\
              Received: from x\n by y; now\nSubject: hi\nMessage-ID: <abc@example.org>\n\n\
              ..leading dot\n...two\n..\nend\n.\nQUIT\n"
@@ -501,8 +446,8 @@ mod tests {
     #[test]
     fn spooled_message_and_null_sender() {
         let d = TempDir::new("spool");
-        let p = plugin(&d.0, "exit 0");
-        let mut t = txn("", &["b@example.com"]);
+        let p = plugin(d.path(), "exit 0");
+        let mut t = txn("", &["b@example.com"], MESSAGE);
         // Dots at the start of lines on both sides of a read boundary.
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < CHUNK - 1 {
@@ -512,17 +457,10 @@ mod tests {
         for _ in 0..2000 {
             big.push_str(".line\r\nplain\r\n");
         }
-        let path = d.0.join("spool");
-        fs::write(&path, &big).unwrap();
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: path.clone(),
-            file: fs::File::open(&path).unwrap(),
-        });
+        spool(&mut t.body, &d.path().join("spool"), big.as_bytes());
         t.added_headers.clear();
         assert_eq!(queue(&p, &mut t), Outcome::ok("Queued!"));
-        let input = fs::read_to_string(d.0.join("input")).unwrap();
+        let input = fs::read_to_string(d.path().join("input")).unwrap();
         let expected_data: String = big
             .replace("\r\n", "\n")
             .split_inclusive('\n')
@@ -568,8 +506,8 @@ mod tests {
         ];
         for (i, &(tail, code, enhanced, text)) in cases.iter().enumerate() {
             let d = TempDir::new(&format!("err{i}"));
-            let p = plugin(&d.0, tail);
-            let mut t = txn("a@example.org", &["b@example.com"]);
+            let p = plugin(d.path(), tail);
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             assert_eq!(
                 queue(&p, &mut t),
                 Outcome::Done(Some(Reply::new(code, enhanced, text))),
@@ -581,9 +519,9 @@ mod tests {
     #[test]
     fn hung_exim_is_killed_and_unreadable_spool_never_ends_data() {
         let d = TempDir::new("hang");
-        let mut p = plugin(&d.0, "sleep 60");
+        let mut p = plugin(d.path(), "sleep 60");
         p.timeout = Duration::from_millis(500);
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         let started = Instant::now();
         assert_eq!(
             queue(&p, &mut t),
@@ -596,17 +534,14 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(20));
 
         let d = TempDir::new("badspool");
-        let p = plugin(&d.0, "exit 0");
-        t.body.spool = Some(SpoolFile {
-            path: d.0.join("nowhere"),
-            file: fs::File::open(&d.0).unwrap(),
-        });
+        let p = plugin(d.path(), "exit 0");
+        t.body.spool = unreadable_spool(d.path());
         // Exim would report the EOF inside DATA; even this fake, which exits 0, gets no 250.
         assert_eq!(
             queue(&p, &mut t),
             Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (exim failed)")))
         );
-        let input = fs::read_to_string(d.0.join("input")).unwrap();
+        let input = fs::read_to_string(d.path().join("input")).unwrap();
         assert!(
             input.ends_with("DATA\nReceived: from x\n by y; now\n"),
             "{input:?}"
@@ -617,7 +552,7 @@ mod tests {
     #[test]
     fn arguments_and_errors() {
         let d = TempDir::new("args");
-        let exim = fake_exim(&d.0, "exit 0");
+        let exim = fake_exim(d.path(), "exit 0");
         let exim_s = exim.to_str().unwrap();
         let p = build_with(&[exim_s, "timeout", "9"], &[]).unwrap();
         assert_eq!(

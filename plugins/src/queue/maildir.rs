@@ -655,73 +655,15 @@ fn header_safe(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::Recipient;
-
-    fn recipient(text: &str) -> Recipient {
-        let addr = ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-            .expect("test address");
-        Recipient {
-            addr,
-            params: Default::default(),
-        }
-    }
-
-    use ringsmtpd_plugin_api::SpoolFile;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!(
-                "ringsmtpd-maildir-{tag}-{}-{n}",
-                std::process::id()
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::queue::test_util::{queue, txn};
+    use ringsmtpd_plugin_api::testing::{self, spool, TempDir};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/maildir {}", args.join(" ")));
-        new(&PluginInit {
-            name: "queue/maildir",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("queue/maildir {}", args.join(" ")), &[])
     }
 
     const MESSAGE: &str =
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\nline 2\r\n";
-
-    fn txn(rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        t.sender = recipient("a@example.org").addr;
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(plugin: &dyn Plugin, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(plugin.queue(&mut cx, t))
-    }
 
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(dir)
@@ -738,16 +680,20 @@ mod tests {
     #[test]
     fn message_in_memory_lands_in_new_once() {
         let d = TempDir::new("mem");
-        let p = build(&[d.0.to_str().unwrap()]).unwrap();
+        let p = build(&[d.path().to_str().unwrap()]).unwrap();
         for sub in ["tmp", "new", "cur"] {
-            assert!(d.0.join(sub).is_dir(), "{sub} created at construction");
+            assert!(d.path().join(sub).is_dir(), "{sub} created at construction");
         }
-        let mut t = txn(&["b@example.com", "c@example.com"]);
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.com"],
+            MESSAGE,
+        );
         let o = queue(&*p, &mut t);
         assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
-        let new = files(&d.0.join("new"));
+        let new = files(&d.path().join("new"));
         assert_eq!(new.len(), 1);
-        assert!(files(&d.0.join("tmp")).is_empty());
+        assert!(files(&d.path().join("tmp")).is_empty());
         let text = fs::read_to_string(&new[0]).unwrap();
         assert_eq!(
             text,
@@ -770,29 +716,17 @@ mod tests {
     #[test]
     fn spooled_message_is_streamed() {
         let d = TempDir::new("spool");
-        let spool_path = d.0.join("spool-file");
+        let spool_path = d.path().join("spool-file");
         // Larger than one read chunk, with a CRLF split across the chunk boundary.
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < CHUNK - 1 {
             big.push('x');
         }
         big.push_str("\r\nend\r\n");
-        fs::write(&spool_path, &big).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&spool_path)
-            .unwrap();
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         let p = build(&[md.to_str().unwrap()]).unwrap();
-        let mut t = txn(&["b@example.com"]);
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.header_end = Some(t.body.mem.len());
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: spool_path.clone(),
-            file,
-        });
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+        spool(&mut t.body, &spool_path, big.as_bytes());
         let o = queue(&*p, &mut t);
         let new = files(&md.join("new"));
         assert_eq!(new.len(), 1);
@@ -821,15 +755,19 @@ mod tests {
     #[test]
     fn subdir_pattern_one_file_per_recipient() {
         let d = TempDir::new("sub");
-        let p = build(&[d.0.to_str().unwrap(), "%d/%l", "770"]).unwrap();
+        let p = build(&[d.path().to_str().unwrap(), "%d/%l", "770"]).unwrap();
         // Nothing but the root is created up front.
-        assert!(!d.0.join("new").exists());
-        let mut t = txn(&[
-            "Bob@Example.COM",
-            "carol@example.com",
-            "\"..\"@[192.0.2.1]",
-            "postmaster",
-        ]);
+        assert!(!d.path().join("new").exists());
+        let mut t = txn(
+            "a@example.org",
+            &[
+                "Bob@Example.COM",
+                "carol@example.com",
+                "\"..\"@[192.0.2.1]",
+                "postmaster",
+            ],
+            MESSAGE,
+        );
         let o = queue(&*p, &mut t);
         assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
         for (dir, rcpt) in [
@@ -838,7 +776,7 @@ mod tests {
             ("_192.0.2.1_/_.._", "\"..\"@[192.0.2.1]"),
             ("mx.example.test/postmaster", "postmaster"),
         ] {
-            let md = d.0.join(dir);
+            let md = d.path().join(dir);
             let new = files(&md.join("new"));
             assert_eq!(new.len(), 1, "{dir}");
             assert!(files(&md.join("tmp")).is_empty());
@@ -857,7 +795,7 @@ mod tests {
                 0o660
             );
         }
-        assert!(!d.0.join("new").exists() && !d.0.join("_192.0.2.1_/new").exists());
+        assert!(!d.path().join("new").exists() && !d.path().join("_192.0.2.1_/new").exists());
     }
 
     #[test]
@@ -879,11 +817,11 @@ mod tests {
     fn unwritable_maildir_is_denysoft_and_leaves_nothing() {
         // Tests run as root: make the failure with a regular file where a directory should be.
         let d = TempDir::new("fail");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         let p = build(&[md.to_str().unwrap()]).unwrap();
         fs::remove_dir(md.join("tmp")).unwrap();
         fs::write(md.join("tmp"), "not a dir").unwrap();
-        let mut t = txn(&["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         match queue(&*p, &mut t) {
             Outcome::DenySoft(Some(m)) => assert!(m.starts_with("4.3.0 Queue error (open:"), "{m}"),
             o => panic!("{o:?}"),
@@ -892,27 +830,31 @@ mod tests {
         assert_eq!(t.body.mem, MESSAGE.as_bytes());
 
         // Per-recipient: the second recipient fails, so the first is not delivered either.
-        let p = build(&[d.0.to_str().unwrap(), "%d"]).unwrap();
-        fs::write(d.0.join("bad.example"), "a file").unwrap();
-        let mut t = txn(&["b@good.example", "c@bad.example"]);
+        let p = build(&[d.path().to_str().unwrap(), "%d"]).unwrap();
+        fs::write(d.path().join("bad.example"), "a file").unwrap();
+        let mut t = txn(
+            "a@example.org",
+            &["b@good.example", "c@bad.example"],
+            MESSAGE,
+        );
         match queue(&*p, &mut t) {
             Outcome::DenySoft(Some(m)) => {
                 assert!(m.starts_with("4.3.0 Queue error (mkdir:"), "{m}")
             }
             o => panic!("{o:?}"),
         }
-        assert!(files(&d.0.join("good.example/new")).is_empty());
-        assert!(files(&d.0.join("good.example/tmp")).is_empty());
+        assert!(files(&d.path().join("good.example/new")).is_empty());
+        assert!(files(&d.path().join("good.example/tmp")).is_empty());
     }
 
     #[test]
     fn construction_errors() {
         let d = TempDir::new("args");
-        fs::write(d.0.join("file"), "x").unwrap();
-        let under_file = d.0.join("file/md");
+        fs::write(d.path().join("file"), "x").unwrap();
+        let under_file = d.path().join("file/md");
         let e = build(&[under_file.to_str().unwrap()]).err().unwrap();
         assert!(e.reason.contains("cannot create"), "{e}");
-        let root = d.0.to_str().unwrap();
+        let root = d.path().to_str().unwrap();
         assert!(build(&[]).is_err());
         assert!(build(&[root, "static"]).is_err());
         assert!(build(&[root, "700"]).is_err());
@@ -926,11 +868,8 @@ mod tests {
 
     /// `n` transactions, each with its own body (so each file can be checked).
     fn numbered_txn(i: usize) -> (Transaction, String) {
-        let mut t = txn(&["b@example.com"]);
         let msg = format!("Subject: {i}\r\nMessage-ID: <{i}@example.org>\r\n\r\nbody {i}\r\n");
-        t.body.mem = msg.clone().into_bytes();
-        t.body.header_end = Some(msg.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = msg.len() as u64;
+        let t = txn("a@example.org", &["b@example.com"], &msg);
         let file = format!(
             "Return-Path: <a@example.org>\nDelivered-To: b@example.com\n\
              Received: from x\n by y; now\n{}",
@@ -995,7 +934,7 @@ mod tests {
     fn concurrent_deliveries_share_the_directory_fsync() {
         const N: usize = 24;
         let d = TempDir::new("group");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         fs::create_dir_all(md.join("new")).unwrap();
         let (ds, open) = held_first_round(&md.join("new"), sync_dir);
         // The first delivery to link leads round 1, held open until all others linked and
@@ -1030,7 +969,7 @@ mod tests {
         const THREADS: usize = 16;
         const EACH: usize = 8;
         let d = TempDir::new("many");
-        let root = d.0.join("md");
+        let root = d.path().join("md");
         let keep = build(&[root.to_str().unwrap()]).unwrap();
         let ds = fsync_batch::for_dir(&root.join("new"));
         let barrier = Arc::new(std::sync::Barrier::new(THREADS));
@@ -1070,7 +1009,7 @@ mod tests {
     fn a_failed_shared_fsync_refuses_every_delivery_that_waited_for_it() {
         const N: usize = 8;
         let d = TempDir::new("groupfail");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         fs::create_dir_all(md.join("new")).unwrap();
         let (ds, open) = held_first_round(&md.join("new"), |_| {
             Err(io::Error::from_raw_os_error(libc::EIO))
@@ -1104,7 +1043,7 @@ mod tests {
     #[test]
     fn directory_being_created_elsewhere_is_made_durable_before_use() {
         let d = TempDir::new("creating");
-        let sub = d.0.join("x");
+        let sub = d.path().join("x");
         fs::create_dir(&sub).unwrap();
         let syncs = || PARENT_SYNCS.with(|n| n.get());
         // Another delivery has made `x` and not yet fsync'd its parent: we fsync it.

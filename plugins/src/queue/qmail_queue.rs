@@ -387,33 +387,10 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Recipient, SpoolFile};
+    use crate::queue::test_util::{queue, txn, unreadable_spool};
+    use ringsmtpd_plugin_api::testing::{self, executable, spool, TempDir};
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("ringsmtpd-qmailq-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A TEST PROGRAM, not qmail: no qmail package exists here. It implements qmail-queue's
     /// documented fd protocol (qmail-queue(8)): reads the message from fd 0 to its end, then
@@ -441,8 +418,7 @@ open(os.path.join(d, "envelope"), "wb").write(env)
 {tail}
 "#
         );
-        fs::write(&path, script).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&path, &script);
         path
     }
 
@@ -451,48 +427,12 @@ open(os.path.join(d, "envelope"), "wb").write(env)
         qmailqueue: Option<&str>,
         qmail: Option<&str>,
     ) -> Result<QmailQueue, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/qmail-queue {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "queue/qmail-queue",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            qmailqueue.map(OsString::from),
-            qmail.map(OsString::from),
-        )
-    }
-
-    fn recipient(text: &str) -> Recipient {
-        Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-                .expect("test address"),
-            params: Default::default(),
-        }
+        let line = format!("queue/qmail-queue {}", args.join(" "));
+        let env = |v: Option<&str>| v.map(OsString::from);
+        testing::build(|init| build(init, env(qmailqueue), env(qmail)), &line, &[])
     }
 
     const MESSAGE: &str = "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\n.dot\r\n";
-
-    fn txn(sender: &str, rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        if !sender.is_empty() {
-            t.sender = recipient(sender).addr;
-        }
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(p: &QmailQueue, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(p.queue(&mut cx, t))
-    }
 
     fn plugin(dir: &Path, exit_code: Option<i32>) -> QmailQueue {
         let program = fake_qmail_queue(dir, exit_code);
@@ -502,8 +442,12 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn message_on_fd0_envelope_on_fd1_then_250() {
         let d = TempDir::new("ok");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("a@example.org", &["b@example.com", "c@example.net"]);
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.net"],
+            MESSAGE,
+        );
         let o = queue(&p, &mut t);
         match &o {
             Outcome::Ok(Some(m)) => {
@@ -514,11 +458,11 @@ open(os.path.join(d, "envelope"), "wb").write(env)
             o => panic!("{o:?}"),
         }
         assert_eq!(
-            fs::read(d.0.join("message")).unwrap(),
+            fs::read(d.path().join("message")).unwrap(),
             b"Received: from x\n by y; now\nSubject: hi\nMessage-ID: <abc@example.org>\n\nline 1\n.dot\n"
         );
         assert_eq!(
-            fs::read(d.0.join("envelope")).unwrap(),
+            fs::read(d.path().join("envelope")).unwrap(),
             b"Fa@example.org\0Tb@example.com\0Tc@example.net\0\0"
         );
         // The transaction got its message back.
@@ -529,27 +473,20 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn null_sender_and_spooled_message() {
         let d = TempDir::new("spool");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("", &["b@example.com"]);
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn("", &["b@example.com"], MESSAGE);
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < 3 * CHUNK {
             big.push_str("0123456789abcdef\r\n");
         }
-        let spool_path = d.0.join("spool-file");
-        fs::write(&spool_path, &big).unwrap();
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: spool_path.clone(),
-            file: fs::File::open(&spool_path).unwrap(),
-        });
+        spool(&mut t.body, &d.path().join("spool-file"), big.as_bytes());
         let o = queue(&p, &mut t);
         assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
         assert_eq!(
-            fs::read(d.0.join("envelope")).unwrap(),
+            fs::read(d.path().join("envelope")).unwrap(),
             b"F\0Tb@example.com\0\0"
         );
-        let msg = fs::read(d.0.join("message")).unwrap();
+        let msg = fs::read(d.path().join("message")).unwrap();
         let expected = format!(
             "Received: from x\n by y; now\n{}",
             big.replace("\r\n", "\n")
@@ -587,10 +524,10 @@ open(os.path.join(d, "envelope"), "wb").write(env)
         ];
         let d = TempDir::new("codes");
         for &(code, smtp, enhanced, text) in cases {
-            let sub = d.0.join(code.to_string());
+            let sub = d.path().join(code.to_string());
             fs::create_dir(&sub).unwrap();
             let p = plugin(&sub, Some(code));
-            let mut t = txn("a@example.org", &["b@example.com"]);
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             let o = queue(&p, &mut t);
             assert_eq!(
                 o,
@@ -608,9 +545,9 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn hung_qmail_queue_is_killed_at_the_timeout() {
         let d = TempDir::new("hang");
-        let mut p = plugin(&d.0, None);
+        let mut p = plugin(d.path(), None);
         p.timeout = Duration::from_millis(500);
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         let started = Instant::now();
         let o = queue(&p, &mut t);
         assert_eq!(
@@ -625,11 +562,10 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     fn child_that_dies_or_crashes_is_never_a_250() {
         let d = TempDir::new("die");
         // Exits at once without reading a large message: EPIPE for us, its code for the client.
-        let early = d.0.join("early");
-        fs::write(&early, "#!/bin/sh\nexit 53\n").unwrap();
-        fs::set_permissions(&early, fs::Permissions::from_mode(0o755)).unwrap();
+        let early = d.path().join("early");
+        executable(&early, "#!/bin/sh\nexit 53\n");
         let p = build_with(&[early.to_str().unwrap()], None, None).unwrap();
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         t.body.mem = vec![b'x'; 1 << 20];
         assert_eq!(
             queue(&p, &mut t),
@@ -640,18 +576,16 @@ open(os.path.join(d, "envelope"), "wb").write(env)
             )))
         );
         // Exits 0 without reading anything: we could not write, so 0 is not believed.
-        let liar = d.0.join("liar");
-        fs::write(&liar, "#!/bin/sh\nexit 0\n").unwrap();
-        fs::set_permissions(&liar, fs::Permissions::from_mode(0o755)).unwrap();
+        let liar = d.path().join("liar");
+        executable(&liar, "#!/bin/sh\nexit 0\n");
         let p = build_with(&[liar.to_str().unwrap()], None, None).unwrap();
         assert_eq!(
             queue(&p, &mut t),
             Outcome::Done(Some(Reply::new(451, "4.3.0", "qq read error")))
         );
         // Killed by a signal.
-        let crash = d.0.join("crash");
-        fs::write(&crash, "#!/bin/sh\ncat >/dev/null\nkill -SEGV $$\n").unwrap();
-        fs::set_permissions(&crash, fs::Permissions::from_mode(0o755)).unwrap();
+        let crash = d.path().join("crash");
+        executable(&crash, "#!/bin/sh\ncat >/dev/null\nkill -SEGV $$\n");
         let p = build_with(&[crash.to_str().unwrap()], None, None).unwrap();
         assert_eq!(
             queue(&p, &mut t),
@@ -668,30 +602,26 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn unreadable_spool_never_completes_the_envelope() {
         let d = TempDir::new("badspool");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("a@example.org", &["b@example.com"]);
-        // A spool "file" that fails to read: a directory handle gives EISDIR.
-        t.body.spool = Some(SpoolFile {
-            path: d.0.join("nowhere"),
-            file: fs::File::open(&d.0).unwrap(),
-        });
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+        t.body.spool = unreadable_spool(d.path());
         let o = queue(&p, &mut t);
         // The fake saw an envelope without its final \0 and exited 91: nothing queued.
         assert_eq!(
             o,
             Outcome::Done(Some(Reply::new(451, "4.3.0", "qq internal bug")))
         );
-        assert!(!d.0.join("message").exists());
+        assert!(!d.path().join("message").exists());
         t.body.spool = None;
     }
 
     #[test]
     fn path_argument_environment_and_errors() {
         let d = TempDir::new("args");
-        let prog = fake_qmail_queue(&d.0, Some(0));
+        let prog = fake_qmail_queue(d.path(), Some(0));
         let prog_s = prog.to_str().unwrap();
         // QMAIL gives the default path.
-        let home = d.0.join("qmail");
+        let home = d.path().join("qmail");
         fs::create_dir_all(home.join("bin")).unwrap();
         fs::copy(&prog, home.join("bin/qmail-queue")).unwrap();
         let p = build_with(&[], None, Some(home.to_str().unwrap())).unwrap();
@@ -727,7 +657,7 @@ open(os.path.join(d, "envelope"), "wb").write(env)
 
     #[test]
     fn envelope_format() {
-        let t = txn("a@b.example", &["c@d.example", "postmaster"]);
+        let t = txn("a@b.example", &["c@d.example", "postmaster"], MESSAGE);
         assert_eq!(envelope(&t), b"Fa@b.example\0Tc@d.example\0Tpostmaster\0\0");
     }
 }
