@@ -271,14 +271,7 @@ pub fn build<T>(
     let name = words
         .next()
         .expect("a plugin line starts with the plugin's name");
-    let args: Vec<String> = words.map(str::to_string).collect();
-    let config = MemConfig::new(files);
-    new(&PluginInit {
-        name,
-        args: &args,
-        config: &config,
-        origin: &origin(line),
-    })
+    build_args(new, name, &words.collect::<Vec<_>>(), files)
 }
 
 /// The error of a [`build`] that must fail.
@@ -398,4 +391,22 @@ pub fn executable(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write the test program");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .expect("make the test program executable");
+}
+
+/// As [`build`], with the arguments given one by one: for an argument that holds a blank,
+/// which no `config/plugins` line can give, to test that a plugin would refuse it.
+pub fn build_args<T>(
+    new: impl FnOnce(&PluginInit<'_>) -> Result<T, ConfigError>,
+    name: &str,
+    args: &[&str],
+    files: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let config = MemConfig::new(files);
+    new(&PluginInit {
+        name,
+        args: &args,
+        config: &config,
+        origin: &origin(&format!("{name} {}", args.join(" "))),
+    })
 }

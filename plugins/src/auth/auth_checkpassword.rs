@@ -375,7 +375,7 @@ mod tests {
     use super::*;
     use ringsmtpd_plugin_api::auth::{Mechanism, Secret};
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, password_attempt, run, TempDir,
+        auth_attempt, build, build_err, cx, executable, password_attempt, run, TempDir,
     };
 
     /// A temp dir with executable scripts.
@@ -388,8 +388,7 @@ mod tests {
 
         fn script(&self, name: &str, body: &str) -> String {
             let path = self.0.path().join(name);
-            std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            executable(&path, &format!("#!/bin/bash\n{body}\n"));
             path.display().to_string()
         }
 

@@ -39,37 +39,31 @@
 //!
 //! As `logging/warn`.
 
-use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use ringsmtpd_plugin_api::{
     ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
 };
 
-use super::sink::{self, Sink};
+use super::sink::Sink;
+use super::Lines;
 
 /// The `logging/connection_id` plugin.
 pub struct ConnectionId {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
+    lines: Lines,
 }
 
 /// Builds `logging/connection_id` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = super::warn::level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(ConnectionId::with_sink(level, sink)))
+    Ok(Box::new(ConnectionId {
+        lines: Lines::stderr(init)?,
+    }))
 }
 
 impl ConnectionId {
     pub fn with_sink(level: Level, sink: Arc<Sink>) -> ConnectionId {
         ConnectionId {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
+            lines: Lines::new(level, sink),
         }
     }
 }
@@ -80,25 +74,8 @@ impl Plugin for ConnectionId {
     }
 
     fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        if record.conn == 0 {
-            line.push('-');
-        } else {
-            let _ = write!(line, "{:x}", record.conn);
-        }
-        line.push(' ');
-        line.push_str(record.level.name());
-        line.push(' ');
-        super::write_source_msg(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
+        self.lines
+            .write(record, |line| super::write_with_id(line, record, None))
     }
 }
 

@@ -50,7 +50,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use ringsmtpd_plugin_api::{
@@ -58,31 +57,29 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use super::sink::{self, Sink};
+use super::sink::Sink;
+use super::Lines;
 
 /// The `logging/transaction_id` plugin.
 pub struct TransactionId {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
+    lines: Lines,
     /// The open transaction's id by connection.
     open: RefCell<HashMap<u64, String>>,
 }
 
 /// Builds `logging/transaction_id` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = super::warn::level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(TransactionId::with_sink(level, sink)))
+    Ok(Box::new(TransactionId::with_lines(Lines::stderr(init)?)))
 }
 
 impl TransactionId {
     pub fn with_sink(level: Level, sink: Arc<Sink>) -> TransactionId {
+        TransactionId::with_lines(Lines::new(level, sink))
+    }
+
+    fn with_lines(lines: Lines) -> TransactionId {
         TransactionId {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
+            lines,
             open: RefCell::new(HashMap::new()),
         }
     }
@@ -135,32 +132,11 @@ impl Plugin for TransactionId {
     }
 
     fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        match self
-            .open
-            .try_borrow()
-            .ok()
-            .and_then(|o| o.get(&record.conn).cloned())
-        {
-            Some(id) if !id.is_empty() => line.push_str(&id),
-            _ if record.conn == 0 => line.push('-'),
-            _ => {
-                let _ = write!(line, "{:x}", record.conn);
-            }
-        }
-        line.push(' ');
-        line.push_str(record.level.name());
-        line.push(' ');
-        super::write_source_msg(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
+        self.lines.write(record, |line| {
+            let open = self.open.try_borrow().ok();
+            let id = open.as_ref().and_then(|o| o.get(&record.conn));
+            super::write_with_id(line, record, id.map(String::as_str));
+        })
     }
 }
 

@@ -53,49 +53,32 @@
 //!
 //! Escaping keeps a client's text from forging log lines.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use ringsmtpd_plugin_api::{
     ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
 };
 
-use super::sink::{self, Sink};
+use super::sink::Sink;
+use super::Lines;
 
 /// The `logging/warn` plugin.
 pub struct Warn {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
+    lines: Lines,
 }
 
 /// Builds `logging/warn` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(Warn::with_sink(level, sink)))
-}
-
-/// The one optional level argument of `logging/warn`, `connection_id`, `transaction_id`:
-/// `<level>` or `loglevel <level>`; default LOGWARN.
-pub(crate) fn level_arg(init: &PluginInit<'_>) -> Result<Level, ConfigError> {
-    match init.args {
-        [] => Ok(Level::Warn),
-        [key, v] if key == "loglevel" => super::parse_level(init, "loglevel", v),
-        [key, ..] if key == "reject" || key == "reject_type" => Err(super::no_reject(init, key)),
-        [v] => super::parse_level(init, "the level", v),
-        [_, extra, ..] => Err(init.unknown(extra)),
-    }
+    Ok(Box::new(Warn {
+        lines: Lines::stderr(init)?,
+    }))
 }
 
 impl Warn {
     /// A `logging/warn` writing into `sink`.
     pub fn with_sink(level: Level, sink: Arc<Sink>) -> Warn {
         Warn {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
+            lines: Lines::new(level, sink),
         }
     }
 }
@@ -106,17 +89,10 @@ impl Plugin for Warn {
     }
 
     fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        super::write_body(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
+        self.lines.write(record, |line| {
+            super::write_body(line, record);
+            line.push('\n');
+        })
     }
 }
 
@@ -125,8 +101,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::logging::level_arg;
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
+    use ringsmtpd_plugin_api::testing::build_args;
 
     #[test]
     fn writes_at_or_below_level_in_the_builtin_format() {
@@ -149,17 +127,7 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let lvl = |args: &[&str]| -> Result<Level, ConfigError> {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            let config = ringsmtpd_plugin_api::testing::MemConfig::default();
-            let line = ringsmtpd_plugin_api::testing::origin("logging/warn");
-            level_arg(&PluginInit {
-                name: "logging/warn",
-                args: &args,
-                config: &config,
-                origin: &line,
-            })
-        };
+        let lvl = |args: &[&str]| build_args(level_arg, "logging/warn", args, &[]);
         assert_eq!(lvl(&[]), Ok(Level::Warn));
         assert_eq!(lvl(&["LOGDEBUG"]), Ok(Level::Debug));
         assert_eq!(lvl(&["6"]), Ok(Level::Info));

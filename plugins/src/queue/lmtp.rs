@@ -73,7 +73,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 mod tests {
     use std::rc::Rc;
 
-    use ringsmtpd_plugin_api::testing::build;
+    use ringsmtpd_plugin_api::testing::{build, TempDir};
     use ringsmtpd_plugin_api::{Outcome, Plugin};
 
     use super::super::smtp_client::fake::{self, FakeServer, Script, TestSvc};
@@ -205,10 +205,8 @@ mod tests {
     #[test]
     fn over_a_unix_socket() {
         use std::io::{BufRead, BufReader, Write};
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-lmtp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lmtp.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = TempDir::new("lmtp");
+        let path = dir.path().join("lmtp.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (sock, _) = listener.accept().unwrap();
@@ -254,6 +252,5 @@ mod tests {
         let seen = server.join().unwrap();
         assert_eq!(seen[0], "LHLO mx.example.test");
         assert_eq!(seen.last().unwrap(), "QUIT");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -153,7 +153,7 @@ mod tests {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
-    use ringsmtpd_plugin_api::testing::build;
+    use ringsmtpd_plugin_api::testing::{build, spool, TempDir};
     use ringsmtpd_plugin_api::{Outcome, Plugin};
 
     use super::super::smtp_client::fake::{self, FakeServer, Script, TestSvc};
@@ -670,12 +670,9 @@ mod tests {
 
     #[test]
     fn spooled_message_is_streamed() {
-        use std::io::Write;
         let server = FakeServer::start(Script::smtp());
         let p = plugin(&server, "");
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-fwd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spool");
+        let dir = TempDir::new("fwd");
         // 300 KiB of lines, some starting with a dot, across several read chunks.
         let mut big = b"Subject: big\r\n\r\n".to_vec();
         for i in 0..20_000 {
@@ -684,19 +681,10 @@ mod tests {
             }
             big.extend_from_slice(format!("line {i:06}\r\n").as_bytes());
         }
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(&big)
-            .unwrap();
         let svc = Rc::new(TestSvc::default());
         let mut cx = fake::context(&svc);
-        let mut t = fake::txn(&["b@example.com"], b"Subject: big\r\n\r\n");
-        t.body.header_end = Some(t.body.mem.len());
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(ringsmtpd_plugin_api::SpoolFile {
-            path: path.clone(),
-            file: std::fs::File::open(&path).unwrap(),
-        });
+        let mut t = fake::txn(&["b@example.com"], b"");
+        spool(&mut t.body, &dir.path().join("spool"), &big);
         assert!(matches!(fake::queue(&*p, &mut cx, &mut t), Outcome::Ok(_)));
         let got = server.messages().pop().unwrap();
         let mut want = b"Received: from client.example\r\n".to_vec();
@@ -709,8 +697,6 @@ mod tests {
         want.extend_from_slice(b".\r\n");
         assert_eq!(got.len(), want.len());
         assert!(got == want);
-        drop(t);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
