@@ -90,7 +90,7 @@ use ringsmtpd_plugin_api::{
     PluginInit, Step,
 };
 
-use super::{parse_timeout, Shown, INVALID, TEMPORARY};
+use super::{clear_password, parse_timeout, refuse, Shown, TEMPORARY};
 
 const FILE: &str = "smtpauth-checkpassword";
 
@@ -238,48 +238,40 @@ impl Plugin for CheckPassword {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            self.common.log(
-                cx,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
+        let Some(password) = clear_password(&self.common, cx, req) else {
             return Step::DECLINED;
         };
         if req.user.is_empty() {
             return Step::DECLINED;
         }
         if password.is_empty() {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string();
         if req.user.contains('\0') || password.contains('\0') {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: NUL in the user name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let len = req.user.len() + password.len() + stamp.len() + 3;
         if len > MAX_DATA {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!(
                 "fail: user name and password of '{user}' are {len} bytes, over the protocol's \
                  {MAX_DATA}"
             ),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let mut data = Vec::with_capacity(len);
         for field in [req.user.as_str(), password, &stamp] {
@@ -373,6 +365,7 @@ impl Plugin for CheckPassword {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::INVALID;
     use ringsmtpd_plugin_api::auth::{Mechanism, Secret};
     use ringsmtpd_plugin_api::testing::{
         auth_attempt, build, build_err, cx, executable, password_attempt, run, TempDir,

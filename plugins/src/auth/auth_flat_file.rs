@@ -71,7 +71,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{check_private, Shown, INVALID};
+use super::{check_private, refuse, Shown};
 
 const FILE: &str = "flat_auth_pw";
 
@@ -163,12 +163,11 @@ impl Plugin for FlatFile {
             );
             Step::Ready(Outcome::Ok(None))
         } else {
-            self.common.log(
+            Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: wrong password for '{user}' with {}", req.mechanism),
-            );
-            Step::Ready(Outcome::deny(INVALID))
+            ))
         }
     }
 }
@@ -176,6 +175,7 @@ impl Plugin for FlatFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::INVALID;
     use ringsmtpd_plugin_api::auth::{hmac_md5, Secret};
     use ringsmtpd_plugin_api::testing::{auth_attempt, build, build_err, cx, run, TempDir};
 

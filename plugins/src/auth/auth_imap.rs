@@ -78,7 +78,7 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
+use super::{clear_password, parse_port, parse_timeout, refuse, within, Host, Shown, TEMPORARY};
 
 /// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
 const MAX_LINE: usize = 8 * 1024;
@@ -337,33 +337,26 @@ impl Plugin for Imap {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            self.common.log(
-                cx,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
+        let Some(password) = clear_password(&self.common, cx, req) else {
             return Step::DECLINED;
         };
         if req.user.is_empty() {
             return Step::DECLINED;
         }
         if password.is_empty() {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let (Some(user_arg), Some(password_arg)) = (encode_arg(&req.user), encode_arg(password))
         else {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: CR, LF or NUL in the name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         };
         Step::pending(async move {
             let svc = cx.svc.clone();
@@ -389,9 +382,7 @@ impl Plugin for Imap {
                     Outcome::Ok(None)
                 }
                 Verdict::Refused(line) => {
-                    self.common
-                        .log(cx, Level::Info, format_args!("fail: '{user}': {line}"));
-                    Outcome::deny(INVALID)
+                    refuse(&self.common, cx, format_args!("fail: '{user}': {line}"))
                 }
                 Verdict::Unavailable(why) => {
                     self.common.log(
@@ -416,86 +407,54 @@ impl Plugin for Imap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::INVALID;
     use ringsmtpd_plugin_api::auth::Secret;
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, password_attempt, run,
+        auth_attempt, build, build_err, cx, password_attempt, run, FakePeer,
     };
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
 
-    /// A scripted IMAP server on a thread. `greeting` is sent first; then for each line read,
+    /// A scripted IMAP server: `greeting` is sent first; then for each line read,
     /// `answer(line)` gives what to write back (the connection is closed after an answer that
     /// does not end with a line end). Every line read is recorded.
-    struct FakeImap {
-        port: u16,
-        seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    fn fake_imap(greeting: &'static str, answer: Answer) -> FakePeer<String> {
+        FakePeer::start(move |mut conn: TcpStream, seen: &Mutex<Vec<String>>| {
+            if conn.write_all(greeting.as_bytes()).is_err() {
+                return;
+            }
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                // Synchronizing literals: say `+`, then read their bytes and the rest of the
+                // line into the line.
+                while let Some(n) = literal_len(&line) {
+                    let mut bytes = vec![0; n];
+                    let ok = conn.write_all(b"+ go ahead\r\n").is_ok()
+                        && reader.read_exact(&mut bytes).is_ok();
+                    line.extend_from_slice(&bytes);
+                    if !ok || reader.read_until(b'\n', &mut line).is_err() {
+                        return;
+                    }
+                }
+                let out = answer(&line);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&line).into_owned());
+                // An answer without a line end is the last thing said.
+                if conn.write_all(&out).is_err() || !out.ends_with(b"\n") {
+                    return;
+                }
+            }
+        })
     }
 
     type Answer = fn(&[u8]) -> Vec<u8>;
-
-    impl FakeImap {
-        fn start(greeting: &'static str, answer: Answer) -> FakeImap {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let log = seen.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(mut conn) = conn else { return };
-                    let log = log.clone();
-                    std::thread::spawn(move || {
-                        if conn.write_all(greeting.as_bytes()).is_err() {
-                            return;
-                        }
-                        let mut reader = BufReader::new(conn.try_clone().unwrap());
-                        loop {
-                            let mut line = Vec::new();
-                            match reader.read_until(b'\n', &mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) => {}
-                            }
-                            // Synchronizing literals: say `+`, then read their bytes and the
-                            // rest of the line into the line.
-                            while let Some(n) = literal_len(&line) {
-                                let mut bytes = vec![0; n];
-                                let ok = conn.write_all(b"+ go ahead\r\n").is_ok()
-                                    && reader.read_exact(&mut bytes).is_ok();
-                                line.extend_from_slice(&bytes);
-                                if !ok || reader.read_until(b'\n', &mut line).is_err() {
-                                    return;
-                                }
-                            }
-                            let out = answer(&line);
-                            log.lock().unwrap().push(line);
-                            // An answer without a line end is the last thing said.
-                            if conn.write_all(&out).is_err() || !out.ends_with(b"\n") {
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
-            FakeImap { port, seen }
-        }
-
-        fn lines(&self) -> Vec<String> {
-            // The client sends LOGOUT without waiting for the answer: give the server a moment.
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let seen = self.seen.lock().unwrap();
-                let done = seen.iter().any(|l| l.starts_with(b"A2 LOGOUT"));
-                if done || std::time::Instant::now() > end {
-                    return seen
-                        .iter()
-                        .map(|l| String::from_utf8_lossy(l).into_owned())
-                        .collect();
-                }
-                drop(seen);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
 
     /// `n` if the line ends with a synchronizing literal's `{n}` CRLF.
     fn literal_len(line: &[u8]) -> Option<usize> {
@@ -535,12 +494,12 @@ mod tests {
 
     #[test]
     fn right_and_wrong_passwords() {
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         let (out, logs) = attempt(&*p, "joe", "right pw");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
         assert_eq!(
-            srv.lines(),
+            srv.take(),
             ["A1 LOGIN \"joe\" \"right pw\"\r\n", "A2 LOGOUT\r\n"]
         );
         let (out, logs) = attempt(&*p, "joe", "wrong");
@@ -570,26 +529,26 @@ mod tests {
         for bad in ["a\rb", "a\nb", "a\0b"] {
             assert_eq!(encode_arg(bad), None, "{bad:?}");
         }
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         // An attempt to end the string and inject a command stays one quoted string.
         let (out, _) = attempt(&*p, "joe", "x\" \"y");
         assert_eq!(out, Outcome::deny(INVALID));
-        assert_eq!(srv.lines()[0], "A1 LOGIN \"joe\" \"x\\\" \\\"y\"\r\n");
+        assert_eq!(srv.take()[0], "A1 LOGIN \"joe\" \"x\\\" \\\"y\"\r\n");
     }
 
     #[test]
     fn non_ascii_goes_as_literals() {
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         let (out, logs) = attempt(&*p, "jöe", "pwé");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
-        assert_eq!(srv.lines()[0], "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n");
+        assert_eq!(srv.take()[0], "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n");
     }
 
     #[test]
     fn refused_without_connecting() {
-        let srv = FakeImap::start(GREETING, |_| panic!("connected"));
+        let srv = fake_imap(GREETING, |_| panic!("connected"));
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "").0, Outcome::deny(INVALID));
         assert_eq!(
@@ -598,7 +557,7 @@ mod tests {
         );
         assert_eq!(attempt(&*p, "jo\ne", "x").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "", "x").0, Outcome::Declined);
-        assert!(srv.seen.lock().unwrap().is_empty());
+        assert!(srv.take().is_empty());
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
         let (mut c, _) = cx("192.0.2.1:1");
         let req = AuthRequest {
@@ -638,7 +597,7 @@ mod tests {
             (GREETING, |_| b"A1 OK".to_vec(), "closed the connection"),
         ];
         for (greeting, answer, why) in cases {
-            let srv = FakeImap::start(greeting, *answer);
+            let srv = fake_imap(greeting, *answer);
             let p = plugin(srv.port);
             let (out, logs) = attempt(&*p, "joe", "right pw");
             assert_eq!(out, Outcome::deny_soft(TEMPORARY), "{why}: {logs:?}");
@@ -648,13 +607,13 @@ mod tests {
 
     #[test]
     fn untagged_lines_before_the_answer_are_skipped() {
-        let srv = FakeImap::start(GREETING, |_| {
+        let srv = fake_imap(GREETING, |_| {
             b"* CAPABILITY IMAP4rev1\r\n* OK [ALERT] hello\r\nA1 OK done\r\n".to_vec()
         });
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "x").0, Outcome::Ok(None));
         // `A1 OKAY` is not `A1 OK`.
-        let srv = FakeImap::start(GREETING, |_| b"A1 OKAY\r\n".to_vec());
+        let srv = fake_imap(GREETING, |_| b"A1 OKAY\r\n".to_vec());
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "x").0, Outcome::deny_soft(TEMPORARY));
     }

@@ -110,7 +110,10 @@ use ringsmtpd_plugin_api::{
 };
 
 use super::ldap::{self, code, LdapResult, Op};
-use super::{check_private, parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
+use super::{
+    check_private, clear_password, parse_port, parse_timeout, refuse, within, Host, Shown,
+    TEMPORARY,
+};
 
 const FILE: &str = "ldap";
 
@@ -461,30 +464,23 @@ impl Plugin for LdapBind {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            self.common.log(
-                cx,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
+        let Some(password) = clear_password(&self.common, cx, req) else {
             return Step::DECLINED;
         };
         if password.is_empty() {
             // Would be an unauthenticated bind, which "succeeds" (RFC 4513 §5.1.2).
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         if req.user.contains('\0') || password.contains('\0') {
-            self.common.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: NUL in the name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let value = if self.strip_domain {
             req.user.split('@').next().unwrap_or_default()
@@ -519,14 +515,11 @@ impl Plugin for LdapBind {
                     );
                     Outcome::Ok(None)
                 }
-                Verdict::Refused(r) => {
-                    self.common.log(
-                        cx,
-                        Level::Info,
-                        format_args!("fail: bind as {filter} for '{user}': {r}"),
-                    );
-                    Outcome::deny(INVALID)
-                }
+                Verdict::Refused(r) => refuse(
+                    &self.common,
+                    cx,
+                    format_args!("fail: bind as {filter} for '{user}': {r}"),
+                ),
                 Verdict::NotFound => {
                     self.common.log(
                         cx,
@@ -569,32 +562,16 @@ mod tests {
     use crate::auth::ldap::tests::{
         bind_response, notice_of_disconnection, parse_request, search_done, search_entry, Request,
     };
+    use crate::auth::INVALID;
     use ringsmtpd_plugin_api::auth::Secret;
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, password_attempt, run,
+        auth_attempt, build, build_err, cx, password_attempt, run, FakePeer,
     };
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     const BASE: &str = "dc=example,dc=test";
-
-    /// A fake directory on a thread: answers requests with `answer`, records them all.
-    struct FakeLdap {
-        port: u16,
-        seen: Arc<Mutex<Vec<Request>>>,
-        /// Connections being served.
-        active: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    /// Counts a connection as served when its thread ends, even by a panic.
-    struct Active(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl Drop for Active {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
 
     type Answer = fn(&Request) -> Vec<Vec<u8>>;
 
@@ -628,42 +605,12 @@ mod tests {
         }
     }
 
-    impl FakeLdap {
-        fn start(answer: Answer) -> FakeLdap {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let (log, count) = (seen.clone(), active.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(conn) = conn else { return };
-                    let log = log.clone();
-                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let guard = Active(count.clone());
-                    std::thread::spawn(move || {
-                        let _guard = guard;
-                        serve(conn, answer, log)
-                    });
-                }
-            });
-            FakeLdap { port, seen, active }
-        }
-
-        /// The requests so far, once every connection has ended (the client sends its unbind
-        /// without waiting, so the server may still be reading it).
-        fn requests(&self) -> Vec<Request> {
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            while self.active.load(std::sync::atomic::Ordering::SeqCst) > 0
-                && std::time::Instant::now() < end
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::mem::take(&mut *self.seen.lock().unwrap())
-        }
+    /// A fake directory: answers requests with `answer`, records them all.
+    fn fake_ldap(answer: Answer) -> FakePeer<Request> {
+        FakePeer::start(move |conn, seen| serve(conn, answer, seen))
     }
 
-    fn serve(mut conn: TcpStream, answer: Answer, log: Arc<Mutex<Vec<Request>>>) {
+    fn serve(mut conn: TcpStream, answer: Answer, log: &Mutex<Vec<Request>>) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -706,12 +653,12 @@ mod tests {
 
     #[test]
     fn right_password_binds_as_the_found_dn() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe@example.test", "right");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
         assert_eq!(
-            srv.requests(),
+            srv.take(),
             vec![
                 Request::Search {
                     id: 1,
@@ -737,7 +684,7 @@ mod tests {
 
     #[test]
     fn wrong_password_is_deny_and_unknown_user_declines() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe", "wrong");
         assert_eq!(out, Outcome::deny(INVALID));
@@ -762,12 +709,12 @@ mod tests {
 
     #[test]
     fn empty_password_never_reaches_the_directory() {
-        let srv = FakeLdap::start(|_| panic!("the directory was asked"));
+        let srv = fake_ldap(|_| panic!("the directory was asked"));
         let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "joe", "").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "jo\0e", "x").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "@example.test", "x").0, Outcome::Declined);
-        assert!(srv.requests().is_empty());
+        assert!(srv.take().is_empty());
         // CRAM-MD5: declined, not advertised.
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
         let (mut c, _) = cx("192.0.2.1:1");
@@ -784,11 +731,11 @@ mod tests {
 
     #[test]
     fn filter_metacharacters_are_literal() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "*)(uid=*", "right");
         assert_eq!(out, Outcome::Declined);
-        let reqs = srv.requests();
+        let reqs = srv.take();
         assert!(
             matches!(&reqs[0], Request::Search { value, .. } if value == "*)(uid=*"),
             "{reqs:?}"
@@ -802,7 +749,7 @@ mod tests {
 
     #[test]
     fn search_bind_and_full_names() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(
             srv.port,
             "ldap_bind_dn cn=search,dc=example,dc=test ldap_bind_password searchpw \
@@ -812,7 +759,7 @@ mod tests {
             attempt(&*p, "joe@example.test", "right").0,
             Outcome::Declined
         );
-        let reqs = srv.requests();
+        let reqs = srv.take();
         assert_eq!(
             reqs[0],
             Request::Bind {
@@ -841,7 +788,7 @@ mod tests {
 
     #[test]
     fn directory_trouble_is_temporary() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "busy", "x");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
@@ -857,7 +804,7 @@ mod tests {
             "{logs:?}"
         );
         // A bind answered with an unexpected code (here: busy) is not a refusal.
-        let srv = FakeLdap::start(|req| match req {
+        let srv = fake_ldap(|req| match req {
             Request::Search { id, .. } => vec![
                 search_entry(*id as i32, "uid=x"),
                 search_done(*id as i32, 0),
@@ -868,7 +815,7 @@ mod tests {
         let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "x", "y").0, Outcome::deny_soft(TEMPORARY));
         // A missing base.
-        let srv = FakeLdap::start(|req| match req {
+        let srv = fake_ldap(|req| match req {
             Request::Search { id, .. } => vec![search_done(*id as i32, 32)],
             _ => vec![],
         });
@@ -880,11 +827,11 @@ mod tests {
             "{logs:?}"
         );
         // Garbage instead of LDAP.
-        let srv = FakeLdap::start(|_| vec![b"HTTP/1.0 400 Bad Request\r\n\r\n".to_vec()]);
+        let srv = fake_ldap(|_| vec![b"HTTP/1.0 400 Bad Request\r\n\r\n".to_vec()]);
         let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "x", "y").0, Outcome::deny_soft(TEMPORARY));
         // An answer to another message.
-        let srv = FakeLdap::start(|_| vec![search_done(7, 0)]);
+        let srv = fake_ldap(|_| vec![search_done(7, 0)]);
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "x", "y");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
@@ -910,7 +857,7 @@ mod tests {
             "{logs:?}"
         );
         // A server that accepts and closes at once.
-        let srv = FakeLdap::start(|_| panic!("close"));
+        let srv = fake_ldap(|_| panic!("close"));
         let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe", "right");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
@@ -941,7 +888,7 @@ mod tests {
 
     #[test]
     fn ldap_file_and_arguments() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let file = format!(
             "# directory\nldap_host 127.0.0.1\nldap_port {}\nldap_base   {BASE}\nldap_timeout 2\n\
              ldap_bind_dn cn=search, dc=example, dc=test\nldap_bind_password search pw\n",
@@ -954,7 +901,7 @@ mod tests {
             Outcome::deny_soft(TEMPORARY)
         );
         assert_eq!(
-            srv.requests()[0],
+            srv.take()[0],
             Request::Bind {
                 id: 1,
                 dn: "cn=search, dc=example, dc=test".into(),

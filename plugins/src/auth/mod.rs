@@ -22,8 +22,9 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use ringsmtpd_plugin_api::auth::AuthRequest;
 use ringsmtpd_plugin_api::dns::QType;
-use ringsmtpd_plugin_api::{ConfigError, ConfigLine, Services};
+use ringsmtpd_plugin_api::{Common, ConfigError, ConfigLine, Cx, Level, Outcome, Services};
 
 pub mod auth_checkpassword;
 pub mod auth_flat_file;
@@ -38,6 +39,31 @@ pub(crate) const INVALID: &str = "5.7.8 Authentication credentials invalid";
 
 /// The text of a `DENYSOFT` (RFC 4954 §6, 454 4.7.0).
 pub(crate) const TEMPORARY: &str = "4.7.0 Temporary authentication failure";
+
+/// The clear password of `req`, for a backend that passes it on (checkpassword, IMAP, LDAP);
+/// `None`, logged, for CRAM-MD5, whose digest only a holder of the clear password can check.
+pub(crate) fn clear_password<'r>(
+    common: &Common,
+    cx: &Cx,
+    req: &'r AuthRequest,
+) -> Option<&'r str> {
+    let password = req.password();
+    if password.is_none() {
+        let mechanism = req.mechanism;
+        common.log(
+            cx,
+            Level::Debug,
+            format_args!("skip: {mechanism} needs the clear password"),
+        );
+    }
+    password
+}
+
+/// `DENY` with [`INVALID`], after logging `why` at info.
+pub(crate) fn refuse(common: &Common, cx: &Cx, why: fmt::Arguments<'_>) -> Outcome {
+    common.log(cx, Level::Info, why);
+    Outcome::deny(INVALID)
+}
 
 /// A user name as a log shows it: control characters as `?`, at most 100 characters, so a
 /// client cannot write lines into the log or flood it.
