@@ -326,16 +326,23 @@ pub fn password_attempt(mechanism: Mechanism, user: &str, password: &str) -> Aut
     }
 }
 
-/// Runs a [`password_attempt`] through `p`'s `auth` hook for a client at 192.0.2.1: its
-/// outcome and the lines logged on the way.
-pub fn auth_attempt(
-    p: &dyn Plugin,
-    mechanism: Mechanism,
-    user: &str,
-    password: &str,
-) -> (Outcome, Vec<String>) {
+/// A CRAM-MD5 attempt for `user`: `digest` (hex) answers `challenge`.
+pub fn cram_md5_attempt(user: &str, challenge: &str, digest: &str) -> AuthRequest {
+    AuthRequest {
+        mechanism: Mechanism::CramMd5,
+        user: user.to_string(),
+        secret: Secret::CramMd5 {
+            challenge: challenge.to_string(),
+            digest: digest.to_string(),
+        },
+    }
+}
+
+/// Runs `req` through `p`'s `auth` hook for a client at 192.0.2.1: its outcome and the lines
+/// logged on the way.
+pub fn auth_run(p: &dyn Plugin, req: &AuthRequest) -> (Outcome, Vec<String>) {
     let (mut c, svc) = cx("192.0.2.1:1");
-    let out = run(p.auth(&mut c, &password_attempt(mechanism, user, password)));
+    let out = run(p.auth(&mut c, req));
     let logs = svc
         .logs
         .borrow()
@@ -343,6 +350,16 @@ pub fn auth_attempt(
         .map(|(_, _, m)| m.clone())
         .collect();
     (out, logs)
+}
+
+/// [`auth_run`] for a [`password_attempt`].
+pub fn auth_attempt(
+    p: &dyn Plugin,
+    mechanism: Mechanism,
+    user: &str,
+    password: &str,
+) -> (Outcome, Vec<String>) {
+    auth_run(p, &password_attempt(mechanism, user, password))
 }
 
 /// A transaction from `sender` (`""`: the null sender) to `rcpts`, holding `message` (header

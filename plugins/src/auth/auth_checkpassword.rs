@@ -366,9 +366,10 @@ impl Plugin for CheckPassword {
 mod tests {
     use super::*;
     use crate::auth::INVALID;
-    use ringsmtpd_plugin_api::auth::{Mechanism, Secret};
+    use ringsmtpd_plugin_api::auth::Mechanism;
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, executable, password_attempt, run, TempDir,
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, executable,
+        password_attempt, run, TempDir,
     };
 
     /// A temp dir with executable scripts.
@@ -542,16 +543,8 @@ exit 1"#,
         assert_eq!(s.seen(), "", "the program ran");
         // CRAM-MD5 cannot be checked: declined, and not advertised.
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "good@example.com".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "0".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("good@example.com", "<1@x>", "0");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]

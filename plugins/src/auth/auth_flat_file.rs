@@ -176,8 +176,10 @@ impl Plugin for FlatFile {
 mod tests {
     use super::*;
     use crate::auth::INVALID;
-    use ringsmtpd_plugin_api::auth::{hmac_md5, Secret};
-    use ringsmtpd_plugin_api::testing::{auth_attempt, build, build_err, cx, run, TempDir};
+    use ringsmtpd_plugin_api::auth::hmac_md5;
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, TempDir,
+    };
 
     const PW: &str = "# users\n\
                       good@example.com:good_pass\n\
@@ -198,16 +200,7 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: user.into(),
-            secret: Secret::CramMd5 {
-                challenge: challenge.into(),
-                digest,
-            },
-        };
-        let (mut c, _) = cx("192.0.2.1:1");
-        run(p.auth(&mut c, &req))
+        auth_run(p, &cram_md5_attempt(user, challenge, &digest)).0
     }
 
     #[test]

@@ -408,9 +408,9 @@ impl Plugin for Imap {
 mod tests {
     use super::*;
     use crate::auth::INVALID;
-    use ringsmtpd_plugin_api::auth::Secret;
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, password_attempt, run, FakePeer,
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, password_attempt, run,
+        FakePeer,
     };
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -559,16 +559,8 @@ mod tests {
         assert_eq!(attempt(&*p, "", "x").0, Outcome::Declined);
         assert!(srv.take().is_empty());
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "joe".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "00".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("joe", "<1@x>", "00");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]

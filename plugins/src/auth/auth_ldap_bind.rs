@@ -563,9 +563,9 @@ mod tests {
         bind_response, notice_of_disconnection, parse_request, search_done, search_entry, Request,
     };
     use crate::auth::INVALID;
-    use ringsmtpd_plugin_api::auth::Secret;
     use ringsmtpd_plugin_api::testing::{
-        auth_attempt, build, build_err, cx, password_attempt, run, FakePeer,
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, password_attempt, run,
+        FakePeer,
     };
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -717,16 +717,8 @@ mod tests {
         assert!(srv.take().is_empty());
         // CRAM-MD5: declined, not advertised.
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "joe".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "00".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("joe", "<1@x>", "00");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]

@@ -81,7 +81,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::local::{
-    check_executable, for_each_chunk, output_for_log, parse_timeout, run_child, txn_message_id,
+    check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
     ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
@@ -223,17 +223,7 @@ impl Plugin for EximBsmtp {
                     Outcome::Ok(Some(Cow::Owned(text)))
                 }
                 Some(r) => {
-                    let mut why = match (result.timed_out, result.status.code()) {
-                        (true, _) => format!("killed after {:?}", self.timeout),
-                        (false, Some(code)) => format!("exit code {code}"),
-                        (false, None) => format!("{}", result.status),
-                    };
-                    if let Some(e) = &result.feed_error {
-                        why.push_str(&format!(", {e}"));
-                    }
-                    if !result.output.is_empty() {
-                        why.push_str(&format!(", output: {}", output_for_log(&result.output)));
-                    }
+                    let why = result.failure(self.timeout);
                     self.common.log(
                         cx,
                         Level::Error,
@@ -301,15 +291,6 @@ fn exim_reply(output: &[u8]) -> Option<Reply> {
             disconnect: false,
         })
     })
-}
-
-fn is_enhanced(e: &str, code: u16) -> bool {
-    let parts: Vec<&str> = e.split('.').collect();
-    parts.len() == 3
-        && parts[0] == (code / 100).to_string()
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Doubles a `.` at the start of every line (RFC 5321 §4.5.2); remembers whether the last

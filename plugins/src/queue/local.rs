@@ -196,6 +196,25 @@ pub(crate) struct ChildResult {
     pub output: Vec<u8>,
 }
 
+impl ChildResult {
+    /// Why a run that did not queue failed, for the log: the kill at `timeout` or the exit,
+    /// the input that did not reach the child, what the child said.
+    pub(crate) fn failure(&self, timeout: Duration) -> String {
+        let mut why = match (self.timed_out, self.status.code()) {
+            (true, _) => format!("killed after {timeout:?}"),
+            (false, Some(code)) => format!("exit code {code}"),
+            (false, None) => format!("{}", self.status),
+        };
+        if let Some(e) = &self.feed_error {
+            why.push_str(&format!(", {e}"));
+        }
+        if !self.output.is_empty() {
+            why.push_str(&format!(", output: {}", output_for_log(&self.output)));
+        }
+        why
+    }
+}
+
 /// Runs `spec.program` in a process group of its own, gives `feed` its stdin (and the fd 1
 /// pipe with `fd1_input`) to write and close, and waits for the exit. A watchdog thread kills the
 /// process group at the deadline, whatever the feeder or the child is doing, so this always
@@ -375,6 +394,17 @@ pub(crate) fn output_for_log(output: &[u8]) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// True if `e` is an enhanced status code (RFC 3463: `class.subject.detail`) of the class of
+/// reply `code`.
+pub(crate) fn is_enhanced(e: &str, code: u16) -> bool {
+    let parts: Vec<&str> = e.split('.').collect();
+    parts.len() == 3
+        && parts[0] == (code / 100).to_string()
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks at construction that `path` names an executable regular file.

@@ -111,7 +111,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::local::{parse_timeout, txn_message_id, CHUNK};
+use super::local::{is_enhanced, parse_timeout, txn_message_id, CHUNK};
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{
     blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
@@ -680,15 +680,6 @@ fn parse_smtp_reply(s: &str) -> Option<Reply> {
         lines: vec![Cow::Owned(text.chars().take(400).collect())],
         disconnect: false,
     })
-}
-
-fn is_enhanced(e: &str, code: u16) -> bool {
-    let parts: Vec<&str> = e.split('.').collect();
-    parts.len() == 3
-        && parts[0] == (code / 100).to_string()
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

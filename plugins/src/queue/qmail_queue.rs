@@ -98,8 +98,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
-    check_executable, for_each_chunk, output_for_log, parse_timeout, run_child, txn_message_id,
-    ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
+    check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, ChildResult,
+    ChildSpec, FeedError, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
     blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
@@ -243,17 +243,7 @@ impl Plugin for QmailQueue {
                     )))
                 }
                 Some(r) => {
-                    let mut why = match (result.timed_out, result.status.code()) {
-                        (true, _) => format!("killed after {:?}", self.timeout),
-                        (false, Some(code)) => format!("exit code {code}"),
-                        (false, None) => format!("{}", result.status),
-                    };
-                    if let Some(e) = &result.feed_error {
-                        why.push_str(&format!(", {e}"));
-                    }
-                    if !result.output.is_empty() {
-                        why.push_str(&format!(", output: {}", output_for_log(&result.output)));
-                    }
+                    let why = result.failure(self.timeout);
                     self.common.log(
                         cx,
                         Level::Error,
