@@ -69,11 +69,10 @@
 //! See "No TLS" above. The server's lines are read with a length limit and never copied into
 //! a reply; they reach the log with control characters replaced.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
-use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream};
+use ringsmtpd_plugin_api::net::{read_line, Stream};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
@@ -224,13 +223,12 @@ fn has_capability(line: &[u8], cap: &str) -> bool {
 impl Imap {
     async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Verdict {
         let svc = cx.svc.clone();
-        let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Unavailable(format!("cannot resolve the IMAP host: {e}")),
-        };
-        let stream = match svc.connect(&Endpoint::Tcp(addr), self.timeout).await {
-            Ok(s) => s,
-            Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
+        let to = self
+            .host
+            .connect(&*svc, self.port, self.timeout, "the IMAP host");
+        let (addr, stream) = match to.await {
+            Ok(c) => c,
+            Err(e) => return Verdict::Unavailable(e),
         };
         let mut conn = Conn {
             stream,
@@ -408,6 +406,7 @@ impl Plugin for Imap {
 mod tests {
     use super::*;
     use crate::auth::INVALID;
+    use ringsmtpd_plugin_api::net::Endpoint;
     use ringsmtpd_plugin_api::testing::{
         auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, password_attempt, run,
         FakePeer,

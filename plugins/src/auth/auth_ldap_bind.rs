@@ -99,11 +99,10 @@
 //! message, at most two entries taken), so a hostile directory cannot exhaust memory.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
-use ringsmtpd_plugin_api::net::{Endpoint, Stream};
+use ringsmtpd_plugin_api::net::Stream;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
     PluginInit, Step,
@@ -362,13 +361,12 @@ impl LdapBind {
     /// Search the user's DN and bind as it.
     async fn check(&self, cx: &Cx, value: &str, password: &str) -> Verdict {
         let svc = cx.svc.clone();
-        let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Unavailable(format!("cannot resolve ldap_host: {e}")),
-        };
-        let stream = match svc.connect(&Endpoint::Tcp(addr), self.timeout).await {
-            Ok(s) => s,
-            Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
+        let to = self
+            .host
+            .connect(&*svc, self.port, self.timeout, "ldap_host");
+        let (addr, stream) = match to.await {
+            Ok(c) => c,
+            Err(e) => return Verdict::Unavailable(e),
         };
         let mut conn = Conn {
             stream,

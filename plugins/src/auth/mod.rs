@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::AuthRequest;
 use ringsmtpd_plugin_api::dns::QType;
+use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{Common, ConfigError, ConfigLine, Cx, Level, Outcome, Services};
 
 pub mod auth_checkpassword;
@@ -172,6 +173,27 @@ impl Host {
             why = format!("{name}: no address");
         }
         Err(why)
+    }
+}
+
+impl Host {
+    /// A connection to `port` at this host, within `timeout`; the error says why, naming the
+    /// host as `what` when it does not resolve.
+    pub(crate) async fn connect(
+        &self,
+        svc: &dyn Services,
+        port: u16,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(SocketAddr, Box<dyn Stream>), String> {
+        let addr = self
+            .resolve(svc, port)
+            .await
+            .map_err(|e| format!("cannot resolve {what}: {e}"))?;
+        match svc.connect(&Endpoint::Tcp(addr), timeout).await {
+            Ok(stream) => Ok((addr, stream)),
+            Err(e) => Err(format!("cannot connect to {addr}: {e}")),
+        }
     }
 }
 

@@ -82,11 +82,11 @@ use std::time::Duration;
 
 use super::local::{
     check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
-    ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
+    with_message, ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
-    PluginInit, Reply, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 /// Where Exim is on Debian (`exim4`), in a source install (`exim`), or as Exim's BSMTP alias.
@@ -179,17 +179,13 @@ impl Plugin for EximBsmtp {
                 exim: self.exim.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
                 self.common
                     .log(cx, Level::Crit, format_args!("exim job panicked"));
                 return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            let result = match done.result {
+            let result = match result {
                 Ok(r) => r,
                 Err(e) => {
                     self.common.log(
@@ -325,26 +321,17 @@ struct Job {
     exim: PathBuf,
     timeout: Duration,
     envelope: Vec<u8>,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: io::Result<ChildResult>,
 }
 
 impl Job {
-    fn run(self) -> Done {
+    fn run(&self, msg: &Message) -> io::Result<ChildResult> {
         let spec = ChildSpec {
             program: Path::new(&self.exim),
             args: &["-bS"],
             timeout: self.timeout,
             fd1_input: false,
         };
-        let result = run_child(&spec, |stdin, _| {
+        run_child(&spec, |stdin, _| {
             let mut out = BufWriter::with_capacity(CHUNK, stdin);
             out.write_all(&self.envelope).map_err(FeedError::Sink)?;
             let mut data = DotStuff {
@@ -352,7 +339,7 @@ impl Job {
                 at_line_start: true,
             };
             let mut lf = ToLf::default();
-            for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+            for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
                 lf.write(&mut data, chunk)
             })?;
             lf.finish(&mut data).map_err(FeedError::Sink)?;
@@ -362,12 +349,7 @@ impl Job {
             }
             out.write_all(b".\nQUIT\n").map_err(FeedError::Sink)?;
             out.flush().map_err(FeedError::Sink)
-        });
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::Body;
+use ringsmtpd_plugin_api::{blocking, Body, Services, Transaction};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -43,6 +43,34 @@ impl std::fmt::Display for FeedError {
             FeedError::Sink(e) => write!(f, "writing: {e}"),
         }
     }
+}
+
+/// A transaction's message as queued: the header fields added in the session, then the body.
+pub(crate) struct Message {
+    pub added_headers: String,
+    pub body: Body,
+}
+
+/// Runs `job` on the blocking pool with the message of `txn`, moved out for it and put back
+/// after it (no copy). `None` if the job panicked: the message went with it, and the
+/// transaction is over anyway.
+pub(crate) async fn with_message<R: Send + 'static>(
+    svc: &dyn Services,
+    txn: &mut Transaction,
+    job: impl FnOnce(&Message) -> R + Send + 'static,
+) -> Option<R> {
+    let msg = Message {
+        added_headers: std::mem::take(&mut txn.added_headers),
+        body: std::mem::take(&mut txn.body),
+    };
+    let (msg, result) = blocking(svc, move || {
+        let result = job(&msg);
+        (msg, result)
+    })
+    .await?;
+    txn.added_headers = msg.added_headers;
+    txn.body = msg.body;
+    Some(result)
 }
 
 /// Calls `sink` with the message as queued, in order and in chunks: `added` (the header fields

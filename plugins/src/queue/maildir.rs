@@ -136,10 +136,10 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::fsync_batch::{self, sync_dir, DirSync};
-use super::local::{for_each_chunk, txn_message_id, FeedError, ToLf, CHUNK};
+use super::local::{for_each_chunk, txn_message_id, with_message, FeedError, Message, ToLf, CHUNK};
 use ringsmtpd_plugin_api::{
-    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
-    PluginInit, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Transaction,
 };
 
 /// Deliveries by this process: the `Q<n>` of the unique name.
@@ -278,18 +278,14 @@ impl Plugin for Maildir {
                 secs: since_epoch.as_secs(),
                 usec: since_epoch.subsec_micros(),
                 host: maildir_host(cx.svc.me()),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                // The job panicked: the message went with it; the transaction is over anyway.
+            let delivered = with_message(&*cx.svc, txn, move |msg| job.deliver(msg)).await;
+            let Some(result) = delivered else {
                 self.common
                     .log(cx, Level::Crit, format_args!("delivery job panicked"));
                 return Outcome::deny_soft("4.3.0 Queue error (internal)");
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            match done.result {
+            match result {
                 Ok(names) => {
                     self.common.log(
                         cx,
@@ -347,15 +343,6 @@ struct Job {
     secs: u64,
     usec: u32,
     host: String,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: Result<Vec<String>, Failure>,
 }
 
 /// Which step failed, on which path.
@@ -385,20 +372,11 @@ struct Staged {
 }
 
 impl Job {
-    fn run(self) -> Done {
-        let result = self.deliver();
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
-    }
-
     /// Every file into `tmp/` first, then every link into `new/`: all or nothing.
-    fn deliver(&self) -> Result<Vec<String>, Failure> {
+    fn deliver(&self, msg: &Message) -> Result<Vec<String>, Failure> {
         let mut staged: Vec<Staged> = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
-            if let Err(f) = self.stage(target, &mut staged) {
+            if let Err(f) = self.stage(msg, target, &mut staged) {
                 for s in &staged {
                     let _ = fs::remove_file(&s.tmp);
                 }
@@ -436,7 +414,12 @@ impl Job {
     }
 
     /// Writes and fsyncs one `tmp/` file for `target`.
-    fn stage(&self, target: &Target, staged: &mut Vec<Staged>) -> Result<(), Failure> {
+    fn stage(
+        &self,
+        msg: &Message,
+        target: &Target,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), Failure> {
         if self.create_dirs {
             for sub in ["tmp", "new", "cur"] {
                 let d = target.dir.join(sub);
@@ -465,7 +448,7 @@ impl Job {
             .mode(self.file_mode)
             .open(&tmp)
             .map_err(|e| Failure::new("open", &tmp, e))?;
-        if let Err(f) = self.write(&file, &target.header, &tmp) {
+        if let Err(f) = self.write(msg, &file, &target.header, &tmp) {
             drop(file);
             let _ = fs::remove_file(&tmp);
             return Err(f);
@@ -479,7 +462,7 @@ impl Job {
         Ok(())
     }
 
-    fn write(&self, file: &File, header: &str, path: &Path) -> Result<(), Failure> {
+    fn write(&self, msg: &Message, file: &File, header: &str, path: &Path) -> Result<(), Failure> {
         let fail = |step| move |e| Failure::new(step, path, e);
         // The mode without the umask's say.
         file.set_permissions(Permissions::from_mode(self.file_mode))
@@ -487,10 +470,10 @@ impl Job {
         let mut out = BufWriter::with_capacity(CHUNK, file);
         let mut lf = ToLf::default();
         out.write_all(header.as_bytes()).map_err(fail("write"))?;
-        for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+        for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
             lf.write(&mut out, chunk)
         })
-        .map_err(|e| match (e, &self.body.spool) {
+        .map_err(|e| match (e, &msg.body.spool) {
             (FeedError::Spool(e), Some(spool)) => Failure::new("read spool", &spool.path, e),
             (FeedError::Spool(e) | FeedError::Sink(e), _) => Failure::new("write", path, e),
         })?;

@@ -98,12 +98,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
-    check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, ChildResult,
-    ChildSpec, FeedError, ToLf, CHUNK,
+    check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, with_message,
+    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
-    PluginInit, Reply, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 /// The default `timeout`: below the engine's default `plugin_timeout` of 30 s, so the plugin,
@@ -196,17 +196,13 @@ impl Plugin for QmailQueue {
                 program: self.program.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
                 self.common
                     .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
                 return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            let result = match done.result {
+            let result = match result {
                 Ok(r) => r,
                 Err(e) => {
                     self.common.log(
@@ -334,29 +330,20 @@ struct Job {
     program: PathBuf,
     timeout: Duration,
     envelope: Vec<u8>,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: std::io::Result<ChildResult>,
 }
 
 impl Job {
-    fn run(self) -> Done {
+    fn run(&self, msg: &Message) -> std::io::Result<ChildResult> {
         let spec = ChildSpec {
             program: &self.program,
             args: &[],
             timeout: self.timeout,
             fd1_input: true,
         };
-        let result = run_child(&spec, |stdin, fd1| {
+        run_child(&spec, |stdin, fd1| {
             let mut out = BufWriter::with_capacity(CHUNK, stdin);
             let mut lf = ToLf::default();
-            for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+            for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
                 lf.write(&mut out, chunk)
             })?;
             lf.finish(&mut out).map_err(FeedError::Sink)?;
@@ -365,12 +352,7 @@ impl Job {
             drop(out);
             let mut fd1 = fd1.ok_or_else(|| FeedError::Sink(std::io::ErrorKind::Other.into()))?;
             fd1.write_all(&self.envelope).map_err(FeedError::Sink)
-        });
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
+        })
     }
 }
 
