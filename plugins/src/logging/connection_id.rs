@@ -39,44 +39,18 @@
 //!
 //! As `logging/warn`.
 
-use std::sync::Arc;
+use ringsmtpd_plugin_api::{ConfigError, LogRecord, Plugin, PluginInit};
 
-use ringsmtpd_plugin_api::{
-    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
-};
-
-use super::sink::Sink;
-use super::Lines;
-
-/// The `logging/connection_id` plugin.
-pub struct ConnectionId {
-    lines: Lines,
-}
+use super::{Formatted, Lines};
 
 /// Builds `logging/connection_id` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(ConnectionId {
-        lines: Lines::stderr(init)?,
-    }))
+    Ok(Box::new(Formatted::new(Lines::stderr(init)?, format)))
 }
 
-impl ConnectionId {
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> ConnectionId {
-        ConnectionId {
-            lines: Lines::new(level, sink),
-        }
-    }
-}
-
-impl Plugin for ConnectionId {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Logging])
-    }
-
-    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        self.lines
-            .write(record, |line| super::write_with_id(line, record, None))
-    }
+/// The line with the connection's id first.
+fn format(line: &mut String, record: &LogRecord<'_>) {
+    super::write_with_id(line, record, None);
 }
 
 #[cfg(test)]
@@ -86,11 +60,12 @@ mod tests {
     use super::*;
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
+    use ringsmtpd_plugin_api::Level;
 
     #[test]
     fn id_first() {
         let (sink, mem) = mem_sink();
-        let p = ConnectionId::with_sink(Level::Notice, sink.clone());
+        let p = Formatted::new(Lines::new(Level::Notice, sink.clone()), format);
         record(Level::Notice, 0xab, "relay", "yes", |r| p.logging(r));
         record(Level::Info, 0xab, "relay", "too verbose", |r| p.logging(r));
         record(Level::Error, 0, "core", "server", |r| p.logging(r));

@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{DateTime, Local};
-use ringsmtpd_plugin_api::{ConfigError, Level, LogRecord, Outcome, PluginInit};
+use ringsmtpd_plugin_api::{
+    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
+};
 
 use sink::Sink;
 
@@ -192,6 +194,29 @@ impl Lines {
         format(&mut line);
         self.sink.push(line.as_bytes(), None, false);
         Outcome::Declined
+    }
+}
+
+/// A logging plugin that writes every line, as `format` makes it, and nothing else
+/// (`logging/warn`, `logging/connection_id`).
+pub(crate) struct Formatted {
+    lines: Lines,
+    format: fn(&mut String, &LogRecord<'_>),
+}
+
+impl Formatted {
+    pub(crate) fn new(lines: Lines, format: fn(&mut String, &LogRecord<'_>)) -> Formatted {
+        Formatted { lines, format }
+    }
+}
+
+impl Plugin for Formatted {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Logging])
+    }
+
+    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
+        self.lines.write(record, |line| (self.format)(line, record))
     }
 }
 

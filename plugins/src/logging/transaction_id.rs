@@ -50,14 +50,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use ringsmtpd_plugin_api::{
-    ConfigError, Cx, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit, Step,
-    Transaction,
+    ConfigError, Cx, Hook, HookSet, LogRecord, Outcome, Plugin, PluginInit, Step, Transaction,
 };
 
-use super::sink::Sink;
 use super::Lines;
 
 /// The `logging/transaction_id` plugin.
@@ -73,10 +70,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 impl TransactionId {
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> TransactionId {
-        TransactionId::with_lines(Lines::new(level, sink))
-    }
-
     fn with_lines(lines: Lines) -> TransactionId {
         TransactionId {
             lines,
@@ -148,11 +141,12 @@ mod tests {
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
     use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::Level;
 
     #[test]
     fn follows_the_transaction() {
         let (sink, mem) = mem_sink();
-        let p = TransactionId::with_sink(Level::Info, sink.clone());
+        let p = TransactionId::with_lines(Lines::new(Level::Info, sink.clone()));
         let (mut cx, _svc) = cx("192.0.2.1:4242");
         let conn = cx.conn.id;
         record(Level::Info, conn, "helo", "before", |r| p.logging(r));

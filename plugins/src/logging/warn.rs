@@ -53,47 +53,19 @@
 //!
 //! Escaping keeps a client's text from forging log lines.
 
-use std::sync::Arc;
+use ringsmtpd_plugin_api::{ConfigError, LogRecord, Plugin, PluginInit};
 
-use ringsmtpd_plugin_api::{
-    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
-};
-
-use super::sink::Sink;
-use super::Lines;
-
-/// The `logging/warn` plugin.
-pub struct Warn {
-    lines: Lines,
-}
+use super::{Formatted, Lines};
 
 /// Builds `logging/warn` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(Warn {
-        lines: Lines::stderr(init)?,
-    }))
+    Ok(Box::new(Formatted::new(Lines::stderr(init)?, format)))
 }
 
-impl Warn {
-    /// A `logging/warn` writing into `sink`.
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> Warn {
-        Warn {
-            lines: Lines::new(level, sink),
-        }
-    }
-}
-
-impl Plugin for Warn {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Logging])
-    }
-
-    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        self.lines.write(record, |line| {
-            super::write_body(line, record);
-            line.push('\n');
-        })
-    }
+/// The built-in logger's line.
+fn format(line: &mut String, record: &LogRecord<'_>) {
+    super::write_body(line, record);
+    line.push('\n');
 }
 
 #[cfg(test)]
@@ -105,11 +77,12 @@ mod tests {
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
     use ringsmtpd_plugin_api::testing::build_args;
+    use ringsmtpd_plugin_api::{Level, Outcome};
 
     #[test]
     fn writes_at_or_below_level_in_the_builtin_format() {
         let (sink, mem) = mem_sink();
-        let p = Warn::with_sink(Level::Info, sink.clone());
+        let p = Formatted::new(Lines::new(Level::Info, sink.clone()), format);
         for (level, conn, msg) in [
             (Level::Debug, 1, "hidden"),
             (Level::Info, 0x10000000002, "shown"),
