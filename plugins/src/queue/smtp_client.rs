@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use ringsmtpd_plugin_api::dns::QType;
 use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream, TlsVerify};
 use ringsmtpd_plugin_api::{
-    blocking, BodyType, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Notify, Outcome,
-    Plugin, PluginInit, Ret, Services, Step, Transaction,
+    blocking, BodyType, Common, CommonArgs, ConfigError, Connection, Cx, Hook, HookSet, Level,
+    Notify, Outcome, Plugin, PluginInit, Ret, Services, Step, Transaction,
 };
 
 /// The longest reply line we accept. RFC 5321 §4.5.3.1.5 says 512 octets with CRLF; real
@@ -1397,10 +1397,9 @@ fn is_helo_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// XCLIENT attributes the downstream offered, from our connection (Postfix XCLIENT_README).
-pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
-    let c = &cx.conn;
-    let has = |a: &str| offered.iter().any(|o| o == a);
+/// The client's NAME, ADDR and PORT, those `has` says were offered: the first attributes of
+/// XCLIENT and XFORWARD alike.
+fn peer_attrs(c: &Connection, has: impl Fn(&str) -> bool) -> Vec<String> {
     let mut v = Vec::new();
     if has("NAME") {
         let name = c
@@ -1416,6 +1415,20 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
     if has("PORT") {
         v.push(format!("PORT={}", c.remote.port()));
     }
+    v
+}
+
+/// `PROTO=ESMTP` or `PROTO=SMTP`, once the client said hello.
+fn proto_attr(c: &Connection) -> Option<String> {
+    let proto = if c.is_esmtp() { "ESMTP" } else { "SMTP" };
+    c.hello.is_some().then(|| format!("PROTO={proto}"))
+}
+
+/// XCLIENT attributes the downstream offered, from our connection (Postfix XCLIENT_README).
+pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
+    let c = &cx.conn;
+    let has = |a: &str| offered.iter().any(|o| o == a);
+    let mut v = peer_attrs(c, has);
     if has("HELO") {
         let helo = c.hello_host();
         let helo = if is_helo_token(helo) {
@@ -1425,11 +1438,8 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
         };
         v.push(format!("HELO={}", xtext(helo)));
     }
-    if has("PROTO") && c.hello.is_some() {
-        v.push(format!(
-            "PROTO={}",
-            if c.is_esmtp() { "ESMTP" } else { "SMTP" }
-        ));
+    if has("PROTO") {
+        v.extend(proto_attr(c));
     }
     if has("LOGIN") {
         if let Some(auth) = &c.auth {
@@ -1449,26 +1459,9 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
 pub fn xforward_attrs(cx: &Cx, txn: &Transaction, offered: &[String]) -> Vec<String> {
     let c = &cx.conn;
     let has = |a: &str| offered.iter().any(|o| o == a);
-    let mut v = Vec::new();
-    if has("NAME") {
-        let name = c
-            .remote_host
-            .as_deref()
-            .filter(|h| is_helo_token(h))
-            .unwrap_or("[UNAVAILABLE]");
-        v.push(format!("NAME={}", xtext(name)));
-    }
-    if has("ADDR") {
-        v.push(format!("ADDR={}", xtext(&addr_attr(c.remote.ip()))));
-    }
-    if has("PORT") {
-        v.push(format!("PORT={}", c.remote.port()));
-    }
-    if has("PROTO") && c.hello.is_some() {
-        v.push(format!(
-            "PROTO={}",
-            if c.is_esmtp() { "ESMTP" } else { "SMTP" }
-        ));
+    let mut v = peer_attrs(c, has);
+    if has("PROTO") {
+        v.extend(proto_attr(c));
     }
     if has("HELO") && is_helo_token(c.hello_host()) {
         v.push(format!("HELO={}", xtext(c.hello_host())));
