@@ -221,26 +221,23 @@ fn has_capability(line: &[u8], cap: &str) -> bool {
 }
 
 impl Imap {
-    async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Verdict {
-        let svc = cx.svc.clone();
+    /// The verdict of the IMAP server; `Err` if it cannot give one.
+    async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Result<Verdict, String> {
         let to = self
             .host
-            .connect(&*svc, self.port, self.timeout, "the IMAP host");
-        let (addr, stream) = match to.await {
-            Ok(c) => c,
-            Err(e) => return Verdict::Unavailable(e),
-        };
+            .connect(&*cx.svc, self.port, self.timeout, "the IMAP host");
+        let (addr, stream) = to.await?;
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
         };
-        let verdict = match self.login(&mut conn, user, password).await {
-            Ok(v) => v,
-            Err(e) => return Verdict::Unavailable(format!("{addr}: {e}")),
-        };
+        let verdict = self
+            .login(&mut conn, user, password)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
         // Polite; the answer does not matter.
         let _ = conn.send(b"A2 LOGOUT\r\n".to_vec()).await;
-        verdict
+        Ok(verdict)
     }
 
     async fn login(&self, conn: &mut Conn, user: &Arg, password: &Arg) -> Result<Verdict, String> {
@@ -365,11 +362,12 @@ impl Plugin for Imap {
             )
             .await
             .unwrap_or_else(|| {
-                Verdict::Unavailable(format!(
+                Err(format!(
                     "no answer within the timeout ({}s)",
                     self.timeout.as_secs()
                 ))
-            });
+            })
+            .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {
                     self.common.log(

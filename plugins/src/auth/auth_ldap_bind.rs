@@ -359,15 +359,11 @@ impl Conn {
 
 impl LdapBind {
     /// Search the user's DN and bind as it.
-    async fn check(&self, cx: &Cx, value: &str, password: &str) -> Verdict {
-        let svc = cx.svc.clone();
+    async fn check(&self, cx: &Cx, value: &str, password: &str) -> Result<Verdict, String> {
         let to = self
             .host
-            .connect(&*svc, self.port, self.timeout, "ldap_host");
-        let (addr, stream) = match to.await {
-            Ok(c) => c,
-            Err(e) => return Verdict::Unavailable(e),
-        };
+            .connect(&*cx.svc, self.port, self.timeout, "ldap_host");
+        let (addr, stream) = to.await?;
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
@@ -376,7 +372,7 @@ impl LdapBind {
         let verdict = self
             .exchange(&mut conn, value, password)
             .await
-            .unwrap_or_else(|e| Verdict::Unavailable(format!("{addr}: {e}")));
+            .map_err(|e| format!("{addr}: {e}"));
         // Polite, not awaited for an answer (there is none); a failure changes nothing.
         let id = conn.id();
         let _ = conn.send(ldap::unbind_request(id)).await;
@@ -499,11 +495,12 @@ impl Plugin for LdapBind {
             let verdict = within(&*svc, self.timeout, self.check(cx, value, password))
                 .await
                 .unwrap_or_else(|| {
-                    Verdict::Unavailable(format!(
+                    Err(format!(
                         "no answer within ldap_timeout ({}s)",
                         self.timeout.as_secs()
                     ))
-                });
+                })
+                .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {
                     self.common.log(
