@@ -77,7 +77,9 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{clear_password, parse_port, parse_timeout, refuse, within, Host, Shown, TEMPORARY};
+use super::{
+    answer_within, clear_password, parse_port, parse_timeout, refuse, Host, Shown, TEMPORARY,
+};
 
 /// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
 const MAX_LINE: usize = 8 * 1024;
@@ -355,19 +357,10 @@ impl Plugin for Imap {
         };
         Step::pending(async move {
             let svc = cx.svc.clone();
-            let verdict = within(
-                &*svc,
-                self.timeout,
-                self.check(cx, &user_arg, &password_arg),
-            )
-            .await
-            .unwrap_or_else(|| {
-                Err(format!(
-                    "no answer within the timeout ({}s)",
-                    self.timeout.as_secs()
-                ))
-            })
-            .unwrap_or_else(Verdict::Unavailable);
+            let check = self.check(cx, &user_arg, &password_arg);
+            let verdict = answer_within(&*svc, self.timeout, "the timeout", check)
+                .await
+                .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {
                     self.common.log(

@@ -110,7 +110,7 @@ use ringsmtpd_plugin_api::{
 
 use super::ldap::{self, code, LdapResult, Op};
 use super::{
-    check_private, clear_password, parse_port, parse_timeout, refuse, within, Host, Shown,
+    answer_within, check_private, clear_password, parse_port, parse_timeout, refuse, Host, Shown,
     TEMPORARY,
 };
 
@@ -492,14 +492,9 @@ impl Plugin for LdapBind {
         Step::pending(async move {
             let svc = cx.svc.clone();
             let filter = format!("({}={})", self.attr, ldap::escape_filter_value(value));
-            let verdict = within(&*svc, self.timeout, self.check(cx, value, password))
+            let check = self.check(cx, value, password);
+            let verdict = answer_within(&*svc, self.timeout, "ldap_timeout", check)
                 .await
-                .unwrap_or_else(|| {
-                    Err(format!(
-                        "no answer within ldap_timeout ({}s)",
-                        self.timeout.as_secs()
-                    ))
-                })
                 .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {

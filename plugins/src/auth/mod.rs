@@ -104,6 +104,19 @@ pub(crate) async fn within<T>(
     .await
 }
 
+/// The answer of a server that `ask` awaits, or why there is none: its error, or no answer
+/// within `dur` (the line names the timeout as `what`).
+pub(crate) async fn answer_within<T>(
+    svc: &dyn Services,
+    dur: Duration,
+    what: &str,
+    ask: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    within(svc, dur, ask)
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {what} ({}s)", dur.as_secs())))
+}
+
 /// A server to connect to: an address, or a name resolved at each use (so a changed DNS
 /// record is followed without a restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
