@@ -377,22 +377,22 @@ pub fn transaction(sender: &str, rcpts: &[&str], message: &[u8]) -> Transaction 
         })
         .collect();
     t.body.mem = message.to_vec();
-    t.body.header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
+    t.body.header_end = header_end(message);
     t.body.len = message.len() as u64;
     t
+}
+
+/// The offset just past the empty line that ends the header section.
+fn header_end(message: &[u8]) -> Option<usize> {
+    let blank = message.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(blank + 4)
 }
 
 /// Spools `message` into `body` as the engine does for a large one: the whole message in the
 /// file `path`, its header section in memory.
 pub fn spool(body: &mut Body, path: &Path, message: &[u8]) {
     std::fs::write(path, message).expect("write the spool file");
-    let headers = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |i| i + 4);
+    let headers = header_end(message).unwrap_or(message.len());
     body.mem = message[..headers].to_vec();
     body.header_end = Some(headers);
     body.len = message.len() as u64;
@@ -411,8 +411,8 @@ pub fn executable(path: &Path, text: &str) {
         .expect("make the test program executable");
 }
 
-/// As [`build`], with the arguments given one by one: for an argument that holds a blank,
-/// which no `config/plugins` line can give, to test that a plugin would refuse it.
+/// As [`build`], with the instance name and the arguments given apart: an argument may then
+/// hold a blank (which no `config/plugins` line can give), to test that a plugin refuses it.
 pub fn build_args<T>(
     new: impl FnOnce(&PluginInit<'_>) -> Result<T, ConfigError>,
     name: &str,
@@ -438,6 +438,7 @@ pub struct FakePeer<T> {
 }
 
 impl<T: Send + 'static> FakePeer<T> {
+    /// Listens on a free port; `serve` gets each connection and the record to add to.
     pub fn start(serve: impl Fn(TcpStream, &Mutex<Vec<T>>) + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let port = listener.local_addr().expect("a bound test port").port();
