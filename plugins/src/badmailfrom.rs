@@ -60,46 +60,27 @@
 //! known bounce sources, not a forger. Patterns run in linear time (the `regex` crate has no
 //! backtracking), so a pattern cannot be made to hang the server.
 
-use std::borrow::Cow;
-
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
+    Transaction,
 };
 
-use crate::matchers::{first_word, log, lower_parts, AddrPattern};
+use crate::matchers::{lower_parts, AddrList};
 
 const DEFAULT_REASON: &str = "Your envelope sender is in my badmailfrom list";
 
 /// The `badmailfrom` plugin.
 pub struct Badmailfrom {
-    name: String,
-    common: CommonArgs,
-    entries: Vec<(AddrPattern, Option<String>)>,
+    common: Common,
+    list: AddrList,
 }
 
 /// Builds `badmailfrom` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(build(init)?))
-}
-
-fn build(init: &PluginInit<'_>) -> Result<Badmailfrom, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    let mut entries = Vec::new();
-    for line in init.config.lines("badmailfrom")?.unwrap_or_default() {
-        let (bad, reason) = first_word(&line.text);
-        let pattern = AddrPattern::parse(bad, true).map_err(|e| line.error(e))?;
-        entries.push((pattern, reason.map(str::to_string)));
-    }
-    Ok(Badmailfrom {
-        name: init.name.to_string(),
-        common,
-        entries,
-    })
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    let list = AddrList::load(init, "badmailfrom")?;
+    Ok(Box::new(Badmailfrom { common, list }))
 }
 
 impl Plugin for Badmailfrom {
@@ -108,35 +89,19 @@ impl Plugin for Badmailfrom {
     }
 
     fn mail<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if self.entries.is_empty() || is_immune(cx, None) {
+        if self.list.is_empty() || is_immune(cx, None) {
             return Step::DECLINED;
         }
         let Some((from, host)) = lower_parts(&txn.sender) else {
             return Step::DECLINED; // <>
         };
-        for (pattern, reason) in &self.entries {
-            if pattern.matches(&from, &host) {
-                log(
-                    cx,
-                    &self.common,
-                    &self.name,
-                    Level::Info,
-                    format_args!("fail, {from} is listed"),
-                );
-                let text: Cow<'static, str> = match reason {
-                    Some(r) => Cow::Owned(r.clone()),
-                    None => Cow::Borrowed(DEFAULT_REASON),
-                };
-                return Step::Ready(self.common.reject(cx, &self.name, text));
-            }
+        if let Some(hit) = self.list.find(&from, &host) {
+            let reason = hit.reason_or(DEFAULT_REASON);
+            return self
+                .common
+                .fail(cx, format_args!("{from} is listed"), reason);
         }
-        log(
-            cx,
-            &self.common,
-            &self.name,
-            Level::Debug,
-            format_args!("pass"),
-        );
+        self.common.log(cx, Level::Debug, format_args!("pass"));
         Step::DECLINED
     }
 }
@@ -144,22 +109,11 @@ impl Plugin for Badmailfrom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::shared::WhitelistHost;
+    use ringsmtpd_plugin_api::testing::{
+        self, assert_bad_lines, build, cx, mail_outcome, run, txn_from,
+    };
     use ringsmtpd_plugin_api::Outcome;
-
-    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<Badmailfrom, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("badmailfrom {}", args.join(" ")));
-        build(&PluginInit {
-            name: "badmailfrom",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
 
     const LIST: &str = "# bad senders\n\
         spammer@Example.com\n\
@@ -167,48 +121,48 @@ mod tests {
         ^return.*@.*\\.pidplate\\.biz$   VERP spam\n\
         ^admin.*\\.ppoonn400\\.com$\n";
 
-    fn check(p: &Badmailfrom, from: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        t.sender = parse_path(from, true, false).unwrap();
-        run(p.mail(&mut c, &mut t))
+    fn with_list(line: &str, list: &str) -> Box<dyn Plugin> {
+        build(new, line, &[("badmailfrom", list)]).unwrap()
     }
 
     #[test]
     fn address_host_and_pattern_entries() {
-        let p = build_with(&[], &[("badmailfrom", LIST)]).unwrap();
+        let p = with_list("badmailfrom", LIST);
+        let check = |from| mail_outcome(&*p, from);
         assert_eq!(
-            check(&p, "<spammer@example.com>"),
+            check("<spammer@example.com>"),
             Outcome::deny(DEFAULT_REASON)
         );
         assert_eq!(
-            check(&p, "<SPAMMER@EXAMPLE.COM>"),
+            check("<SPAMMER@EXAMPLE.COM>"),
             Outcome::deny(DEFAULT_REASON)
         );
-        assert_eq!(check(&p, "<other@example.com>"), Outcome::Declined);
+        assert_eq!(check("<other@example.com>"), Outcome::Declined);
         assert_eq!(
-            check(&p, "<anyone@Spam.Example>"),
+            check("<anyone@Spam.Example>"),
             Outcome::Deny(Some("No mail from there, ever".into()))
         );
-        assert_eq!(check(&p, "<a@sub.spam.example>"), Outcome::Declined);
+        assert_eq!(check("<a@sub.spam.example>"), Outcome::Declined);
         assert_eq!(
-            check(&p, "<return-77@x.pidplate.biz>"),
+            check("<return-77@x.pidplate.biz>"),
             Outcome::Deny(Some("VERP spam".into()))
         );
-        assert_eq!(check(&p, "<bounce@x.pidplate.biz>"), Outcome::Declined);
+        assert_eq!(check("<bounce@x.pidplate.biz>"), Outcome::Declined);
         assert_eq!(
-            check(&p, "<admin7@mail.ppoonn400.com>"),
+            check("<admin7@mail.ppoonn400.com>"),
             Outcome::deny(DEFAULT_REASON)
         );
     }
 
     #[test]
     fn null_sender_and_immune_skip() {
-        let p = build_with(&[], &[("badmailfrom", "^.*$\n")]).unwrap();
-        assert_eq!(check(&p, "<>"), Outcome::Declined);
-        assert_eq!(check(&p, "<a@b.example>"), Outcome::deny(DEFAULT_REASON));
-        let mut t = Transaction::default();
-        t.sender = parse_path("<a@b.example>", true, false).unwrap();
+        let p = with_list("badmailfrom", "^.*$\n");
+        assert_eq!(mail_outcome(&*p, "<>"), Outcome::Declined);
+        assert_eq!(
+            mail_outcome(&*p, "<a@b.example>"),
+            Outcome::deny(DEFAULT_REASON)
+        );
+        let mut t = txn_from("<a@b.example>");
         let (mut c, _) = cx("192.0.2.1:1");
         c.conn.relay_client = true;
         assert_eq!(run(p.mail(&mut c, &mut t)), Outcome::Declined);
@@ -219,52 +173,47 @@ mod tests {
 
     #[test]
     fn no_file_no_check() {
-        let p = build_with(&[], &[]).unwrap();
-        assert_eq!(check(&p, "<spammer@example.com>"), Outcome::Declined);
+        let p = build(new, "badmailfrom", &[]).unwrap();
+        assert_eq!(
+            mail_outcome(&*p, "<spammer@example.com>"),
+            Outcome::Declined
+        );
     }
 
     #[test]
     fn reject_forms() {
         let files = &[("badmailfrom", "spammer@example.com\n")];
-        let p = build_with(&["reject", "0"], files).unwrap();
-        assert_eq!(check(&p, "<spammer@example.com>"), Outcome::Declined);
-        let p = build_with(&["reject_type", "temp"], files).unwrap();
-        assert_eq!(
-            check(&p, "<spammer@example.com>"),
-            Outcome::deny_soft(DEFAULT_REASON)
-        );
-        let p = build_with(&["reject_type", "disconnect"], files).unwrap();
+        let forms = testing::reject_forms(new, "badmailfrom", files, |p, c| {
+            run(p.mail(c, &mut txn_from("<spammer@example.com>")))
+        });
+        assert_eq!(forms.log_only, Outcome::Declined);
+        assert_eq!(forms.temp, Outcome::deny_soft(DEFAULT_REASON));
+        let p = build(new, "badmailfrom reject_type disconnect", files).unwrap();
         assert!(matches!(
-            check(&p, "<spammer@example.com>"),
+            mail_outcome(&*p, "<spammer@example.com>"),
             Outcome::DenyDisconnect(_)
         ));
-        let p = build_with(&["reject", "naughty"], files).unwrap();
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        t.sender = parse_path("<spammer@example.com>", true, false).unwrap();
-        assert_eq!(run(p.mail(&mut c, &mut t)), Outcome::Declined);
-        assert_eq!(c.conn.notes.get::<Naughty>().unwrap().msg, DEFAULT_REASON);
+        assert_eq!(forms.naughty, Outcome::Declined);
+        assert_eq!(forms.naughty_msg.as_deref(), Some(DEFAULT_REASON));
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        for (text, line) in [
-            ("ok@example.com\nnoatsign\n", 2),
-            ("# c\n^(unclosed   reason\n", 2),
-            ("(?<=look)behind$\n", 1),
-            ("user@\n", 1),
-        ] {
-            let e = build_with(&[], &[("badmailfrom", text)]).err().unwrap();
-            assert_eq!(
-                (e.file.as_str(), e.line),
-                ("badmailfrom", line),
-                "{text:?}: {e}"
-            );
-        }
+        assert_bad_lines(
+            new,
+            "badmailfrom",
+            "badmailfrom",
+            &[
+                ("ok@example.com\nnoatsign\n", 2),
+                ("# c\n^(unclosed   reason\n", 2),
+                ("(?<=look)behind$\n", 1),
+                ("user@\n", 1),
+            ],
+        );
     }
 
     #[test]
     fn unknown_argument() {
-        assert!(build_with(&["strict"], &[]).is_err());
+        assert!(build(new, "badmailfrom strict", &[]).is_err());
     }
 }

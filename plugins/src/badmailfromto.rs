@@ -58,56 +58,39 @@
 //!
 //! As with `badmailfrom`, the sender address is not authenticated.
 
-use std::borrow::Cow;
-
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{first_word, log, lower_parts, AddrPattern};
+use crate::matchers::{first_word, lower_parts, AddrPattern};
 
 /// Txn note: the lines whose sender matched this transaction's sender (indexes into `pairs`).
 struct Refused(Vec<usize>);
 
 /// The `badmailfromto` plugin.
 pub struct Badmailfromto {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// (sender pattern, recipient lowercased).
     pairs: Vec<(AddrPattern, String)>,
 }
 
 /// Builds `badmailfromto` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(build(init)?))
-}
-
-fn build(init: &PluginInit<'_>) -> Result<Badmailfromto, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    let mut pairs = Vec::new();
-    for line in init.config.lines("badmailfromto")?.unwrap_or_default() {
-        let (from, rest) = first_word(&line.text);
-        let to = rest.map(|r| first_word(r).0);
-        let Some(to) = to else {
-            return Err(line.error(format!("'{}': expected SENDER RECIPIENT", line.text)));
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    let pairs = args::parse_lines(init, "badmailfromto", |text| {
+        let (from, rest) = first_word(text);
+        let Some((to, _)) = rest.map(first_word) else {
+            return Err(format!("'{text}': expected SENDER RECIPIENT"));
         };
-        let from =
-            AddrPattern::parse(from, false).map_err(|e| line.error(format!("sender: {e}")))?;
+        let from = AddrPattern::parse(from, false).map_err(|e| format!("sender: {e}"))?;
         match AddrPattern::parse(to, false) {
-            Ok(AddrPattern::Exact(to)) => pairs.push((from, to)),
-            _ => return Err(line.error(format!("recipient '{to}' is not user@host"))),
+            Ok(AddrPattern::Exact(to)) => Ok((from, to)),
+            _ => Err(format!("recipient '{to}' is not user@host")),
         }
-    }
-    Ok(Badmailfromto {
-        name: init.name.to_string(),
-        common,
-        pairs,
-    })
+    })?;
+    Ok(Box::new(Badmailfromto { common, pairs }))
 }
 
 impl Plugin for Badmailfromto {
@@ -126,13 +109,8 @@ impl Plugin for Badmailfromto {
             .filter(|&i| self.pairs[i].0.matches(&from, &host))
             .collect();
         if !hits.is_empty() {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Debug,
-                format_args!("sender {from} is listed"),
-            );
+            self.common
+                .log(cx, Level::Debug, format_args!("sender {from} is listed"));
             txn.notes.set(Refused(hits));
         }
         Step::DECLINED
@@ -151,15 +129,9 @@ impl Plugin for Badmailfromto {
             return Step::DECLINED;
         };
         if hits.iter().any(|&i| self.pairs[i].1 == to) {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Info,
-                format_args!("fail, {} -> {to} is listed", txn.sender),
-            );
             let text = format!("5.1.1 mail to {to} not accepted here");
-            return Step::Ready(self.common.reject(cx, &self.name, Cow::Owned(text)));
+            let what = format_args!("{} -> {to} is listed", txn.sender);
+            return self.common.fail(cx, what, text);
         }
         Step::DECLINED
     }
@@ -168,22 +140,8 @@ impl Plugin for Badmailfromto {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_lines, build, cx, rcpt, run, txn_from};
     use ringsmtpd_plugin_api::Outcome;
-
-    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<Badmailfromto, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("badmailfromto {}", args.join(" ")));
-        build(&PluginInit {
-            name: "badmailfromto",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
 
     const PAIRS: &str = "Stalker@Example.com   Victim@Example.org   harassment case 12\n\
                          @stalker.example      victim@example.org\n\
@@ -191,23 +149,20 @@ mod tests {
                          a+b@x.example         c@example.org\n";
 
     /// MAIL from `from`, then RCPT to each of `tos`: the outcomes.
-    fn session(p: &Badmailfromto, from: &str, tos: &[&str]) -> Vec<Outcome> {
+    fn session(p: &dyn Plugin, from: &str, tos: &[&str]) -> Vec<Outcome> {
         let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        t.sender = parse_path(from, true, false).unwrap();
+        session_on(p, &mut c, from, tos)
+    }
+
+    fn session_on(p: &dyn Plugin, c: &mut Cx, from: &str, tos: &[&str]) -> Vec<Outcome> {
+        let mut t = txn_from(from);
         assert_eq!(
-            run(p.mail(&mut c, &mut t)),
+            run(p.mail(c, &mut t)),
             Outcome::Declined,
             "the sender is always accepted"
         );
         tos.iter()
-            .map(|to| {
-                let r = Recipient {
-                    addr: parse_path(to, false, false).unwrap(),
-                    params: Default::default(),
-                };
-                run(p.rcpt(&mut c, &mut t, &r))
-            })
+            .map(|to| run(p.rcpt(c, &mut t, &rcpt(to))))
             .collect()
     }
 
@@ -217,10 +172,11 @@ mod tests {
 
     #[test]
     fn pairs() {
-        let p = build_with(&[], &[("badmailfromto", PAIRS)]).unwrap();
+        let p = build(new, "badmailfromto", &[("badmailfromto", PAIRS)]).unwrap();
+        let p = &*p;
         assert_eq!(
             session(
-                &p,
+                p,
                 "<stalker@example.com>",
                 &["<VICTIM@example.org>", "<other@example.org>"]
             ),
@@ -228,73 +184,57 @@ mod tests {
         );
         // stalker@example.com matches both its own line and @example.com: both pairs count.
         assert_eq!(
-            session(&p, "<stalker@example.com>", &["<boss@example.org>"]),
+            session(p, "<stalker@example.com>", &["<boss@example.org>"]),
             vec![refused("boss@example.org")]
         );
         assert_eq!(
-            session(&p, "<x@stalker.example>", &["<victim@example.org>"]),
+            session(p, "<x@stalker.example>", &["<victim@example.org>"]),
             vec![refused("victim@example.org")]
         );
         assert_eq!(
-            session(&p, "<x@other.example>", &["<victim@example.org>"]),
+            session(p, "<x@other.example>", &["<victim@example.org>"]),
             vec![Outcome::Declined]
         );
         // Literal '+'.
         assert_eq!(
-            session(&p, "<a+b@x.example>", &["<c@example.org>"]),
+            session(p, "<a+b@x.example>", &["<c@example.org>"]),
             vec![refused("c@example.org")]
         );
         assert_eq!(
-            session(&p, "<aab@x.example>", &["<c@example.org>"]),
+            session(p, "<aab@x.example>", &["<c@example.org>"]),
             vec![Outcome::Declined]
         );
         assert_eq!(
-            session(&p, "<>", &["<victim@example.org>"]),
+            session(p, "<>", &["<victim@example.org>"]),
             vec![Outcome::Declined]
         );
     }
 
     #[test]
     fn reject_forms() {
-        let files = &[("badmailfromto", PAIRS)];
-        let p = build_with(&["reject_type", "temp"], files).unwrap();
-        assert!(matches!(
-            session(&p, "<x@stalker.example>", &["<victim@example.org>"])[0],
-            Outcome::DenySoft(_)
-        ));
-        let p = build_with(&["reject", "0"], files).unwrap();
-        assert_eq!(
-            session(&p, "<x@stalker.example>", &["<victim@example.org>"]),
-            vec![Outcome::Declined]
-        );
-        let p = build_with(&["reject", "naughty"], files).unwrap();
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        t.sender = parse_path("<x@stalker.example>", true, false).unwrap();
-        run(p.mail(&mut c, &mut t));
-        let r = Recipient {
-            addr: parse_path("<victim@example.org>", false, false).unwrap(),
-            params: Default::default(),
-        };
-        assert_eq!(run(p.rcpt(&mut c, &mut t, &r)), Outcome::Declined);
-        assert!(c.conn.notes.contains::<Naughty>());
+        let forms =
+            testing::reject_forms(new, "badmailfromto", &[("badmailfromto", PAIRS)], |p, c| {
+                session_on(p, c, "<x@stalker.example>", &["<victim@example.org>"]).remove(0)
+            });
+        assert!(matches!(forms.temp, Outcome::DenySoft(_)));
+        assert_eq!(forms.log_only, Outcome::Declined);
+        assert_eq!(forms.naughty, Outcome::Declined);
+        assert!(forms.naughty_msg.is_some());
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        for (text, line) in [
-            ("a@b.example c@d.example\nlonely@b.example\n", 2),
-            ("nohost c@d.example\n", 1),
-            ("a@b.example @d.example\n", 1),
-            ("a@b.example d.example\n", 1),
-        ] {
-            let e = build_with(&[], &[("badmailfromto", text)]).err().unwrap();
-            assert_eq!(
-                (e.file.as_str(), e.line),
-                ("badmailfromto", line),
-                "{text:?}: {e}"
-            );
-        }
-        assert!(build_with(&["x"], &[]).is_err());
+        assert_bad_lines(
+            new,
+            "badmailfromto",
+            "badmailfromto",
+            &[
+                ("a@b.example c@d.example\nlonely@b.example\n", 2),
+                ("nohost c@d.example\n", 1),
+                ("a@b.example @d.example\n", 1),
+                ("a@b.example d.example\n", 1),
+            ],
+        );
+        assert!(build(new, "badmailfromto x", &[]).is_err());
     }
 }

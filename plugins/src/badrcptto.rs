@@ -58,46 +58,25 @@
 //!
 //! Refusing one address does not hide whether others exist. Patterns run in linear time.
 
-use std::borrow::Cow;
-
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{first_word, log, lower_parts, AddrPattern};
+use crate::matchers::{lower_parts, AddrList};
 
 /// The `badrcptto` plugin.
 pub struct Badrcptto {
-    name: String,
-    common: CommonArgs,
-    /// (pattern, the entry as written lowercased, reason).
-    entries: Vec<(AddrPattern, String, Option<String>)>,
+    common: Common,
+    list: AddrList,
 }
 
 /// Builds `badrcptto` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(build(init)?))
-}
-
-fn build(init: &PluginInit<'_>) -> Result<Badrcptto, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    let mut entries = Vec::new();
-    for line in init.config.lines("badrcptto")?.unwrap_or_default() {
-        let (bad, reason) = first_word(&line.text);
-        let pattern = AddrPattern::parse(bad, true).map_err(|e| line.error(e))?;
-        entries.push((pattern, bad.to_lowercase(), reason.map(str::to_string)));
-    }
-    Ok(Badrcptto {
-        name: init.name.to_string(),
-        common,
-        entries,
-    })
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    let list = AddrList::load(init, "badrcptto")?;
+    Ok(Box::new(Badrcptto { common, list }))
 }
 
 impl Plugin for Badrcptto {
@@ -111,35 +90,20 @@ impl Plugin for Badrcptto {
         txn: &'a mut Transaction,
         rcpt: &'a Recipient,
     ) -> Step<'a> {
-        if self.entries.is_empty() || is_immune(cx, Some(txn)) {
+        if self.list.is_empty() || is_immune(cx, Some(txn)) {
             return Step::DECLINED;
         }
         let Some((to, host)) = lower_parts(&rcpt.addr) else {
             return Step::DECLINED;
         };
-        for (pattern, entry, reason) in &self.entries {
-            if pattern.matches(&to, &host) {
-                log(
-                    cx,
-                    &self.common,
-                    &self.name,
-                    Level::Info,
-                    format_args!("fail, {to} matches {entry}"),
-                );
-                let text: Cow<'static, str> = match reason {
-                    Some(r) => Cow::Owned(r.clone()),
-                    None => Cow::Owned(format!("5.1.1 mail to {entry} not accepted here")),
-                };
-                return Step::Ready(self.common.reject(cx, &self.name, text));
-            }
+        if let Some(hit) = self.list.find(&to, &host) {
+            let entry = &hit.entry;
+            let reason = hit.reason_or(format!("5.1.1 mail to {entry} not accepted here"));
+            return self
+                .common
+                .fail(cx, format_args!("{to} matches {entry}"), reason);
         }
-        log(
-            cx,
-            &self.common,
-            &self.name,
-            Level::Debug,
-            format_args!("pass"),
-        );
+        self.common.log(cx, Level::Debug, format_args!("pass"));
         Step::DECLINED
     }
 }
@@ -147,65 +111,46 @@ impl Plugin for Badrcptto {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::shared::WhitelistSender;
+    use ringsmtpd_plugin_api::testing::{
+        self, assert_bad_lines, build, cx, rcpt, rcpt_outcome, run,
+    };
     use ringsmtpd_plugin_api::Outcome;
-
-    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<Badrcptto, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("badrcptto {}", args.join(" ")));
-        build(&PluginInit {
-            name: "badrcptto",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
 
     const LIST: &str = "OldUser@Example.com\n@retired.example   That domain is gone\n[%!]   No source routes\n^.*\\.INVALID$\n";
 
-    fn check(p: &Badrcptto, to: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path(to, false, false).unwrap(),
-            params: Default::default(),
-        };
-        run(p.rcpt(&mut c, &mut t, &r))
+    fn with_list(list: &str) -> Box<dyn Plugin> {
+        build(new, "badrcptto", &[("badrcptto", list)]).unwrap()
     }
 
     #[test]
     fn entries() {
-        let p = build_with(&[], &[("badrcptto", LIST)]).unwrap();
+        let p = with_list(LIST);
+        let check = |to| rcpt_outcome(&*p, to);
         let gone = Outcome::Deny(Some(
             "5.1.1 mail to olduser@example.com not accepted here".into(),
         ));
-        assert_eq!(check(&p, "<olduser@example.com>"), gone);
-        assert_eq!(check(&p, "<OLDUSER@example.COM>"), gone);
-        assert_eq!(check(&p, "<newuser@example.com>"), Outcome::Declined);
+        assert_eq!(check("<olduser@example.com>"), gone);
+        assert_eq!(check("<OLDUSER@example.COM>"), gone);
+        assert_eq!(check("<newuser@example.com>"), Outcome::Declined);
         assert_eq!(
-            check(&p, "<x@Retired.Example>"),
+            check("<x@Retired.Example>"),
             Outcome::Deny(Some("That domain is gone".into()))
         );
-        assert_eq!(check(&p, "<x@sub.retired.example>"), Outcome::Declined);
+        assert_eq!(check("<x@sub.retired.example>"), Outcome::Declined);
         assert_eq!(
-            check(&p, "<\"a%b\"@example.com>"),
+            check("<\"a%b\"@example.com>"),
             Outcome::Deny(Some("No source routes".into()))
         );
         // Patterns are case-insensitive.
-        assert!(matches!(check(&p, "<x@host.invalid>"), Outcome::Deny(_)));
-        assert_eq!(check(&p, "<postmaster>"), Outcome::Declined);
+        assert!(matches!(check("<x@host.invalid>"), Outcome::Deny(_)));
+        assert_eq!(check("<postmaster>"), Outcome::Declined);
     }
 
     #[test]
     fn immune_skip() {
-        let p = build_with(&[], &[("badrcptto", LIST)]).unwrap();
-        let r = Recipient {
-            addr: parse_path("<olduser@example.com>", false, false).unwrap(),
-            params: Default::default(),
-        };
+        let p = with_list(LIST);
+        let r = rcpt("<olduser@example.com>");
         let (mut c, _) = cx("192.0.2.1:1");
         let mut t = Transaction::default();
         t.notes.set(WhitelistSender("a@b".into()));
@@ -218,40 +163,20 @@ mod tests {
     #[test]
     fn reject_forms() {
         let files = &[("badrcptto", "@retired.example\n")];
-        let p = build_with(&["reject_type", "temp"], files).unwrap();
-        assert!(matches!(
-            check(&p, "<a@retired.example>"),
-            Outcome::DenySoft(_)
-        ));
-        let p = build_with(&["reject", "0"], files).unwrap();
-        assert_eq!(check(&p, "<a@retired.example>"), Outcome::Declined);
-        let p = build_with(&["reject", "naughty"], files).unwrap();
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path("<a@retired.example>", false, false).unwrap(),
-            params: Default::default(),
-        };
-        assert_eq!(run(p.rcpt(&mut c, &mut t, &r)), Outcome::Declined);
-        assert!(c
-            .conn
-            .notes
-            .get::<Naughty>()
-            .unwrap()
-            .msg
-            .contains("@retired.example"));
+        let forms = testing::reject_forms(new, "badrcptto", files, |p, c| {
+            let r = rcpt("<a@retired.example>");
+            run(p.rcpt(c, &mut Transaction::default(), &r))
+        });
+        assert!(matches!(forms.temp, Outcome::DenySoft(_)));
+        assert_eq!(forms.log_only, Outcome::Declined);
+        assert_eq!(forms.naughty, Outcome::Declined);
+        assert!(forms.naughty_msg.unwrap().contains("@retired.example"));
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        for (text, line) in [("a@b\nplain\n", 2), ("^[unclosed\n", 1), ("@\n", 1)] {
-            let e = build_with(&[], &[("badrcptto", text)]).err().unwrap();
-            assert_eq!(
-                (e.file.as_str(), e.line),
-                ("badrcptto", line),
-                "{text:?}: {e}"
-            );
-        }
-        assert!(build_with(&["x"], &[]).is_err());
+        let cases = [("a@b\nplain\n", 2), ("^[unclosed\n", 1), ("@\n", 1)];
+        assert_bad_lines(new, "badrcptto", "badrcptto", &cases);
+        assert!(build(new, "badrcptto x", &[]).is_err());
     }
 }

@@ -60,26 +60,24 @@
 
 use ringsmtpd_plugin_api::headers;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Reject, RejectType,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Reject,
+    RejectType, Step, Transaction,
 };
 
 /// The `bogus_bounce` plugin.
 pub struct BogusBounce {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 /// Builds `bogus_bounce` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     // First find the action, which sets the defaults; then read the common arguments again,
     // so that an explicit `reject`/`reject_type` wins over the action.
-    let (_, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (_, rest) = init.common(CommonArgs::DEFAULT)?;
     let action = match rest.as_slice() {
         [] => "log",
         [action] | ["action", action] => action,
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, extra, ..] => return Err(init.unknown(extra)),
     };
     let defaults = match action.to_ascii_lowercase().as_str() {
         "log" => CommonArgs {
@@ -97,19 +95,8 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             )))
         }
     };
-    let (common, _) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
-    Ok(Box::new(BogusBounce {
-        name: init.name.to_string(),
-        common,
-    }))
-}
-
-impl BogusBounce {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
+    let (common, _) = init.common(defaults)?;
+    Ok(Box::new(BogusBounce { common }))
 }
 
 impl Plugin for BogusBounce {
@@ -118,38 +105,24 @@ impl Plugin for BogusBounce {
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        let common = &self.common;
         if !txn.sender.is_null() {
-            self.log(cx, Level::Debug, format_args!("pass, not a null sender"));
+            common.log(cx, Level::Debug, format_args!("pass, not a null sender"));
             return Step::DECLINED;
         }
         let n = txn.recipients.len();
         if n != 1 {
-            self.log(
-                cx,
-                Level::Info,
-                format_args!("fail, bogus bounce to {n} recipients"),
-            );
-            return Step::Ready(self.common.reject(
-                cx,
-                &self.name,
-                "5.7.1 this bounce message does not have 1 recipient",
-            ));
+            let msg = "5.7.1 this bounce message does not have 1 recipient";
+            return common.fail(cx, format_args!("bogus bounce to {n} recipients"), msg);
         }
         if let Some(rp) = headers::first(txn.body.header_bytes(), "Return-Path") {
             if rp.value() != "<>" {
-                self.log(
-                    cx,
-                    Level::Info,
-                    format_args!("fail, bounce with Return-Path {}", rp.value()),
-                );
-                return Step::Ready(self.common.reject(
-                    cx,
-                    &self.name,
-                    "5.7.1 a bounce return path must be empty (RFC 3834)",
-                ));
+                let msg = "5.7.1 a bounce return path must be empty (RFC 3834)";
+                let what = format_args!("bounce with Return-Path {}", rp.value());
+                return common.fail(cx, what, msg);
             }
         }
-        self.log(
+        common.log(
             cx,
             Level::Info,
             format_args!("pass, single recipient, empty Return-Path"),
@@ -161,38 +134,22 @@ impl Plugin for BogusBounce {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Outcome, Recipient};
+    use ringsmtpd_plugin_api::testing::{
+        self, assert_bad_args, cx, rcpt, run, set_message, txn_from,
+    };
+    use ringsmtpd_plugin_api::Outcome;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("bogus_bounce {}", args.join(" ")));
-        new(&PluginInit {
-            name: "bogus_bounce",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("bogus_bounce {}", args.join(" ")), &[])
     }
 
     fn txn(sender: &str, rcpts: &[&str], message: &str) -> Transaction {
-        let mut t = Transaction::default();
-        t.sender = parse_path(sender, true, false).unwrap();
-        for r in rcpts {
-            t.recipients.push(Recipient {
-                addr: parse_path(r, false, false).unwrap(),
-                params: Default::default(),
-            });
-        }
-        t.body.mem = message.as_bytes().to_vec();
-        t.body.len = message.len() as u64;
-        t.body.header_end = message.find("\r\n\r\n").map(|i| i + 4);
+        let mut t = txn_from(sender);
+        t.recipients.extend(rcpts.iter().map(|r| rcpt(r)));
+        set_message(&mut t, message);
         t
     }
-
     fn check(p: &dyn Plugin, t: &mut Transaction) -> (Outcome, bool) {
         let (mut c, _) = cx("192.0.2.1:1");
         let o = run(p.data_post(&mut c, t));
@@ -265,17 +222,15 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["refuse"][..],
-            &["deny", "log"],
-            &["action"],
-            &["reject", "2"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: bogus_bounce: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "bogus_bounce",
+            &[
+                &["refuse"][..],
+                &["deny", "log"],
+                &["action"],
+                &["reject", "2"],
+            ],
+        );
     }
 }

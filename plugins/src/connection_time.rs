@@ -50,41 +50,27 @@
 //! Nothing from the client is logged.
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
 };
 
 /// The `connection_time` plugin.
 pub struct ConnectionTime {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// The level of the duration line before `loglevel` adjusts it.
     level: Level,
 }
 
 /// Builds `connection_time` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let level = match rest.as_slice() {
         [] => Level::Info,
         [level] => Level::parse(level)
             .filter(|_| level.parse::<i32>().map_or(true, |n| (0..=7).contains(&n)))
             .ok_or_else(|| init.error(format!("'{level}' is not a log level (0-7 or a name)")))?,
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, extra, ..] => return Err(init.unknown(extra)),
     };
-    Ok(Box::new(ConnectionTime {
-        name: init.name.to_string(),
-        common,
-        level,
-    }))
-}
-
-impl ConnectionTime {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
+    Ok(Box::new(ConnectionTime { common, level }))
 }
 
 impl Plugin for ConnectionTime {
@@ -93,13 +79,14 @@ impl Plugin for ConnectionTime {
     }
 
     fn pre_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        self.log(cx, Level::Debug, format_args!("started"));
+        self.common.log(cx, Level::Debug, format_args!("started"));
         Step::DECLINED
     }
 
     fn post_connection<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
         let secs = cx.conn.started.elapsed().as_secs_f64();
-        self.log(cx, self.level, format_args!("{secs:.3} s."));
+        self.common
+            .log(cx, self.level, format_args!("{secs:.3} s."));
         Step::DECLINED
     }
 }
@@ -107,20 +94,12 @@ impl Plugin for ConnectionTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
     use ringsmtpd_plugin_api::Outcome;
     use std::time::{Duration, Instant};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("connection_time {}", args.join(" ")));
-        new(&PluginInit {
-            name: "connection_time",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("connection_time {}", args.join(" ")), &[])
     }
 
     /// The lines logged at post-connection for a connection that lasted 1.25 s.
@@ -174,18 +153,16 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["LOGNOPE"][..],
-            &["9"],
-            &["-1"],
-            &["6", "7"],
-            &["loglevel"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: connection_time: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "connection_time",
+            &[
+                &["LOGNOPE"][..],
+                &["9"],
+                &["-1"],
+                &["6", "7"],
+                &["loglevel"],
+            ],
+        );
     }
 }

@@ -91,8 +91,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::format::{Item, StrftimeItems};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
-    Transaction,
+    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Plugin, PluginInit,
+    Step, Transaction,
 };
 
 const DEFAULT_PATTERN: &str = "mail/%Y%m%d";
@@ -103,8 +103,7 @@ const MAX_ERRORS: usize = 32;
 
 /// The `content_log` plugin.
 pub struct ContentLog {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     enabled: bool,
     pattern: String,
     shared: Arc<Shared>,
@@ -136,8 +135,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build(init: &PluginInit<'_>) -> Result<ContentLog, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     if let Some(extra) = rest.first() {
         return Err(init.error(format!(
             "unknown argument '{extra}' (the settings are the files content_log_enabled and \
@@ -156,7 +154,6 @@ fn build(init: &PluginInit<'_>) -> Result<ContentLog, ConfigError> {
         }
     };
     Ok(ContentLog {
-        name: init.name.to_string(),
         common,
         enabled,
         pattern,
@@ -311,15 +308,9 @@ impl Drop for PendingGuard {
 }
 
 impl ContentLog {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     fn log_errors(&self, cx: &Cx) {
         for e in self.shared.take_errors() {
-            self.log(cx, Level::Error, format_args!("{e}"));
+            self.common.log(cx, Level::Error, format_args!("{e}"));
         }
     }
 
@@ -353,7 +344,7 @@ impl Plugin for ContentLog {
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         self.log_errors(cx);
         if self.shared.pending.load(Ordering::Acquire) >= MAX_PENDING {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Error,
                 format_args!(
@@ -366,7 +357,7 @@ impl Plugin for ContentLog {
         let entry = match self.entry(txn) {
             Ok(entry) => entry,
             Err(e) => {
-                self.log(
+                self.common.log(
                     cx,
                     Level::Error,
                     format_args!("message {} not archived: {e}", txn.id),
@@ -386,7 +377,7 @@ impl Plugin for ContentLog {
             }
             drop(guard);
         }));
-        self.log(
+        self.common.log(
             cx,
             Level::Debug,
             format_args!("archiving message {}", txn.id),
@@ -403,54 +394,18 @@ impl Plugin for ContentLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Outcome, Recipient, SpoolFile};
-    use std::path::PathBuf;
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, rcpt, run, txn_from, TempDir};
+    use ringsmtpd_plugin_api::{Outcome, SpoolFile};
     use std::time::{Duration, Instant};
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!(
-                "ringsmtpd-content_log-{tag}-{}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-        fn path(&self, name: &str) -> String {
-            self.0.join(name).display().to_string()
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn build_with(files: &[(&str, &str)]) -> Result<ContentLog, ConfigError> {
-        let config = MemConfig::new(files);
-        let line = origin("content_log");
-        build(&PluginInit {
-            name: "content_log",
-            args: &[],
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, "content_log", files)
     }
 
     fn txn(sender: &str, rcpts: &[&str], message: &str) -> Transaction {
-        let mut t = Transaction::default();
+        let mut t = txn_from(sender);
         t.id = "1.1".into();
-        t.sender = parse_path(sender, true, false).unwrap();
-        for r in rcpts {
-            t.recipients.push(Recipient {
-                addr: parse_path(r, false, false).unwrap(),
-                params: Default::default(),
-            });
-        }
+        t.recipients.extend(rcpts.iter().map(|r| rcpt(r)));
         t.added_headers = "Received: from x\r\n\tby y; now\r\n".into();
         t.body.mem = message.as_bytes().to_vec();
         t.body.len = message.len() as u64;
@@ -469,8 +424,8 @@ mod tests {
 
     #[test]
     fn appends_mboxrd_entries_with_the_envelope() {
-        let d = Dir::new("append");
-        let pattern = d.path("log-%Y");
+        let d = TempDir::new("content_log-append");
+        let pattern = d.join("log-%Y");
         let p = build_with(&[("content_log_file", &pattern)]).unwrap();
         let (mut c, _) = cx("192.0.2.1:1");
         let mut t = txn("<s@x.test>", &["<a@y.test>", "<b@y.test>"], MSG);
@@ -478,7 +433,7 @@ mod tests {
         let mut t = txn("<>", &["<a@y.test>"], "Subject: bounce\r\n\r\nx\r\n");
         assert_eq!(run(p.data_post(&mut c, &mut t)), Outcome::Declined);
         wait_idle(&p);
-        let file = d.path(&format!("log-{}", chrono::Local::now().format("%Y")));
+        let file = d.join(&format!("log-{}", chrono::Local::now().format("%Y")));
         let text = std::fs::read_to_string(&file).unwrap();
         // Two entries, each starting with a separator line; the jobs may finish in either
         // order.
@@ -503,9 +458,9 @@ mod tests {
 
     #[test]
     fn spooled_message_is_read_from_the_descriptor() {
-        let d = Dir::new("spool");
-        let p = build_with(&[("content_log_file", &d.path("log"))]).unwrap();
-        let spool_path = d.0.join("spool");
+        let d = TempDir::new("content_log-spool");
+        let p = build_with(&[("content_log_file", &d.join("log"))]).unwrap();
+        let spool_path = d.path().join("spool");
         let big = format!("Subject: big\r\n\r\n{}", "0123456789\r\n".repeat(20_000));
         std::fs::write(&spool_path, &big).unwrap();
         let file = File::open(&spool_path).unwrap();
@@ -521,14 +476,14 @@ mod tests {
         drop(t);
         assert!(!spool_path.exists());
         wait_idle(&p);
-        let text = std::fs::read_to_string(d.path("log")).unwrap();
+        let text = std::fs::read_to_string(d.join("log")).unwrap();
         assert_eq!(text.matches("0123456789\n").count(), 20_000);
     }
 
     #[test]
     fn write_errors_are_logged_later_and_never_refuse() {
-        let d = Dir::new("errors");
-        let p = build_with(&[("content_log_file", &d.path("no/such/dir/log"))]).unwrap();
+        let d = TempDir::new("content_log-errors");
+        let p = build_with(&[("content_log_file", &d.join("no/such/dir/log"))]).unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         let mut t = txn("<s@x.test>", &["<a@y.test>"], MSG);
         assert_eq!(run(p.data_post(&mut c, &mut t)), Outcome::Declined);
@@ -545,15 +500,15 @@ mod tests {
 
     #[test]
     fn too_many_pending_writes_skip_the_message() {
-        let d = Dir::new("pending");
-        let p = build_with(&[("content_log_file", &d.path("log"))]).unwrap();
+        let d = TempDir::new("content_log-pending");
+        let p = build_with(&[("content_log_file", &d.join("log"))]).unwrap();
         p.shared.pending.store(MAX_PENDING, Ordering::Release);
         let (mut c, svc) = cx("192.0.2.1:1");
         let mut t = txn("<s@x.test>", &["<a@y.test>"], MSG);
         assert_eq!(run(p.data_post(&mut c, &mut t)), Outcome::Declined);
         assert!(svc.logged("writes still pending, message 1.1 not archived"));
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!std::path::Path::new(&d.path("log")).exists());
+        assert!(!std::path::Path::new(&d.join("log")).exists());
     }
 
     #[test]
@@ -595,25 +550,8 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let config = MemConfig::new(&[]);
-        let line = origin("content_log");
-        for (args, ok) in [
-            (vec!["loglevel", "-1"], true),
-            (vec!["mail/%Y"], false),
-            (vec!["loglevel"], false),
-        ] {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            let r = new(&PluginInit {
-                name: "content_log",
-                args: &args,
-                config: &config,
-                origin: &line,
-            });
-            assert_eq!(r.is_ok(), ok, "{args:?}");
-            if let Err(e) = r {
-                assert!(e.to_string().starts_with("plugins:1: content_log: "), "{e}");
-            }
-        }
+        assert!(testing::build(new, "content_log loglevel -1", &[]).is_ok());
+        assert_bad_args(new, "content_log", &[&["mail/%Y"], &["loglevel"]]);
     }
 
     #[test]

@@ -58,59 +58,26 @@
 //! Bounds what an unknown protocol can do on one connection. Cheap: one counter per
 //! connection, no allocation below the limit.
 
-use std::borrow::Cow;
-
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
+    Common, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
 };
+
+use crate::matchers::{bump, limit_args};
 
 /// Unknown commands seen on this connection (qpsmtpd conn note `unrec_cmd_count`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnrecognizedCount(pub u32);
 
-const DEFAULT_MAX: u32 = 4;
-
 /// The `count_unrecognized_commands` plugin.
 pub struct CountUnrecognized {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     max: u32,
 }
 
 /// Builds `count_unrecognized_commands` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let defaults = CommonArgs {
-        reject_type: RejectType::Disconnect,
-        ..CommonArgs::DEFAULT
-    };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
-    if matches!(
-        common.reject_type,
-        RejectType::Temp | RejectType::TempDisconnect
-    ) {
-        return Err(init.error("reject_type must be disconnect or perm"));
-    }
-    let max = match rest.as_slice() {
-        [] => DEFAULT_MAX,
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(init.error(format!("N must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
-    };
-    Ok(Box::new(CountUnrecognized {
-        name: init.name.to_string(),
-        common,
-        max,
-    }))
-}
-
-impl CountUnrecognized {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
+    let (common, max) = limit_args(init, 4)?;
+    Ok(Box::new(CountUnrecognized { common, max }))
 }
 
 impl Plugin for CountUnrecognized {
@@ -124,22 +91,24 @@ impl Plugin for CountUnrecognized {
         verb: &'a str,
         _args: &'a str,
     ) -> Step<'a> {
-        let count = {
-            let c = cx.conn.notes.get_or_insert_with(UnrecognizedCount::default);
-            c.0 = c.0.saturating_add(1);
-            c.0
-        };
+        let count = bump(
+            &mut cx
+                .conn
+                .notes
+                .get_or_insert_with(UnrecognizedCount::default)
+                .0,
+        );
         if count < self.max {
-            self.log(cx, Level::Info, format_args!("'{verb}' ({count})"));
+            self.common
+                .log(cx, Level::Info, format_args!("'{verb}' ({count})"));
             return Step::DECLINED;
         }
-        self.log(cx, Level::Info, format_args!("fail, '{verb}' ({count})"));
-        let text: Cow<'static, str> = format!(
+        let text = format!(
             "5.5.1 Closing connection, {count} unrecognized commands. Perhaps you should read \
              RFC 2821?"
-        )
-        .into();
-        Step::Ready(self.common.reject(cx, &self.name, text))
+        );
+        self.common
+            .fail(cx, format_args!("'{verb}' ({count})"), text)
     }
 }
 
@@ -147,19 +116,12 @@ impl Plugin for CountUnrecognized {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
     use ringsmtpd_plugin_api::Outcome;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("count_unrecognized_commands {}", args.join(" ")));
-        new(&PluginInit {
-            name: "count_unrecognized_commands",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        let line = format!("count_unrecognized_commands {}", args.join(" "));
+        testing::build(new, &line, &[])
     }
 
     fn outcomes(p: &dyn Plugin, n: usize) -> Vec<Outcome> {
@@ -229,21 +191,18 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["0"][..],
-            &["-1"],
-            &["four"],
-            &["4", "5"],
-            &["reject_type", "temp"],
-            &["reject_type", "temp_disconnect"],
-            &["reject"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string()
-                    .starts_with("plugins:1: count_unrecognized_commands: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "count_unrecognized_commands",
+            &[
+                &["0"][..],
+                &["-1"],
+                &["four"],
+                &["4", "5"],
+                &["reject_type", "temp"],
+                &["reject_type", "temp_disconnect"],
+                &["reject"],
+            ],
+        );
     }
 }

@@ -61,15 +61,13 @@
 
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::dns::{reversed_ip, DnsLookup, QType};
+use ringsmtpd_plugin_api::args::timeout_only;
+use ringsmtpd_plugin_api::dns::reversed_ip;
+use ringsmtpd_plugin_api::dnsutil::{check_zone, client_ip, is_listing_code, Deadline, ZoneQuery};
 use ringsmtpd_plugin_api::shared::WhitelistHost;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    Step, Transaction,
-};
-
-use crate::dnsbl::{
-    check_zone, clean_text, client_ip, is_listing_code, key_values, parse_timeout, within, Deadline,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Recipient, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,27 +75,20 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lookups in flight (private conn note).
 struct InFlight {
     deadline: Deadline,
-    queries: Vec<(usize, DnsLookup, DnsLookup)>,
+    /// One per zone, in the order of `whitelist_zones`.
+    queries: Vec<ZoneQuery>,
 }
 
 pub struct DnsWhitelistSoft {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     timeout: Duration,
     zones: Vec<String>,
 }
 
 /// Builds `dns_whitelist_soft` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    let mut timeout = DEFAULT_TIMEOUT;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        match key {
-            "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
-        }
-    }
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let timeout = timeout_only(init, &rest, DEFAULT_TIMEOUT)?;
     let mut zones = Vec::new();
     for line in init.config.lines("whitelist_zones")?.unwrap_or_default() {
         let zone = line.text.split_whitespace().next().unwrap_or_default();
@@ -105,7 +96,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         zones.push(zone.trim_end_matches('.').to_ascii_lowercase());
     }
     Ok(Box::new(DnsWhitelistSoft {
-        name: init.name.to_string(),
         common,
         timeout,
         zones,
@@ -113,12 +103,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 impl DnsWhitelistSoft {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// Awaits the answers if they are still in flight; every hook but `connect` comes here.
     fn decide<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
         if !cx.conn.notes.contains::<InFlight>() {
@@ -136,33 +120,12 @@ impl DnsWhitelistSoft {
         };
         let ip = client_ip(cx);
         let mut timer = flight.deadline.timer(&*cx.svc);
-        for (i, a, txt) in &mut flight.queries {
-            let zone = &self.zones[*i];
-            let mut any_a = false;
-            let listed_a = match within(a, &mut timer).await {
-                Ok(answer) => {
-                    any_a = answer.ipv4().next().is_some();
-                    answer
-                        .ipv4()
-                        .any(|a| is_listing_code(a) && a.octets()[3] != 255)
-                }
-                Err(e) => {
-                    self.log(
-                        cx,
-                        Level::Warn,
-                        format_args!("{zone}: {e}, counted as not listed"),
-                    );
-                    false
-                }
-            };
-            let text = within(txt, &mut timer)
-                .await
-                .ok()
-                .and_then(|ans| ans.txt().next().map(clean_text));
-            // TXT alone lists, unless the A answer was an error code.
-            if listed_a || (!any_a && text.is_some()) {
-                let why = text.unwrap_or_else(|| zone.clone());
-                self.log(
+        for (zone, query) in self.zones.iter().zip(&mut flight.queries) {
+            let answer = query.answer(cx, &self.common, zone, &mut timer).await;
+            // x.x.x.255: the list's own error codes.
+            if answer.listed(|a| is_listing_code(a) && a.octets()[3] != 255) {
+                let why = answer.txt.unwrap_or_else(|| zone.clone());
+                self.common.log(
                     cx,
                     Level::Notice,
                     format_args!("Host {ip} is whitelisted: {why}"),
@@ -171,7 +134,8 @@ impl DnsWhitelistSoft {
                 return;
             }
         }
-        self.log(cx, Level::Debug, format_args!("{ip} not whitelisted"));
+        self.common
+            .log(cx, Level::Debug, format_args!("{ip} not whitelisted"));
     }
 }
 
@@ -191,15 +155,8 @@ impl Plugin for DnsWhitelistSoft {
             return Step::DECLINED;
         }
         let ip = client_ip(cx);
-        let queries = (self.zones.iter().enumerate())
-            .map(|(i, zone)| {
-                let name = reversed_ip(ip, zone);
-                (
-                    i,
-                    cx.svc.dns_query(&name, QType::A),
-                    cx.svc.dns_query(&name, QType::Txt),
-                )
-            })
+        let queries = (self.zones.iter())
+            .map(|zone| ZoneQuery::send(&*cx.svc, &reversed_ip(ip, zone), true))
             .collect();
         let deadline = Deadline::start(&*cx.svc, self.timeout);
         cx.conn.notes.set(InFlight { deadline, queries });
@@ -231,18 +188,17 @@ impl Plugin for DnsWhitelistSoft {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
-    use ringsmtpd_plugin_api::dns::DnsError;
+    use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::is_immune;
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, cx, rcpt, run, txn_from};
 
     const ZONES: &str = "# trusted\nwl.example  the good list\nwl2.example\n";
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build_with(
+        build(
             new,
-            "dns_whitelist_soft",
-            args,
+            &format!("dns_whitelist_soft {}", args.join(" ")),
             &[("whitelist_zones", ZONES)],
         )
         .unwrap()
@@ -279,8 +235,8 @@ mod tests {
             vec![txt("trusted sender\r\n")],
         );
         run(p.connect(&mut c));
-        let mut txn = txn_from("a@b.example");
-        run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let mut txn = txn_from("<a@b.example>");
+        run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(
             c.conn.notes.get::<WhitelistHost>().map(|w| w.0.as_str()),
             Some("trusted sender??")
@@ -320,26 +276,19 @@ mod tests {
 
     #[test]
     fn arguments_and_config() {
-        assert!(build_with(
+        assert!(build(new, "dns_whitelist_soft timeout 2 reject 0", &[]).is_ok());
+        assert!(build(new, "dns_whitelist_soft timeout", &[]).is_err());
+        assert!(build(new, "dns_whitelist_soft bogus 1", &[]).is_err());
+        let err = build(
             new,
             "dns_whitelist_soft",
-            &["timeout", "2", "reject", "0"],
-            &[]
-        )
-        .is_ok());
-        assert!(build_with(new, "dns_whitelist_soft", &["timeout"], &[]).is_err());
-        assert!(build_with(new, "dns_whitelist_soft", &["bogus", "1"], &[]).is_err());
-        let err = build_with(
-            new,
-            "dns_whitelist_soft",
-            &[],
             &[("whitelist_zones", "ok.example\nno_good!\n")],
         )
         .err()
         .unwrap();
         assert_eq!((err.file.as_str(), err.line), ("whitelist_zones", 2));
         // No zones: nothing asked, nothing awaited.
-        let p = build_with(new, "dns_whitelist_soft", &[], &[]).unwrap();
+        let p = build(new, "dns_whitelist_soft", &[]).unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         run(p.connect(&mut c));
         assert!(matches!(

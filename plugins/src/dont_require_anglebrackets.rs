@@ -46,28 +46,18 @@
 use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
-
-use crate::matchers::log;
 
 /// The `dont_require_anglebrackets` plugin.
 pub struct DontRequireAnglebrackets {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 /// Builds `dont_require_anglebrackets` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    Ok(Box::new(DontRequireAnglebrackets {
-        name: init.name.to_string(),
-        common,
-    }))
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    Ok(Box::new(DontRequireAnglebrackets { common }))
 }
 
 impl DontRequireAnglebrackets {
@@ -75,10 +65,8 @@ impl DontRequireAnglebrackets {
         if path.starts_with('<') || path.ends_with('>') {
             return Step::DECLINED;
         }
-        log(
+        self.common.log(
             cx,
-            &self.common,
-            &self.name,
             Level::Info,
             format_args!("fail, added {verb} angle brackets"),
         );
@@ -103,18 +91,11 @@ impl Plugin for DontRequireAnglebrackets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin("dont_require_anglebrackets");
-        new(&PluginInit {
-            name: "dont_require_anglebrackets",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        let line = format!("dont_require_anglebrackets {}", args.join(" "));
+        testing::build(new, &line, &[])
     }
 
     #[test]

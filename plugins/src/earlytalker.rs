@@ -75,16 +75,13 @@
 //! client's greeting timeout loses mail; the default of 1 s is far below any. A client that
 //! connects many times only costs a timer each, never a thread.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
     RejectType, Step, Transaction,
 };
-
-use crate::matchers::log;
 
 /// Conn note: the client talked before our greeting (or before our 354).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +95,7 @@ const DATA_MSG: &str = "Client started transmitting before the DATA reply";
 
 /// The `earlytalker` plugin.
 pub struct Earlytalker {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     wait: Duration,
     at_connect: bool,
     at_data: bool,
@@ -113,10 +109,8 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 fn build(init: &PluginInit<'_>) -> Result<Earlytalker, ConfigError> {
     let given = |key: &str| init.args.iter().any(|a| a == key);
-    let (mut common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut p = Earlytalker {
-        name: init.name.to_string(),
         common,
         wait: Duration::from_secs(1),
         at_connect: false,
@@ -171,7 +165,7 @@ fn build(init: &PluginInit<'_>) -> Result<Earlytalker, ConfigError> {
                 }
                 action = Some(v);
             }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     if !p.at_connect && !p.at_data {
@@ -179,17 +173,16 @@ fn build(init: &PluginInit<'_>) -> Result<Earlytalker, ConfigError> {
     }
     if let Some(action) = action {
         if !given("reject") {
-            common.reject = if action.starts_with("deny") {
+            p.common.args.reject = if action.starts_with("deny") {
                 Reject::Yes
             } else {
                 Reject::No
             };
         }
         if !given("reject_type") && action == "denysoft" {
-            common.reject_type = RejectType::Temp;
+            p.common.args.reject_type = RejectType::Temp;
         }
     }
-    p.common = common;
     let limit = match init.config.first("plugin_timeout")? {
         Some(line) => line
             .text
@@ -210,13 +203,8 @@ impl Earlytalker {
     /// Waits `wait`, then decides. Ready (no timer, no allocation) when there is nothing to wait.
     fn check<'a>(&'a self, cx: &'a mut Cx, at: &'static str, msg: &'static str) -> Step<'a> {
         if is_immune(cx, None) {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Info,
-                format_args!("skip, immune"),
-            );
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         if self.wait.is_zero() {
@@ -230,34 +218,25 @@ impl Earlytalker {
 
     fn decide(&self, cx: &mut Cx, at: &'static str, msg: &'static str) -> Outcome {
         if !cx.client_has_sent() {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Info,
-                format_args!("pass, not spontaneous"),
-            );
+            self.common
+                .log(cx, Level::Info, format_args!("pass, not spontaneous"));
             return Outcome::Declined;
         }
         cx.conn.notes.set(TalkedEarly);
         if at == "connect" && self.defer {
-            log(
+            self.common.log(
                 cx,
-                &self.common,
-                &self.name,
                 Level::Info,
                 format_args!("fail, remote talked before our greeting; refusing MAIL later"),
             );
             return Outcome::Declined;
         }
-        log(
+        self.common.log(
             cx,
-            &self.common,
-            &self.name,
             Level::Info,
             format_args!("fail, remote started talking before our {at} reply"),
         );
-        self.common.reject(cx, &self.name, Cow::Borrowed(msg))
+        self.common.reject(cx, msg)
     }
 }
 
@@ -288,10 +267,7 @@ impl Plugin for Earlytalker {
         if !self.defer || !cx.conn.notes.contains::<TalkedEarly>() {
             return Step::DECLINED;
         }
-        Step::Ready(
-            self.common
-                .reject(cx, &self.name, Cow::Borrowed(CONNECT_MSG)),
-        )
+        Step::Ready(self.common.reject(cx, CONNECT_MSG))
     }
 }
 
@@ -304,7 +280,7 @@ mod tests {
     use std::rc::Rc;
 
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, FakeServices, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run, FakeServices};
     use ringsmtpd_plugin_api::Services;
 
     /// Services that record the sleeps asked for (FakeServices' timers fire at once).
@@ -333,15 +309,7 @@ mod tests {
     }
 
     fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<Earlytalker, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("earlytalker {}", args.join(" ")));
-        build(&PluginInit {
-            name: "earlytalker",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, &format!("earlytalker {}", args.join(" ")), files)
     }
 
     fn plugin(args: &[&str]) -> Earlytalker {
@@ -500,15 +468,15 @@ mod tests {
     #[test]
     fn legacy_action() {
         let p = plugin(&["action", "log"]);
-        assert_eq!(p.common.reject, Reject::No);
+        assert_eq!(p.common.args.reject, Reject::No);
         let p = plugin(&["action", "denysoft"]);
         assert_eq!(
-            (p.common.reject, p.common.reject_type),
+            (p.common.args.reject, p.common.args.reject_type),
             (Reject::Yes, RejectType::Temp)
         );
         let p = plugin(&["action", "deny"]);
         assert_eq!(
-            (p.common.reject, p.common.reject_type),
+            (p.common.args.reject, p.common.args.reject_type),
             (Reject::Yes, RejectType::Perm)
         );
         // Explicit arguments win over action.
@@ -523,7 +491,7 @@ mod tests {
             "perm",
         ]);
         assert_eq!(
-            (p.common.reject, p.common.reject_type),
+            (p.common.args.reject, p.common.args.reject_type),
             (Reject::Yes, RejectType::Perm)
         );
     }

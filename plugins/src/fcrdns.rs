@@ -66,19 +66,16 @@
 //! shown as `remote_host`) only once its forward lookup returns the client address. At most
 //! 10 names are followed, so a PTR set with hundreds of names costs no more.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ringsmtpd_plugin_api::args::timeout_only;
 use ringsmtpd_plugin_api::dns::{ptr_name, DnsLookup, QType};
+use ringsmtpd_plugin_api::dnsutil::{check_zone, client_ip, within, Deadline, Timer};
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, LogAdjust, Outcome, Plugin, PluginInit,
-    Reject, RejectType, Step, Transaction,
-};
-
-use crate::dnsbl::{
-    check_zone, client_ip, is_loopback, key_values, parse_timeout, within, Deadline,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    RejectType, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,8 +115,7 @@ struct Started {
 }
 
 pub struct Fcrdns {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     timeout: Duration,
 }
 
@@ -128,30 +124,14 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::No,
         reject_type: RejectType::Temp,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
-    let mut timeout = DEFAULT_TIMEOUT;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        match key {
-            "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
-        }
-    }
-    Ok(Box::new(Fcrdns {
-        name: init.name.to_string(),
-        common,
-        timeout,
-    }))
+    let (common, rest) = init.common(defaults)?;
+    let timeout = timeout_only(init, &rest, DEFAULT_TIMEOUT)?;
+    Ok(Box::new(Fcrdns { common, timeout }))
 }
 
 impl Fcrdns {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// Finishes the check if it is still running; records [`Iprev`] and `remote_host`.
     async fn resolve(&self, cx: &mut Cx) {
         let Some(mut started) = cx.conn.notes.take::<Started>() else {
@@ -161,7 +141,8 @@ impl Fcrdns {
         let mut timer = started.deadline.timer(&*cx.svc);
         let result = match within(&mut started.ptr, &mut timer).await {
             Err(e) => {
-                self.log(cx, Level::Info, format_args!("temperror, PTR of {ip}: {e}"));
+                self.common
+                    .log(cx, Level::Info, format_args!("temperror, PTR of {ip}: {e}"));
                 Iprev::TempError
             }
             Ok(answer) => {
@@ -171,7 +152,8 @@ impl Fcrdns {
                     .take(MAX_NAMES)
                     .collect();
                 if names.is_empty() {
-                    self.log(cx, Level::Info, format_args!("permerror, no PTR for {ip}"));
+                    self.common
+                        .log(cx, Level::Info, format_args!("permerror, no PTR for {ip}"));
                     Iprev::PermError
                 } else {
                     self.confirm(cx, ip, names, &mut timer).await
@@ -209,7 +191,7 @@ impl Fcrdns {
         cx: &mut Cx,
         ip: IpAddr,
         names: Vec<String>,
-        timer: &mut crate::dnsbl::Timer,
+        timer: &mut Timer,
     ) -> Iprev {
         let qtype = if ip.is_ipv4() { QType::A } else { QType::Aaaa };
         // All forward questions leave together; answers are read in PTR order.
@@ -223,7 +205,7 @@ impl Fcrdns {
         let mut temp = false;
         for (name, lookup) in &mut lookups {
             let Some(lookup) = lookup else {
-                self.log(
+                self.common.log(
                     cx,
                     Level::Info,
                     format_args!("PTR name '{name}' is not a host name"),
@@ -232,12 +214,13 @@ impl Fcrdns {
             };
             match within(lookup, timer).await {
                 Ok(answer) if answer.ips().any(|a| a.to_canonical() == ip) => {
-                    self.log(cx, Level::Info, format_args!("pass, {ip} is {name}"));
+                    self.common
+                        .log(cx, Level::Info, format_args!("pass, {ip} is {name}"));
                     return Iprev::Pass(name.clone());
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("forward lookup of {name}: {e}"),
@@ -250,7 +233,7 @@ impl Fcrdns {
             Iprev::TempError
         } else {
             let names: Vec<&str> = lookups.iter().map(|(n, _)| n.as_str()).collect();
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!(
@@ -276,12 +259,14 @@ impl Plugin for Fcrdns {
 
     fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
         let ip = client_ip(cx);
-        if is_loopback(ip) {
-            self.log(cx, Level::Info, format_args!("skip, localhost"));
+        if ip.is_loopback() {
+            self.common
+                .log(cx, Level::Info, format_args!("skip, localhost"));
             return Step::DECLINED;
         }
         if is_immune(cx, None) {
-            self.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         let deadline = Deadline::start(&*cx.svc, self.timeout);
@@ -321,7 +306,7 @@ impl Plugin for Fcrdns {
                 "5.7.25 Reverse DNS validation failed for {ip} (iprev={})",
                 result.word()
             );
-            self.common.reject(cx, &self.name, Cow::Owned(text))
+            self.common.reject(cx, text)
         })
     }
 
@@ -342,21 +327,21 @@ impl Plugin for Fcrdns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, cx, run, txn_from, Case, FakeServices};
     use ringsmtpd_plugin_api::Plugin;
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build_with(new, "fcrdns", args, &[]).expect("test plugin")
+        build(new, &format!("fcrdns {}", args.join(" ")), &[]).expect("test plugin")
     }
 
     /// connect, EHLO, MAIL: the MAIL outcome and the transaction.
     fn session(p: &dyn Plugin, c: &mut Cx) -> (Outcome, Transaction) {
         assert!(matches!(p.connect(c), Step::Ready(Outcome::Declined)));
         assert_eq!(run(p.ehlo(c, "client.example")), Outcome::Declined);
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         let o = run(p.mail(c, &mut txn));
         (o, txn)
     }
@@ -395,7 +380,7 @@ mod tests {
             Some(&Iprev::Pass("mail.example.com".into()))
         );
         // A second transaction gets its own clause, once.
-        let mut txn2 = txn_from("s@example.org");
+        let mut txn2 = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn2));
         assert_eq!(clauses(&txn2).len(), 1);
         // Only A was asked for an IPv4 client, the PTR once.
@@ -503,7 +488,7 @@ mod tests {
         let (mut c, _) = cx("192.0.2.1:1");
         run(p.connect(&mut c));
         c.conn.relay_client = true;
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert_eq!(clauses(&txn).len(), 1);
     }
@@ -532,7 +517,7 @@ mod tests {
         let many: Vec<_> = (0..50).map(|i| ptr(&format!("h{i}.example"))).collect();
         svc.answer("1.2.0.192.in-addr.arpa", QType::Ptr, many);
         run(p.connect(&mut c));
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn));
         assert_eq!(clauses(&txn), vec!["iprev=fail policy.iprev=192.0.2.1"]);
         assert_eq!(
@@ -552,7 +537,7 @@ mod tests {
         good_v4(&svc);
         run(p.connect(&mut c));
         // Another plugin decided at MAIL: only data_post_headers runs.
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         assert_eq!(
             run(p.data_post_headers(&mut c, &mut txn)),
             Outcome::Declined
@@ -562,7 +547,7 @@ mod tests {
             vec!["iprev=pass policy.iprev=192.0.2.1 (mail.example.com)"]
         );
         // Both ran: still one clause.
-        let mut txn = txn_from("s@example.org");
+        let mut txn = txn_from("<s@example.org>");
         run(p.mail(&mut c, &mut txn));
         run(p.data_post_headers(&mut c, &mut txn));
         assert_eq!(clauses(&txn).len(), 1);
@@ -576,7 +561,10 @@ mod tests {
             &["reject", "x"],
             &["what", "1"],
         ] {
-            assert!(build_with(new, "fcrdns", args, &[]).is_err(), "{args:?}");
+            assert!(
+                build(new, &format!("fcrdns {}", args.join(" ")), &[]).is_err(),
+                "{args:?}"
+            );
         }
     }
 }

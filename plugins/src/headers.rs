@@ -80,7 +80,8 @@ use std::borrow::Cow;
 use ringsmtpd_plugin_api::headers::{self, parse_date};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
+    Transaction,
 };
 
 /// RFC 5322 §3.6: the fields a message may have at most once (the "Max number" column is 1).
@@ -102,8 +103,7 @@ const DAY: i64 = 86_400;
 
 /// The `headers` plugin.
 pub struct Headers {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     require: Vec<String>,
     /// Seconds; 0 is off.
     future: i64,
@@ -112,8 +112,7 @@ pub struct Headers {
 
 /// Builds `headers` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut require = vec!["From".to_string()];
     let (mut future, mut past) = (0, 0);
     let mut it = rest.iter();
@@ -141,11 +140,10 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
                     past = secs;
                 }
             }
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     Ok(Box::new(Headers {
-        name: init.name.to_string(),
         common,
         require,
         future,
@@ -159,16 +157,11 @@ fn is_field_name(s: &str) -> bool {
 }
 
 impl Headers {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The first failure, if any; logs every one.
     fn check(&self, cx: &Cx, txn: &Transaction) -> Option<Cow<'static, str>> {
         if txn.body.len == 0 {
-            self.log(cx, Level::Info, format_args!("fail, no data"));
+            self.common
+                .log(cx, Level::Info, format_args!("fail, no data"));
             return Some("5.6.0 You must send some data first".into());
         }
         let header = txn.body.header_bytes();
@@ -179,7 +172,8 @@ impl Headers {
             let field = match field {
                 Ok(f) => f,
                 Err(bad) => {
-                    self.log(cx, Level::Info, format_args!("ignored: {bad}"));
+                    self.common
+                        .log(cx, Level::Info, format_args!("ignored: {bad}"));
                     continue;
                 }
             };
@@ -206,14 +200,14 @@ impl Headers {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() as i64);
                     if self.past > 0 && dt.timestamp < now - self.past {
-                        self.log(
+                        self.common.log(
                             cx,
                             Level::Info,
                             format_args!("fail, date too old ({value})"),
                         );
                         first = Some("5.6.0 The Date header is too far in the past".into());
                     } else if self.future > 0 && dt.timestamp > now + self.future {
-                        self.log(
+                        self.common.log(
                             cx,
                             Level::Info,
                             format_args!("fail, date in future ({value})"),
@@ -221,7 +215,7 @@ impl Headers {
                         first = Some("5.6.0 The Date header is too far in the future".into());
                     }
                 }
-                Err(e) => self.log(
+                Err(e) => self.common.log(
                     cx,
                     Level::Info,
                     format_args!("skip, date not parseable ({value}): {e}"),
@@ -230,7 +224,8 @@ impl Headers {
         }
         for (name, ok) in self.require.iter().zip(&present) {
             if !ok {
-                self.log(cx, Level::Info, format_args!("fail, no {name} header"));
+                self.common
+                    .log(cx, Level::Info, format_args!("fail, no {name} header"));
                 first.get_or_insert_with(|| {
                     format!("5.6.0 We require a valid {name} header").into()
                 });
@@ -238,7 +233,8 @@ impl Headers {
         }
         for (name, n) in SINGULAR.iter().zip(seen) {
             if n > 1 {
-                self.log(cx, Level::Info, format_args!("fail, {n} {name} headers"));
+                self.common
+                    .log(cx, Level::Info, format_args!("fail, {n} {name} headers"));
                 first.get_or_insert_with(|| {
                     format!("5.6.0 Only one {name} header allowed. See RFC 5322, Section 3.6")
                         .into()
@@ -256,13 +252,14 @@ impl Plugin for Headers {
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         if is_immune(cx, Some(txn)) {
-            self.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         match self.check(cx, txn) {
-            Some(reason) => Step::Ready(self.common.reject(cx, &self.name, reason)),
+            Some(reason) => Step::Ready(self.common.reject(cx, reason)),
             None => {
-                self.log(cx, Level::Info, format_args!("pass"));
+                self.common.log(cx, Level::Info, format_args!("pass"));
                 Step::DECLINED
             }
         }
@@ -272,27 +269,17 @@ impl Plugin for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::shared::WhitelistSender;
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run, set_message};
     use ringsmtpd_plugin_api::Outcome;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("headers {}", args.join(" ")));
-        new(&PluginInit {
-            name: "headers",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("headers {}", args.join(" ")), &[])
     }
 
     fn txn(message: &str) -> Transaction {
         let mut t = Transaction::default();
-        t.body.mem = message.as_bytes().to_vec();
-        t.body.len = message.len() as u64;
-        t.body.header_end = message.find("\r\n\r\n").map(|i| i + 4);
+        set_message(&mut t, message);
         t
     }
 
@@ -457,31 +444,31 @@ mod tests {
         t.notes.set(WhitelistSender("x".into()));
         assert_eq!(run(p.data_post(&mut c, &mut t)), Outcome::Declined);
 
-        let p = build(&["reject_type", "temp"]).unwrap();
-        assert!(matches!(check(&*p, &bad), Outcome::DenySoft(_)));
-        let p = build(&["reject", "0"]).unwrap();
-        assert_eq!(check(&*p, &bad), Outcome::Declined);
-        let p = build(&["reject", "naughty"]).unwrap();
-        let (mut c, _) = cx("192.0.2.1:1");
-        assert_eq!(run(p.data_post(&mut c, &mut txn(&bad))), Outcome::Declined);
-        assert!(c.conn.notes.contains::<Naughty>());
+        let forms = testing::reject_forms(new, "headers", &[], |p, c| {
+            run(p.data_post(c, &mut txn(&bad)))
+        });
+        assert!(matches!(forms.temp, Outcome::DenySoft(_)));
+        assert_eq!(forms.log_only, Outcome::Declined);
+        assert_eq!(forms.naughty, Outcome::Declined);
+        assert!(forms.naughty_msg.is_some());
     }
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["require"][..],
-            &["require", "From,,Date"],
-            &["require", "Fr om"],
-            &["require", "From:"],
-            &["future", "-1"],
-            &["past", "1.5"],
-            &["past", "x"],
-            &["bogus", "1"],
-            &["reject_type", "never"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(err.to_string().starts_with("plugins:1: headers: "), "{err}");
-        }
+        assert_bad_args(
+            new,
+            "headers",
+            &[
+                &["require"][..],
+                &["require", "From,,Date"],
+                &["require", "Fr om"],
+                &["require", "From:"],
+                &["future", "-1"],
+                &["past", "1.5"],
+                &["past", "x"],
+                &["bogus", "1"],
+                &["reject_type", "never"],
+            ],
+        );
     }
 }

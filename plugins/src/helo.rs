@@ -88,16 +88,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use regex::Regex;
+use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
+use ringsmtpd_plugin_api::cidr::same_network;
 use ringsmtpd_plugin_api::dns::{ptr_name, DnsAnswer, DnsError, QType};
+use ringsmtpd_plugin_api::dnsutil::{check_zone, client_ip, within, Deadline};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, LogAdjust, Outcome, Plugin,
+    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
     PluginInit, Reject, RejectType, Step, Transaction,
-};
-
-use crate::dnsbl::{
-    check_zone, client_ip, is_loopback, key_values, parse_timeout, parse_v6, same_network, within,
-    Deadline,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,8 +143,7 @@ fn failure(
 }
 
 pub struct Helo {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     policy: Policy,
     timeout: Duration,
     bad: Vec<Bad>,
@@ -157,9 +154,9 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::Yes,
         reject_type: RejectType::Disconnect,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(defaults)?;
     let mut policy = Policy::Lenient;
     let mut timeout = DEFAULT_TIMEOUT;
     for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
@@ -179,7 +176,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             "timeout" | "dns_timeout" => {
                 timeout = parse_timeout(value).map_err(|e| init.error(e))?
             }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let mut bad = Vec::new();
@@ -187,7 +184,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         bad.push(parse_bad(&line)?);
     }
     Ok(Box::new(Helo {
-        name: init.name.to_string(),
         common,
         policy,
         timeout,
@@ -227,7 +223,7 @@ fn literal(host: &str) -> Option<(IpAddr, bool)> {
         .get(..5)
         .is_some_and(|t| t.eq_ignore_ascii_case("IPv6:"))
     {
-        return parse_v6(&inner[5..]).map(|a| (IpAddr::V6(a), true));
+        return inner[5..].parse().ok().map(|a| (IpAddr::V6(a), true));
     }
     match inner.parse::<IpAddr>() {
         Ok(ip @ IpAddr::V4(_)) => Some((ip, true)),
@@ -237,12 +233,6 @@ fn literal(host: &str) -> Option<(IpAddr, bool)> {
 }
 
 impl Helo {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The tests that need no DNS, in qpsmtpd's order.
     fn cheap(&self, cx: &Cx, host: &str) -> Option<Failure> {
         let ip = client_ip(cx);
@@ -263,7 +253,7 @@ impl Helo {
             }
         }
         // invalid_localhost
-        if lower == "localhost" && !is_loopback(ip) {
+        if lower == "localhost" && !ip.is_loopback() {
             return failure("You are not localhost", "invalid localhost");
         }
         let lit = literal(host);
@@ -282,7 +272,7 @@ impl Helo {
         let local = cx.conn.local.ip().to_canonical();
         if !me.is_empty()
             && lower.trim_end_matches('.') == me.to_ascii_lowercase()
-            && !is_loopback(ip)
+            && !ip.is_loopback()
             && ip != local
         {
             return failure(format!("You are not {me}"), "our own name");
@@ -350,7 +340,7 @@ impl Helo {
                 Forward::NoAddress => {
                     return failure("HELO hostname did not resolve", "no forward DNS")
                 }
-                Forward::Unknown(e) => self.log(
+                Forward::Unknown(e) => self.common.log(
                     cx,
                     Level::Info,
                     format_args!("skip no_forward_dns, {name}: {e}"),
@@ -363,7 +353,7 @@ impl Helo {
         // no_reverse_dns
         let mut reverse: Option<bool> = None;
         match within(&mut ptr, &mut timer).await {
-            Err(e) => self.log(
+            Err(e) => self.common.log(
                 cx,
                 Level::Info,
                 format_args!("skip no_reverse_dns, PTR of {ip}: {e}"),
@@ -389,7 +379,7 @@ impl Helo {
             if forward.is_some() && reverse.is_some() {
                 return failure("That HELO hostname fails FCrDNS", "no matching DNS");
             }
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("skip no_matching_dns, DNS incomplete"),
@@ -399,28 +389,30 @@ impl Helo {
     }
 
     fn fail(&self, cx: &mut Cx, host: &str, f: Failure) -> Outcome {
-        self.log(cx, Level::Info, format_args!("fail, {} ({host})", f.log));
+        self.common
+            .log(cx, Level::Info, format_args!("fail, {} ({host})", f.log));
         let text = format!("5.7.1 {}", f.reply);
-        self.common.reject(cx, &self.name, Cow::Owned(text))
+        self.common.reject(cx, text)
     }
 
     fn check<'a>(&'a self, cx: &'a mut Cx, host: &'a str) -> Step<'a> {
         if is_immune(cx, None) {
-            self.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         if let Some(f) = self.cheap(cx, host) {
             return Step::Ready(self.fail(cx, host, f));
         }
         if self.policy == Policy::Lenient {
-            self.log(cx, Level::Info, format_args!("pass"));
+            self.common.log(cx, Level::Info, format_args!("pass"));
             return Step::DECLINED;
         }
         Step::pending(async move {
             match self.dns_tests(cx, host).await {
                 Some(f) => self.fail(cx, host, f),
                 None => {
-                    self.log(cx, Level::Info, format_args!("pass"));
+                    self.common.log(cx, Level::Info, format_args!("pass"));
                     Outcome::Declined
                 }
             }
@@ -509,15 +501,20 @@ impl Plugin for Helo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, cx, run, Case, FakeServices};
     use ringsmtpd_plugin_api::{Hello, HelloKind};
 
     const BADHELO: &str = "# never use their own domain\naol.com\nYahoo.com\n^mta[0-9]+\\.spam\\.example$\n!\\.\n[127.0.0.1]\n";
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build_with(new, "helo", args, &[("badhelo", BADHELO)]).expect("test plugin")
+        build(
+            new,
+            &format!("helo {}", args.join(" ")),
+            &[("badhelo", BADHELO)],
+        )
+        .expect("test plugin")
     }
 
     fn say(p: &dyn Plugin, from: &str, host: &str, setup: impl FnOnce(&FakeServices)) -> Outcome {
@@ -572,7 +569,7 @@ mod tests {
 
     #[test]
     fn lenient_tests() {
-        let p = build_with(new, "helo", &[], &[]).unwrap();
+        let p = build(new, "helo", &[]).unwrap();
         let cases = [
             ("192.0.2.1:1", "localhost", "5.7.1 You are not localhost"),
             (
@@ -631,7 +628,7 @@ mod tests {
 
     #[test]
     fn our_own_name_from_our_own_address_is_fine() {
-        let p = build_with(new, "helo", &[], &[]).unwrap();
+        let p = build(new, "helo", &[]).unwrap();
         // testing::cx's local address is 127.0.0.1:25; a client on the same address is us.
         let (mut c, _) = cx("192.0.2.1:1");
         c.conn.local = "192.0.2.1:25".parse().unwrap();
@@ -640,7 +637,7 @@ mod tests {
 
     #[test]
     fn rfc_syntax() {
-        let p = build_with(new, "helo", &["policy", "rfc"], &[]).unwrap();
+        let p = build(new, "helo policy rfc", &[]).unwrap();
         let cases = [
             (
                 "nodots",
@@ -679,7 +676,7 @@ mod tests {
 
     #[test]
     fn rfc_dns_tests() {
-        let p = build_with(new, "helo", &["policy", "rfc"], &[]).unwrap();
+        let p = build(new, "helo policy rfc", &[]).unwrap();
         assert_eq!(
             say(&*p, "192.0.2.1:1", "mail.example.org", good_dns),
             Outcome::Declined
@@ -720,7 +717,7 @@ mod tests {
 
     #[test]
     fn dns_errors_pass() {
-        let p = build_with(new, "helo", &["policy", "strict"], &[]).unwrap();
+        let p = build(new, "helo policy strict", &[]).unwrap();
         for err in [DnsError::Timeout, DnsError::ServFail] {
             let o = say(&*p, "192.0.2.1:1", "mail.example.org", |s| {
                 s.fail("mail.example.org", QType::A, err);
@@ -744,7 +741,7 @@ mod tests {
 
     #[test]
     fn strict_tests() {
-        let p = build_with(new, "helo", &["policy", "strict"], &[]).unwrap();
+        let p = build(new, "helo policy strict", &[]).unwrap();
         assert_eq!(
             say(&*p, "192.0.2.1:1", "mail.example.org", good_dns),
             Outcome::Declined
@@ -809,15 +806,15 @@ mod tests {
             (&["reject", "0"], |o| *o == Outcome::Declined),
         ];
         for (args, ok) in cases {
-            let p = build_with(new, "helo", args, &[]).unwrap();
+            let p = build(new, &format!("helo {}", args.join(" ")), &[]).unwrap();
             let o = say(&*p, "192.0.2.1:1", "localhost", |_| {});
             assert!(ok(&o), "{args:?}: {o:?}");
         }
-        let p = build_with(new, "helo", &["reject", "naughty"], &[]).unwrap();
+        let p = build(new, "helo reject naughty", &[]).unwrap();
         let (mut c, _) = cx("192.0.2.1:1");
         assert_eq!(run(p.helo(&mut c, "localhost")), Outcome::Declined);
         assert!(c.conn.notes.contains::<Naughty>());
-        let p = build_with(new, "helo", &[], &[]).unwrap();
+        let p = build(new, "helo", &[]).unwrap();
         let (mut c, _) = cx("192.0.2.1:1");
         c.conn.notes.set(WhitelistHost("x".into()));
         assert_eq!(run(p.helo(&mut c, "localhost")), Outcome::Declined);
@@ -828,7 +825,7 @@ mod tests {
 
     #[test]
     fn x_helo_header() {
-        let p = build_with(new, "helo", &[], &[]).unwrap();
+        let p = build(new, "helo", &[]).unwrap();
         let (mut c, _) = cx("192.0.2.1:1");
         c.conn.hello = Some(Hello {
             kind: HelloKind::Ehlo,
@@ -852,15 +849,18 @@ mod tests {
             &["bogus", "1"],
             &["reject_type", "x"],
         ] {
-            assert!(build_with(new, "helo", args, &[]).is_err(), "{args:?}");
+            assert!(
+                build(new, &format!("helo {}", args.join(" ")), &[]).is_err(),
+                "{args:?}"
+            );
         }
-        assert!(build_with(new, "helo", &["dns_timeout", "3", "policy", "strict"], &[]).is_ok());
-        let err = build_with(new, "helo", &[], &[("badhelo", "ok.example\n(unclosed\n")])
+        assert!(build(new, "helo dns_timeout 3 policy strict", &[]).is_ok());
+        let err = build(new, "helo", &[("badhelo", "ok.example\n(unclosed\n")])
             .err()
             .unwrap();
         assert_eq!((err.file.as_str(), err.line), ("badhelo", 2));
         // Perl-only syntax is refused at start, not silently never matching.
-        let err = build_with(new, "helo", &[], &[("badhelo", "^(?!good)\n")])
+        let err = build(new, "helo", &[("badhelo", "^(?!good)\n")])
             .err()
             .unwrap();
         assert_eq!(err.line, 1);

@@ -78,7 +78,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step,
 };
 
 /// The default help directory (qpsmtpd's `./help/`).
@@ -90,8 +91,7 @@ const MAX_FILE: u64 = 64 * 1024;
 
 /// The `help` plugin.
 pub struct Help {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     not_implemented: bool,
     /// Lowercased command -> its text, line by line (empty: "No help available").
     texts: HashMap<String, Vec<Cow<'static, str>>>,
@@ -99,8 +99,7 @@ pub struct Help {
 
 /// Builds `help` from its config line, reading every help file.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     if rest.len() % 2 != 0 {
         return Err(init.error(format!(
             "arguments come in pairs; '{}' has no value",
@@ -175,7 +174,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         texts.insert(cmd, read_text(&path)?);
     }
     Ok(Box::new(Help {
-        name: init.name.to_string(),
         common,
         not_implemented,
         texts,
@@ -238,14 +236,6 @@ fn reply(code: u16, enhanced: &'static str, lines: Vec<Cow<'static, str>>) -> Ou
     }))
 }
 
-impl Help {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-}
-
 impl Plugin for Help {
     fn hooks(&self) -> HookSet {
         HookSet::of(&[Hook::Help])
@@ -265,7 +255,8 @@ impl Plugin for Help {
         let cmd = word.to_ascii_lowercase();
         match self.texts.get(&cmd) {
             Some(lines) if !lines.is_empty() => {
-                self.log(cx, Level::Debug, format_args!("help for {cmd}"));
+                self.common
+                    .log(cx, Level::Debug, format_args!("help for {cmd}"));
                 Step::Ready(reply(214, "2.0.0", lines.clone()))
             }
             _ => {
@@ -279,42 +270,17 @@ impl Plugin for Help {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run, TempDir};
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let d =
-                std::env::temp_dir().join(format!("ringsmtpd-help-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-        fn file(&self, name: &str, text: &[u8]) -> String {
-            let p = self.0.join(name);
-            std::fs::write(&p, text).unwrap();
-            p.display().to_string()
-        }
-        fn path(&self) -> String {
-            self.0.display().to_string()
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A help directory and its path as an argument.
+    fn help_dir(tag: &str) -> (TempDir, String) {
+        let d = TempDir::new(&format!("help-{tag}"));
+        let path = d.path().display().to_string();
+        (d, path)
     }
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("help {}", args.join(" ")));
-        new(&PluginInit {
-            name: "help",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("help {}", args.join(" ")), &[])
     }
 
     /// (code, lines) of the answer to `HELP <args>`.
@@ -328,11 +294,11 @@ mod tests {
 
     #[test]
     fn texts_from_help_dir_any_case() {
-        let d = Dir::new("dir");
-        d.file("mail", b"MAIL FROM:<address>\nStarts a transaction.\n\n");
-        d.file("README.txt", b"skipped");
-        d.file("empty", b"");
-        let p = build(&["help_dir", &d.path()]).unwrap();
+        let (d, dir) = help_dir("dir");
+        d.write("mail", b"MAIL FROM:<address>\nStarts a transaction.\n\n");
+        d.write("README.txt", b"skipped");
+        d.write("empty", b"");
+        let p = build(&["help_dir", &dir]).unwrap();
         assert_eq!(
             ask(&*p, "Mail"),
             (
@@ -365,29 +331,22 @@ mod tests {
 
     #[test]
     fn files_are_read_at_construction_only() {
-        let d = Dir::new("once");
-        d.file("rcpt", b"before\n");
-        let p = build(&["help_dir", &d.path()]).unwrap();
-        d.file("rcpt", b"after\n");
-        std::fs::remove_file(d.0.join("rcpt")).unwrap();
+        let (d, dir) = help_dir("once");
+        d.write("rcpt", b"before\n");
+        let p = build(&["help_dir", &dir]).unwrap();
+        d.write("rcpt", b"after\n");
+        std::fs::remove_file(d.path().join("rcpt")).unwrap();
         assert_eq!(ask(&*p, "rcpt"), (214, vec!["before".into()]));
     }
 
     #[test]
     fn command_file_pairs() {
-        let d = Dir::new("pairs");
-        let abs = d.file("data-help", b"DATA text\r\n");
-        d.file("quit.txt", b"bye\n");
-        d.file("vrfy", b"from the dir\n");
+        let (d, dir) = help_dir("pairs");
+        let abs = d.write("data-help", b"DATA text\r\n");
+        d.write("quit.txt", b"bye\n");
+        d.write("vrfy", b"from the dir\n");
         let p = build(&[
-            "help_dir",
-            &d.path(),
-            "DATA",
-            &abs,
-            "quit",
-            "quit.txt",
-            "vrfy",
-            "quit.txt",
+            "help_dir", &dir, "DATA", &abs, "quit", "quit.txt", "vrfy", "quit.txt",
         ])
         .unwrap();
         assert_eq!(ask(&*p, "data"), (214, vec!["DATA text".into()]));
@@ -429,39 +388,37 @@ mod tests {
 
     #[test]
     fn bad_files_name_file_and_line() {
-        let d = Dir::new("bad");
-        let long = d.file("long", format!("ok\n{}\n", "x".repeat(501)).as_bytes());
+        let (d, dir) = help_dir("bad");
+        let long = d.write("long", format!("ok\n{}\n", "x".repeat(501)).as_bytes());
         let err = build(&["mail", &long]).err().unwrap();
         assert_eq!((err.file.as_str(), err.line), (long.as_str(), 2));
-        let ctl = d.file("ctl", b"a\nb\x1b[31m\n");
+        let ctl = d.write("ctl", b"a\nb\x1b[31m\n");
         let err = build(&["mail", &ctl]).err().unwrap();
         assert_eq!(err.line, 2);
         assert!(err.to_string().contains("control character"), "{err}");
-        let bin = d.file("bin", b"\xff\xfe");
+        let bin = d.write("bin", b"\xff\xfe");
         let err = build(&["mail", &bin]).err().unwrap();
         assert_eq!(err.to_string(), format!("{bin}: not UTF-8 text"));
-        let big = d.file("big", &vec![b'a'; 70_000]);
+        let big = d.write("big", vec![b'a'; 70_000]);
         assert!(build(&["mail", &big]).is_err());
         // A bad file in help_dir is an error too.
-        let err = build(&["help_dir", &d.path()]).err().unwrap();
-        assert!(err.file.starts_with(&d.path()), "{err}");
+        let err = build(&["help_dir", &dir]).err().unwrap();
+        assert!(err.file.starts_with(&dir), "{err}");
     }
 
     #[test]
     fn bad_arguments() {
-        let d = Dir::new("args");
-        let missing = d.0.join("nope").display().to_string();
-        for bad in [
-            vec!["help_dir"],
-            vec!["help_dir", &missing],
-            vec!["not_implemented", "yes"],
-            vec!["mail", &missing],
-            vec!["mail", "missing-bare-name"],
-            vec!["ma.il", "x"],
-            vec!["reject"],
-        ] {
-            let err = build(&bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(err.to_string().starts_with("plugins:1: help: "), "{err}");
-        }
+        let d = TempDir::new("help-args");
+        let missing = d.join("nope");
+        let bad = [
+            &["help_dir"][..],
+            &["help_dir", &missing],
+            &["not_implemented", "yes"],
+            &["mail", &missing],
+            &["mail", "missing-bare-name"],
+            &["ma.il", "x"],
+            &["reject"],
+        ];
+        assert_bad_args(new, "help", &bad);
     }
 }

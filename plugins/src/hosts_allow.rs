@@ -74,83 +74,50 @@
 //! address unless a rule exempts it — a `DECLINED` rule cannot, since the limit is checked
 //! first.
 
-use std::borrow::Cow;
-
+use ringsmtpd_plugin_api::args;
+use ringsmtpd_plugin_api::cidr::{Cidr, IpForms};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::{first_word, log, parse_net, Code, IpForms, Net};
+use crate::matchers::Verdict;
 
 /// The `hosts_allow` plugin.
 pub struct HostsAllow {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     max_conn_ip: u32,
-    rules: Vec<Rule>,
-}
-
-struct Rule {
-    net: Net,
-    code: Code,
-    msg: Option<String>,
+    rules: Vec<(Cidr, Verdict)>,
 }
 
 /// Builds `hosts_allow` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(build(init)?))
-}
-
-fn build(init: &PluginInit<'_>) -> Result<HostsAllow, ConfigError> {
-    let defaults = CommonArgs {
+    let (common, rest) = init.common(CommonArgs {
         reject_type: RejectType::Temp,
         ..CommonArgs::DEFAULT
-    };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
+    })?;
     let mut max_conn_ip = 0;
     let mut it = rest.iter();
     while let Some(&key) = it.next() {
-        match key {
-            "max_conn_ip" => {
-                let value = it
-                    .next()
-                    .ok_or_else(|| init.error("max_conn_ip needs a value"))?;
-                max_conn_ip = match value.parse::<u32>() {
-                    Ok(n) if !value.starts_with('+') => n,
-                    _ => {
-                        return Err(
-                            init.error(format!("max_conn_ip must be a number, not '{value}'"))
-                        )
-                    }
-                };
-            }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+        if key != "max_conn_ip" {
+            return Err(init.unknown(key));
         }
-    }
-    let mut rules = Vec::new();
-    for line in init.config.lines("hosts_allow")?.unwrap_or_default() {
-        let (ip, rest) = first_word(&line.text);
-        let Some(rest) = rest else {
-            return Err(line.error(format!(
-                "'{}': expected IP[/len] RETURNCODE [message]",
-                line.text
-            )));
+        let value = it
+            .next()
+            .ok_or_else(|| init.error("max_conn_ip needs a value"))?;
+        max_conn_ip = match value.parse::<u32>() {
+            Ok(n) if !value.starts_with('+') => n,
+            _ => return Err(init.error(format!("max_conn_ip must be a number, not '{value}'"))),
         };
-        let (code, msg) = first_word(rest);
-        let net = parse_net(ip, IpForms::Cidr).map_err(|e| line.error(e))?;
-        let code = Code::parse(code).map_err(|e| line.error(e))?;
-        rules.push(Rule {
-            net,
-            code,
-            msg: msg.map(str::to_string),
-        });
     }
-    Ok(HostsAllow {
-        name: init.name.to_string(),
+    let rules = args::parse_lines(init, "hosts_allow", |text| {
+        let (ip, verdict) = Verdict::parse(text, "IP[/len]")?;
+        Ok((Cidr::parse(ip, IpForms::Cidr)?, verdict))
+    })?;
+    Ok(Box::new(HostsAllow {
         common,
         max_conn_ip,
         rules,
-    })
+    }))
 }
 
 impl Plugin for HostsAllow {
@@ -162,47 +129,18 @@ impl Plugin for HostsAllow {
         let ip = cx.conn.remote.ip();
         let n = cx.conn.concurrent;
         if self.max_conn_ip > 0 && n > self.max_conn_ip {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Info,
-                format_args!(
-                    "fail: too many connections from {ip} ({n} > {})",
-                    self.max_conn_ip
-                ),
+            let what = format_args!(
+                "too many connections from {ip} ({n} > {})",
+                self.max_conn_ip
             );
             let text = format!("too many connections from {ip}, try again later");
-            return Step::Ready(self.common.reject(cx, &self.name, Cow::Owned(text)));
+            return self.common.fail(cx, what, text);
         }
-        for rule in &self.rules {
-            if rule.net.contains(ip) {
-                let level = if rule.code.is_deny() {
-                    Level::Info
-                } else {
-                    Level::Debug
-                };
-                log(
-                    cx,
-                    &self.common,
-                    &self.name,
-                    level,
-                    format_args!(
-                        "{ip} matches a rule: {:?} {}",
-                        rule.code,
-                        rule.msg.as_deref().unwrap_or("")
-                    ),
-                );
-                return Step::Ready(rule.code.outcome(rule.msg.as_deref()));
-            }
+        if let Some((_, verdict)) = self.rules.iter().find(|(net, _)| net.contains(ip)) {
+            let what = format_args!("{ip} matches a rule");
+            return Step::Ready(verdict.apply(&self.common, cx, what));
         }
-        log(
-            cx,
-            &self.common,
-            &self.name,
-            Level::Debug,
-            format_args!("pass"),
-        );
+        self.common.log(cx, Level::Debug, format_args!("pass"));
         Step::DECLINED
     }
 }
@@ -211,22 +149,14 @@ impl Plugin for HostsAllow {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{assert_bad_lines, build, cx, run};
     use ringsmtpd_plugin_api::Outcome;
 
-    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<HostsAllow, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("hosts_allow {}", args.join(" ")));
-        build(&PluginInit {
-            name: "hosts_allow",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<Box<dyn Plugin>, ConfigError> {
+        build(new, &format!("hosts_allow {}", args.join(" ")), files)
     }
 
-    fn check(p: &HostsAllow, remote: &str, concurrent: u32) -> (Outcome, Cx) {
+    fn check(p: &dyn Plugin, remote: &str, concurrent: u32) -> (Outcome, Cx) {
         let (mut c, _) = cx(remote);
         c.conn.concurrent = concurrent;
         (run(p.pre_connection(&mut c)), c)
@@ -235,16 +165,16 @@ mod tests {
     #[test]
     fn connection_limit() {
         let p = build_with(&["max_conn_ip", "3"], &[]).unwrap();
-        assert_eq!(check(&p, "192.0.2.1:1", 1).0, Outcome::Declined);
-        assert_eq!(check(&p, "192.0.2.1:1", 3).0, Outcome::Declined);
-        let (o, _) = check(&p, "192.0.2.1:1", 4);
+        assert_eq!(check(&*p, "192.0.2.1:1", 1).0, Outcome::Declined);
+        assert_eq!(check(&*p, "192.0.2.1:1", 3).0, Outcome::Declined);
+        let (o, _) = check(&*p, "192.0.2.1:1", 4);
         assert_eq!(
             o,
             Outcome::DenySoft(Some(
                 "too many connections from 192.0.2.1, try again later".into()
             ))
         );
-        let (o, _) = check(&p, "[2001:db8::5]:1", 4);
+        let (o, _) = check(&*p, "[2001:db8::5]:1", 4);
         assert_eq!(
             o.msg(),
             Some("too many connections from 2001:db8::5, try again later")
@@ -255,18 +185,18 @@ mod tests {
     fn no_limit_by_default_or_with_zero() {
         for args in [&[][..], &["max_conn_ip", "0"]] {
             let p = build_with(args, &[]).unwrap();
-            assert_eq!(check(&p, "192.0.2.1:1", 10_000).0, Outcome::Declined);
+            assert_eq!(check(&*p, "192.0.2.1:1", 10_000).0, Outcome::Declined);
         }
     }
 
     #[test]
     fn limit_reject_forms() {
         let p = build_with(&["max_conn_ip", "1", "reject_type", "perm"], &[]).unwrap();
-        assert!(matches!(check(&p, "192.0.2.1:1", 2).0, Outcome::Deny(_)));
+        assert!(matches!(check(&*p, "192.0.2.1:1", 2).0, Outcome::Deny(_)));
         let p = build_with(&["max_conn_ip", "1", "reject", "0"], &[]).unwrap();
-        assert_eq!(check(&p, "192.0.2.1:1", 2).0, Outcome::Declined);
+        assert_eq!(check(&*p, "192.0.2.1:1", 2).0, Outcome::Declined);
         let p = build_with(&["max_conn_ip", "1", "reject", "naughty"], &[]).unwrap();
-        let (o, c) = check(&p, "192.0.2.1:1", 2);
+        let (o, c) = check(&*p, "192.0.2.1:1", 2);
         assert_eq!(o, Outcome::Declined);
         assert!(c
             .conn
@@ -289,52 +219,50 @@ mod tests {
     #[test]
     fn rules_first_match_wins() {
         let p = build_with(&[], &[("hosts_allow", RULES)]).unwrap();
-        assert_eq!(check(&p, "192.0.2.4:1", 1).0, Outcome::Declined);
+        assert_eq!(check(&*p, "192.0.2.4:1", 1).0, Outcome::Declined);
         assert_eq!(
-            check(&p, "192.0.2.5:1", 1).0,
+            check(&*p, "192.0.2.5:1", 1).0,
             Outcome::Deny(Some("Sorry, known spam only source".into()))
         );
-        assert_eq!(check(&p, "198.51.100.7:1", 1).0, Outcome::Ok(None));
-        assert_eq!(check(&p, "198.51.100.8:1", 1).0, Outcome::Declined);
+        assert_eq!(check(&*p, "198.51.100.7:1", 1).0, Outcome::Ok(None));
+        assert_eq!(check(&*p, "198.51.100.8:1", 1).0, Outcome::Declined);
         assert_eq!(
-            check(&p, "[2001:db8:1::1]:1", 1).0,
+            check(&*p, "[2001:db8:1::1]:1", 1).0,
             Outcome::DenySoft(Some("Try later".into()))
         );
-        assert_eq!(check(&p, "[2001:db9::1]:1", 1).0, Outcome::Declined);
+        assert_eq!(check(&*p, "[2001:db9::1]:1", 1).0, Outcome::Declined);
         assert_eq!(
-            check(&p, "203.0.113.1:1", 1).0,
+            check(&*p, "203.0.113.1:1", 1).0,
             Outcome::DenyDisconnect(None)
         );
-        assert_eq!(check(&p, "10.1.1.1:1", 1).0, Outcome::DenyDisconnect(None));
+        assert_eq!(check(&*p, "10.1.1.1:1", 1).0, Outcome::DenyDisconnect(None));
     }
 
     #[test]
     fn limit_checked_before_rules() {
         let p = build_with(&["max_conn_ip", "2"], &[("hosts_allow", "192.0.2.4 OK\n")]).unwrap();
         assert!(matches!(
-            check(&p, "192.0.2.4:1", 3).0,
+            check(&*p, "192.0.2.4:1", 3).0,
             Outcome::DenySoft(_)
         ));
-        assert_eq!(check(&p, "192.0.2.4:1", 2).0, Outcome::Ok(None));
+        assert_eq!(check(&*p, "192.0.2.4:1", 2).0, Outcome::Ok(None));
     }
 
     #[test]
     fn bad_rules_name_file_and_line() {
-        for (text, line) in [
-            ("192.0.2.1 DENY\n192.0.2.2\n", 2),
-            ("# c\n\n192.0.2.0/33 DENY\n", 3),
-            ("192.0.2. DENY\n", 1),
-            ("192.0.2.1 MAYBE\n", 1),
-            ("192.0.2.1 DONE\n", 1),
-            ("host.example DENY\n", 1),
-        ] {
-            let e = build_with(&[], &[("hosts_allow", text)]).err().unwrap();
-            assert_eq!(
-                (e.file.as_str(), e.line),
-                ("hosts_allow", line),
-                "{text:?}: {e}"
-            );
-        }
+        assert_bad_lines(
+            new,
+            "hosts_allow",
+            "hosts_allow",
+            &[
+                ("192.0.2.1 DENY\n192.0.2.2\n", 2),
+                ("# c\n\n192.0.2.0/33 DENY\n", 3),
+                ("192.0.2. DENY\n", 1),
+                ("192.0.2.1 MAYBE\n", 1),
+                ("192.0.2.1 DONE\n", 1),
+                ("host.example DENY\n", 1),
+            ],
+        );
     }
 
     #[test]

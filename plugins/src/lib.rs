@@ -21,6 +21,7 @@ pub mod help;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
+#[cfg(any(test, feature = "test-plugins"))]
 pub mod misbehave;
 pub mod noop_counter;
 pub mod queue;
@@ -57,7 +58,6 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("queue/exim-bsmtp", queue::exim_bsmtp::new),
     ("queue/smtp-forward", queue::smtp_forward::new),
     ("queue/lmtp", queue::lmtp::new),
-    ("misbehave", misbehave::new),
     // issue 3, connection and envelope policy:
     ("earlytalker", earlytalker::new),
     ("hosts_allow", hosts_allow::new),
@@ -109,6 +109,14 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("auth/authdeny", auth::authdeny::new),
 ];
 
+/// Plugins for tests only, never in a production build: `misbehave` panics and hangs on
+/// purpose. They are registered under `cfg(test)` and with the `test-plugins` feature, which
+/// the engine's tests and the e2e suite's `ringsmtpd-test-plugins` binary turn on.
+#[cfg(any(test, feature = "test-plugins"))]
+const TEST_PLUGINS: &[(&str, Factory)] = &[("misbehave", misbehave::new)];
+#[cfg(not(any(test, feature = "test-plugins")))]
+const TEST_PLUGINS: &[(&str, Factory)] = &[];
+
 /// Debian 0.94-5's compatibility names (`/usr/share/doc/qpsmtpd/README.check_plugins`): each
 /// is a wrapper around the renamed plugin. Debian's default `/etc/qpsmtpd/plugins` still uses
 /// them, so they resolve to the same factory, once that plugin exists here.
@@ -126,7 +134,7 @@ const ALIASES: &[(&str, &str)] = &[
 pub fn registry() -> &'static [(&'static str, Factory)] {
     static ALL: OnceLock<Vec<(&'static str, Factory)>> = OnceLock::new();
     ALL.get_or_init(|| {
-        let mut all = PLUGINS.to_vec();
+        let mut all = [PLUGINS, TEST_PLUGINS].concat();
         for (alias, target) in ALIASES {
             if let Some((_, factory)) = PLUGINS.iter().find(|(name, _)| name == target) {
                 all.push((alias, *factory));

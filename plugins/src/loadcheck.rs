@@ -86,8 +86,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    RejectType, Step,
+    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, RejectType, Step,
 };
 
 const DEFAULT_MAX_LOAD: f64 = 7.0;
@@ -118,8 +118,7 @@ struct Cache {
 
 /// The `loadcheck` plugin.
 pub struct LoadCheck {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     max_load: f64,
     cache_time: Duration,
     source: Source,
@@ -132,11 +131,10 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build(init: &PluginInit<'_>) -> Result<LoadCheck, ConfigError> {
-    let defaults = CommonArgs {
+    let (common, rest) = init.common(CommonArgs {
         reject_type: RejectType::Temp,
         ..CommonArgs::DEFAULT
-    };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
+    })?;
     let mut max_load = DEFAULT_MAX_LOAD;
     let mut cache_secs = DEFAULT_CACHE_SECS;
     let mut uptime = PathBuf::from(DEFAULT_UPTIME);
@@ -165,7 +163,7 @@ fn build(init: &PluginInit<'_>) -> Result<LoadCheck, ConfigError> {
             }
             "uptime" => uptime = PathBuf::from(value),
             "loadavg" => loadavg = PathBuf::from(value),
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     // Chosen once, as qpsmtpd's get_load_method: the file if it is there, else the program.
@@ -181,7 +179,6 @@ fn build(init: &PluginInit<'_>) -> Result<LoadCheck, ConfigError> {
         )));
     };
     Ok(LoadCheck {
-        name: init.name.to_string(),
         common,
         max_load,
         cache_time: Duration::from_secs(cache_secs),
@@ -264,16 +261,10 @@ fn refresh_job(cache: Arc<Mutex<Cache>>, source: Source) -> impl FnOnce() + Send
 }
 
 impl LoadCheck {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// Judges the connection by `load` (`None`: unknown, accepted).
     fn decide(&self, cx: &mut Cx, load: Option<f64>, error: Option<String>) -> Outcome {
         if let Some(e) = error {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Error,
                 format_args!("unable to acquire system load: {e}"),
@@ -281,12 +272,12 @@ impl LoadCheck {
         }
         match load {
             Some(load) if load > self.max_load => {
-                self.log(
+                self.common.log(
                     cx,
                     Level::Error,
                     format_args!("local load too high: {load}"),
                 );
-                let text: Cow<'static, str> = match self.common.reject_type {
+                let text: Cow<'static, str> = match self.common.args.reject_type {
                     RejectType::Temp | RejectType::TempDisconnect => {
                         "4.3.2 Server load too high, please try again later.".into()
                     }
@@ -294,14 +285,16 @@ impl LoadCheck {
                         "5.3.2 Server load too high, please try again later.".into()
                     }
                 };
-                self.common.reject(cx, &self.name, text)
+                self.common.reject(cx, text)
             }
             Some(load) => {
-                self.log(cx, Level::Debug, format_args!("pass, load {load}"));
+                self.common
+                    .log(cx, Level::Debug, format_args!("pass, load {load}"));
                 Outcome::Declined
             }
             None => {
-                self.log(cx, Level::Info, format_args!("skip, load not known yet"));
+                self.common
+                    .log(cx, Level::Info, format_args!("skip, load not known yet"));
                 Outcome::Declined
             }
         }
@@ -348,49 +341,18 @@ impl Plugin for LoadCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use std::io::Write;
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run, TempDir};
     use std::os::unix::fs::PermissionsExt;
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir()
-                .join(format!("ringsmtpd-loadcheck-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-        fn file(&self, name: &str, text: &str) -> String {
-            let p = self.0.join(name);
-            std::fs::write(&p, text).unwrap();
-            p.display().to_string()
-        }
-        fn script(&self, name: &str, output: &str) -> String {
-            let p = self.0.join(name);
-            let mut f = std::fs::File::create(&p).unwrap();
-            writeln!(f, "#!/bin/sh\necho '{output}'").unwrap();
-            drop(f);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-            p.display().to_string()
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// An executable `name` in `d` that prints `output`.
+    fn script(d: &TempDir, name: &str, output: &str) -> String {
+        let path = d.write(name, format!("#!/bin/sh\necho '{output}'\n"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
     }
 
     fn plugin(args: &[&str]) -> Result<LoadCheck, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("loadcheck {}", args.join(" ")));
-        build(&PluginInit {
-            name: "loadcheck",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, &format!("loadcheck {}", args.join(" ")), &[])
     }
 
     fn connect(p: &LoadCheck) -> Outcome {
@@ -408,8 +370,8 @@ mod tests {
 
     #[test]
     fn above_max_load_is_refused_at_connect() {
-        let d = Dir::new("above");
-        let avg = d.file("loadavg", "8.50 3.00 1.00 2/300 4242\n");
+        let d = TempDir::new("loadcheck-above");
+        let avg = d.write("loadavg", "8.50 3.00 1.00 2/300 4242\n");
         let p = plugin(&["loadavg", &avg]).unwrap();
         assert_eq!(
             connect(&p),
@@ -430,19 +392,19 @@ mod tests {
 
     #[test]
     fn cached_value_serves_until_cache_time_then_refreshes_in_background() {
-        let d = Dir::new("cache");
-        let avg = d.file("loadavg", "0.10 0 0\n");
+        let d = TempDir::new("loadcheck-cache");
+        let avg = d.write("loadavg", "0.10 0 0\n");
         let p = plugin(&["loadavg", &avg]).unwrap();
         assert_eq!(connect(&p), Outcome::Declined);
-        d.file("loadavg", "50 0 0\n");
+        d.write("loadavg", "50 0 0\n");
         // Within cache_time (10 s): the old value, no new read started.
         assert_eq!(connect(&p), Outcome::Declined);
         assert!(!lock(&p.cache).refreshing);
 
         let p = plugin(&["loadavg", &avg, "cache_time", "0"]).unwrap();
-        d.file("loadavg", "0.10 0 0\n");
+        d.write("loadavg", "0.10 0 0\n");
         assert_eq!(connect(&p), Outcome::Declined);
-        d.file("loadavg", "50 0 0\n");
+        d.write("loadavg", "50 0 0\n");
         std::thread::sleep(Duration::from_millis(2));
         // Expired: this connection is judged by the old value while the new one is read.
         assert_eq!(connect(&p), Outcome::Declined);
@@ -453,16 +415,18 @@ mod tests {
 
     #[test]
     fn uptime_program_when_no_loadavg() {
-        let d = Dir::new("uptime");
-        let missing = d.0.join("nope").display().to_string();
-        let up = d.script(
+        let d = TempDir::new("loadcheck-uptime");
+        let missing = d.join("nope");
+        let up = script(
+            &d,
             "uptime",
             "12:30am  up 5 days, 12:43,  1 user,  load average: 9.00, 0.00, 0.00",
         );
         let p = plugin(&["loadavg", &missing, "uptime", &up]).unwrap();
         assert_eq!(p.source, Source::Program(PathBuf::from(&up)));
         assert!(matches!(connect(&p), Outcome::DenySoft(_)));
-        let bsd = d.script(
+        let bsd = script(
+            &d,
             "bsd",
             "10:33AM  up  2:06, 1 user, load averages: 6.55, 3.76, 2.48",
         );
@@ -491,8 +455,8 @@ mod tests {
 
     #[test]
     fn a_failed_read_is_logged_and_accepts() {
-        let d = Dir::new("fail");
-        let avg = d.file("loadavg", "garbage\n");
+        let d = TempDir::new("loadcheck-fail");
+        let avg = d.write("loadavg", "garbage\n");
         let p = plugin(&["loadavg", &avg]).unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         assert_eq!(run(p.connect(&mut c)), Outcome::Declined);
@@ -506,27 +470,22 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        let d = Dir::new("args");
-        let avg = d.file("loadavg", "1 1 1\n");
-        let missing = d.0.join("nope").display().to_string();
-        let not_exec = d.file("plain", "x");
-        for bad in [
-            vec!["loadavg", &avg, "max_load"],
-            vec!["loadavg", &avg, "max_load", "x"],
-            vec!["loadavg", &avg, "max_load", "0"],
-            vec!["loadavg", &avg, "max_load", "-1"],
-            vec!["loadavg", &avg, "cache_time", "1.5"],
-            vec!["loadavg", &avg, "cache_time", "-1"],
-            vec!["loadavg", &avg, "bogus", "1"],
-            vec!["loadavg", &missing, "uptime", &missing],
-            vec!["loadavg", &missing, "uptime", &not_exec],
-        ] {
-            let err = plugin(&bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: loadcheck: "),
-                "{err}"
-            );
-        }
+        let d = TempDir::new("loadcheck-args");
+        let avg = d.write("loadavg", "1 1 1\n");
+        let missing = d.join("nope");
+        let not_exec = d.write("plain", "x");
+        let bad = [
+            &["loadavg", &avg, "max_load"][..],
+            &["loadavg", &avg, "max_load", "x"],
+            &["loadavg", &avg, "max_load", "0"],
+            &["loadavg", &avg, "max_load", "-1"],
+            &["loadavg", &avg, "cache_time", "1.5"],
+            &["loadavg", &avg, "cache_time", "-1"],
+            &["loadavg", &avg, "bogus", "1"],
+            &["loadavg", &missing, "uptime", &missing],
+            &["loadavg", &missing, "uptime", &not_exec],
+        ];
+        assert_bad_args(build, "loadcheck", &bad);
         let p = plugin(&["loadavg", &avg, "max_load", "2.5", "cache_time", "0"]).unwrap();
         assert_eq!((p.max_load, p.cache_time), (2.5, Duration::ZERO));
     }

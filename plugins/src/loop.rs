@@ -60,9 +60,10 @@
 
 use std::borrow::Cow;
 
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::headers;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
     RejectType, Reply, Step, Transaction,
 };
 
@@ -71,28 +72,15 @@ const TEXT: &str = "Too many hops, this message is looping";
 
 /// The `loop` plugin.
 pub struct Loop {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     max: u32,
 }
 
 /// Builds `loop` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    let max = match rest.as_slice() {
-        [] => DEFAULT_MAX,
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(init.error(format!("MAX must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
-    };
-    Ok(Box::new(Loop {
-        name: init.name.to_string(),
-        common,
-        max,
-    }))
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let max = args::positive(init, &rest, "MAX", DEFAULT_MAX)?;
+    Ok(Box::new(Loop { common, max }))
 }
 
 /// Received + Delivered-To fields in `header`, counting no further than `max`.
@@ -119,26 +107,24 @@ impl Plugin for Loop {
         if n < self.max {
             return Step::DECLINED;
         }
-        if let Some(level) = self.common.adjust(Level::Info) {
-            cx.log(level, &self.name, format_args!("fail, {n} or more hops"));
-        }
-        let permanent = match self.common.reject_type {
+        self.common
+            .log(cx, Level::Info, format_args!("fail, {n} or more hops"));
+        let permanent = match self.common.args.reject_type {
             RejectType::Perm => Some(false),
             RejectType::Disconnect => Some(true),
             RejectType::Temp | RejectType::TempDisconnect => None,
         };
-        match (self.common.reject, permanent) {
+        match (self.common.args.reject, permanent) {
             (Reject::Yes, Some(disconnect)) => Step::Ready(Outcome::Done(Some(Reply {
                 code: 554,
                 enhanced: Some(Cow::Borrowed("5.4.6")),
                 lines: vec![Cow::Borrowed(TEXT)],
                 disconnect,
             }))),
-            _ => Step::Ready(self.common.reject(
-                cx,
-                &self.name,
-                "4.4.6 Too many hops, this message is looping",
-            )),
+            _ => Step::Ready(
+                self.common
+                    .reject(cx, "4.4.6 Too many hops, this message is looping"),
+            ),
         }
     }
 }
@@ -147,18 +133,10 @@ impl Plugin for Loop {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run, set_message};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("loop {}", args.join(" ")));
-        new(&PluginInit {
-            name: "loop",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("loop {}", args.join(" ")), &[])
     }
 
     /// A message with `received` Received and `delivered` Delivered-To fields.
@@ -172,9 +150,7 @@ mod tests {
         }
         m.push_str("Subject: x\r\n\r\nReceived: in the body\r\n");
         let mut t = Transaction::default();
-        t.body.header_end = m.find("\r\n\r\n").map(|i| i + 4);
-        t.body.len = m.len() as u64;
-        t.body.mem = m.into_bytes();
+        set_message(&mut t, &m);
         t
     }
 
@@ -241,9 +217,7 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [&["0"][..], &["x"], &["-3"], &["100", "5"]] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(err.to_string().starts_with("plugins:1: loop: "), "{err}");
-        }
+        let bad = [&["0"][..], &["x"], &["-3"], &["100", "5"]];
+        assert_bad_args(new, "loop", &bad);
     }
 }

@@ -58,9 +58,10 @@
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
+
+use crate::matchers::same_at;
 
 /// The hooks a fault can be put in.
 const HOOKS: [Hook; 8] = [
@@ -89,19 +90,16 @@ pub enum Fault {
 
 /// The `misbehave` plugin: one fault at one hook.
 pub struct Misbehave {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     fault: Fault,
     hook: Hook,
 }
 
 /// Builds `misbehave` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let (fault, hook) = parse(&rest).map_err(|e| init.error(e))?;
     Ok(Box::new(Misbehave {
-        name: init.name.to_string(),
         common,
         fault,
         hook,
@@ -150,13 +148,12 @@ impl Misbehave {
         if hook != self.hook {
             return Step::DECLINED;
         }
-        if let Some(level) = self.common.adjust(Level::Warn) {
-            cx.log(
-                level,
-                &self.name,
-                format_args!("injecting {:?} at {hook}", self.fault),
-            );
-        }
+        let fault = self.fault;
+        self.common.log(
+            cx,
+            Level::Warn,
+            format_args!("injecting {fault:?} at {hook}"),
+        );
         match self.fault {
             Fault::Panic => panic!("misbehave: injected panic at {hook}"),
             Fault::Deny => Step::Ready(Outcome::deny("5.7.0 misbehave: injected deny")),
@@ -176,63 +173,18 @@ impl Plugin for Misbehave {
         HookSet::EMPTY.with(self.hook)
     }
 
-    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        self.act(cx, Hook::Connect)
-    }
-    fn helo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        self.act(cx, Hook::Helo)
-    }
-    fn ehlo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        self.act(cx, Hook::Ehlo)
-    }
-    fn mail<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.act(cx, Hook::Mail)
-    }
-    fn rcpt<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _txn: &'a mut Transaction,
-        _rcpt: &'a Recipient,
-    ) -> Step<'a> {
-        self.act(cx, Hook::Rcpt)
-    }
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.act(cx, Hook::Data)
-    }
-    fn data_post<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.act(cx, Hook::DataPost)
-    }
-    fn queue<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.act(cx, Hook::Queue)
-    }
+    same_at!(act: connect, helo, ehlo, mail, rcpt, data, data_post, queue);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-
-    fn recipient(text: &str) -> Recipient {
-        let addr = ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-            .expect("test address");
-        Recipient {
-            addr,
-            params: Default::default(),
-        }
-    }
-
+    use ringsmtpd_plugin_api::testing::{self, cx, rcpt, run};
+    use ringsmtpd_plugin_api::Transaction;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("misbehave {}", args.join(" ")));
-        new(&PluginInit {
-            name: "misbehave",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("misbehave {}", args.join(" ")), &[])
     }
 
     #[test]
@@ -281,7 +233,7 @@ mod tests {
         let (mut c, _) = cx("192.0.2.1:1");
         let mut txn = Transaction::default();
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
-        let to = recipient("a@b.example");
+        let to = rcpt("<a@b.example>");
         assert_eq!(
             run(p.rcpt(&mut c, &mut txn, &to)),
             Outcome::deny("5.7.0 misbehave: injected deny")

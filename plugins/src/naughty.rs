@@ -62,16 +62,14 @@ use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::shared::Naughty;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
 };
 
-use crate::matchers::log;
+use crate::matchers::same_at;
 
 /// The `naughty` plugin.
 pub struct NaughtyPlugin {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     hook: Hook,
 }
 
@@ -110,43 +108,26 @@ fn build(init: &PluginInit<'_>) -> Result<NaughtyPlugin, ConfigError> {
         reject_type: RejectType::Disconnect,
         ..CommonArgs::DEFAULT
     };
-    let (common, rest) = CommonArgs::extract(&others, defaults).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
+    let common = PluginInit {
+        args: &others,
+        ..*init
     }
-    Ok(NaughtyPlugin {
-        name: init.name.to_string(),
-        common,
-        hook,
-    })
+    .common_only(defaults)?;
+    Ok(NaughtyPlugin { common, hook })
 }
 
 impl NaughtyPlugin {
-    fn check(&self, cx: &Cx) -> Step<'static> {
+    fn check(&self, cx: &Cx, _hook: Hook) -> Step<'static> {
         let Some(mark) = cx.conn.notes.get::<Naughty>() else {
-            log(
-                cx,
-                &self.common,
-                &self.name,
-                Level::Debug,
-                format_args!("pass"),
-            );
+            self.common.log(cx, Level::Debug, format_args!("pass"));
             return Step::DECLINED;
         };
-        log(
+        self.common.log(
             cx,
-            &self.common,
-            &self.name,
             Level::Info,
             format_args!("refusing, marked by {}: {}", mark.plugin, mark.msg),
         );
-        let msg = Some(Cow::Owned(mark.msg.clone()));
-        Step::Ready(match self.common.reject_type {
-            RejectType::Perm => Outcome::Deny(msg),
-            RejectType::Temp => Outcome::DenySoft(msg),
-            RejectType::Disconnect => Outcome::DenyDisconnect(msg),
-            RejectType::TempDisconnect => Outcome::DenySoftDisconnect(msg),
-        })
+        Step::Ready(self.common.args.deny(Some(Cow::Owned(mark.msg.clone()))))
     }
 }
 
@@ -155,47 +136,17 @@ impl Plugin for NaughtyPlugin {
         HookSet::of(&[self.hook, Hook::DataPost])
     }
 
-    fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn mail<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn rcpt<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _txn: &'a mut Transaction,
-        _rcpt: &'a Recipient,
-    ) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
-
-    fn data_post<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.check(cx)
-    }
+    same_at!(check: connect, mail, rcpt, data, data_post);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
+    use ringsmtpd_plugin_api::{Outcome, Transaction};
 
     fn build_with(args: &[&str]) -> Result<NaughtyPlugin, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("naughty {}", args.join(" ")));
-        build(&PluginInit {
-            name: "naughty",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, &format!("naughty {}", args.join(" ")), &[])
     }
 
     fn marked() -> Cx {
@@ -217,10 +168,7 @@ mod tests {
         assert_eq!(p.hooks(), HookSet::of(&[Hook::Rcpt, Hook::DataPost]));
         let mut c = marked();
         let mut t = Transaction::default();
-        let r = Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path("<a@b.example>", false, false).unwrap(),
-            params: Default::default(),
-        };
+        let r = testing::rcpt("<a@b.example>");
         assert_eq!(
             run(p.rcpt(&mut c, &mut t, &r)),
             Outcome::DenyDisconnect(listed())

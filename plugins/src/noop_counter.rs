@@ -73,58 +73,34 @@
 //! Bounds how long a client can hold a connection with NOOPs alone (the core's idle timeout
 //! does not, since every NOOP is activity). No allocation: a counter per connection.
 
-use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, RejectType, Step,
-    Transaction,
-};
+use ringsmtpd_plugin_api::{Common, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step};
+
+use crate::matchers::{bump, limit_args, same_at};
 
 /// Consecutive NOOPs on this connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NoopCount(pub u32);
 
-const DEFAULT_MAX: u32 = 3;
-
 /// The `noop_counter` plugin.
 pub struct NoopCounter {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     max: u32,
 }
 
 /// Builds `noop_counter` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let defaults = CommonArgs {
-        reject_type: RejectType::Disconnect,
-        ..CommonArgs::DEFAULT
-    };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
-    if matches!(
-        common.reject_type,
-        RejectType::Temp | RejectType::TempDisconnect
-    ) {
-        return Err(init.error("reject_type must be disconnect or perm"));
-    }
-    let max = match rest.as_slice() {
-        [] => DEFAULT_MAX,
-        [n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => n,
-            _ => return Err(init.error(format!("N must be a positive integer, not '{n}'"))),
-        },
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
-    };
-    Ok(Box::new(NoopCounter {
-        name: init.name.to_string(),
-        common,
-        max,
-    }))
+    let (common, max) = limit_args(init, 3)?;
+    Ok(Box::new(NoopCounter { common, max }))
 }
 
-/// Another command: the NOOPs are no longer consecutive.
-fn reset(cx: &mut Cx) -> Step<'static> {
-    if let Some(c) = cx.conn.notes.get_mut::<NoopCount>() {
-        c.0 = 0;
+impl NoopCounter {
+    /// Another command: the NOOPs are no longer consecutive.
+    fn reset(&self, cx: &mut Cx, _hook: Hook) -> Step<'static> {
+        if let Some(c) = cx.conn.notes.get_mut::<NoopCount>() {
+            c.0 = 0;
+        }
+        Step::DECLINED
     }
-    Step::DECLINED
 }
 
 impl Plugin for NoopCounter {
@@ -144,79 +120,37 @@ impl Plugin for NoopCounter {
     }
 
     fn noop<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
-        let count = {
-            let c = cx.conn.notes.get_or_insert_with(NoopCount::default);
-            c.0 = c.0.saturating_add(1);
-            c.0
-        };
+        let count = bump(&mut cx.conn.notes.get_or_insert_with(NoopCount::default).0);
         if count < self.max {
             return Step::DECLINED;
         }
-        if let Some(level) = self.common.adjust(Level::Info) {
-            cx.log(
-                level,
-                &self.name,
-                format_args!("fail, {count} NOOPs in a row"),
-            );
-        }
-        Step::Ready(self.common.reject(
-            cx,
-            &self.name,
-            "5.5.1 Stop wasting my time, too many consecutive NOOPs",
-        ))
+        let text = "5.5.1 Stop wasting my time, too many consecutive NOOPs";
+        self.common
+            .fail(cx, format_args!("{count} NOOPs in a row"), text)
     }
 
-    fn helo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn ehlo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn mail_pre<'a>(&'a self, cx: &'a mut Cx, _path: &'a str, _params: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn rcpt_pre<'a>(&'a self, cx: &'a mut Cx, _path: &'a str, _params: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        reset(cx)
-    }
-    fn vrfy<'a>(&'a self, cx: &'a mut Cx, _arg: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn help<'a>(&'a self, cx: &'a mut Cx, _args: &'a str) -> Step<'a> {
-        reset(cx)
-    }
-    fn unrecognized_command<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _verb: &'a str,
-        _args: &'a str,
-    ) -> Step<'a> {
-        reset(cx)
-    }
-    fn reset_transaction<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        reset(cx)
-    }
+    same_at!(
+        reset: helo,
+        ehlo,
+        mail_pre,
+        rcpt_pre,
+        data,
+        vrfy,
+        help,
+        unrecognized_command,
+        reset_transaction,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::Naughty;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::Outcome;
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
+    use ringsmtpd_plugin_api::{Outcome, Transaction};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("noop_counter {}", args.join(" ")));
-        new(&PluginInit {
-            name: "noop_counter",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("noop_counter {}", args.join(" ")), &[])
     }
 
     #[test]
@@ -279,18 +213,16 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [
-            &["0"][..],
-            &["x"],
-            &["3", "4"],
-            &["reject_type", "temp"],
-            &["reject_type", "temp_disconnect"],
-        ] {
-            let err = build(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: noop_counter: "),
-                "{err}"
-            );
-        }
+        assert_bad_args(
+            new,
+            "noop_counter",
+            &[
+                &["0"][..],
+                &["x"],
+                &["3", "4"],
+                &["reject_type", "temp"],
+                &["reject_type", "temp_disconnect"],
+            ],
+        );
     }
 }

@@ -59,28 +59,19 @@
 use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, HelloKind, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, HelloKind, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Step,
 };
-
-use crate::matchers::log;
 
 /// The `parse_addr_withhelo` plugin.
 pub struct ParseAddrWithHelo {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 /// Builds `parse_addr_withhelo` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    Ok(Box::new(ParseAddrWithHelo {
-        name: init.name.to_string(),
-        common,
-    }))
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    Ok(Box::new(ParseAddrWithHelo { common }))
 }
 
 impl ParseAddrWithHelo {
@@ -90,10 +81,8 @@ impl ParseAddrWithHelo {
         }
         let verb = if rcpt { "RCPT" } else { "MAIL" };
         if !params.is_empty() {
-            log(
+            self.common.log(
                 cx,
-                &self.common,
-                &self.name,
                 Level::Info,
                 format_args!("fail, {verb} parameters after HELO"),
             );
@@ -107,19 +96,15 @@ impl ParseAddrWithHelo {
             return Outcome::Declined;
         }
         if path.contains('@') || (rcpt && path.eq_ignore_ascii_case("postmaster")) {
-            log(
+            self.common.log(
                 cx,
-                &self.common,
-                &self.name,
                 Level::Info,
                 format_args!("{verb} path without <>, accepted after HELO"),
             );
             return Outcome::Ok(Some(Cow::Owned(format!("<{path}>"))));
         }
-        log(
+        self.common.log(
             cx,
-            &self.common,
-            &self.name,
             Level::Info,
             format_args!("fail, cannot parse {verb} path {path:?}"),
         );
@@ -148,19 +133,12 @@ impl Plugin for ParseAddrWithHelo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
     use ringsmtpd_plugin_api::Hello;
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin("parse_addr_withhelo");
-        new(&PluginInit {
-            name: "parse_addr_withhelo",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        let line = format!("parse_addr_withhelo {}", args.join(" "));
+        testing::build(new, &line, &[])
     }
 
     fn said(kind: Option<HelloKind>) -> Cx {

@@ -61,9 +61,10 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
+
+use crate::matchers::same_at;
 
 /// The failure rate of `random_error` for this connection, in percent (qpsmtpd conn note
 /// `random_fail_%`). Written at `connect`; a later plugin may overwrite it.
@@ -75,8 +76,7 @@ const STEPS: f64 = 6.0;
 
 /// The `random_error` plugin.
 pub struct RandomError {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     percent: f64,
     /// xorshift64* state; never 0.
     state: Cell<u64>,
@@ -88,18 +88,16 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build(init: &PluginInit<'_>, seed: u64) -> Result<RandomError, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let percent = match rest.as_slice() {
         [] => 1.0,
         [p] => match p.parse::<f64>() {
             Ok(v) if v.is_finite() && v <= 100.0 => v,
             _ => return Err(init.error(format!("PERCENT must be a number up to 100, not '{p}'"))),
         },
-        [_, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, extra, ..] => return Err(init.unknown(extra)),
     };
     Ok(RandomError {
-        name: init.name.to_string(),
         common,
         percent,
         state: Cell::new(seed | 1),
@@ -148,13 +146,12 @@ impl RandomError {
         } else {
             Outcome::deny_soft("4.3.0 random failure")
         };
-        if let Some(level) = self.common.adjust(Level::Info) {
-            cx.log(
-                level,
-                &self.name,
-                format_args!("{} at {hook} ({percent}%)", outcome.name()),
-            );
-        }
+        let name = outcome.name();
+        self.common.log(
+            cx,
+            Level::Info,
+            format_args!("{name} at {hook} ({percent}%)"),
+        );
         Step::Ready(outcome)
     }
 }
@@ -176,49 +173,18 @@ impl Plugin for RandomError {
         cx.conn.notes.set(RandomFailPercent(self.percent));
         self.maybe_fail(cx, Hook::Connect)
     }
-    fn helo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        self.maybe_fail(cx, Hook::Helo)
-    }
-    fn ehlo<'a>(&'a self, cx: &'a mut Cx, _host: &'a str) -> Step<'a> {
-        self.maybe_fail(cx, Hook::Ehlo)
-    }
-    fn mail<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.maybe_fail(cx, Hook::Mail)
-    }
-    fn rcpt<'a>(
-        &'a self,
-        cx: &'a mut Cx,
-        _txn: &'a mut Transaction,
-        _rcpt: &'a Recipient,
-    ) -> Step<'a> {
-        self.maybe_fail(cx, Hook::Rcpt)
-    }
-    fn data<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.maybe_fail(cx, Hook::Data)
-    }
-    fn data_post<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
-        self.maybe_fail(cx, Hook::DataPost)
-    }
+    same_at!(maybe_fail: helo, ehlo, mail, rcpt, data, data_post);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, assert_bad_args, cx, run};
+    use ringsmtpd_plugin_api::Transaction;
 
     fn plugin(args: &[&str]) -> Result<RandomError, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("random_error {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "random_error",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            0x1234_5678_9abc_def0,
-        )
+        let line = format!("random_error {}", args.join(" "));
+        testing::build(|init| build(init, 0x1234_5678_9abc_def0), &line, &[])
     }
 
     /// (failures, of which disconnects) over `n` helo calls.
@@ -315,13 +281,8 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        for bad in [&["x"][..], &["101"], &["1", "2"], &["inf"], &["NaN"]] {
-            let err = plugin(bad).err().unwrap_or_else(|| panic!("{bad:?}"));
-            assert!(
-                err.to_string().starts_with("plugins:1: random_error: "),
-                "{err}"
-            );
-        }
+        let bad = [&["x"][..], &["101"], &["1", "2"], &["inf"], &["NaN"]];
+        assert_bad_args(new, "random_error", &bad);
         assert_eq!(plugin(&["2.5"]).unwrap().percent, 2.5);
     }
 }

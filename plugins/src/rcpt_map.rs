@@ -78,26 +78,25 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Recipient, Step, Transaction,
+    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Recipient, Step, Transaction,
 };
 
-use crate::matchers::{first_word, log, lower_parts, Code};
+use crate::matchers::{lower_parts, Code, Verdict};
 
 /// How often a worker checks the map file for changes, at most.
 const RECHECK: Duration = Duration::from_secs(5);
 /// The message of a refusal without one (qpsmtpd's), with RFC 3463's "bad destination mailbox".
 const NO_SUCH_USER: &str = "5.1.1 No such user.";
 
-type Map = HashMap<String, (Code, Option<String>)>;
+type Map = HashMap<String, Verdict>;
 
 /// What identifies a version of the file: modification time and size.
 type Stamp = (Option<SystemTime>, u64);
 
 /// The `rcpt_map` plugin.
 pub struct RcptMap {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     domain: String,
     path: PathBuf,
     default: (Code, String),
@@ -113,8 +112,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build(init: &PluginInit<'_>) -> Result<RcptMap, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let (mut domain, mut file, mut default) = (None, None, None);
     let mut it = rest.iter();
     while let Some(&key) = it.next() {
@@ -137,14 +135,13 @@ fn build(init: &PluginInit<'_>) -> Result<RcptMap, ConfigError> {
                 };
                 default = Some((code, msg));
             }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let domain = domain.ok_or_else(|| init.error("no domain given (domain NAME)"))?;
     let path = file.ok_or_else(|| init.error("no map file given (file PATH)"))?;
     let (stamp, map) = load(&path, &domain)?;
     Ok(RcptMap {
-        name: init.name.to_string(),
         common,
         domain,
         path,
@@ -186,18 +183,13 @@ fn parse(text: &str, file: &str, domain: &str) -> Result<Map, ConfigError> {
             line: i as u32 + 1,
             reason,
         };
-        let (addr, rest) = first_word(line);
-        let Some(rest) = rest else {
-            return Err(error(format!("'{line}': no return code")));
-        };
-        let (code, msg) = first_word(rest);
+        let (addr, verdict) = Verdict::parse(line, "ADDRESS").map_err(error)?;
         let addr = addr.to_lowercase();
         match addr.rsplit_once('@') {
             Some((user, host)) if !user.is_empty() && host == domain => {}
             _ => return Err(error(format!("'{addr}' is not an address in {domain}"))),
         }
-        let code = Code::parse(code).map_err(error)?;
-        map.insert(addr, (code, msg.map(str::to_string)));
+        map.insert(addr, verdict);
     }
     Ok(map)
 }
@@ -226,19 +218,11 @@ impl RcptMap {
     fn decide(&self, cx: &Cx, to: &str) -> Outcome {
         let map = self.map.borrow();
         let (code, msg, listed) = match map.get(to) {
-            Some((code, msg)) => (*code, msg.as_deref().unwrap_or(NO_SUCH_USER), true),
-            None => (self.default.0, self.default.1.as_str(), false),
+            Some(v) => (v.code, v.msg.as_deref().unwrap_or(NO_SUCH_USER), "listed"),
+            None => (self.default.0, self.default.1.as_str(), "default"),
         };
-        log(
-            cx,
-            &self.common,
-            &self.name,
-            Level::Info,
-            format_args!(
-                "{to}: {code:?} ({})",
-                if listed { "listed" } else { "default" }
-            ),
-        );
+        self.common
+            .log(cx, Level::Info, format_args!("{to}: {code:?} ({listed})"));
         code.outcome(Some(msg))
     }
 
@@ -247,10 +231,8 @@ impl RcptMap {
         match blocking(&*cx.svc, move || reload(&path, &domain, old)).await {
             Some(Reload::Unchanged) => {}
             Some(Reload::New(stamp, map)) => {
-                log(
+                self.common.log(
                     cx,
-                    &self.common,
-                    &self.name,
                     Level::Notice,
                     format_args!("re-read {} ({} entries)", self.path.display(), map.len()),
                 );
@@ -260,18 +242,14 @@ impl RcptMap {
             Some(Reload::Failed(stamp, e)) => {
                 // Logged once per version of the file: the stamp moves on, the map stays.
                 self.stamp.set(stamp);
-                log(
+                self.common.log(
                     cx,
-                    &self.common,
-                    &self.name,
                     Level::Error,
                     format_args!("changed map refused, old map kept: {e}"),
                 );
             }
-            None => log(
+            None => self.common.log(
                 cx,
-                &self.common,
-                &self.name,
                 Level::Error,
                 format_args!("map re-read job panicked; old map kept"),
             ),
@@ -313,42 +291,26 @@ impl Plugin for RcptMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, rcpt, rcpt_outcome, run, TempDir};
 
     fn build_with(args: &[&str]) -> Result<RcptMap, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[]);
-        let line = origin(&format!("rcpt_map {}", args.join(" ")));
-        build(&PluginInit {
-            name: "rcpt_map",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(build, &format!("rcpt_map {}", args.join(" ")), &[])
     }
 
-    struct TempMap(PathBuf);
+    /// A map file in a directory of its own, removed on drop.
+    struct TempMap {
+        _dir: TempDir,
+        path: String,
+    }
 
     impl TempMap {
         fn new(tag: &str, text: &str) -> TempMap {
-            let dir =
-                std::env::temp_dir().join(format!("rcpt_map-test-{}-{tag}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join("map");
-            std::fs::write(&path, text).unwrap();
-            TempMap(path)
+            let _dir = TempDir::new(&format!("rcpt_map-{tag}"));
+            let path = _dir.write("map", text);
+            TempMap { _dir, path }
         }
         fn path(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempMap {
-        fn drop(&mut self) {
-            if let Some(dir) = self.0.parent() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            &self.path
         }
     }
 
@@ -361,13 +323,7 @@ mod tests {
         pass@example.org         DECLINED\n";
 
     fn check(p: &RcptMap, to: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path(to, false, false).unwrap(),
-            params: Default::default(),
-        };
-        run(p.rcpt(&mut c, &mut t, &r))
+        rcpt_outcome(p, to)
     }
 
     #[test]
@@ -451,13 +407,10 @@ mod tests {
             Outcome::Deny(Some(NO_SUCH_USER.into()))
         );
         // A new version (different size, so the change is seen even within one mtime tick).
-        std::fs::write(&m.0, "new@example.org OK\n").unwrap();
+        std::fs::write(m.path(), "new@example.org OK\n").unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path("<new@example.org>", false, false).unwrap(),
-            params: Default::default(),
-        };
+        let r = rcpt("<new@example.org>");
         let step = p.rcpt(&mut c, &mut t, &r);
         assert!(
             matches!(step, Step::Pending(_)),
@@ -470,15 +423,15 @@ mod tests {
             Outcome::Deny(Some(NO_SUCH_USER.into()))
         );
         // A broken version is refused and the map kept.
-        std::fs::write(&m.0, "new@example.org OK\nbroken@example.org\n").unwrap();
+        std::fs::write(m.path(), "new@example.org OK\nbroken@example.org\n").unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         assert_eq!(run(p.rcpt(&mut c, &mut t, &r)), Outcome::Ok(None));
         assert!(svc.logged(":2: "), "{:?}", svc.logs.borrow());
         // An emptied file too.
-        std::fs::write(&m.0, "# nothing\n").unwrap();
+        std::fs::write(m.path(), "# nothing\n").unwrap();
         assert_eq!(check(&p, "<new@example.org>"), Outcome::Ok(None));
         // And a vanished one.
-        std::fs::remove_file(&m.0).unwrap();
+        std::fs::remove_file(m.path()).unwrap();
         assert_eq!(check(&p, "<new@example.org>"), Outcome::Ok(None));
     }
 
@@ -486,13 +439,10 @@ mod tests {
     fn not_rechecked_within_the_interval() {
         let m = TempMap::new("interval", MAP);
         let p = build_with(&["domain", "example.org", "file", m.path()]).unwrap();
-        std::fs::write(&m.0, "nobody@example.org OK\n").unwrap();
+        std::fs::write(m.path(), "nobody@example.org OK\n").unwrap();
         let (mut c, _) = cx("192.0.2.1:1");
         let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path("<nobody@example.org>", false, false).unwrap(),
-            params: Default::default(),
-        };
+        let r = rcpt("<nobody@example.org>");
         // Just built: the next check is RECHECK away, so the answer is Ready from the old map.
         assert!(matches!(
             p.rcpt(&mut c, &mut t, &r),

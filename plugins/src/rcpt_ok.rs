@@ -70,20 +70,18 @@
 //! that accepts recipients) every RCPT gets 450: failing closed. `.example.com` does not cover
 //! `evilexample.com`: the leading dot is part of the suffix compared.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Recipient, RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Recipient, RejectType, Step, Transaction,
 };
 
 /// The recipient domains this server accepts mail for.
 pub struct RcptOk {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// Exact domains and address literals, lowercased.
     exact: HashSet<String>,
     /// `.domain` entries, lowercased, with their leading dot.
@@ -92,14 +90,8 @@ pub struct RcptOk {
 
 /// Builds `rcpt_ok` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
     let mut plugin = RcptOk {
-        name: init.name.to_string(),
-        common,
+        common: init.common_only(CommonArgs::DEFAULT)?,
         exact: HashSet::new(),
         suffixes: Vec::new(),
     };
@@ -154,12 +146,6 @@ impl RcptOk {
         let domain = &*lowered;
         self.exact.contains(domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
     }
-
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
 }
 
 impl Plugin for RcptOk {
@@ -174,29 +160,28 @@ impl Plugin for RcptOk {
         rcpt: &'a Recipient,
     ) -> Step<'a> {
         if is_immune(cx, Some(txn)) {
-            self.log(cx, Level::Info, format_args!("pass: immune, {}", rcpt.addr));
+            self.common
+                .log(cx, Level::Info, format_args!("pass: immune, {}", rcpt.addr));
             return Step::Ready(Outcome::Ok(None));
         }
         if rcpt.addr.is_bare_postmaster() {
-            self.log(cx, Level::Info, format_args!("pass: bare postmaster"));
+            self.common
+                .log(cx, Level::Info, format_args!("pass: bare postmaster"));
             return Step::Ready(Outcome::Ok(None));
         }
         let domain = rcpt.addr.domain();
         if self.is_local(cx, domain) {
-            self.log(cx, Level::Info, format_args!("pass: {domain} is local"));
+            self.common
+                .log(cx, Level::Info, format_args!("pass: {domain} is local"));
             return Step::Ready(Outcome::Ok(None));
         }
-        self.log(
-            cx,
-            Level::Info,
-            format_args!("fail: {} is not local", rcpt.addr),
-        );
         // The enhanced code must agree with the reply class the engine picks (RFC 3463 §2).
-        let text: Cow<'static, str> = match self.common.reject_type {
-            RejectType::Perm | RejectType::Disconnect => "5.7.1 Relaying denied".into(),
-            RejectType::Temp | RejectType::TempDisconnect => "4.7.1 Relaying denied".into(),
+        let text = match self.common.args.reject_type {
+            RejectType::Perm | RejectType::Disconnect => "5.7.1 Relaying denied",
+            RejectType::Temp | RejectType::TempDisconnect => "4.7.1 Relaying denied",
         };
-        Step::Ready(self.common.reject(cx, &self.name, text))
+        self.common
+            .fail(cx, format_args!("{} is not local", rcpt.addr), text)
     }
 }
 
@@ -247,27 +232,14 @@ fn check_entry(entry: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::WhitelistHost;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
 
     fn recipient(text: &str) -> Recipient {
-        let addr = ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-            .expect("test address");
-        Recipient {
-            addr,
-            params: Default::default(),
-        }
+        testing::rcpt(&format!("<{text}>"))
     }
 
     fn build(args: &[&str], files: &[(&str, &str)]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("rcpt_ok {}", args.join(" ")));
-        new(&PluginInit {
-            name: "rcpt_ok",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("rcpt_ok {}", args.join(" ")), files)
     }
 
     fn check(plugin: &dyn Plugin, to: &str) -> Outcome {

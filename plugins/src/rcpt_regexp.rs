@@ -63,77 +63,52 @@
 //! Patterns run in linear time (no backtracking). qpsmtpd compiled them with `eval`, so its
 //! file had to be trusted like code; here a pattern is only a pattern.
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
+use ringsmtpd_plugin_api::args;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Recipient, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Recipient, Step,
     Transaction,
 };
 
-use crate::matchers::{first_word, log, lower_parts, one_line, Code};
+use crate::matchers::{lower_parts, regex, Verdict};
 
 enum Subject {
     Regex(Regex),
     Exact(String),
 }
 
-struct Line {
-    subject: Subject,
-    code: Code,
-    msg: Option<String>,
+impl Subject {
+    /// `/regex/` or an address.
+    fn parse(text: &str) -> Result<Subject, String> {
+        let re = match text.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
+            Some(re) if text.len() >= 2 => re,
+            _ => return Ok(Subject::Exact(text.to_lowercase())),
+        };
+        regex(re).map(Subject::Regex)
+    }
+
+    fn matches(&self, to: &str) -> bool {
+        match self {
+            Subject::Regex(re) => re.is_match(to),
+            Subject::Exact(s) => s == to,
+        }
+    }
 }
 
 /// The `rcpt_regexp` plugin.
 pub struct RcptRegexp {
-    name: String,
-    common: CommonArgs,
-    lines: Vec<Line>,
+    common: Common,
+    lines: Vec<(Subject, Verdict)>,
 }
 
 /// Builds `rcpt_regexp` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    Ok(Box::new(build(init)?))
-}
-
-fn build(init: &PluginInit<'_>) -> Result<RcptRegexp, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    let mut lines = Vec::new();
-    for line in init.config.lines("rcpt_regexp")?.unwrap_or_default() {
-        let (first, rest) = first_word(&line.text);
-        let Some(rest) = rest else {
-            return Err(line.error(format!("'{}': no return code", line.text)));
-        };
-        let (code, msg) = first_word(rest);
-        let subject = match first.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
-            Some(re) if first.len() >= 2 => Subject::Regex(
-                RegexBuilder::new(re)
-                    .case_insensitive(true)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| {
-                        line.error(format!(
-                            "bad regular expression /{re}/: {}",
-                            one_line(&e.to_string())
-                        ))
-                    })?,
-            ),
-            _ => Subject::Exact(first.to_lowercase()),
-        };
-        let code = Code::parse(code).map_err(|e| line.error(e))?;
-        lines.push(Line {
-            subject,
-            code,
-            msg: msg.map(str::to_string),
-        });
-    }
-    Ok(RcptRegexp {
-        name: init.name.to_string(),
-        common,
-        lines,
-    })
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    let lines = args::parse_lines(init, "rcpt_regexp", |text| {
+        let (subject, verdict) = Verdict::parse(text, "ADDRESS|/REGEX/")?;
+        Ok((Subject::parse(subject)?, verdict))
+    })?;
+    Ok(Box::new(RcptRegexp { common, lines }))
 }
 
 impl Plugin for RcptRegexp {
@@ -150,44 +125,21 @@ impl Plugin for RcptRegexp {
         let Some((to, _)) = lower_parts(&rcpt.addr) else {
             return Step::DECLINED;
         };
-        for (i, line) in self.lines.iter().enumerate() {
-            let hit = match &line.subject {
-                Subject::Regex(re) => re.is_match(&to),
-                Subject::Exact(s) => *s == to,
-            };
-            if hit {
-                log(
-                    cx,
-                    &self.common,
-                    &self.name,
-                    Level::Info,
-                    format_args!("{to} matches entry {}: {:?}", i + 1, line.code),
-                );
-                return Step::Ready(line.code.outcome(line.msg.as_deref()));
+        match self.lines.iter().position(|(s, _)| s.matches(&to)) {
+            Some(i) => {
+                let what = format_args!("{to} matches entry {}", i + 1);
+                Step::Ready(self.lines[i].1.apply(&self.common, cx, what))
             }
+            None => Step::DECLINED,
         }
-        Step::DECLINED
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{assert_bad_lines, build, rcpt_outcome};
     use ringsmtpd_plugin_api::Outcome;
-
-    fn build_with(args: &[&str], files: &[(&str, &str)]) -> Result<RcptRegexp, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("rcpt_regexp {}", args.join(" ")));
-        build(&PluginInit {
-            name: "rcpt_regexp",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
 
     const FILE: &str = "# rcpt_regexp\n\
         me@myhost.example          OK       Accepting mail\n\
@@ -198,66 +150,55 @@ mod tests {
         /^.*@myhost\\.example$/     DECLINED Fall through\n\
         /./                        DENY     No such user.\n";
 
-    fn check(p: &RcptRegexp, to: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let mut t = Transaction::default();
-        let r = Recipient {
-            addr: parse_path(to, false, false).unwrap(),
-            params: Default::default(),
-        };
-        run(p.rcpt(&mut c, &mut t, &r))
-    }
-
     #[test]
     fn first_match_decides() {
-        let p = build_with(&[], &[("rcpt_regexp", FILE)]).unwrap();
-        assert_eq!(check(&p, "<ME@MyHost.example>"), Outcome::Ok(None));
-        assert_eq!(check(&p, "<user42@doma.in>"), Outcome::Ok(None));
+        let p = build(new, "rcpt_regexp", &[("rcpt_regexp", FILE)]).unwrap();
+        let check = |to| rcpt_outcome(&*p, to);
+        assert_eq!(check("<ME@MyHost.example>"), Outcome::Ok(None));
+        assert_eq!(check("<user42@doma.in>"), Outcome::Ok(None));
         assert_eq!(
-            check(&p, "<USER42@DOMA.IN>"),
+            check("<USER42@DOMA.IN>"),
             Outcome::Ok(None),
             "patterns ignore case"
         );
         assert_eq!(
-            check(&p, "<userx@doma.in>"),
+            check("<userx@doma.in>"),
             Outcome::Deny(Some("No such user.".into()))
         );
         assert_eq!(
-            check(&p, "<info@myhost.example>"),
+            check("<info@myhost.example>"),
             Outcome::Deny(Some("User not found.".into()))
         );
         assert_eq!(
-            check(&p, "<unused@x.example>"),
+            check("<unused@x.example>"),
             Outcome::DenySoft(Some("Try later".into()))
         );
-        assert_eq!(check(&p, "<gone@x.example>"), Outcome::DenyDisconnect(None));
-        assert_eq!(check(&p, "<other@myhost.example>"), Outcome::Declined);
-        assert_eq!(check(&p, "<postmaster>"), Outcome::Declined);
+        assert_eq!(check("<gone@x.example>"), Outcome::DenyDisconnect(None));
+        assert_eq!(check("<other@myhost.example>"), Outcome::Declined);
+        assert_eq!(check("<postmaster>"), Outcome::Declined);
     }
 
     #[test]
     fn no_file_declines() {
-        let p = build_with(&[], &[]).unwrap();
-        assert_eq!(check(&p, "<a@b.example>"), Outcome::Declined);
+        let p = build(new, "rcpt_regexp", &[]).unwrap();
+        assert_eq!(rcpt_outcome(&*p, "<a@b.example>"), Outcome::Declined);
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        for (text, line) in [
-            ("a@b.example OK\n/^x/\n", 2),
-            ("/^(unclosed/ DENY\n", 1),
-            ("/(?=ahead)/ DENY\n", 1),
-            ("a@b.example MAYBE\n", 1),
-            ("# c\na@b.example DONE\n", 2),
-        ] {
-            let e = build_with(&[], &[("rcpt_regexp", text)]).err().unwrap();
-            assert_eq!(
-                (e.file.as_str(), e.line),
-                ("rcpt_regexp", line),
-                "{text:?}: {e}"
-            );
-        }
-        assert!(build_with(&["x"], &[]).is_err());
-        assert!(build_with(&["loglevel", "7"], &[]).is_ok());
+        assert_bad_lines(
+            new,
+            "rcpt_regexp",
+            "rcpt_regexp",
+            &[
+                ("a@b.example OK\n/^x/\n", 2),
+                ("/^(unclosed/ DENY\n", 1),
+                ("/(?=ahead)/ DENY\n", 1),
+                ("a@b.example MAYBE\n", 1),
+                ("# c\na@b.example DONE\n", 2),
+            ],
+        );
+        assert!(build(new, "rcpt_regexp x", &[]).is_err());
+        assert!(build(new, "rcpt_regexp loglevel 7", &[]).is_ok());
     }
 }

@@ -79,19 +79,16 @@
 //! meant for `--stdio` under tcpserver, where tcprules set it per connection. The address
 //! checked is the socket's peer, or the client a trusted PROXY header names.
 
-use std::borrow::Cow;
-
+use ringsmtpd_plugin_api::args;
+use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigSource, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::{log, IpForms, IpList};
-
 /// The `relay` plugin.
 pub struct Relay {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     only: bool,
     /// `RELAYCLIENT` was set when the plugin was built.
     env: bool,
@@ -108,8 +105,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build(init: &PluginInit<'_>, env: bool) -> Result<Relay, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut only = false;
     let mut it = rest.iter();
     while let Some(&key) = it.next() {
@@ -121,36 +117,26 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Relay, ConfigError> {
                     v => return Err(init.error(format!("only must be 0 or 1, not {v:?}"))),
                 }
             }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let mut allow = IpList::default();
     let mut deny = IpList::default();
-    read_list(init.config, "relayclients", &mut allow)?;
-    read_list(init.config, "morerelayclients", &mut allow)?;
-    read_list(init.config, "norelayclients", &mut deny)?;
+    for file in ["relayclients", "morerelayclients", "norelayclients"] {
+        let list = if file == "norelayclients" {
+            &mut deny
+        } else {
+            &mut allow
+        };
+        args::parse_lines(init, file, |text| list.add(text, IpForms::Prefix))?;
+    }
     Ok(Relay {
-        name: init.name.to_string(),
         common,
         only,
         env,
         allow,
         deny,
     })
-}
-
-fn read_list(config: &dyn ConfigSource, file: &str, list: &mut IpList) -> Result<(), ConfigError> {
-    for line in config.lines(file)?.unwrap_or_default() {
-        list.add(&line.text, IpForms::Prefix)
-            .map_err(|e| line.error(e))?;
-    }
-    Ok(())
-}
-
-impl Relay {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        log(cx, &self.common, &self.name, level, msg);
-    }
 }
 
 impl Plugin for Relay {
@@ -166,27 +152,28 @@ impl Plugin for Relay {
         let ip = cx.conn.remote.ip();
         if self.deny.contains(ip) {
             cx.conn.relay_client = false;
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("fail, {ip} is in norelayclients"),
             );
         } else if self.env {
             cx.conn.relay_client = true;
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, enabled by RELAYCLIENT"),
             );
         } else if self.allow.contains(ip) || ip == std::net::Ipv6Addr::LOCALHOST {
             cx.conn.relay_client = true;
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, {ip} is a relay client"),
             );
         } else {
-            self.log(cx, Level::Info, format_args!("skip, no match for {ip}"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, no match for {ip}"));
         }
         Step::DECLINED
     }
@@ -203,31 +190,18 @@ impl Plugin for Relay {
         if cx.conn.relay_client {
             return Step::Ready(Outcome::Ok(None));
         }
-        Step::Ready(
-            self.common
-                .reject(cx, &self.name, Cow::Borrowed("5.7.1 relaying denied")),
-        )
+        Step::Ready(self.common.reject(cx, "5.7.1 relaying denied"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
 
     fn build_with(args: &[&str], files: &[(&str, &str)], env: bool) -> Result<Relay, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("relay {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "relay",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            env,
-        )
+        let line = format!("relay {}", args.join(" "));
+        testing::build(|init| build(init, env), &line, files)
     }
 
     /// Runs `connect` for a client at `ip` and returns its relay flag.
@@ -310,11 +284,7 @@ mod tests {
     fn only_mode() {
         let p = build_with(&["only", "1"], FILES, false).unwrap();
         assert_eq!(p.hooks(), HookSet::of(&[Hook::Connect, Hook::Rcpt]));
-        let rcpt = Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path("<a@far.example>", false, false)
-                .unwrap(),
-            params: Default::default(),
-        };
+        let rcpt = testing::rcpt("<a@far.example>");
         let mut txn = Transaction::default();
         let (mut c, _) = cx("127.0.0.1:1");
         run(p.connect(&mut c));

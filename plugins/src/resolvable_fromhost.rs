@@ -71,14 +71,15 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ringsmtpd_plugin_api::args::timeout_only;
+use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::dns::{DnsLookup, DnsResult, QType, Record};
+use ringsmtpd_plugin_api::dnsutil::{check_zone, within, Deadline, Timer};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, LogAdjust, Outcome, Plugin, PluginInit,
-    Reject, RejectType, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reject,
+    RejectType, Step, Transaction,
 };
-
-use crate::dnsbl::{check_zone, key_values, parse_timeout, within, Deadline, Net, Timer};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,10 +109,9 @@ pub enum Fromhost {
 }
 
 pub struct ResolvableFromhost {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     timeout: Duration,
-    invalid: Vec<Net>,
+    invalid: IpList,
 }
 
 /// Builds `resolvable_fromhost` from its config line.
@@ -119,32 +119,21 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let defaults = CommonArgs {
         reject: Reject::Yes,
         reject_type: RejectType::Temp,
-        loglevel: LogAdjust::None,
+        ..CommonArgs::DEFAULT
     };
-    let (common, rest) = CommonArgs::extract(init.args, defaults).map_err(|e| init.error(e))?;
-    let mut timeout = DEFAULT_TIMEOUT;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        match key {
-            "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
-        }
-    }
-    let mut invalid = Vec::new();
+    let (common, rest) = init.common(defaults)?;
+    let timeout = timeout_only(init, &rest, DEFAULT_TIMEOUT)?;
+    let mut invalid = IpList::default();
     for line in init
         .config
         .lines("invalid_resolvable_fromhost")?
         .unwrap_or_default()
     {
-        let net = Net::parse(&line.text).map_err(|why| {
-            line.error(format!(
-                "'{}' is not an address or CIDR block: {why}",
-                line.text
-            ))
-        })?;
-        invalid.push(net);
+        invalid
+            .add(&line.text, IpForms::Cidr)
+            .map_err(|e| line.error(e))?;
     }
     Ok(Box::new(ResolvableFromhost {
-        name: init.name.to_string(),
         common,
         timeout,
         invalid,
@@ -162,14 +151,8 @@ enum Hosts {
 }
 
 impl ResolvableFromhost {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     fn valid(&self, ip: IpAddr) -> bool {
-        !self.invalid.iter().any(|n| n.contains(ip))
+        !self.invalid.contains(ip)
     }
 
     /// Checks the answers for one host's A and AAAA questions.
@@ -268,7 +251,8 @@ impl ResolvableFromhost {
             let aaaa = within(aaaa, timer).await;
             match self.addresses(&a, &aaaa) {
                 Hosts::Valid => {
-                    self.log(cx, Level::Info, format_args!("pass, has MX at {name}"));
+                    self.common
+                        .log(cx, Level::Info, format_args!("pass, has MX at {name}"));
                     return Hosts::Valid;
                 }
                 Hosts::Unknown(e) => result = Hosts::Unknown(e),
@@ -281,17 +265,20 @@ impl ResolvableFromhost {
     fn verdict(&self, cx: &mut Cx, txn: &mut Transaction, result: Fromhost) -> Outcome {
         let outcome = match &result {
             Fromhost::Mx | Fromhost::A => {
-                self.log(cx, Level::Info, format_args!("pass, {result:?}"));
+                self.common
+                    .log(cx, Level::Info, format_args!("pass, {result:?}"));
                 Outcome::Declined
             }
-            Fromhost::TempFail(why) if self.common.reject == Reject::No => {
-                self.log(cx, Level::Info, format_args!("fail, tolerated, {why}"));
+            Fromhost::TempFail(why) if self.common.args.reject == Reject::No => {
+                self.common
+                    .log(cx, Level::Info, format_args!("fail, tolerated, {why}"));
                 Outcome::Declined
             }
             Fromhost::TempFail(why) => {
-                self.log(cx, Level::Info, format_args!("fail, {why}"));
+                self.common
+                    .log(cx, Level::Info, format_args!("fail, {why}"));
                 let text = Some(Cow::Borrowed("4.4.3 Temporary address resolution failure"));
-                match self.common.reject_type {
+                match self.common.args.reject_type {
                     RejectType::Disconnect | RejectType::TempDisconnect => {
                         Outcome::DenySoftDisconnect(text)
                     }
@@ -299,20 +286,21 @@ impl ResolvableFromhost {
                 }
             }
             Fromhost::NullMx => {
-                let mut common = self.common;
-                common.reject_type = match common.reject_type {
+                let mut common = self.common.clone();
+                common.args.reject_type = match common.args.reject_type {
                     RejectType::Temp | RejectType::Perm => RejectType::Perm,
                     RejectType::TempDisconnect | RejectType::Disconnect => RejectType::Disconnect,
                 };
                 let domain = txn.sender.domain();
                 let text =
                     format!("5.7.27 Sender address has null MX: {domain} does not accept mail");
-                common.reject(cx, &self.name, Cow::Owned(text))
+                common.reject(cx, text)
             }
             Fromhost::Fail(why) => {
-                self.log(cx, Level::Info, format_args!("fail, {why}"));
+                self.common
+                    .log(cx, Level::Info, format_args!("fail, {why}"));
                 let text = "5.1.8 FQDN required in the envelope sender";
-                self.common.reject(cx, &self.name, Cow::Borrowed(text))
+                self.common.reject(cx, text)
             }
             Fromhost::Ip | Fromhost::Null | Fromhost::Whitelist => Outcome::Declined,
         };
@@ -332,7 +320,8 @@ impl Plugin for ResolvableFromhost {
             return Step::DECLINED;
         }
         if txn.sender.is_null() {
-            self.log(cx, Level::Info, format_args!("pass, null sender"));
+            self.common
+                .log(cx, Level::Info, format_args!("pass, null sender"));
             txn.notes.set(Fromhost::Null);
             return Step::DECLINED;
         }
@@ -342,7 +331,8 @@ impl Plugin for ResolvableFromhost {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         if domain.starts_with('[') {
-            self.log(cx, Level::Info, format_args!("skip, {domain} is an IP"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, {domain} is an IP"));
             txn.notes.set(Fromhost::Ip);
             return Step::DECLINED;
         }
@@ -360,18 +350,17 @@ impl Plugin for ResolvableFromhost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
     use ringsmtpd_plugin_api::dns::DnsError;
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistHost};
-    use ringsmtpd_plugin_api::testing::{cx, run, FakeServices};
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, cx, run, txn_from, Case, FakeServices};
 
     const INVALID: &str = "# include full network block including mask\n127.0.0.0/8 \n0.0.0.0/8\n10.0.0.0/8\n::1/128\n";
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build_with(
+        build(
             new,
-            "resolvable_fromhost",
-            args,
+            &format!("resolvable_fromhost {}", args.join(" ")),
             &[("invalid_resolvable_fromhost", INVALID)],
         )
         .expect("test plugin")
@@ -384,7 +373,7 @@ mod tests {
     ) -> (Outcome, Transaction) {
         let (mut c, svc) = cx("192.0.2.1:1");
         setup(&svc);
-        let mut txn = txn_from(from);
+        let mut txn = txn_from(&format!("<{from}>"));
         let o = run(p.mail(&mut c, &mut txn));
         (o, txn)
     }
@@ -451,7 +440,7 @@ mod tests {
         );
         // MX, A and AAAA leave together.
         let (mut c, svc) = cx("192.0.2.1:1");
-        let mut txn = txn_from("a@example.net");
+        let mut txn = txn_from("<a@example.net>");
         run(plugin(&[]).mail(&mut c, &mut txn));
         let types: Vec<QType> = svc.asked.borrow().iter().map(|(_, t)| *t).collect();
         assert_eq!(types, vec![QType::Mx, QType::A, QType::Aaaa]);
@@ -546,7 +535,7 @@ mod tests {
         assert_eq!((o, note(&txn)), (Outcome::Declined, Fromhost::Ip));
         let (mut c, svc) = cx("192.0.2.1:1");
         c.conn.notes.set(WhitelistHost("x".into()));
-        let mut txn = txn_from("a@nowhere.example");
+        let mut txn = txn_from("<a@nowhere.example>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert_eq!(note(&txn), Fromhost::Whitelist);
         assert!(svc.asked.borrow().is_empty());
@@ -570,7 +559,7 @@ mod tests {
         }
         let p = plugin(&["reject", "naughty"]);
         let (mut c, _) = cx("192.0.2.1:1");
-        let mut txn = txn_from("a@nowhere.example");
+        let mut txn = txn_from("<a@nowhere.example>");
         assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
         assert!(c.conn.notes.contains::<Naughty>());
     }
@@ -582,7 +571,7 @@ mod tests {
             .map(|i| mx(i, &format!("mx{i}.example.com")))
             .collect();
         svc.answer("example.com", QType::Mx, many);
-        let mut txn = txn_from("a@example.com");
+        let mut txn = txn_from("<a@example.com>");
         run(plugin(&[]).mail(&mut c, &mut txn));
         assert_eq!(
             svc.asked
@@ -596,10 +585,9 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let err = build_with(
+        let err = build(
             new,
             "resolvable_fromhost",
-            &[],
             &[("invalid_resolvable_fromhost", "10.0.0.0/8\n\n10.0.0.0/40\n")],
         )
         .err()
@@ -610,7 +598,7 @@ mod tests {
         );
         for args in [&["timeout"][..], &["foo", "bar"], &["reject_type", "maybe"]] {
             assert!(
-                build_with(new, "resolvable_fromhost", args, &[]).is_err(),
+                build(new, &format!("resolvable_fromhost {}", args.join(" ")), &[]).is_err(),
                 "{args:?}"
             );
         }

@@ -61,19 +61,15 @@
 //! The sender domain is the client's text: names that are not valid DNS names are not looked
 //! up. TXT text is cut to 256 printable ASCII characters before it reaches a reply.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::dns::{DnsLookup, QType};
+use ringsmtpd_plugin_api::dnsutil::{
+    blocklist_args, check_zone, is_listing_code, Deadline, ZoneQuery,
+};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    Reject, Step, Transaction,
-};
-
-use crate::dnsbl::{
-    check_zone, clean_text, is_listing_code, key_values, legacy_reject_type, parse_timeout, within,
-    Deadline,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Recipient, Reject, Step, Transaction,
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,34 +91,23 @@ pub struct RhsblListed {
 struct InFlight {
     domain: String,
     deadline: Deadline,
-    queries: Vec<(usize, DnsLookup, Option<DnsLookup>)>,
+    /// One per zone, in the order of `rhsbl_zones`.
+    queries: Vec<ZoneQuery>,
 }
 
 /// Decided for this transaction (private txn note).
 struct Decided;
 
 pub struct Rhsbl {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     timeout: Duration,
     zones: Vec<Zone>,
 }
 
 /// Builds `rhsbl` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (mut common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    let mut timeout = DEFAULT_TIMEOUT;
-    if let [single] = rest[..] {
-        common.reject_type = legacy_reject_type(single).map_err(|e| init.error(e))?;
-    } else {
-        for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-            match key {
-                "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
-                _ => return Err(init.error(format!("unknown argument '{key}'"))),
-            }
-        }
-    }
+    let (mut common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let timeout = blocklist_args(init, &mut common, &rest, DEFAULT_TIMEOUT)?;
     let mut zones = Vec::new();
     for line in init.config.lines("rhsbl_zones")?.unwrap_or_default() {
         let (zone, message) = match line.text.split_once(char::is_whitespace) {
@@ -140,7 +125,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         });
     }
     Ok(Box::new(Rhsbl {
-        name: init.name.to_string(),
         common,
         timeout,
         zones,
@@ -148,12 +132,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 impl Rhsbl {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     async fn resolve(&self, cx: &mut Cx, txn: &mut Transaction) {
         let Some(mut flight) = txn.notes.take::<InFlight>() else {
             return;
@@ -161,40 +139,17 @@ impl Rhsbl {
         txn.notes.set(Decided);
         let mut timer = flight.deadline.timer(&*cx.svc);
         let domain = flight.domain;
-        for (i, a, txt) in &mut flight.queries {
-            let zone = &self.zones[*i];
-            let mut any_a = false;
-            let listed_a = match within(a, &mut timer).await {
-                Ok(answer) => {
-                    any_a = answer.ipv4().next().is_some();
-                    answer.ipv4().any(is_listing_code)
-                }
-                Err(e) => {
-                    self.log(
-                        cx,
-                        Level::Warn,
-                        format_args!("{}: {e}, counted as not listed", zone.zone),
-                    );
-                    false
-                }
-            };
-            let text = match txt {
-                Some(l) => within(l, &mut timer)
-                    .await
-                    .ok()
-                    .and_then(|ans| ans.txt().next().map(clean_text)),
-                None => None,
-            };
-            // TXT alone lists (qpsmtpd's TXT zones), unless the A answer was an error code.
-            if !listed_a && (any_a || text.is_none()) {
+        for (zone, query) in self.zones.iter().zip(&mut flight.queries) {
+            let answer = query.answer(cx, &self.common, &zone.zone, &mut timer).await;
+            if !answer.listed(is_listing_code) {
                 continue;
             }
-            let text = match (&zone.message, text) {
+            let text = match (&zone.message, answer.txt) {
                 (Some(m), _) => m.clone(),
                 (None, Some(t)) => t,
                 (None, None) => format!("is listed in {}", zone.zone),
             };
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("fail, {domain} listed in {}: {text}", zone.zone),
@@ -206,7 +161,8 @@ impl Rhsbl {
             });
             return;
         }
-        self.log(cx, Level::Info, format_args!("pass, {domain} not listed"));
+        self.common
+            .log(cx, Level::Info, format_args!("pass, {domain} not listed"));
     }
 
     fn refuse(&self, cx: &mut Cx, txn: &Transaction) -> Outcome {
@@ -216,7 +172,7 @@ impl Rhsbl {
                     "5.7.1 Mail from {} rejected because it {}",
                     l.domain, l.text
                 );
-                self.common.reject(cx, &self.name, Cow::Owned(text))
+                self.common.reject(cx, text)
             }
             None => Outcome::Declined,
         }
@@ -233,11 +189,13 @@ impl Plugin for Rhsbl {
             return Step::DECLINED;
         }
         if is_immune(cx, Some(txn)) {
-            self.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         if txn.sender.is_null() {
-            self.log(cx, Level::Info, format_args!("pass, null sender"));
+            self.common
+                .log(cx, Level::Info, format_args!("pass, null sender"));
             return Step::DECLINED;
         }
         let domain = txn
@@ -246,22 +204,17 @@ impl Plugin for Rhsbl {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         if domain.starts_with('[') || check_zone(&domain).is_err() {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("skip, '{domain}' is not a DNS name"),
             );
             return Step::DECLINED;
         }
-        let queries = (self.zones.iter().enumerate())
-            .map(|(i, z)| {
+        let queries = (self.zones.iter())
+            .map(|z| {
                 let name = format!("{domain}.{}", z.zone);
-                let a = cx.svc.dns_query(&name, QType::A);
-                let txt = z
-                    .message
-                    .is_none()
-                    .then(|| cx.svc.dns_query(&name, QType::Txt));
-                (i, a, txt)
+                ZoneQuery::send(&*cx.svc, &name, z.message.is_none())
             })
             .collect();
         let deadline = Deadline::start(&*cx.svc, self.timeout);
@@ -270,7 +223,7 @@ impl Plugin for Rhsbl {
             deadline,
             queries,
         });
-        if self.common.reject != Reject::Naughty {
+        if self.common.args.reject != Reject::Naughty {
             return Step::DECLINED;
         }
         // The `naughty` plugin may act at any later hook: decide now.
@@ -289,7 +242,7 @@ impl Plugin for Rhsbl {
         if !txn.notes.contains::<InFlight>() && !txn.notes.contains::<Decided>() {
             return Step::DECLINED;
         }
-        if is_immune(cx, Some(txn)) || self.common.reject == Reject::Naughty {
+        if is_immune(cx, Some(txn)) || self.common.args.reject == Reject::Naughty {
             return Step::DECLINED;
         }
         Step::pending(async move {
@@ -302,22 +255,27 @@ impl Plugin for Rhsbl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dnsbl::test_util::*;
-    use ringsmtpd_plugin_api::dns::DnsError;
+    use ringsmtpd_plugin_api::dns::{DnsError, QType};
     use ringsmtpd_plugin_api::shared::{Naughty, WhitelistSender};
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::records::*;
+    use ringsmtpd_plugin_api::testing::{build, cx, rcpt, run, txn_from, Case};
 
     const ZONES: &str = "dbl.example\nmsg.example does not accept bounces\n";
 
     fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build_with(new, "rhsbl", args, &[("rhsbl_zones", ZONES)]).expect("test plugin")
+        build(
+            new,
+            &format!("rhsbl {}", args.join(" ")),
+            &[("rhsbl_zones", ZONES)],
+        )
+        .expect("test plugin")
     }
 
     /// MAIL from `from`, then RCPT: (mail outcome, rcpt outcome).
     fn session(p: &dyn Plugin, c: &mut Cx, from: &str) -> (Outcome, Outcome) {
-        let mut txn = txn_from(from);
+        let mut txn = txn_from(&format!("<{from}>"));
         let m = run(p.mail(c, &mut txn));
-        let r = run(p.rcpt(c, &mut txn, &recipient("u@example.com")));
+        let r = run(p.rcpt(c, &mut txn, &rcpt("<u@example.com>")));
         (m, r)
     }
 
@@ -326,7 +284,7 @@ mod tests {
         let p = plugin(&[]);
         let (mut c, svc) = cx("192.0.2.1:1");
         svc.answer("spam.example.dbl.example", QType::A, vec![a("127.0.1.2")]);
-        let mut txn = txn_from("x@Spam.Example");
+        let mut txn = txn_from("<x@Spam.Example>");
         assert!(matches!(
             p.mail(&mut c, &mut txn),
             Step::Ready(Outcome::Declined)
@@ -339,7 +297,7 @@ mod tests {
                 ("spam.example.msg.example".to_string(), QType::A),
             ]
         );
-        let r = run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com")));
+        let r = run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>")));
         assert_eq!(
             r.msg(),
             Some("5.7.1 Mail from spam.example rejected because it is listed in dbl.example")
@@ -391,11 +349,11 @@ mod tests {
         // Whitelisted sender after MAIL (a later plugin): still exempt at RCPT.
         let (mut c, svc) = cx("192.0.2.1:1");
         svc.answer("spam.example.dbl.example", QType::A, vec![a("127.0.1.2")]);
-        let mut txn = txn_from("x@spam.example");
+        let mut txn = txn_from("<x@spam.example>");
         run(p.mail(&mut c, &mut txn));
         txn.notes.set(WhitelistSender("x".into()));
         assert_eq!(
-            run(p.rcpt(&mut c, &mut txn, &recipient("u@example.com"))),
+            run(p.rcpt(&mut c, &mut txn, &rcpt("<u@example.com>"))),
             Outcome::Declined
         );
     }
@@ -452,20 +410,22 @@ mod tests {
 
     #[test]
     fn config_errors() {
-        let err = build_with(
+        let err = build(
             new,
             "rhsbl",
-            &[],
             &[("rhsbl_zones", "ok.example\nbad..zone msg\n")],
         )
         .err()
         .unwrap();
         assert_eq!((err.file.as_str(), err.line), ("rhsbl_zones", 2));
         for args in [&["bogus"][..], &["timeout", "-1"], &["x", "y"]] {
-            assert!(build_with(new, "rhsbl", args, &[]).is_err(), "{args:?}");
+            assert!(
+                build(new, &format!("rhsbl {}", args.join(" ")), &[]).is_err(),
+                "{args:?}"
+            );
         }
         // No zones: nothing asked.
-        let p = build_with(new, "rhsbl", &[], &[]).unwrap();
+        let p = build(new, "rhsbl", &[]).unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         assert_eq!(
             session(&*p, &mut c, "x@spam.example"),

@@ -78,13 +78,15 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use ringsmtpd_plugin_api::args;
+use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::shared::{WhitelistHost, WhitelistSender};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Step, Transaction,
 };
 
-use crate::matchers::{log, lower_parts, IpForms, IpList};
+use crate::matchers::lower_parts;
 
 /// Conn note: `WHITELISTCLIENT` was set (qpsmtpd conn note `whitelistclient`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +103,7 @@ pub struct WhitelistRcpt(pub u32);
 
 /// The `whitelist` plugin.
 pub struct Whitelist {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     per_recipient: bool,
     /// `WHITELISTCLIENT` was set when the plugin was built.
     env: bool,
@@ -129,8 +130,7 @@ fn flag(init: &PluginInit<'_>, key: &str, value: Option<&&str>) -> Result<bool, 
 }
 
 fn build(init: &PluginInit<'_>, env: bool) -> Result<Whitelist, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut per_recipient = false;
     let mut it = rest.iter();
     while let Some(&key) = it.next() {
@@ -139,27 +139,22 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Whitelist, ConfigError> {
             "merge" => {
                 flag(init, key, it.next())?;
             }
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let mut hosts = IpList::default();
-    for line in init.config.lines("whitelisthosts")?.unwrap_or_default() {
-        hosts
-            .add(&line.text, IpForms::Fragment)
-            .map_err(|e| line.error(e))?;
-    }
-    let names =
-        |file: &str, check: fn(&str) -> bool, what: &str| -> Result<HashSet<String>, ConfigError> {
-            let mut set = HashSet::new();
-            for line in init.config.lines(file)?.unwrap_or_default() {
-                let l: &ConfigLine = &line;
-                if l.text.contains(char::is_whitespace) || !check(&l.text) {
-                    return Err(l.error(format!("'{}' is not {what}", l.text)));
-                }
-                set.insert(l.text.to_lowercase());
+    args::parse_lines(init, "whitelisthosts", |text| {
+        hosts.add(text, IpForms::Fragment)
+    })?;
+    let names = |file: &str, check: fn(&str) -> bool, what: &str| {
+        let names = args::parse_lines(init, file, |text| {
+            if text.contains(char::is_whitespace) || !check(text) {
+                return Err(format!("'{text}' is not {what}"));
             }
-            Ok(set)
-        };
+            Ok(text.to_lowercase())
+        })?;
+        Ok::<HashSet<String>, ConfigError>(names.into_iter().collect())
+    };
     let helo_ok: fn(&str) -> bool = |_| true;
     let addr_ok: fn(&str) -> bool = |t| {
         let parts: Vec<&str> = t.split('@').collect();
@@ -170,7 +165,6 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Whitelist, ConfigError> {
         }
     };
     Ok(Whitelist {
-        name: init.name.to_string(),
         common,
         per_recipient,
         env,
@@ -182,14 +176,10 @@ fn build(init: &PluginInit<'_>, env: bool) -> Result<Whitelist, ConfigError> {
 }
 
 impl Whitelist {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        log(cx, &self.common, &self.name, level, msg);
-    }
-
     fn check_host(&self, cx: &mut Cx) -> Outcome {
         if self.env {
             cx.conn.notes.set(WhitelistClient);
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, WHITELISTCLIENT is set"),
@@ -199,7 +189,7 @@ impl Whitelist {
         let ip: IpAddr = cx.conn.remote.ip();
         if self.hosts.contains(ip) {
             cx.conn.notes.set(WhitelistHost(ip.to_string()));
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, {ip} is a whitelisted host"),
@@ -212,7 +202,7 @@ impl Whitelist {
     fn check_helo(&self, cx: &mut Cx, host: &str) -> Outcome {
         if !host.is_empty() && self.helos.contains(&host.to_lowercase()) {
             cx.conn.notes.set(WhitelistHelo(host.to_string()));
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, HELO {host} is whitelisted"),
@@ -233,7 +223,7 @@ impl Whitelist {
         if Self::listed(&self.senders, &txn.sender) {
             txn.notes
                 .set(WhitelistSender(txn.sender.as_str().to_string()));
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, sender {} is whitelisted", txn.sender),
@@ -246,7 +236,7 @@ impl Whitelist {
     fn check_rcpt(&self, cx: &Cx, txn: &mut Transaction, rcpt: &Recipient) -> Outcome {
         if Self::listed(&self.rcpts, &rcpt.addr) {
             txn.notes.get_or_insert_with(WhitelistRcpt::default).0 += 1;
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("pass, recipient {} is whitelisted", rcpt.addr),
@@ -315,9 +305,8 @@ impl Plugin for Whitelist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::address::parse_path;
     use ringsmtpd_plugin_api::shared::is_immune;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
+    use ringsmtpd_plugin_api::testing::{self, cx, run};
     use ringsmtpd_plugin_api::{Hello, HelloKind};
 
     fn build_with(
@@ -325,18 +314,8 @@ mod tests {
         files: &[(&str, &str)],
         env: bool,
     ) -> Result<Whitelist, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("whitelist {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "whitelist",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            env,
-        )
+        let line = format!("whitelist {}", args.join(" "));
+        testing::build(|init| build(init, env), &line, files)
     }
 
     const FILES: &[(&str, &str)] = &[
@@ -350,16 +329,11 @@ mod tests {
     ];
 
     fn rcpt(a: &str) -> Recipient {
-        Recipient {
-            addr: parse_path(&format!("<{a}>"), false, false).unwrap(),
-            params: Default::default(),
-        }
+        testing::rcpt(&format!("<{a}>"))
     }
 
     fn txn_from(sender: &str) -> Transaction {
-        let mut t = Transaction::default();
-        t.sender = parse_path(&format!("<{sender}>"), true, false).unwrap();
-        t
+        testing::txn_from(&format!("<{sender}>"))
     }
 
     fn host_ok(p: &Whitelist, remote: &str) -> bool {

@@ -700,7 +700,7 @@ fn a_plugin_past_its_timeout_gives_4xx() {
 
 /// The null chain (rcpt_ok + queue/discard), one message per read: after the first few
 /// messages, no heap allocation happens between one read and the next. Counted by a counting
-/// allocator, so this is deterministic (DESIGN.md: no allocation per command on the hot path).
+/// allocator, so this is deterministic (docs/architecture.md, The session loop: buffers are reused, nothing is allocated per command).
 #[test]
 fn no_allocation_per_message_after_the_first() {
     let mut h = Harness::new().named("queue/discard").file("loglevel", "4");
@@ -727,7 +727,7 @@ fn no_allocation_per_message_after_the_first() {
 }
 
 /// An idle connection's cost is this struct, its future and its buffers; the budget is 16 KiB
-/// per idle connection in all (issue 2), so the future must stay well below that.
+/// per idle connection in all (a headline figure, docs/benchmarks.md), so the future must stay well below that.
 #[test]
 fn a_session_future_stays_small() {
     let settings = Settings::load(&MemConfig::new(&[])).unwrap();

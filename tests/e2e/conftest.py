@@ -18,6 +18,11 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = pathlib.Path(os.environ.get("RINGSMTPD_BIN", ROOT / "target" / "release" / "ringsmtpd"))
+# The same server built with `--features test-plugins` (the fault-injection plugin `misbehave`,
+# which a production build does not have); tests/run builds it.
+TEST_PLUGINS_BINARY = pathlib.Path(
+    os.environ.get("RINGSMTPD_TEST_PLUGINS_BIN", ROOT / "target" / "release" / "ringsmtpd-test-plugins")
+)
 SHIPPED_CONFIG = ROOT / "config"
 ME = "mx.test"
 
@@ -60,8 +65,9 @@ def wait_for(pred, deadline, what, interval=0.02):
 
 @pytest.fixture(scope="session", autouse=True)
 def _binary_exists():
-    if not BINARY.exists():
-        pytest.exit(f"{BINARY} is missing: run `cargo build --release` (tests/run does)", 2)
+    for binary in (BINARY, TEST_PLUGINS_BINARY):
+        if not binary.exists():
+            pytest.exit(f"{binary} is missing: tests/run builds it", 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +171,8 @@ class Server:
     """One ringsmtpd process with its own directory:
     <dir>/config, <dir>/Maildir, <dir>/spool, <dir>/server.log (stderr)."""
 
-    def __init__(self, base, plugins=None, settings=None, threads=None, proxy=False, extra_args=()):
+    def __init__(self, base, plugins=None, settings=None, threads=None, proxy=False, extra_args=(),
+                 binary=BINARY):
         self.dir = pathlib.Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = self.dir / "config"
@@ -177,6 +184,7 @@ class Server:
         self.auto_port = True  # a test that sets .port itself gets no retry on another port
         self.threads = threads
         self.extra_args = list(extra_args)
+        self.binary = binary
         self.proc = None
         self._log_fh = None
         write_config(self.cfg, self.maildir.path, self.spool, self.port, plugins, settings)
@@ -204,7 +212,7 @@ class Server:
 
     # -- process -------------------------------------------------------------------------
     def args(self):
-        a = [str(BINARY), "--config", str(self.cfg), "--listen", f"127.0.0.1:{self.port}"]
+        a = [str(self.binary), "--config", str(self.cfg), "--listen", f"127.0.0.1:{self.port}"]
         if self.proxy_port:
             a += ["--listen", f"127.0.0.1:{self.proxy_port} proxy"]
         if self.threads:

@@ -1,6 +1,6 @@
 """kill -9 of ringsmtpd under load, with each queue plugin that hands the message to another
 program: every message our client got a 250 for must be at the destination, complete, once
-the destination has finished its own delivery (DESIGN.md §6: 250 only when the message is
+the destination has finished its own delivery (docs/architecture.md, Durability: 250 only when the message is
 durable downstream).
 
 Destinations (the same private instances as the other end-to-end tests):

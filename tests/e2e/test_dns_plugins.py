@@ -1,4 +1,4 @@
-"""The DNS plugins end to end (issue 5): the release binary against a real Knot DNS server
+"""The DNS plugins end to end: the release binary against a real Knot DNS server
 (tests/dns/server.py) with the shipped test zones (tests/dns/zones/) plus the zones of
 tests/e2e/dns_zones/. Clients come in through the server's PROXY-protocol listener, so the
 server sees a "listed" address such as 192.0.2.2.

@@ -1,5 +1,5 @@
 """kill -9 while clients are pipelining messages: every message that got its 250 is in
-Maildir/new, complete, and nothing partial ever shows up in new/ (DESIGN.md §6)."""
+Maildir/new, complete, and nothing partial ever shows up in new/ (docs/architecture.md, Durability)."""
 
 import hashlib
 import random

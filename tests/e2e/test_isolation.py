@@ -1,10 +1,22 @@
 """A broken plugin hurts only the session that triggers it: a panic or a hang in one session
-never stops another one on the same core (--threads 1) from delivering."""
+never stops another one on the same core (--threads 1) from delivering.
+
+The faults come from `misbehave`, which only the test build (`ringsmtpd-test-plugins`) has: the
+last test checks that the production binary refuses it."""
 
 import select
+import subprocess
 import time
 
-from conftest import IO_TIMEOUT, check_delivered, dot_stuff, make_message
+from conftest import (
+    BINARY,
+    IO_TIMEOUT,
+    TEST_PLUGINS_BINARY,
+    check_delivered,
+    dot_stuff,
+    make_message,
+    server_env,
+)
 
 SENDER = "sender@client.test"
 RCPT = "rcpt@example.test"
@@ -34,7 +46,9 @@ def finish_delivery(c, subject):
 
 
 def test_plugin_panic_is_isolated(make_server):
-    server = make_server(plugins=plugins("misbehave panic rcpt"), threads=1)
+    server = make_server(
+        plugins=plugins("misbehave panic rcpt"), threads=1, binary=TEST_PLUGINS_BINARY
+    )
     healthy = open_transaction(server, "healthy.test")  # started first, held open
     victim = open_transaction(server, "victim.test")
     r = victim.cmd("RCPT TO:<someone@elsewhere.invalid>")
@@ -61,7 +75,10 @@ def test_plugin_panic_is_isolated(make_server):
 
 def test_plugin_sleep_times_out_and_core_stays_responsive(make_server):
     server = make_server(
-        plugins=plugins("misbehave sleep rcpt 30"), threads=1, settings={"plugin_timeout": 1}
+        plugins=plugins("misbehave sleep rcpt 30"),
+        threads=1,
+        settings={"plugin_timeout": 1},
+        binary=TEST_PLUGINS_BINARY,
     )
     healthy = open_transaction(server, "healthy.test")
     sleeper = open_transaction(server, "sleeper.test")
@@ -82,7 +99,10 @@ def test_sleeping_plugin_does_not_block_the_core(make_server):
     """The same with a long plugin timeout, so the order is certain: the healthy session's
     250 arrives while the sleeping one has had no reply at all."""
     server = make_server(
-        plugins=plugins("misbehave sleep rcpt 30"), threads=1, settings={"plugin_timeout": 12}
+        plugins=plugins("misbehave sleep rcpt 30"),
+        threads=1,
+        settings={"plugin_timeout": 12},
+        binary=TEST_PLUGINS_BINARY,
     )
     healthy = open_transaction(server, "healthy.test")
     sleeper = open_transaction(server, "sleeper.test")
@@ -99,7 +119,10 @@ def test_sleeping_plugin_does_not_block_the_core(make_server):
 
 
 def test_panic_in_queue_hook_gives_4xx_and_delivers_nothing(make_server):
-    server = make_server(plugins=["rcpt_ok", "misbehave panic queue", "queue/maildir {maildir}"])
+    server = make_server(
+        plugins=["rcpt_ok", "misbehave panic queue", "queue/maildir {maildir}"],
+        binary=TEST_PLUGINS_BINARY,
+    )
     c = open_transaction(server, "queue.test")
     c.cmd(f"RCPT TO:<{RCPT}>", 250)
     c.cmd("DATA", 354)
@@ -108,3 +131,18 @@ def test_panic_in_queue_hook_gives_4xx_and_delivers_nothing(make_server):
     assert 400 <= r.code < 500 and r.enhanced().startswith("4."), r
     c.cmd("QUIT", 221)
     server.maildir.assert_empty()
+
+
+def test_production_binary_has_no_fault_injection_plugin(make_server):
+    srv = make_server(start=False, plugins=plugins("misbehave panic rcpt"))
+    r = subprocess.run(
+        [str(BINARY), "--config", str(srv.cfg), "--check"],
+        cwd=srv.dir,
+        env=server_env(srv.dir),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode != 0, r.stdout
+    assert "misbehave" in r.stderr, r.stderr

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::context::{Cx, Level};
-use crate::outcome::{Msg, Outcome};
+use crate::outcome::{Msg, Outcome, Step};
 use crate::plugin::{ConfigError, PluginInit};
 use crate::shared::Naughty;
 
@@ -64,6 +64,20 @@ impl Common {
             }
             Reject::Yes => self.args.deny(Some(msg)),
         }
+    }
+}
+
+impl Common {
+    /// A failed check: logs `fail, {what}` and refuses with `msg` as the plugin's `reject`
+    /// arguments say ([`Common::reject`]).
+    pub fn fail(
+        &self,
+        cx: &mut Cx,
+        what: fmt::Arguments<'_>,
+        msg: impl Into<Cow<'static, str>>,
+    ) -> Step<'static> {
+        self.log(cx, Level::Info, format_args!("fail, {what}"));
+        Step::Ready(self.reject(cx, msg))
     }
 }
 
@@ -140,10 +154,10 @@ impl CommonArgs {
 
     /// Takes `reject`, `reject_type` and `loglevel` (each followed by its value) out of `args`,
     /// starting from `defaults`, and returns the remaining arguments in order.
-    pub fn extract<'s>(
-        args: &'s [String],
+    pub fn extract(
+        args: &[String],
         defaults: CommonArgs,
-    ) -> Result<(CommonArgs, Vec<&'s str>), String> {
+    ) -> Result<(CommonArgs, Vec<&str>), String> {
         let mut common = defaults;
         let mut rest = Vec::new();
         let mut it = args.iter();

@@ -1,24 +1,35 @@
 //! The plugin interface of ringsmtpd: hooks, outcomes, continuations, typed notes.
 //!
-//! This crate does no I/O and knows no runtime, so every plugin can be tested without sockets
-//! ([`testing`]). A plugin implements [`Plugin`]; each hook returns a [`Step`]: an [`Outcome`]
+//! This crate does no network I/O and knows no runtime, so every plugin can be tested without
+//! sockets ([`testing`]); the one file it reads is a spooled message ([`mime`], on the blocking
+//! pool). A plugin implements [`Plugin`]; each hook returns a [`Step`]: an [`Outcome`]
 //! now, or a future for work that waits (DNS, spamd, a downstream MTA). The engine in the
 //! `ringsmtpd` crate runs the chains and turns outcomes into SMTP replies.
 
 pub mod address;
+pub mod args;
 pub mod auth;
+pub mod cidr;
 mod common;
 mod context;
 pub mod dns;
+pub mod dnsutil;
 mod envelope;
 pub mod headers;
 mod hook;
+pub mod mime;
 pub mod net;
 mod notes;
 mod outcome;
 mod plugin;
 pub mod shared;
 pub mod testing;
+
+/// The plugin writer's guide, `docs/writing-plugins.md`, included here so that `cargo test`
+/// compiles every example in it.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/writing-plugins.md")]
+pub struct WritingPluginsGuide;
 
 pub use common::{Common, CommonArgs, LogAdjust, Reject, RejectType};
 pub use context::{

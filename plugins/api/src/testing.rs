@@ -22,11 +22,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use crate::address::parse_path;
 use crate::auth::{AuthRequest, Mechanism, Secret};
-use crate::context::{Body, Connection, Cx, Level, Services, SpoolFile, Transaction};
+use crate::context::{Body, Connection, Cx, Level, Services, SpoolFile};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
-use crate::envelope::{RcptParams, Recipient};
 use crate::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use crate::outcome::{Outcome, Step};
 use crate::plugin::{ConfigError, ConfigLine, ConfigSource, Plugin, PluginInit};
@@ -317,6 +315,163 @@ impl Drop for TempDir {
     }
 }
 
+/// A transaction whose sender is `from`, a MAIL path as the client writes it (`<a@b.example>`,
+/// `<>`; UTF-8 allowed, as after SMTPUTF8).
+pub fn txn_from(from: &str) -> crate::Transaction {
+    let mut txn = crate::Transaction::default();
+    txn.sender = crate::address::parse_path(from, true, true).expect("test sender");
+    txn
+}
+
+/// A recipient `to`, a RCPT path as the client writes it (`<a@b.example>`, `<postmaster>`;
+/// UTF-8 allowed, as after SMTPUTF8).
+pub fn rcpt(to: &str) -> crate::Recipient {
+    crate::Recipient {
+        addr: crate::address::parse_path(to, false, true).expect("test recipient"),
+        params: Default::default(),
+    }
+}
+
+/// Plugin arguments and a check of the outcome they must give, for tables of cases.
+pub type Case = (&'static [&'static str], fn(&Outcome) -> bool);
+
+/// DNS records for [`FakeServices::answer`].
+pub mod records {
+    use crate::dns::Record;
+
+    pub fn a(s: &str) -> Record {
+        Record::A(s.parse().expect("test IPv4"))
+    }
+
+    pub fn aaaa(s: &str) -> Record {
+        Record::Aaaa(s.parse().expect("test IPv6"))
+    }
+
+    pub fn txt(s: &str) -> Record {
+        Record::Txt(s.to_string())
+    }
+
+    pub fn ptr(s: &str) -> Record {
+        Record::Ptr(s.to_string())
+    }
+
+    pub fn mx(preference: u16, exchange: &str) -> Record {
+        Record::Mx {
+            preference,
+            exchange: exchange.to_string(),
+        }
+    }
+}
+
+/// The outcome of `p`'s `mail` hook for the sender `from`, on a new connection.
+pub fn mail_outcome(p: &dyn crate::Plugin, from: &str) -> Outcome {
+    let (mut c, _) = cx("192.0.2.1:1");
+    run(p.mail(&mut c, &mut txn_from(from)))
+}
+
+/// The outcome of `p`'s `rcpt` hook for the recipient `to`, on a new connection and
+/// transaction.
+pub fn rcpt_outcome(p: &dyn crate::Plugin, to: &str) -> Outcome {
+    let (mut c, _) = cx("192.0.2.1:1");
+    run(p.rcpt(&mut c, &mut crate::Transaction::default(), &rcpt(to)))
+}
+
+/// How a failing check came out under each `reject` form (see [`reject_forms`]).
+#[derive(Debug)]
+pub struct RejectForms {
+    /// With `reject 0`.
+    pub log_only: Outcome,
+    /// With `reject_type temp`.
+    pub temp: Outcome,
+    /// With `reject naughty`.
+    pub naughty: Outcome,
+    /// The message `reject naughty` left in the connection note `Naughty`, if any.
+    pub naughty_msg: Option<String>,
+}
+
+/// Runs a failing check under `reject 0`, `reject_type temp` and `reject naughty`: `line` is
+/// the plugin's config line without them, `fire` runs the hook that fails on a new
+/// connection.
+pub fn reject_forms<P: crate::Plugin + ?Sized>(
+    new: impl Fn(&PluginInit<'_>) -> Result<Box<P>, ConfigError>,
+    line: &str,
+    files: &[(&str, &str)],
+    fire: impl Fn(&P, &mut Cx) -> Outcome,
+) -> RejectForms {
+    let outcome = |extra: &str| {
+        let p = build(&new, &format!("{line} {extra}"), files).expect("the plugin builds");
+        let (mut c, _) = cx("192.0.2.1:1");
+        let outcome = fire(&p, &mut c);
+        let note = c.conn.notes.get::<crate::shared::Naughty>();
+        (outcome, note.map(|n| n.msg.clone()))
+    };
+    let (naughty, naughty_msg) = outcome("reject naughty");
+    RejectForms {
+        log_only: outcome("reject 0").0,
+        temp: outcome("reject_type temp").0,
+        naughty,
+        naughty_msg,
+    }
+}
+
+/// Asserts that `line` does not build with each of `cases` (the contents of the config file
+/// `file`, the number of the line the error must name).
+pub fn assert_bad_lines<T>(
+    new: impl Fn(&PluginInit<'_>) -> Result<T, ConfigError>,
+    line: &str,
+    file: &str,
+    cases: &[(&str, u32)],
+) {
+    for &(text, n) in cases {
+        let e = build_err(&new, line, &[(file, text)]);
+        assert_eq!((e.file.as_str(), e.line), (file, n), "{text:?}: {e}");
+    }
+}
+
+/// Puts `message` (header, empty line, body, as received) into `txn`'s body, in memory.
+pub fn set_message(txn: &mut crate::Transaction, message: &str) {
+    txn.body.mem = message.as_bytes().to_vec();
+    txn.body.len = message.len() as u64;
+    txn.body.header_end = message.find("\r\n\r\n").map(|i| i + 4);
+}
+
+/// Asserts that `name` does not build with each of `cases` (its arguments, one word each: a
+/// word may hold a space here), and that each error names the plugin's line and the plugin.
+pub fn assert_bad_args<T>(
+    new: impl Fn(&PluginInit<'_>) -> Result<T, ConfigError>,
+    name: &str,
+    cases: &[&[&str]],
+) {
+    let config = MemConfig::default();
+    for case in cases {
+        let args: Vec<String> = case.iter().map(|s| s.to_string()).collect();
+        let init = PluginInit {
+            name,
+            args: &args,
+            config: &config,
+            origin: &origin(name),
+        };
+        let Err(e) = new(&init) else {
+            panic!("{name} {case:?} built, but must not");
+        };
+        let e = e.to_string();
+        assert!(
+            e.starts_with(&format!("plugins:1: {name}: ")),
+            "{case:?}: {e}"
+        );
+    }
+}
+
+impl TempDir {
+    /// Writes `contents` to the file `name` in the directory and returns its path (as
+    /// [`TempDir::join`]).
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write a test file");
+        path
+    }
+}
+
 /// An AUTH attempt with a clear password (PLAIN or LOGIN) for `user`.
 pub fn password_attempt(mechanism: Mechanism, user: &str, password: &str) -> AuthRequest {
     AuthRequest {
@@ -362,37 +517,14 @@ pub fn auth_attempt(
     auth_run(p, &password_attempt(mechanism, user, password))
 }
 
-/// A transaction from `sender` (`""`: the null sender) to `rcpts`, holding `message` (header
-/// section, empty line, body) in memory as the engine leaves it after DATA.
-pub fn transaction(sender: &str, rcpts: &[&str], message: &[u8]) -> Transaction {
-    let path =
-        |a: &str, reverse| parse_path(&format!("<{a}>"), reverse, true).expect("test address");
-    let mut t = Transaction::default();
-    t.sender = path(sender, true);
-    t.recipients = rcpts
-        .iter()
-        .map(|r| Recipient {
-            addr: path(r, false),
-            params: RcptParams::default(),
-        })
-        .collect();
-    t.body.mem = message.to_vec();
-    t.body.header_end = header_end(message);
-    t.body.len = message.len() as u64;
-    t
-}
-
-/// The offset just past the empty line that ends the header section.
-fn header_end(message: &[u8]) -> Option<usize> {
-    let blank = message.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(blank + 4)
-}
-
 /// Spools `message` into `body` as the engine does for a large one: the whole message in the
 /// file `path`, its header section in memory.
 pub fn spool(body: &mut Body, path: &Path, message: &[u8]) {
     std::fs::write(path, message).expect("write the spool file");
-    let headers = header_end(message).unwrap_or(message.len());
+    let headers = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 4);
     body.mem = message[..headers].to_vec();
     body.header_end = Some(headers);
     body.len = message.len() as u64;

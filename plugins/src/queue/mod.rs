@@ -21,13 +21,15 @@ pub(crate) mod test_util {
 
     use std::path::Path;
 
-    use ringsmtpd_plugin_api::testing::{cx, run, transaction};
+    use ringsmtpd_plugin_api::testing::{cx, rcpt, run, set_message, txn_from};
     use ringsmtpd_plugin_api::{Outcome, Plugin, SpoolFile, Transaction};
 
     /// A transaction from `sender` (`""`: `<>`) to `rcpts` holding `message`, with the
     /// Received header the server adds.
     pub fn txn(sender: &str, rcpts: &[&str], message: &str) -> Transaction {
-        let mut t = transaction(sender, rcpts, message.as_bytes());
+        let mut t = txn_from(&format!("<{sender}>"));
+        t.recipients = rcpts.iter().map(|r| rcpt(&format!("<{r}>"))).collect();
+        set_message(&mut t, message);
         t.added_headers = "Received: from x\r\n by y; now\r\n".into();
         t
     }

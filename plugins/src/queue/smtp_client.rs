@@ -1972,9 +1972,15 @@ pub(crate) mod fake {
 
     /// A transaction from a@example.org to `rcpts` with this body and one added header.
     pub fn txn(rcpts: &[&str], body: &[u8]) -> Transaction {
-        let mut t = testing::transaction("a@example.org", rcpts, body);
+        let mut t = testing::txn_from("<a@example.org>");
+        t.recipients = rcpts
+            .iter()
+            .map(|r| testing::rcpt(&format!("<{r}>")))
+            .collect();
         t.id = "7.1".into();
         t.added_headers = "Received: from client.example\r\n".into();
+        t.body.mem = body.to_vec();
+        t.body.len = body.len() as u64;
         t
     }
 
