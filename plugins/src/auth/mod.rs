@@ -187,9 +187,7 @@ impl Host {
         }
         Err(why)
     }
-}
 
-impl Host {
     /// A connection to `port` at this host, within `timeout`; the error says why, naming the
     /// host as `what` when it does not resolve.
     pub(crate) async fn connect(
