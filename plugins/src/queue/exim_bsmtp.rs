@@ -200,38 +200,26 @@ impl Plugin for EximBsmtp {
                     )));
                 }
             };
-            match verdict(&result) {
+            let refused = verdict(&result);
+            let program = format_args!("{} -bS", self.exim.display());
+            let bytes = txn.message_len();
+            result.log(
+                &self.common,
+                cx,
+                &program,
+                refused.as_ref(),
+                self.timeout,
+                bytes,
+            );
+            match refused {
                 None => {
-                    self.common.log(
-                        cx,
-                        Level::Info,
-                        format_args!(
-                            "queued by {} -bS (pid {}, {} bytes)",
-                            self.exim.display(),
-                            result.pid,
-                            txn.message_len()
-                        ),
-                    );
                     let text = match txn_message_id(&txn.added_headers, &txn.body) {
                         Some(id) => format!("Queued! {id}"),
                         None => "Queued!".to_string(),
                     };
                     Outcome::Ok(Some(Cow::Owned(text)))
                 }
-                Some(r) => {
-                    let why = result.failure(self.timeout);
-                    self.common.log(
-                        cx,
-                        Level::Error,
-                        format_args!(
-                            "{} -bS failed ({why}): {} {}",
-                            self.exim.display(),
-                            r.code,
-                            r.lines.join(" ")
-                        ),
-                    );
-                    Outcome::Done(Some(r))
-                }
+                Some(r) => Outcome::Done(Some(r)),
             }
         })
     }

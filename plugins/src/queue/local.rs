@@ -6,6 +6,7 @@
 //! Everything here blocks: call it on the blocking thread pool (`ringsmtpd_plugin_api::blocking`),
 //! never on a worker.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, PipeWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -15,7 +16,7 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::{blocking, Body, Services, Transaction};
+use ringsmtpd_plugin_api::{blocking, Body, Common, Cx, Level, Reply, Services, Transaction};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -225,9 +226,24 @@ pub(crate) struct ChildResult {
 }
 
 impl ChildResult {
-    /// Why a run that did not queue failed, for the log: the kill at `timeout` or the exit,
-    /// the input that did not reach the child, what the child said.
-    pub(crate) fn failure(&self, timeout: Duration) -> String {
+    /// Logs how this run of `program` (as the log shows it: `/usr/sbin/exim -bS`) ended for
+    /// a message of `bytes`: queued, at info; or `refused` with that reply, at error, with why
+    /// (the kill at `timeout` or the exit, the input that did not reach the child, what the
+    /// child said).
+    pub(crate) fn log(
+        &self,
+        common: &Common,
+        cx: &Cx,
+        program: &dyn fmt::Display,
+        refused: Option<&Reply>,
+        timeout: Duration,
+        bytes: u64,
+    ) {
+        let pid = self.pid;
+        let Some(r) = refused else {
+            let queued = format_args!("queued by {program} (pid {pid}, {bytes} bytes)");
+            return common.log(cx, Level::Info, queued);
+        };
         let mut why = match (self.timed_out, self.status.code()) {
             (true, _) => format!("killed after {timeout:?}"),
             (false, Some(code)) => format!("exit code {code}"),
@@ -239,7 +255,12 @@ impl ChildResult {
         if !self.output.is_empty() {
             why.push_str(&format!(", output: {}", output_for_log(&self.output)));
         }
-        why
+        let (code, text) = (r.code, r.lines.join(" "));
+        common.log(
+            cx,
+            Level::Error,
+            format_args!("{program} failed ({why}): {code} {text}"),
+        );
     }
 }
 

@@ -213,18 +213,19 @@ impl Plugin for QmailQueue {
                     return Outcome::Done(Some(reply(451, "4.3.0", "unable to exec qq")));
                 }
             };
-            match verdict(&result) {
+            let refused = verdict(&result);
+            let program = self.program.display();
+            let bytes = txn.message_len();
+            result.log(
+                &self.common,
+                cx,
+                &program,
+                refused.as_ref(),
+                self.timeout,
+                bytes,
+            );
+            match refused {
                 None => {
-                    self.common.log(
-                        cx,
-                        Level::Info,
-                        format_args!(
-                            "queued by {} (pid {}, {} bytes)",
-                            self.program.display(),
-                            result.pid,
-                            txn.message_len()
-                        ),
-                    );
                     let secs = cx
                         .svc
                         .now()
@@ -238,20 +239,7 @@ impl Plugin for QmailQueue {
                             .to_string(),
                     )))
                 }
-                Some(r) => {
-                    let why = result.failure(self.timeout);
-                    self.common.log(
-                        cx,
-                        Level::Error,
-                        format_args!(
-                            "{} failed ({why}): {} {}",
-                            self.program.display(),
-                            r.code,
-                            r.lines.join(" ")
-                        ),
-                    );
-                    Outcome::Done(Some(r))
-                }
+                Some(r) => Outcome::Done(Some(r)),
             }
         })
     }
