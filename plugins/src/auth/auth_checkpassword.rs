@@ -90,7 +90,7 @@ use ringsmtpd_plugin_api::{
     PluginInit, Step,
 };
 
-use super::{clear_password, parse_timeout, refuse, Shown, TEMPORARY};
+use super::{parse_timeout, password_to_pass_on, refuse, Shown, TEMPORARY};
 
 const FILE: &str = "smtpauth-checkpassword";
 
@@ -238,19 +238,10 @@ impl Plugin for CheckPassword {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = clear_password(&self.common, cx, req) else {
-            return Step::DECLINED;
+        let password = match password_to_pass_on(&self.common, cx, req) {
+            Ok(password) => password,
+            Err(outcome) => return Step::Ready(outcome),
         };
-        if req.user.is_empty() {
-            return Step::DECLINED;
-        }
-        if password.is_empty() {
-            return Step::Ready(refuse(
-                &self.common,
-                cx,
-                format_args!("fail: empty password for '{user}'"),
-            ));
-        }
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

@@ -78,7 +78,7 @@ use ringsmtpd_plugin_api::{
 };
 
 use super::{
-    answer_within, clear_password, parse_port, parse_timeout, refuse, Host, Shown, TEMPORARY,
+    answer_within, parse_port, parse_timeout, password_to_pass_on, refuse, Host, Shown, TEMPORARY,
 };
 
 /// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
@@ -334,19 +334,10 @@ impl Plugin for Imap {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = clear_password(&self.common, cx, req) else {
-            return Step::DECLINED;
+        let password = match password_to_pass_on(&self.common, cx, req) {
+            Ok(password) => password,
+            Err(outcome) => return Step::Ready(outcome),
         };
-        if req.user.is_empty() {
-            return Step::DECLINED;
-        }
-        if password.is_empty() {
-            return Step::Ready(refuse(
-                &self.common,
-                cx,
-                format_args!("fail: empty password for '{user}'"),
-            ));
-        }
         let (Some(user_arg), Some(password_arg)) = (encode_arg(&req.user), encode_arg(password))
         else {
             return Step::Ready(refuse(

@@ -60,6 +60,26 @@ pub(crate) fn clear_password<'r>(
     password
 }
 
+/// The password a backend passes on for `req` (checkpassword, IMAP), or the outcome without
+/// asking: `DECLINED` when there is none in clear ([`clear_password`]) or no user name, `DENY`
+/// for an empty password (never right).
+pub(crate) fn password_to_pass_on<'r>(
+    common: &Common,
+    cx: &Cx,
+    req: &'r AuthRequest,
+) -> Result<&'r str, Outcome> {
+    let password = clear_password(common, cx, req).ok_or(Outcome::Declined)?;
+    if req.user.is_empty() {
+        return Err(Outcome::Declined);
+    }
+    if password.is_empty() {
+        let user = Shown(&req.user);
+        let why = format_args!("fail: empty password for '{user}'");
+        return Err(refuse(common, cx, why));
+    }
+    Ok(password)
+}
+
 /// `DENY` with [`INVALID`], after logging `why` at info.
 pub(crate) fn refuse(common: &Common, cx: &Cx, why: fmt::Arguments<'_>) -> Outcome {
     common.log(cx, Level::Info, why);
