@@ -13,16 +13,17 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::auth::{AuthRequest, Mechanism, Secret};
-use crate::context::{Connection, Cx, Level, Services, Transaction};
+use crate::context::{Body, Connection, Cx, Level, Services, SpoolFile, Transaction};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
 use crate::envelope::{Address, RcptParams, Recipient};
 use crate::hook::Hook;
@@ -272,14 +273,7 @@ pub fn build<T>(
     let name = words
         .next()
         .expect("a plugin line starts with the plugin's name");
-    let args: Vec<String> = words.map(str::to_string).collect();
-    let config = MemConfig::new(files);
-    new(&PluginInit {
-        name,
-        args: &args,
-        config: &config,
-        origin: &origin(line),
-    })
+    build_args(new, name, &words.collect::<Vec<_>>(), files)
 }
 
 /// The error of a [`build`] that must fail.
@@ -598,3 +592,142 @@ macro_rules! hook_caller {
 }
 
 crate::for_each_hook!(hook_caller);
+
+/// An AUTH attempt with a clear password (PLAIN or LOGIN) for `user`.
+pub fn password_attempt(mechanism: Mechanism, user: &str, password: &str) -> AuthRequest {
+    AuthRequest {
+        mechanism,
+        user: user.to_string(),
+        secret: Secret::Password(password.to_string()),
+    }
+}
+
+/// A CRAM-MD5 attempt for `user`: `digest` (hex) answers `challenge`.
+pub fn cram_md5_attempt(user: &str, challenge: &str, digest: &str) -> AuthRequest {
+    AuthRequest {
+        mechanism: Mechanism::CramMd5,
+        user: user.to_string(),
+        secret: Secret::CramMd5 {
+            challenge: challenge.to_string(),
+            digest: digest.to_string(),
+        },
+    }
+}
+
+/// Runs `req` through `p`'s `auth` hook for a client at 192.0.2.1: its outcome and the lines
+/// logged on the way.
+pub fn auth_run(p: &dyn Plugin, req: &AuthRequest) -> (Outcome, Vec<String>) {
+    let (mut c, svc) = cx("192.0.2.1:1");
+    let out = run(p.auth(&mut c, req));
+    let logs = svc
+        .logs
+        .borrow()
+        .iter()
+        .map(|(_, _, m)| m.clone())
+        .collect();
+    (out, logs)
+}
+
+/// [`auth_run`] for a [`password_attempt`].
+pub fn auth_attempt(
+    p: &dyn Plugin,
+    mechanism: Mechanism,
+    user: &str,
+    password: &str,
+) -> (Outcome, Vec<String>) {
+    auth_run(p, &password_attempt(mechanism, user, password))
+}
+
+/// Spools `message` into `body` as the engine does for a large one: the whole message in the
+/// file `path`, its header section in memory.
+pub fn spool(body: &mut Body, path: &Path, message: &[u8]) {
+    std::fs::write(path, message).expect("write the spool file");
+    let headers = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 4);
+    body.mem = message[..headers].to_vec();
+    body.header_end = Some(headers);
+    body.len = message.len() as u64;
+    body.spool = Some(SpoolFile {
+        path: path.to_path_buf(),
+        file: std::fs::File::open(path).expect("open the spool file"),
+    });
+}
+
+/// Writes the program `text` (starting with its `#!` line) to `path`, executable (mode 0755):
+/// a stand-in for a real program that a plugin runs.
+pub fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write the test program");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the test program executable");
+}
+
+/// As [`build`], with the instance name and the arguments given apart: an argument may then
+/// hold a blank (which no `config/plugins` line can give), to test that a plugin refuses it.
+pub fn build_args<T>(
+    new: impl FnOnce(&PluginInit<'_>) -> Result<T, ConfigError>,
+    name: &str,
+    args: &[&str],
+    files: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let config = MemConfig::new(files);
+    new(&PluginInit {
+        name,
+        args: &args,
+        config: &config,
+        origin: &origin(&format!("{name} {}", args.join(" "))),
+    })
+}
+
+/// The peer of a plugin's network client: a TCP server on 127.0.0.1 whose `serve` answers
+/// each connection on a thread of its own and records there what the test wants to see.
+pub struct FakePeer<T> {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<T>>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl<T: Send + 'static> FakePeer<T> {
+    /// Listens on a free port; `serve` gets each connection and the record to add to.
+    pub fn start(serve: impl Fn(TcpStream, &Mutex<Vec<T>>) + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        let port = listener.local_addr().expect("a bound test port").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let active = Arc::new(AtomicUsize::new(0));
+        let (serve, log, count) = (Arc::new(serve), seen.clone(), active.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let (serve, log, served) = (serve.clone(), log.clone(), Served(count.clone()));
+                std::thread::spawn(move || {
+                    let _served = served;
+                    serve(conn, &log)
+                });
+            }
+        });
+        FakePeer { port, seen, active }
+    }
+
+    /// What was recorded since the last call, once every connection has ended (5 s at the
+    /// most: a client may close without waiting for the last answer).
+    pub fn take(&self) -> Vec<T> {
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while self.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Counts a connection as served when its thread ends, even by a panic.
+struct Served(Arc<AtomicUsize>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

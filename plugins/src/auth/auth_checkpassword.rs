@@ -86,10 +86,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::auth::AuthRequest;
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Step,
 };
 
-use super::{log, parse_timeout, Shown, INVALID, TEMPORARY};
+use super::{parse_timeout, password_to_pass_on, refuse, Shown, TEMPORARY};
 
 const FILE: &str = "smtpauth-checkpassword";
 
@@ -105,8 +106,7 @@ const POLL: Duration = Duration::from_millis(5);
 
 /// The `auth/auth_checkpassword` plugin.
 pub struct CheckPassword {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     checkpw: PathBuf,
     true_prog: PathBuf,
     timeout: Duration,
@@ -114,8 +114,7 @@ pub struct CheckPassword {
 
 /// Builds `auth/auth_checkpassword` from its config line (or `smtpauth-checkpassword`).
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut checkpw = None;
     let mut true_prog = None;
     let mut timeout = DEFAULT_TIMEOUT;
@@ -125,7 +124,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             "checkpw" | "true" | "timeout" => it
                 .next()
                 .ok_or_else(|| init.error(format!("argument '{key}' needs a value")))?,
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         };
         match *key {
             "checkpw" => checkpw = Some(*value),
@@ -157,7 +156,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         }
     };
     Ok(Box::new(CheckPassword {
-        name: init.name.to_string(),
         common,
         checkpw,
         true_prog,
@@ -240,56 +238,31 @@ impl Plugin for CheckPassword {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            log(
-                cx,
-                &self.name,
-                &self.common,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
-            return Step::DECLINED;
+        let password = match password_to_pass_on(&self.common, cx, req) {
+            Ok(password) => password,
+            Err(outcome) => return Step::Ready(outcome),
         };
-        if req.user.is_empty() {
-            return Step::DECLINED;
-        }
-        if password.is_empty() {
-            log(
-                cx,
-                &self.name,
-                &self.common,
-                Level::Info,
-                format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
-        }
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string();
         if req.user.contains('\0') || password.contains('\0') {
-            log(
-                cx,
-                &self.name,
+            return Step::Ready(refuse(
                 &self.common,
-                Level::Info,
+                cx,
                 format_args!("fail: NUL in the user name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let len = req.user.len() + password.len() + stamp.len() + 3;
         if len > MAX_DATA {
-            log(
-                cx,
-                &self.name,
+            return Step::Ready(refuse(
                 &self.common,
-                Level::Info,
+                cx,
                 format_args!(
                 "fail: user name and password of '{user}' are {len} bytes, over the protocol's \
                  {MAX_DATA}"
             ),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let mut data = Vec::with_capacity(len);
         for field in [req.user.as_str(), password, &stamp] {
@@ -312,30 +285,24 @@ impl Plugin for CheckPassword {
             match ran {
                 Some(Run::Exited(status)) => match status.code() {
                     Some(0) => {
-                        log(
+                        self.common.log(
                             cx,
-                            &self.name,
-                            &self.common,
                             Level::Info,
                             format_args!("pass: '{user}' with {}", req.mechanism),
                         );
                         Outcome::Ok(None)
                     }
                     Some(1) => {
-                        log(
+                        self.common.log(
                             cx,
-                            &self.name,
-                            &self.common,
                             Level::Info,
                             format_args!("fail: {prog} refused '{user}' (exit 1)"),
                         );
                         Outcome::Declined
                     }
                     Some(111) => {
-                        log(
+                        self.common.log(
                             cx,
-                            &self.name,
-                            &self.common,
                             Level::Warn,
                             format_args!("temporary failure: {prog} exited 111 for '{user}'"),
                         );
@@ -346,10 +313,8 @@ impl Plugin for CheckPassword {
                             || "was killed by a signal".to_string(),
                             |c| format!("exited {c}"),
                         );
-                        log(
+                        self.common.log(
                             cx,
-                            &self.name,
-                            &self.common,
                             Level::Error,
                             format_args!("temporary failure: {prog} {how} for '{user}'"),
                         );
@@ -357,10 +322,8 @@ impl Plugin for CheckPassword {
                     }
                 },
                 Some(Run::TimedOut) => {
-                    log(
+                    self.common.log(
                         cx,
-                        &self.name,
-                        &self.common,
                         Level::Error,
                         format_args!(
                             "temporary failure: {prog} ran past {}s for '{user}' and was killed",
@@ -370,20 +333,16 @@ impl Plugin for CheckPassword {
                     Outcome::deny_soft(TEMPORARY)
                 }
                 Some(Run::Failed(why)) => {
-                    log(
+                    self.common.log(
                         cx,
-                        &self.name,
-                        &self.common,
                         Level::Error,
                         format_args!("temporary failure: {prog}: {why}"),
                     );
                     Outcome::deny_soft(TEMPORARY)
                 }
                 None => {
-                    log(
+                    self.common.log(
                         cx,
-                        &self.name,
-                        &self.common,
                         Level::Error,
                         format_args!("temporary failure: the job running {prog} panicked"),
                     );
@@ -397,30 +356,24 @@ impl Plugin for CheckPassword {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::test_util::{build, build_err};
-    use ringsmtpd_plugin_api::auth::{Mechanism, Secret};
-    use ringsmtpd_plugin_api::testing::{cx, run};
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use crate::auth::INVALID;
+    use ringsmtpd_plugin_api::auth::Mechanism;
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, executable,
+        password_attempt, run, TempDir,
+    };
 
-    /// A temp dir with executable scripts, removed on drop.
-    struct Scripts(PathBuf);
+    /// A temp dir with executable scripts.
+    struct Scripts(TempDir);
 
     impl Scripts {
         fn new() -> Scripts {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "ringsmtpd-checkpw-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Scripts(dir)
+            Scripts(TempDir::new("checkpw"))
         }
 
         fn script(&self, name: &str, body: &str) -> String {
-            let path = self.0.join(name);
-            std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let path = self.0.path().join(name);
+            executable(&path, &format!("#!/bin/bash\n{body}\n"));
             path.display().to_string()
         }
 
@@ -428,7 +381,7 @@ mod tests {
         /// user `good@example.com` with `right pw`, exits 111 for
         /// user `tempfail`, 2 for `misuse`, and writes what it read to `<dir>/seen`.
         fn checkpw(&self) -> String {
-            let seen = self.0.join("seen");
+            let seen = self.0.path().join("seen");
             self.script(
                 "checkpw",
                 &format!(
@@ -445,37 +398,28 @@ exit 1"#,
         }
 
         fn seen(&self) -> String {
-            std::fs::read_to_string(self.0.join("seen")).unwrap_or_default()
-        }
-    }
-
-    impl Drop for Scripts {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            std::fs::read_to_string(self.0.path().join("seen")).unwrap_or_default()
         }
     }
 
     fn attempt(p: &dyn Plugin, mechanism: Mechanism, user: &str, pw: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism,
-            user: user.into(),
-            secret: Secret::Password(pw.into()),
-        };
-        run(p.auth(&mut c, &req))
+        auth_attempt(p, mechanism, user, pw).0
     }
 
-    fn plugin(s: &Scripts, extra: &[&str]) -> Box<dyn Plugin> {
-        let checkpw = s.checkpw();
-        let mut args = vec!["checkpw", checkpw.as_str(), "true", "/bin/true"];
-        args.extend_from_slice(extra);
-        build(new, "auth/auth_checkpassword", &args, &[]).unwrap()
+    /// The plugin with `checkpw` and `true` programs.
+    fn with(checkpw: &str, true_prog: &str, files: &[(&str, &str)]) -> Box<dyn Plugin> {
+        let line = format!("auth/auth_checkpassword checkpw {checkpw} true {true_prog}");
+        build(new, &line, files).unwrap()
+    }
+
+    fn plugin(s: &Scripts) -> Box<dyn Plugin> {
+        with(&s.checkpw(), "/bin/true", &[])
     }
 
     #[test]
     fn right_password_runs_true_and_passes() {
         let s = Scripts::new();
-        let p = plugin(&s, &[]);
+        let p = plugin(&s);
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "good@example.com", "right pw"),
             Outcome::Ok(None)
@@ -499,7 +443,7 @@ exit 1"#,
     #[test]
     fn wrong_password_declines_and_temporary_errors_are_soft() {
         let s = Scripts::new();
-        let p = plugin(&s, &[]);
+        let p = plugin(&s);
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "good@example.com", "wrong"),
             Outcome::Declined
@@ -517,14 +461,7 @@ exit 1"#,
     #[test]
     fn a_failing_true_program_is_no_acceptance() {
         let s = Scripts::new();
-        let checkpw = s.checkpw();
-        let p = build(
-            new,
-            "auth/auth_checkpassword",
-            &["checkpw", &checkpw, "true", "/bin/false"],
-            &[],
-        )
-        .unwrap();
+        let p = with(&s.checkpw(), "/bin/false", &[]);
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "good@example.com", "right pw"),
             Outcome::Declined
@@ -534,32 +471,22 @@ exit 1"#,
     #[test]
     fn program_past_the_timeout_is_killed() {
         let s = Scripts::new();
-        let pidfile = s.0.join("pid");
+        let pidfile = s.0.path().join("pid");
         // The program would run for 30 s: only a kill can end it within this test.
         let slow = s.script(
             "slow",
             &format!("echo $$ > {}; exec sleep 30", pidfile.display()),
         );
-        let p = build(
-            new,
-            "auth/auth_checkpassword",
-            &["checkpw", &slow, "true", "/bin/true", "timeout", "1"],
-            &[],
-        )
-        .unwrap();
+        let line = format!("auth/auth_checkpassword checkpw {slow} true /bin/true timeout 1");
+        let p = build(new, &line, &[]).unwrap();
         let started = Instant::now();
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "good@example.com".into(),
-            secret: Secret::Password("right pw".into()),
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
+        let (out, logs) = auth_attempt(&*p, Mechanism::Plain, "good@example.com", "right pw");
+        assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
             started.elapsed() >= Duration::from_secs(1),
             "answered before its timeout"
         );
-        assert!(svc.logged("ran past 1s"));
+        assert!(logs.iter().any(|l| l.contains("ran past 1s")));
         // Killed, not left to run: its process disappears (a deadline bounds a hang only).
         let pid = std::fs::read_to_string(&pidfile)
             .unwrap()
@@ -580,27 +507,16 @@ exit 1"#,
     fn crashing_program_is_a_temporary_failure() {
         let s = Scripts::new();
         let crash = s.script("crash", "kill -9 $$");
-        let p = build(
-            new,
-            "auth/auth_checkpassword",
-            &["checkpw", &crash, "true", "/bin/true"],
-            &[],
-        )
-        .unwrap();
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "a".into(),
-            secret: Secret::Password("b".into()),
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
-        assert!(svc.logged("was killed by a signal"));
+        let p = with(&crash, "/bin/true", &[]);
+        let (out, logs) = auth_attempt(&*p, Mechanism::Plain, "a", "b");
+        assert_eq!(out, Outcome::deny_soft(TEMPORARY));
+        assert!(logs.iter().any(|l| l.contains("was killed by a signal")));
     }
 
     #[test]
     fn refused_without_running_the_program() {
         let s = Scripts::new();
-        let p = plugin(&s, &[]);
+        let p = plugin(&s);
         let long = "x".repeat(500);
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "a", &long),
@@ -618,28 +534,16 @@ exit 1"#,
         assert_eq!(s.seen(), "", "the program ran");
         // CRAM-MD5 cannot be checked: declined, and not advertised.
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "good@example.com".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "0".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("good@example.com", "<1@x>", "0");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]
     fn password_stays_out_of_logs() {
         let s = Scripts::new();
-        let p = plugin(&s, &[]);
+        let p = plugin(&s);
         let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "good@example.com".into(),
-            secret: Secret::Password("wrong-secret".into()),
-        };
+        let req = password_attempt(Mechanism::Plain, "good@example.com", "wrong-secret");
         assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
         assert!(svc.logged("refused 'good@example.com' (exit 1)"));
         assert!(!svc.logged("wrong-secret"));
@@ -650,28 +554,22 @@ exit 1"#,
         let s = Scripts::new();
         let checkpw = s.checkpw();
         let line = format!("{checkpw} /bin/true\n");
-        let p = build(new, "auth/auth_checkpassword", &[], &[(FILE, &line)]).unwrap();
+        let p = build(new, "auth/auth_checkpassword", &[(FILE, &line)]).unwrap();
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "good@example.com", "right pw"),
             Outcome::Ok(None)
         );
         // Arguments win over the file (which is then not even read).
-        let p = build(
-            new,
-            "auth/auth_checkpassword",
-            &["checkpw", &checkpw, "true", "/bin/false"],
-            &[(FILE, "garbage")],
-        )
-        .unwrap();
+        let p = with(&checkpw, "/bin/false", &[(FILE, "garbage")]);
         assert_eq!(
             attempt(&*p, Mechanism::Plain, "good@example.com", "right pw"),
             Outcome::Declined
         );
-        let plain = s.0.join("not-executable");
+        let plain = s.0.path().join("not-executable");
         std::fs::write(&plain, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
         let not_executable = format!("{} /bin/true\n", plain.display());
-        let a_directory = format!("/bin/true {}\n", s.0.display());
+        let a_directory = format!("/bin/true {}\n", s.0.path().display());
         for (text, why) in [
             ("# c\n/bin/true\n", "expected '<checkpw path> <true path>'"),
             ("/bin/true /bin/true /bin/true\n", "expected"),
@@ -680,7 +578,7 @@ exit 1"#,
             (not_executable.as_str(), "not an executable file"),
             (a_directory.as_str(), "not an executable file"),
         ] {
-            let err = build_err(new, "auth/auth_checkpassword", &[], &[(FILE, text)]);
+            let err = build_err(new, "auth/auth_checkpassword", &[(FILE, text)]);
             assert_eq!(err.file, FILE, "{text:?}: {err}");
             assert_eq!(
                 err.line,
@@ -692,48 +590,30 @@ exit 1"#,
 
     #[test]
     fn argument_errors() {
-        let no_config = build_err(new, "auth/auth_checkpassword", &[], &[]);
+        let no_config = build_err(new, "auth/auth_checkpassword", &[]);
         assert!(
             no_config.to_string().contains("no checkpassword program"),
             "{no_config}"
         );
         for (args, why) in [
-            (&["checkpw", "/bin/true"][..], "both"),
-            (&["true", "/bin/true"], "both"),
-            (&["checkpw"], "needs a value"),
+            ("checkpw /bin/true", "both"),
+            ("true /bin/true", "both"),
+            ("checkpw", "needs a value"),
+            ("checkpw /bin/true true /bin/true timeout 0", "timeout '0'"),
+            ("checkpw /bin/true true /bin/true timeout", "needs a value"),
+            ("checkpw /nope true /bin/true", "/nope"),
             (
-                &["checkpw", "/bin/true", "true", "/bin/true", "timeout", "0"],
-                "timeout '0'",
-            ),
-            (
-                &["checkpw", "/bin/true", "true", "/bin/true", "timeout"],
-                "needs a value",
-            ),
-            (&["checkpw", "/nope", "true", "/bin/true"], "/nope"),
-            (
-                &["checkpw", "/bin/true", "true", "/bin/true", "sudo"],
+                "checkpw /bin/true true /bin/true sudo",
                 "unknown argument 'sudo'",
             ),
         ] {
-            let err = build_err(new, "auth/auth_checkpassword", args, &[]);
+            let line = format!("auth/auth_checkpassword {args}");
+            let err = build_err(new, &line, &[]);
             assert_eq!(err.file, "plugins", "{args:?}");
             assert!(err.reason.contains(why), "{args:?}: {err}");
         }
-        assert!(build(
-            new,
-            "auth/auth_checkpassword",
-            &[
-                "true",
-                "/bin/true",
-                "checkpw",
-                "/bin/true",
-                "timeout",
-                "300",
-                "loglevel",
-                "6"
-            ],
-            &[]
-        )
-        .is_ok());
+        let line =
+            "auth/auth_checkpassword true /bin/true checkpw /bin/true timeout 300 loglevel 6";
+        assert!(build(new, line, &[]).is_ok());
     }
 }

@@ -68,28 +68,23 @@ use std::collections::HashMap;
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{check_private, log, Shown, INVALID};
+use super::{check_private, refuse, Shown};
 
 const FILE: &str = "flat_auth_pw";
 
 /// The `auth/auth_flat_file` plugin.
 pub struct FlatFile {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// Lowercased `user@domain` -> clear password.
     users: HashMap<String, String>,
 }
 
 /// Builds `auth/auth_flat_file` from its config line and reads `flat_auth_pw`.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
+    let common = init.common_only(CommonArgs::DEFAULT)?;
     let lines = init.config.lines(FILE)?.ok_or_else(|| {
         init.error(format!(
             "config file {FILE} not found: it lists the users (user@domain:password)"
@@ -116,11 +111,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         first_seen.insert(key.clone(), line.line);
         users.insert(key, password.to_string());
     }
-    Ok(Box::new(FlatFile {
-        name: init.name.to_string(),
-        common,
-        users,
-    }))
+    Ok(Box::new(FlatFile { common, users }))
 }
 
 /// A file entry's name: exactly one `@`, something on both sides, no blanks or controls.
@@ -152,43 +143,31 @@ impl Plugin for FlatFile {
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
         if !req.user.contains('@') {
-            log(
+            self.common.log(
                 cx,
-                &self.name,
-                &self.common,
                 Level::Info,
                 format_args!("skip: '{user}' has no domain (names are user@domain)"),
             );
             return Step::DECLINED;
         }
         let Some(stored) = self.users.get(&req.user.to_lowercase()) else {
-            log(
-                cx,
-                &self.name,
-                &self.common,
-                Level::Info,
-                format_args!("skip: no such user '{user}'"),
-            );
+            self.common
+                .log(cx, Level::Info, format_args!("skip: no such user '{user}'"));
             return Step::DECLINED;
         };
         if req.matches_password(stored) {
-            log(
+            self.common.log(
                 cx,
-                &self.name,
-                &self.common,
                 Level::Info,
                 format_args!("pass: '{user}' with {}", req.mechanism),
             );
             Step::Ready(Outcome::Ok(None))
         } else {
-            log(
-                cx,
-                &self.name,
+            Step::Ready(refuse(
                 &self.common,
-                Level::Info,
+                cx,
                 format_args!("fail: wrong password for '{user}' with {}", req.mechanism),
-            );
-            Step::Ready(Outcome::deny(INVALID))
+            ))
         }
     }
 }
@@ -196,9 +175,11 @@ impl Plugin for FlatFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::test_util::{build, build_err};
-    use ringsmtpd_plugin_api::auth::{hmac_md5, Secret};
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use crate::auth::INVALID;
+    use ringsmtpd_plugin_api::auth::hmac_md5;
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, TempDir,
+    };
 
     const PW: &str = "# users\n\
                       good@example.com:good_pass\n\
@@ -206,17 +187,11 @@ mod tests {
                       Mixed@Example.ORG:p:with:colons and blanks\n";
 
     fn plugin(files: &[(&str, &str)]) -> Box<dyn Plugin> {
-        build(new, "auth/auth_flat_file", &[], files).unwrap()
+        build(new, "auth/auth_flat_file", files).unwrap()
     }
 
     fn attempt(p: &dyn Plugin, mechanism: Mechanism, user: &str, password: &str) -> Outcome {
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism,
-            user: user.into(),
-            secret: Secret::Password(password.into()),
-        };
-        run(p.auth(&mut c, &req))
+        auth_attempt(p, mechanism, user, password).0
     }
 
     fn cram(p: &dyn Plugin, user: &str, password: &str) -> Outcome {
@@ -225,16 +200,7 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: user.into(),
-            secret: Secret::CramMd5 {
-                challenge: challenge.into(),
-                digest,
-            },
-        };
-        let (mut c, _) = cx("192.0.2.1:1");
-        run(p.auth(&mut c, &req))
+        auth_run(p, &cram_md5_attempt(user, challenge, &digest)).0
     }
 
     #[test]
@@ -326,16 +292,14 @@ mod tests {
     #[test]
     fn logs_never_show_the_password() {
         let p = plugin(&[(FILE, PW)]);
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "good@example.com".into(),
-            secret: Secret::Password("s3cr3t-attempt".into()),
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny(INVALID));
-        assert!(svc.logged("fail: wrong password for 'good@example.com' with PLAIN"));
-        assert!(!svc.logged("s3cr3t"));
-        assert!(!svc.logged("good_pass"));
+        let (out, logs) = auth_attempt(&*p, Mechanism::Plain, "good@example.com", "s3cr3t-attempt");
+        assert_eq!(out, Outcome::deny(INVALID));
+        let logged = |needle: &str| logs.iter().any(|l| l.contains(needle));
+        assert!(logged(
+            "fail: wrong password for 'good@example.com' with PLAIN"
+        ));
+        assert!(!logged("s3cr3t"));
+        assert!(!logged("good_pass"));
     }
 
     #[test]
@@ -351,7 +315,7 @@ mod tests {
             ("a@b:x\n\nA@B:y\n", 3, "listed twice (first at line 1)"),
         ];
         for (text, line, why) in cases {
-            let err = build_err(new, "auth/auth_flat_file", &[], &[(FILE, text)]);
+            let err = build_err(new, "auth/auth_flat_file", &[(FILE, text)]);
             assert_eq!(
                 (err.file.as_str(), err.line),
                 (FILE, *line),
@@ -363,22 +327,16 @@ mod tests {
 
     #[test]
     fn missing_file_and_arguments() {
-        let err = build_err(new, "auth/auth_flat_file", &[], &[]);
+        let err = build_err(new, "auth/auth_flat_file", &[]);
         assert!(err.to_string().contains("flat_auth_pw not found"), "{err}");
-        let err = build_err(new, "auth/auth_flat_file", &["bogus"], &[(FILE, PW)]);
+        let err = build_err(new, "auth/auth_flat_file bogus", &[(FILE, PW)]);
         assert!(
             err.to_string().contains("unknown argument 'bogus'"),
             "{err}"
         );
-        assert!(build(
-            new,
-            "auth/auth_flat_file",
-            &["loglevel", "7"],
-            &[(FILE, PW)]
-        )
-        .is_ok());
-        assert!(build(new, "auth/auth_flat_file", &["reject", "0"], &[(FILE, PW)]).is_ok());
-        build_err(new, "auth/auth_flat_file", &["loglevel"], &[(FILE, PW)]);
+        assert!(build(new, "auth/auth_flat_file loglevel 7", &[(FILE, PW)]).is_ok());
+        assert!(build(new, "auth/auth_flat_file reject 0", &[(FILE, PW)]).is_ok());
+        build_err(new, "auth/auth_flat_file loglevel", &[(FILE, PW)]);
         // An empty file is allowed: nobody can authenticate (every name is declined).
         let p = plugin(&[(FILE, "# nobody yet\n")]);
         assert_eq!(
@@ -389,32 +347,17 @@ mod tests {
 
     #[test]
     fn loglevel_silences_the_plugin() {
-        let p = build(
-            new,
-            "auth/auth_flat_file",
-            &["loglevel", "3"],
-            &[(FILE, PW)],
-        )
-        .unwrap();
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "good@example.com".into(),
-            secret: Secret::Password("good_pass".into()),
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Ok(None));
-        assert!(
-            svc.logs.borrow().is_empty(),
-            "info lines dropped at loglevel 3"
-        );
+        let p = build(new, "auth/auth_flat_file loglevel 3", &[(FILE, PW)]).unwrap();
+        let (out, logs) = auth_attempt(&*p, Mechanism::Plain, "good@example.com", "good_pass");
+        assert_eq!(out, Outcome::Ok(None));
+        assert!(logs.is_empty(), "info lines dropped at loglevel 3");
     }
 
     #[test]
     fn world_readable_file_is_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-flat-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(FILE);
+        let dir = TempDir::new("flat");
+        let path = dir.path().join(FILE);
         std::fs::write(&path, "a@b:c\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         // A config source that names the file by its path, as the server's config reader does.
@@ -447,6 +390,5 @@ mod tests {
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(new(&init).is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -69,16 +69,17 @@
 //! See "No TLS" above. The server's lines are read with a length limit and never copied into
 //! a reply; they reach the log with control characters replaced.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
-use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream};
+use ringsmtpd_plugin_api::net::{read_line, Stream};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{log, parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY};
+use super::{
+    answer_within, parse_port, parse_timeout, password_to_pass_on, refuse, Host, Shown, TEMPORARY,
+};
 
 /// The longest server line we read: a CAPABILITY line of a big server is a few hundred bytes.
 const MAX_LINE: usize = 8 * 1024;
@@ -87,8 +88,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `auth/auth_imap` plugin.
 pub struct Imap {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     host: Host,
     port: u16,
     timeout: Duration,
@@ -96,8 +96,7 @@ pub struct Imap {
 
 /// Builds `auth/auth_imap` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut positional = Vec::new();
     let mut it = rest.iter();
@@ -115,7 +114,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         [] => return Err(init.error("the IMAP server is required: auth/auth_imap <host> [<port>]")),
         [host] => (*host, None),
         [host, port] => (*host, Some(*port)),
-        [_, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, _, extra, ..] => return Err(init.unknown(extra)),
     };
     let host = Host::parse(host).map_err(|e| init.error(e))?;
     let port = port
@@ -124,7 +123,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         .map_err(|e| init.error(e))?
         .unwrap_or(143);
     Ok(Box::new(Imap {
-        name: init.name.to_string(),
         common,
         host,
         port,
@@ -225,31 +223,23 @@ fn has_capability(line: &[u8], cap: &str) -> bool {
 }
 
 impl Imap {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        log(cx, &self.name, &self.common, level, msg);
-    }
-
-    async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Verdict {
-        let svc = cx.svc.clone();
-        let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Unavailable(format!("cannot resolve the IMAP host: {e}")),
-        };
-        let stream = match svc.connect(&Endpoint::Tcp(addr), self.timeout).await {
-            Ok(s) => s,
-            Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
-        };
+    /// The verdict of the IMAP server; `Err` if it cannot give one.
+    async fn check(&self, cx: &Cx, user: &Arg, password: &Arg) -> Result<Verdict, String> {
+        let to = self
+            .host
+            .connect(&*cx.svc, self.port, self.timeout, "the IMAP host");
+        let (addr, stream) = to.await?;
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
         };
-        let verdict = match self.login(&mut conn, user, password).await {
-            Ok(v) => v,
-            Err(e) => return Verdict::Unavailable(format!("{addr}: {e}")),
-        };
+        let verdict = self
+            .login(&mut conn, user, password)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
         // Polite; the answer does not matter.
         let _ = conn.send(b"A2 LOGOUT\r\n".to_vec()).await;
-        verdict
+        Ok(verdict)
     }
 
     async fn login(&self, conn: &mut Conn, user: &Arg, password: &Arg) -> Result<Verdict, String> {
@@ -344,51 +334,27 @@ impl Plugin for Imap {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            self.log(
-                cx,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
-            return Step::DECLINED;
+        let password = match password_to_pass_on(&self.common, cx, req) {
+            Ok(password) => password,
+            Err(outcome) => return Step::Ready(outcome),
         };
-        if req.user.is_empty() {
-            return Step::DECLINED;
-        }
-        if password.is_empty() {
-            self.log(
-                cx,
-                Level::Info,
-                format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
-        }
         let (Some(user_arg), Some(password_arg)) = (encode_arg(&req.user), encode_arg(password))
         else {
-            self.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: CR, LF or NUL in the name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         };
         Step::pending(async move {
             let svc = cx.svc.clone();
-            let verdict = within(
-                &*svc,
-                self.timeout,
-                self.check(cx, &user_arg, &password_arg),
-            )
-            .await
-            .unwrap_or_else(|| {
-                Verdict::Unavailable(format!(
-                    "no answer within the timeout ({}s)",
-                    self.timeout.as_secs()
-                ))
-            });
+            let check = self.check(cx, &user_arg, &password_arg);
+            let verdict = answer_within(&*svc, self.timeout, "the timeout", check)
+                .await
+                .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pass: '{user}' with {}", req.mechanism),
@@ -396,11 +362,10 @@ impl Plugin for Imap {
                     Outcome::Ok(None)
                 }
                 Verdict::Refused(line) => {
-                    self.log(cx, Level::Info, format_args!("fail: '{user}': {line}"));
-                    Outcome::deny(INVALID)
+                    refuse(&self.common, cx, format_args!("fail: '{user}': {line}"))
                 }
                 Verdict::Unavailable(why) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(
@@ -422,85 +387,55 @@ impl Plugin for Imap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::test_util::{build, build_err};
-    use ringsmtpd_plugin_api::auth::Secret;
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use crate::auth::INVALID;
+    use ringsmtpd_plugin_api::net::Endpoint;
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, password_attempt, run,
+        FakePeer,
+    };
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
 
-    /// A scripted IMAP server on a thread. `greeting` is sent first; then for each line read,
+    /// A scripted IMAP server: `greeting` is sent first; then for each line read,
     /// `answer(line)` gives what to write back (the connection is closed after an answer that
     /// does not end with a line end). Every line read is recorded.
-    struct FakeImap {
-        port: u16,
-        seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    fn fake_imap(greeting: &'static str, answer: Answer) -> FakePeer<String> {
+        FakePeer::start(move |mut conn: TcpStream, seen: &Mutex<Vec<String>>| {
+            if conn.write_all(greeting.as_bytes()).is_err() {
+                return;
+            }
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                // Synchronizing literals: say `+`, then read their bytes and the rest of the
+                // line into the line.
+                while let Some(n) = literal_len(&line) {
+                    let mut bytes = vec![0; n];
+                    let ok = conn.write_all(b"+ go ahead\r\n").is_ok()
+                        && reader.read_exact(&mut bytes).is_ok();
+                    line.extend_from_slice(&bytes);
+                    if !ok || reader.read_until(b'\n', &mut line).is_err() {
+                        return;
+                    }
+                }
+                let out = answer(&line);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&line).into_owned());
+                // An answer without a line end is the last thing said.
+                if conn.write_all(&out).is_err() || !out.ends_with(b"\n") {
+                    return;
+                }
+            }
+        })
     }
 
     type Answer = fn(&[u8]) -> Vec<u8>;
-
-    impl FakeImap {
-        fn start(greeting: &'static str, answer: Answer) -> FakeImap {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let log = seen.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(mut conn) = conn else { return };
-                    let log = log.clone();
-                    std::thread::spawn(move || {
-                        if conn.write_all(greeting.as_bytes()).is_err() {
-                            return;
-                        }
-                        let mut reader = BufReader::new(conn.try_clone().unwrap());
-                        loop {
-                            let mut line = Vec::new();
-                            match reader.read_until(b'\n', &mut line) {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) => {}
-                            }
-                            // Synchronizing literals: say `+`, then read their bytes and the
-                            // rest of the line into the line.
-                            while let Some(n) = literal_len(&line) {
-                                let mut bytes = vec![0; n];
-                                let ok = conn.write_all(b"+ go ahead\r\n").is_ok()
-                                    && reader.read_exact(&mut bytes).is_ok();
-                                line.extend_from_slice(&bytes);
-                                if !ok || reader.read_until(b'\n', &mut line).is_err() {
-                                    return;
-                                }
-                            }
-                            let out = answer(&line);
-                            log.lock().unwrap().push(line);
-                            // An answer without a line end is the last thing said.
-                            if conn.write_all(&out).is_err() || !out.ends_with(b"\n") {
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
-            FakeImap { port, seen }
-        }
-
-        fn lines(&self) -> Vec<String> {
-            // The client sends LOGOUT without waiting for the answer: give the server a moment.
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let seen = self.seen.lock().unwrap();
-                let done = seen.iter().any(|l| l.starts_with(b"A2 LOGOUT"));
-                if done || std::time::Instant::now() > end {
-                    return seen
-                        .iter()
-                        .map(|l| String::from_utf8_lossy(l).into_owned())
-                        .collect();
-                }
-                drop(seen);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
 
     /// `n` if the line ends with a synchronizing literal's `{n}` CRLF.
     fn literal_len(line: &[u8]) -> Option<usize> {
@@ -531,40 +466,21 @@ mod tests {
     const GREETING: &str = "* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n";
 
     fn attempt(p: &dyn Plugin, user: &str, pw: &str) -> (Outcome, Vec<String>) {
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Login,
-            user: user.into(),
-            secret: Secret::Password(pw.into()),
-        };
-        let out = run(p.auth(&mut c, &req));
-        let logs = svc
-            .logs
-            .borrow()
-            .iter()
-            .map(|(_, _, m)| m.clone())
-            .collect();
-        (out, logs)
+        auth_attempt(p, Mechanism::Login, user, pw)
     }
 
     fn plugin(port: u16) -> Box<dyn Plugin> {
-        build(
-            new,
-            "auth/auth_imap",
-            &["127.0.0.1", &port.to_string()],
-            &[],
-        )
-        .unwrap()
+        build(new, &format!("auth/auth_imap 127.0.0.1 {port}"), &[]).unwrap()
     }
 
     #[test]
     fn right_and_wrong_passwords() {
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         let (out, logs) = attempt(&*p, "joe", "right pw");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
         assert_eq!(
-            srv.lines(),
+            srv.take(),
             ["A1 LOGIN \"joe\" \"right pw\"\r\n", "A2 LOGOUT\r\n"]
         );
         let (out, logs) = attempt(&*p, "joe", "wrong");
@@ -594,26 +510,26 @@ mod tests {
         for bad in ["a\rb", "a\nb", "a\0b"] {
             assert_eq!(encode_arg(bad), None, "{bad:?}");
         }
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         // An attempt to end the string and inject a command stays one quoted string.
         let (out, _) = attempt(&*p, "joe", "x\" \"y");
         assert_eq!(out, Outcome::deny(INVALID));
-        assert_eq!(srv.lines()[0], "A1 LOGIN \"joe\" \"x\\\" \\\"y\"\r\n");
+        assert_eq!(srv.take()[0], "A1 LOGIN \"joe\" \"x\\\" \\\"y\"\r\n");
     }
 
     #[test]
     fn non_ascii_goes_as_literals() {
-        let srv = FakeImap::start(GREETING, dovecot);
+        let srv = fake_imap(GREETING, dovecot);
         let p = plugin(srv.port);
         let (out, logs) = attempt(&*p, "jöe", "pwé");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
-        assert_eq!(srv.lines()[0], "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n");
+        assert_eq!(srv.take()[0], "A1 LOGIN {4}\r\njöe {4}\r\npwé\r\n");
     }
 
     #[test]
     fn refused_without_connecting() {
-        let srv = FakeImap::start(GREETING, |_| panic!("connected"));
+        let srv = fake_imap(GREETING, |_| panic!("connected"));
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "").0, Outcome::deny(INVALID));
         assert_eq!(
@@ -622,18 +538,10 @@ mod tests {
         );
         assert_eq!(attempt(&*p, "jo\ne", "x").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "", "x").0, Outcome::Declined);
-        assert!(srv.seen.lock().unwrap().is_empty());
+        assert!(srv.take().is_empty());
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "joe".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "00".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("joe", "<1@x>", "00");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]
@@ -662,7 +570,7 @@ mod tests {
             (GREETING, |_| b"A1 OK".to_vec(), "closed the connection"),
         ];
         for (greeting, answer, why) in cases {
-            let srv = FakeImap::start(greeting, *answer);
+            let srv = fake_imap(greeting, *answer);
             let p = plugin(srv.port);
             let (out, logs) = attempt(&*p, "joe", "right pw");
             assert_eq!(out, Outcome::deny_soft(TEMPORARY), "{why}: {logs:?}");
@@ -672,13 +580,13 @@ mod tests {
 
     #[test]
     fn untagged_lines_before_the_answer_are_skipped() {
-        let srv = FakeImap::start(GREETING, |_| {
+        let srv = fake_imap(GREETING, |_| {
             b"* CAPABILITY IMAP4rev1\r\n* OK [ALERT] hello\r\nA1 OK done\r\n".to_vec()
         });
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "x").0, Outcome::Ok(None));
         // `A1 OKAY` is not `A1 OK`.
-        let srv = FakeImap::start(GREETING, |_| b"A1 OKAY\r\n".to_vec());
+        let srv = fake_imap(GREETING, |_| b"A1 OKAY\r\n".to_vec());
         let p = plugin(srv.port);
         assert_eq!(attempt(&*p, "joe", "x").0, Outcome::deny_soft(TEMPORARY));
     }
@@ -696,7 +604,7 @@ mod tests {
                 .any(|l| l.contains("cannot connect to 127.0.0.1:")),
             "{logs:?}"
         );
-        let p = build(new, "auth/auth_imap", &["imap.invalid"], &[]).unwrap();
+        let p = build(new, "auth/auth_imap imap.invalid", &[]).unwrap();
         let (out, logs) = attempt(&*p, "joe", "right pw");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -708,96 +616,38 @@ mod tests {
 
     #[test]
     fn silent_server_times_out() {
-        // A server that never sends its greeting (a Stream whose read never completes), with
-        // Services whose timer has already fired: the timeout, not a hang, ends the attempt.
-        struct Mute;
-        impl Stream for Mute {
-            fn read(&mut self, _buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, usize> {
-                Box::pin(std::future::pending())
-            }
-            fn write_all(&mut self, buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, ()> {
-                Box::pin(std::future::ready((Ok(()), buf)))
-            }
-            fn start_tls(
-                self: Box<Self>,
-                _: String,
-                _: ringsmtpd_plugin_api::net::TlsVerify,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Stream>>>>,
-            > {
-                Box::pin(std::future::ready(Err(
-                    std::io::ErrorKind::Unsupported.into()
-                )))
-            }
-        }
-        struct Silent(
-            std::rc::Rc<ringsmtpd_plugin_api::testing::FakeServices>,
-            std::cell::RefCell<Vec<Endpoint>>,
-        );
-        impl ringsmtpd_plugin_api::Services for Silent {
-            fn me(&self) -> &str {
-                "mx.test"
-            }
-            fn log(&self, l: Level, c: u64, s: &str, m: std::fmt::Arguments<'_>) {
-                self.0.log(l, c, s, m)
-            }
-            fn log_enabled(&self, _: Level) -> bool {
-                true
-            }
-            fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
-                std::thread::spawn(job);
-            }
-            fn sleep(
-                &self,
-                _: Duration,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-                Box::pin(std::future::ready(()))
-            }
-            fn connect(
-                &self,
-                to: &Endpoint,
-                _: Duration,
-            ) -> ringsmtpd_plugin_api::net::ConnectFuture {
-                self.1.borrow_mut().push(to.clone());
-                Box::pin(std::future::ready(Ok(Box::new(Mute) as Box<dyn Stream>)))
-            }
-        }
-        let fake = ringsmtpd_plugin_api::testing::FakeServices::new("mx.test");
-        let (c, _) = cx("192.0.2.1:1");
-        let svc = std::rc::Rc::new(Silent(fake.clone(), Default::default()));
-        let mut c = Cx::new(c.conn, svc.clone());
-        let p = build(new, "auth/auth_imap", &["127.0.0.1", "timeout", "4"], &[]).unwrap();
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: "joe".into(),
-            secret: Secret::Password("x".into()),
-        };
+        // A server that never sends its greeting, with a timer that has already fired: the
+        // timeout, not a hang, ends the attempt.
+        let (mut c, svc) = cx("192.0.2.1:1");
+        svc.mute_peers.set(true);
+        let p = build(new, "auth/auth_imap 127.0.0.1 timeout 4", &[]).unwrap();
+        let req = password_attempt(Mechanism::Plain, "joe", "x");
         assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
-        assert!(fake.logged("no answer within the timeout (4s)"));
+        assert!(svc.logged("no answer within the timeout (4s)"));
         // The port defaults to 143.
         assert_eq!(
-            *svc.1.borrow(),
+            *svc.connects.borrow(),
             [Endpoint::Tcp("127.0.0.1:143".parse().unwrap())]
         );
     }
 
     #[test]
     fn arguments() {
-        let ok = |args: &[&str]| build(new, "auth/auth_imap", args, &[]).is_ok();
-        assert!(ok(&["127.0.0.1"]));
-        assert!(ok(&["imap.example.org", "993"]));
-        assert!(ok(&["127.0.0.1", "143", "timeout", "30", "loglevel", "7"]));
-        assert!(ok(&["timeout", "2", "[::1]"]));
+        let ok = |args: &str| build(new, &format!("auth/auth_imap {args}"), &[]).is_ok();
+        assert!(ok("127.0.0.1"));
+        assert!(ok("imap.example.org 993"));
+        assert!(ok("127.0.0.1 143 timeout 30 loglevel 7"));
+        assert!(ok("timeout 2 [::1]"));
         for (args, why) in [
-            (&[][..], "the IMAP server is required"),
-            (&["bad host!"], "not an IP address or host name"),
-            (&["127.0.0.1", "0"], "port '0'"),
-            (&["127.0.0.1", "imap"], "port 'imap'"),
-            (&["127.0.0.1", "143", "extra"], "unknown argument 'extra'"),
-            (&["127.0.0.1", "timeout"], "needs a value"),
-            (&["127.0.0.1", "timeout", "0"], "timeout '0'"),
+            ("", "the IMAP server is required"),
+            ("bad/host!", "not an IP address or host name"),
+            ("127.0.0.1 0", "port '0'"),
+            ("127.0.0.1 imap", "port 'imap'"),
+            ("127.0.0.1 143 extra", "unknown argument 'extra'"),
+            ("127.0.0.1 timeout", "needs a value"),
+            ("127.0.0.1 timeout 0", "timeout '0'"),
         ] {
-            let err = build_err(new, "auth/auth_imap", args, &[]);
+            let err = build_err(new, &format!("auth/auth_imap {args}"), &[]);
             assert_eq!(err.file, "plugins", "{args:?}");
             assert!(err.reason.contains(why), "{args:?}: {err}");
         }

@@ -99,19 +99,19 @@
 //! message, at most two entries taken), so a hostile directory cannot exhaust memory.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
-use ringsmtpd_plugin_api::net::{Endpoint, Stream};
+use ringsmtpd_plugin_api::net::Stream;
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Step,
+    Common, CommonArgs, ConfigError, ConfigLine, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Step,
 };
 
 use super::ldap::{self, code, LdapResult, Op};
 use super::{
-    check_private, log, parse_port, parse_timeout, within, Host, Shown, INVALID, TEMPORARY,
+    answer_within, check_private, clear_password, parse_port, parse_timeout, refuse, Host, Shown,
+    TEMPORARY,
 };
 
 const FILE: &str = "ldap";
@@ -129,8 +129,7 @@ const KEYS: &[&str] = &[
 
 /// The `auth/auth_ldap_bind` plugin.
 pub struct LdapBind {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     host: Host,
     port: u16,
     base: String,
@@ -149,8 +148,7 @@ struct Setting {
 
 /// Builds `auth/auth_ldap_bind` from its config line and `config/ldap`.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut settings: Vec<(&'static str, Setting)> = Vec::new();
     let known = |key: &str| KEYS.iter().copied().find(|k| *k == key);
 
@@ -182,7 +180,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let mut from_args: Vec<&str> = Vec::new();
     let mut it = rest.iter();
     while let Some(key) = it.next() {
-        let key = known(key).ok_or_else(|| init.error(format!("unknown argument '{key}'")))?;
+        let key = known(key).ok_or_else(|| init.unknown(key))?;
         let value = it
             .next()
             .ok_or_else(|| init.error(format!("argument '{key}' needs a value")))?;
@@ -258,7 +256,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         },
     };
     Ok(Box::new(LdapBind {
-        name: init.name.to_string(),
         common,
         host,
         port,
@@ -361,21 +358,12 @@ impl Conn {
 }
 
 impl LdapBind {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        log(cx, &self.name, &self.common, level, msg);
-    }
-
     /// Search the user's DN and bind as it.
-    async fn check(&self, cx: &Cx, value: &str, password: &str) -> Verdict {
-        let svc = cx.svc.clone();
-        let addr: SocketAddr = match self.host.resolve(&*svc, self.port).await {
-            Ok(a) => a,
-            Err(e) => return Verdict::Unavailable(format!("cannot resolve ldap_host: {e}")),
-        };
-        let stream = match svc.connect(&Endpoint::Tcp(addr), self.timeout).await {
-            Ok(s) => s,
-            Err(e) => return Verdict::Unavailable(format!("cannot connect to {addr}: {e}")),
-        };
+    async fn check(&self, cx: &Cx, value: &str, password: &str) -> Result<Verdict, String> {
+        let to = self
+            .host
+            .connect(&*cx.svc, self.port, self.timeout, "ldap_host");
+        let (addr, stream) = to.await?;
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
@@ -384,7 +372,7 @@ impl LdapBind {
         let verdict = self
             .exchange(&mut conn, value, password)
             .await
-            .unwrap_or_else(|e| Verdict::Unavailable(format!("{addr}: {e}")));
+            .map_err(|e| format!("{addr}: {e}"));
         // Polite, not awaited for an answer (there is none); a failure changes nothing.
         let id = conn.id();
         let _ = conn.send(ldap::unbind_request(id)).await;
@@ -470,30 +458,23 @@ impl Plugin for LdapBind {
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
         let user = Shown(&req.user);
-        let Some(password) = req.password() else {
-            self.log(
-                cx,
-                Level::Debug,
-                format_args!("skip: {} needs the clear password", req.mechanism),
-            );
+        let Some(password) = clear_password(&self.common, cx, req) else {
             return Step::DECLINED;
         };
         if password.is_empty() {
             // Would be an unauthenticated bind, which "succeeds" (RFC 4513 §5.1.2).
-            self.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: empty password for '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         if req.user.contains('\0') || password.contains('\0') {
-            self.log(
+            return Step::Ready(refuse(
+                &self.common,
                 cx,
-                Level::Info,
                 format_args!("fail: NUL in the name or password of '{user}'"),
-            );
-            return Step::Ready(Outcome::deny(INVALID));
+            ));
         }
         let value = if self.strip_domain {
             req.user.split('@').next().unwrap_or_default()
@@ -501,7 +482,7 @@ impl Plugin for LdapBind {
             req.user.as_str()
         };
         if value.is_empty() {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("skip: no user name in '{user}'"),
@@ -511,33 +492,26 @@ impl Plugin for LdapBind {
         Step::pending(async move {
             let svc = cx.svc.clone();
             let filter = format!("({}={})", self.attr, ldap::escape_filter_value(value));
-            let verdict = within(&*svc, self.timeout, self.check(cx, value, password))
+            let check = self.check(cx, value, password);
+            let verdict = answer_within(&*svc, self.timeout, "ldap_timeout", check)
                 .await
-                .unwrap_or_else(|| {
-                    Verdict::Unavailable(format!(
-                        "no answer within ldap_timeout ({}s)",
-                        self.timeout.as_secs()
-                    ))
-                });
+                .unwrap_or_else(Verdict::Unavailable);
             match verdict {
                 Verdict::Pass => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pass: '{user}' bound as {filter}"),
                     );
                     Outcome::Ok(None)
                 }
-                Verdict::Refused(r) => {
-                    self.log(
-                        cx,
-                        Level::Info,
-                        format_args!("fail: bind as {filter} for '{user}': {r}"),
-                    );
-                    Outcome::deny(INVALID)
-                }
+                Verdict::Refused(r) => refuse(
+                    &self.common,
+                    cx,
+                    format_args!("fail: bind as {filter} for '{user}': {r}"),
+                ),
                 Verdict::NotFound => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("skip: no entry {filter} under {}", self.base),
@@ -545,7 +519,7 @@ impl Plugin for LdapBind {
                     Outcome::Declined
                 }
                 Verdict::Ambiguous => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Warn,
                         format_args!(
@@ -556,7 +530,7 @@ impl Plugin for LdapBind {
                     Outcome::Declined
                 }
                 Verdict::Unavailable(why) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("temporary failure for '{user}': {why}"),
@@ -578,31 +552,16 @@ mod tests {
     use crate::auth::ldap::tests::{
         bind_response, notice_of_disconnection, parse_request, search_done, search_entry, Request,
     };
-    use crate::auth::test_util::{build, build_err};
-    use ringsmtpd_plugin_api::auth::Secret;
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use crate::auth::INVALID;
+    use ringsmtpd_plugin_api::testing::{
+        auth_attempt, auth_run, build, build_err, cram_md5_attempt, cx, password_attempt, run,
+        FakePeer,
+    };
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     const BASE: &str = "dc=example,dc=test";
-
-    /// A fake directory on a thread: answers requests with `answer`, records them all.
-    struct FakeLdap {
-        port: u16,
-        seen: Arc<Mutex<Vec<Request>>>,
-        /// Connections being served.
-        active: Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    /// Counts a connection as served when its thread ends, even by a panic.
-    struct Active(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl Drop for Active {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
 
     type Answer = fn(&Request) -> Vec<Vec<u8>>;
 
@@ -636,42 +595,12 @@ mod tests {
         }
     }
 
-    impl FakeLdap {
-        fn start(answer: Answer) -> FakeLdap {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let (log, count) = (seen.clone(), active.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    let Ok(conn) = conn else { return };
-                    let log = log.clone();
-                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let guard = Active(count.clone());
-                    std::thread::spawn(move || {
-                        let _guard = guard;
-                        serve(conn, answer, log)
-                    });
-                }
-            });
-            FakeLdap { port, seen, active }
-        }
-
-        /// The requests so far, once every connection has ended (the client sends its unbind
-        /// without waiting, so the server may still be reading it).
-        fn requests(&self) -> Vec<Request> {
-            let end = std::time::Instant::now() + Duration::from_secs(5);
-            while self.active.load(std::sync::atomic::Ordering::SeqCst) > 0
-                && std::time::Instant::now() < end
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::mem::take(&mut *self.seen.lock().unwrap())
-        }
+    /// A fake directory: answers requests with `answer`, records them all.
+    fn fake_ldap(answer: Answer) -> FakePeer<Request> {
+        FakePeer::start(move |conn, seen| serve(conn, answer, seen))
     }
 
-    fn serve(mut conn: TcpStream, answer: Answer, log: Arc<Mutex<Vec<Request>>>) {
+    fn serve(mut conn: TcpStream, answer: Answer, log: &Mutex<Vec<Request>>) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -697,56 +626,29 @@ mod tests {
         }
     }
 
-    fn plugin(args: &[&str]) -> Box<dyn Plugin> {
-        build(new, "auth/auth_ldap_bind", args, &[]).unwrap()
+    fn plugin(args: &str) -> Box<dyn Plugin> {
+        build(new, &format!("auth/auth_ldap_bind {args}"), &[]).unwrap()
     }
 
     fn attempt(p: &dyn Plugin, user: &str, password: &str) -> (Outcome, Vec<String>) {
-        let (mut c, svc) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::Plain,
-            user: user.into(),
-            secret: Secret::Password(password.into()),
-        };
-        let out = run(p.auth(&mut c, &req));
-        let logs = svc
-            .logs
-            .borrow()
-            .iter()
-            .map(|(_, _, m)| m.clone())
-            .collect();
-        (out, logs)
+        auth_attempt(p, Mechanism::Plain, user, password)
     }
 
-    fn args_for(port: u16) -> Vec<String> {
-        [
-            "ldap_host",
-            "127.0.0.1",
-            "ldap_port",
-            &port.to_string(),
-            "ldap_base",
-            BASE,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    fn with(port: u16, extra: &[&str]) -> Box<dyn Plugin> {
-        let mut args = args_for(port);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        plugin(&args)
+    /// The plugin for the fake directory at `port`, with `extra` arguments.
+    fn with(port: u16, extra: &str) -> Box<dyn Plugin> {
+        plugin(&format!(
+            "ldap_host 127.0.0.1 ldap_port {port} ldap_base {BASE} {extra}"
+        ))
     }
 
     #[test]
     fn right_password_binds_as_the_found_dn() {
-        let srv = FakeLdap::start(directory);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(directory);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe@example.test", "right");
         assert_eq!(out, Outcome::Ok(None), "{logs:?}");
         assert_eq!(
-            srv.requests(),
+            srv.take(),
             vec![
                 Request::Search {
                     id: 1,
@@ -772,8 +674,8 @@ mod tests {
 
     #[test]
     fn wrong_password_is_deny_and_unknown_user_declines() {
-        let srv = FakeLdap::start(directory);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(directory);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe", "wrong");
         assert_eq!(out, Outcome::deny(INVALID));
         assert!(
@@ -797,33 +699,25 @@ mod tests {
 
     #[test]
     fn empty_password_never_reaches_the_directory() {
-        let srv = FakeLdap::start(|_| panic!("the directory was asked"));
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(|_| panic!("the directory was asked"));
+        let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "joe", "").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "jo\0e", "x").0, Outcome::deny(INVALID));
         assert_eq!(attempt(&*p, "@example.test", "x").0, Outcome::Declined);
-        assert!(srv.requests().is_empty());
+        assert!(srv.take().is_empty());
         // CRAM-MD5: declined, not advertised.
         assert_eq!(p.auth_mechanisms(), &[Mechanism::Plain, Mechanism::Login]);
-        let (mut c, _) = cx("192.0.2.1:1");
-        let req = AuthRequest {
-            mechanism: Mechanism::CramMd5,
-            user: "joe".into(),
-            secret: Secret::CramMd5 {
-                challenge: "<1@x>".into(),
-                digest: "00".into(),
-            },
-        };
-        assert_eq!(run(p.auth(&mut c, &req)), Outcome::Declined);
+        let req = cram_md5_attempt("joe", "<1@x>", "00");
+        assert_eq!(auth_run(&*p, &req).0, Outcome::Declined);
     }
 
     #[test]
     fn filter_metacharacters_are_literal() {
-        let srv = FakeLdap::start(directory);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(directory);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "*)(uid=*", "right");
         assert_eq!(out, Outcome::Declined);
-        let reqs = srv.requests();
+        let reqs = srv.take();
         assert!(
             matches!(&reqs[0], Request::Search { value, .. } if value == "*)(uid=*"),
             "{reqs:?}"
@@ -837,25 +731,17 @@ mod tests {
 
     #[test]
     fn search_bind_and_full_names() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let p = with(
             srv.port,
-            &[
-                "ldap_bind_dn",
-                "cn=search,dc=example,dc=test",
-                "ldap_bind_password",
-                "searchpw",
-                "ldap_auth_filter_attr",
-                "mail",
-                "ldap_auth_strip_domain",
-                "0",
-            ],
+            "ldap_bind_dn cn=search,dc=example,dc=test ldap_bind_password searchpw \
+             ldap_auth_filter_attr mail ldap_auth_strip_domain 0",
         );
         assert_eq!(
             attempt(&*p, "joe@example.test", "right").0,
             Outcome::Declined
         );
-        let reqs = srv.requests();
+        let reqs = srv.take();
         assert_eq!(
             reqs[0],
             Request::Bind {
@@ -871,12 +757,7 @@ mod tests {
         // A wrong search password is the admin's problem: temporary, logged, never a pass.
         let p = with(
             srv.port,
-            &[
-                "ldap_bind_dn",
-                "cn=search,dc=example,dc=test",
-                "ldap_bind_password",
-                "nope",
-            ],
+            "ldap_bind_dn cn=search,dc=example,dc=test ldap_bind_password nope",
         );
         let (out, logs) = attempt(&*p, "joe", "right");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
@@ -889,8 +770,8 @@ mod tests {
 
     #[test]
     fn directory_trouble_is_temporary() {
-        let srv = FakeLdap::start(directory);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(directory);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "busy", "x");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -905,7 +786,7 @@ mod tests {
             "{logs:?}"
         );
         // A bind answered with an unexpected code (here: busy) is not a refusal.
-        let srv = FakeLdap::start(|req| match req {
+        let srv = fake_ldap(|req| match req {
             Request::Search { id, .. } => vec![
                 search_entry(*id as i32, "uid=x"),
                 search_done(*id as i32, 0),
@@ -913,14 +794,14 @@ mod tests {
             Request::Bind { id, .. } => vec![bind_response(*id as i32, 51)],
             Request::Unbind => vec![],
         });
-        let p = with(srv.port, &[]);
+        let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "x", "y").0, Outcome::deny_soft(TEMPORARY));
         // A missing base.
-        let srv = FakeLdap::start(|req| match req {
+        let srv = fake_ldap(|req| match req {
             Request::Search { id, .. } => vec![search_done(*id as i32, 32)],
             _ => vec![],
         });
-        let p = with(srv.port, &[]);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "x", "y");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -928,12 +809,12 @@ mod tests {
             "{logs:?}"
         );
         // Garbage instead of LDAP.
-        let srv = FakeLdap::start(|_| vec![b"HTTP/1.0 400 Bad Request\r\n\r\n".to_vec()]);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(|_| vec![b"HTTP/1.0 400 Bad Request\r\n\r\n".to_vec()]);
+        let p = with(srv.port, "");
         assert_eq!(attempt(&*p, "x", "y").0, Outcome::deny_soft(TEMPORARY));
         // An answer to another message.
-        let srv = FakeLdap::start(|_| vec![search_done(7, 0)]);
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(|_| vec![search_done(7, 0)]);
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "x", "y");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -949,7 +830,7 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let p = with(port, &[]);
+        let p = with(port, "");
         let (out, logs) = attempt(&*p, "joe", "right");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -958,8 +839,8 @@ mod tests {
             "{logs:?}"
         );
         // A server that accepts and closes at once.
-        let srv = FakeLdap::start(|_| panic!("close"));
-        let p = with(srv.port, &[]);
+        let srv = fake_ldap(|_| panic!("close"));
+        let p = with(srv.port, "");
         let (out, logs) = attempt(&*p, "joe", "right");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -967,7 +848,7 @@ mod tests {
             "{logs:?}"
         );
         // A host name that does not resolve (the fake DNS answers NXDOMAIN).
-        let p = plugin(&["ldap_host", "ldap.invalid", "ldap_base", BASE]);
+        let p = plugin(&format!("ldap_host ldap.invalid ldap_base {BASE}"));
         let (out, logs) = attempt(&*p, "joe", "right");
         assert_eq!(out, Outcome::deny_soft(TEMPORARY));
         assert!(
@@ -978,82 +859,31 @@ mod tests {
 
     #[test]
     fn silent_server_times_out() {
-        // Services whose connections never answer and whose timers fire at once.
-        struct Silent(std::rc::Rc<ringsmtpd_plugin_api::testing::FakeServices>);
-        struct Mute;
-        impl Stream for Mute {
-            fn read(&mut self, buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, usize> {
-                let _ = buf;
-                Box::pin(std::future::pending())
-            }
-            fn write_all(&mut self, buf: Vec<u8>) -> ringsmtpd_plugin_api::net::IoFuture<'_, ()> {
-                Box::pin(std::future::ready((Ok(()), buf)))
-            }
-            fn start_tls(
-                self: Box<Self>,
-                _: String,
-                _: ringsmtpd_plugin_api::net::TlsVerify,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Box<dyn Stream>>>>>
-            {
-                Box::pin(std::future::ready(Err(io::ErrorKind::Unsupported.into())))
-            }
-        }
-        impl ringsmtpd_plugin_api::Services for Silent {
-            fn me(&self) -> &str {
-                "mx.test"
-            }
-            fn log(&self, level: Level, conn: u64, source: &str, msg: std::fmt::Arguments<'_>) {
-                self.0.log(level, conn, source, msg)
-            }
-            fn log_enabled(&self, _: Level) -> bool {
-                true
-            }
-            fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
-                std::thread::spawn(job);
-            }
-            fn sleep(
-                &self,
-                _: Duration,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
-                Box::pin(std::future::ready(()))
-            }
-            fn connect(
-                &self,
-                _: &Endpoint,
-                _: Duration,
-            ) -> ringsmtpd_plugin_api::net::ConnectFuture {
-                Box::pin(std::future::ready(Ok(Box::new(Mute) as Box<dyn Stream>)))
-            }
-        }
-        let fake = ringsmtpd_plugin_api::testing::FakeServices::new("mx.test");
-        let (c, _) = cx("192.0.2.1:1");
-        let mut c = Cx::new(c.conn, std::rc::Rc::new(Silent(fake.clone())));
-        let p = plugin(&["ldap_base", BASE, "ldap_timeout", "3"]);
-        let req = AuthRequest {
-            mechanism: Mechanism::Login,
-            user: "joe".into(),
-            secret: Secret::Password("right".into()),
-        };
+        // Connections that never answer, timers that fire at once.
+        let (mut c, svc) = cx("192.0.2.1:1");
+        svc.mute_peers.set(true);
+        let p = plugin(&format!("ldap_base {BASE} ldap_timeout 3"));
+        let req = password_attempt(Mechanism::Login, "joe", "right");
         assert_eq!(run(p.auth(&mut c, &req)), Outcome::deny_soft(TEMPORARY));
-        assert!(fake.logged("no answer within ldap_timeout (3s)"));
+        assert!(svc.logged("no answer within ldap_timeout (3s)"));
     }
 
     #[test]
     fn ldap_file_and_arguments() {
-        let srv = FakeLdap::start(directory);
+        let srv = fake_ldap(directory);
         let file = format!(
             "# directory\nldap_host 127.0.0.1\nldap_port {}\nldap_base   {BASE}\nldap_timeout 2\n\
              ldap_bind_dn cn=search, dc=example, dc=test\nldap_bind_password search pw\n",
             srv.port
         );
-        let p = build(new, "auth/auth_ldap_bind", &[], &[(FILE, &file)]).unwrap();
+        let p = build(new, "auth/auth_ldap_bind", &[(FILE, &file)]).unwrap();
         // The file's values may hold blanks: the bind DN and password as written.
         assert_eq!(
             attempt(&*p, "joe", "right").0,
             Outcome::deny_soft(TEMPORARY)
         );
         assert_eq!(
-            srv.requests()[0],
+            srv.take()[0],
             Request::Bind {
                 id: 1,
                 dn: "cn=search, dc=example, dc=test".into(),
@@ -1066,14 +896,11 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let file = format!("ldap_port {dead}\nldap_base dc=other\n");
-        let port = srv.port.to_string();
-        let p = build(
-            new,
-            "auth/auth_ldap_bind",
-            &["ldap_port", &port, "ldap_base", BASE],
-            &[(FILE, &file)],
-        )
-        .unwrap();
+        let line = format!(
+            "auth/auth_ldap_bind ldap_port {} ldap_base {BASE}",
+            srv.port
+        );
+        let p = build(new, &line, &[(FILE, &file)]).unwrap();
         assert_eq!(attempt(&*p, "joe", "right").0, Outcome::Ok(None));
     }
 
@@ -1099,7 +926,7 @@ mod tests {
             ("ldap_base dc=x\nldap_bind_dn cn=a\n", 2, "come together"),
             ("ldap_base dc=x\nldap_auth_strip_domain yes\n", 2, "0 or 1"),
         ] {
-            let err = build_err(new, "auth/auth_ldap_bind", &[], &[(FILE, text)]);
+            let err = build_err(new, "auth/auth_ldap_bind", &[(FILE, text)]);
             assert_eq!(
                 (err.file.as_str(), err.line),
                 (FILE, line),
@@ -1112,28 +939,22 @@ mod tests {
     #[test]
     fn bad_arguments() {
         for (args, why) in [
-            (&[][..], "ldap_base is required"),
-            (&["ldap_base"], "needs a value"),
-            (&["ldap_base", "dc=x", "ldap_base", "dc=y"], "given twice"),
+            ("", "ldap_base is required"),
+            ("ldap_base", "needs a value"),
+            ("ldap_base dc=x ldap_base dc=y", "given twice"),
             (
-                &["ldap_base", "dc=x", "ldap_server", "h"],
+                "ldap_base dc=x ldap_server h",
                 "unknown argument 'ldap_server'",
             ),
-            (&["ldap_base", "dc=x", "ldap_port", "x"], "ldap_port"),
+            ("ldap_base dc=x ldap_port x", "ldap_port"),
+            ("ldap_base dc=x ldap_timeout 999", "ldap_timeout"),
+            ("ldap_base dc=x ldap_bind_password p", "come together"),
             (
-                &["ldap_base", "dc=x", "ldap_timeout", "999"],
-                "ldap_timeout",
-            ),
-            (
-                &["ldap_base", "dc=x", "ldap_bind_password", "p"],
-                "come together",
-            ),
-            (
-                &["ldap_base", "dc=x", "ldap_auth_filter_attr", "1uid"],
+                "ldap_base dc=x ldap_auth_filter_attr 1uid",
                 "ldap_auth_filter_attr",
             ),
         ] {
-            let err = build_err(new, "auth/auth_ldap_bind", args, &[]);
+            let err = build_err(new, &format!("auth/auth_ldap_bind {args}"), &[]);
             assert_eq!(err.file, "plugins", "{args:?}");
             assert!(err.reason.contains(why), "{args:?}: {err}");
         }
@@ -1149,21 +970,8 @@ mod tests {
         for attr in ["", "1", "1.", "a_b", "uid;x", "*"] {
             assert!(check_attr(attr).is_err(), "{attr}");
         }
-        assert!(build(
-            new,
-            "auth/auth_ldap_bind",
-            &[
-                "ldap_base",
-                "dc=x",
-                "ldap_host",
-                "ldap.example.org",
-                "loglevel",
-                "7",
-                "reject",
-                "0"
-            ],
-            &[]
-        )
-        .is_ok());
+        let line =
+            "auth/auth_ldap_bind ldap_base dc=x ldap_host ldap.example.org loglevel 7 reject 0";
+        assert!(build(new, line, &[]).is_ok());
     }
 }

@@ -50,28 +50,20 @@
 
 use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
 };
 
-use super::{log, Shown, INVALID};
+use super::{Shown, INVALID};
 
 /// The `auth/authdeny` plugin.
 pub struct AuthDeny {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 /// Builds `auth/authdeny` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    Ok(Box::new(AuthDeny {
-        name: init.name.to_string(),
-        common,
-    }))
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    Ok(Box::new(AuthDeny { common }))
 }
 
 impl Plugin for AuthDeny {
@@ -84,10 +76,8 @@ impl Plugin for AuthDeny {
     }
 
     fn auth<'a>(&'a self, cx: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
-        log(
+        self.common.log(
             cx,
-            &self.name,
-            &self.common,
             Level::Warn,
             format_args!(
                 "fail: cannot authenticate '{}' ({}): every attempt is refused",
@@ -102,13 +92,12 @@ impl Plugin for AuthDeny {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::test_util::{build, build_err};
     use ringsmtpd_plugin_api::auth::Secret;
-    use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::testing::{build, build_err, cx, run};
 
     #[test]
     fn denies_everything_with_every_mechanism() {
-        let p = build(new, "auth/authdeny", &[], &[]).unwrap();
+        let p = build(new, "auth/authdeny", &[]).unwrap();
         assert_eq!(p.auth_mechanisms(), &Mechanism::ALL);
         assert!(p.hooks().contains(Hook::Auth));
         for (mechanism, secret) in [
@@ -136,9 +125,9 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert!(build(new, "auth/authdeny", &["loglevel", "+1"], &[]).is_ok());
-        let err = build_err(new, "auth/authdeny", &["x"], &[]);
+        assert!(build(new, "auth/authdeny loglevel +1", &[]).is_ok());
+        let err = build_err(new, "auth/authdeny x", &[]);
         assert!(err.to_string().contains("unknown argument 'x'"), "{err}");
-        build_err(new, "auth/authdeny", &["reject_type", "nope"], &[]);
+        build_err(new, "auth/authdeny reject_type nope", &[]);
     }
 }

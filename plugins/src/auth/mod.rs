@@ -22,8 +22,10 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use ringsmtpd_plugin_api::auth::AuthRequest;
 use ringsmtpd_plugin_api::dns::QType;
-use ringsmtpd_plugin_api::{CommonArgs, ConfigError, ConfigLine, Cx, Level, Services};
+use ringsmtpd_plugin_api::net::{Endpoint, Stream};
+use ringsmtpd_plugin_api::{Common, ConfigError, ConfigLine, Cx, Level, Outcome, Services};
 
 pub mod auth_checkpassword;
 pub mod auth_flat_file;
@@ -39,11 +41,49 @@ pub(crate) const INVALID: &str = "5.7.8 Authentication credentials invalid";
 /// The text of a `DENYSOFT` (RFC 4954 §6, 454 4.7.0).
 pub(crate) const TEMPORARY: &str = "4.7.0 Temporary authentication failure";
 
-/// Logs a line of plugin `name` at `level`, after its `loglevel` argument.
-pub(crate) fn log(cx: &Cx, name: &str, common: &CommonArgs, level: Level, msg: fmt::Arguments<'_>) {
-    if let Some(level) = common.adjust(level) {
-        cx.log(level, name, msg);
+/// The clear password of `req`, for a backend that passes it on (checkpassword, IMAP, LDAP);
+/// `None`, logged, for CRAM-MD5, whose digest only a holder of the clear password can check.
+pub(crate) fn clear_password<'r>(
+    common: &Common,
+    cx: &Cx,
+    req: &'r AuthRequest,
+) -> Option<&'r str> {
+    let password = req.password();
+    if password.is_none() {
+        let mechanism = req.mechanism;
+        common.log(
+            cx,
+            Level::Debug,
+            format_args!("skip: {mechanism} needs the clear password"),
+        );
     }
+    password
+}
+
+/// The password a backend passes on for `req` (checkpassword, IMAP), or the outcome without
+/// asking: `DECLINED` when there is none in clear ([`clear_password`]) or no user name, `DENY`
+/// for an empty password (never right).
+pub(crate) fn password_to_pass_on<'r>(
+    common: &Common,
+    cx: &Cx,
+    req: &'r AuthRequest,
+) -> Result<&'r str, Outcome> {
+    let password = clear_password(common, cx, req).ok_or(Outcome::Declined)?;
+    if req.user.is_empty() {
+        return Err(Outcome::Declined);
+    }
+    if password.is_empty() {
+        let user = Shown(&req.user);
+        let why = format_args!("fail: empty password for '{user}'");
+        return Err(refuse(common, cx, why));
+    }
+    Ok(password)
+}
+
+/// `DENY` with [`INVALID`], after logging `why` at info.
+pub(crate) fn refuse(common: &Common, cx: &Cx, why: fmt::Arguments<'_>) -> Outcome {
+    common.log(cx, Level::Info, why);
+    Outcome::deny(INVALID)
 }
 
 /// A user name as a log shows it: control characters as `?`, at most 100 characters, so a
@@ -82,6 +122,19 @@ pub(crate) async fn within<T>(
         Poll::Pending
     })
     .await
+}
+
+/// The answer of a server that `ask` awaits, or why there is none: its error, or no answer
+/// within `dur` (the line names the timeout as `what`).
+pub(crate) async fn answer_within<T>(
+    svc: &dyn Services,
+    dur: Duration,
+    what: &str,
+    ask: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    within(svc, dur, ask)
+        .await
+        .unwrap_or_else(|| Err(format!("no answer within {what} ({}s)", dur.as_secs())))
 }
 
 /// A server to connect to: an address, or a name resolved at each use (so a changed DNS
@@ -154,6 +207,25 @@ impl Host {
         }
         Err(why)
     }
+
+    /// A connection to `port` at this host, within `timeout`; the error says why, naming the
+    /// host as `what` when it does not resolve.
+    pub(crate) async fn connect(
+        &self,
+        svc: &dyn Services,
+        port: u16,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(SocketAddr, Box<dyn Stream>), String> {
+        let addr = self
+            .resolve(svc, port)
+            .await
+            .map_err(|e| format!("cannot resolve {what}: {e}"))?;
+        match svc.connect(&Endpoint::Tcp(addr), timeout).await {
+            Ok(stream) => Ok((addr, stream)),
+            Err(e) => Err(format!("cannot connect to {addr}: {e}")),
+        }
+    }
 }
 
 impl fmt::Display for Host {
@@ -215,48 +287,10 @@ pub(crate) fn check_private(lines: &[ConfigLine], what: &str) -> Result<(), Conf
 }
 
 #[cfg(test)]
-pub(crate) mod test_util {
-    //! Shared by the backends' tests: building a plugin from args and files.
-
-    use ringsmtpd_plugin_api::testing::{origin, MemConfig};
-    use ringsmtpd_plugin_api::{ConfigError, Factory, Plugin, PluginInit};
-
-    pub fn build(
-        factory: Factory,
-        name: &str,
-        args: &[&str],
-        files: &[(&str, &str)],
-    ) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("{name} {}", args.join(" ")));
-        factory(&PluginInit {
-            name,
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
-
-    /// The error of a build that must fail.
-    pub fn build_err(
-        factory: Factory,
-        name: &str,
-        args: &[&str],
-        files: &[(&str, &str)],
-    ) -> ConfigError {
-        match build(factory, name, args, files) {
-            Ok(_) => panic!("{name} {args:?} built, but must not"),
-            Err(e) => e,
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::dns::{DnsError, Record};
-    use ringsmtpd_plugin_api::testing::{block_on, FakeServices};
+    use ringsmtpd_plugin_api::testing::{block_on, FakeServices, TempDir};
 
     #[test]
     fn hosts() {
@@ -337,9 +371,8 @@ mod tests {
     #[test]
     fn private_files() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-auth-perm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("flat_auth_pw");
+        let dir = TempDir::new("auth-perm");
+        let file = dir.path().join("flat_auth_pw");
         std::fs::write(&file, "a@b:c\n").unwrap();
         let line = ConfigLine {
             text: "a@b:c".into(),
@@ -356,6 +389,5 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o602)).unwrap();
         assert!(check_private(&[line], "passwords").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -85,7 +85,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use super::sink::{self, Sink};
+use super::sink::Sink;
 
 /// Bytes of kept lines per connection.
 const MAX_CONN_BYTES: usize = 64 * 1024;
@@ -115,9 +115,10 @@ struct Kept {
 
 /// Builds `logging/adaptive` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(Adaptive::from_init(init, sink)?))
+    Ok(Box::new(Adaptive::from_init(
+        init,
+        super::stderr_sink(init)?,
+    )?))
 }
 
 impl Adaptive {
@@ -139,7 +140,7 @@ impl Adaptive {
                 "reject" => reject = super::parse_level(init, "reject", value)?,
                 "prefix" => prefix = value.to_string(),
                 "reject_type" => return Err(super::no_reject(init, key)),
-                _ => return Err(init.error(format!("unknown argument '{key}'"))),
+                _ => return Err(init.unknown(key)),
             }
         }
         Ok(Adaptive {

@@ -39,67 +39,18 @@
 //!
 //! As `logging/warn`.
 
-use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::sync::Arc;
+use ringsmtpd_plugin_api::{ConfigError, LogRecord, Plugin, PluginInit};
 
-use ringsmtpd_plugin_api::{
-    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
-};
-
-use super::sink::{self, Sink};
-
-/// The `logging/connection_id` plugin.
-pub struct ConnectionId {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
-}
+use super::{Formatted, Lines};
 
 /// Builds `logging/connection_id` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = super::warn::level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(ConnectionId::with_sink(level, sink)))
+    Ok(Box::new(Formatted::new(Lines::stderr(init)?, format)))
 }
 
-impl ConnectionId {
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> ConnectionId {
-        ConnectionId {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
-        }
-    }
-}
-
-impl Plugin for ConnectionId {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Logging])
-    }
-
-    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        if record.conn == 0 {
-            line.push('-');
-        } else {
-            let _ = write!(line, "{:x}", record.conn);
-        }
-        line.push(' ');
-        line.push_str(record.level.name());
-        line.push(' ');
-        super::write_source_msg(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
-    }
+/// The line with the connection's id first.
+fn format(line: &mut String, record: &LogRecord<'_>) {
+    super::write_with_id(line, record, None);
 }
 
 #[cfg(test)]
@@ -109,11 +60,12 @@ mod tests {
     use super::*;
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
+    use ringsmtpd_plugin_api::Level;
 
     #[test]
     fn id_first() {
         let (sink, mem) = mem_sink();
-        let p = ConnectionId::with_sink(Level::Notice, sink.clone());
+        let p = Formatted::new(Lines::new(Level::Notice, sink.clone()), format);
         record(Level::Notice, 0xab, "relay", "yes", |r| p.logging(r));
         record(Level::Info, 0xab, "relay", "too verbose", |r| p.logging(r));
         record(Level::Error, 0, "core", "server", |r| p.logging(r));

@@ -609,7 +609,8 @@ impl Drop for FileOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::test_util::{build, record, TempDir};
+    use crate::logging::test_util::{build, record, ME};
+    use ringsmtpd_plugin_api::testing::{build_args, TempDir};
     use ringsmtpd_plugin_api::testing::{cx, run};
     use std::fs;
 
@@ -625,25 +626,13 @@ mod tests {
 
     /// Builds a LogFile (not boxed), for the tests that look inside or call `log_at`.
     fn build_file(args: &[&str]) -> LogFile {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = ringsmtpd_plugin_api::testing::MemConfig::new(&[("me", "mx.example.test")]);
-        let line = ringsmtpd_plugin_api::testing::origin("logging/file");
-        let init = PluginInit {
-            name: "logging/file",
-            args: &args,
-            config: &config,
-            origin: &line,
-        };
-        match LogFile::from_init(&init) {
-            Ok(f) => f,
-            Err(e) => panic!("{e}"),
-        }
+        build_args(LogFile::from_init, "logging/file", args, ME).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn writes_lines_with_time_host_pid() {
         let d = TempDir::new("file");
-        let path = d.path("mail.log");
+        let path = d.join("mail.log");
         let p = build(
             new,
             "logging/file",
@@ -676,7 +665,7 @@ mod tests {
     #[test]
     fn default_level_and_tsformat() {
         let d = TempDir::new("defaults");
-        let path = d.path("x.log");
+        let path = d.join("x.log");
         let f = build_file(&[&path]);
         // 2001-09-09T01:46:40Z; the default format is Perl's scalar localtime.
         record(Level::Warn, 1, "p", "kept", |r| {
@@ -700,7 +689,7 @@ mod tests {
     #[test]
     fn strftime_path_splits_by_period_unless_nosplit() {
         let d = TempDir::new("split");
-        let pattern = d.path("log.%s");
+        let pattern = d.join("log.%s");
         // Without nosplit: a connection's lines follow the clock.
         let f = build_file(&[&pattern]);
         let (mut c, _svc) = cx("192.0.2.1:1");
@@ -708,8 +697,8 @@ mod tests {
         record(Level::Warn, c.conn.id, "a", "one", |r| f.log_at(r, 100, 0));
         record(Level::Warn, c.conn.id, "a", "two", |r| f.log_at(r, 101, 0));
         flush(&f);
-        assert!(read(&d.path("log.100")).contains("a: one"));
-        assert!(read(&d.path("log.101")).contains("a: two"));
+        assert!(read(&d.join("log.100")).contains("a: one"));
+        assert!(read(&d.join("log.101")).contains("a: two"));
 
         // With nosplit: the connection stays in the file of its first line; others move on.
         let f = build_file(&["nosplit", &pattern]);
@@ -721,12 +710,12 @@ mod tests {
         record(Level::Warn, conn, "b", "second", |r| f.log_at(r, 201, 0));
         record(Level::Warn, 0, "core", "server", |r| f.log_at(r, 201, 0));
         flush(&f);
-        let first = read(&d.path("log.200"));
+        let first = read(&d.join("log.200"));
         assert!(
             first.contains("b: first") && first.contains("b: second"),
             "{first}"
         );
-        assert!(read(&d.path("log.201")).contains("core: server"));
+        assert!(read(&d.join("log.201")).contains("core: server"));
         run(f.post_connection(&mut c));
         assert!(f.conns.borrow().is_empty());
     }
@@ -734,7 +723,7 @@ mod tests {
     #[test]
     fn session_id_gives_a_file_per_connection() {
         let d = TempDir::new("session");
-        let pattern = d.path("s-%i.log");
+        let pattern = d.join("s-%i.log");
         let f = build_file(&[&pattern]);
         assert!(f.hooks().contains(Hook::Connect));
         let (mut a, _s1) = cx("192.0.2.1:1");
@@ -747,7 +736,7 @@ mod tests {
         record(Level::Warn, 0xb2, "x", "for b", |r| f.logging(r));
         record(Level::Warn, 0, "core", "for parent", |r| f.logging(r));
         flush(&f);
-        let mut names: Vec<String> = fs::read_dir(&d.0)
+        let mut names: Vec<String> = fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -759,19 +748,19 @@ mod tests {
             .iter()
             .find(|n| n.ends_with(&format!("-{pid}-a1.log")))
             .expect("a's file");
-        assert!(read(&d.path(a_name)).contains("x: for a"));
-        assert!(!read(&d.path(a_name)).contains("for b"));
+        assert!(read(&d.join(a_name)).contains("x: for a"));
+        assert!(!read(&d.join(a_name)).contains("for b"));
     }
 
     #[test]
     fn logrotate_rename_then_reload_reopens() {
         let d = TempDir::new("rotate");
-        let path = d.path("mail.log");
+        let path = d.join("mail.log");
         let old = build(new, "logging/file", &[&path]).unwrap();
         record(Level::Warn, 1, "p", "before rotation", |r| old.logging(r));
         flush(&*old);
         // logrotate renames the file ...
-        fs::rename(&path, d.path("mail.log.1")).unwrap();
+        fs::rename(&path, d.join("mail.log.1")).unwrap();
         record(Level::Warn, 1, "p", "after rename, before HUP", |r| {
             old.logging(r)
         });
@@ -783,7 +772,7 @@ mod tests {
         });
         record(Level::Warn, 1, "p", "old session", |r| old.logging(r));
         flush(&*new_instance);
-        let rotated = read(&d.path("mail.log.1"));
+        let rotated = read(&d.join("mail.log.1"));
         let current = read(&path);
         assert!(rotated.contains("before rotation") && rotated.contains("before HUP"));
         assert!(!rotated.contains("session"), "{rotated}");
@@ -797,7 +786,7 @@ mod tests {
     #[test]
     fn pipe_to_a_command_and_reopen_per_connection() {
         let d = TempDir::new("pipe");
-        let out = d.path("out");
+        let out = d.join("out");
         let cmd = format!("|echo start >> {out}; cat >> {out}");
         let args: Vec<&str> = ["loglevel", "LOGCRIT", "reopen"]
             .into_iter()
@@ -834,7 +823,7 @@ mod tests {
     #[test]
     fn unwritable_path_loses_lines_without_blocking() {
         let d = TempDir::new("unwritable");
-        let path = d.path("log");
+        let path = d.join("log");
         let f = build_file(&[&path]);
         fs::create_dir(&path).unwrap(); // a directory where the file should be
         let t0 = Instant::now();
@@ -850,21 +839,21 @@ mod tests {
     #[test]
     fn arguments() {
         let d = TempDir::new("args");
-        let p = d.path("a.log");
+        let p = d.join("a.log");
         let f = build_file(&[
             "LOGLEVEL", "6", "NoSplit", "reopen", "tsformat", "%FT%T", &p,
         ]);
         assert_eq!(f.level, Level::Info);
         assert!(f.nosplit && f.reopen);
         // Words after the first non-option make the path, joined with spaces.
-        let f = build_file(&[&d.path("with"), "space.log"]);
-        assert_eq!(f.path.text, d.path("with space.log"));
+        let f = build_file(&[&d.join("with"), "space.log"]);
+        assert_eq!(f.path.text, d.join("with space.log"));
         let err = |args: &[&str]| build(new, "logging/file", args).err().unwrap().to_string();
         assert!(err(&[]).contains("a path or |command is required"));
         assert!(err(&["loglevel"]).contains("'loglevel' needs a value"));
         assert!(err(&["loglevel", "11", &p]).contains("loglevel must be"));
         assert!(err(&["tsformat", "%Q", &p]).contains("tsformat: bad strftime"));
-        assert!(err(&[&d.path("x.%Q")]).contains("bad strftime conversion"));
+        assert!(err(&[&d.join("x.%Q")]).contains("bad strftime conversion"));
         assert!(err(&["/no/such/dir/x.log"]).contains("directory '/no/such/dir'"));
         assert!(err(&["reject", "1", &p]).contains("does not apply"));
         assert!(err(&["|"]).contains("empty"));

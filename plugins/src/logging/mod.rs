@@ -22,11 +22,16 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{DateTime, Local};
-use ringsmtpd_plugin_api::{ConfigError, Level, LogRecord, PluginInit};
+use ringsmtpd_plugin_api::{
+    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
+};
+
+use sink::Sink;
 
 pub mod adaptive;
 pub mod connection_id;
@@ -69,6 +74,24 @@ pub(crate) fn write_body(line: &mut String, record: &LogRecord<'_>) {
         let _ = write!(line, "{:x} ", record.conn);
     }
     write_source_msg(line, record);
+}
+
+/// `<id> <level> <source>: <msg>` and a newline, the line of `connection_id` and
+/// `transaction_id`: `id` is the transaction's, else the connection's in hex (`-` for the
+/// server's own lines).
+pub(crate) fn write_with_id(line: &mut String, record: &LogRecord<'_>, id: Option<&str>) {
+    match id {
+        Some(id) if !id.is_empty() => line.push_str(id),
+        _ if record.conn == 0 => line.push('-'),
+        _ => {
+            let _ = write!(line, "{:x}", record.conn);
+        }
+    }
+    line.push(' ');
+    line.push_str(record.level.name());
+    line.push(' ');
+    write_source_msg(line, record);
+    line.push('\n');
 }
 
 /// `<source>: <msg>`, escaped and cut at [`MAX_MSG`].
@@ -131,6 +154,77 @@ impl fmt::Write for Escape<'_> {
     }
 }
 
+/// Where a logging plugin writes its lines one by one: its level, its writer and the line
+/// each record is formatted into (one buffer, reused).
+pub(crate) struct Lines {
+    level: Level,
+    sink: Arc<Sink>,
+    line: RefCell<String>,
+}
+
+impl Lines {
+    pub(crate) fn new(level: Level, sink: Arc<Sink>) -> Lines {
+        Lines {
+            level,
+            sink,
+            line: RefCell::new(String::new()),
+        }
+    }
+
+    /// The lines of `logging/warn`, `connection_id` and `transaction_id`: to stderr, at or
+    /// below the level of their one argument.
+    pub(crate) fn stderr(init: &PluginInit<'_>) -> Result<Lines, ConfigError> {
+        Ok(Lines::new(level_arg(init)?, stderr_sink(init)?))
+    }
+
+    /// Formats `record` with `format` and hands the line to the writer, if the record is at or
+    /// below the level. `DECLINED` always: every logging plugin sees every line.
+    pub(crate) fn write(
+        &self,
+        record: &LogRecord<'_>,
+        format: impl FnOnce(&mut String),
+    ) -> Outcome {
+        if record.level > self.level {
+            return Outcome::Declined;
+        }
+        let Ok(mut line) = self.line.try_borrow_mut() else {
+            return Outcome::Declined;
+        };
+        line.clear();
+        format(&mut line);
+        self.sink.push(line.as_bytes(), None, false);
+        Outcome::Declined
+    }
+}
+
+/// A logging plugin that writes every line, as `format` makes it, and nothing else
+/// (`logging/warn`, `logging/connection_id`).
+pub(crate) struct Formatted {
+    lines: Lines,
+    format: fn(&mut String, &LogRecord<'_>),
+}
+
+impl Formatted {
+    pub(crate) fn new(lines: Lines, format: fn(&mut String, &LogRecord<'_>)) -> Formatted {
+        Formatted { lines, format }
+    }
+}
+
+impl Plugin for Formatted {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Logging])
+    }
+
+    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
+        self.lines.write(record, |line| (self.format)(line, record))
+    }
+}
+
+/// The process's stderr writer, for a plugin's line.
+pub(crate) fn stderr_sink(init: &PluginInit<'_>) -> Result<Arc<Sink>, ConfigError> {
+    sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))
+}
+
 /// A log level argument: a qpsmtpd number (`0`..`7`) or name (`LOGINFO`, `info`, `LOG_INFO`).
 pub(crate) fn parse_level(
     init: &PluginInit<'_>,
@@ -159,6 +253,18 @@ pub(crate) fn parse_level(
 /// The error for `reject`/`reject_type` on a logging plugin: there is nothing to reject.
 pub(crate) fn no_reject(init: &PluginInit<'_>, key: &str) -> ConfigError {
     init.error(format!("'{key}' does not apply to a logging plugin"))
+}
+
+/// The one optional level argument of `logging/warn`, `connection_id`, `transaction_id`:
+/// `<level>` or `loglevel <level>`; default LOGWARN.
+pub(crate) fn level_arg(init: &PluginInit<'_>) -> Result<Level, ConfigError> {
+    match init.args {
+        [] => Ok(Level::Warn),
+        [key, v] if key == "loglevel" => parse_level(init, "loglevel", v),
+        [key, ..] if key == "reject" || key == "reject_type" => Err(no_reject(init, key)),
+        [v] => parse_level(init, "the level", v),
+        [_, extra, ..] => Err(init.unknown(extra)),
+    }
 }
 
 /// This host's name for the `host[pid]` of file lines and syslog headers: config `me`, else
@@ -235,27 +341,19 @@ pub(crate) fn format_time(fmt: &str, secs: i64, nanos: u32, out: &mut String) {
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use ringsmtpd_plugin_api::testing::build_args;
+    use ringsmtpd_plugin_api::{ConfigError, Factory, Level, LogRecord, Plugin};
 
-    use ringsmtpd_plugin_api::testing::{origin, MemConfig};
-    use ringsmtpd_plugin_api::{ConfigError, Level, LogRecord, Plugin, PluginInit};
+    /// The config of the logging tests: this host is `mx.example.test`.
+    pub const ME: &[(&str, &str)] = &[("me", "mx.example.test")];
 
     /// Builds plugin `name` with `args` through its factory.
     pub fn build(
-        factory: ringsmtpd_plugin_api::Factory,
+        factory: Factory,
         name: &str,
         args: &[&str],
     ) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(&[("me", "mx.example.test")]);
-        let line = origin(&format!("{name} {}", args.join(" ")));
-        factory(&PluginInit {
-            name,
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        build_args(factory, name, args, ME)
     }
 
     /// Calls `f` with a record.
@@ -273,33 +371,6 @@ pub(crate) mod test_util {
             source,
             msg: &args,
         })
-    }
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    pub struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!(
-                "ringsmtpd-logging-{tag}-{}-{n}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-
-        pub fn path(&self, name: &str) -> String {
-            self.0.join(name).to_str().unwrap().to_string()
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 

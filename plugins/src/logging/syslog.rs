@@ -75,20 +75,19 @@
 //! Escaping keeps a client's text from forging lines; a UDP destination is unauthenticated and
 //! unencrypted (RFC 5426 §5): use it on a trusted network.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io;
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::{
     ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
 };
 
-use super::sink::{self, Batch, ErrorReport, Output, Sink};
+use super::sink::{self, Batch, ErrorReport, Output};
+use super::Lines;
 
 /// Message bytes at most per datagram on a unix socket.
 const MAX_UNIX: usize = 8 * 1024;
@@ -113,12 +112,10 @@ enum Target {
 
 /// The `logging/syslog` plugin.
 pub struct Syslog {
-    level: Level,
     /// Severity override (`priority`).
     priority: Option<u8>,
     facility: u8,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
+    lines: Lines,
 }
 
 /// Builds `logging/syslog` from its config line; starts (or joins) the writer for its socket.
@@ -176,7 +173,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
                 }
             }
             "reject" | "reject_type" => return Err(super::no_reject(init, key)),
-            _ => return Err(init.error(format!("unknown argument '{key}'"))),
+            _ => return Err(init.unknown(key)),
         }
     }
     let targets = parse_logsock(&logsock).map_err(|e| init.error(e))?;
@@ -187,11 +184,9 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     })
     .map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
     Ok(Box::new(Syslog {
-        level,
         priority,
         facility,
-        sink,
-        line: RefCell::new(String::new()),
+        lines: Lines::new(level, sink),
     }))
 }
 
@@ -278,24 +273,17 @@ impl Plugin for Syslog {
     }
 
     fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        let severity = self.priority.unwrap_or(record.level as u8);
-        let pri = u16::from(self.facility) * 8 + u16::from(severity);
-        let (secs, _) = super::now();
-        // `<pri> <secs> <message>`: the writer builds the header for the socket it has.
-        line.clear();
-        let _ = write!(line, "{pri} {secs} ");
-        if record.conn != 0 {
-            let _ = write!(line, "{:x} ", record.conn);
-        }
-        super::write_source_msg(&mut line, record);
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
+        self.lines.write(record, |line| {
+            let severity = self.priority.unwrap_or(record.level as u8);
+            let pri = u16::from(self.facility) * 8 + u16::from(severity);
+            let (secs, _) = super::now();
+            // `<pri> <secs> <message>`: the writer builds the header for the socket it has.
+            let _ = write!(line, "{pri} {secs} ");
+            if record.conn != 0 {
+                let _ = write!(line, "{:x} ", record.conn);
+            }
+            super::write_source_msg(line, record);
+        })
     }
 }
 
@@ -515,7 +503,8 @@ impl Output for SyslogOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::test_util::{build, record, TempDir};
+    use crate::logging::test_util::{build, record};
+    use ringsmtpd_plugin_api::testing::TempDir;
 
     fn recv_unix(sock: &UnixDatagram) -> String {
         let mut buf = vec![0u8; 65536];
@@ -524,7 +513,7 @@ mod tests {
     }
 
     fn bind(d: &TempDir, name: &str) -> (UnixDatagram, String) {
-        let path = d.path(name);
+        let path = d.join(name);
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         (sock, path)
@@ -623,7 +612,7 @@ mod tests {
     #[test]
     fn fallback_list_and_reconnect_after_daemon_restart() {
         let d = TempDir::new("syslogre");
-        let missing = d.path("missing.sock");
+        let missing = d.join("missing.sock");
         let (sock, path) = bind(&d, "real.sock");
         let list = format!("{missing},{path}");
         let p = build(
@@ -645,7 +634,7 @@ mod tests {
     #[test]
     fn no_daemon_loses_lines_without_blocking() {
         let d = TempDir::new("syslognone");
-        let path = d.path("nobody.sock");
+        let path = d.join("nobody.sock");
         let p = build(
             new,
             "logging/syslog",

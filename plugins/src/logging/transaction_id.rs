@@ -50,39 +50,29 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::Arc;
 
 use ringsmtpd_plugin_api::{
-    ConfigError, Cx, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit, Step,
-    Transaction,
+    ConfigError, Cx, Hook, HookSet, LogRecord, Outcome, Plugin, PluginInit, Step, Transaction,
 };
 
-use super::sink::{self, Sink};
+use super::Lines;
 
 /// The `logging/transaction_id` plugin.
 pub struct TransactionId {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
+    lines: Lines,
     /// The open transaction's id by connection.
     open: RefCell<HashMap<u64, String>>,
 }
 
 /// Builds `logging/transaction_id` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = super::warn::level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(TransactionId::with_sink(level, sink)))
+    Ok(Box::new(TransactionId::with_lines(Lines::stderr(init)?)))
 }
 
 impl TransactionId {
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> TransactionId {
+    fn with_lines(lines: Lines) -> TransactionId {
         TransactionId {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
+            lines,
             open: RefCell::new(HashMap::new()),
         }
     }
@@ -135,32 +125,11 @@ impl Plugin for TransactionId {
     }
 
     fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        match self
-            .open
-            .try_borrow()
-            .ok()
-            .and_then(|o| o.get(&record.conn).cloned())
-        {
-            Some(id) if !id.is_empty() => line.push_str(&id),
-            _ if record.conn == 0 => line.push('-'),
-            _ => {
-                let _ = write!(line, "{:x}", record.conn);
-            }
-        }
-        line.push(' ');
-        line.push_str(record.level.name());
-        line.push(' ');
-        super::write_source_msg(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
+        self.lines.write(record, |line| {
+            let open = self.open.try_borrow().ok();
+            let id = open.as_ref().and_then(|o| o.get(&record.conn));
+            super::write_with_id(line, record, id.map(String::as_str));
+        })
     }
 }
 
@@ -172,11 +141,12 @@ mod tests {
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
     use ringsmtpd_plugin_api::testing::{cx, run};
+    use ringsmtpd_plugin_api::Level;
 
     #[test]
     fn follows_the_transaction() {
         let (sink, mem) = mem_sink();
-        let p = TransactionId::with_sink(Level::Info, sink.clone());
+        let p = TransactionId::with_lines(Lines::new(Level::Info, sink.clone()));
         let (mut cx, _svc) = cx("192.0.2.1:4242");
         let conn = cx.conn.id;
         record(Level::Info, conn, "helo", "before", |r| p.logging(r));

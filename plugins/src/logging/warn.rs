@@ -53,71 +53,19 @@
 //!
 //! Escaping keeps a client's text from forging log lines.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use ringsmtpd_plugin_api::{ConfigError, LogRecord, Plugin, PluginInit};
 
-use ringsmtpd_plugin_api::{
-    ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
-};
-
-use super::sink::{self, Sink};
-
-/// The `logging/warn` plugin.
-pub struct Warn {
-    level: Level,
-    sink: Arc<Sink>,
-    line: RefCell<String>,
-}
+use super::{Formatted, Lines};
 
 /// Builds `logging/warn` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let level = level_arg(init)?;
-    let sink =
-        sink::stderr().map_err(|e| init.error(format!("cannot start the log writer: {e}")))?;
-    Ok(Box::new(Warn::with_sink(level, sink)))
+    Ok(Box::new(Formatted::new(Lines::stderr(init)?, format)))
 }
 
-/// The one optional level argument of `logging/warn`, `connection_id`, `transaction_id`:
-/// `<level>` or `loglevel <level>`; default LOGWARN.
-pub(crate) fn level_arg(init: &PluginInit<'_>) -> Result<Level, ConfigError> {
-    match init.args {
-        [] => Ok(Level::Warn),
-        [key, v] if key == "loglevel" => super::parse_level(init, "loglevel", v),
-        [key, ..] if key == "reject" || key == "reject_type" => Err(super::no_reject(init, key)),
-        [v] => super::parse_level(init, "the level", v),
-        [_, extra, ..] => Err(init.error(format!("unknown argument '{extra}'"))),
-    }
-}
-
-impl Warn {
-    /// A `logging/warn` writing into `sink`.
-    pub fn with_sink(level: Level, sink: Arc<Sink>) -> Warn {
-        Warn {
-            level,
-            sink,
-            line: RefCell::new(String::new()),
-        }
-    }
-}
-
-impl Plugin for Warn {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Logging])
-    }
-
-    fn logging(&self, record: &LogRecord<'_>) -> Outcome {
-        if record.level > self.level {
-            return Outcome::Declined;
-        }
-        let Ok(mut line) = self.line.try_borrow_mut() else {
-            return Outcome::Declined;
-        };
-        line.clear();
-        super::write_body(&mut line, record);
-        line.push('\n');
-        self.sink.push(line.as_bytes(), None, false);
-        Outcome::Declined
-    }
+/// The built-in logger's line.
+fn format(line: &mut String, record: &LogRecord<'_>) {
+    super::write_body(line, record);
+    line.push('\n');
 }
 
 #[cfg(test)]
@@ -125,13 +73,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::logging::level_arg;
     use crate::logging::sink::tests::mem_sink;
     use crate::logging::test_util::{build, record};
+    use ringsmtpd_plugin_api::testing::build_args;
+    use ringsmtpd_plugin_api::{Level, Outcome};
 
     #[test]
     fn writes_at_or_below_level_in_the_builtin_format() {
         let (sink, mem) = mem_sink();
-        let p = Warn::with_sink(Level::Info, sink.clone());
+        let p = Formatted::new(Lines::new(Level::Info, sink.clone()), format);
         for (level, conn, msg) in [
             (Level::Debug, 1, "hidden"),
             (Level::Info, 0x10000000002, "shown"),
@@ -149,17 +100,7 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let lvl = |args: &[&str]| -> Result<Level, ConfigError> {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            let config = ringsmtpd_plugin_api::testing::MemConfig::default();
-            let line = ringsmtpd_plugin_api::testing::origin("logging/warn");
-            level_arg(&PluginInit {
-                name: "logging/warn",
-                args: &args,
-                config: &config,
-                origin: &line,
-            })
-        };
+        let lvl = |args: &[&str]| build_args(level_arg, "logging/warn", args, &[]);
         assert_eq!(lvl(&[]), Ok(Level::Warn));
         assert_eq!(lvl(&["LOGDEBUG"]), Ok(Level::Debug));
         assert_eq!(lvl(&["6"]), Ok(Level::Info));

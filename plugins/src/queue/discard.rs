@@ -42,27 +42,19 @@
 //! A server with this plugin black-holes mail. Never put it in a production `config/plugins`.
 
 use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
     Transaction,
 };
 
 /// The `queue/discard` plugin.
 pub struct Discard {
-    name: String,
-    common: CommonArgs,
+    common: Common,
 }
 
 /// Builds `queue/discard` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
-    if let Some(extra) = rest.first() {
-        return Err(init.error(format!("unknown argument '{extra}'")));
-    }
-    Ok(Box::new(Discard {
-        name: init.name.to_string(),
-        common,
-    }))
+    let common = init.common_only(CommonArgs::DEFAULT)?;
+    Ok(Box::new(Discard { common }))
 }
 
 impl Plugin for Discard {
@@ -71,18 +63,16 @@ impl Plugin for Discard {
     }
 
     fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if let Some(level) = self.common.adjust(Level::Info) {
-            cx.log(
-                level,
-                &self.name,
-                format_args!(
-                    "discarded message from {} to {} recipient(s), {} bytes",
-                    txn.sender,
-                    txn.recipients.len(),
-                    txn.message_len()
-                ),
-            );
-        }
+        self.common.log(
+            cx,
+            Level::Info,
+            format_args!(
+                "discarded message from {} to {} recipient(s), {} bytes",
+                txn.sender,
+                txn.recipients.len(),
+                txn.message_len()
+            ),
+        );
         Step::Ready(Outcome::ok("Message discarded"))
     }
 }
@@ -90,23 +80,11 @@ impl Plugin for Discard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-
-    fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin("queue/discard");
-        new(&PluginInit {
-            name: "queue/discard",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
-    }
+    use ringsmtpd_plugin_api::testing::{build, cx, run};
 
     #[test]
     fn discards_with_ok() {
-        let p = build(&[]).unwrap();
+        let p = build(new, "queue/discard", &[]).unwrap();
         assert!(p.hooks().contains(Hook::Queue));
         let (mut cx, svc) = cx("192.0.2.1:4242");
         let mut txn = Transaction::default();
@@ -120,7 +98,7 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert!(build(&["loglevel", "6"]).is_ok());
-        assert!(build(&["/var/spool"]).is_err());
+        assert!(build(new, "queue/discard loglevel 6", &[]).is_ok());
+        assert!(build(new, "queue/discard /var/spool", &[]).is_err());
     }
 }

@@ -81,12 +81,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::local::{
-    check_executable, for_each_chunk, output_for_log, parse_timeout, run_child, txn_message_id,
-    ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
+    check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
+    with_message, ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 /// Where Exim is on Debian (`exim4`), in a source install (`exim`), or as Exim's BSMTP alias.
@@ -102,8 +102,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The `queue/exim-bsmtp` plugin.
 pub struct EximBsmtp {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     exim: PathBuf,
     timeout: Duration,
 }
@@ -115,8 +114,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 /// [`new`] with the default search list passed in, for tests.
 fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut exim: Option<PathBuf> = None;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut it = rest.into_iter();
@@ -135,7 +133,7 @@ fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigEr
                 }
             }
             path if exim.is_none() && path.starts_with('/') => exim = Some(PathBuf::from(path)),
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     let exim = match exim {
@@ -153,7 +151,6 @@ fn build(init: &PluginInit<'_>, defaults: &[&str]) -> Result<EximBsmtp, ConfigEr
     };
     check_executable(&exim).map_err(|e| init.error(e))?;
     Ok(EximBsmtp {
-        name: init.name.to_string(),
         common,
         exim,
         timeout,
@@ -165,14 +162,6 @@ fn absolute(s: &str) -> Result<PathBuf, String> {
         Ok(PathBuf::from(s))
     } else {
         Err(format!("exim_path must be absolute, not '{s}'"))
-    }
-}
-
-impl EximBsmtp {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
     }
 }
 
@@ -190,19 +179,16 @@ impl Plugin for EximBsmtp {
                 exim: self.exim.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                self.log(cx, Level::Crit, format_args!("exim job panicked"));
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
+                self.common
+                    .log(cx, Level::Crit, format_args!("exim job panicked"));
                 return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            let result = match done.result {
+            let result = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot run {}: {e}", self.exim.display()),
@@ -214,48 +200,26 @@ impl Plugin for EximBsmtp {
                     )));
                 }
             };
-            match verdict(&result) {
+            let refused = verdict(&result);
+            let program = format_args!("{} -bS", self.exim.display());
+            let bytes = txn.message_len();
+            result.log(
+                &self.common,
+                cx,
+                &program,
+                refused.as_ref(),
+                self.timeout,
+                bytes,
+            );
+            match refused {
                 None => {
-                    self.log(
-                        cx,
-                        Level::Info,
-                        format_args!(
-                            "queued by {} -bS (pid {}, {} bytes)",
-                            self.exim.display(),
-                            result.pid,
-                            txn.message_len()
-                        ),
-                    );
                     let text = match txn_message_id(&txn.added_headers, &txn.body) {
                         Some(id) => format!("Queued! {id}"),
                         None => "Queued!".to_string(),
                     };
                     Outcome::Ok(Some(Cow::Owned(text)))
                 }
-                Some(r) => {
-                    let mut why = match (result.timed_out, result.status.code()) {
-                        (true, _) => format!("killed after {:?}", self.timeout),
-                        (false, Some(code)) => format!("exit code {code}"),
-                        (false, None) => format!("{}", result.status),
-                    };
-                    if let Some(e) = &result.feed_error {
-                        why.push_str(&format!(", {e}"));
-                    }
-                    if !result.output.is_empty() {
-                        why.push_str(&format!(", output: {}", output_for_log(&result.output)));
-                    }
-                    self.log(
-                        cx,
-                        Level::Error,
-                        format_args!(
-                            "{} -bS failed ({why}): {} {}",
-                            self.exim.display(),
-                            r.code,
-                            r.lines.join(" ")
-                        ),
-                    );
-                    Outcome::Done(Some(r))
-                }
+                Some(r) => Outcome::Done(Some(r)),
             }
         })
     }
@@ -313,15 +277,6 @@ fn exim_reply(output: &[u8]) -> Option<Reply> {
     })
 }
 
-fn is_enhanced(e: &str, code: u16) -> bool {
-    let parts: Vec<&str> = e.split('.').collect();
-    parts.len() == 3
-        && parts[0] == (code / 100).to_string()
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// Doubles a `.` at the start of every line (RFC 5321 §4.5.2); remembers whether the last
 /// byte written ended a line.
 struct DotStuff<W: Write> {
@@ -354,26 +309,17 @@ struct Job {
     exim: PathBuf,
     timeout: Duration,
     envelope: Vec<u8>,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: io::Result<ChildResult>,
 }
 
 impl Job {
-    fn run(self) -> Done {
+    fn run(&self, msg: &Message) -> io::Result<ChildResult> {
         let spec = ChildSpec {
             program: Path::new(&self.exim),
             args: &["-bS"],
             timeout: self.timeout,
             fd1_input: false,
         };
-        let result = run_child(&spec, |stdin, _| {
+        run_child(&spec, |stdin, _| {
             let mut out = BufWriter::with_capacity(CHUNK, stdin);
             out.write_all(&self.envelope).map_err(FeedError::Sink)?;
             let mut data = DotStuff {
@@ -381,7 +327,7 @@ impl Job {
                 at_line_start: true,
             };
             let mut lf = ToLf::default();
-            for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+            for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
                 lf.write(&mut data, chunk)
             })?;
             lf.finish(&mut data).map_err(FeedError::Sink)?;
@@ -391,44 +337,17 @@ impl Job {
             }
             out.write_all(b".\nQUIT\n").map_err(FeedError::Sink)?;
             out.flush().map_err(FeedError::Sink)
-        });
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Recipient, SpoolFile};
+    use crate::queue::test_util::{queue, txn, unreadable_spool};
+    use ringsmtpd_plugin_api::testing::{self, executable, spool, TempDir};
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("ringsmtpd-exim-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A TEST PROGRAM standing in for Exim (the real one is tested end to end): it checks it
     /// was called with `-bS`, saves its standard input to `input` in its directory, and then
@@ -439,24 +358,13 @@ mod tests {
             "#!/bin/sh\n# Fake exim for ringsmtpd's tests.\n[ \"$1\" = -bS ] || exit 64\ncat > {}/input\n{tail}\n",
             dir.display()
         );
-        fs::write(&path, script).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&path, &script);
         path
     }
 
     fn build_with(args: &[&str], defaults: &[&str]) -> Result<EximBsmtp, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/exim-bsmtp {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "queue/exim-bsmtp",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            defaults,
-        )
+        let line = format!("queue/exim-bsmtp {}", args.join(" "));
+        testing::build(|init| build(init, defaults), &line, &[])
     }
 
     fn plugin(dir: &Path, tail: &str) -> EximBsmtp {
@@ -464,43 +372,21 @@ mod tests {
         build_with(&["exim_path", exim.to_str().unwrap()], &[]).unwrap()
     }
 
-    fn recipient(text: &str) -> Recipient {
-        Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-                .expect("test address"),
-            params: Default::default(),
-        }
-    }
-
     const MESSAGE: &str =
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
-
-    fn txn(sender: &str, rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        if !sender.is_empty() {
-            t.sender = recipient(sender).addr;
-        }
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(p: &EximBsmtp, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(p.queue(&mut cx, t))
-    }
 
     #[test]
     fn bsmtp_batch_byte_for_byte_then_250() {
         let d = TempDir::new("ok");
-        let p = plugin(&d.0, "exit 0");
-        let mut t = txn("a@example.org", &["b@example.com", "c@example.net"]);
+        let p = plugin(d.path(), "exit 0");
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.net"],
+            MESSAGE,
+        );
         assert_eq!(queue(&p, &mut t), Outcome::ok("Queued! <abc@example.org>"));
         assert_eq!(
-            fs::read_to_string(d.0.join("input")).unwrap(),
+            fs::read_to_string(d.path().join("input")).unwrap(),
             "MAIL FROM:<a@example.org>\nRCPT TO:<b@example.com>\nRCPT TO:<c@example.net>\nDATA\n\
              Received: from x\n by y; now\nSubject: hi\nMessage-ID: <abc@example.org>\n\n\
              ..leading dot\n...two\n..\nend\n.\nQUIT\n"
@@ -511,8 +397,8 @@ mod tests {
     #[test]
     fn spooled_message_and_null_sender() {
         let d = TempDir::new("spool");
-        let p = plugin(&d.0, "exit 0");
-        let mut t = txn("", &["b@example.com"]);
+        let p = plugin(d.path(), "exit 0");
+        let mut t = txn("", &["b@example.com"], MESSAGE);
         // Dots at the start of lines on both sides of a read boundary.
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < CHUNK - 1 {
@@ -522,17 +408,10 @@ mod tests {
         for _ in 0..2000 {
             big.push_str(".line\r\nplain\r\n");
         }
-        let path = d.0.join("spool");
-        fs::write(&path, &big).unwrap();
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: path.clone(),
-            file: fs::File::open(&path).unwrap(),
-        });
+        spool(&mut t.body, &d.path().join("spool"), big.as_bytes());
         t.added_headers.clear();
         assert_eq!(queue(&p, &mut t), Outcome::ok("Queued!"));
-        let input = fs::read_to_string(d.0.join("input")).unwrap();
+        let input = fs::read_to_string(d.path().join("input")).unwrap();
         let expected_data: String = big
             .replace("\r\n", "\n")
             .split_inclusive('\n')
@@ -578,8 +457,8 @@ mod tests {
         ];
         for (i, &(tail, code, enhanced, text)) in cases.iter().enumerate() {
             let d = TempDir::new(&format!("err{i}"));
-            let p = plugin(&d.0, tail);
-            let mut t = txn("a@example.org", &["b@example.com"]);
+            let p = plugin(d.path(), tail);
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             assert_eq!(
                 queue(&p, &mut t),
                 Outcome::Done(Some(Reply::new(code, enhanced, text))),
@@ -591,9 +470,9 @@ mod tests {
     #[test]
     fn hung_exim_is_killed_and_unreadable_spool_never_ends_data() {
         let d = TempDir::new("hang");
-        let mut p = plugin(&d.0, "sleep 60");
+        let mut p = plugin(d.path(), "sleep 60");
         p.timeout = Duration::from_millis(500);
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         let started = Instant::now();
         assert_eq!(
             queue(&p, &mut t),
@@ -606,17 +485,14 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(20));
 
         let d = TempDir::new("badspool");
-        let p = plugin(&d.0, "exit 0");
-        t.body.spool = Some(SpoolFile {
-            path: d.0.join("nowhere"),
-            file: fs::File::open(&d.0).unwrap(),
-        });
+        let p = plugin(d.path(), "exit 0");
+        t.body.spool = unreadable_spool(d.path());
         // Exim would report the EOF inside DATA; even this fake, which exits 0, gets no 250.
         assert_eq!(
             queue(&p, &mut t),
             Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (exim failed)")))
         );
-        let input = fs::read_to_string(d.0.join("input")).unwrap();
+        let input = fs::read_to_string(d.path().join("input")).unwrap();
         assert!(
             input.ends_with("DATA\nReceived: from x\n by y; now\n"),
             "{input:?}"
@@ -627,7 +503,7 @@ mod tests {
     #[test]
     fn arguments_and_errors() {
         let d = TempDir::new("args");
-        let exim = fake_exim(&d.0, "exit 0");
+        let exim = fake_exim(d.path(), "exit 0");
         let exim_s = exim.to_str().unwrap();
         let p = build_with(&[exim_s, "timeout", "9"], &[]).unwrap();
         assert_eq!(

@@ -60,37 +60,20 @@
 //!
 //! As `queue/smtp-forward`: strict reply parsing, every wait bounded, relayed texts checked.
 
-use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
+use ringsmtpd_plugin_api::{ConfigError, Plugin, PluginInit};
 
-use super::smtp_client::{Client, Settings};
-
-/// The `queue/lmtp` plugin.
-pub struct Lmtp {
-    client: Client,
-}
+use super::smtp_client::{plugin, Settings};
 
 /// Builds `queue/lmtp` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, settings) = Settings::lmtp(init).map_err(|e| init.error(e))?;
-    Ok(Box::new(Lmtp {
-        client: Client::new(init.name, common, settings),
-    }))
-}
-
-impl Plugin for Lmtp {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Queue])
-    }
-
-    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::pending(self.client.deliver(cx, txn))
-    }
+    plugin(init, Settings::lmtp)
 }
 
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;
 
+    use ringsmtpd_plugin_api::testing::{build, TempDir};
     use ringsmtpd_plugin_api::{Outcome, Plugin};
 
     use super::super::smtp_client::fake::{self, FakeServer, Script, TestSvc};
@@ -99,7 +82,7 @@ mod tests {
 
     fn plugin(server: &FakeServer) -> Box<dyn Plugin> {
         let dest = format!("127.0.0.1:{}", server.addr.port());
-        fake::build(super::new, "queue/lmtp", &[dest.as_str()]).unwrap()
+        build(super::new, &format!("queue/lmtp {dest}"), &[]).unwrap()
     }
 
     fn send(p: &dyn Plugin, rcpts: &[&str]) -> Outcome {
@@ -222,10 +205,8 @@ mod tests {
     #[test]
     fn over_a_unix_socket() {
         use std::io::{BufRead, BufReader, Write};
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-lmtp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lmtp.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = TempDir::new("lmtp");
+        let path = dir.path().join("lmtp.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (sock, _) = listener.accept().unwrap();
@@ -258,10 +239,10 @@ mod tests {
             }
             seen
         });
-        let p = fake::build(
+        let p = build(
             super::new,
-            "queue/lmtp",
-            &[path.to_str().unwrap(), "pool", "0"],
+            &format!("queue/lmtp {} pool 0", path.display()),
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -271,6 +252,5 @@ mod tests {
         let seen = server.join().unwrap();
         assert_eq!(seen[0], "LHLO mx.example.test");
         assert_eq!(seen.last().unwrap(), "QUIT");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

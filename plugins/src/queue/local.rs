@@ -6,6 +6,7 @@
 //! Everything here blocks: call it on the blocking thread pool (`ringsmtpd_plugin_api::blocking`),
 //! never on a worker.
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, PipeWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -15,7 +16,7 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::Body;
+use ringsmtpd_plugin_api::{blocking, Body, Common, Cx, Level, Reply, Services, Transaction};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -43,6 +44,34 @@ impl std::fmt::Display for FeedError {
             FeedError::Sink(e) => write!(f, "writing: {e}"),
         }
     }
+}
+
+/// A transaction's message as queued: the header fields added in the session, then the body.
+pub(crate) struct Message {
+    pub added_headers: String,
+    pub body: Body,
+}
+
+/// Runs `job` on the blocking pool with the message of `txn`, moved out for it and put back
+/// after it (no copy). `None` if the job panicked: the message went with it, and the
+/// transaction is over anyway.
+pub(crate) async fn with_message<R: Send + 'static>(
+    svc: &dyn Services,
+    txn: &mut Transaction,
+    job: impl FnOnce(&Message) -> R + Send + 'static,
+) -> Option<R> {
+    let msg = Message {
+        added_headers: std::mem::take(&mut txn.added_headers),
+        body: std::mem::take(&mut txn.body),
+    };
+    let (msg, result) = blocking(svc, move || {
+        let result = job(&msg);
+        (msg, result)
+    })
+    .await?;
+    txn.added_headers = msg.added_headers;
+    txn.body = msg.body;
+    Some(result)
 }
 
 /// Calls `sink` with the message as queued, in order and in chunks: `added` (the header fields
@@ -194,6 +223,45 @@ pub(crate) struct ChildResult {
     pub feed_error: Option<FeedError>,
     /// What the child wrote to fd 2 (and fd 1, unless it is an input), the first 16 KiB.
     pub output: Vec<u8>,
+}
+
+impl ChildResult {
+    /// Logs how this run of `program` (as the log shows it: `/usr/sbin/exim -bS`) ended for
+    /// a message of `bytes`: queued, at info; or `refused` with that reply, at error, with why
+    /// (the kill at `timeout` or the exit, the input that did not reach the child, what the
+    /// child said).
+    pub(crate) fn log(
+        &self,
+        common: &Common,
+        cx: &Cx,
+        program: &dyn fmt::Display,
+        refused: Option<&Reply>,
+        timeout: Duration,
+        bytes: u64,
+    ) {
+        let pid = self.pid;
+        let Some(r) = refused else {
+            let queued = format_args!("queued by {program} (pid {pid}, {bytes} bytes)");
+            return common.log(cx, Level::Info, queued);
+        };
+        let mut why = match (self.timed_out, self.status.code()) {
+            (true, _) => format!("killed after {timeout:?}"),
+            (false, Some(code)) => format!("exit code {code}"),
+            (false, None) => format!("{}", self.status),
+        };
+        if let Some(e) = &self.feed_error {
+            why.push_str(&format!(", {e}"));
+        }
+        if !self.output.is_empty() {
+            why.push_str(&format!(", output: {}", output_for_log(&self.output)));
+        }
+        let (code, text) = (r.code, r.lines.join(" "));
+        common.log(
+            cx,
+            Level::Error,
+            format_args!("{program} failed ({why}): {code} {text}"),
+        );
+    }
 }
 
 /// Runs `spec.program` in a process group of its own, gives `feed` its stdin (and the fd 1
@@ -375,6 +443,17 @@ pub(crate) fn output_for_log(output: &[u8]) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// True if `e` is an enhanced status code (RFC 3463: `class.subject.detail`) of the class of
+/// reply `code`.
+pub(crate) fn is_enhanced(e: &str, code: u16) -> bool {
+    let parts: Vec<&str> = e.split('.').collect();
+    parts.len() == 3
+        && parts[0] == (code / 100).to_string()
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks at construction that `path` names an executable regular file.

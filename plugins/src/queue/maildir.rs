@@ -136,10 +136,10 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::fsync_batch::{self, sync_dir, DirSync};
-use super::local::{for_each_chunk, txn_message_id, FeedError, ToLf, CHUNK};
+use super::local::{for_each_chunk, txn_message_id, with_message, FeedError, Message, ToLf, CHUNK};
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Transaction,
 };
 
 /// Deliveries by this process: the `Q<n>` of the unique name.
@@ -147,8 +147,7 @@ static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
 /// The `queue/maildir` plugin.
 pub struct Maildir {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     dir: PathBuf,
     subdirs: Option<String>,
     /// Mode of created directories; files get it without execute bits.
@@ -160,8 +159,7 @@ pub struct Maildir {
 
 /// Builds `queue/maildir` from its config line; creates the directories.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let (dir, subdirs, mode) = match rest.as_slice() {
         [] => return Err(init.error("the maildir directory is required")),
         [dir] => (dir, None, 0o700),
@@ -171,7 +169,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             Some(pattern),
             parse_perms(perms).map_err(|e| init.error(e))?,
         ),
-        [_, _, _, extra, ..] => return Err(init.error(format!("unknown argument '{extra}'"))),
+        [_, _, _, extra, ..] => return Err(init.unknown(extra)),
     };
     if let Some(pattern) = subdirs {
         if !(pattern.contains("%l") || pattern.contains("%d") || pattern.contains("%u")) {
@@ -193,7 +191,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         .is_none()
         .then(|| fsync_batch::for_dir(&dir.join("new")));
     Ok(Box::new(Maildir {
-        name: init.name.to_string(),
         common,
         dir,
         subdirs: subdirs.map(|s| s.to_string()),
@@ -220,12 +217,6 @@ fn parse_perms(s: &str) -> Result<u32, String> {
 }
 
 impl Maildir {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The Maildirs to write and the header lines for each.
     fn targets(&self, cx: &Cx, txn: &Transaction) -> Vec<Target> {
         let return_path = format!("Return-Path: {}\n", header_safe(&txn.sender.to_string()));
@@ -287,19 +278,16 @@ impl Plugin for Maildir {
                 secs: since_epoch.as_secs(),
                 usec: since_epoch.subsec_micros(),
                 host: maildir_host(cx.svc.me()),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                // The job panicked: the message went with it; the transaction is over anyway.
-                self.log(cx, Level::Crit, format_args!("delivery job panicked"));
+            let delivered = with_message(&*cx.svc, txn, move |msg| job.deliver(msg)).await;
+            let Some(result) = delivered else {
+                self.common
+                    .log(cx, Level::Crit, format_args!("delivery job panicked"));
                 return Outcome::deny_soft("4.3.0 Queue error (internal)");
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            match done.result {
+            match result {
                 Ok(names) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("queued {} ({} bytes)", names.join(", "), txn.message_len()),
@@ -310,7 +298,7 @@ impl Plugin for Maildir {
                     Outcome::Ok(Some(Cow::Owned(format!("Queued! {id}"))))
                 }
                 Err(f) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("{} {} failed: {}", f.step, f.path.display(), f.error),
@@ -355,15 +343,6 @@ struct Job {
     secs: u64,
     usec: u32,
     host: String,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: Result<Vec<String>, Failure>,
 }
 
 /// Which step failed, on which path.
@@ -393,20 +372,11 @@ struct Staged {
 }
 
 impl Job {
-    fn run(self) -> Done {
-        let result = self.deliver();
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
-    }
-
     /// Every file into `tmp/` first, then every link into `new/`: all or nothing.
-    fn deliver(&self) -> Result<Vec<String>, Failure> {
+    fn deliver(&self, msg: &Message) -> Result<Vec<String>, Failure> {
         let mut staged: Vec<Staged> = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
-            if let Err(f) = self.stage(target, &mut staged) {
+            if let Err(f) = self.stage(msg, target, &mut staged) {
                 for s in &staged {
                     let _ = fs::remove_file(&s.tmp);
                 }
@@ -444,7 +414,12 @@ impl Job {
     }
 
     /// Writes and fsyncs one `tmp/` file for `target`.
-    fn stage(&self, target: &Target, staged: &mut Vec<Staged>) -> Result<(), Failure> {
+    fn stage(
+        &self,
+        msg: &Message,
+        target: &Target,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), Failure> {
         if self.create_dirs {
             for sub in ["tmp", "new", "cur"] {
                 let d = target.dir.join(sub);
@@ -473,7 +448,7 @@ impl Job {
             .mode(self.file_mode)
             .open(&tmp)
             .map_err(|e| Failure::new("open", &tmp, e))?;
-        if let Err(f) = self.write(&file, &target.header, &tmp) {
+        if let Err(f) = self.write(msg, &file, &target.header, &tmp) {
             drop(file);
             let _ = fs::remove_file(&tmp);
             return Err(f);
@@ -487,7 +462,7 @@ impl Job {
         Ok(())
     }
 
-    fn write(&self, file: &File, header: &str, path: &Path) -> Result<(), Failure> {
+    fn write(&self, msg: &Message, file: &File, header: &str, path: &Path) -> Result<(), Failure> {
         let fail = |step| move |e| Failure::new(step, path, e);
         // The mode without the umask's say.
         file.set_permissions(Permissions::from_mode(self.file_mode))
@@ -495,10 +470,10 @@ impl Job {
         let mut out = BufWriter::with_capacity(CHUNK, file);
         let mut lf = ToLf::default();
         out.write_all(header.as_bytes()).map_err(fail("write"))?;
-        for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+        for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
             lf.write(&mut out, chunk)
         })
-        .map_err(|e| match (e, &self.body.spool) {
+        .map_err(|e| match (e, &msg.body.spool) {
             (FeedError::Spool(e), Some(spool)) => Failure::new("read spool", &spool.path, e),
             (FeedError::Spool(e) | FeedError::Sink(e), _) => Failure::new("write", path, e),
         })?;
@@ -663,73 +638,15 @@ fn header_safe(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::Recipient;
-
-    fn recipient(text: &str) -> Recipient {
-        let addr = ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-            .expect("test address");
-        Recipient {
-            addr,
-            params: Default::default(),
-        }
-    }
-
-    use ringsmtpd_plugin_api::SpoolFile;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!(
-                "ringsmtpd-maildir-{tag}-{}-{n}",
-                std::process::id()
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::queue::test_util::{queue, txn};
+    use ringsmtpd_plugin_api::testing::{self, spool, TempDir};
 
     fn build(args: &[&str]) -> Result<Box<dyn Plugin>, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/maildir {}", args.join(" ")));
-        new(&PluginInit {
-            name: "queue/maildir",
-            args: &args,
-            config: &config,
-            origin: &line,
-        })
+        testing::build(new, &format!("queue/maildir {}", args.join(" ")), &[])
     }
 
     const MESSAGE: &str =
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\nline 2\r\n";
-
-    fn txn(rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        t.sender = recipient("a@example.org").addr;
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(plugin: &dyn Plugin, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(plugin.queue(&mut cx, t))
-    }
 
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(dir)
@@ -746,16 +663,20 @@ mod tests {
     #[test]
     fn message_in_memory_lands_in_new_once() {
         let d = TempDir::new("mem");
-        let p = build(&[d.0.to_str().unwrap()]).unwrap();
+        let p = build(&[d.path().to_str().unwrap()]).unwrap();
         for sub in ["tmp", "new", "cur"] {
-            assert!(d.0.join(sub).is_dir(), "{sub} created at construction");
+            assert!(d.path().join(sub).is_dir(), "{sub} created at construction");
         }
-        let mut t = txn(&["b@example.com", "c@example.com"]);
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.com"],
+            MESSAGE,
+        );
         let o = queue(&*p, &mut t);
         assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
-        let new = files(&d.0.join("new"));
+        let new = files(&d.path().join("new"));
         assert_eq!(new.len(), 1);
-        assert!(files(&d.0.join("tmp")).is_empty());
+        assert!(files(&d.path().join("tmp")).is_empty());
         let text = fs::read_to_string(&new[0]).unwrap();
         assert_eq!(
             text,
@@ -778,29 +699,17 @@ mod tests {
     #[test]
     fn spooled_message_is_streamed() {
         let d = TempDir::new("spool");
-        let spool_path = d.0.join("spool-file");
+        let spool_path = d.path().join("spool-file");
         // Larger than one read chunk, with a CRLF split across the chunk boundary.
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < CHUNK - 1 {
             big.push('x');
         }
         big.push_str("\r\nend\r\n");
-        fs::write(&spool_path, &big).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&spool_path)
-            .unwrap();
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         let p = build(&[md.to_str().unwrap()]).unwrap();
-        let mut t = txn(&["b@example.com"]);
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.header_end = Some(t.body.mem.len());
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: spool_path.clone(),
-            file,
-        });
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+        spool(&mut t.body, &spool_path, big.as_bytes());
         let o = queue(&*p, &mut t);
         let new = files(&md.join("new"));
         assert_eq!(new.len(), 1);
@@ -829,15 +738,19 @@ mod tests {
     #[test]
     fn subdir_pattern_one_file_per_recipient() {
         let d = TempDir::new("sub");
-        let p = build(&[d.0.to_str().unwrap(), "%d/%l", "770"]).unwrap();
+        let p = build(&[d.path().to_str().unwrap(), "%d/%l", "770"]).unwrap();
         // Nothing but the root is created up front.
-        assert!(!d.0.join("new").exists());
-        let mut t = txn(&[
-            "Bob@Example.COM",
-            "carol@example.com",
-            "\"..\"@[192.0.2.1]",
-            "postmaster",
-        ]);
+        assert!(!d.path().join("new").exists());
+        let mut t = txn(
+            "a@example.org",
+            &[
+                "Bob@Example.COM",
+                "carol@example.com",
+                "\"..\"@[192.0.2.1]",
+                "postmaster",
+            ],
+            MESSAGE,
+        );
         let o = queue(&*p, &mut t);
         assert_eq!(o, Outcome::ok("Queued! <abc@example.org>"));
         for (dir, rcpt) in [
@@ -846,7 +759,7 @@ mod tests {
             ("_192.0.2.1_/_.._", "\"..\"@[192.0.2.1]"),
             ("mx.example.test/postmaster", "postmaster"),
         ] {
-            let md = d.0.join(dir);
+            let md = d.path().join(dir);
             let new = files(&md.join("new"));
             assert_eq!(new.len(), 1, "{dir}");
             assert!(files(&md.join("tmp")).is_empty());
@@ -865,7 +778,7 @@ mod tests {
                 0o660
             );
         }
-        assert!(!d.0.join("new").exists() && !d.0.join("_192.0.2.1_/new").exists());
+        assert!(!d.path().join("new").exists() && !d.path().join("_192.0.2.1_/new").exists());
     }
 
     #[test]
@@ -887,11 +800,11 @@ mod tests {
     fn unwritable_maildir_is_denysoft_and_leaves_nothing() {
         // Tests run as root: make the failure with a regular file where a directory should be.
         let d = TempDir::new("fail");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         let p = build(&[md.to_str().unwrap()]).unwrap();
         fs::remove_dir(md.join("tmp")).unwrap();
         fs::write(md.join("tmp"), "not a dir").unwrap();
-        let mut t = txn(&["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         match queue(&*p, &mut t) {
             Outcome::DenySoft(Some(m)) => assert!(m.starts_with("4.3.0 Queue error (open:"), "{m}"),
             o => panic!("{o:?}"),
@@ -900,27 +813,31 @@ mod tests {
         assert_eq!(t.body.mem, MESSAGE.as_bytes());
 
         // Per-recipient: the second recipient fails, so the first is not delivered either.
-        let p = build(&[d.0.to_str().unwrap(), "%d"]).unwrap();
-        fs::write(d.0.join("bad.example"), "a file").unwrap();
-        let mut t = txn(&["b@good.example", "c@bad.example"]);
+        let p = build(&[d.path().to_str().unwrap(), "%d"]).unwrap();
+        fs::write(d.path().join("bad.example"), "a file").unwrap();
+        let mut t = txn(
+            "a@example.org",
+            &["b@good.example", "c@bad.example"],
+            MESSAGE,
+        );
         match queue(&*p, &mut t) {
             Outcome::DenySoft(Some(m)) => {
                 assert!(m.starts_with("4.3.0 Queue error (mkdir:"), "{m}")
             }
             o => panic!("{o:?}"),
         }
-        assert!(files(&d.0.join("good.example/new")).is_empty());
-        assert!(files(&d.0.join("good.example/tmp")).is_empty());
+        assert!(files(&d.path().join("good.example/new")).is_empty());
+        assert!(files(&d.path().join("good.example/tmp")).is_empty());
     }
 
     #[test]
     fn construction_errors() {
         let d = TempDir::new("args");
-        fs::write(d.0.join("file"), "x").unwrap();
-        let under_file = d.0.join("file/md");
+        fs::write(d.path().join("file"), "x").unwrap();
+        let under_file = d.path().join("file/md");
         let e = build(&[under_file.to_str().unwrap()]).err().unwrap();
         assert!(e.reason.contains("cannot create"), "{e}");
-        let root = d.0.to_str().unwrap();
+        let root = d.path().to_str().unwrap();
         assert!(build(&[]).is_err());
         assert!(build(&[root, "static"]).is_err());
         assert!(build(&[root, "700"]).is_err());
@@ -934,11 +851,8 @@ mod tests {
 
     /// `n` transactions, each with its own body (so each file can be checked).
     fn numbered_txn(i: usize) -> (Transaction, String) {
-        let mut t = txn(&["b@example.com"]);
         let msg = format!("Subject: {i}\r\nMessage-ID: <{i}@example.org>\r\n\r\nbody {i}\r\n");
-        t.body.mem = msg.clone().into_bytes();
-        t.body.header_end = Some(msg.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = msg.len() as u64;
+        let t = txn("a@example.org", &["b@example.com"], &msg);
         let file = format!(
             "Return-Path: <a@example.org>\nDelivered-To: b@example.com\n\
              Received: from x\n by y; now\n{}",
@@ -1003,7 +917,7 @@ mod tests {
     fn concurrent_deliveries_share_the_directory_fsync() {
         const N: usize = 24;
         let d = TempDir::new("group");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         fs::create_dir_all(md.join("new")).unwrap();
         let (ds, open) = held_first_round(&md.join("new"), sync_dir);
         // The first delivery to link leads round 1, held open until all others linked and
@@ -1038,7 +952,7 @@ mod tests {
         const THREADS: usize = 16;
         const EACH: usize = 8;
         let d = TempDir::new("many");
-        let root = d.0.join("md");
+        let root = d.path().join("md");
         let keep = build(&[root.to_str().unwrap()]).unwrap();
         let ds = fsync_batch::for_dir(&root.join("new"));
         let barrier = Arc::new(std::sync::Barrier::new(THREADS));
@@ -1078,7 +992,7 @@ mod tests {
     fn a_failed_shared_fsync_refuses_every_delivery_that_waited_for_it() {
         const N: usize = 8;
         let d = TempDir::new("groupfail");
-        let md = d.0.join("md");
+        let md = d.path().join("md");
         fs::create_dir_all(md.join("new")).unwrap();
         let (ds, open) = held_first_round(&md.join("new"), |_| {
             Err(io::Error::from_raw_os_error(libc::EIO))
@@ -1112,7 +1026,7 @@ mod tests {
     #[test]
     fn directory_being_created_elsewhere_is_made_durable_before_use() {
         let d = TempDir::new("creating");
-        let sub = d.0.join("x");
+        let sub = d.path().join("x");
         fs::create_dir(&sub).unwrap();
         let syncs = || PARENT_SYNCS.with(|n| n.get());
         // Another delivery has made `x` and not yet fsync'd its parent: we fsync it.

@@ -14,3 +14,37 @@ pub mod qmail_queue;
 pub mod lmtp;
 mod smtp_client;
 pub mod smtp_forward;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Shared by the local queue plugins' tests.
+
+    use std::path::Path;
+
+    use ringsmtpd_plugin_api::testing::{cx, rcpt, run, set_message, txn_from};
+    use ringsmtpd_plugin_api::{Outcome, Plugin, SpoolFile, Transaction};
+
+    /// A transaction from `sender` (`""`: `<>`) to `rcpts` holding `message`, with the
+    /// Received header the server adds.
+    pub fn txn(sender: &str, rcpts: &[&str], message: &str) -> Transaction {
+        let mut t = txn_from(&format!("<{sender}>"));
+        t.recipients = rcpts.iter().map(|r| rcpt(&format!("<{r}>"))).collect();
+        set_message(&mut t, message);
+        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
+        t
+    }
+
+    /// Runs the queue hook for a client at 192.0.2.1:4242.
+    pub fn queue(p: &dyn Plugin, t: &mut Transaction) -> Outcome {
+        let (mut cx, _svc) = cx("192.0.2.1:4242");
+        run(p.queue(&mut cx, t))
+    }
+
+    /// A spool "file" whose reads fail: a handle on the directory `dir` (EISDIR).
+    pub fn unreadable_spool(dir: &Path) -> Option<SpoolFile> {
+        Some(SpoolFile {
+            path: dir.join("nowhere"),
+            file: std::fs::File::open(dir).expect("open the directory"),
+        })
+    }
+}

@@ -111,11 +111,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::local::{parse_timeout, txn_message_id, CHUNK};
+use super::local::{is_enhanced, parse_timeout, txn_message_id, CHUNK};
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{
-    blocking, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
+    PluginInit, Reply, Step, Transaction,
 };
 
 /// Postfix's default public cleanup socket.
@@ -187,8 +187,7 @@ const STATUS: &[(u32, u16, &str, &str)] = &[
 
 /// The `queue/postfix-queue` plugin.
 pub struct PostfixQueue {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     /// Tried in order until one connects.
     sockets: Vec<Endpoint>,
     flags: u32,
@@ -202,8 +201,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 /// [`new`] with the environment passed in, for tests.
 fn build(init: &PluginInit<'_>, env: Option<OsString>) -> Result<PostfixQueue, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut socket = None;
     let mut flags = 0u32;
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
@@ -240,7 +238,6 @@ fn build(init: &PluginInit<'_>, env: Option<OsString>) -> Result<PostfixQueue, C
         }
     };
     Ok(PostfixQueue {
-        name: init.name.to_string(),
         common,
         sockets,
         flags,
@@ -271,12 +268,6 @@ enum Failure {
 }
 
 impl PostfixQueue {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// The whole exchange on a connected stream; the queue id on success.
     async fn inject(
         &self,
@@ -396,7 +387,7 @@ impl Plugin for PostfixQueue {
                         stream = Some((socket, s));
                         break;
                     }
-                    Err(e) => self.log(
+                    Err(e) => self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot connect to cleanup at {socket}: {e}"),
@@ -417,7 +408,7 @@ impl Plugin for PostfixQueue {
                         .filter(|c| c.is_ascii_graphic())
                         .take(64)
                         .collect();
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!(
@@ -439,7 +430,7 @@ impl Plugin for PostfixQueue {
                         Failure::Spool(e) => format!("reading the spool file: {e} (aborted)"),
                         Failure::Status(s, reason) => format!("status {s:#x}, reason '{reason}'"),
                     };
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!(
@@ -691,44 +682,15 @@ fn parse_smtp_reply(s: &str) -> Option<Reply> {
     })
 }
 
-fn is_enhanced(e: &str, code: u16) -> bool {
-    let parts: Vec<&str> = e.split('.').collect();
-    parts.len() == 3
-        && parts[0] == (code / 100).to_string()
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Hello, HelloKind, Recipient, SpoolFile};
+    use crate::queue::test_util::{txn, unreadable_spool};
+    use ringsmtpd_plugin_api::testing::{self, cx, run, spool, TempDir};
+    use ringsmtpd_plugin_api::{Hello, HelloKind};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::thread::JoinHandle;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("ringsmtpd-pfq-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// What the fake cleanup does after reading the flags.
     #[derive(Clone, Copy)]
@@ -804,41 +766,12 @@ mod tests {
         files: &[(&str, &str)],
         env: Option<&str>,
     ) -> Result<PostfixQueue, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::new(files);
-        let line = origin(&format!("queue/postfix-queue {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "queue/postfix-queue",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            env.map(OsString::from),
-        )
-    }
-
-    fn recipient(text: &str) -> Recipient {
-        Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-                .expect("test address"),
-            params: Default::default(),
-        }
+        let line = format!("queue/postfix-queue {}", args.join(" "));
+        testing::build(|init| build(init, env.map(OsString::from)), &line, files)
     }
 
     const MESSAGE: &str =
         "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\n.dot\r\n\r\nend\r\n";
-
-    fn txn(rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        t.sender = recipient("a@example.org").addr;
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
 
     fn queue(p: &PostfixQueue, t: &mut Transaction) -> (Outcome, Cx) {
         let (mut cx, _svc) = cx("192.0.2.1:4242");
@@ -894,10 +827,14 @@ mod tests {
     #[test]
     fn records_byte_for_byte_and_250_with_queue_id() {
         let d = TempDir::new("ok");
-        let sock = d.0.join("cleanup");
+        let sock = d.path().join("cleanup");
         let server = fake_cleanup(&sock, Script::Answer(0, ""));
         let p = build_with(&[sock.to_str().unwrap(), "FLAG_MASK_EXTERNAL"], &[], None).unwrap();
-        let mut t = txn(&["b@example.com", "c@example.net"]);
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.net"],
+            MESSAGE,
+        );
         let (o, _cx) = queue(&p, &mut t);
         assert_eq!(
             o,
@@ -935,10 +872,10 @@ mod tests {
     #[test]
     fn long_lines_spooled_message_null_sender_and_utf8() {
         let d = TempDir::new("long");
-        let sock = d.0.join("cleanup");
+        let sock = d.path().join("cleanup");
         let server = fake_cleanup(&sock, Script::Answer(0, ""));
         let p = build_with(&[sock.to_str().unwrap()], &[], None).unwrap();
-        let mut t = txn(&["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         t.sender = Default::default();
         t.mail_params.smtputf8 = true;
         // Spooled: a line of 5000 bytes crossing the 64 KiB read boundary, CRLF split too.
@@ -953,14 +890,7 @@ mod tests {
             body.push('z');
         }
         body.push_str("\r\nlast\r\n");
-        let path = d.0.join("spool");
-        std::fs::write(&path, &body).unwrap();
-        t.body.mem = b"Subject: long\r\n\r\n".to_vec();
-        t.body.len = body.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: path.clone(),
-            file: File::open(&path).unwrap(),
-        });
+        spool(&mut t.body, &d.path().join("spool"), body.as_bytes());
         t.added_headers.clear();
         let (o, _) = queue(&p, &mut t);
         assert_eq!(o, Outcome::ok("Queued! (Queue-Id: ABC123DEF)"));
@@ -1072,10 +1002,10 @@ mod tests {
             ),
         ] {
             let d = TempDir::new("status");
-            let sock = d.0.join("cleanup");
+            let sock = d.path().join("cleanup");
             let server = fake_cleanup(&sock, Script::Answer(status, reason));
             let p = build_with(&[sock.to_str().unwrap(), flags], &[], None).unwrap();
-            let mut t = txn(&["b@example.com"]);
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             let (o, _) = queue(&p, &mut t);
             assert_eq!(
                 o,
@@ -1095,19 +1025,22 @@ mod tests {
         )));
         // Nothing listening.
         let d = TempDir::new("broken");
-        let p = build_with(&[d.0.join("none").to_str().unwrap()], &[], None).unwrap();
-        let (o, cx) = queue(&p, &mut txn(&["b@example.com"]));
+        let p = build_with(&[d.path().join("none").to_str().unwrap()], &[], None).unwrap();
+        let (o, cx) = queue(&p, &mut txn("a@example.org", &["b@example.com"], MESSAGE));
         assert_eq!(o, unavailable);
         drop(cx);
         // Hangs up after the message without a status: maybe queued, so 4xx (the client
         // retries; at-least-once).
-        let sock = d.0.join("hangup");
+        let sock = d.path().join("hangup");
         let server = fake_cleanup(&sock, Script::HangUp);
         let p = build_with(&[sock.to_str().unwrap()], &[], None).unwrap();
-        assert_eq!(queue(&p, &mut txn(&["b@example.com"])).0, unavailable);
+        assert_eq!(
+            queue(&p, &mut txn("a@example.org", &["b@example.com"], MESSAGE)).0,
+            unavailable
+        );
         server.join().unwrap();
         // Another Postfix service on that socket.
-        let sock = d.0.join("other");
+        let sock = d.path().join("other");
         let server = fake_cleanup(&sock, Script::Hello(b"protocol\0showq_protocol\0\0"));
         let p = build_with(&[sock.to_str().unwrap()], &[], None).unwrap();
         let protocol = Outcome::Done(Some(Reply::new(
@@ -1115,21 +1048,27 @@ mod tests {
             "4.3.0",
             "Queue error (Postfix cleanup protocol)",
         )));
-        assert_eq!(queue(&p, &mut txn(&["b@example.com"])).0, protocol);
+        assert_eq!(
+            queue(&p, &mut txn("a@example.org", &["b@example.com"], MESSAGE)).0,
+            protocol
+        );
         // Nothing was sent to it after its hello.
         assert_eq!(server.join().unwrap(), b"");
         // An old Postfix without the protocol attribute is fine; no queue_id is not.
-        let sock = d.0.join("noid");
+        let sock = d.path().join("noid");
         let server = fake_cleanup(&sock, Script::Hello(b"\0"));
         let p = build_with(&[sock.to_str().unwrap()], &[], None).unwrap();
-        assert_eq!(queue(&p, &mut txn(&["b@example.com"])).0, protocol);
+        assert_eq!(
+            queue(&p, &mut txn("a@example.org", &["b@example.com"], MESSAGE)).0,
+            protocol
+        );
         server.join().unwrap();
     }
 
     #[test]
     fn unreadable_spool_hangs_up_before_the_end_record() {
         let d = TempDir::new("spoolerr");
-        let sock = d.0.join("cleanup");
+        let sock = d.path().join("cleanup");
         let listener = UnixListener::bind(&sock).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
@@ -1139,11 +1078,8 @@ mod tests {
             all
         });
         let p = build_with(&[sock.to_str().unwrap()], &[], None).unwrap();
-        let mut t = txn(&["b@example.com"]);
-        t.body.spool = Some(SpoolFile {
-            path: d.0.join("nowhere"),
-            file: File::open(&d.0).unwrap(), // a directory: reads fail
-        });
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+        t.body.spool = unreadable_spool(d.path());
         let (o, _) = queue(&p, &mut t);
         assert_eq!(
             o,

@@ -98,12 +98,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
-    check_executable, for_each_chunk, output_for_log, parse_timeout, run_child, txn_message_id,
-    ChildResult, ChildSpec, FeedError, ToLf, CHUNK,
+    check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, with_message,
+    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
-    blocking, Body, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 /// The default `timeout`: below the engine's default `plugin_timeout` of 30 s, so the plugin,
@@ -112,8 +112,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The `queue/qmail-queue` plugin.
 pub struct QmailQueue {
-    name: String,
-    common: CommonArgs,
+    common: Common,
     program: PathBuf,
     timeout: Duration,
 }
@@ -134,8 +133,7 @@ fn build(
     qmailqueue: Option<OsString>,
     qmail: Option<OsString>,
 ) -> Result<QmailQueue, ConfigError> {
-    let (common, rest) =
-        CommonArgs::extract(init.args, CommonArgs::DEFAULT).map_err(|e| init.error(e))?;
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
     let mut program: Option<PathBuf> = None;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut it = rest.into_iter();
@@ -155,7 +153,7 @@ fn build(
                     "the qmail-queue path must be absolute, not '{other}'"
                 )))
             }
-            other => return Err(init.error(format!("unknown argument '{other}'"))),
+            other => return Err(init.unknown(other)),
         }
     }
     let program = match qmailqueue.filter(|v| !v.is_empty()) {
@@ -178,19 +176,10 @@ fn build(
     };
     check_executable(&program).map_err(|e| init.error(e))?;
     Ok(QmailQueue {
-        name: init.name.to_string(),
         common,
         program,
         timeout,
     })
-}
-
-impl QmailQueue {
-    fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
 }
 
 impl Plugin for QmailQueue {
@@ -207,19 +196,16 @@ impl Plugin for QmailQueue {
                 program: self.program.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
-                added_headers: std::mem::take(&mut txn.added_headers),
-                body: std::mem::take(&mut txn.body),
             };
-            let Some(done) = blocking(&*cx.svc, move || job.run()).await else {
-                self.log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
+                self.common
+                    .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
                 return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
             };
-            txn.added_headers = done.added_headers;
-            txn.body = done.body;
-            let result = match done.result {
+            let result = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Error,
                         format_args!("cannot run {}: {e}", self.program.display()),
@@ -227,18 +213,19 @@ impl Plugin for QmailQueue {
                     return Outcome::Done(Some(reply(451, "4.3.0", "unable to exec qq")));
                 }
             };
-            match verdict(&result) {
+            let refused = verdict(&result);
+            let program = self.program.display();
+            let bytes = txn.message_len();
+            result.log(
+                &self.common,
+                cx,
+                &program,
+                refused.as_ref(),
+                self.timeout,
+                bytes,
+            );
+            match refused {
                 None => {
-                    self.log(
-                        cx,
-                        Level::Info,
-                        format_args!(
-                            "queued by {} (pid {}, {} bytes)",
-                            self.program.display(),
-                            result.pid,
-                            txn.message_len()
-                        ),
-                    );
                     let secs = cx
                         .svc
                         .now()
@@ -252,30 +239,7 @@ impl Plugin for QmailQueue {
                             .to_string(),
                     )))
                 }
-                Some(r) => {
-                    let mut why = match (result.timed_out, result.status.code()) {
-                        (true, _) => format!("killed after {:?}", self.timeout),
-                        (false, Some(code)) => format!("exit code {code}"),
-                        (false, None) => format!("{}", result.status),
-                    };
-                    if let Some(e) = &result.feed_error {
-                        why.push_str(&format!(", {e}"));
-                    }
-                    if !result.output.is_empty() {
-                        why.push_str(&format!(", output: {}", output_for_log(&result.output)));
-                    }
-                    self.log(
-                        cx,
-                        Level::Error,
-                        format_args!(
-                            "{} failed ({why}): {} {}",
-                            self.program.display(),
-                            r.code,
-                            r.lines.join(" ")
-                        ),
-                    );
-                    Outcome::Done(Some(r))
-                }
+                Some(r) => Outcome::Done(Some(r)),
             }
         })
     }
@@ -354,29 +318,20 @@ struct Job {
     program: PathBuf,
     timeout: Duration,
     envelope: Vec<u8>,
-    added_headers: String,
-    body: Body,
-}
-
-/// The job's result, with the moved-out parts of the transaction to put back.
-struct Done {
-    added_headers: String,
-    body: Body,
-    result: std::io::Result<ChildResult>,
 }
 
 impl Job {
-    fn run(self) -> Done {
+    fn run(&self, msg: &Message) -> std::io::Result<ChildResult> {
         let spec = ChildSpec {
             program: &self.program,
             args: &[],
             timeout: self.timeout,
             fd1_input: true,
         };
-        let result = run_child(&spec, |stdin, fd1| {
+        run_child(&spec, |stdin, fd1| {
             let mut out = BufWriter::with_capacity(CHUNK, stdin);
             let mut lf = ToLf::default();
-            for_each_chunk(self.added_headers.as_bytes(), &self.body, |chunk| {
+            for_each_chunk(msg.added_headers.as_bytes(), &msg.body, |chunk| {
                 lf.write(&mut out, chunk)
             })?;
             lf.finish(&mut out).map_err(FeedError::Sink)?;
@@ -385,45 +340,17 @@ impl Job {
             drop(out);
             let mut fd1 = fd1.ok_or_else(|| FeedError::Sink(std::io::ErrorKind::Other.into()))?;
             fd1.write_all(&self.envelope).map_err(FeedError::Sink)
-        });
-        Done {
-            added_headers: self.added_headers,
-            body: self.body,
-            result,
-        }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::testing::{cx, origin, run, MemConfig};
-    use ringsmtpd_plugin_api::{Recipient, SpoolFile};
+    use crate::queue::test_util::{queue, txn, unreadable_spool};
+    use ringsmtpd_plugin_api::testing::{self, executable, spool, TempDir};
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let p = std::env::temp_dir()
-                .join(format!("ringsmtpd-qmailq-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A TEST PROGRAM, not qmail: no qmail package exists here. It implements qmail-queue's
     /// documented fd protocol (qmail-queue(8)): reads the message from fd 0 to its end, then
@@ -451,8 +378,7 @@ open(os.path.join(d, "envelope"), "wb").write(env)
 {tail}
 "#
         );
-        fs::write(&path, script).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        executable(&path, &script);
         path
     }
 
@@ -461,48 +387,12 @@ open(os.path.join(d, "envelope"), "wb").write(env)
         qmailqueue: Option<&str>,
         qmail: Option<&str>,
     ) -> Result<QmailQueue, ConfigError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let config = MemConfig::default();
-        let line = origin(&format!("queue/qmail-queue {}", args.join(" ")));
-        build(
-            &PluginInit {
-                name: "queue/qmail-queue",
-                args: &args,
-                config: &config,
-                origin: &line,
-            },
-            qmailqueue.map(OsString::from),
-            qmail.map(OsString::from),
-        )
-    }
-
-    fn recipient(text: &str) -> Recipient {
-        Recipient {
-            addr: ringsmtpd_plugin_api::address::parse_path(&format!("<{text}>"), false, true)
-                .expect("test address"),
-            params: Default::default(),
-        }
+        let line = format!("queue/qmail-queue {}", args.join(" "));
+        let env = |v: Option<&str>| v.map(OsString::from);
+        testing::build(|init| build(init, env(qmailqueue), env(qmail)), &line, &[])
     }
 
     const MESSAGE: &str = "Subject: hi\r\nMessage-ID: <abc@example.org>\r\n\r\nline 1\r\n.dot\r\n";
-
-    fn txn(sender: &str, rcpts: &[&str]) -> Transaction {
-        let mut t = Transaction::default();
-        if !sender.is_empty() {
-            t.sender = recipient(sender).addr;
-        }
-        t.recipients = rcpts.iter().map(|r| recipient(r)).collect();
-        t.added_headers = "Received: from x\r\n by y; now\r\n".into();
-        t.body.mem = MESSAGE.as_bytes().to_vec();
-        t.body.header_end = Some(MESSAGE.find("\r\n\r\n").unwrap() + 4);
-        t.body.len = MESSAGE.len() as u64;
-        t
-    }
-
-    fn queue(p: &QmailQueue, t: &mut Transaction) -> Outcome {
-        let (mut cx, _svc) = cx("192.0.2.1:4242");
-        run(p.queue(&mut cx, t))
-    }
 
     fn plugin(dir: &Path, exit_code: Option<i32>) -> QmailQueue {
         let program = fake_qmail_queue(dir, exit_code);
@@ -512,8 +402,12 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn message_on_fd0_envelope_on_fd1_then_250() {
         let d = TempDir::new("ok");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("a@example.org", &["b@example.com", "c@example.net"]);
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn(
+            "a@example.org",
+            &["b@example.com", "c@example.net"],
+            MESSAGE,
+        );
         let o = queue(&p, &mut t);
         match &o {
             Outcome::Ok(Some(m)) => {
@@ -524,11 +418,11 @@ open(os.path.join(d, "envelope"), "wb").write(env)
             o => panic!("{o:?}"),
         }
         assert_eq!(
-            fs::read(d.0.join("message")).unwrap(),
+            fs::read(d.path().join("message")).unwrap(),
             b"Received: from x\n by y; now\nSubject: hi\nMessage-ID: <abc@example.org>\n\nline 1\n.dot\n"
         );
         assert_eq!(
-            fs::read(d.0.join("envelope")).unwrap(),
+            fs::read(d.path().join("envelope")).unwrap(),
             b"Fa@example.org\0Tb@example.com\0Tc@example.net\0\0"
         );
         // The transaction got its message back.
@@ -539,27 +433,20 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn null_sender_and_spooled_message() {
         let d = TempDir::new("spool");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("", &["b@example.com"]);
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn("", &["b@example.com"], MESSAGE);
         let mut big = String::from("Subject: big\r\n\r\n");
         while big.len() < 3 * CHUNK {
             big.push_str("0123456789abcdef\r\n");
         }
-        let spool_path = d.0.join("spool-file");
-        fs::write(&spool_path, &big).unwrap();
-        t.body.mem = b"Subject: big\r\n\r\n".to_vec();
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(SpoolFile {
-            path: spool_path.clone(),
-            file: fs::File::open(&spool_path).unwrap(),
-        });
+        spool(&mut t.body, &d.path().join("spool-file"), big.as_bytes());
         let o = queue(&p, &mut t);
         assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
         assert_eq!(
-            fs::read(d.0.join("envelope")).unwrap(),
+            fs::read(d.path().join("envelope")).unwrap(),
             b"F\0Tb@example.com\0\0"
         );
-        let msg = fs::read(d.0.join("message")).unwrap();
+        let msg = fs::read(d.path().join("message")).unwrap();
         let expected = format!(
             "Received: from x\n by y; now\n{}",
             big.replace("\r\n", "\n")
@@ -597,10 +484,10 @@ open(os.path.join(d, "envelope"), "wb").write(env)
         ];
         let d = TempDir::new("codes");
         for &(code, smtp, enhanced, text) in cases {
-            let sub = d.0.join(code.to_string());
+            let sub = d.path().join(code.to_string());
             fs::create_dir(&sub).unwrap();
             let p = plugin(&sub, Some(code));
-            let mut t = txn("a@example.org", &["b@example.com"]);
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             let o = queue(&p, &mut t);
             assert_eq!(
                 o,
@@ -618,9 +505,9 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn hung_qmail_queue_is_killed_at_the_timeout() {
         let d = TempDir::new("hang");
-        let mut p = plugin(&d.0, None);
+        let mut p = plugin(d.path(), None);
         p.timeout = Duration::from_millis(500);
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         let started = Instant::now();
         let o = queue(&p, &mut t);
         assert_eq!(
@@ -635,11 +522,10 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     fn child_that_dies_or_crashes_is_never_a_250() {
         let d = TempDir::new("die");
         // Exits at once without reading a large message: EPIPE for us, its code for the client.
-        let early = d.0.join("early");
-        fs::write(&early, "#!/bin/sh\nexit 53\n").unwrap();
-        fs::set_permissions(&early, fs::Permissions::from_mode(0o755)).unwrap();
+        let early = d.path().join("early");
+        executable(&early, "#!/bin/sh\nexit 53\n");
         let p = build_with(&[early.to_str().unwrap()], None, None).unwrap();
-        let mut t = txn("a@example.org", &["b@example.com"]);
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
         t.body.mem = vec![b'x'; 1 << 20];
         assert_eq!(
             queue(&p, &mut t),
@@ -650,18 +536,16 @@ open(os.path.join(d, "envelope"), "wb").write(env)
             )))
         );
         // Exits 0 without reading anything: we could not write, so 0 is not believed.
-        let liar = d.0.join("liar");
-        fs::write(&liar, "#!/bin/sh\nexit 0\n").unwrap();
-        fs::set_permissions(&liar, fs::Permissions::from_mode(0o755)).unwrap();
+        let liar = d.path().join("liar");
+        executable(&liar, "#!/bin/sh\nexit 0\n");
         let p = build_with(&[liar.to_str().unwrap()], None, None).unwrap();
         assert_eq!(
             queue(&p, &mut t),
             Outcome::Done(Some(Reply::new(451, "4.3.0", "qq read error")))
         );
         // Killed by a signal.
-        let crash = d.0.join("crash");
-        fs::write(&crash, "#!/bin/sh\ncat >/dev/null\nkill -SEGV $$\n").unwrap();
-        fs::set_permissions(&crash, fs::Permissions::from_mode(0o755)).unwrap();
+        let crash = d.path().join("crash");
+        executable(&crash, "#!/bin/sh\ncat >/dev/null\nkill -SEGV $$\n");
         let p = build_with(&[crash.to_str().unwrap()], None, None).unwrap();
         assert_eq!(
             queue(&p, &mut t),
@@ -678,30 +562,26 @@ open(os.path.join(d, "envelope"), "wb").write(env)
     #[test]
     fn unreadable_spool_never_completes_the_envelope() {
         let d = TempDir::new("badspool");
-        let p = plugin(&d.0, Some(0));
-        let mut t = txn("a@example.org", &["b@example.com"]);
-        // A spool "file" that fails to read: a directory handle gives EISDIR.
-        t.body.spool = Some(SpoolFile {
-            path: d.0.join("nowhere"),
-            file: fs::File::open(&d.0).unwrap(),
-        });
+        let p = plugin(d.path(), Some(0));
+        let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+        t.body.spool = unreadable_spool(d.path());
         let o = queue(&p, &mut t);
         // The fake saw an envelope without its final \0 and exited 91: nothing queued.
         assert_eq!(
             o,
             Outcome::Done(Some(Reply::new(451, "4.3.0", "qq internal bug")))
         );
-        assert!(!d.0.join("message").exists());
+        assert!(!d.path().join("message").exists());
         t.body.spool = None;
     }
 
     #[test]
     fn path_argument_environment_and_errors() {
         let d = TempDir::new("args");
-        let prog = fake_qmail_queue(&d.0, Some(0));
+        let prog = fake_qmail_queue(d.path(), Some(0));
         let prog_s = prog.to_str().unwrap();
         // QMAIL gives the default path.
-        let home = d.0.join("qmail");
+        let home = d.path().join("qmail");
         fs::create_dir_all(home.join("bin")).unwrap();
         fs::copy(&prog, home.join("bin/qmail-queue")).unwrap();
         let p = build_with(&[], None, Some(home.to_str().unwrap())).unwrap();
@@ -737,7 +617,7 @@ open(os.path.join(d, "envelope"), "wb").write(env)
 
     #[test]
     fn envelope_format() {
-        let t = txn("a@b.example", &["c@d.example", "postmaster"]);
+        let t = txn("a@b.example", &["c@d.example", "postmaster"], MESSAGE);
         assert_eq!(envelope(&t), b"Fa@b.example\0Tc@d.example\0Tpostmaster\0\0");
     }
 }

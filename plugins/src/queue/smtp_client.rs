@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use ringsmtpd_plugin_api::dns::QType;
 use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream, TlsVerify};
 use ringsmtpd_plugin_api::{
-    blocking, BodyType, CommonArgs, Cx, Level, Notify, Outcome, PluginInit, Ret, Services,
-    Transaction,
+    blocking, BodyType, Common, CommonArgs, ConfigError, Connection, Cx, Hook, HookSet, Level,
+    Notify, Outcome, Plugin, PluginInit, Ret, Services, Step, Transaction,
 };
 
 /// The longest reply line we accept. RFC 5321 §4.5.3.1.5 says 512 octets with CRLF; real
@@ -124,8 +124,7 @@ impl Settings {
     }
 
     /// `queue/smtp-forward host [port] [flags and options]`.
-    pub fn smtp(init: &PluginInit<'_>) -> Result<(CommonArgs, Settings), String> {
-        let (common, rest) = CommonArgs::extract(init.args, CommonArgs::DEFAULT)?;
+    pub fn smtp(rest: Vec<&str>) -> Result<Settings, String> {
         let mut it = rest.into_iter().peekable();
         let host = it.next().ok_or("the downstream host is required")?;
         let port = match it.peek() {
@@ -138,12 +137,11 @@ impl Settings {
         let (target, name) = parse_host(host, port)?;
         let mut s = Settings::defaults(Proto::Smtp, target, name);
         s.options(&mut it)?;
-        Ok((common, s))
+        Ok(s)
     }
 
     /// `queue/lmtp host:port|/socket [options]`.
-    pub fn lmtp(init: &PluginInit<'_>) -> Result<(CommonArgs, Settings), String> {
-        let (common, rest) = CommonArgs::extract(init.args, CommonArgs::DEFAULT)?;
+    pub fn lmtp(rest: Vec<&str>) -> Result<Settings, String> {
         let mut it = rest.into_iter().peekable();
         let dest = it
             .next()
@@ -166,7 +164,7 @@ impl Settings {
         if s.xclient {
             return Err("xclient is an SMTP extension; LMTP servers do not offer it".into());
         }
-        Ok((common, s))
+        Ok(s)
     }
 
     fn options<'s>(
@@ -610,12 +608,37 @@ impl Conn {
 // ---------------------------------------------------------------------------------------------
 // The client with its pool.
 
-/// One plugin instance's client: settings and the idle connections of this worker.
+/// One plugin instance's client: settings and the idle connections of this worker. It is the
+/// `queue/smtp-forward` or `queue/lmtp` plugin: its `queue` hook delivers.
 pub struct Client {
-    pub name: String,
-    pub common: CommonArgs,
-    pub settings: Settings,
+    common: Common,
+    settings: Settings,
     pool: RefCell<Vec<Conn>>,
+}
+
+/// Builds `queue/smtp-forward` or `queue/lmtp` from its config line: `settings` reads the
+/// arguments besides the common ones ([`Settings::smtp`], [`Settings::lmtp`]).
+pub fn plugin(
+    init: &PluginInit<'_>,
+    settings: fn(Vec<&str>) -> Result<Settings, String>,
+) -> Result<Box<dyn Plugin>, ConfigError> {
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let settings = settings(rest).map_err(|e| init.error(e))?;
+    Ok(Box::new(Client {
+        common,
+        settings,
+        pool: RefCell::new(Vec::new()),
+    }))
+}
+
+impl Plugin for Client {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Queue])
+    }
+
+    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        Step::pending(self.deliver(cx, txn))
+    }
 }
 
 /// The result of one delivery attempt on one connection (short-lived: not worth a box).
@@ -629,21 +652,6 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(name: &str, common: CommonArgs, settings: Settings) -> Client {
-        Client {
-            name: name.to_string(),
-            common,
-            settings,
-            pool: RefCell::new(Vec::new()),
-        }
-    }
-
-    pub fn log(&self, cx: &Cx, level: Level, msg: std::fmt::Arguments<'_>) {
-        if let Some(level) = self.common.adjust(level) {
-            cx.log(level, &self.name, msg);
-        }
-    }
-
     /// Delivers the transaction; the outcome for the queue hook.
     pub async fn deliver(&self, cx: &Cx, txn: &Transaction) -> Outcome {
         if txn.recipients.is_empty() {
@@ -655,7 +663,7 @@ impl Client {
             match self.attempt(cx, txn, conn, true).await {
                 Attempt::Done(outcome, conn) => return self.finish(cx, outcome, conn).await,
                 Attempt::Stale => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pooled connection was stale, replaced"),
@@ -666,7 +674,7 @@ impl Client {
         let conn = match self.open(cx, true).await {
             Ok(c) => c,
             Err(f) => {
-                self.log(
+                self.common.log(
                     cx,
                     Level::Warn,
                     format_args!("{} : {f:?}", self.settings.target),
@@ -715,14 +723,14 @@ impl Client {
             match conn.command(&*cx.svc, PROBE_TIMEOUT, "RSET").await {
                 Ok(r) if r.code == 250 => return Some(conn),
                 Ok(r) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pooled connection: RSET answered {}", r.brief()),
                     );
                 }
                 Err(f) => {
-                    self.log(
+                    self.common.log(
                         cx,
                         Level::Info,
                         format_args!("pooled connection is gone: {f:?}"),
@@ -807,7 +815,7 @@ impl Client {
                         match self.starttls(cx, conn, verify).await {
                             Ok(c) => conn = c,
                             Err(e) => {
-                                self.log(
+                                self.common.log(
                                     cx,
                                     Level::Warn,
                                     format_args!("STARTTLS failed ({e}); retrying without TLS"),
@@ -886,11 +894,13 @@ impl Client {
                 match $e {
                     Ok(v) => v,
                     Err(f) if reused && !matches!(f, Fail::Tls(_)) => {
-                        self.log(cx, Level::Info, format_args!("reused connection: {f:?}"));
+                        self.common
+                            .log(cx, Level::Info, format_args!("reused connection: {f:?}"));
                         return Attempt::Stale;
                     }
                     Err(f) => {
-                        self.log(cx, Level::Warn, format_args!("{}: {f:?}", s.target));
+                        self.common
+                            .log(cx, Level::Warn, format_args!("{}: {f:?}", s.target));
                         return Attempt::Done(f.outcome(), None);
                     }
                 }
@@ -1005,7 +1015,7 @@ impl Client {
                         Ok(r) => finals.push(r),
                         Err(f) => {
                             if finals.iter().any(|r| r.class() == 2) {
-                                self.log(cx, Level::Warn, format_args!(
+                                self.common.log(cx, Level::Warn, format_args!(
                                     "connection lost after {} of {n} LMTP replies; the client's retry duplicates the message for those accepted",
                                     finals.len()
                                 ));
@@ -1022,7 +1032,7 @@ impl Client {
     }
 
     fn conn_failed(&self, cx: &Cx, f: Fail) -> Attempt {
-        self.log(
+        self.common.log(
             cx,
             Level::Warn,
             format_args!("{}: {f:?}", self.settings.target),
@@ -1043,7 +1053,7 @@ impl Client {
     }
 
     fn refused(&self, cx: &Cx, what: &str, r: &Reply) -> Outcome {
-        self.log(
+        self.common.log(
             cx,
             Level::Info,
             format_args!("downstream refused {what}: {}", r.brief()),
@@ -1062,7 +1072,7 @@ impl Client {
                 continue;
             }
             refused += 1;
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!(
@@ -1105,7 +1115,7 @@ impl Client {
     fn final_smtp(&self, cx: &Cx, r: &Reply) -> Outcome {
         match r.class() {
             2 => {
-                self.log(
+                self.common.log(
                     cx,
                     Level::Info,
                     format_args!("delivered to {}: {}", self.settings.target, r.brief()),
@@ -1121,7 +1131,7 @@ impl Client {
     /// Deny, saying which recipients have it.
     fn final_lmtp(&self, cx: &Cx, txn: &Transaction, finals: &[Reply]) -> Outcome {
         for (r, rcpt) in finals.iter().zip(&txn.recipients) {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Info,
                 format_args!("LMTP {}: {}", rcpt.addr, r.brief()),
@@ -1195,7 +1205,7 @@ impl Client {
     /// for the next transaction only. Skipped (logged) if not offered.
     async fn xforward(&self, cx: &Cx, txn: &Transaction, conn: &mut Conn) -> Result<(), Fail> {
         let Some(offered) = conn.caps.xforward.clone() else {
-            self.log(
+            self.common.log(
                 cx,
                 Level::Debug,
                 format_args!("downstream does not offer XFORWARD"),
@@ -1387,10 +1397,9 @@ fn is_helo_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// XCLIENT attributes the downstream offered, from our connection (Postfix XCLIENT_README).
-pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
-    let c = &cx.conn;
-    let has = |a: &str| offered.iter().any(|o| o == a);
+/// The client's NAME, ADDR and PORT, those `has` says were offered: the first attributes of
+/// XCLIENT and XFORWARD alike.
+fn peer_attrs(c: &Connection, has: impl Fn(&str) -> bool) -> Vec<String> {
     let mut v = Vec::new();
     if has("NAME") {
         let name = c
@@ -1406,6 +1415,20 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
     if has("PORT") {
         v.push(format!("PORT={}", c.remote.port()));
     }
+    v
+}
+
+/// `PROTO=ESMTP` or `PROTO=SMTP`, once the client said hello.
+fn proto_attr(c: &Connection) -> Option<String> {
+    let proto = if c.is_esmtp() { "ESMTP" } else { "SMTP" };
+    c.hello.is_some().then(|| format!("PROTO={proto}"))
+}
+
+/// XCLIENT attributes the downstream offered, from our connection (Postfix XCLIENT_README).
+pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
+    let c = &cx.conn;
+    let has = |a: &str| offered.iter().any(|o| o == a);
+    let mut v = peer_attrs(c, has);
     if has("HELO") {
         let helo = c.hello_host();
         let helo = if is_helo_token(helo) {
@@ -1415,11 +1438,8 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
         };
         v.push(format!("HELO={}", xtext(helo)));
     }
-    if has("PROTO") && c.hello.is_some() {
-        v.push(format!(
-            "PROTO={}",
-            if c.is_esmtp() { "ESMTP" } else { "SMTP" }
-        ));
+    if has("PROTO") {
+        v.extend(proto_attr(c));
     }
     if has("LOGIN") {
         if let Some(auth) = &c.auth {
@@ -1439,26 +1459,9 @@ pub fn xclient_attrs(cx: &Cx, offered: &[String]) -> Vec<String> {
 pub fn xforward_attrs(cx: &Cx, txn: &Transaction, offered: &[String]) -> Vec<String> {
     let c = &cx.conn;
     let has = |a: &str| offered.iter().any(|o| o == a);
-    let mut v = Vec::new();
-    if has("NAME") {
-        let name = c
-            .remote_host
-            .as_deref()
-            .filter(|h| is_helo_token(h))
-            .unwrap_or("[UNAVAILABLE]");
-        v.push(format!("NAME={}", xtext(name)));
-    }
-    if has("ADDR") {
-        v.push(format!("ADDR={}", xtext(&addr_attr(c.remote.ip()))));
-    }
-    if has("PORT") {
-        v.push(format!("PORT={}", c.remote.port()));
-    }
-    if has("PROTO") && c.hello.is_some() {
-        v.push(format!(
-            "PROTO={}",
-            if c.is_esmtp() { "ESMTP" } else { "SMTP" }
-        ));
+    let mut v = peer_attrs(c, has);
+    if has("PROTO") {
+        v.extend(proto_attr(c));
     }
     if has("HELO") && is_helo_token(c.hello_host()) {
         v.push(format!("HELO={}", xtext(c.hello_host())));
@@ -1570,10 +1573,9 @@ pub(crate) mod fake {
     use std::time::{Duration, Instant};
 
     use ringsmtpd_plugin_api::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
-    use ringsmtpd_plugin_api::testing::{self, MemConfig};
+    use ringsmtpd_plugin_api::testing;
     use ringsmtpd_plugin_api::{
-        address::parse_path, Connection, Cx, Hello, HelloKind, Level, Plugin, PluginInit,
-        RcptParams, Recipient, Services, TlsInfo, Transaction,
+        Connection, Cx, Hello, HelloKind, Level, Plugin, Services, TlsInfo, Transaction,
     };
 
     /// Services with a real clock: `sleep` waits, sockets are non-blocking and polled.
@@ -1970,36 +1972,16 @@ pub(crate) mod fake {
 
     /// A transaction from a@example.org to `rcpts` with this body and one added header.
     pub fn txn(rcpts: &[&str], body: &[u8]) -> Transaction {
-        let mut t = Transaction::default();
+        let mut t = testing::txn_from("<a@example.org>");
+        t.recipients = rcpts
+            .iter()
+            .map(|r| testing::rcpt(&format!("<{r}>")))
+            .collect();
         t.id = "7.1".into();
-        t.sender = parse_path("<a@example.org>", true, false).unwrap();
-        for r in rcpts {
-            t.recipients.push(Recipient {
-                addr: parse_path(&format!("<{r}>"), false, true).unwrap(),
-                params: RcptParams::default(),
-            });
-        }
         t.added_headers = "Received: from client.example\r\n".into();
         t.body.mem = body.to_vec();
         t.body.len = body.len() as u64;
         t
-    }
-
-    pub fn build(
-        factory: ringsmtpd_plugin_api::Factory,
-        name: &str,
-        args: &[&str],
-    ) -> Result<Box<dyn Plugin>, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let cfg = MemConfig::default();
-        let origin = testing::origin(&format!("{name} {}", args.join(" ")));
-        factory(&PluginInit {
-            name,
-            args: &args,
-            config: &cfg,
-            origin: &origin,
-        })
-        .map_err(|e| e.to_string())
     }
 
     /// Runs the queue hook.
@@ -2117,30 +2099,21 @@ mod tests {
         assert_eq!(addr_attr("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1");
     }
 
-    fn smtp(args: &[&str]) -> Result<Settings, String> {
+    /// The settings `read` takes from `args` once the common arguments are out.
+    fn settings(
+        read: fn(Vec<&str>) -> Result<Settings, String>,
+        args: &[&str],
+    ) -> Result<Settings, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let cfg = ringsmtpd_plugin_api::testing::MemConfig::default();
-        let origin = ringsmtpd_plugin_api::testing::origin("queue/smtp-forward");
-        Settings::smtp(&PluginInit {
-            name: "queue/smtp-forward",
-            args: &args,
-            config: &cfg,
-            origin: &origin,
-        })
-        .map(|(_, s)| s)
+        read(CommonArgs::extract(&args, CommonArgs::DEFAULT)?.1)
+    }
+
+    fn smtp(args: &[&str]) -> Result<Settings, String> {
+        settings(Settings::smtp, args)
     }
 
     fn lmtp(args: &[&str]) -> Result<Settings, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let cfg = ringsmtpd_plugin_api::testing::MemConfig::default();
-        let origin = ringsmtpd_plugin_api::testing::origin("queue/lmtp");
-        Settings::lmtp(&PluginInit {
-            name: "queue/lmtp",
-            args: &args,
-            config: &cfg,
-            origin: &origin,
-        })
-        .map(|(_, s)| s)
+        settings(Settings::lmtp, args)
     }
 
     #[test]

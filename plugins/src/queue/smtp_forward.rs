@@ -139,31 +139,13 @@
 //! listeners; use `tls require` with `system` or `cafile:` when the path to the downstream is
 //! not trusted.
 
-use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
+use ringsmtpd_plugin_api::{ConfigError, Plugin, PluginInit};
 
-use super::smtp_client::{Client, Settings};
-
-/// The `queue/smtp-forward` plugin.
-pub struct SmtpForward {
-    client: Client,
-}
+use super::smtp_client::{plugin, Settings};
 
 /// Builds `queue/smtp-forward` from its config line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
-    let (common, settings) = Settings::smtp(init).map_err(|e| init.error(e))?;
-    Ok(Box::new(SmtpForward {
-        client: Client::new(init.name, common, settings),
-    }))
-}
-
-impl Plugin for SmtpForward {
-    fn hooks(&self) -> HookSet {
-        HookSet::of(&[Hook::Queue])
-    }
-
-    fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        Step::pending(self.client.deliver(cx, txn))
-    }
+    plugin(init, Settings::smtp)
 }
 
 #[cfg(test)]
@@ -171,17 +153,19 @@ mod tests {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
+    use ringsmtpd_plugin_api::testing::{build, spool, TempDir};
     use ringsmtpd_plugin_api::{Outcome, Plugin};
 
     use super::super::smtp_client::fake::{self, FakeServer, Script, TestSvc};
 
     const BODY: &[u8] = b"Subject: t\r\n\r\n.leading dot\r\n..two\r\n.\r\nlast line without CRLF";
 
-    fn plugin(server: &FakeServer, extra: &[&str]) -> Box<dyn Plugin> {
-        let port = server.addr.port().to_string();
-        let mut args = vec!["127.0.0.1", port.as_str()];
-        args.extend_from_slice(extra);
-        fake::build(super::new, "queue/smtp-forward", &args).unwrap()
+    fn plugin(server: &FakeServer, extra: &str) -> Box<dyn Plugin> {
+        let line = format!(
+            "queue/smtp-forward 127.0.0.1 {} {extra}",
+            server.addr.port()
+        );
+        build(super::new, &line, &[]).unwrap()
     }
 
     /// One delivery of BODY to `rcpts`; the outcome and the services (for logs).
@@ -199,7 +183,7 @@ mod tests {
     #[test]
     fn delivers_with_pipelining_and_dot_stuffing() {
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let (o, _) = send(&*p, &["b@example.com", "c@example.com"]);
         assert_eq!(o, Outcome::Ok(Some("2.0.0 Ok: queued as ABC123".into())));
         let cmds = server.commands();
@@ -227,7 +211,7 @@ mod tests {
             caps: vec!["8BITMIME".into()],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let (o, _) = send(&*p, &["b@example.com"]);
         assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
         assert_eq!(server.pipelined(), [false]);
@@ -290,7 +274,7 @@ mod tests {
         ];
         for (script, want, text) in cases {
             let server = FakeServer::start(script);
-            let p = plugin(&server, &[]);
+            let p = plugin(&server, "");
             let (o, _) = send(&*p, &["b@example.com"]);
             assert!(want(&o), "{o:?}");
             assert_eq!(msg(&o), text);
@@ -305,7 +289,7 @@ mod tests {
             rcpt: vec![("bad@example.com".into(), "550 5.1.1 no such user".into())],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let (o, _) = send(&*p, &["b@example.com", "bad@example.com"]);
         assert_eq!(
             o,
@@ -326,7 +310,7 @@ mod tests {
             caps: vec![],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let (o, _) = send(&*p, &["b@example.com", "later@example.com"]);
         assert_eq!(
             o,
@@ -342,7 +326,7 @@ mod tests {
             rcpt: vec![("x@example.com".into(), "550 5.1.1 unknown".into())],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let (o, _) = send(&*p, &["x@example.com"]);
         assert_eq!(
             o,
@@ -357,7 +341,7 @@ mod tests {
             dot: vec!["250-2.0.0 first line\n250 2.0.0 queued as Q1".into()],
             ..Script::smtp()
         });
-        let (o, _) = send(&*plugin(&server, &[]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, ""), &["b@example.com"]);
         assert_eq!(
             o,
             Outcome::Ok(Some("2.0.0 first line\nqueued as Q1".into()))
@@ -367,7 +351,7 @@ mod tests {
                 dot: vec![bad.into()],
                 ..Script::smtp()
             });
-            let (o, _) = send(&*plugin(&server, &[]), &["b@example.com"]);
+            let (o, _) = send(&*plugin(&server, ""), &["b@example.com"]);
             assert!(matches!(o, Outcome::DenySoft(_)), "{bad}: {o:?}");
             assert!(msg(&o).starts_with("4.4.2 "), "{bad}: {o:?}");
         }
@@ -379,7 +363,7 @@ mod tests {
             ehlo: Some("502 5.5.2 what".into()),
             ..Script::smtp()
         });
-        let (o, _) = send(&*plugin(&server, &[]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, ""), &["b@example.com"]);
         assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
         let cmds = server.commands();
         assert_eq!(&cmds[..2], ["EHLO mx.example.test", "HELO mx.example.test"]);
@@ -393,7 +377,12 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port().to_string()
         };
-        let p = fake::build(super::new, "queue/smtp-forward", &["127.0.0.1", &port]).unwrap();
+        let p = build(
+            super::new,
+            &format!("queue/smtp-forward 127.0.0.1 {port}"),
+            &[],
+        )
+        .unwrap();
         let (o, _) = send(&*p, &["b@example.com"]);
         assert!(matches!(o, Outcome::DenySoft(_)));
         assert!(
@@ -406,7 +395,7 @@ mod tests {
             drop_in_data: Some(10),
             ..Script::smtp()
         });
-        let (o, _) = send(&*plugin(&server, &[]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, ""), &["b@example.com"]);
         assert!(matches!(o, Outcome::DenySoft(_)));
         assert!(msg(&o).starts_with("4.4.2 "), "{o:?}");
         assert!(server.messages().is_empty());
@@ -418,7 +407,7 @@ mod tests {
             dot_delay: Duration::from_secs(30),
             ..Script::smtp()
         });
-        let p = plugin(&server, &["data_timeout", "1"]);
+        let p = plugin(&server, "data_timeout 1");
         let start = Instant::now();
         let (o, _) = send(&*p, &["b@example.com"]);
         assert!(
@@ -437,7 +426,7 @@ mod tests {
             mail_delay: Duration::from_secs(3),
             ..Script::smtp()
         });
-        let p = plugin(&server, &["timeout", "1"]);
+        let p = plugin(&server, "timeout 1");
         let (o, _) = send(&*p, &["b@example.com"]);
         assert!(msg(&o).contains("timed out"), "{o:?}");
     }
@@ -445,7 +434,7 @@ mod tests {
     #[test]
     fn pooled_connection_is_reused_and_replaced() {
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         for _ in 0..3 {
             let (o, _) = send(&*p, &["b@example.com"]);
             assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
@@ -461,7 +450,7 @@ mod tests {
             close_after_each: true,
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         for _ in 0..3 {
             let (o, svc) = send(&*p, &["b@example.com"]);
             assert!(matches!(o, Outcome::Ok(_)), "{o:?} {:?}", svc.logs.borrow());
@@ -471,7 +460,7 @@ mod tests {
 
         // pool 0: a connection per message, closed with QUIT.
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &["pool", "0"]);
+        let p = plugin(&server, "pool 0");
         for _ in 0..2 {
             assert!(matches!(send(&*p, &["b@example.com"]).0, Outcome::Ok(_)));
         }
@@ -481,7 +470,7 @@ mod tests {
 
         // pool_uses 2: the third message needs a new connection.
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &["pool_uses", "2"]);
+        let p = plugin(&server, "pool_uses 2");
         for _ in 0..3 {
             assert!(matches!(send(&*p, &["b@example.com"]).0, Outcome::Ok(_)));
         }
@@ -491,7 +480,7 @@ mod tests {
     #[test]
     fn idle_connections_expire() {
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &["pool_idle", "1"]);
+        let p = plugin(&server, "pool_idle 1");
         assert!(matches!(send(&*p, &["b@example.com"]).0, Outcome::Ok(_)));
         std::thread::sleep(Duration::from_millis(1100));
         assert!(matches!(send(&*p, &["b@example.com"]).0, Outcome::Ok(_)));
@@ -507,7 +496,7 @@ mod tests {
             ],
             ..Script::smtp()
         });
-        let p = plugin(&server, &["xclient"]);
+        let p = plugin(&server, "xclient");
         for _ in 0..2 {
             let (o, _) = send(&*p, &["b@example.com"]);
             assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
@@ -542,7 +531,7 @@ mod tests {
 
         // Asked for but not offered: temporary failure, no MAIL sent.
         let server = FakeServer::start(Script::smtp());
-        let (o, _) = send(&*plugin(&server, &["xclient"]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, "xclient"), &["b@example.com"]);
         assert!(matches!(o, Outcome::DenySoft(_)), "{o:?}");
         assert!(
             msg(&o).contains("XCLIENT asked for but not offered"),
@@ -556,7 +545,7 @@ mod tests {
             xclient: "550 5.7.0 Error: insufficient authorization".into(),
             ..Script::smtp()
         });
-        let (o, _) = send(&*plugin(&server, &["xclient"]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, "xclient"), &["b@example.com"]);
         assert!(matches!(o, Outcome::DenySoft(_)), "{o:?}");
     }
 
@@ -566,7 +555,7 @@ mod tests {
             caps: vec!["XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT".into()],
             ..Script::smtp()
         });
-        let p = plugin(&server, &["xforward"]);
+        let p = plugin(&server, "xforward");
         for _ in 0..2 {
             assert!(matches!(send(&*p, &["b@example.com"]).0, Outcome::Ok(_)));
         }
@@ -583,7 +572,7 @@ mod tests {
         // Not offered: skipped, the message still goes.
         let server = FakeServer::start(Script::smtp());
         assert!(matches!(
-            send(&*plugin(&server, &["xforward"]), &["b@example.com"]).0,
+            send(&*plugin(&server, "xforward"), &["b@example.com"]).0,
             Outcome::Ok(_)
         ));
     }
@@ -596,7 +585,7 @@ mod tests {
         };
         // require + offered: STARTTLS, EHLO again, then the mail.
         let server = FakeServer::start(offered.clone());
-        let (o, _) = send(&*plugin(&server, &["tls", "require"]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, "tls require"), &["b@example.com"]);
         assert!(matches!(o, Outcome::Ok(_)), "{o:?}");
         assert_eq!(
             &server.commands()[..3],
@@ -604,7 +593,7 @@ mod tests {
         );
         // require + not offered: nothing of the envelope goes out in the clear.
         let server = FakeServer::start(Script::smtp());
-        let (o, _) = send(&*plugin(&server, &["tls", "require"]), &["b@example.com"]);
+        let (o, _) = send(&*plugin(&server, "tls require"), &["b@example.com"]);
         assert_eq!(
             o,
             Outcome::DenySoft(Some(
@@ -616,13 +605,13 @@ mod tests {
         // may: used when offered, skipped when not.
         let server = FakeServer::start(offered);
         assert!(matches!(
-            send(&*plugin(&server, &["tls"]), &["b@example.com"]).0,
+            send(&*plugin(&server, "tls"), &["b@example.com"]).0,
             Outcome::Ok(_)
         ));
         assert!(server.commands().contains(&"STARTTLS".to_string()));
         let server = FakeServer::start(Script::smtp());
         assert!(matches!(
-            send(&*plugin(&server, &["tls", "may"]), &["b@example.com"]).0,
+            send(&*plugin(&server, "tls may"), &["b@example.com"]).0,
             Outcome::Ok(_)
         ));
         assert!(!server.commands().contains(&"STARTTLS".to_string()));
@@ -635,7 +624,7 @@ mod tests {
             caps: vec!["8BITMIME".into(), "DSN".into(), "SMTPUTF8".into()],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let svc = Rc::new(TestSvc::default());
         let mut cx = fake::context(&svc);
         let mut t = fake::txn(&["b@example.com"], BODY);
@@ -665,7 +654,7 @@ mod tests {
             caps: vec![],
             ..Script::smtp()
         });
-        let p = plugin(&server, &[]);
+        let p = plugin(&server, "");
         let mut t2 = fake::txn(&["b@example.com"], BODY);
         t2.mail_params.body = BodyType::EightBitMime;
         t2.mail_params.ret = Some(Ret::Full);
@@ -681,12 +670,9 @@ mod tests {
 
     #[test]
     fn spooled_message_is_streamed() {
-        use std::io::Write;
         let server = FakeServer::start(Script::smtp());
-        let p = plugin(&server, &[]);
-        let dir = std::env::temp_dir().join(format!("ringsmtpd-fwd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spool");
+        let p = plugin(&server, "");
+        let dir = TempDir::new("fwd");
         // 300 KiB of lines, some starting with a dot, across several read chunks.
         let mut big = b"Subject: big\r\n\r\n".to_vec();
         for i in 0..20_000 {
@@ -695,19 +681,10 @@ mod tests {
             }
             big.extend_from_slice(format!("line {i:06}\r\n").as_bytes());
         }
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(&big)
-            .unwrap();
         let svc = Rc::new(TestSvc::default());
         let mut cx = fake::context(&svc);
-        let mut t = fake::txn(&["b@example.com"], b"Subject: big\r\n\r\n");
-        t.body.header_end = Some(t.body.mem.len());
-        t.body.len = big.len() as u64;
-        t.body.spool = Some(ringsmtpd_plugin_api::SpoolFile {
-            path: path.clone(),
-            file: std::fs::File::open(&path).unwrap(),
-        });
+        let mut t = fake::txn(&["b@example.com"], b"");
+        spool(&mut t.body, &dir.path().join("spool"), &big);
         assert!(matches!(fake::queue(&*p, &mut cx, &mut t), Outcome::Ok(_)));
         let got = server.messages().pop().unwrap();
         let mut want = b"Received: from client.example\r\n".to_vec();
@@ -720,8 +697,6 @@ mod tests {
         want.extend_from_slice(b".\r\n");
         assert_eq!(got.len(), want.len());
         assert!(got == want);
-        drop(t);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
