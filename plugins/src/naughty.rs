@@ -33,7 +33,7 @@
 //!
 //! Differences from qpsmtpd: an unknown step is an error at start (qpsmtpd logged it and used
 //! `data_post`). qpsmtpd appended the texts of several marking plugins and used the first
-//! one's `reject_type`; here the mark holds one text (the last plugin's: `CommonArgs::reject`
+//! one's `reject_type`; here the mark holds one text (the last plugin's: `Common::reject`
 //! replaces it) and this plugin's `reject_type` decides.
 //!
 //! ## Config files

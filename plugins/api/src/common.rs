@@ -210,19 +210,6 @@ impl CommonArgs {
         Ok((common, rest))
     }
 
-    /// Transitional, until every plugin holds a [`Common`]: `Common::reject` for a plugin
-    /// that keeps its name apart. Unlike `Common::reject`, ignores `loglevel`.
-    pub fn reject(&self, cx: &mut Cx, plugin: &str, msg: impl Into<Cow<'static, str>>) -> Outcome {
-        let common = Common::new(
-            plugin,
-            CommonArgs {
-                loglevel: LogAdjust::None,
-                ..*self
-            },
-        );
-        common.reject(cx, msg)
-    }
-
     /// The deny outcome in the form `reject_type` says (for `reject 1`).
     pub fn deny(&self, msg: Msg) -> Outcome {
         match self.reject_type {
