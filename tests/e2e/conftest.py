@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -61,6 +62,14 @@ def wait_for(pred, deadline, what, interval=0.02):
         if time.monotonic() > end:
             pytest.fail(f"timed out after {deadline}s waiting for {what}")
         time.sleep(interval)
+
+
+def private_dir(prefix):
+    """A fresh /tmp/<prefix>* dir that other users (postfix, Debian-exim, dovecot) can
+    traverse: pytest's tmp dirs are root-only. The caller removes it."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(base, 0o755)
+    return base
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -359,6 +368,29 @@ def make_server(tmp_path):
 
 
 @pytest.fixture
+def make_postfix():
+    """make_postfix(prefix, hostname, start=True, **kw) -> private_postfix.PrivatePostfix (see
+    there for kw). Fails the test without Postfix or root; every instance made is stopped and
+    removed at the end of the test."""
+    from private_postfix import PrivatePostfix, require_postfix
+
+    require_postfix()
+    made = []
+
+    def make(prefix, hostname, start=True, **kw):
+        pf = PrivatePostfix(prefix, hostname, **kw)
+        made.append(pf)
+        if start:
+            pf.start()
+        return pf
+
+    yield make
+    for pf in made:
+        pf.stop()
+        shutil.rmtree(pf.base, ignore_errors=True)
+
+
+@pytest.fixture
 def server(make_server):
     """The default server: rcpt_ok + queue/maildir, shipped settings."""
     return make_server()
@@ -438,6 +470,17 @@ class Client:
     def ehlo(self, name="client.test"):
         return self.cmd(f"EHLO {name}", 250, enhanced=False)
 
+    def transaction(self, sender, rcpts, message, code=None, enhanced=None):
+        """One mail transaction on this session: MAIL FROM, a RCPT TO per recipient (each must
+        get 250), DATA (354), the CRLF `message` dot-stuffed with its final dot. Returns the
+        reply to the final dot; given `code` (and `enhanced`), checks it as expect() does."""
+        self.cmd(f"MAIL FROM:<{sender}>", 250)
+        for rcpt in rcpts:
+            self.cmd(f"RCPT TO:<{rcpt}>", 250)
+        self.cmd("DATA", 354)
+        self.send(dot_stuff(message))
+        return self.reply() if code is None else self.expect(code, enhanced)
+
     def read_until_closed(self, deadline=IO_TIMEOUT):
         """Reads until EOF; returns everything read (after what was parsed). Fails if the
         server keeps the connection open past the deadline."""
@@ -464,6 +507,19 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+
+def send_message(server, rcpts, message, sender="sender@client.test", helo="client.test"):
+    """A whole session with `server`: EHLO `helo`, one transaction (Client.transaction), QUIT.
+    Returns the reply to the final dot, whatever its code: the test checks it."""
+    c = server.connect()
+    try:
+        c.ehlo(helo)
+        reply = c.transaction(sender, rcpts, message)
+        c.cmd("QUIT", 221)
+        return reply
+    finally:
+        c.close()
 
 
 def parse_replies(data):

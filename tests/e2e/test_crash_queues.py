@@ -5,7 +5,7 @@ durable downstream).
 
 Destinations (the same private instances as the other end-to-end tests):
 
-- queue/smtp-forward -> the private Postfix of test_forward.py (smtpd on a loopback port,
+- queue/smtp-forward -> the private Postfix (private_postfix.py) of test_forward.py (smtpd on a loopback port,
   `virtual` delivery into a Maildir);
 - queue/postfix-queue -> the private Postfix of test_queues.py (its public/cleanup socket);
 - queue/qmail-queue -> a TEST PROGRAM speaking qmail-queue's fd protocol (not qmail: there is
@@ -244,6 +244,20 @@ def verify_name(path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Postfix (both roles: smtpd and cleanup)
+
+
+def postfix_settles(pf, load):
+    """Waits (flushing Postfix's queue every 3 s) until every acknowledged message is in the
+    private Postfix's Maildir and its queue is empty."""
+    pf.flush()
+    poll(all_acked_in(load, [pf.mailbox]), DELIVERY_DEADLINE, "every acknowledged message in Postfix's Maildir",
+         every=3, action=pf.flush)
+    poll(lambda: "Mail queue is empty" in pf.queue_listing(), DELIVERY_DEADLINE, "Postfix's queue to empty",
+         every=3, action=pf.flush)
+
+
+# ---------------------------------------------------------------------------------------------
 # queue/smtp-forward -> Postfix (smtpd)
 
 
@@ -251,18 +265,8 @@ def test_kill9_smtp_forward_into_postfix(make_server, downstream):  # noqa: F811
     pf = downstream()
     server = make_server(plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {pf.port}"])
     load = load_and_kill(server, ["crash@example.test"])
-
-    def flush():
-        pf.run(["postqueue", "-c", str(pf.etc), "-f"], check=False)
-
-    def queue_empty():
-        return b"Mail queue is empty" in pf.run(["postqueue", "-c", str(pf.etc), "-p"], check=False).stdout
-
-    flush()
-    poll(all_acked_in(load, [pf.box]), DELIVERY_DEADLINE, "every acknowledged message in Postfix's Maildir",
-         every=3, action=flush)
-    poll(queue_empty, DELIVERY_DEADLINE, "Postfix's queue to empty", every=3, action=flush)
-    check(load, {"crash@example.test": [p.read_bytes() for p in maildir_new(pf.box)]}, "smtp-forward")
+    postfix_settles(pf, load)
+    check(load, {"crash@example.test": [p.read_bytes() for p in maildir_new(pf.mailbox)]}, "smtp-forward")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,15 +277,7 @@ def test_kill9_postfix_queue(make_server, postfix):  # noqa: F811
     server = make_server(plugins=["rcpt_ok", f"queue/postfix-queue {postfix.socket} FLAG_MASK_EXTERNAL"],
                          settings={"rcpthosts": "pfdest.test"})
     load = load_and_kill(server, ["crash@pfdest.test"])
-
-    def flush():
-        postfix.run(["postqueue", "-c", str(postfix.etc), "-f"], check=False)
-
-    flush()
-    poll(all_acked_in(load, [postfix.mailbox]), DELIVERY_DEADLINE,
-         "every acknowledged message in Postfix's Maildir", every=3, action=flush)
-    poll(lambda: "Mail queue is empty" in postfix.queue_listing(), DELIVERY_DEADLINE,
-         "Postfix's queue to empty", every=3, action=flush)
+    postfix_settles(postfix, load)
     # cleanup files a message only when the client's end-of-data record came: nothing partial
     # may have been queued from a connection cut by the kill (verify() checks every file).
     check(load, {"crash@pfdest.test": [p.read_bytes() for p in maildir_new(postfix.mailbox)]}, "postfix-queue")
