@@ -5,8 +5,10 @@ gives the tests a raw SMTP client and Maildir helpers.
 Every wait here has a deadline: a hung server makes a test fail, never hang.
 """
 
+import hashlib
 import os
 import pathlib
+import random
 import re
 import shutil
 import signal
@@ -228,6 +230,19 @@ class Server:
             a += ["--threads", str(self.threads)]
         return a + self.extra_args
 
+    def check_config(self, binary=None):
+        """Runs `<binary> --config <this server's config> --check` (this server's binary unless
+        told) in the server's dir and environment; returns the CompletedProcess (text)."""
+        return subprocess.run(
+            [str(binary or self.binary), "--config", str(self.cfg), "--check"],
+            cwd=self.dir,
+            env=server_env(self.dir),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     def start(self):
         for attempt in range(3):
             if self._log_fh:
@@ -368,26 +383,31 @@ def make_server(tmp_path):
 
 
 @pytest.fixture
-def make_postfix():
+def peers():
+    """A list for the private peer instances a test starts (Postfix, Dovecot: anything with
+    .stop() and a .base dir): at the end of the test each is stopped and its dir removed."""
+    made = []
+    yield made
+    for peer in made:
+        peer.stop()
+        shutil.rmtree(peer.base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_postfix(peers):
     """make_postfix(prefix, hostname, start=True, **kw) -> private_postfix.PrivatePostfix (see
     there for kw). Fails the test without Postfix or root; every instance made is stopped and
     removed at the end of the test."""
     from private_postfix import PrivatePostfix, require_postfix
 
     require_postfix()
-    made = []
 
     def make(prefix, hostname, start=True, **kw):
         pf = PrivatePostfix(prefix, hostname, **kw)
-        made.append(pf)
-        if start:
-            pf.start()
-        return pf
+        peers.append(pf)
+        return pf.start() if start else pf
 
-    yield make
-    for pf in made:
-        pf.stop()
-        shutil.rmtree(pf.base, ignore_errors=True)
+    return make
 
 
 @pytest.fixture
@@ -470,14 +490,19 @@ class Client:
     def ehlo(self, name="client.test"):
         return self.cmd(f"EHLO {name}", 250, enhanced=False)
 
-    def transaction(self, sender, rcpts, message, code=None, enhanced=None):
-        """One mail transaction on this session: MAIL FROM, a RCPT TO per recipient (each must
-        get 250), DATA (354), the CRLF `message` dot-stuffed with its final dot. Returns the
-        reply to the final dot; given `code` (and `enhanced`), checks it as expect() does."""
+    def start_data(self, sender, rcpts):
+        """MAIL FROM, a RCPT TO per recipient (each must get 250), DATA (354): the test then
+        sends the message text itself (in pieces, unfinished, as it needs)."""
         self.cmd(f"MAIL FROM:<{sender}>", 250)
         for rcpt in rcpts:
             self.cmd(f"RCPT TO:<{rcpt}>", 250)
         self.cmd("DATA", 354)
+
+    def transaction(self, sender, rcpts, message, code=None, enhanced=None):
+        """One mail transaction on this session: MAIL FROM, a RCPT TO per recipient (each must
+        get 250), DATA (354), the CRLF `message` dot-stuffed with its final dot. Returns the
+        reply to the final dot; given `code` (and `enhanced`), checks it as expect() does."""
+        self.start_data(sender, rcpts)
         self.send(dot_stuff(message))
         return self.reply() if code is None else self.expect(code, enhanced)
 
@@ -542,6 +567,31 @@ def dot_stuff(message):
     assert lines[-1] == b"", "message must end with CRLF"
     stuffed = [b"." + l if l.startswith(b".") else l for l in lines[:-1]]
     return b"\r\n".join(stuffed) + b"\r\n.\r\n"
+
+
+def checksummed_message(mid, header_lines):
+    """A CRLF message for the kill -9 tests: `header_lines`, a blank line, random lines (seeded
+    by `mid`; some start with a dot) and last `Checksum: <sha256 of the lines before>`, so that
+    assert_checksummed() tells a whole delivered copy from a truncated one."""
+    rnd = random.Random(mid)
+    payload = [
+        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
+        for _ in range(rnd.randint(1, 60))
+    ]
+    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
+    lines = list(header_lines) + [""] + payload + [f"Checksum: {digest}"]
+    return "\r\n".join(lines).encode() + b"\r\n"
+
+
+def assert_checksummed(body, label):
+    """Asserts that the delivered `body` (text, LF line ends) of a checksummed_message() is
+    whole: it ends in a newline and its last line is the checksum of the lines before.
+    `label` starts each failure message."""
+    assert body.endswith("\n"), f"{label}: truncated (no final newline)"
+    lines = body[:-1].split("\n")
+    assert lines[-1].startswith("Checksum: "), f"{label}: truncated (no checksum line)"
+    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
+    assert lines[-1] == f"Checksum: {digest}", f"{label}: body does not match its checksum"
 
 
 def make_message(subject, body_lines, extra_headers=()):

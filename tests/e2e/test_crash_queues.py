@@ -27,10 +27,8 @@ delivered (to each recipient), every delivered file complete (checksum), none de
 they are counted and printed (run with -s to see the counts).
 """
 
-import hashlib
 import os
 import pathlib
-import random
 import signal
 import subprocess
 import threading
@@ -38,7 +36,7 @@ import time
 
 import pytest
 
-from conftest import Closed
+from conftest import Closed, assert_checksummed, checksummed_message, dot_stuff
 from test_forward import downstream  # noqa: F401 - the fixture: the private Postfix (smtpd)
 from test_lmtp_dovecot import DOMAIN as DOVECOT_DOMAIN
 from test_lmtp_dovecot import dovecot  # noqa: F401 - the fixture: the private Dovecot
@@ -56,25 +54,13 @@ DELIVERY_DEADLINE = 40.0  # for the destination to deliver what it accepted
 
 
 def message(mid):
-    """(mid, CRLF message): random lines (some starting with a dot), a checksum line."""
-    rnd = random.Random(mid)
-    payload = [
-        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
-        for _ in range(rnd.randint(1, 60))
-    ]
-    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
-    lines = [
+    """The CRLF message with test id `mid` (conftest.checksummed_message)."""
+    return checksummed_message(mid, [
         "From: load@client.test",
         f"Subject: crash {mid}",
         f"Message-ID: <{mid}@crash.test>",
         f"X-Test-Id: {mid}",
-        "",
-    ] + payload + [f"Checksum: {digest}"]
-    return "\r\n".join(lines).encode() + b"\r\n"
-
-
-def stuffed(msg):
-    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in msg.split(b"\r\n")[:-1]) + b"\r\n.\r\n"
+    ])
 
 
 def verify(data, where):
@@ -86,11 +72,7 @@ def verify(data, where):
     assert len(ids) == 1, f"{where}: {len(ids)} X-Test-Id fields in {head!r}"
     mid = ids[0]
     assert f"\nMessage-ID: <{mid}@crash.test>" in "\n" + head, f"{where}: {mid}: Message-ID missing"
-    assert body.endswith("\n"), f"{where}: {mid}: truncated (no final newline)"
-    lines = body[:-1].split("\n")
-    assert lines[-1].startswith("Checksum: "), f"{where}: {mid}: truncated (no checksum line)"
-    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
-    assert lines[-1] == f"Checksum: {digest}", f"{where}: {mid}: body does not match its checksum"
+    assert_checksummed(body, f"{where}: {mid}")
     return mid
 
 
@@ -127,7 +109,7 @@ def load_and_kill(server, rcpts):
                     mid = f"c{n}-{seq}-{os.getpid()}"
                     load.written.append(mid)
                 c.send(f"MAIL FROM:<c{n}@client.test>\r\n{rcpt_lines}DATA\r\n".encode()
-                       + stuffed(message(mid)))
+                       + dot_stuff(message(mid)))
                 codes = [c.reply().code for _ in range(len(rcpts) + 3)]
                 if codes != [250] * (len(rcpts) + 1) + [354, 250]:
                     if not killed.is_set():

@@ -1,12 +1,10 @@
 """kill -9 while clients are pipelining messages: every message that got its 250 is in
 Maildir/new, complete, and nothing partial ever shows up in new/ (docs/architecture.md, Durability)."""
 
-import hashlib
-import random
 import threading
 import time
 
-from conftest import Closed, split_delivered
+from conftest import Closed, assert_checksummed, checksummed_message, dot_stuff, split_delivered
 
 RCPT = "rcpt@example.test"
 CLIENTS = 4
@@ -16,21 +14,6 @@ KILL_AFTER_SECONDS = 1.5  # the kill comes while the clients are still sending
 KILL_AFTER_ACKED = 1000
 
 
-def message(mid):
-    rnd = random.Random(mid)
-    payload = [
-        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
-        for _ in range(rnd.randint(1, 60))
-    ]
-    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
-    lines = [f"Subject: durability {mid}", f"X-Test-Id: {mid}", ""] + payload + [f"Checksum: {digest}"]
-    return mid, "\r\n".join(lines).encode() + b"\r\n"
-
-
-def stuffed(msg):
-    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in msg.split(b"\r\n")[:-1]) + b"\r\n.\r\n"
-
-
 def verify_file(data):
     """Returns the test id of a complete delivered file; fails on anything partial."""
     _, rest = split_delivered(data, 1)
@@ -38,11 +21,7 @@ def verify_file(data):
     head, sep, body = text.partition("\n\n")
     assert sep, f"no body: {text[:200]!r}"
     mid = next(l.split(": ", 1)[1] for l in head.split("\n") if l.startswith("X-Test-Id: "))
-    assert body.endswith("\n"), f"{mid}: truncated (no final newline)"
-    lines = body[:-1].split("\n")
-    assert lines[-1].startswith("Checksum: "), f"{mid}: truncated (no checksum line)"
-    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
-    assert lines[-1] == f"Checksum: {digest}", f"{mid}: body does not match its checksum"
+    assert_checksummed(body, mid)
     return mid
 
 
@@ -65,10 +44,11 @@ def test_kill9_loses_no_acknowledged_message(make_server):
                         return
                     sent[0] += 1
                 seq += 1
-                mid, msg = message(f"c{n}-{seq}")
+                mid = f"c{n}-{seq}"
+                msg = checksummed_message(mid, [f"Subject: durability {mid}", f"X-Test-Id: {mid}"])
                 # The whole transaction in one write.
                 c.send(
-                    f"MAIL FROM:<c{n}@client.test>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode() + stuffed(msg)
+                    f"MAIL FROM:<c{n}@client.test>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode() + dot_stuff(msg)
                 )
                 codes = [c.reply().code for _ in range(4)]
                 if codes != [250, 250, 354, 250]:

@@ -19,7 +19,6 @@ packages enable a system dovecot.service, which tests/run stops and disables) an
 import os
 import pwd
 import grp
-import shutil
 import signal
 import subprocess
 import time
@@ -182,22 +181,16 @@ def require_dovecot():
 
 
 @pytest.fixture
-def dovecot():
+def dovecot(peers):
     """dovecot(start=True) -> Dovecot; every instance is stopped and removed at the end."""
     require_dovecot()
-    made = []
 
     def make(start=True):
         d = Dovecot()
-        made.append(d)
-        if start:
-            d.start()
-        return d
+        peers.append(d)
+        return d.start() if start else d
 
-    yield make
-    for d in made:
-        d.stop()
-        shutil.rmtree(d.base, ignore_errors=True)
+    return make
 
 
 def lmtp_server(make_server, dest, extra="", threads=None):
