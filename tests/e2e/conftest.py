@@ -5,10 +5,8 @@ gives the tests a raw SMTP client and Maildir helpers.
 Every wait here has a deadline: a hung server makes a test fail, never hang.
 """
 
-import hashlib
 import os
 import pathlib
-import random
 import re
 import shutil
 import signal
@@ -567,31 +565,6 @@ def dot_stuff(message):
     assert lines[-1] == b"", "message must end with CRLF"
     stuffed = [b"." + l if l.startswith(b".") else l for l in lines[:-1]]
     return b"\r\n".join(stuffed) + b"\r\n.\r\n"
-
-
-def checksummed_message(mid, header_lines):
-    """A CRLF message for the kill -9 tests: `header_lines`, a blank line, random lines (seeded
-    by `mid`; some start with a dot) and last `Checksum: <sha256 of the lines before>`, so that
-    assert_checksummed() tells a whole delivered copy from a truncated one."""
-    rnd = random.Random(mid)
-    payload = [
-        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
-        for _ in range(rnd.randint(1, 60))
-    ]
-    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
-    lines = list(header_lines) + [""] + payload + [f"Checksum: {digest}"]
-    return "\r\n".join(lines).encode() + b"\r\n"
-
-
-def assert_checksummed(body, label):
-    """Asserts that the delivered `body` (text, LF line ends) of a checksummed_message() is
-    whole: it ends in a newline and its last line is the checksum of the lines before.
-    `label` starts each failure message."""
-    assert body.endswith("\n"), f"{label}: truncated (no final newline)"
-    lines = body[:-1].split("\n")
-    assert lines[-1].startswith("Checksum: "), f"{label}: truncated (no checksum line)"
-    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
-    assert lines[-1] == f"Checksum: {digest}", f"{label}: body does not match its checksum"
 
 
 def make_message(subject, body_lines, extra_headers=()):

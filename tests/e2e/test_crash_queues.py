@@ -16,10 +16,10 @@ Destinations (the same private instances as the other end-to-end tests):
 
 queue/maildir is not here: test_durability.py is the same test for it.
 
-Each test: 4 clients, each with one connection, send uniquely identified messages
-(Message-ID and X-Test-Id, a Checksum line over the body) in a loop, a whole transaction in
-one write (pipelining), for at most MAX_SECONDS or MAX_MESSAGES; the server gets SIGKILL
-after KILL_AFTER_SECONDS or KILL_AFTER_ACKED acknowledged messages. Then the destination is
+Each test (the load of kill_load.py): 4 clients, each with one connection, send uniquely
+identified messages (Message-ID and X-Test-Id, a Checksum line over the body) in a loop, a whole
+transaction in one write (pipelining), for at most MAX_SECONDS or MAX_MESSAGES; the server gets
+SIGKILL after KILL_AFTER_SECONDS or KILL_AFTER_ACKED acknowledged messages. Then the destination is
 polled (with a deadline; Postfix's queue flushed, Exim's queue run) until it holds every
 acknowledged message and has nothing left in flight. Checked: every acknowledged message
 delivered (to each recipient), every delivered file complete (checksum), none delivered twice
@@ -31,22 +31,18 @@ import os
 import pathlib
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import Closed, assert_checksummed, checksummed_message, dot_stuff
+from kill_load import assert_checksummed, checksummed_message, load_then_kill
 from test_forward import downstream  # noqa: F401 - the fixture: the private Postfix (smtpd)
 from test_lmtp_dovecot import DOMAIN as DOVECOT_DOMAIN
 from test_lmtp_dovecot import dovecot  # noqa: F401 - the fixture: the private Dovecot
 from test_queues import exim, postfix  # noqa: F401 - the fixtures: Postfix (cleanup), Exim
 
-CLIENTS = 4
-MAX_SECONDS = 3.0  # each client stops after this long ...
-MAX_MESSAGES = 800  # ... or when this many messages were sent in all
-KILL_AFTER_SECONDS = 1.5  # the kill comes while the clients are still sending
-KILL_AFTER_ACKED = 400
+MAX_MESSAGES = 800  # the clients stop after kill_load.MAX_SECONDS or this many messages in all
+KILL_AFTER_ACKED = 400  # the kill comes after kill_load.KILL_AFTER_SECONDS or this many 250s
 DELIVERY_DEADLINE = 40.0  # for the destination to deliver what it accepted
 
 # ---------------------------------------------------------------------------------------------
@@ -80,57 +76,10 @@ def verify(data, where):
 # The load and the kill
 
 
-class Load:
-    def __init__(self):
-        self.acked = []  # test ids that got 250 to the final dot
-        self.written = []  # test ids whose transaction was written to the socket
-        self.refused = []  # (id, codes) refused before the kill
-        self.killed_at = None
-
-
 def load_and_kill(server, rcpts):
-    """4 pipelining clients; SIGKILL in the middle. Returns a Load."""
-    lock = threading.Lock()
-    load = Load()
-    start = time.monotonic()
-    killed = threading.Event()
-    rcpt_lines = "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts)
-
-    def client(n):
-        try:
-            c = server.connect(timeout=30)
-            c.ehlo(f"client{n}.test")
-            seq = 0
-            while time.monotonic() - start < MAX_SECONDS:
-                with lock:
-                    if len(load.written) >= MAX_MESSAGES:
-                        return
-                    seq += 1
-                    mid = f"c{n}-{seq}-{os.getpid()}"
-                    load.written.append(mid)
-                c.send(f"MAIL FROM:<c{n}@client.test>\r\n{rcpt_lines}DATA\r\n".encode()
-                       + dot_stuff(message(mid)))
-                codes = [c.reply().code for _ in range(len(rcpts) + 3)]
-                if codes != [250] * (len(rcpts) + 1) + [354, 250]:
-                    if not killed.is_set():
-                        load.refused.append((mid, codes))
-                    return
-                with lock:
-                    load.acked.append(mid)
-        except (OSError, Closed):
-            return  # the server was killed under us: expected
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    while time.monotonic() - start < KILL_AFTER_SECONDS and len(load.acked) < KILL_AFTER_ACKED:
-        time.sleep(0.01)
-    killed.set()
-    server.kill9()
-    load.killed_at = len(load.acked)
-    for t in threads:
-        t.join(timeout=30)
-        assert not t.is_alive(), "a client hung after the kill"
+    """kill_load.load_then_kill with this file's messages; asserts that nothing was refused
+    before the kill and that the kill came in the middle of the load. Returns a Load."""
+    load = load_then_kill(server, rcpts, message, MAX_MESSAGES, KILL_AFTER_ACKED, mid_suffix=f"-{os.getpid()}")
     assert not load.refused, f"transactions refused before the kill: {load.refused[:3]}\n{server.log()[-3000:]}"
     assert load.killed_at >= 20, (
         f"only {load.killed_at} messages acknowledged before the kill: nothing was tested\n{server.log()[-3000:]}")
