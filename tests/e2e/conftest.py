@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -61,6 +62,14 @@ def wait_for(pred, deadline, what, interval=0.02):
         if time.monotonic() > end:
             pytest.fail(f"timed out after {deadline}s waiting for {what}")
         time.sleep(interval)
+
+
+def private_dir(prefix):
+    """A fresh /tmp/<prefix>* dir that other users (postfix, Debian-exim, dovecot) can
+    traverse: pytest's tmp dirs are root-only. The caller removes it."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(base, 0o755)
+    return base
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -219,6 +228,19 @@ class Server:
             a += ["--threads", str(self.threads)]
         return a + self.extra_args
 
+    def check_config(self, binary=None):
+        """Runs `<binary> --config <this server's config> --check` (this server's binary unless
+        told) in the server's dir and environment; returns the CompletedProcess (text)."""
+        return subprocess.run(
+            [str(binary or self.binary), "--config", str(self.cfg), "--check"],
+            cwd=self.dir,
+            env=server_env(self.dir),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     def start(self):
         for attempt in range(3):
             if self._log_fh:
@@ -359,6 +381,34 @@ def make_server(tmp_path):
 
 
 @pytest.fixture
+def peers():
+    """A list for the private peer instances a test starts (Postfix, Dovecot: anything with
+    .stop() and a .base dir): at the end of the test each is stopped and its dir removed."""
+    made = []
+    yield made
+    for peer in made:
+        peer.stop()
+        shutil.rmtree(peer.base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_postfix(peers):
+    """make_postfix(prefix, hostname, start=True, **kw) -> private_postfix.PrivatePostfix (see
+    there for kw). Fails the test without Postfix or root; every instance made is stopped and
+    removed at the end of the test."""
+    from private_postfix import PrivatePostfix, require_postfix
+
+    require_postfix()
+
+    def make(prefix, hostname, start=True, **kw):
+        pf = PrivatePostfix(prefix, hostname, **kw)
+        peers.append(pf)
+        return pf.start() if start else pf
+
+    return make
+
+
+@pytest.fixture
 def server(make_server):
     """The default server: rcpt_ok + queue/maildir, shipped settings."""
     return make_server()
@@ -438,6 +488,22 @@ class Client:
     def ehlo(self, name="client.test"):
         return self.cmd(f"EHLO {name}", 250, enhanced=False)
 
+    def start_data(self, sender, rcpts):
+        """MAIL FROM, a RCPT TO per recipient (each must get 250), DATA (354): the test then
+        sends the message text itself (in pieces, unfinished, as it needs)."""
+        self.cmd(f"MAIL FROM:<{sender}>", 250)
+        for rcpt in rcpts:
+            self.cmd(f"RCPT TO:<{rcpt}>", 250)
+        self.cmd("DATA", 354)
+
+    def transaction(self, sender, rcpts, message, code=None, enhanced=None):
+        """One mail transaction on this session: MAIL FROM, a RCPT TO per recipient (each must
+        get 250), DATA (354), the CRLF `message` dot-stuffed with its final dot. Returns the
+        reply to the final dot; given `code` (and `enhanced`), checks it as expect() does."""
+        self.start_data(sender, rcpts)
+        self.send(dot_stuff(message))
+        return self.reply() if code is None else self.expect(code, enhanced)
+
     def read_until_closed(self, deadline=IO_TIMEOUT):
         """Reads until EOF; returns everything read (after what was parsed). Fails if the
         server keeps the connection open past the deadline."""
@@ -464,6 +530,19 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+
+def send_message(server, rcpts, message, sender="sender@client.test", helo="client.test"):
+    """A whole session with `server`: EHLO `helo`, one transaction (Client.transaction), QUIT.
+    Returns the reply to the final dot, whatever its code: the test checks it."""
+    c = server.connect()
+    try:
+        c.ehlo(helo)
+        reply = c.transaction(sender, rcpts, message)
+        c.cmd("QUIT", 221)
+        return reply
+    finally:
+        c.close()
 
 
 def parse_replies(data):

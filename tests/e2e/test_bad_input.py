@@ -289,9 +289,7 @@ def test_oversize_message_refused_after_final_dot(make_server):
     c = server.connect()
     r = c.ehlo()
     assert "SIZE 10000" in r.lines
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
+    c.start_data(SENDER, [RCPT])
     big = make_message("big", ["x" * 70 for _ in range(300)])
     assert len(big) > 10000
     c.send(dot_stuff(big)[:-5])
@@ -299,11 +297,7 @@ def test_oversize_message_refused_after_final_dot(make_server):
     c.expect(552, "5.3.4")
     # The session goes on; a small message still goes through.
     small = make_message("small", ["ok"])
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(small))
-    c.expect(250)
+    c.transaction(SENDER, [RCPT], small, 250)
     c.cmd("QUIT", 221)
     check_delivered(server.maildir.only(), SENDER, [RCPT], small)
 
@@ -315,13 +309,9 @@ def test_databytes_boundary(make_server):
     for n in (9999, 10000, 10001):
         c = server.connect()
         c.ehlo()
-        c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-        c.cmd(f"RCPT TO:<{RCPT}>", 250)
-        c.cmd("DATA", 354)
         msg = head + b"y" * (n - len(head) - 2) + b"\r\n"
         assert len(msg) == n
-        c.send(dot_stuff(msg))
-        r = c.reply()
+        r = c.transaction(SENDER, [RCPT], msg)
         results[n] = (r.code, r.enhanced())
         c.cmd("QUIT", 221)
     assert results == {9999: (250, "2.0.0"), 10000: (250, "2.0.0"), 10001: (552, "5.3.4")}
@@ -398,11 +388,7 @@ def test_commands_out_of_order(server):
     c.cmd("QUIT now", 501, "5.5.4")
     # A full transaction still works after all that.
     msg = make_message("after errors", ["fine"])
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(msg))
-    c.expect(250)
+    c.transaction(SENDER, [RCPT], msg, 250)
     c.cmd("QUIT", 221)
     check_delivered(server.maildir.only(), SENDER, [RCPT], msg)
 
@@ -556,11 +542,7 @@ def deliver_via_proxy(server, header, subject):
     c.sock = s
     c.expect(220)
     c.ehlo()
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(msg))
-    c.expect(250)
+    c.transaction(SENDER, [RCPT], msg, 250)
     c.cmd("QUIT", 221)
     [f] = [f for f in server.maildir.messages() if f"Subject: {subject}\n".encode() in f]
     return f, msg

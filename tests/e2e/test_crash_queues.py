@@ -5,7 +5,7 @@ durable downstream).
 
 Destinations (the same private instances as the other end-to-end tests):
 
-- queue/smtp-forward -> the private Postfix of test_forward.py (smtpd on a loopback port,
+- queue/smtp-forward -> the private Postfix (private_postfix.py) of test_forward.py (smtpd on a loopback port,
   `virtual` delivery into a Maildir);
 - queue/postfix-queue -> the private Postfix of test_queues.py (its public/cleanup socket);
 - queue/qmail-queue -> a TEST PROGRAM speaking qmail-queue's fd protocol (not qmail: there is
@@ -16,10 +16,10 @@ Destinations (the same private instances as the other end-to-end tests):
 
 queue/maildir is not here: test_durability.py is the same test for it.
 
-Each test: 4 clients, each with one connection, send uniquely identified messages
-(Message-ID and X-Test-Id, a Checksum line over the body) in a loop, a whole transaction in
-one write (pipelining), for at most MAX_SECONDS or MAX_MESSAGES; the server gets SIGKILL
-after KILL_AFTER_SECONDS or KILL_AFTER_ACKED acknowledged messages. Then the destination is
+Each test (the load of kill_load.py): 4 clients, each with one connection, send uniquely
+identified messages (Message-ID and X-Test-Id, a Checksum line over the body) in a loop, a whole
+transaction in one write (pipelining), for at most MAX_SECONDS or MAX_MESSAGES; the server gets
+SIGKILL after KILL_AFTER_SECONDS or KILL_AFTER_ACKED acknowledged messages. Then the destination is
 polled (with a deadline; Postfix's queue flushed, Exim's queue run) until it holds every
 acknowledged message and has nothing left in flight. Checked: every acknowledged message
 delivered (to each recipient), every delivered file complete (checksum), none delivered twice
@@ -27,28 +27,22 @@ delivered (to each recipient), every delivered file complete (checksum), none de
 they are counted and printed (run with -s to see the counts).
 """
 
-import hashlib
 import os
 import pathlib
-import random
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import Closed
+from kill_load import assert_checksummed, checksummed_message, load_then_kill
 from test_forward import downstream  # noqa: F401 - the fixture: the private Postfix (smtpd)
 from test_lmtp_dovecot import DOMAIN as DOVECOT_DOMAIN
 from test_lmtp_dovecot import dovecot  # noqa: F401 - the fixture: the private Dovecot
 from test_queues import exim, postfix  # noqa: F401 - the fixtures: Postfix (cleanup), Exim
 
-CLIENTS = 4
-MAX_SECONDS = 3.0  # each client stops after this long ...
-MAX_MESSAGES = 800  # ... or when this many messages were sent in all
-KILL_AFTER_SECONDS = 1.5  # the kill comes while the clients are still sending
-KILL_AFTER_ACKED = 400
+MAX_MESSAGES = 800  # the clients stop after kill_load.MAX_SECONDS or this many messages in all
+KILL_AFTER_ACKED = 400  # the kill comes after kill_load.KILL_AFTER_SECONDS or this many 250s
 DELIVERY_DEADLINE = 40.0  # for the destination to deliver what it accepted
 
 # ---------------------------------------------------------------------------------------------
@@ -56,25 +50,13 @@ DELIVERY_DEADLINE = 40.0  # for the destination to deliver what it accepted
 
 
 def message(mid):
-    """(mid, CRLF message): random lines (some starting with a dot), a checksum line."""
-    rnd = random.Random(mid)
-    payload = [
-        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
-        for _ in range(rnd.randint(1, 60))
-    ]
-    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
-    lines = [
+    """The CRLF message with test id `mid` (conftest.checksummed_message)."""
+    return checksummed_message(mid, [
         "From: load@client.test",
         f"Subject: crash {mid}",
         f"Message-ID: <{mid}@crash.test>",
         f"X-Test-Id: {mid}",
-        "",
-    ] + payload + [f"Checksum: {digest}"]
-    return "\r\n".join(lines).encode() + b"\r\n"
-
-
-def stuffed(msg):
-    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in msg.split(b"\r\n")[:-1]) + b"\r\n.\r\n"
+    ])
 
 
 def verify(data, where):
@@ -86,11 +68,7 @@ def verify(data, where):
     assert len(ids) == 1, f"{where}: {len(ids)} X-Test-Id fields in {head!r}"
     mid = ids[0]
     assert f"\nMessage-ID: <{mid}@crash.test>" in "\n" + head, f"{where}: {mid}: Message-ID missing"
-    assert body.endswith("\n"), f"{where}: {mid}: truncated (no final newline)"
-    lines = body[:-1].split("\n")
-    assert lines[-1].startswith("Checksum: "), f"{where}: {mid}: truncated (no checksum line)"
-    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
-    assert lines[-1] == f"Checksum: {digest}", f"{where}: {mid}: body does not match its checksum"
+    assert_checksummed(body, f"{where}: {mid}")
     return mid
 
 
@@ -98,57 +76,10 @@ def verify(data, where):
 # The load and the kill
 
 
-class Load:
-    def __init__(self):
-        self.acked = []  # test ids that got 250 to the final dot
-        self.written = []  # test ids whose transaction was written to the socket
-        self.refused = []  # (id, codes) refused before the kill
-        self.killed_at = None
-
-
 def load_and_kill(server, rcpts):
-    """4 pipelining clients; SIGKILL in the middle. Returns a Load."""
-    lock = threading.Lock()
-    load = Load()
-    start = time.monotonic()
-    killed = threading.Event()
-    rcpt_lines = "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts)
-
-    def client(n):
-        try:
-            c = server.connect(timeout=30)
-            c.ehlo(f"client{n}.test")
-            seq = 0
-            while time.monotonic() - start < MAX_SECONDS:
-                with lock:
-                    if len(load.written) >= MAX_MESSAGES:
-                        return
-                    seq += 1
-                    mid = f"c{n}-{seq}-{os.getpid()}"
-                    load.written.append(mid)
-                c.send(f"MAIL FROM:<c{n}@client.test>\r\n{rcpt_lines}DATA\r\n".encode()
-                       + stuffed(message(mid)))
-                codes = [c.reply().code for _ in range(len(rcpts) + 3)]
-                if codes != [250] * (len(rcpts) + 1) + [354, 250]:
-                    if not killed.is_set():
-                        load.refused.append((mid, codes))
-                    return
-                with lock:
-                    load.acked.append(mid)
-        except (OSError, Closed):
-            return  # the server was killed under us: expected
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    while time.monotonic() - start < KILL_AFTER_SECONDS and len(load.acked) < KILL_AFTER_ACKED:
-        time.sleep(0.01)
-    killed.set()
-    server.kill9()
-    load.killed_at = len(load.acked)
-    for t in threads:
-        t.join(timeout=30)
-        assert not t.is_alive(), "a client hung after the kill"
+    """kill_load.load_then_kill with this file's messages; asserts that nothing was refused
+    before the kill and that the kill came in the middle of the load. Returns a Load."""
+    load = load_then_kill(server, rcpts, message, MAX_MESSAGES, KILL_AFTER_ACKED, mid_suffix=f"-{os.getpid()}")
     assert not load.refused, f"transactions refused before the kill: {load.refused[:3]}\n{server.log()[-3000:]}"
     assert load.killed_at >= 20, (
         f"only {load.killed_at} messages acknowledged before the kill: nothing was tested\n{server.log()[-3000:]}")
@@ -244,6 +175,20 @@ def verify_name(path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Postfix (both roles: smtpd and cleanup)
+
+
+def postfix_settles(pf, load):
+    """Waits (flushing Postfix's queue every 3 s) until every acknowledged message is in the
+    private Postfix's Maildir and its queue is empty."""
+    pf.flush()
+    poll(all_acked_in(load, [pf.mailbox]), DELIVERY_DEADLINE, "every acknowledged message in Postfix's Maildir",
+         every=3, action=pf.flush)
+    poll(lambda: "Mail queue is empty" in pf.queue_listing(), DELIVERY_DEADLINE, "Postfix's queue to empty",
+         every=3, action=pf.flush)
+
+
+# ---------------------------------------------------------------------------------------------
 # queue/smtp-forward -> Postfix (smtpd)
 
 
@@ -251,18 +196,8 @@ def test_kill9_smtp_forward_into_postfix(make_server, downstream):  # noqa: F811
     pf = downstream()
     server = make_server(plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {pf.port}"])
     load = load_and_kill(server, ["crash@example.test"])
-
-    def flush():
-        pf.run(["postqueue", "-c", str(pf.etc), "-f"], check=False)
-
-    def queue_empty():
-        return b"Mail queue is empty" in pf.run(["postqueue", "-c", str(pf.etc), "-p"], check=False).stdout
-
-    flush()
-    poll(all_acked_in(load, [pf.box]), DELIVERY_DEADLINE, "every acknowledged message in Postfix's Maildir",
-         every=3, action=flush)
-    poll(queue_empty, DELIVERY_DEADLINE, "Postfix's queue to empty", every=3, action=flush)
-    check(load, {"crash@example.test": [p.read_bytes() for p in maildir_new(pf.box)]}, "smtp-forward")
+    postfix_settles(pf, load)
+    check(load, {"crash@example.test": [p.read_bytes() for p in maildir_new(pf.mailbox)]}, "smtp-forward")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,15 +208,7 @@ def test_kill9_postfix_queue(make_server, postfix):  # noqa: F811
     server = make_server(plugins=["rcpt_ok", f"queue/postfix-queue {postfix.socket} FLAG_MASK_EXTERNAL"],
                          settings={"rcpthosts": "pfdest.test"})
     load = load_and_kill(server, ["crash@pfdest.test"])
-
-    def flush():
-        postfix.run(["postqueue", "-c", str(postfix.etc), "-f"], check=False)
-
-    flush()
-    poll(all_acked_in(load, [postfix.mailbox]), DELIVERY_DEADLINE,
-         "every acknowledged message in Postfix's Maildir", every=3, action=flush)
-    poll(lambda: "Mail queue is empty" in postfix.queue_listing(), DELIVERY_DEADLINE,
-         "Postfix's queue to empty", every=3, action=flush)
+    postfix_settles(postfix, load)
     # cleanup files a message only when the client's end-of-data record came: nothing partial
     # may have been queued from a connection cut by the kill (verify() checks every file).
     check(load, {"crash@pfdest.test": [p.read_bytes() for p in maildir_new(postfix.mailbox)]}, "postfix-queue")

@@ -67,11 +67,7 @@ def proxied(server, src, banner=True, timeout=IO_TIMEOUT):
 def deliver(c, subject, sender=SENDER, rcpt=RCPT):
     msg = make_message(subject, ["hello"])
     c.ehlo()
-    c.cmd(f"MAIL FROM:<{sender}>", 250)
-    c.cmd(f"RCPT TO:<{rcpt}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(msg))
-    c.expect(250)
+    c.transaction(sender, [rcpt], msg, 250)
     c.cmd("QUIT", 221)
     return msg
 
@@ -348,19 +344,11 @@ def test_uribl_denies_listed_domain_in_base64_html(make_server, knot):
     assert b"spammy" not in spam  # only the decoded base64 names the domain
     c = proxied(server, UNLISTED)
     c.ehlo()
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(spam))
-    r = c.expect(552, enhanced="5.7.1")
+    r = c.transaction(SENDER, [RCPT], spam, 552, enhanced="5.7.1")
     assert "spammy-shop.test" in r.text and "uribl.e2e.test" in r.text, r
     # The same session goes on: a message with an unlisted domain is delivered.
     ham = html_message("ham", "http://www.clean-shop.test/buy?now=1")
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(ham))
-    c.expect(250)
+    c.transaction(SENDER, [RCPT], ham, 250)
     c.cmd("QUIT", 221)
     msgs = server.maildir.wait_count(1)
     assert len(msgs) == 1 and b"Subject: ham\n" in msgs[0]

@@ -1,34 +1,12 @@
 """kill -9 while clients are pipelining messages: every message that got its 250 is in
 Maildir/new, complete, and nothing partial ever shows up in new/ (docs/architecture.md, Durability)."""
 
-import hashlib
-import random
-import threading
-import time
-
-from conftest import Closed, split_delivered
+from conftest import split_delivered
+from kill_load import assert_checksummed, checksummed_message, load_then_kill
 
 RCPT = "rcpt@example.test"
-CLIENTS = 4
-MAX_SECONDS = 3.0  # each client stops after this long ...
-MAX_MESSAGES = 2000  # ... or when this many messages were sent in all
-KILL_AFTER_SECONDS = 1.5  # the kill comes while the clients are still sending
-KILL_AFTER_ACKED = 1000
-
-
-def message(mid):
-    rnd = random.Random(mid)
-    payload = [
-        "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789 .") for _ in range(rnd.randint(0, 200)))
-        for _ in range(rnd.randint(1, 60))
-    ]
-    digest = hashlib.sha256("\n".join(payload).encode()).hexdigest()
-    lines = [f"Subject: durability {mid}", f"X-Test-Id: {mid}", ""] + payload + [f"Checksum: {digest}"]
-    return mid, "\r\n".join(lines).encode() + b"\r\n"
-
-
-def stuffed(msg):
-    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in msg.split(b"\r\n")[:-1]) + b"\r\n.\r\n"
+MAX_MESSAGES = 2000  # the clients stop after kill_load.MAX_SECONDS or this many messages in all
+KILL_AFTER_ACKED = 1000  # the kill comes after kill_load.KILL_AFTER_SECONDS or this many 250s
 
 
 def verify_file(data):
@@ -38,59 +16,22 @@ def verify_file(data):
     head, sep, body = text.partition("\n\n")
     assert sep, f"no body: {text[:200]!r}"
     mid = next(l.split(": ", 1)[1] for l in head.split("\n") if l.startswith("X-Test-Id: "))
-    assert body.endswith("\n"), f"{mid}: truncated (no final newline)"
-    lines = body[:-1].split("\n")
-    assert lines[-1].startswith("Checksum: "), f"{mid}: truncated (no checksum line)"
-    digest = hashlib.sha256("\n".join(lines[:-1]).encode()).hexdigest()
-    assert lines[-1] == f"Checksum: {digest}", f"{mid}: body does not match its checksum"
+    assert_checksummed(body, mid)
     return mid
+
+
+def message(mid):
+    """The CRLF message with test id `mid` (kill_load.checksummed_message)."""
+    return checksummed_message(mid, [f"Subject: durability {mid}", f"X-Test-Id: {mid}"])
 
 
 def test_kill9_loses_no_acknowledged_message(make_server):
     server = make_server()
-    lock = threading.Lock()
-    acked = []
-    sent = [0]
-    errors = []
-    start = time.monotonic()
-
-    def client(n):
-        try:
-            c = server.connect(timeout=10)
-            c.ehlo(f"client{n}.test")
-            seq = 0
-            while time.monotonic() - start < MAX_SECONDS:
-                with lock:
-                    if sent[0] >= MAX_MESSAGES:
-                        return
-                    sent[0] += 1
-                seq += 1
-                mid, msg = message(f"c{n}-{seq}")
-                # The whole transaction in one write.
-                c.send(
-                    f"MAIL FROM:<c{n}@client.test>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode() + stuffed(msg)
-                )
-                codes = [c.reply().code for _ in range(4)]
-                if codes != [250, 250, 354, 250]:
-                    errors.append((mid, codes))
-                    return
-                with lock:
-                    acked.append(mid)
-        except (OSError, Closed):
-            return  # the server was killed under us: expected
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    while time.monotonic() - start < KILL_AFTER_SECONDS and len(acked) < KILL_AFTER_ACKED:
-        time.sleep(0.01)
-    server.kill9()
-    killed_at = len(acked)
-    for t in threads:
-        t.join(timeout=30)
-        assert not t.is_alive(), "a client hung after the kill"
+    load = load_then_kill(server, [RCPT], message, MAX_MESSAGES, KILL_AFTER_ACKED, connect_timeout=10)
+    errors = load.refused + load.refused_after_kill
     assert not errors, f"a transaction was refused before the kill: {errors[:3]}"
-    assert killed_at >= 20, f"only {killed_at} messages acknowledged before the kill: nothing was tested"
+    assert load.killed_at >= 20, f"only {load.killed_at} messages acknowledged before the kill: nothing was tested"
+    acked = load.acked
 
     delivered = {}
     for path in server.maildir.files("new"):

@@ -12,207 +12,49 @@ Needs the Debian package `postfix` (tests/run installs it) and root (Postfix's m
 """
 
 import hashlib
-import os
-import pathlib
-import pwd
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import ME, Client, dot_stuff, free_port, make_message, wait_for
-
-MAIN_CF = """\
-compatibility_level = 3.6
-config_directory = {base}/etc
-queue_directory = {base}/queue
-data_directory = {base}/data
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-daemon_directory = /usr/lib/postfix/sbin
-command_directory = /usr/sbin
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = downstream.test
-mydomain = downstream.test
-myorigin = downstream.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = reject_unauth_destination
-smtpd_authorized_xclient_hosts = 127.0.0.0/8
-smtpd_authorized_xforward_hosts = 127.0.0.0/8
-virtual_mailbox_domains = example.test
-virtual_mailbox_base = {base}/mail
-virtual_mailbox_maps = static:box/
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-virtual_minimum_uid = {uid}
-smtpd_tls_security_level = {tls_level}
-smtpd_tls_cert_file = {base}/ssl/qpsmtpd-server.crt
-smtpd_tls_key_file = {base}/ssl/qpsmtpd-server.key
-smtpd_tls_received_header = yes
-smtp_dns_support_level = disabled
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-biff = no
-"""
-
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+from conftest import ME, free_port, make_message, send_message, wait_for
 
 SENDER = "sender@client.test"
 
-
-class Downstream:
-    """A private Postfix that receives on 127.0.0.1:port and delivers to <base>/mail/box/."""
-
-    def __init__(self, port, tls_level="none"):
-        self.base = pathlib.Path(tempfile.mkdtemp(prefix="ringsmtpd-pfdown.", dir="/tmp"))
-        os.chmod(self.base, 0o755)
-        self.port = port
-        self.etc = self.base / "etc"
-        self.box = self.base / "mail" / "box"
-        self.maillog = self.base / "maillog"
-        pw = pwd.getpwnam("postfix")
-        for d in ("etc", "queue", "data", "mail"):
-            (self.base / d).mkdir()
-        for d in ("data", "mail"):
-            shutil.chown(self.base / d, user="postfix", group=pw.pw_gid)
-        self.ssl = self.base / "ssl"
-        if tls_level != "none":
-            from conftest import BINARY
-
-            subprocess.run(
-                [str(BINARY), "tls-cert", "--dir", str(self.ssl), "--host", "downstream.test"],
-                check=True, capture_output=True, timeout=30,
-            )
-        (self.etc / "main.cf").write_text(
-            MAIN_CF.format(base=self.base, uid=pw.pw_uid, gid=pw.pw_gid, tls_level=tls_level)
-        )
-        (self.etc / "master.cf").write_text(MASTER_CF.format(port=port))
-
-    def run(self, args, check=True):
-        r = subprocess.run(args, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        if check and r.returncode != 0:
-            pytest.fail(f"{' '.join(args)} exited {r.returncode}: {r.stdout!r} {r.stderr!r}\n{self.log()}")
-        return r
-
-    def log(self):
-        return self.maillog.read_text(errors="replace") if self.maillog.exists() else "(no maillog)"
-
-    def start(self):
-        self.run(["postfix", "-c", str(self.etc), "start"])
-
-        def listening():
-            try:
-                Client(self.port, timeout=2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 30, "the downstream Postfix to listen")
-
-    def stop(self):
-        if self.run(["postfix", "-c", str(self.etc), "stop"], check=False).returncode != 0:
-            self.run(["postfix", "-c", str(self.etc), "abort"], check=False)
-
-    def files(self):
-        new = self.box / "new"
-        return sorted(new.iterdir()) if new.is_dir() else []
-
-    def wait_files(self, n, deadline=60):
-        def enough():
-            return len(self.files()) >= n
-
-        end = time.monotonic() + deadline
-        while not enough():
-            if time.monotonic() > end:
-                q = self.run(["postqueue", "-c", str(self.etc), "-p"], check=False).stdout.decode(errors="replace")
-                pytest.fail(f"{len(self.files())} of {n} messages in the downstream Maildir\n"
-                            f"queue:\n{q}\nlog:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-        time.sleep(0.3)  # anything extra (a duplicate) would arrive now
-        return [p.read_bytes() for p in self.files()]
-
-
-def require_postfix():
-    if not shutil.which("postfix", path="/usr/sbin:/usr/bin"):
-        pytest.fail("Postfix is not installed: `apt-get install postfix` (tests/run does it)")
-    if os.geteuid() != 0:
-        pytest.fail("the private Postfix instance needs root: its master process starts as root")
+# What a receiving MTA needs beyond private_postfix's core: mail from loopback clients for
+# example.test only (refused relay elsewhere), XCLIENT/XFORWARD from loopback, STARTTLS with the
+# instance's own certificate when the test asks (tls_level "may"), Postfix's TLS Received clause.
+DOWNSTREAM_MAIN_CF = {
+    "mynetworks": "127.0.0.0/8",
+    "smtpd_relay_restrictions": "reject_unauth_destination",
+    "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+    "smtpd_authorized_xforward_hosts": "127.0.0.0/8",
+    "smtpd_tls_cert_file": "{base}/ssl/qpsmtpd-server.crt",
+    "smtpd_tls_key_file": "{base}/ssl/qpsmtpd-server.key",
+    "smtpd_tls_received_header": "yes",
+}
+DOWNSTREAM_SERVICES = ("pickup", "flush", "proxymap", "smtp", "relay", "tlsmgr")
 
 
 @pytest.fixture
-def downstream():
-    require_postfix()
-    made = []
+def downstream(make_postfix):
+    """downstream(tls_level="none", start=True) -> a private Postfix that receives on
+    127.0.0.1:.port and delivers mail for example.test into its Maildir (.files(), .wait_files())."""
 
     def make(tls_level="none", start=True):
-        d = Downstream(free_port(), tls_level)
-        made.append(d)
-        if start:
-            d.start()
-        return d
+        return make_postfix(
+            "ringsmtpd-pfdown.", "downstream.test", start=start,
+            main=dict(DOWNSTREAM_MAIN_CF, smtpd_tls_security_level=tls_level),
+            services=DOWNSTREAM_SERVICES, listen_port=free_port(), virtual_domain="example.test",
+            tls_cert=tls_level != "none",
+        )
 
-    yield make
-    for d in made:
-        d.stop()
-        shutil.rmtree(d.base, ignore_errors=True)
+    return make
 
 
 def forward_server(make_server, port, extra="", threads=None):
     return make_server(plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {port} {extra}".strip()],
                        settings={"size_threshold": 65536}, threads=threads)
-
-
-def send(server, rcpts, message, helo="client.test"):
-    """One transaction; returns the reply to the final dot."""
-    c = server.connect()
-    try:
-        c.ehlo(helo)
-        c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-        for r in rcpts:
-            c.cmd(f"RCPT TO:<{r}>", 250)
-        c.cmd("DATA", 354)
-        c.send(dot_stuff(message))
-        reply = c.reply()
-        c.cmd("QUIT", 221)
-        return reply
-    finally:
-        c.close()
 
 
 def header(data, name):
@@ -225,7 +67,7 @@ def test_forwarded_message_arrives_in_postfix(make_server, downstream):
     server = forward_server(make_server, pf.port)
     body = [".leading dot", "..two dots", ".", "Grüße", "x" * 900]
     message = make_message("forwarded", body)
-    reply = send(server, ["one@example.test", "two@example.test"], message)
+    reply = send_message(server, ["one@example.test", "two@example.test"], message)
     assert reply.code == 250, reply
     assert "queued as" in reply.text.lower(), reply  # Postfix's own queue id, relayed
     files = pf.wait_files(2)
@@ -249,11 +91,11 @@ def test_downstream_down_gives_4xx_and_nothing_is_lost(make_server, downstream):
     pf = downstream(start=False)
     server = forward_server(make_server, pf.port)
     message = make_message("retry me", ["must not be lost"])
-    reply = send(server, ["one@example.test"], message)
+    reply = send_message(server, ["one@example.test"], message)
     assert reply.code == 452 and reply.enhanced() == "4.4.1", reply
     # The client keeps the message and retries once the downstream is back: it arrives once.
     pf.start()
-    reply = send(server, ["one@example.test"], message)
+    reply = send_message(server, ["one@example.test"], message)
     assert reply.code == 250, reply
     [f] = pf.wait_files(1)
     assert f.endswith(b"\n\nmust not be lost\n")
@@ -267,7 +109,7 @@ def test_downstream_refusal_is_relayed(make_server, downstream):
         plugins=["rcpt_ok", f"queue/smtp-forward 127.0.0.1 {pf.port}"],
         settings={"rcpthosts": "example.test\nelsewhere.test"},
     )
-    reply = send(server, ["one@example.test", "nobody@elsewhere.test"], make_message("mixed", ["x"]))
+    reply = send_message(server, ["one@example.test", "nobody@elsewhere.test"], make_message("mixed", ["x"]))
     assert reply.code // 100 == 5, reply
     assert reply.enhanced() == "5.7.1", reply
     assert "<nobody@elsewhere.test>:" in reply.text, reply
@@ -291,11 +133,7 @@ def test_load_arrives_exactly_once(make_server, downstream):
             for i in range(per_thread):
                 body = [f"message {k}-{i}", hashlib.sha256(f"{k}-{i}".encode()).hexdigest() * 3]
                 message = make_message(f"load {k}-{i}", body)
-                c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-                c.cmd(f"RCPT TO:<load{k}@example.test>", 250)
-                c.cmd("DATA", 354)
-                c.send(dot_stuff(message))
-                r = c.reply()
+                r = c.transaction(SENDER, [f"load{k}@example.test"], message)
                 if r.code == 250:
                     with lock:
                         sent[f"{k}-{i}"] = hashlib.sha256(("\n".join(body) + "\n").encode()).hexdigest()
@@ -332,7 +170,7 @@ def test_xclient_passes_the_client_to_postfix(make_server, downstream):
     pf = downstream()
     # One worker: both messages use its pool (each worker has its own).
     server = forward_server(make_server, pf.port, "xclient", threads=1)
-    reply = send(server, ["one@example.test"], make_message("xclient", ["hi"]), helo="original-helo.test")
+    reply = send_message(server, ["one@example.test"], make_message("xclient", ["hi"]), helo="original-helo.test")
     assert reply.code == 250, reply
     [f] = pf.wait_files(1)
     text = f.decode(errors="replace")
@@ -340,7 +178,7 @@ def test_xclient_passes_the_client_to_postfix(make_server, downstream):
     assert "Received: from original-helo.test (" in text, text[:600]
     assert f"Received: from {ME} (" not in text
     # A second client: the pooled connection gets a new XCLIENT with the new HELO.
-    reply = send(server, ["two@example.test"], make_message("xclient 2", ["hi"]), helo="second-helo.test")
+    reply = send_message(server, ["two@example.test"], make_message("xclient 2", ["hi"]), helo="second-helo.test")
     assert reply.code == 250, reply
     files = pf.wait_files(2)
     second = [f for f in files if b"Subject: xclient 2" in f][0].decode(errors="replace")
@@ -358,13 +196,13 @@ def test_starttls_required_and_verified(make_server, downstream):
     server = forward_server(
         make_server, pf.port, f"tls require tls_verify cafile:{ca} tls_name downstream.test"
     )
-    reply = send(server, ["one@example.test"], make_message("tls", ["secret"]))
+    reply = send_message(server, ["one@example.test"], make_message("tls", ["secret"]))
     assert reply.code == 250, (reply, server.log()[-2000:])
     [f] = pf.wait_files(1)
     assert "(using TLSv1." in f.decode(errors="replace"), f[:800]
     # The wrong name: the certificate check fails and nothing is sent in the clear.
     server2 = forward_server(make_server, pf.port, f"tls require tls_verify cafile:{ca} tls_name wrong.test")
-    reply = send(server2, ["two@example.test"], make_message("tls", ["secret"]))
+    reply = send_message(server2, ["two@example.test"], make_message("tls", ["secret"]))
     assert reply.code == 452 and reply.enhanced() == "4.7.5", reply
     time.sleep(1)
     assert len(pf.files()) == 1
@@ -375,7 +213,7 @@ def test_large_spooled_message(make_server, downstream):
     server = forward_server(make_server, pf.port)
     lines = [("." if i % 5 == 0 else "") + f"{i:07d} " + "abcdefghij" * 9 for i in range(30000)]
     message = make_message("big", lines)  # ~3 MB: above size_threshold, streamed from the spool
-    reply = send(server, ["big@example.test"], message)
+    reply = send_message(server, ["big@example.test"], message)
     assert reply.code == 250, reply
     [f] = pf.wait_files(1)
     assert f.split(b"\n\n", 1)[1] == ("\n".join(lines) + "\n").encode()

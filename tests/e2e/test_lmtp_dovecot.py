@@ -17,18 +17,15 @@ packages enable a system dovecot.service, which tests/run stops and disables) an
 """
 
 import os
-import pathlib
 import pwd
 import grp
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import ME, Client, dot_stuff, free_port, make_message, wait_for
+from conftest import ME, Client, free_port, make_message, private_dir, send_message, wait_for
 
 DOVECOT = "/usr/sbin/dovecot"
 LMTP_BIN = "/usr/lib/dovecot/lmtp"
@@ -92,8 +89,7 @@ class Dovecot:
     """A private Dovecot LMTP server on 127.0.0.1:port and <base>/run/lmtp."""
 
     def __init__(self):
-        self.base = pathlib.Path(tempfile.mkdtemp(prefix="ringsmtpd-dovecot.", dir="/tmp"))
-        os.chmod(self.base, 0o755)
+        self.base = private_dir("ringsmtpd-dovecot.")
         self.port = free_port()
         self.socket = self.base / "run" / "lmtp"
         self.conf = self.base / "dovecot.conf"
@@ -185,44 +181,21 @@ def require_dovecot():
 
 
 @pytest.fixture
-def dovecot():
+def dovecot(peers):
     """dovecot(start=True) -> Dovecot; every instance is stopped and removed at the end."""
     require_dovecot()
-    made = []
 
     def make(start=True):
         d = Dovecot()
-        made.append(d)
-        if start:
-            d.start()
-        return d
+        peers.append(d)
+        return d.start() if start else d
 
-    yield make
-    for d in made:
-        d.stop()
-        shutil.rmtree(d.base, ignore_errors=True)
+    return make
 
 
 def lmtp_server(make_server, dest, extra="", threads=None):
     return make_server(plugins=["rcpt_ok", f"queue/lmtp {dest} {extra}".strip()],
                        settings={"rcpthosts": DOMAIN}, threads=threads)
-
-
-def send(server, rcpts, message, helo="client.test"):
-    """One transaction; returns the reply to the final dot."""
-    c = server.connect()
-    try:
-        c.ehlo(helo)
-        c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-        for r in rcpts:
-            c.cmd(f"RCPT TO:<{r}>", 250)
-        c.cmd("DATA", 354)
-        c.send(dot_stuff(message))
-        reply = c.reply()
-        c.cmd("QUIT", 221)
-        return reply
-    finally:
-        c.close()
 
 
 def head_body(data):
@@ -259,7 +232,7 @@ def test_two_recipients_land_in_both_maildirs(make_server, dovecot, via):
     server = lmtp_server(make_server, dest)
     subject = f"lmtp-{via}"
     message = make_message(subject, BODY, extra_headers=[f"Message-ID: <{subject}@client.test>"])
-    reply = send(server, [rcpt("alice"), rcpt("bob")], message)
+    reply = send_message(server, [rcpt("alice"), rcpt("bob")], message)
     assert reply.code == 250, (reply, server.log()[-2000:])
     # The last recipient's text from Dovecot: "2.0.0 <bob@dest.test> <id> Saved".
     assert reply.enhanced() == "2.0.0" and f"<{rcpt('bob')}>" in reply.text and "Saved" in reply.text, reply
@@ -296,7 +269,7 @@ def test_unknown_user_refuses_the_message_and_delivers_nothing(make_server, dove
     dc = dovecot()
     server = lmtp_server(make_server, f"127.0.0.1:{dc.port}")
     message = make_message("unknown", ["for alice and a ghost"])
-    reply = send(server, [rcpt("alice"), rcpt("ghost")], message)
+    reply = send_message(server, [rcpt("alice"), rcpt("ghost")], message)
     assert (reply.code, reply.enhanced()) == (552, "5.1.1"), reply  # Deny: 552, Dovecot's code
     assert f"<{rcpt('ghost')}>:" in reply.text, reply
     assert "User doesn't exist" in reply.text, reply
@@ -304,7 +277,7 @@ def test_unknown_user_refuses_the_message_and_delivers_nothing(make_server, dove
     time.sleep(0.5)
     assert dc.files("alice") == [], "alice got a message the client was told was refused"
     # The sender corrects the list: alice gets it, once; the pool's connection still works.
-    reply = send(server, [rcpt("alice")], message)
+    reply = send_message(server, [rcpt("alice")], message)
     assert reply.code == 250, reply
     [data] = dc.wait_files("alice", 1)
     assert data.endswith(b"\n\nfor alice and a ghost\n")
@@ -317,20 +290,20 @@ def test_per_recipient_failures_after_the_dot(make_server, dovecot):
     gives her a second copy, SMTP's at-least-once)."""
     dc = dovecot()
     server = lmtp_server(make_server, f"127.0.0.1:{dc.port}")
-    reply = send(server, [rcpt("alice"), rcpt("full")], make_message("perm", ["quota"]))
+    reply = send_message(server, [rcpt("alice"), rcpt("full")], make_message("perm", ["quota"]))
     assert (reply.code, reply.enhanced()) == (552, "5.2.2"), reply
     assert f"<{rcpt('full')}>" in reply.text and "Quota exceeded" in reply.text, reply
     assert "delivered to 1 of 2 recipients" in reply.text, reply
     [data] = dc.wait_files("alice", 1)
     assert b"Subject: perm\n" in data
 
-    reply = send(server, [rcpt("alice"), rcpt("tfull")], make_message("temp", ["quota"]))
+    reply = send_message(server, [rcpt("alice"), rcpt("tfull")], make_message("temp", ["quota"]))
     assert (reply.code, reply.enhanced()) == (452, "4.2.2"), reply
     assert f"<{rcpt('tfull')}>" in reply.text and "Quota exceeded" in reply.text, reply
     files = dc.wait_files("alice", 2)
     assert sum(b"Subject: temp\n" in f for f in files) == 1
     # All refused after the dot, permanently: Deny without "delivered to".
-    reply = send(server, [rcpt("full")], make_message("all-perm", ["quota"]))
+    reply = send_message(server, [rcpt("full")], make_message("all-perm", ["quota"]))
     assert (reply.code, reply.enhanced()) == (552, "5.2.2"), reply
     assert "delivered to" not in reply.text, reply
     assert dc.files("full") == [] and dc.files("tfull") == []
@@ -342,18 +315,18 @@ def test_dovecot_down_gives_4xx_and_the_retry_arrives_once(make_server, dovecot)
     # connection to the Dovecot that is gone.
     server = lmtp_server(make_server, f"127.0.0.1:{dc.port}", threads=1)
     first = make_message("before", ["pooled"])
-    assert send(server, [rcpt("alice")], first).code == 250
+    assert send_message(server, [rcpt("alice")], first).code == 250
     dc.wait_files("alice", 1)
     dc.stop()
     message = make_message("retry me", ["must not be lost"])
-    reply = send(server, [rcpt("alice"), rcpt("bob")], message)
+    reply = send_message(server, [rcpt("alice"), rcpt("bob")], message)
     assert (reply.code, reply.enhanced()) == (452, "4.4.1"), reply
     assert "Downstream not reachable" in reply.text, reply
     time.sleep(0.3)
     assert len(dc.files("alice")) == 1 and dc.files("bob") == []
     # The client retries once Dovecot is back: exactly one copy each.
     dc.start()
-    reply = send(server, [rcpt("alice"), rcpt("bob")], message)
+    reply = send_message(server, [rcpt("alice"), rcpt("bob")], message)
     assert reply.code == 250, reply
     alice = dc.wait_files("alice", 2)
     bob = dc.wait_files("bob", 1)

@@ -42,11 +42,7 @@ def deliver(server, subject, client=None):
     c = client or server.connect()
     if client is None:
         c.ehlo()
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
-    c.send(dot_stuff(msg))
-    c.expect(250, "2.0.0")
+    c.transaction(SENDER, [RCPT], msg, 250, "2.0.0")
     return c, msg
 
 
@@ -221,9 +217,7 @@ def test_sigterm_during_data_lets_the_transaction_finish(server):
     idle.ehlo()
     busy = server.connect()
     busy.ehlo()
-    busy.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    busy.cmd(f"RCPT TO:<{RCPT}>", 250)
-    busy.cmd("DATA", 354)
+    busy.start_data(SENDER, [RCPT])
     msg = make_message("finished during shutdown", ["line %d" % i for i in range(2000)])
     payload = dot_stuff(msg)
     busy.send(payload[:10000])
@@ -245,9 +239,7 @@ def test_sigterm_drain_deadline_cuts_a_stalled_transaction(make_server):
     server = make_server(settings={"shutdown_timeout": 1})
     c = server.connect()
     c.ehlo()
-    c.cmd(f"MAIL FROM:<{SENDER}>", 250)
-    c.cmd(f"RCPT TO:<{RCPT}>", 250)
-    c.cmd("DATA", 354)
+    c.start_data(SENDER, [RCPT])
     c.send(b"Subject: never finished\r\n\r\npart")
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0

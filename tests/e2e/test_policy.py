@@ -16,12 +16,11 @@ import resource
 import selectors
 import smtplib
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import BINARY, IO_TIMEOUT, Client, Closed, server_env, wait_for
+from conftest import IO_TIMEOUT, Client, Closed, wait_for
 
 SENDER = "sender@client.test"
 RCPT = "rcpt@example.test"
@@ -113,15 +112,7 @@ PRODUCTION_FILES = {
 
 def test_production_list_checks_and_behaves(make_server):
     srv = make_server(start=False, plugins=PRODUCTION, settings=PRODUCTION_FILES)
-    r = subprocess.run(
-        [str(BINARY), "--config", str(srv.cfg), "--check"],
-        cwd=srv.dir,
-        env=server_env(srv.dir),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = srv.check_config()
     assert r.returncode == 0, r.stderr
     chains = dict(re.findall(r"^  (\S+)\s+(.+)$", r.stdout, re.M))
     assert chains == {

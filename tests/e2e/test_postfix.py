@@ -1,18 +1,9 @@
-"""Postfix as a real relaying client: a private Postfix instance (own config and queue
-directories under a temp dir, no listener, `relayhost = [127.0.0.1]:PORT`) takes mail from its
-`sendmail` and relays it to ringsmtpd, whose Maildir must then hold it.
-
-Postfix's master runs as root and its daemons as the `postfix` user (Debian package
-`postfix`, installed with "No configuration" so no system instance runs); tests/run installs
-it. The instance lives under /tmp/ringsmtpd-postfix.* (mode 0755, so the `postfix` user can
-reach it: pytest's own tmp dirs are root-only).
+"""Postfix as a real relaying client: a private Postfix instance (private_postfix.py: own
+config and queue directories under /tmp/ringsmtpd-postfix.*, no listener,
+`relayhost = [127.0.0.1]:PORT`) takes mail from its `sendmail` and relays it to ringsmtpd, whose
+Maildir must then hold it.
 """
 
-import os
-import pathlib
-import shutil
-import subprocess
-import tempfile
 import time
 
 import pytest
@@ -21,126 +12,31 @@ from conftest import ME, split_delivered, wait_for
 
 SENDER = "sender@postfix.test"
 
-MAIN_CF = """\
-compatibility_level = 3.6
-config_directory = {base}/etc
-queue_directory = {base}/queue
-data_directory = {base}/data
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-daemon_directory = /usr/lib/postfix/sbin
-command_directory = /usr/sbin
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.test
-mydomain = postfix.test
-myorigin = postfix.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:{port}
-smtp_tls_security_level = none
-smtp_dns_support_level = disabled
-smtp_connection_cache_on_demand = no
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-biff = no
-"""
 
-# Only the services a relaying null client needs; no smtpd: nothing listens.
-MASTER_CF = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+# A relaying null client: mail from its sendmail goes to ringsmtpd, nothing else.
+def relay_client_main_cf(port):
+    """The main.cf settings (beyond private_postfix's core) that relay everything to
+    ringsmtpd on 127.0.0.1:port, in the clear and without a connection cache."""
+    return {
+        "mynetworks": "127.0.0.0/8",
+        "relayhost": f"[127.0.0.1]:{port}",
+        "smtp_tls_security_level": "none",
+        "smtp_connection_cache_on_demand": "no",
+    }
 
 
-class Postfix:
-    def __init__(self, base, port):
-        self.base = pathlib.Path(base)
-        self.etc = self.base / "etc"
-        self.maillog = self.base / "maillog"
-        for d in ("etc", "queue", "data"):
-            (self.base / d).mkdir()
-        shutil.chown(self.base / "data", user="postfix")
-        (self.etc / "main.cf").write_text(MAIN_CF.format(base=self.base, port=port))
-        (self.etc / "master.cf").write_text(MASTER_CF)
-
-    def run(self, args, input=None, check=True, timeout=60):
-        r = subprocess.run(
-            args, input=input, capture_output=True, timeout=timeout,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
-        if check and r.returncode != 0:
-            pytest.fail(f"{' '.join(args)} exited {r.returncode}: {r.stdout!r} {r.stderr!r}\n{self.log()}")
-        return r
-
-    def log(self):
-        return self.maillog.read_text(errors="replace") if self.maillog.exists() else "(no maillog)"
-
-    def start(self):
-        self.run(["postfix", "-c", str(self.etc), "start"])
-        status = self.run(["postfix", "-c", str(self.etc), "status"], check=False)
-        if status.returncode != 0:
-            pytest.fail(f"the private Postfix did not start:\n{self.log()}")
-
-    def stop(self):
-        r = self.run(["postfix", "-c", str(self.etc), "stop"], check=False)
-        if r.returncode != 0:
-            self.run(["postfix", "-c", str(self.etc), "abort"], check=False)
-
-    def sendmail(self, sender, rcpts, message):
-        self.run(["sendmail", "-C", str(self.etc), "-f", sender, "-i", "--"] + rcpts, input=message)
-
-    def flush(self):
-        self.run(["postqueue", "-c", str(self.etc), "-f"], check=False)
-
-    def queue_listing(self):
-        return self.run(["postqueue", "-c", str(self.etc), "-p"], check=False).stdout.decode(errors="replace")
+# Only the services a relaying null client needs besides the core ones; no smtpd: nothing listens.
+RELAY_CLIENT_SERVICES = ("pickup", "flush", "smtp", "relay")
 
 
 @pytest.fixture
-def postfix(make_server):
-    missing = [p for p in ("postfix", "sendmail", "postqueue") if not shutil.which(p, path="/usr/sbin:/usr/bin")]
-    if missing:
-        pytest.fail(
-            f"Postfix is not installed ({', '.join(missing)} missing): "
-            "`apt-get install postfix` with debconf postfix/main_mailer_type='No configuration' "
-            "(tests/run does it)"
-        )
-    if os.geteuid() != 0:
-        pytest.fail("the private Postfix instance needs root: its master process starts as root")
+def postfix(make_server, make_postfix):
+    """A private Postfix relaying to a fresh ringsmtpd (its `.server`)."""
     server = make_server(settings={"size_threshold": 65536})
-    base = tempfile.mkdtemp(prefix="ringsmtpd-postfix.", dir="/tmp")
-    os.chmod(base, 0o755)
-    pf = Postfix(base, server.port)
-    pf.start()
+    pf = make_postfix("ringsmtpd-postfix.", "postfix.test", main=relay_client_main_cf(server.port),
+                      services=RELAY_CLIENT_SERVICES)
     pf.server = server
-    yield pf
-    pf.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    return pf
 
 
 def wait_delivered(pf, n, deadline=90):

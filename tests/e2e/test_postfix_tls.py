@@ -5,38 +5,36 @@ the ringsmtpd CA and the name matches). Reuses the private Postfix of test_postf
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from conftest import BINARY, ME, wait_for
-from test_postfix import MASTER_CF, Postfix, wait_delivered
+from test_postfix import RELAY_CLIENT_SERVICES, relay_client_main_cf, wait_delivered
 
 
 @pytest.fixture
-def postfix_tls(make_server):
-    if not shutil.which("postfix", path="/usr/sbin:/usr/bin") or os.geteuid() != 0:
-        pytest.fail("needs Postfix (tests/run installs it) and root")
+def postfix_tls(make_server, make_postfix):
+    """A private Postfix relaying to a fresh ringsmtpd (its `.server`) over verified TLS."""
     server = make_server(start=False, plugins=["tls", "rcpt_ok", "queue/maildir {maildir}"])
     out = subprocess.run([str(BINARY), "tls-cert", "--dir", str(server.dir / "ssl"), "--host", ME],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     server.start()
-    base = tempfile.mkdtemp(prefix="ringsmtpd-postfix-tls.", dir="/tmp")
-    os.chmod(base, 0o755)
-    ca = os.path.join(base, "ca.crt")
+    main = relay_client_main_cf(server.port)
+    main.update({
+        "smtp_tls_security_level": "secure",
+        "smtp_tls_CAfile": "{base}/ca.crt",
+        "smtp_tls_secure_cert_match": ME,
+        "smtp_tls_loglevel": "1",
+    })
+    pf = make_postfix("ringsmtpd-postfix-tls.", "postfix.test", start=False, main=main,
+                      services=RELAY_CLIENT_SERVICES + ("tlsmgr",))
+    ca = pf.base / "ca.crt"
     shutil.copy(server.dir / "ssl" / "qpsmtpd-ca.crt", ca)
     os.chmod(ca, 0o644)
-    pf = Postfix(base, server.port)
-    with open(pf.etc / "main.cf", "a") as f:  # later lines override earlier ones
-        f.write(f"smtp_tls_security_level = secure\nsmtp_tls_CAfile = {ca}\n"
-                f"smtp_tls_secure_cert_match = {ME}\nsmtp_tls_loglevel = 1\n")
-    (pf.etc / "master.cf").write_text(MASTER_CF + "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
     pf.start()
     pf.server = server
-    yield pf
-    pf.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    return pf
 
 
 def test_postfix_relays_over_verified_tls(postfix_tls):

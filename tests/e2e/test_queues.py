@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import ME, dot_stuff, make_message, wait_for
+from conftest import ME, make_message, private_dir, send_message, wait_for
 
 SENDER = "sender@client.test"
 
@@ -45,30 +45,6 @@ EXIM_HELP = (
 def need_root(what):
     if os.geteuid() != 0:
         pytest.fail(f"{what} needs root (CI runs as root)")
-
-
-def private_dir(prefix):
-    """A temp dir other users (postfix, Debian-exim) can traverse: pytest's are root-only."""
-    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(base, 0o755)
-    return base
-
-
-def send(server, sender, rcpts, message, ehlo="client.test"):
-    """One transaction; returns the reply to the final dot."""
-    c = server.connect()
-    try:
-        c.ehlo(ehlo)
-        c.cmd(f"MAIL FROM:<{sender}>", 250)
-        for r in rcpts:
-            c.cmd(f"RCPT TO:<{r}>", 250)
-        c.cmd("DATA", 354)
-        c.send(dot_stuff(message))
-        reply = c.reply()
-        c.cmd("QUIT", 221)
-        return reply
-    finally:
-        c.close()
 
 
 def maildir_files(path, deadline=60, n=1):
@@ -110,118 +86,22 @@ def assert_our_headers(head, subject):
 # ---------------------------------------------------------------------------------------------
 # Postfix
 
-PF_MAIN_CF = """\
-compatibility_level = 3.6
-config_directory = {base}/etc
-queue_directory = {base}/queue
-data_directory = {base}/data
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-daemon_directory = /usr/lib/postfix/sbin
-command_directory = /usr/sbin
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.test
-mydomain = postfix.test
-myorigin = postfix.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-virtual_mailbox_domains = pfdest.test
-virtual_mailbox_base = {base}/vmail
-virtual_mailbox_maps = static:mailbox/
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-virtual_minimum_uid = 1
-message_size_limit = 200000
-header_checks = regexp:{base}/etc/header_checks
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-biff = no
-"""
-
-# cleanup (public: the socket ringsmtpd talks to), qmgr and the virtual delivery agent, and
-# what they need. No smtpd, no pickup: nothing listens.
-PF_MASTER_CF = """\
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-class Postfix:
-    def __init__(self):
-        self.base = private_dir("ringsmtpd-pfq.")
-        self.etc = self.base / "etc"
-        self.maillog = self.base / "maillog"
-        for d in ("etc", "queue", "data", "vmail"):
-            (self.base / d).mkdir()
-        import pwd
-
-        pw = pwd.getpwnam("postfix")
-        for d in ("data", "vmail"):
-            shutil.chown(self.base / d, user="postfix", group=pw.pw_gid)
-        (self.etc / "main.cf").write_text(PF_MAIN_CF.format(base=self.base, uid=pw.pw_uid, gid=pw.pw_gid))
-        (self.etc / "master.cf").write_text(PF_MASTER_CF)
-        (self.etc / "header_checks").write_text("/^Subject: reject-me/ REJECT no thanks, said header_checks\n")
-        self.socket = self.base / "queue" / "public" / "cleanup"
-        self.mailbox = self.base / "vmail" / "mailbox"
-
-    def run(self, args, check=True):
-        r = subprocess.run(args, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        if check and r.returncode != 0:
-            pytest.fail(f"{' '.join(map(str, args))} exited {r.returncode}: {r.stdout!r} {r.stderr!r}\n{self.log()}")
-        return r
-
-    def log(self):
-        return self.maillog.read_text(errors="replace") if self.maillog.exists() else "(no maillog)"
-
-    def start(self):
-        self.run(["postfix", "-c", str(self.etc), "start"])
-        wait_for(self.socket.exists, 30, "Postfix's public/cleanup socket")
-
-    def stop(self):
-        r = self.run(["postfix", "-c", str(self.etc), "stop"], check=False)
-        if r.returncode != 0:
-            self.run(["postfix", "-c", str(self.etc), "abort"], check=False)
-
-    def postcat(self, queue_id, *flags):
-        return self.run(["postcat", "-c", str(self.etc), *flags, "-q", queue_id]).stdout.decode("utf-8", "replace")
-
-    def queue_listing(self):
-        return self.run(["postqueue", "-c", str(self.etc), "-p"], check=False).stdout.decode(errors="replace")
+# What queue/postfix-queue's destination needs beyond private_postfix's core: mail for
+# pfdest.test, a size limit and a header check to refuse with.
+PF_QUEUE_MAIN_CF = {
+    "message_size_limit": "200000",
+    "header_checks": "regexp:{base}/etc/header_checks",
+}
 
 
 @pytest.fixture
-def postfix():
-    for prog in ("postfix", "postcat", "postqueue"):
-        if not shutil.which(prog, path="/usr/sbin:/usr/bin"):
-            pytest.fail(f"Postfix is not installed ({prog} missing): `apt-get install postfix` with "
-                        "debconf postfix/main_mailer_type='No configuration' (tests/run does it)")
-    need_root("the private Postfix instance")
-    pf = Postfix()
-    pf.start()
-    yield pf
-    pf.stop()
-    shutil.rmtree(pf.base, ignore_errors=True)
+def postfix(make_postfix):
+    """A private Postfix with no listener (and no pickup): cleanup's public socket (.socket)
+    takes the mail, the `virtual` agent delivers pfdest.test into .mailbox."""
+    pf = make_postfix("ringsmtpd-pfq.", "postfix.test", start=False, main=PF_QUEUE_MAIN_CF,
+                      virtual_domain="pfdest.test")
+    (pf.etc / "header_checks").write_text("/^Subject: reject-me/ REJECT no thanks, said header_checks\n")
+    return pf.start()
 
 
 def pf_server(make_server, pf, args="FLAG_MASK_EXTERNAL", settings=None):
@@ -241,7 +121,7 @@ def test_postfix_queue_delivers_through_postfix(make_server, postfix):
     server = pf_server(make_server, postfix)
     rcpts = ["one@pfdest.test", "two@pfdest.test"]
     message = standard_message("via-cleanup")
-    reply = send(server, SENDER, rcpts, message)
+    reply = send_message(server, rcpts, message)
     qid = queue_id_of(reply)
     assert reply.text.startswith("2.0.0 Queued! <via-cleanup@client.test> (Queue-Id: "), reply
     files = maildir_files(postfix.mailbox, n=2)
@@ -271,7 +151,7 @@ def test_postfix_queue_envelope_and_content_in_the_queue_file(make_server, postf
     (size_threshold 0) and sent from the spool file."""
     server = pf_server(make_server, postfix, "FLAG_HOLD", settings={"size_threshold": "0"})
     message = standard_message("held")
-    qid = queue_id_of(send(server, "", ["held@pfdest.test"], message))
+    qid = queue_id_of(send_message(server, ["held@pfdest.test"], message, sender=""))
     wait_for(lambda: qid in postfix.queue_listing(), 30, "the held message in postqueue -p")
     env = postfix.postcat(qid, "-e")
     assert "\nsender: \n" in env, env  # the null sender <>
@@ -290,10 +170,10 @@ def test_postfix_queue_refusals_and_outage(make_server, postfix):
     server = pf_server(make_server, postfix, "FLAG_MASK_EXTERNAL")
     # message_size_limit (200000): cleanup's SIZE status, Postfix's 552 5.3.4.
     big = make_message("too-big", ["y" * 998] * 300)
-    r = send(server, SENDER, ["one@pfdest.test"], big)
+    r = send_message(server, ["one@pfdest.test"], big)
     assert (r.code, r.enhanced()) == (552, "5.3.4"), r
     # header_checks REJECT (FLAG_FILTER is in FLAG_MASK_EXTERNAL): 550 with its text.
-    r = send(server, SENDER, ["one@pfdest.test"], make_message("reject-me please", ["x"]))
+    r = send_message(server, ["one@pfdest.test"], make_message("reject-me please", ["x"]))
     assert (r.code, r.enhanced()) == (550, "5.7.1"), r
     assert "no thanks, said header_checks" in r.text, r
     # Nothing was queued or delivered for either.
@@ -303,7 +183,7 @@ def test_postfix_queue_refusals_and_outage(make_server, postfix):
     # Postfix down: 451, the client keeps the message.
     postfix.stop()
     wait_for(lambda: not postfix.socket.exists() or _refused(postfix.socket), 30, "cleanup to go away")
-    r = send(server, SENDER, ["one@pfdest.test"], standard_message("outage"))
+    r = send_message(server, ["one@pfdest.test"], standard_message("outage"))
     assert (r.code, r.enhanced()) == (451, "4.3.0"), r
     assert "cannot connect to cleanup" in server.log()
 
@@ -390,7 +270,7 @@ def exim_server(make_server, ex):
 def test_exim_bsmtp_delivers_through_exim(make_server, exim):
     server = exim_server(make_server, exim)
     rcpts = ["one@eximdest.test", "two@eximdest.test"]
-    reply = send(server, SENDER, rcpts, standard_message("via-bsmtp"))
+    reply = send_message(server, rcpts, standard_message("via-bsmtp"))
     assert (reply.code, reply.text) == (250, "2.0.0 Queued! <via-bsmtp@client.test>"), reply
     files = maildir_files(exim.maildir, n=2)
     seen = set()
@@ -410,7 +290,7 @@ def test_exim_bsmtp_delivers_through_exim(make_server, exim):
 def test_exim_bsmtp_relays_exims_refusal_and_its_absence(make_server, exim):
     server = exim_server(make_server, exim)
     # message_size_limit = 100K in the private config: Exim refuses in BSMTP, we relay it.
-    r = send(server, SENDER, ["one@eximdest.test"], make_message("big", ["z" * 998] * 150))
+    r = send_message(server, ["one@eximdest.test"], make_message("big", ["z" * 998] * 150))
     assert r.code == 552 and r.enhanced() == "5.3.0", r
     assert "size" in r.text.lower(), r
     time.sleep(0.5)
@@ -418,7 +298,7 @@ def test_exim_bsmtp_relays_exims_refusal_and_its_absence(make_server, exim):
     assert "-bS failed" in server.log()
     # The wrapper now points at a config Exim cannot read: it fails, the client gets 451.
     exim.conf.unlink()
-    r = send(server, SENDER, ["one@eximdest.test"], standard_message("no-config"))
+    r = send_message(server, ["one@eximdest.test"], standard_message("no-config"))
     assert r.code == 451 and r.enhanced() and r.enhanced().startswith("4."), r
 
 
@@ -446,14 +326,14 @@ def test_maildir_full_disk_is_452_and_leaves_nothing(make_server, small_tmpfs):
     md = small_tmpfs / "Maildir"
     server = make_server(plugins=["rcpt_ok", f"queue/maildir {md}"])
     big = make_message("fills-the-disk", ["w" * 998] * 100)  # ~100 KB > 64 KiB
-    r = send(server, SENDER, ["one@example.test"], big)
+    r = send_message(server, ["one@example.test"], big)
     assert (r.code, r.enhanced()) == (452, "4.3.1"), r
     assert "No space" in server.log() or "no storage space" in server.log().lower(), server.log()[-2000:]
     assert list((md / "new").iterdir()) == [], "a message landed in new/"
     assert list((md / "tmp").iterdir()) == [], "a partial file was left in tmp/"
     # The space is back: a small message goes through, whole.
     small = make_message("fits", ["small"])
-    r = send(server, SENDER, ["one@example.test"], small)
+    r = send_message(server, ["one@example.test"], small)
     assert r.code == 250, r
     [f] = list((md / "new").iterdir())
     assert f.read_bytes().endswith(small.replace(b"\r\n", b"\n"))
@@ -494,7 +374,7 @@ def test_qmail_queue_with_a_test_program(make_server, tmp_path):
     (qq / "code").write_text("0")
     server = make_server(plugins=["rcpt_ok", f"queue/qmail-queue {prog} timeout 2"])
     message = standard_message("via-qq")
-    r = send(server, SENDER, ["one@example.test", "two@example.test"], message)
+    r = send_message(server, ["one@example.test", "two@example.test"], message)
     assert r.code == 250 and " qp " in r.text and r.text.endswith("<via-qq@client.test>"), r
     assert (qq / "envelope.0").read_bytes() == f"F{SENDER}\0Tone@example.test\0Ttwo@example.test\0\0".encode()
     head, body = split_head_body((qq / "message.0").read_bytes())
@@ -507,13 +387,13 @@ def test_qmail_queue_with_a_test_program(make_server, tmp_path):
         ("71", 451, "4.3.0", "mail server temporarily rejected message"),
     ]:
         (qq / "code").write_text(code)
-        r = send(server, SENDER, ["one@example.test"], make_message(f"code-{code}", ["x"]))
+        r = send_message(server, ["one@example.test"], make_message(f"code-{code}", ["x"]))
         assert (r.code, r.enhanced(), r.text) == (smtp, enhanced, f"{enhanced} {text}"), (code, r)
     # A qmail-queue that hangs is killed at the plugin's timeout (2 s): 451, and the server
     # answers other clients meanwhile (the child runs off the worker).
     (qq / "code").write_text("hang")
     started = time.monotonic()
-    r = send(server, SENDER, ["one@example.test"], make_message("hang", ["x"]))
+    r = send_message(server, ["one@example.test"], make_message("hang", ["x"]))
     assert (r.code, r.enhanced()) == (451, "4.3.0"), r
     assert "qq timeout" in r.text
     assert time.monotonic() - started < 15
