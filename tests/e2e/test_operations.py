@@ -14,6 +14,7 @@ from conftest import (
     BINARY,
     IO_TIMEOUT,
     SHIPPED_CONFIG,
+    TEST_PLUGINS_BINARY,
     Server,
     check_delivered,
     dot_stuff,
@@ -25,9 +26,9 @@ SENDER = "sender@client.test"
 RCPT = "rcpt@example.test"
 
 
-def run_binary(args, cwd, deadline=30):
+def run_binary(args, cwd, deadline=30, binary=BINARY):
     return subprocess.run(
-        [str(BINARY)] + args,
+        [str(binary)] + args,
         cwd=cwd,
         env=server_env(cwd),
         stdin=subprocess.DEVNULL,
@@ -55,7 +56,8 @@ def test_check_prints_the_plugin_chain(make_server):
         start=False,
         plugins=["misbehave deny mail", "rcpt_ok", "misbehave:1 panic rcpt", "queue/maildir {maildir}"],
     )
-    r = run_binary(["--config", str(srv.cfg), "--check"], srv.dir)
+    # misbehave is a test-only plugin: the build that has it.
+    r = run_binary(["--config", str(srv.cfg), "--check"], srv.dir, binary=TEST_PLUGINS_BINARY)
     assert r.returncode == 0, r.stderr
     assert f"config {srv.cfg} is valid" in r.stdout
     chains = dict(re.findall(r"^  (\S+)\s+(.+)$", r.stdout, re.M))
