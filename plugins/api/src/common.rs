@@ -65,9 +65,7 @@ impl Common {
             Reject::Yes => self.args.deny(Some(msg)),
         }
     }
-}
 
-impl Common {
     /// A failed check: logs `fail, {what}` and refuses with `msg` as the plugin's `reject`
     /// arguments say ([`Common::reject`]).
     pub fn fail(
