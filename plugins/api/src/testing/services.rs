@@ -146,10 +146,15 @@ impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
         _server_name: String,
         _verify: TlsVerify,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
-        Box::pin(std::future::ready(Err(
-            std::io::ErrorKind::Unsupported.into()
-        )))
+        no_tls()
     }
+}
+
+/// The test streams have no TLS: STARTTLS on them fails as unsupported.
+fn no_tls() -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+    Box::pin(std::future::ready(Err(
+        std::io::ErrorKind::Unsupported.into()
+    )))
 }
 
 /// A peer that accepts writes and never answers.
@@ -167,9 +172,7 @@ impl Stream for Mute {
         _server_name: String,
         _verify: TlsVerify,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
-        Box::pin(std::future::ready(Err(
-            std::io::ErrorKind::Unsupported.into()
-        )))
+        no_tls()
     }
 }
 
