@@ -54,14 +54,15 @@ pub trait Stream {
         self: Box<Self>,
         server_name: String,
         verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>>>>;
+    ) -> ConnectFuture;
     /// The TLS protocol and cipher, once TLS is on.
     fn tls(&self) -> Option<crate::TlsInfo> {
         None
     }
 }
 
-/// The future of [`Services::connect`](crate::Services::connect).
+/// A stream to come: the future of [`Services::connect`](crate::Services::connect) and of
+/// [`Stream::start_tls`].
 pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>>>>;
 
 /// Reads until `buf` holds a complete line ending in LF after `from`; returns the end of that

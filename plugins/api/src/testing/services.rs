@@ -145,13 +145,13 @@ impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
         self: Box<Self>,
         _server_name: String,
         _verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+    ) -> ConnectFuture {
         no_tls()
     }
 }
 
 /// The test streams have no TLS: STARTTLS on them fails as unsupported.
-fn no_tls() -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+fn no_tls() -> ConnectFuture {
     Box::pin(std::future::ready(Err(
         std::io::ErrorKind::Unsupported.into()
     )))
@@ -171,7 +171,7 @@ impl Stream for Mute {
         self: Box<Self>,
         _server_name: String,
         _verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+    ) -> ConnectFuture {
         no_tls()
     }
 }
