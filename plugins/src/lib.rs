@@ -42,6 +42,7 @@ pub mod relay;
 pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
+pub mod sender_permitted_from;
 pub mod uribl;
 pub mod whitelist;
 
