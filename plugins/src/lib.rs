@@ -104,6 +104,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("require_auth", require_auth::new),
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("rhsbl", rhsbl::new),
+    ("sender_permitted_from", sender_permitted_from::new),
     ("uribl", uribl::new),
     ("whitelist", whitelist::new),
 ];
@@ -252,6 +253,7 @@ mod tests {
         ("fcrdns", &[]),
         ("helo", &[]),
         ("resolvable_fromhost", &[]),
+        ("sender_permitted_from reject 3", &[]),
         ("uribl", &[]),
         ("count_unrecognized_commands", &[]),
         ("noop_counter", &[]),
