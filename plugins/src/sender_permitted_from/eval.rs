@@ -64,6 +64,8 @@ pub struct Verdict {
     pub result: SpfResult,
     pub explanation: Option<String>,
     pub why: String,
+    /// The term that matched, as written (printable ASCII), if one did.
+    pub mechanism: Option<String>,
 }
 
 /// The identity being checked and the facts about the session.
@@ -91,6 +93,7 @@ struct Found {
     result: SpfResult,
     why: String,
     explanation: Option<String>,
+    mechanism: Option<String>,
 }
 
 struct Checker<'a> {
@@ -144,16 +147,19 @@ pub async fn check(svc: &dyn Services, timer: &mut Timer, req: &Request) -> Verd
             result: found.result,
             explanation: found.explanation,
             why: found.why,
+            mechanism: found.mechanism,
         },
         Err(Stop::Temp(why)) => Verdict {
             result: SpfResult::TempError,
             explanation: None,
             why,
+            mechanism: None,
         },
         Err(Stop::Perm(why)) => Verdict {
             result: SpfResult::PermError,
             explanation: None,
             why,
+            mechanism: None,
         },
     }
 }
@@ -267,6 +273,7 @@ impl Checker<'_> {
                     result: SpfResult::None,
                     why: format!("'{}' is not a domain name", escape(&domain)),
                     explanation: None,
+                    mechanism: None,
                 });
             }
             let answer = self.query(&domain, QType::Txt).await?;
@@ -275,6 +282,7 @@ impl Checker<'_> {
                 result: SpfResult::None,
                 why,
                 explanation: None,
+                mechanism: None,
             };
             let txt = match records.as_slice() {
                 [] => return Ok(none(format!("no SPF record at {domain}"))),
@@ -311,6 +319,7 @@ impl Checker<'_> {
                     result,
                     why: format!("{} matched {}", domain, escape(&d.text)),
                     explanation,
+                    mechanism: Some(escape(&d.text)),
                 });
             }
         }
@@ -330,6 +339,7 @@ impl Checker<'_> {
             result: SpfResult::Neutral,
             why: format!("no term of {domain} matched"),
             explanation: None,
+            mechanism: None,
         })
     }
 

@@ -350,26 +350,39 @@ impl Plugin for SenderPermittedFrom {
         let me = header_value(cx.svc.me());
         let result = spf.verdict.result;
         let says = match result {
-            SpfResult::Pass => "designates",
-            SpfResult::Fail => "does not designate",
-            SpfResult::SoftFail => "does not designate",
-            SpfResult::Neutral => "neither permits nor denies",
-            SpfResult::None => "publishes no SPF policy for",
-            SpfResult::TempError | SpfResult::PermError => "could not be checked for",
+            SpfResult::Pass => "designates {ip} as permitted sender",
+            SpfResult::Fail | SpfResult::SoftFail => "does not designate {ip} as permitted sender",
+            SpfResult::Neutral => "neither permits nor denies {ip}",
+            SpfResult::None => "publishes no SPF policy",
+            SpfResult::TempError => "could not be checked: temporary error",
+            SpfResult::PermError => "could not be checked: bad policy",
+        }
+        .replace("{ip}", &spf.ip.to_string());
+        let helo = if spf.helo.is_empty() {
+            "unknown"
+        } else {
+            &spf.helo
         };
-        let text = format!(
-            "{result} ({me}: domain of {} {says} {}: {}) client-ip={}; envelope-from={}; helo={}; receiver={me}; identity={}",
+        let mut text = format!(
+            "{result} ({me}: domain of {} {says}) client-ip={}; envelope-from={}; helo={}; \
+             receiver={me}; identity={}",
             comment(&spf.domain),
             spf.ip,
-            comment(&spf.verdict.why),
-            spf.ip,
             header_value(&spf.sender),
-            header_value(if spf.helo.is_empty() { "unknown" } else { &spf.helo }),
+            header_value(helo),
             match spf.identity {
                 Identity::MailFrom => "mailfrom",
                 Identity::Helo => "helo",
             },
         );
+        match (&spf.verdict.mechanism, result) {
+            (Some(term), _) => text.push_str(&format!("; mechanism={}", header_value(term))),
+            (None, SpfResult::TempError | SpfResult::PermError) => {
+                let problem = printable(&spf.verdict.why, MAX_WHY);
+                text.push_str(&format!("; problem={}", header_value(&problem)));
+            }
+            _ => {}
+        }
         let clause = match spf.identity {
             Identity::MailFrom => {
                 format!("spf={result} smtp.mailfrom={}", header_value(&spf.domain))
@@ -539,16 +552,23 @@ mod tests {
         assert_eq!(o, Outcome::Declined);
         let h = &txn.added_headers;
         assert!(
-            h.starts_with("Received-SPF: pass (mx.example.test: domain of pass.example designates 192.0.2.1: "),
+            h.starts_with("Received-SPF: pass (mx.example.test: domain of pass.example designates 192.0.2.1 as permitted sender) "),
             "{h}"
         );
         assert!(
-            h.ends_with(" client-ip=192.0.2.1; envelope-from=\"a@pass.example\"; helo=helo.example; receiver=mx.example.test; identity=mailfrom\r\n"),
+            h.ends_with(" client-ip=192.0.2.1; envelope-from=\"a@pass.example\"; helo=helo.example; receiver=mx.example.test; identity=mailfrom; mechanism=\"ip4:192.0.2.0/24\"\r\n"),
             "{h}"
         );
         assert_eq!(
             txn.notes.get::<AuthResults>().unwrap().0,
             vec!["spf=pass smtp.mailfrom=pass.example".to_string()]
+        );
+        let (_, txn, _) = mail("sender_permitted_from", "<a@temperror.example>", |_| {});
+        let h = &txn.added_headers;
+        assert!(h.starts_with("Received-SPF: temperror (mx.example.test: domain of temperror.example could not be checked: temporary error) "), "{h}");
+        assert!(
+            h.ends_with("; problem=\"Txt temperror.example: DNS timeout\"\r\n"),
+            "{h}"
         );
         // The null sender: the HELO identity.
         let (o, txn, _) = mail("sender_permitted_from reject 3", "<>", |_| {});
