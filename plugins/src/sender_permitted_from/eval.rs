@@ -108,6 +108,8 @@ struct Checker<'a> {
     now: u64,
     lookups: u32,
     voids: u32,
+    /// `%{p}` by domain, worked out once per check: each costs up to 11 lookups.
+    validated: Vec<(String, String)>,
 }
 
 /// The check for `req`: the MAIL FROM identity, or `postmaster@<helo>` (the HELO identity)
@@ -141,6 +143,7 @@ pub async fn check(svc: &dyn Services, timer: &mut Timer, req: &Request) -> Verd
         now: req.now,
         lookups: 0,
         voids: 0,
+        validated: Vec::new(),
     };
     match c.check_host(domain, true).await {
         Ok(found) => Verdict {
@@ -553,13 +556,18 @@ impl Checker<'_> {
 
     /// `%{p}` (§7.3): a validated name, one under `domain` if any, else `unknown`.
     async fn validated_name(&mut self, domain: &str) -> Result<String, Stop> {
+        if let Some((_, name)) = self.validated.iter().find(|(d, _)| d == domain) {
+            return Ok(name.clone());
+        }
         let names = self.validated_names(domain, false).await?;
-        Ok(names
+        let name = names
             .iter()
             .find(|n| is_within(n, domain))
             .or(names.first())
             .cloned()
-            .unwrap_or_else(|| "unknown".into()))
+            .unwrap_or_else(|| "unknown".into());
+        self.validated.push((domain.to_string(), name.clone()));
+        Ok(name)
     }
 }
 
@@ -578,7 +586,7 @@ fn is_within(name: &str, domain: &str) -> bool {
 mod tests {
     use super::*;
     use ringsmtpd_plugin_api::dnsutil::Deadline;
-    use ringsmtpd_plugin_api::testing::records::{a, txt};
+    use ringsmtpd_plugin_api::testing::records::{a, ptr, txt};
     use ringsmtpd_plugin_api::testing::{block_on, FakeServices};
     use std::time::Duration;
 
@@ -671,6 +679,34 @@ mod tests {
             (v.result, v.why.as_str()),
             (SpfResult::PermError, "more than 2 void lookups")
         );
+    }
+
+    #[test]
+    fn p_macro_is_worked_out_once() {
+        let svc = FakeServices::new("mx");
+        svc.answer(
+            "p.example",
+            QType::Txt,
+            vec![txt(
+                "v=spf1 exists:%{p}.a.p.example exists:%{p}.b.p.example ?all",
+            )],
+        );
+        svc.answer(
+            "1.2.0.192.in-addr.arpa",
+            QType::Ptr,
+            vec![ptr("h.p.example")],
+        );
+        svc.answer("h.p.example", QType::A, vec![a("192.0.2.1")]);
+        svc.answer("h.p.example.b.p.example", QType::A, vec![a("127.0.0.2")]);
+        let v = run(&svc, "192.0.2.1", "a@p.example");
+        assert_eq!(v.result, SpfResult::Pass);
+        let ptrs = svc
+            .asked
+            .borrow()
+            .iter()
+            .filter(|(_, t)| *t == QType::Ptr)
+            .count();
+        assert_eq!(ptrs, 1);
     }
 
     #[test]
