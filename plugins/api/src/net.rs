@@ -50,11 +50,7 @@ pub trait Stream {
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()>;
     /// Continues over TLS as a client (STARTTLS to a downstream, after its 220).
-    fn start_tls(
-        self: Box<Self>,
-        server_name: String,
-        verify: TlsVerify,
-    ) -> ConnectFuture;
+    fn start_tls(self: Box<Self>, server_name: String, verify: TlsVerify) -> ConnectFuture;
     /// The TLS protocol and cipher, once TLS is on.
     fn tls(&self) -> Option<crate::TlsInfo> {
         None

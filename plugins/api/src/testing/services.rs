@@ -141,11 +141,7 @@ impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
         let res = self.0.write_all(&buf);
         Box::pin(std::future::ready((res, buf)))
     }
-    fn start_tls(
-        self: Box<Self>,
-        _server_name: String,
-        _verify: TlsVerify,
-    ) -> ConnectFuture {
+    fn start_tls(self: Box<Self>, _server_name: String, _verify: TlsVerify) -> ConnectFuture {
         no_tls()
     }
 }
@@ -167,11 +163,7 @@ impl Stream for Mute {
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
         Box::pin(std::future::ready((Ok(()), buf)))
     }
-    fn start_tls(
-        self: Box<Self>,
-        _server_name: String,
-        _verify: TlsVerify,
-    ) -> ConnectFuture {
+    fn start_tls(self: Box<Self>, _server_name: String, _verify: TlsVerify) -> ConnectFuture {
         no_tls()
     }
 }
