@@ -30,6 +30,11 @@ usage: ringsmtpd [options]
   --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
   --version           print the version
 
+usage: ringsmtpd help [PLUGIN]
+  lists the plugins with a line each, or prints a plugin's manual page (Markdown, the header
+  of its source; also docs/plugins/PLUGIN.md). PLUGIN as in config/plugins: queue/maildir,
+  rcpt_ok:2, check_badmailfrom
+
 usage: ringsmtpd tls-cert [--dir DIR] [--host NAME] [--days N]
   writes a self-signed CA and a server certificate for the tls plugin line (qpsmtpd's
   tls_cert): DIR/qpsmtpd-ca.crt, qpsmtpd-ca.key, qpsmtpd-server.crt, qpsmtpd-server.key
@@ -94,8 +99,10 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("tls-cert") {
-        return tls_cert();
+    match std::env::args().nth(1).as_deref() {
+        Some("tls-cert") => return tls_cert(),
+        Some("help") => return help(),
+        _ => {}
     }
     let args = match parse_args() {
         Ok(a) => a,
@@ -261,6 +268,26 @@ fn stdio(snapshot: Snapshot, chains: ringsmtpd::hooks::Chains, driver: Driver) -
             ExitCode::from(1)
         }
     }
+}
+
+/// `ringsmtpd help [PLUGIN]`: the plugin list, or one plugin's manual page.
+fn help() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    match args.as_slice() {
+        [] => print!("{}", ringsmtpd_plugins::docs::index()),
+        [name] => match ringsmtpd_plugins::help(name) {
+            Some(page) => print!("{page}"),
+            None => {
+                eprintln!("ringsmtpd help: no plugin '{name}' (`ringsmtpd help` lists them)");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("ringsmtpd help: one plugin name at most\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `ringsmtpd tls-cert`: a self-signed CA and server certificate, like qpsmtpd's `tls_cert`.

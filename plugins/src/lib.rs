@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use ringsmtpd_plugin_api::Factory;
 
+pub mod docs;
 mod helpers;
 
 pub mod auth;
@@ -144,16 +145,55 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
     })
 }
 
-/// The factory for a `config/plugins` name: strips a `:N` instance suffix, resolves aliases.
-pub fn find(name: &str) -> Option<Factory> {
-    let base = match name.rsplit_once(':') {
+/// A `config/plugins` name without its `:N` instance suffix.
+fn base_name(name: &str) -> &str {
+    match name.rsplit_once(':') {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
         _ => name,
-    };
+    }
+}
+
+/// The factory for a `config/plugins` name: strips a `:N` instance suffix, resolves aliases.
+pub fn find(name: &str) -> Option<Factory> {
+    let base = base_name(name);
     registry()
         .iter()
         .find(|(known, _)| *known == base)
         .map(|(_, factory)| *factory)
+}
+
+/// A plugin's manual page (its source header, Markdown; `docs/plugins/NAME.md` without the
+/// notice) for a `config/plugins` name: `name:N` and Debian aliases give the plugin's page.
+pub fn help(name: &str) -> Option<&'static str> {
+    let base = base_name(name);
+    let (known, _) = registry().iter().find(|(known, _)| *known == base)?;
+    let plugin = ALIASES
+        .iter()
+        .find(|(alias, _)| alias == known)
+        .map_or(*known, |(_, target)| *target);
+    docs::header(plugin).map(|(_, text)| text)
+}
+
+/// Every plugin of this build (aliases excepted) with its one-line summary, sorted by name.
+pub fn docs() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<_> = [PLUGINS, TEST_PLUGINS]
+        .concat()
+        .into_iter()
+        .map(|(name, _)| {
+            let summary = docs::header(name).and_then(|(_, text)| docs::summary(text));
+            (name, summary.unwrap_or(""))
+        })
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+/// Debian's compatibility names this build resolves: (alias, plugin).
+pub fn aliases() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ALIASES
+        .iter()
+        .filter(|(_, target)| PLUGINS.iter().any(|(name, _)| name == target))
+        .copied()
 }
 
 #[cfg(test)]
@@ -175,6 +215,32 @@ mod tests {
         assert!(find("rcpt_ok:").is_none());
         assert!(find("rcpt_ok:x").is_none());
         assert!(find("no_such_plugin").is_none());
+    }
+
+    #[test]
+    fn help_resolves_names_instances_and_aliases() {
+        let page = help("badmailfrom").unwrap();
+        assert!(page.starts_with("# badmailfrom — "), "{page}");
+        assert_eq!(help("badmailfrom:2"), Some(page));
+        assert_eq!(help("check_badmailfrom"), Some(page));
+        assert!(help("queue/exim-bsmtp")
+            .unwrap()
+            .starts_with("# queue/exim-bsmtp — "));
+        assert!(help("queue/maildir:1").is_some());
+        assert!(help("no_such_plugin").is_none());
+        assert!(help("queue").is_none(), "a family is not a plugin");
+        assert!(help("sender_permitted_from/record").is_none());
+        let docs = docs();
+        assert_eq!(docs.len(), PLUGINS.len() + TEST_PLUGINS.len());
+        assert!(
+            docs.iter().all(|(_, summary)| !summary.is_empty()),
+            "{docs:?}"
+        );
+        assert!(docs.contains(&(
+            "rcpt_ok",
+            "accept recipients in the domains we receive mail for"
+        )));
+        assert!(aliases().any(|a| a == ("check_spamhelo", "helo")));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! # require_auth
+//! # require_auth — no AUTH, no mail (for submission listeners)
 //!
 //! ```text
 //! require_auth
