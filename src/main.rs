@@ -29,6 +29,7 @@ usage: ringsmtpd [options]
   --check             validate the config, print the plugin chain per hook, exit
   --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
   --version           print the version
+  --help              print this text
 
 usage: ringsmtpd help [PLUGIN]
   lists the plugins with a line each, or prints a plugin's manual page (Markdown, the header
@@ -38,7 +39,7 @@ usage: ringsmtpd help [PLUGIN]
 usage: ringsmtpd tls-cert [--dir DIR] [--host NAME] [--days N]
   writes a self-signed CA and a server certificate for the tls plugin line (qpsmtpd's
   tls_cert): DIR/qpsmtpd-ca.crt, qpsmtpd-ca.key, qpsmtpd-server.crt, qpsmtpd-server.key
-  (defaults: --dir ssl, --host the `me` of --config, else this host's name, --days 365)";
+  (defaults: --dir ssl, --host this host's name, --days 365)";
 
 struct Args {
     config: PathBuf,
