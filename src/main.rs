@@ -279,7 +279,16 @@ fn help() -> ExitCode {
         [name] => match ringsmtpd_plugins::help(name) {
             Some(page) => print!("{page}"),
             None => {
-                eprintln!("ringsmtpd help: no plugin '{name}' (`ringsmtpd help` lists them)");
+                let near: Vec<&str> = ringsmtpd_plugins::docs()
+                    .into_iter()
+                    .map(|(known, _)| known)
+                    .filter(|known| known.contains(name.as_str()))
+                    .collect();
+                let hint = match near.as_slice() {
+                    [] => "`ringsmtpd help` lists them".to_string(),
+                    _ => format!("did you mean {}?", near.join(", ")),
+                };
+                eprintln!("ringsmtpd help: no plugin '{name}' ({hint})");
                 return ExitCode::from(2);
             }
         },

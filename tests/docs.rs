@@ -135,5 +135,11 @@ fn help_prints_the_generated_pages() {
     }
     let (code, out, err) = run(&["help", "no_such_plugin"]);
     assert_eq!((code, out.as_str()), (2, ""));
-    assert!(err.contains("no plugin 'no_such_plugin'"), "{err}");
+    assert!(
+        err.contains("no plugin 'no_such_plugin' (`ringsmtpd help` lists them)"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["help", "maildir"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean queue/maildir?"), "{err}");
 }

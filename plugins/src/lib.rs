@@ -1,6 +1,7 @@
 //! ringsmtpd's built-in plugins, one file each, each documented at its top (qpsmtpd's POD,
 //! in Rust). [`registry`] lists them under their qpsmtpd names; [`find`] resolves a
-//! `config/plugins` name (with a `:N` instance suffix, or a Debian `check_*` alias).
+//! `config/plugins` name (with a `:N` instance suffix, or a Debian `check_*` alias); [`help()`]
+//! gives its manual page, the header of its source ([`docs`](mod@docs), `docs/plugins/`).
 
 use std::sync::OnceLock;
 
