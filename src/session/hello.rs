@@ -53,7 +53,11 @@ impl State {
             0 => "SIZE".to_string(), // RFC 1870 §4: no fixed maximum
             n => format!("SIZE {n}"),
         };
-        let dsn = if self.env.chains.offers_dsn() { "\nDSN" } else { "" };
+        let dsn = if self.env.chains.offers_dsn() {
+            "\nDSN"
+        } else {
+            ""
+        };
         let starttls = if self.tls_offer { "\nSTARTTLS" } else { "" };
         let mut auth = String::new();
         if self.auth_offered() {
