@@ -1,0 +1,1094 @@
+//! # dkim — verify the DKIM signatures of a message
+//!
+//! ## Synopsis
+//!
+//! ```text
+//! dkim [reject 0|1|naughty] [reject_type perm|temp|disconnect] [loglevel N] [timeout SECONDS]
+//! ```
+//!
+//! ## Description
+//!
+//! Every `DKIM-Signature` of an incoming message is verified (RFC 6376 §6), at most
+//! [`MAX_SIGNATURES`] (10) of them, top to bottom: real mail carries one to three (the
+//! author's domain, a mailing list, an ESP); the rest get one log line and one
+//! `dkim=policy (N more signatures not verified)` clause, so a message with thousands of
+//! signatures costs no more than one with ten.
+//!
+//! **This slice verifies only.** Signing for relay and authenticated clients, with qpsmtpd's
+//! per-domain keys (`config/dkim/DOMAIN/{private,selector}`), comes in a later version: until
+//! then, mail from relay clients passes through unsigned and unchecked (qpsmtpd signs it
+//! instead of verifying it; we skip both).
+//!
+//! **When.** At `data_post_headers` the signatures are parsed, the key questions
+//! (`<s>._domainkey.<d>` TXT) for all of them leave at once through the worker's DNS client,
+//! the body is hashed as it streams by (a spooled message on the blocking pool, in 64 KiB
+//! chunks, never loaded whole), then the answers are awaited for at most `timeout` seconds
+//! from when the questions left. Each signature's result goes into the `shared::AuthResults`
+//! note, so the core's Authentication-Results header carries them. That hook cannot refuse
+//! mail (qpsmtpd HEAD's rule), so the verdict is kept in a transaction note and applied at
+//! `data_post`, qpsmtpd's hook for this plugin.
+//!
+//! **Results** (RFC 8601 §2.7.1), one clause per signature:
+//! `dkim=<result> [(<reason>)] header.d=<d> header.i=<i> header.b=<first 8 characters of b=>`
+//! (RFC 6008). Values come from the signature, cleaned: printable ASCII without blanks, `;`,
+//! `(`, `)`, `"` or `\` (others become `?`), at most 256 characters. Reasons are fixed texts,
+//! never text from the message or DNS.
+//!
+//! | result | when |
+//! |---|---|
+//! | `pass` | the body hash and the signature verify |
+//! | `fail` | the body hash or the signature does not verify (a changed body or signed header), or `l=` is longer than the body |
+//! | `policy` | the signature verifies but its `l=` covers only part of the body: the appended content is not signed (reason `l= covers only part of the body`); also the summary clause for signatures over the limit |
+//! | `permerror` | a malformed signature (missing required tag, duplicate tag, bad base64, `h=` without `From`, `i=` outside `d=`, unknown algorithm or canonicalization, `rsa-sha1`, which RFC 8301 §3.1 says MUST NOT be considered valid), expired (`x=` passed), no key (NXDOMAIN, no TXT record), an unusable key record (wrong `k=` for `a=`, `h=` without sha256, `s=` without email, not a key, RSA outside 1024–4096 bits), a revoked key (`p=` empty), `i=` in a subdomain under a key with `t=s` |
+//! | `temperror` | the key lookup timed out or failed (SERVFAIL, REFUSED, no resolver), or the spooled message could not be read |
+//! | `none` | no DKIM-Signature at all (one `dkim=none` clause) |
+//!
+//! **Verdict** (at `data_post`, as qpsmtpd's `handle_sig_fail`): a message with a `fail`
+//! signature and no `pass` one is refused as `reject` and `reject_type` say (default: `552
+//! 5.7.20 DKIM signature invalid`), unless its key has `t=y` (testing: RFC 6376 §3.6.1 says
+//! such mail must not be treated differently from unsigned mail). Nothing else refuses:
+//! `permerror`, `policy` and `none` are logged and reported, and **`temperror` never refuses
+//! a message** (qpsmtpd deferred it with 4xx; a DNS outage here costs no mail). qpsmtpd also
+//! refused unsigned or badly signed mail whose domain published an ADSP "sign-all" policy;
+//! ADSP (RFC 5617) is historic and is not looked up: DMARC (`dmarc`) is its successor.
+//!
+//! When a signature passes, `X-DKIM-Authentication: domain: <d>, selector: <s>, result: pass`
+//! is added on top of the message, as qpsmtpd did.
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `reject` | `1` | `0`: log only; `1`: refuse a failed signature; `naughty`: leave it to `naughty` |
+//! | `reject_type` | `perm` | `perm`, `temp`, `disconnect`, `temp_disconnect` |
+//! | `loglevel` | | qpsmtpd's per-plugin log level |
+//! | `timeout` | `10` | seconds to wait for the key answers (a ringsmtpd addition; keep it below `plugin_timeout`) |
+//!
+//! ## Config files
+//!
+//! None for verifying (signing will read `config/dkim/`).
+//!
+//! ## Hooks
+//!
+//! `data_post_headers` (verify, report), `data_post` (refuse).
+//!
+//! ## Notes
+//!
+//! Reads `is_immune`'s notes: relay clients and whitelisted hosts or senders are not checked.
+//! Writes the transaction's `shared::AuthResults` (one `dkim=` clause per signature) and a
+//! private transaction note with the verdict for `data_post`.
+//!
+//! ## Standards
+//!
+//! RFC 6376 (DKIM: §3.2 tag lists, §3.4 canonicalization, §3.5 the signature, §3.6.1 key
+//! records, §3.7 hashes, §6.1 verification), RFC 8301 (rsa-sha1 and keys below 1024 bits are
+//! not valid), RFC 8463 (Ed25519-SHA256), RFC 8601 (Authentication-Results), RFC 6008
+//! (`header.b`), RFC 7372 (X.7.20).
+//!
+//! ## Security
+//!
+//! Signatures, key records and messages are hostile input. Tag lists are parsed strictly and
+//! bounded (64 tags, 256 names in `h=`); base64 with junk is refused; DER in keys is read
+//! with bounds checks; RSA keys above 4096 bits are refused (verification cost), below 1024
+//! refused (RFC 8301). Signatures verified per message are capped at 10, each costs one DNS
+//! question, one pass over the header fields it names, and one RSA or Ed25519 check; the body
+//! is read once however many signatures there are (one hasher per distinct canonicalization
+//! and `l=`). `l=` is never a plain pass for appended content. Text from signatures is
+//! cleaned before it reaches a log line or a header. Nothing here panics on input; a DNS
+//! failure is `temperror`, which never refuses mail.
+
+mod canon;
+mod key;
+mod signature;
+mod verify;
+
+use std::ops::ControlFlow;
+use std::time::{Duration, UNIX_EPOCH};
+
+use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
+use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, QType};
+use ringsmtpd_plugin_api::dnsutil::{within, Deadline, Timer};
+use ringsmtpd_plugin_api::mime::read_message;
+use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
+use ringsmtpd_plugin_api::{
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+    Transaction,
+};
+
+use canon::BodyHasher;
+use signature::{Ident, Signature};
+use verify::{HeaderIndex, Verdict};
+
+/// Signatures verified per message at most.
+pub const MAX_SIGNATURES: usize = 10;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Key records tried per answer at most (a name should hold one).
+const MAX_KEY_RECORDS: usize = 4;
+
+pub struct Dkim {
+    common: Common,
+    timeout: Duration,
+}
+
+/// Builds `dkim` from its config line.
+pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let mut timeout = DEFAULT_TIMEOUT;
+    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
+        match key {
+            "timeout" => timeout = parse_timeout(value).map_err(|e| init.error(e))?,
+            _ => return Err(init.unknown(key)),
+        }
+    }
+    Ok(Box::new(Dkim { common, timeout }))
+}
+
+/// The result of one signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Report {
+    verdict: Verdict,
+    reason: Option<&'static str>,
+    ident: Ident,
+    /// `s=`, cleaned (empty if unknown).
+    selector: String,
+    /// The key is in testing mode (`t=y`).
+    testing: bool,
+}
+
+/// What `data_post_headers` found, for `data_post` (private: no other plugin reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checked {
+    reports: Vec<Report>,
+    /// Signatures over [`MAX_SIGNATURES`], not verified.
+    skipped: usize,
+}
+
+impl Checked {
+    /// Refuse: a failed signature (not in testing mode) and none that passed.
+    fn refuse(&self) -> bool {
+        let pass = self.reports.iter().any(|r| r.verdict == Verdict::Pass);
+        let fail = self
+            .reports
+            .iter()
+            .any(|r| r.verdict == Verdict::Fail && !r.testing);
+        fail && !pass
+    }
+}
+
+/// A signature on its way: parsed, its data canonicalized, its key asked for.
+struct Pending {
+    sig: Signature,
+    data: Vec<u8>,
+    lookup: DnsLookup,
+    hasher: usize,
+}
+
+enum Entry {
+    Done(Report),
+    Pending(Box<Pending>),
+}
+
+impl Dkim {
+    async fn check(&self, cx: &mut Cx, txn: &Transaction) -> Checked {
+        let deadline = Deadline::start(&*cx.svc, self.timeout);
+        let index = HeaderIndex::new(txn.body.header_bytes());
+        let mut entries = Vec::new();
+        let mut hashers: Vec<BodyHasher> = Vec::new();
+        let mut skipped = 0;
+        for (n, (_, field)) in index.signatures().enumerate() {
+            if n >= MAX_SIGNATURES {
+                skipped += 1;
+                continue;
+            }
+            let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
+            let sig = match signature::parse(&field[colon + 1..]) {
+                Ok(sig) => sig,
+                Err(bad) => {
+                    entries.push(Entry::Done(Report {
+                        verdict: Verdict::PermError,
+                        reason: Some(bad.why),
+                        ident: bad.ident,
+                        selector: String::new(),
+                        testing: false,
+                    }));
+                    continue;
+                }
+            };
+            let name = format!("{}._domainkey.{}", sig.selector, sig.domain);
+            let lookup = cx.svc.dns_query(&name, QType::Txt);
+            let hasher = match hashers
+                .iter()
+                .position(|h| h.is(sig.body_canon, sig.length))
+            {
+                Some(i) => i,
+                None => {
+                    hashers.push(BodyHasher::new(sig.body_canon, sig.length));
+                    hashers.len() - 1
+                }
+            };
+            let data = index.signed_data(&sig, field);
+            entries.push(Entry::Pending(Box::new(Pending {
+                sig,
+                data,
+                lookup,
+                hasher,
+            })));
+        }
+        if skipped > 0 {
+            self.common.log(
+                cx,
+                Level::Warn,
+                format_args!("{skipped} more signatures not verified (limit {MAX_SIGNATURES})"),
+            );
+        }
+        // The questions are out: hash the body meanwhile.
+        let hashes = if hashers.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.body_hashes(cx, txn, hashers).await
+        };
+        let mut timer = deadline.timer(&*cx.svc);
+        let now = cx
+            .svc
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut reports = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let report = match entry {
+                Entry::Done(r) => r,
+                Entry::Pending(p) => {
+                    let hash = hashes.as_ref().map(|h| &h[p.hasher]).ok();
+                    self.finish(*p, hash, now, &mut timer).await
+                }
+            };
+            self.log_report(cx, &report);
+            reports.push(report);
+        }
+        Checked { reports, skipped }
+    }
+
+    /// Streams the body (after the header section) through every hasher: the hash and the
+    /// canonical length for each.
+    async fn body_hashes(
+        &self,
+        cx: &Cx,
+        txn: &Transaction,
+        hashers: Vec<BodyHasher>,
+    ) -> Result<Vec<(Vec<u8>, u64)>, ()> {
+        let body = &txn.body;
+        let skip = body.header_end.map_or(body.len, |e| e as u64);
+        let feed = |(skip, hashers): &mut (u64, Vec<BodyHasher>), chunk: &[u8]| {
+            let from = usize::try_from(*skip)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
+            *skip -= from as u64;
+            for h in hashers.iter_mut() {
+                h.feed(&chunk[from..]);
+            }
+            ControlFlow::Continue(())
+        };
+        match read_message(&*cx.svc, body, u64::MAX, (skip, hashers), feed).await {
+            Ok((_, hashers)) => Ok(hashers.into_iter().map(BodyHasher::finish).collect()),
+            Err(e) => {
+                let msg = format_args!("temperror, cannot read the spooled message: {e}");
+                self.common.log(cx, Level::Error, msg);
+                Err(())
+            }
+        }
+    }
+
+    /// The result of a signature whose key was asked for.
+    async fn finish(
+        &self,
+        mut p: Pending,
+        body: Option<&(Vec<u8>, u64)>,
+        now: u64,
+        timer: &mut Timer,
+    ) -> Report {
+        let sig = &p.sig;
+        let mut report = Report {
+            verdict: Verdict::PermError,
+            reason: None,
+            ident: sig.ident.clone(),
+            selector: sig.selector.clone(),
+            testing: false,
+        };
+        let mut set = |verdict, reason| {
+            report.verdict = verdict;
+            report.reason = reason;
+            report.clone()
+        };
+        let answer = match within(&mut p.lookup, timer).await {
+            Ok(answer) => answer,
+            Err(DnsError::BadName) => return set(Verdict::PermError, Some("bad key name")),
+            Err(DnsError::Timeout) => return set(Verdict::TempError, Some("key lookup timed out")),
+            Err(_) => return set(Verdict::TempError, Some("key lookup failed")),
+        };
+        let Some((hash, body_len)) = body else {
+            return set(Verdict::TempError, Some("message unreadable"));
+        };
+        if sig.expires.is_some_and(|x| x < now) {
+            return set(Verdict::PermError, Some("signature expired"));
+        }
+        if answer.nxdomain {
+            return set(Verdict::PermError, Some("no key"));
+        }
+        let mut key = Err("no key record");
+        for record in answer.txt().take(MAX_KEY_RECORDS) {
+            key = key::parse(record, sig.algorithm);
+            if key.is_ok() {
+                break;
+            }
+        }
+        let key = match key {
+            Ok(k) => k,
+            Err(why) => return set(Verdict::PermError, Some(why)),
+        };
+        report.testing = key.testing;
+        let mut set = |verdict, reason| {
+            report.verdict = verdict;
+            report.reason = reason;
+            report.clone()
+        };
+        if key.strict && !verify::strict_identity_ok(sig) {
+            return set(Verdict::PermError, Some("i= is a subdomain, key has t=s"));
+        }
+        if sig.length.is_some_and(|l| l > *body_len) {
+            return set(Verdict::Fail, Some("l= is longer than the body"));
+        }
+        if hash.as_slice() != sig.bh.as_slice() {
+            return set(Verdict::Fail, Some("body hash did not verify"));
+        }
+        if !verify::check(sig, &key, &p.data) {
+            return set(Verdict::Fail, Some("signature did not verify"));
+        }
+        if sig.length.is_some_and(|l| l < *body_len) {
+            return set(Verdict::Policy, Some("l= covers only part of the body"));
+        }
+        set(Verdict::Pass, None)
+    }
+
+    fn log_report(&self, cx: &Cx, r: &Report) {
+        let level = match r.verdict {
+            Verdict::Pass => Level::Info,
+            _ => Level::Notice,
+        };
+        self.common.log(
+            cx,
+            level,
+            format_args!(
+                "{}, d={} s={} i={} b={}{}{}",
+                r.verdict,
+                r.ident.d,
+                r.selector,
+                r.ident.i,
+                r.ident.b,
+                r.reason.map_or(String::new(), |why| format!(": {why}")),
+                if r.testing { " (testing key)" } else { "" },
+            ),
+        );
+    }
+}
+
+/// The Authentication-Results clause of a report.
+fn clause(r: &Report) -> String {
+    let mut c = format!("dkim={}", r.verdict);
+    if let Some(why) = r.reason {
+        c.push_str(&format!(" ({why})"));
+    }
+    for (prop, value) in [
+        ("header.d", &r.ident.d),
+        ("header.i", &r.ident.i),
+        ("header.b", &r.ident.b),
+    ] {
+        if !value.is_empty() {
+            c.push_str(&format!(" {prop}={value}"));
+        }
+    }
+    c
+}
+
+impl Plugin for Dkim {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::DataPostHeaders, Hook::DataPost])
+    }
+
+    fn data_post_headers<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        // Relay clients' mail is what qpsmtpd signs instead; others may be whitelisted.
+        let skip = match (
+            cx.conn.relay_client || cx.conn.auth.is_some(),
+            is_immune(cx, Some(txn)),
+        ) {
+            (true, _) => Some("relay client (signing is not implemented yet)"),
+            (false, true) => Some("immune"),
+            (false, false) => None,
+        };
+        if let Some(why) = skip {
+            self.common
+                .log(cx, Level::Info, format_args!("skip, {why}"));
+            return Step::DECLINED;
+        }
+        Step::pending(async move {
+            let checked = self.check(cx, txn).await;
+            let mut clauses: Vec<String> = checked.reports.iter().map(clause).collect();
+            if checked.skipped > 0 {
+                let n = checked.skipped;
+                clauses.push(format!("dkim=policy ({n} more signatures not verified)"));
+            }
+            if clauses.is_empty() {
+                self.common
+                    .log(cx, Level::Info, format_args!("none, no signature"));
+                clauses.push("dkim=none".to_string());
+            }
+            if let Some(r) = checked.reports.iter().find(|r| r.verdict == Verdict::Pass) {
+                let value = format!(
+                    "domain: {}, selector: {}, result: pass",
+                    r.ident.d, r.selector
+                );
+                txn.prepend_header("X-DKIM-Authentication", &value);
+            }
+            txn.notes
+                .get_or_insert_with(AuthResults::default)
+                .0
+                .extend(clauses);
+            txn.notes.set(checked);
+            Outcome::Declined
+        })
+    }
+
+    fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
+        let Some(checked) = txn.notes.take::<Checked>() else {
+            return Step::DECLINED;
+        };
+        if !checked.refuse() {
+            return Step::DECLINED;
+        }
+        self.common.fail(
+            cx,
+            format_args!("DKIM signature invalid"),
+            "5.7.20 DKIM signature invalid",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use ringsmtpd_plugin_api::testing::records::txt;
+    use ringsmtpd_plugin_api::testing::FakeServices;
+    use ringsmtpd_plugin_api::testing::{build, build_err, cx, run, set_message, spool, TempDir};
+    use std::rc::Rc;
+
+    /// RFC 8463 Appendix A.3: the message signed with Ed25519 and RSA (lines end in CRLF).
+    const RFC8463_SIGNED: &str = "\
+DKIM-Signature: v=1; a=ed25519-sha256; c=simple/simple; \r
+ d=football.example.com; i=@football.example.com; \r
+ q=dns/txt; s=brisbane; t=1518460054; h=from : to : \r
+ subject : date : message-id : from : subject : date; \r
+ bh=4bLNXImK9drULnmePzZNEBleUanJCX5PIsDIFoH4KTQ=; \r
+ b=9/dsDChY0YMTtD5Eyw3wx7x22BlSJP7M5ECbJ7GWrR45nXlTCGb8l0YB\r
+ o0wBLR++X5LqmsxXaOYLLJe46l10AQ==\r
+DKIM-Signature: v=1; a=rsa-sha256; c=simple/simple; \r
+ d=football.example.com; i=@football.example.com; \r
+ q=dns/txt; s=test; t=1527915362; h=from : to : subject : \r
+ date : message-id : from : subject : date; \r
+ bh=4bLNXImK9drULnmePzZNEBleUanJCX5PIsDIFoH4KTQ=; \r
+ b=icKcLSEZYXJ95flvWE8FT6hl5iqd8MC/LEKYH0QjsqYy6MO/4pgVNCZH\r
+ l/RAXAuADxE/40Fg7uTlxwwD1hjN2Ple6J//cJfslBdDOq6zTVbne1dqtl\r
+ NOat7iamJ1AfRqyG+ja7a2AZsrpUuJ7VA6O+0zRYPqpwMEkEFIzI9i/Xk=\r
+From: Joe SixPack <joe@football.example.com>\r
+To: Suzie Q <suzie@shopping.example.net>\r
+Subject: Is dinner ready?\r
+Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r
+Message-ID: <20030712040037.46341.5F8J@football.example.com>\r
+\r
+Hi.\r
+\r
+We lost the game.  Are you hungry yet?\r
+\r
+Joe.\r
+";
+    /// RFC 8463 Appendix A.2: the key records.
+    const ED_NAME: &str = "brisbane._domainkey.football.example.com";
+    const ED_RECORD: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    const RSA_NAME: &str = "test._domainkey.football.example.com";
+    /// RFC 8463 Appendix A.1: the Ed25519 private key (its seed), for the signatures the
+    /// tests make themselves.
+    const ED_SEED: &str = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
+
+    fn rsa_record() -> String {
+        format!("v=DKIM1; k=rsa; p={}", key::tests::RSA1024)
+    }
+
+    fn services_with_keys(svc: &FakeServices) {
+        svc.answer(ED_NAME, QType::Txt, vec![txt(ED_RECORD)]);
+        svc.answer(RSA_NAME, QType::Txt, vec![txt(&rsa_record())]);
+    }
+
+    /// Runs both hooks on `message` with `prepare` setting up DNS: the A-R clauses, the
+    /// data_post outcome, the added headers and the log.
+    struct Run {
+        clauses: Vec<String>,
+        outcome: Outcome,
+        added: String,
+        svc: Rc<FakeServices>,
+    }
+
+    fn check_with(
+        line: &str,
+        message: &[u8],
+        spooled: bool,
+        prepare: impl Fn(&FakeServices),
+    ) -> Run {
+        let p = build(new, line, &[]).unwrap();
+        let (mut c, svc) = cx("192.0.2.1:4242");
+        prepare(&svc);
+        let mut txn = Transaction::default();
+        let dir = TempDir::new("dkim");
+        if spooled {
+            spool(&mut txn.body, &dir.path().join("msg"), message);
+        } else {
+            set_message(&mut txn, std::str::from_utf8(message).unwrap());
+        }
+        assert_eq!(
+            run(p.data_post_headers(&mut c, &mut txn)),
+            Outcome::Declined
+        );
+        let clauses = txn
+            .notes
+            .get::<AuthResults>()
+            .map(|a| a.0.clone())
+            .unwrap_or_default();
+        let outcome = run(p.data_post(&mut c, &mut txn));
+        Run {
+            clauses,
+            outcome,
+            added: txn.added_headers.clone(),
+            svc,
+        }
+    }
+
+    fn check(message: &str, prepare: impl Fn(&FakeServices)) -> Run {
+        check_with("dkim", message.as_bytes(), false, prepare)
+    }
+
+    #[test]
+    fn rfc8463_both_signatures_pass() {
+        let r = check(RFC8463_SIGNED, services_with_keys);
+        assert_eq!(
+            r.clauses,
+            [
+                "dkim=pass header.d=football.example.com header.i=@football.example.com header.b=9/dsDChY",
+                "dkim=pass header.d=football.example.com header.i=@football.example.com header.b=icKcLSEZ",
+            ]
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
+        assert_eq!(
+            r.added,
+            "X-DKIM-Authentication: domain: football.example.com, selector: brisbane, result: pass\r\n"
+        );
+        assert!(r.svc.logged("pass, d=football.example.com s=brisbane"));
+        let asked = r.svc.asked.borrow();
+        assert_eq!(asked.len(), 2);
+        assert!(asked.contains(&(RSA_NAME.to_string(), QType::Txt)));
+    }
+
+    #[test]
+    fn rfc8463_from_the_shared_vectors() {
+        // The files next to the checkout (LF line ends; the core stores CRLF).
+        let dir = std::env::var("RINGSMTPD_DKIM_VECTORS").unwrap_or_else(|_| {
+            let near = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata/dkim/rfc8463"
+            );
+            match std::path::Path::new(near).is_dir() {
+                true => near.to_string(),
+                false => "/work/shared/testdata/dkim/rfc8463".to_string(),
+            }
+        });
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("{dir}/{name}"))
+                .unwrap_or_else(|e| panic!("the DKIM test vectors are missing: {dir}/{name}: {e}"))
+        };
+        let message = read("rfc8463-appendixA.signed.eml")
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        let trimmed = message.trim_end_matches("\r\n").to_string() + "\r\n";
+        assert_eq!(
+            trimmed, RFC8463_SIGNED,
+            "the vectors differ from the RFC text embedded here"
+        );
+        let zone = read("zone.txt");
+        let r = check(&message, |svc| {
+            for line in zone.lines() {
+                let mut cols = line.splitn(3, ' ');
+                let (Some(name), Some("TXT"), Some(value)) =
+                    (cols.next(), cols.next(), cols.next())
+                else {
+                    panic!("zone.txt: {line}")
+                };
+                let name = name.trim_end_matches('.');
+                svc.answer(name, QType::Txt, vec![txt(value.trim_matches('"'))]);
+            }
+        });
+        assert_eq!(r.clauses.len(), 2);
+        assert!(
+            r.clauses.iter().all(|c| c.starts_with("dkim=pass ")),
+            "{:?}",
+            r.clauses
+        );
+    }
+
+    #[test]
+    fn spooled_message_verifies_the_same() {
+        let mem = check_with("dkim", RFC8463_SIGNED.as_bytes(), false, services_with_keys);
+        let spooled = check_with("dkim", RFC8463_SIGNED.as_bytes(), true, services_with_keys);
+        assert_eq!(mem.clauses, spooled.clauses);
+        assert!(spooled.clauses.iter().all(|c| c.starts_with("dkim=pass ")));
+        let changed = RFC8463_SIGNED.replace("Joe.", "Jim.");
+        let spooled = check_with("dkim", changed.as_bytes(), true, services_with_keys);
+        assert!(spooled
+            .clauses
+            .iter()
+            .all(|c| c.starts_with("dkim=fail (body hash did not verify)")));
+    }
+
+    #[test]
+    fn changed_body_or_header_fails_and_is_refused() {
+        let r = check(
+            &RFC8463_SIGNED.replace("hungry", "angry"),
+            services_with_keys,
+        );
+        assert_eq!(r.clauses.len(), 2);
+        for c in &r.clauses {
+            assert!(
+                c.starts_with("dkim=fail (body hash did not verify) header.d=football.example.com"),
+                "{c}"
+            );
+        }
+        assert_eq!(r.outcome, Outcome::deny("5.7.20 DKIM signature invalid"));
+        assert_eq!(r.added, "");
+        let r = check(
+            &RFC8463_SIGNED.replace("dinner ready", "lunch ready"),
+            services_with_keys,
+        );
+        for c in &r.clauses {
+            assert!(
+                c.starts_with("dkim=fail (signature did not verify) "),
+                "{c}"
+            );
+        }
+        assert!(r.outcome.is_deny());
+        // An unsigned header may change; an added blank line at the end is ignored (simple).
+        let extra = RFC8463_SIGNED.replace("Message-ID:", "X-Extra: yes\r\nMessage-ID:") + "\r\n";
+        let r = check(&extra, services_with_keys);
+        assert!(
+            r.clauses.iter().all(|c| c.starts_with("dkim=pass ")),
+            "{:?}",
+            r.clauses
+        );
+        // reject 0 logs only.
+        let r = check_with(
+            "dkim reject 0",
+            RFC8463_SIGNED.replace("Joe.", "J.").as_bytes(),
+            false,
+            services_with_keys,
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
+        assert!(r
+            .svc
+            .logged("fail, log only: 5.7.20 DKIM signature invalid"));
+    }
+
+    #[test]
+    fn one_pass_wins_over_a_fail() {
+        let r = check(RFC8463_SIGNED, |svc| {
+            svc.answer(ED_NAME, QType::Txt, vec![txt(ED_RECORD)]);
+            // The RSA signature checked against another key: fails.
+            let other = ED_RECORD.replace("11qY", "21qY");
+            svc.answer(RSA_NAME, QType::Txt, vec![txt(&other)]);
+        });
+        assert!(r.clauses[0].starts_with("dkim=pass "));
+        assert!(
+            r.clauses[1].starts_with("dkim=permerror (key record: key type k= does not match a=)")
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
+    }
+
+    #[test]
+    fn dns_failures_are_temperror_and_never_refuse() {
+        let r = check(RFC8463_SIGNED, |svc| {
+            svc.fail(ED_NAME, QType::Txt, DnsError::Timeout);
+            svc.fail(RSA_NAME, QType::Txt, DnsError::ServFail);
+        });
+        assert_eq!(
+            r.clauses,
+            [
+                "dkim=temperror (key lookup timed out) header.d=football.example.com header.i=@football.example.com header.b=9/dsDChY",
+                "dkim=temperror (key lookup failed) header.d=football.example.com header.i=@football.example.com header.b=icKcLSEZ",
+            ]
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
+        // Even with a changed body: no key, no verdict.
+        let r = check(&RFC8463_SIGNED.replace("Joe.", "J."), |svc| {
+            svc.fail(ED_NAME, QType::Txt, DnsError::Timeout);
+            svc.fail(RSA_NAME, QType::Txt, DnsError::Timeout);
+        });
+        assert_eq!(r.outcome, Outcome::Declined);
+    }
+
+    #[test]
+    fn a_lookup_that_never_answers_times_out() {
+        struct Silent(Rc<FakeServices>);
+        impl ringsmtpd_plugin_api::Services for Silent {
+            fn me(&self) -> &str {
+                "mx"
+            }
+            fn log(&self, l: Level, c: u64, s: &str, m: std::fmt::Arguments<'_>) {
+                self.0.log(l, c, s, m)
+            }
+            fn log_enabled(&self, _: Level) -> bool {
+                true
+            }
+            fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
+                self.0.spawn_blocking(job)
+            }
+            fn sleep(
+                &self,
+                d: Duration,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+                self.0.sleep(d)
+            }
+            fn dns_query(&self, _: &str, _: QType) -> DnsLookup {
+                DnsLookup::new(std::future::pending())
+            }
+        }
+        let p = build(new, "dkim timeout 1", &[]).unwrap();
+        let (mut c, svc) = cx("192.0.2.1:1");
+        c.svc = Rc::new(Silent(svc.clone()));
+        let mut txn = Transaction::default();
+        set_message(&mut txn, RFC8463_SIGNED);
+        run(p.data_post_headers(&mut c, &mut txn));
+        let clauses = &txn.notes.get::<AuthResults>().unwrap().0;
+        assert!(clauses
+            .iter()
+            .all(|c| c.starts_with("dkim=temperror (key lookup timed out)")));
+        assert_eq!(run(p.data_post(&mut c, &mut txn)), Outcome::Declined);
+    }
+
+    #[test]
+    fn bad_key_records() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "v=DKIM1; k=ed25519; p=",
+                "dkim=permerror (key revoked (empty p=))",
+            ),
+            (
+                "v=DKIM1; k=rsa; p=MIGfMA0G",
+                "dkim=permerror (key record: key type k= does not match a=)",
+            ),
+            (
+                "k=ed25519; p=MIGfMA0G",
+                "dkim=permerror (key record: not a 32-byte ed25519 key)",
+            ),
+            (
+                "v=spf1 -all",
+                "dkim=permerror (key record: bad v= (must be DKIM1, first))",
+            ),
+            (
+                "k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=; t=s",
+                "dkim=pass",
+            ),
+            (
+                "k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=; t=y",
+                "dkim=pass",
+            ),
+        ];
+        for (record, want) in cases {
+            let r = check(RFC8463_SIGNED, |svc| {
+                svc.answer(ED_NAME, QType::Txt, vec![txt(record)]);
+            });
+            assert!(r.clauses[0].starts_with(want), "{record}: {}", r.clauses[0]);
+            assert!(
+                r.clauses[1].starts_with("dkim=permerror (no key) "),
+                "{}",
+                r.clauses[1]
+            );
+            assert_eq!(r.outcome, Outcome::Declined);
+        }
+        // No TXT record at all (NODATA), then junk before the real record.
+        let r = check(RFC8463_SIGNED, |svc| {
+            svc.answer(ED_NAME, QType::Txt, vec![])
+        });
+        assert!(r.clauses[0].starts_with("dkim=permerror (no key record) "));
+        let r = check(RFC8463_SIGNED, |svc| {
+            svc.answer(ED_NAME, QType::Txt, vec![txt("junk"), txt(ED_RECORD)])
+        });
+        assert!(r.clauses[0].starts_with("dkim=pass "));
+        // A 4096-bit RSA key is taken (and this signature is not made with it).
+        let mut n = vec![0x00, 0xc5];
+        n.extend([0x5a; 511]);
+        let mut rsa = vec![0x30, 0x82, 0x02, 0x0a, 0x02, 0x82, 0x02, 0x01];
+        rsa.extend(&n);
+        rsa.extend([0x02, 0x03, 1, 0, 1]);
+        let record = format!("k=rsa; p={}", key::tests::encode(&rsa));
+        let r = check(RFC8463_SIGNED, |svc| {
+            svc.answer(RSA_NAME, QType::Txt, vec![txt(&record)])
+        });
+        assert!(
+            r.clauses[1].starts_with("dkim=fail (signature did not verify) "),
+            "{}",
+            r.clauses[1]
+        );
+    }
+
+    /// Signs `message` (header section, CRLF, body) with the RFC 8463 Ed25519 key, with the
+    /// tags `tags` (without `b=` and `bh=`), and puts the field on top.
+    fn sign(message: &str, tags: &str, canon_body: canon::Canon, length: Option<u64>) -> String {
+        let seed = signature::base64(ED_SEED).unwrap();
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        assert_eq!(
+            key::tests::encode(pair.public_key().as_ref()),
+            "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        );
+        let split = message.find("\r\n\r\n").unwrap() + 4;
+        let mut bh = BodyHasher::new(canon_body, length);
+        bh.feed(&message.as_bytes()[split..]);
+        let bh = key::tests::encode(&bh.finish().0);
+        let field = format!("DKIM-Signature: {tags}; bh={bh};\r\n b=");
+        let signed = format!("{field}\r\n{message}");
+        let s = signature::parse(format!("{tags}; bh={bh}; b=AAAA").as_bytes()).unwrap();
+        let index = HeaderIndex::new(signed.as_bytes());
+        let data = index.signed_data(&s, field.as_bytes());
+        let hash = ring::digest::digest(&ring::digest::SHA256, &data);
+        let b = key::tests::encode(pair.sign(hash.as_ref()).as_ref());
+        format!("{field}{b}\r\n{message}")
+    }
+
+    const PLAIN: &str = "From: a@football.example.com\r\nTo: b@example.net\r\nSubject:  Hello \r\n  world\r\n\r\nBody  text \r\n\r\n";
+    const TAGS: &str = "v=1; a=ed25519-sha256; d=football.example.com; s=brisbane";
+
+    fn ed_only(svc: &FakeServices) {
+        svc.answer(ED_NAME, QType::Txt, vec![txt(ED_RECORD)]);
+    }
+
+    #[test]
+    fn relaxed_signatures_survive_whitespace_changes() {
+        let tags = format!("{TAGS}; c=relaxed/relaxed; h=From:Subject:To");
+        let msg = sign(PLAIN, &tags, canon::Canon::Relaxed, None);
+        assert!(check(&msg, ed_only).clauses[0].starts_with("dkim=pass "));
+        let moved = msg
+            .replace("Subject:  Hello \r\n  world", "subject: Hello world")
+            .replace("Body  text", "Body text");
+        let r = check(&moved, ed_only);
+        assert!(r.clauses[0].starts_with("dkim=pass "), "{:?}", r.clauses);
+        // A simple/simple signature does not.
+        let tags = format!("{TAGS}; h=From:Subject:To");
+        let msg = sign(PLAIN, &tags, canon::Canon::Simple, None);
+        assert!(check(&msg, ed_only).clauses[0].starts_with("dkim=pass "));
+        let r = check(&msg.replace("Body  text", "Body text"), ed_only);
+        assert!(r.clauses[0].starts_with("dkim=fail (body hash did not verify) "));
+    }
+
+    #[test]
+    fn body_length_limits() {
+        let tags = format!("{TAGS}; c=simple/simple; h=from:to; l=11");
+        let msg = sign(PLAIN, &tags, canon::Canon::Simple, Some(11));
+        // l= covers part of the body: never a plain pass.
+        let r = check(&msg, ed_only);
+        assert_eq!(
+            r.clauses[0],
+            format!(
+                "dkim=policy (l= covers only part of the body) header.d=football.example.com header.i=@football.example.com header.b={}",
+                &msg[msg.find(" b=").unwrap() + 3..][..8]
+            )
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
+        assert_eq!(r.added, "", "no pass header for a partial signature");
+        // Appended content: still policy, not pass.
+        let appended = msg.clone() + "Click here: http://evil.example/\r\n";
+        assert!(check(&appended, ed_only).clauses[0].starts_with("dkim=policy "));
+        // Content inside the signed part changed: fail.
+        assert!(
+            check(&msg.replace("Body  text", "Bod   text"), ed_only).clauses[0]
+                .starts_with("dkim=fail ")
+        );
+        // l= exactly the body length: pass.
+        let whole = "Body  text \r\n".len() as u64;
+        let tags = format!("{TAGS}; h=from; l={whole}");
+        let msg = sign(PLAIN, &tags, canon::Canon::Simple, Some(whole));
+        assert!(check(&msg, ed_only).clauses[0].starts_with("dkim=pass "));
+        // l= beyond the body (it was cut): fail.
+        let tags = format!("{TAGS}; h=from; l=500");
+        let msg = sign(PLAIN, &tags, canon::Canon::Simple, Some(500));
+        assert!(
+            check(&msg, ed_only).clauses[0].starts_with("dkim=fail (l= is longer than the body) ")
+        );
+    }
+
+    #[test]
+    fn malformed_signatures_are_permerror() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "h=from : to : \r\n subject : date : message-id : from",
+                "h=to",
+            ),
+            (
+                "d=football.example.com; i=@football.example.com",
+                "d=football.example.com; i=@evil.example",
+            ),
+            ("a=ed25519-sha256", "a=rsa-sha1"),
+            ("a=ed25519-sha256", "a=ed25519-sha256; a=rsa-sha256"),
+            (
+                "bh=4bLNXImK9drULnmePzZNEBleUanJCX5PIsDIFoH4KTQ=",
+                "bh=4bLNXImK9drULn%%mePzZNEBleUanJCX5PIsDIFoH4KTQ=",
+            ),
+            ("v=1; ", ""),
+            ("t=1518460054", "t=1518460054; x=1518460055"),
+        ];
+        let first = RFC8463_SIGNED.find("DKIM-Signature: v=1; a=rsa").unwrap();
+        let ed_only_msg = format!(
+            "{}{}",
+            &RFC8463_SIGNED[..first],
+            &RFC8463_SIGNED[RFC8463_SIGNED.find("From: Joe").unwrap()..]
+        );
+        for (from, to) in cases {
+            let msg = ed_only_msg.replacen(from, to, 1);
+            assert_ne!(msg, ed_only_msg, "{from}");
+            let r = check(&msg, services_with_keys);
+            assert_eq!(r.clauses.len(), 1);
+            assert!(
+                r.clauses[0].starts_with("dkim=permerror ("),
+                "{to}: {}",
+                r.clauses[0]
+            );
+            // A tag list that does not parse names nothing (no header.d from a broken list).
+            let names_d = r.clauses[0].contains(" header.d=football.example.com");
+            assert_eq!(
+                names_d,
+                !r.clauses[0].contains("(duplicate tag)"),
+                "{}",
+                r.clauses[0]
+            );
+            assert_eq!(r.outcome, Outcome::Declined);
+        }
+        // Hostile text in i= reaches neither the header nor the log as is.
+        let msg = ed_only_msg.replacen("i=@football", "i=\"x\r\n y\"(z)\\@football", 1);
+        let r = check(&msg, services_with_keys);
+        assert_eq!(
+            r.clauses[0],
+            "dkim=fail (signature did not verify) header.d=football.example.com \
+             header.i=?x???y??z??@football.example.com header.b=9/dsDChY"
+        );
+        assert!(r.svc.logged("i=?x???y??z??@football.example.com"));
+        for (_, _, line) in r.svc.logs.borrow().iter() {
+            assert!(!line.contains(['\r', '\n', '"']), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn thousands_of_signatures_are_bounded() {
+        let tags = format!("{TAGS}; h=from");
+        let signed = sign(PLAIN, &tags, canon::Canon::Simple, None);
+        let field_end = signed.find("From: a@").unwrap();
+        let field = &signed[..field_end];
+        let msg = format!("{}{signed}", field.repeat(2999));
+        let r = check(&msg, ed_only);
+        assert_eq!(r.clauses.len(), MAX_SIGNATURES + 1);
+        assert!(r.clauses[..MAX_SIGNATURES]
+            .iter()
+            .all(|c| c.starts_with("dkim=pass ")));
+        assert_eq!(
+            r.clauses[MAX_SIGNATURES],
+            "dkim=policy (2990 more signatures not verified)"
+        );
+        assert!(r.svc.logged("2990 more signatures not verified (limit 10)"));
+        assert_eq!(r.svc.asked.borrow().len(), MAX_SIGNATURES);
+    }
+
+    #[test]
+    fn unsigned_and_immune() {
+        let r = check(PLAIN, |_| {});
+        assert_eq!(r.clauses, ["dkim=none"]);
+        assert_eq!(r.outcome, Outcome::Declined);
+        assert!(r.svc.asked.borrow().is_empty());
+        // A relay client is neither checked nor (yet) signed.
+        let p = build(new, "dkim", &[]).unwrap();
+        let (mut c, svc) = cx("192.0.2.1:1");
+        c.conn.relay_client = true;
+        let mut txn = Transaction::default();
+        set_message(&mut txn, &RFC8463_SIGNED.replace("Joe.", "J."));
+        assert_eq!(
+            run(p.data_post_headers(&mut c, &mut txn)),
+            Outcome::Declined
+        );
+        assert_eq!(run(p.data_post(&mut c, &mut txn)), Outcome::Declined);
+        assert!(txn.notes.get::<AuthResults>().is_none());
+        assert!(svc.logged("skip, relay client"));
+    }
+
+    #[test]
+    fn huge_header_field_and_no_body() {
+        let junk = format!(
+            "DKIM-Signature: v=1; a=ed25519-sha256; z={}\r\n",
+            "x".repeat(1 << 20)
+        );
+        let r = check(&format!("{junk}{PLAIN}"), ed_only);
+        assert!(
+            r.clauses[0].starts_with("dkim=permerror ("),
+            "{}",
+            &r.clauses[0][..60]
+        );
+        // A message without a body section verifies against the empty body.
+        let tags = format!("{TAGS}; h=from");
+        let msg = sign(
+            "From: a@football.example.com\r\n\r\n",
+            &tags,
+            canon::Canon::Simple,
+            None,
+        );
+        let cut = msg.trim_end_matches("\r\n").to_string() + "\r\n";
+        assert!(
+            check(&cut, ed_only).clauses[0].starts_with("dkim=pass "),
+            "{cut:?}"
+        );
+    }
+
+    #[test]
+    fn arguments() {
+        assert!(build(
+            new,
+            "dkim reject 0 reject_type temp loglevel 4 timeout 3",
+            &[]
+        )
+        .is_ok());
+        let e = build_err(new, "dkim sign 1", &[]);
+        assert_eq!(e.to_string(), "plugins:1: dkim: unknown argument 'sign'");
+        build_err(new, "dkim timeout 0", &[]);
+        build_err(new, "dkim timeout", &[]);
+    }
+
+    #[test]
+    fn reject_forms_and_testing_keys() {
+        let changed = RFC8463_SIGNED.replace("Joe.", "J.");
+        let r = check_with(
+            "dkim reject_type temp",
+            changed.as_bytes(),
+            false,
+            services_with_keys,
+        );
+        assert_eq!(
+            r.outcome,
+            Outcome::DenySoft(Some("5.7.20 DKIM signature invalid".into()))
+        );
+        // A key in testing mode: reported, not refused.
+        let r = check(&changed, |svc| {
+            svc.answer(ED_NAME, QType::Txt, vec![txt(&format!("{ED_RECORD}; t=y"))]);
+        });
+        assert!(r.clauses[0].starts_with("dkim=fail "));
+        assert_eq!(r.outcome, Outcome::Declined);
+        assert!(r.svc.logged("(testing key)"));
+    }
+}
