@@ -853,6 +853,21 @@ Joe.\r
             key::tests::encode(pair.public_key().as_ref()),
             "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
         );
+        let ed = |data: &[u8]| {
+            let hash = ring::digest::digest(&ring::digest::SHA256, data);
+            pair.sign(hash.as_ref()).as_ref().to_vec()
+        };
+        sign_with(&ed, message, tags, canon_body, length)
+    }
+
+    /// As [`sign`], with `signer` making `b=` from the data to sign.
+    fn sign_with(
+        signer: &dyn Fn(&[u8]) -> Vec<u8>,
+        message: &str,
+        tags: &str,
+        canon_body: canon::Canon,
+        length: Option<u64>,
+    ) -> String {
         let split = message.find("\r\n\r\n").unwrap() + 4;
         let mut bh = BodyHasher::new(canon_body, length);
         bh.feed(&message.as_bytes()[split..]);
@@ -862,9 +877,89 @@ Joe.\r
         let s = signature::parse(format!("{tags}; bh={bh}; b=AAAA").as_bytes()).unwrap();
         let index = HeaderIndex::new(signed.as_bytes());
         let data = index.signed_data(&s, field.as_bytes());
-        let hash = ring::digest::digest(&ring::digest::SHA256, &data);
-        let b = key::tests::encode(pair.sign(hash.as_ref()).as_ref());
+        let b = key::tests::encode(&signer(&data));
         format!("{field}{b}\r\n{message}")
+    }
+
+    /// A 4096-bit RSA key made for these tests (openssl genpkey), PKCS#8, and its public key
+    /// as a SubjectPublicKeyInfo.
+    const RSA4096_PKCS8: &str = concat!(
+        "MIIJQgIBADANBgkqhkiG9w0BAQEFAASCCSwwggkoAgEAAoICAQDd4yIVnCPAkxhy0K9fYryDG/p2LgdoRe174q1+",
+        "Zc7OeNf4ScRzTcU1oCqdzzlFjhobHGl1WpW2hw4KFEkfiGItOg90gQbfdAZKQSAvqPddgfNqqCMjtwoozzT7vje3",
+        "R9iiN7LvRigtPKlHhsutOywfhNVWNGNK0nVbXOBogZ+fltjVU//wRRWgex1ByqOCzeynq0g+WEf7g2C8vK8EY/xC",
+        "PF1Tq3+ngKQuQSka52MPwfzx7JZ1+/cN53onJ9YLX29ZJF8YqyszWga1Tz26hYZGx8WZMavK3phTUYbiNkNnL+tA",
+        "OpyyyREnJy5XoN+NBEZquEh/z5uyEy6vqIFQFencfsf01BwsxqYErt2zSIps2xEcoaAWjTYT0gRNo5DYXAPF5IPV",
+        "rvQZm06g3MfUcWVoxASXr6htomWju6H/7US2lBA61/j7++eIYg/iPdduU+4SZt0LRp0ZMDwTI3zKp2KzfybKEs94",
+        "RixlMZaKHGzxKmLh/cFlklssX0dtVsJNNZDYq22Jf8QWM58i9uUoMsozHA2zOOe5fiUuLV42R37mOV+x1jyx/0hm",
+        "4RbM2DbZs7lSYNrRiOvVR9QL4tAEut6rL2+g545ZgiUQfvLDOAHvkUZ1NoHhyGI/IbdX4/Lu14N2Cc2QKi9Xil1y",
+        "17I5+cXX4ab8qt3AC7BIql8NIWVLmQIDAQABAoICAEyUN+7CYTp06fKyYFxozMvpK5N/BlJwE+r2TE973pi27z7D",
+        "YtgyppX/7cViQA9n4E2sDB+TAGmrCebjomsOHGgkijH42ADl38ff2zZnt9vfXj3YwqvwX8K+5LffqgYI91ThKVHY",
+        "YkRek8PaW1AxxGQqaaCjWwN3SEacctzOo+Ml4jcaExJ/HVwyMWJECBO8c2lYvYm62TkOWiQ5cKPwyB6qC8G1Rkzu",
+        "ontORNwCsNc+6cgrEbCtodH8KlX6My7gpKLc4S834CSMdRU9QH4v2Cx0hRd+o55UHblfwVAwTyn9SVF1CSDRMSjU",
+        "pnNa09ys9YqeiHMIGWGnqiy42Mxli7zHrBIKDXkozi+3kfzzLJlmBv5UBbKw4cygrQhrGmdnBsgCe4gWmSJTVlac",
+        "c8XN6TVPo4gvNqfIkPFcmDzFPztccs27kMAsN/BnnwqIwEpNYyd+WviXjwb0WtzBmlAPX93y6UguC0u1F9md6F/1",
+        "kXIb9RSA1yraxWNXx5HOWm4wbqUPeDwIglU8oVpRRcZfoAAgfBwcbdluOsfMdCJUZP8ZpXr0uppVmDZKfanADJgK",
+        "mbbKx4ZTbVgDzONtVMh7XNCzz8MosMygn/5OAWNO1FGNoJ4OkgCjMTOjtsEJRQKvQitCG5cXV3Uoy6tYKd3FX7Q3",
+        "uQyZ3aZiWpUcksuS1Nu7AoIBAQD3Fkvsg6pRC8lBHWHnB6r380HcCIxuAZHTPId/7Cykm2aySoeozrXruMYVkao+",
+        "DVXvIug507ZOu2gi10bRhxnY7Byo3ZHdd3mc/3/IYdme1xh1l9cPyHTb8nBvGM/f4rjkb1ygEKPBMmg5zx62YiNh",
+        "OuAc7R8XrPzJm0VlZEo59gFodfHTqZnPR/v4zLBXOrW45FDSomcgoQW5cPaUuPqq5AeMnSWJfayo2n+tRX9lokMT",
+        "+Wr+iFJBu33HOr2P/T7fo4kaQLlTG247jXblMzL+NSisPzzN+k8WA4UlQFPzOwxu+Q1e3KiVeKEPmmAYS4nDC9fa",
+        "VM6TLrHChBxdq97rAoIBAQDl5CF5yWbVkLgOSp66ONZsLNpQMxmFrg8k908pPfmtQNNll0R1bHw/IzO/O8xjSaPw",
+        "GQ/Aom9onjVDjy4CHFO89K5w82KXuNIgWHw4qPtTw+tXh8cssxPmQSVLSJlffg//irPn4hJ0JsKtKIxC9Pr8aJEN",
+        "0SY3rJJeJBC90OKKdYCXZywvwJPGlMTeR3cZuKgi4J/bUW2YjhnIJtOpEdwFUTiMh6k0vvDbF9wgCKlX4J1sMbrl",
+        "O2mFuH7HzElSbEG1bGjVvcvmqYg1d20h45YFDnv9R9H1wv/6HAszHaceMxg1AgfEOdcMYYbxLm/vMKPLEy4+W6I/",
+        "yRv/+yCwnUaLAoIBAQDLJEitnh5T3aXL5BVOtS4qBpP6DAkwlBfJHLWmRYz6lE0dfksETVaiA1rP9t+JfrtNDVzx",
+        "1g7HsipOosE1mKZ2gsCZUPkQpJ6WpjTvkQszHVKds4V8E2mIP02S+UpGnoc2QBxd+PA48XFhPdjZR9wgnyAMiCMM",
+        "+wsl0YN/dbHU711+/aEhTQoIsf0GM3szbDBlX0jXs++nkts6+BWydlaYUzulrrlizbE7bdCUq1OvQnV1oZUGyRsf",
+        "sb8aIkAhdqrPgQtCSz5ShnXdflPm4m4lM51J5//ctNN6nNBFrRqYGc8CGb6VZEMyCGgahOhGcSxE8KK5fQoNVdGN",
+        "w8HyfVCbAoIBAAc3LtnMuX6QiUZhjzPXHtvMWJnV0MJCYVVOsdxghpqqgzgYFFz/J7Mvnqss7FBdeljJ4JWyQ37s",
+        "IE3bi50jWHmA0IzZBsouUeIUBOoeW60YZCWeLGE5ybEbcFk5kR7PLR9fMiBgFyYwJUIcGLLtT4dmnM7rNqDeuMVd",
+        "qmzaxpGD+KJH6boh+EFuX/N+GL3k7toRZNMUbjUwmJyQo2oWFmrQTs8SXvw51gN6bz1OKEqK0UYZFX2mbLx2uvv4",
+        "bIC6xyEzouK6j1DRF2ZeNj2vEAFeoAOmIm/tS+2EvdE/6APppKPdSXMeQaKw2PRu+bJvO2TfWD86zw/jdw6EylTg",
+        "ytsCggEAJ82t6WGYPPuRQuOEjd8azmTSdiW5SnHgyBwRCHGU+XwYs75gsb8YMr7dAUlxZlmZT/kd1+GIZo7NRkOE",
+        "VQh535KKqmR/wYH4tTVWnjKkTFcWIcg18mY8It7PuHEhJ/sce0DjpnxE4U+E6shZ0UkWwiZYiIa7Vsa1BVbzXvdp",
+        "Ike3G2/qfDewRcJAYZhv0O6KbLL3BRw7A0e8O5v7KK8c2z19ph0v9qTRo3cMS611x9U0KyzrQ+lqKz5XeOFwfh3o",
+        "YOO6iyqhYAHgs8OyiDZgFG5U+24WZfsiqQvBrnk40HJ2f3/euT70qFiW70Ale7ba6imHALeFxyg6T6ctG9+5CA==",
+    );
+    const RSA4096_SPKI: &str = concat!(
+        "MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEA3eMiFZwjwJMYctCvX2K8gxv6di4HaEXte+KtfmXOznjX",
+        "+EnEc03FNaAqnc85RY4aGxxpdVqVtocOChRJH4hiLToPdIEG33QGSkEgL6j3XYHzaqgjI7cKKM80+743t0fYojey",
+        "70YoLTypR4bLrTssH4TVVjRjStJ1W1zgaIGfn5bY1VP/8EUVoHsdQcqjgs3sp6tIPlhH+4NgvLyvBGP8QjxdU6t/",
+        "p4CkLkEpGudjD8H88eyWdfv3Ded6JyfWC19vWSRfGKsrM1oGtU89uoWGRsfFmTGryt6YU1GG4jZDZy/rQDqcsskR",
+        "JycuV6DfjQRGarhIf8+bshMur6iBUBXp3H7H9NQcLMamBK7ds0iKbNsRHKGgFo02E9IETaOQ2FwDxeSD1a70GZtO",
+        "oNzH1HFlaMQEl6+obaJlo7uh/+1EtpQQOtf4+/vniGIP4j3XblPuEmbdC0adGTA8EyN8yqdis38myhLPeEYsZTGW",
+        "ihxs8Spi4f3BZZJbLF9HbVbCTTWQ2KttiX/EFjOfIvblKDLKMxwNszjnuX4lLi1eNkd+5jlfsdY8sf9IZuEWzNg2",
+        "2bO5UmDa0Yjr1UfUC+LQBLreqy9voOeOWYIlEH7ywzgB75FGdTaB4chiPyG3V+Py7teDdgnNkCovV4pdcteyOfnF",
+        "1+Gm/KrdwAuwSKpfDSFlS5kCAwEAAQ==",
+    );
+
+    #[test]
+    fn rsa_4096_relaxed_signature_passes() {
+        use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+        let der = signature::base64(RSA4096_PKCS8).unwrap();
+        let pair = RsaKeyPair::from_pkcs8(&der).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let rsa = |data: &[u8]| {
+            let mut out = vec![0; pair.public().modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &rng, data, &mut out).unwrap();
+            out
+        };
+        let tags = "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=big; h=from:subject:to";
+        let msg = sign_with(&rsa, PLAIN, tags, canon::Canon::Relaxed, None);
+        let keys = |svc: &FakeServices| {
+            let record = format!("v=DKIM1; k=rsa; p={RSA4096_SPKI}");
+            svc.answer("big._domainkey.example.org", QType::Txt, vec![txt(&record)]);
+        };
+        let r = check(&msg, keys);
+        assert!(
+            r.clauses[0].starts_with("dkim=pass header.d=example.org "),
+            "{:?}",
+            r.clauses
+        );
+        let moved = msg.replace("Subject:  Hello \r\n  world", "SUBJECT: Hello world");
+        assert!(check(&moved, keys).clauses[0].starts_with("dkim=pass "));
+        let r = check(&msg.replace("Subject:  Hello", "Subject: Bye"), keys);
+        assert!(r.clauses[0].starts_with("dkim=fail (signature did not verify) "));
     }
 
     const PLAIN: &str = "From: a@football.example.com\r\nTo: b@example.net\r\nSubject:  Hello \r\n  world\r\n\r\nBody  text \r\n\r\n";
@@ -890,6 +985,24 @@ Joe.\r
         assert!(check(&msg, ed_only).clauses[0].starts_with("dkim=pass "));
         let r = check(&msg.replace("Body  text", "Body text"), ed_only);
         assert!(r.clauses[0].starts_with("dkim=fail (body hash did not verify) "));
+    }
+
+    #[test]
+    fn strict_keys_refuse_subdomain_identities() {
+        let tags = format!("{TAGS}; i=joe@news.football.example.com; h=from");
+        let msg = sign(PLAIN, &tags, canon::Canon::Simple, None);
+        assert!(check(&msg, ed_only).clauses[0].starts_with("dkim=pass "));
+        let strict = |svc: &FakeServices| {
+            let record = format!("{ED_RECORD}; t=s");
+            svc.answer(ED_NAME, QType::Txt, vec![txt(&record)]);
+        };
+        let r = check(&msg, strict);
+        assert!(
+            r.clauses[0].starts_with("dkim=permerror (i= is a subdomain, key has t=s) "),
+            "{}",
+            r.clauses[0]
+        );
+        assert!(r.clauses[0].contains(" header.i=joe@news.football.example.com "));
     }
 
     #[test]
