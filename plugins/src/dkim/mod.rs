@@ -933,6 +933,135 @@ Joe.\r
         "1+Gm/KrdwAuwSKpfDSFlS5kCAwEAAQ==",
     );
 
+    /// A message signed by dkimpy 1.1.4 (Debian python3-dkim, an independent implementation)
+    /// with the 4096-bit test key: relaxed/relaxed, simple/relaxed, relaxed/simple, and
+    /// relaxed/relaxed with `l=` (the whole body), over folded fields, blanks at line ends,
+    /// runs of blanks and trailing empty lines; then (on top) relaxed/relaxed Ed25519 with the
+    /// RFC 8463 key over the signed message.
+    const DKIMPY_SIGNED: &str = concat!(
+        "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;\r\n",
+        " d=football.example.com; i=@football.example.com; q=dns/txt;\r\n",
+        " s=brisbane; t=1796420830; h=from : to : subject;\r\n",
+        " bh=swaW3Ni9/XDvGPCLMYSnQYyOika79cJEalo3KfjlXHM=;\r\n",
+        " b=i/0E+G/D77kZr16QbTTE5NG/jF6oy990KzzRJrVONYPUoxQtA5NIISk/SPVFmwFdEwXqC\r\n",
+        " iOQqYK68cGLjqI0BA==\r\n",
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;\r\n",
+        " i=@example.org; q=dns/txt; s=big; t=1796420815; h=from : to : subject\r\n",
+        " : date : message-id : subject;\r\n",
+        " bh=swaW3Ni9/XDvGPCLMYSnQYyOika79cJEalo3KfjlXHM=;\r\n",
+        " b=slSY7entuWmofiTND0niHvGpQXdXARvkL1x3hmEa4Cz0z63zEQ44uMN8asEZLMVQR6U5n\r\n",
+        " tZdBMYK2Ic25wwifeY3UHGI/fcX6MU2px68uGoxI5E79E0kOtDNdwUJ7U3BARweyC4JNiUt\r\n",
+        " WNm9rFlgXYEWkUb44xQ++10wYjdNVc+l0JnXpXo0ml8xz4uuENGAefzgdkciB/jlsN17cXR\r\n",
+        " QfOamxDzjPTBSaXpSh0F1zHTX44H04ru29CVV1o0TVXQltdq7QA0G7uwtS4DtSQfCTxYdX4\r\n",
+        " d2TxwrJehN8rwTlRgxyhTCp2ivKCQsVKcyUo9NfCF+p9a7rbbf8KSCfBVNuO7DzqR/pDKJ3\r\n",
+        " ibc5FkWUNSc7iuqmTdR15AkTmoG6BXpv57VijU6EZrkDTlBqqnY4V+KpzgJiphVjQ5j06TX\r\n",
+        " VdFrB8AmiwfhRcQzmojkGdGb2F5/G0xdoXnMDPqxfwpcvgAuP+2xanG0WxNfLOpzBKhQYH3\r\n",
+        " 7N2xqNPKrw93E32dXkA706kcjOBhjZxdiN+N5S1UrPVnbkU+E8+wqFEo3YSas3qjPw7FQhn\r\n",
+        " QYZsJnudX7alJH89A7sasEoElpkuvB8unM270qhpYV4uz992jXO26uaF5MWENOCaOq6Gk8N\r\n",
+        " CUhoJBImc6QivQQa9HkMUybrmDqUjiaIrcHaN7xL4q8qGQ=\r\n",
+        "DKIM-Signature: v=1; a=rsa-sha256; c=simple/relaxed; d=example.org;\r\n",
+        " i=@example.org; q=dns/txt; s=big; t=1796420815; h=from : to : subject\r\n",
+        " : date : message-id : subject;\r\n",
+        " bh=swaW3Ni9/XDvGPCLMYSnQYyOika79cJEalo3KfjlXHM=;\r\n",
+        " b=2tbQIMIggXc4ccpmX5kqQ6amRXjk3/8Zu+RxB0JH0IJ0O4GNw10TlcdpXGcbVJl2MqxfY\r\n",
+        " 9xFxvzTQHH+tsa45RZqzc8tVwNYWsiqBLZmNG+nfGNLOd7ja9HuaKSWjirsjmtKUgVmBxhh\r\n",
+        " rZwwxBcX86DgQuNLCcr47/vkKpUGokqwg7r+avBkM3nrvr4XxjC+NU2cDWOsckXUEdtMxr3\r\n",
+        " IUfPinlBSs0rveqRGTBbVle+Um4x1Ney6Gry8L+DpaFBhyaLTHyktgeXfaCYy94a3GD5Szp\r\n",
+        " 91H+ovEnf/bI47t8s4HHzWmV1DJ3TZP6/I69R9/p+ogCylIvvp0BnUjE2XljyQF6cpo/huV\r\n",
+        " 8x2pYj656XJzncGApXQMlrPTPIkRHrtCUVBHbQBKVb73vG31/TWCBcLfcEGAtu4WcKqhBQE\r\n",
+        " +iI5SPdDHthzQytnrYbf1g/rmgNSDs1l99LSDtEs8CassEVVGx3kbH/8sk4hW382frU7cBM\r\n",
+        " TdJeSQ0q7OcgBTPsMN/IuI7QX/w6kiEzyrSEVr5NJcN8eMld2Q6BykkcruVeHP3FQOTBRSQ\r\n",
+        " r9jSeBZGAW/roPdW4CtXfsOJAXvxFfzzbPMxoKg+Wk9AlW7AhUe5f+THv7C4m5gGzUb67PF\r\n",
+        " bGJ8qsBZo0GGawBPKFnXP1alfRguACDas1+5u8HcV+KooA=\r\n",
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.org;\r\n",
+        " i=@example.org; q=dns/txt; s=big; t=1796420815; h=from : to : subject\r\n",
+        " : date : message-id : subject;\r\n",
+        " bh=PZlpYjtVNkhZnqsB7sWzkSz7t8+9NYtX/aWh1YfXvkE=;\r\n",
+        " b=kFS0fYs0Stxpe2Uvc80lSMRm5q5S1RsmIl0LJRf3jkEd8udBZ9sPC1UOmgaRXQNPPfcMw\r\n",
+        " MJrmPuCo6pzRMlHjgZ7BMzwH9nuANStHBcbYvaBpb1F36Daj567Ls/ShrgAW3gpyVWqAvAB\r\n",
+        " ZVP/M3yYwialYmgC07pWTx4YWlkEU9UBDtXMk/iHxurhhGhhNA2gJkuhgKfxpUcKCvdEayZ\r\n",
+        " ZggC/AHcOJ/XoAmxz1Ay00A5j1x0ZQ3jA7vASbC7mzwnIzzSjAx7tceYTtOYOMSFbeP0bbH\r\n",
+        " PJDPWM3dYlvvqrhF17TfZZOS9EUwArKWeOmhfse9JnN9701Aazrcko/jfBPfchMppC3jHmv\r\n",
+        " S/emuadjvll4i/O1AwRIE/h9aSNPU/8TKCph9J0ShF1UZ5UevrxLDvGgvN/DAhIUIF2cfk9\r\n",
+        " QSkwbV3+Tba9ZnnU5Su/gxi22Gi/dA/dZT9Bm71mcpcOoK+6SGonZxdb8fn22zf69hBketa\r\n",
+        " 3QqsDefXr/nc3BCh2bRB4DYq6x8dlh41+kHQt8n7jUDRaQz2f4MuyVqkBSM9/NrzPuwOtL6\r\n",
+        " tyGRgvfQGi+P/dYI0i1YpotwPzVUBR5dIkKSr7oq/V0I/qc1MgJ0RH2Nd9xGcqu8mrdtSDA\r\n",
+        " n3HrQrDpXw3jglmhb8fZqwWKwPifM+TuhTBotRR6gLzsQw=\r\n",
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org;\r\n",
+        " i=@example.org; l=48; q=dns/txt; s=big; t=1796420815; h=from :\r\n",
+        " subject; bh=swaW3Ni9/XDvGPCLMYSnQYyOika79cJEalo3KfjlXHM=;\r\n",
+        " b=OJaHU17nj9+VALeRrN5F9+MkTC5oO+1ilLhXLKaBixRvcGB9iuTai1qKwDFFIhKVFNTpR\r\n",
+        " 7bt5/AVwg2egi2C2oi1yJ/sY/eiPaqA+g2n6ZOW5re2E+1/ywiNpr34lCcccQLKQRhtrqeU\r\n",
+        " tYQ3eVSc/ajlIslATUQOkOy1BKXUm1T6fmbs1x5DG6l+HeECHIPsH2xL8vB3+w543Z7K99d\r\n",
+        " 5Pucf0y3+x1n6IK8ftv0t/FohXLinvz00kGJfp/Kn67Vmr2u8BVDKKo8apvPBbAbeTZC01V\r\n",
+        " fOi55HKYyi9fiXYqlgM06/eL8ZC6pilN7oMab8QE979XBvjG5C1B1nX17qIcjF1WaACYBBO\r\n",
+        " 3OYqRN2JSp0SfPwFRKrnuo55NIE2P/9hMiBLZR+4nJDzzaJTn0ADcUPelmDcVDhR1Y2ZM7K\r\n",
+        " CorvAhAfogQdyHsfAiymAAYAqMPgpFJ4p6/BdYDw2FJ7wyLjf8XbLCdZWJF1alaFWW+eaMN\r\n",
+        " 3bc6wIqA8WVS1WxE0wHHgxN+5D6dbgEcAz3hBj7CBNQ6t8D3P4wb2776/ryDUo4XFfhgMl9\r\n",
+        " AnqQBBOBzarLnOe3P0VUKc0F7f+5wXdwajOHKK8FPYUJABMHDbCX4nx2p0OP7yd1baSJUlt\r\n",
+        " 3MStbC3L0h6tVyjp7nljI8A5dDfYN7ctJCx39/207S3NjI=\r\n",
+        "Received: from x by y; Fri, 4 Dec 2026 10:00:00 +0000\r\n",
+        "From:   \"Joe Q.\" <joe@example.org>  \r\n",
+        "To: a@example.net,\r\n",
+        "\t b@example.net\r\n",
+        "Subject: \t folded\r\n",
+        "   subject  line \r\n",
+        "Date: Fri, 4 Dec 2026 10:00:00 +0000\r\n",
+        "Message-ID: <1@example.org>\r\n",
+        "\r\n",
+        "  leading blanks\r\n",
+        "trailing blanks \t \r\n",
+        "\r\n",
+        "inner  \t  runs\r\n",
+        "\r\n",
+        "\r\n",
+        "\r\n",
+    );
+
+    #[test]
+    fn dkimpy_signatures_pass() {
+        let keys = |svc: &FakeServices| {
+            let record = format!("v=DKIM1; k=rsa; p={RSA4096_SPKI}");
+            svc.answer("big._domainkey.example.org", QType::Txt, vec![txt(&record)]);
+        };
+        let keys = |svc: &FakeServices| {
+            keys(svc);
+            ed_only(svc);
+        };
+        let r = check(DKIMPY_SIGNED, keys);
+        assert_eq!(r.clauses.len(), 5);
+        assert!(r.clauses[0].starts_with("dkim=pass header.d=football.example.com "));
+        let pass = |c: &String| c.starts_with("dkim=pass header.d=example.org ");
+        assert!(r.clauses[1..].iter().all(pass), "{:?}", r.clauses);
+        // Appended content: the l= signature is policy, the others fail.
+        let r = check(&format!("{DKIMPY_SIGNED}P.S. appended\r\n"), keys);
+        let fail = |c: &String| c.starts_with("dkim=fail (body hash did not verify) ");
+        assert!(r.clauses[..4].iter().all(fail), "{:?}", r.clauses);
+        assert!(r.clauses[4].starts_with("dkim=policy (l= covers only part of the body) "));
+        assert!(r.outcome.is_deny(), "failed signatures and none passed");
+        // Relaxed header canonicalization tolerates re-folding; simple does not.
+        let refolded = DKIMPY_SIGNED.replace(
+            "Subject: \t folded\r\n   subject  line \r\n",
+            "Subject: folded subject line\r\n",
+        );
+        let r = check(&refolded, keys);
+        let words: Vec<&str> = r
+            .clauses
+            .iter()
+            .map(|c| c.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "dkim=pass",
+                "dkim=pass",
+                "dkim=fail",
+                "dkim=pass",
+                "dkim=pass"
+            ]
+        );
+    }
+
     #[test]
     fn rsa_4096_relaxed_signature_passes() {
         use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
