@@ -106,7 +106,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
-use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, QType};
+use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{within, Deadline, Timer};
 use ringsmtpd_plugin_api::mime::read_message;
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
@@ -306,67 +306,16 @@ impl Dkim {
         now: u64,
         timer: &mut Timer,
     ) -> Report {
-        let sig = &p.sig;
-        let mut report = Report {
-            verdict: Verdict::PermError,
-            reason: None,
-            ident: sig.ident.clone(),
-            selector: sig.selector.clone(),
-            testing: false,
-        };
-        let mut set = |verdict, reason| {
-            report.verdict = verdict;
-            report.reason = reason;
-            report.clone()
-        };
-        let answer = match within(&mut p.lookup, timer).await {
-            Ok(answer) => answer,
-            Err(DnsError::BadName) => return set(Verdict::PermError, Some("bad key name")),
-            Err(DnsError::Timeout) => return set(Verdict::TempError, Some("key lookup timed out")),
-            Err(_) => return set(Verdict::TempError, Some("key lookup failed")),
-        };
-        let Some((hash, body_len)) = body else {
-            return set(Verdict::TempError, Some("message unreadable"));
-        };
-        if sig.expires.is_some_and(|x| x < now) {
-            return set(Verdict::PermError, Some("signature expired"));
+        let answer = within(&mut p.lookup, timer).await;
+        let mut testing = false;
+        let (verdict, reason) = evaluate(&p, answer, body, now, &mut testing);
+        Report {
+            verdict,
+            reason,
+            ident: p.sig.ident,
+            selector: p.sig.selector,
+            testing,
         }
-        if answer.nxdomain {
-            return set(Verdict::PermError, Some("no key"));
-        }
-        let mut key = Err("no key record");
-        for record in answer.txt().take(MAX_KEY_RECORDS) {
-            key = key::parse(record, sig.algorithm);
-            if key.is_ok() {
-                break;
-            }
-        }
-        let key = match key {
-            Ok(k) => k,
-            Err(why) => return set(Verdict::PermError, Some(why)),
-        };
-        report.testing = key.testing;
-        let mut set = |verdict, reason| {
-            report.verdict = verdict;
-            report.reason = reason;
-            report.clone()
-        };
-        if key.strict && !verify::strict_identity_ok(sig) {
-            return set(Verdict::PermError, Some("i= is a subdomain, key has t=s"));
-        }
-        if sig.length.is_some_and(|l| l > *body_len) {
-            return set(Verdict::Fail, Some("l= is longer than the body"));
-        }
-        if hash.as_slice() != sig.bh.as_slice() {
-            return set(Verdict::Fail, Some("body hash did not verify"));
-        }
-        if !verify::check(sig, &key, &p.data) {
-            return set(Verdict::Fail, Some("signature did not verify"));
-        }
-        if sig.length.is_some_and(|l| l < *body_len) {
-            return set(Verdict::Policy, Some("l= covers only part of the body"));
-        }
-        set(Verdict::Pass, None)
     }
 
     fn log_report(&self, cx: &Cx, r: &Report) {
@@ -389,6 +338,61 @@ impl Dkim {
             ),
         );
     }
+}
+
+/// The result and reason of a signature, given its key's answer and the body's hash and
+/// canonical length (`None`: the message could not be read). `testing`: the key has `t=y`.
+fn evaluate(
+    p: &Pending,
+    answer: DnsResult,
+    body: Option<&(Vec<u8>, u64)>,
+    now: u64,
+    testing: &mut bool,
+) -> (Verdict, Option<&'static str>) {
+    let sig = &p.sig;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(DnsError::BadName) => return (Verdict::PermError, Some("bad key name")),
+        Err(DnsError::Timeout) => return (Verdict::TempError, Some("key lookup timed out")),
+        Err(_) => return (Verdict::TempError, Some("key lookup failed")),
+    };
+    let Some((hash, body_len)) = body else {
+        return (Verdict::TempError, Some("message unreadable"));
+    };
+    if sig.expires.is_some_and(|x| x < now) {
+        return (Verdict::PermError, Some("signature expired"));
+    }
+    if answer.nxdomain {
+        return (Verdict::PermError, Some("no key"));
+    }
+    let mut key = Err("no key record");
+    for record in answer.txt().take(MAX_KEY_RECORDS) {
+        key = key::parse(record, sig.algorithm);
+        if key.is_ok() {
+            break;
+        }
+    }
+    let key = match key {
+        Ok(k) => k,
+        Err(why) => return (Verdict::PermError, Some(why)),
+    };
+    *testing = key.testing;
+    if key.strict && !verify::strict_identity_ok(sig) {
+        return (Verdict::PermError, Some("i= is a subdomain, key has t=s"));
+    }
+    if sig.length.is_some_and(|l| l > *body_len) {
+        return (Verdict::Fail, Some("l= is longer than the body"));
+    }
+    if hash.as_slice() != sig.bh.as_slice() {
+        return (Verdict::Fail, Some("body hash did not verify"));
+    }
+    if !verify::check(sig, &key, &p.data) {
+        return (Verdict::Fail, Some("signature did not verify"));
+    }
+    if sig.length.is_some_and(|l| l < *body_len) {
+        return (Verdict::Policy, Some("l= covers only part of the body"));
+    }
+    (Verdict::Pass, None)
 }
 
 /// The Authentication-Results clause of a report.
