@@ -22,11 +22,12 @@
 //! **When.** At `data_post_headers` the signatures are parsed, the key questions
 //! (`<s>._domainkey.<d>` TXT) for all of them leave at once through the worker's DNS client,
 //! the body is hashed as it streams by (a spooled message on the blocking pool, in 64 KiB
-//! chunks, never loaded whole), then the answers are awaited for at most `timeout` seconds
-//! from when the questions left. Each signature's result goes into the `shared::AuthResults`
-//! note, so the core's Authentication-Results header carries them. That hook cannot refuse
-//! mail (qpsmtpd HEAD's rule), so the verdict is kept in a transaction note and applied at
-//! `data_post`, qpsmtpd's hook for this plugin.
+//! chunks, never loaded whole; when the core started spooling before the header section
+//! ended, the header section, up to 1 MiB, is read from the spool file too), then the answers
+//! are awaited for at most `timeout` seconds from when the questions left. Each signature's
+//! result goes into the `shared::AuthResults` note, so the core's Authentication-Results
+//! header carries them. That hook cannot refuse mail (qpsmtpd HEAD's rule), so the verdict is
+//! kept in a transaction note and applied at `data_post`, qpsmtpd's hook for this plugin.
 //!
 //! **Results** (RFC 8601 §2.7.1), one clause per signature:
 //! `dkim=<result> [(<reason>)] header.d=<d> header.i=<i> header.b=<first 8 characters of b=>`
@@ -41,6 +42,7 @@
 //! | `policy` | the signature verifies but its `l=` covers only part of the body: the appended content is not signed (reason `l= covers only part of the body`); also the summary clause for signatures over the limit |
 //! | `permerror` | a malformed signature (missing required tag, duplicate tag, bad base64, `h=` without `From`, `i=` outside `d=`, unknown algorithm or canonicalization, `rsa-sha1`, which RFC 8301 §3.1 says MUST NOT be considered valid), expired (`x=` passed), no key (NXDOMAIN, no TXT record), an unusable key record (wrong `k=` for `a=`, `h=` without sha256, `s=` without email, not a key, RSA outside 1024–4096 bits), a revoked key (`p=` empty), `i=` in a subdomain under a key with `t=s` |
 //! | `temperror` | the key lookup timed out or failed (SERVFAIL, REFUSED, no resolver), or the spooled message could not be read |
+//! | `permerror` (one clause, nothing verified) | the header section is over 1 MiB (only when it had to be read from the spool file) |
 //! | `none` | no DKIM-Signature at all (one `dkim=none` clause) |
 //!
 //! **Verdict** (at `data_post`, as qpsmtpd's `handle_sig_fail`): a message with a `fail`
@@ -102,17 +104,19 @@ mod key;
 mod signature;
 mod verify;
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::time::{Duration, UNIX_EPOCH};
 
+use memchr::memmem;
 use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
 use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{within, Deadline, Timer};
 use ringsmtpd_plugin_api::mime::read_message;
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
-    Transaction,
+    Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Services, Step, Transaction,
 };
 
 use canon::BodyHasher;
@@ -161,6 +165,8 @@ struct Checked {
     reports: Vec<Report>,
     /// Signatures over [`MAX_SIGNATURES`], not verified.
     skipped: usize,
+    /// The header section could not be read: nothing was verified.
+    unchecked: Option<(Verdict, &'static str)>,
 }
 
 impl Checked {
@@ -191,7 +197,19 @@ enum Entry {
 impl Dkim {
     async fn check(&self, cx: &mut Cx, txn: &Transaction) -> Checked {
         let deadline = Deadline::start(&*cx.svc, self.timeout);
-        let index = HeaderIndex::new(txn.body.header_bytes());
+        let (header, body_at) = match header_section(&*cx.svc, &txn.body).await {
+            Ok(h) => h,
+            Err((verdict, why)) => {
+                self.common
+                    .log(cx, Level::Error, format_args!("{verdict}, {why}"));
+                return Checked {
+                    reports: Vec::new(),
+                    skipped: 0,
+                    unchecked: Some((verdict, why)),
+                };
+            }
+        };
+        let index = HeaderIndex::new(&header);
         let mut entries = Vec::new();
         let mut hashers: Vec<BodyHasher> = Vec::new();
         let mut skipped = 0;
@@ -245,7 +263,7 @@ impl Dkim {
         let hashes = if hashers.is_empty() {
             Ok(Vec::new())
         } else {
-            self.body_hashes(cx, txn, hashers).await
+            self.body_hashes(cx, txn, body_at, hashers).await
         };
         let mut timer = deadline.timer(&*cx.svc);
         let now = cx
@@ -265,7 +283,11 @@ impl Dkim {
             self.log_report(cx, &report);
             reports.push(report);
         }
-        Checked { reports, skipped }
+        Checked {
+            reports,
+            skipped,
+            unchecked: None,
+        }
     }
 
     /// Streams the body (after the header section) through every hasher: the hash and the
@@ -274,10 +296,10 @@ impl Dkim {
         &self,
         cx: &Cx,
         txn: &Transaction,
+        skip: u64,
         hashers: Vec<BodyHasher>,
     ) -> Result<Vec<(Vec<u8>, u64)>, ()> {
         let body = &txn.body;
-        let skip = body.header_end.map_or(body.len, |e| e as u64);
         let feed = |(skip, hashers): &mut (u64, Vec<BodyHasher>), chunk: &[u8]| {
             let from = usize::try_from(*skip)
                 .unwrap_or(usize::MAX)
@@ -337,6 +359,52 @@ impl Dkim {
                 if r.testing { " (testing key)" } else { "" },
             ),
         );
+    }
+}
+
+/// The bytes of a header section read from a spool file at most.
+const MAX_HEADER: u64 = 1 << 20;
+
+/// The header section (with its empty line) and the offset of the body. The core keeps the
+/// header section in memory, except when it started spooling before the empty line came (a
+/// small `size_threshold`, a client writing a few bytes at a time): then `header_end` is
+/// unset and only part of it is in memory, and it is read from the spool file here.
+async fn header_section<'b>(
+    svc: &dyn Services,
+    body: &'b Body,
+) -> Result<(Cow<'b, [u8]>, u64), (Verdict, &'static str)> {
+    if let Some(end) = body.header_end {
+        return Ok((Cow::Borrowed(body.header_bytes()), end as u64));
+    }
+    if body.spool.is_none() {
+        // No empty line: all header, no body.
+        return Ok((Cow::Borrowed(&body.mem), body.len));
+    }
+    let collect = |buf: &mut Vec<u8>, chunk: &[u8]| {
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(chunk);
+        match buf.starts_with(b"\r\n") || memmem::find(&buf[from..], b"\r\n\r\n").is_some() {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    };
+    let mut buf = read_message(svc, body, MAX_HEADER, Vec::new(), collect)
+        .await
+        .map_err(|_| (Verdict::TempError, "cannot read the spooled message"))?;
+    let end = match buf.starts_with(b"\r\n") {
+        true => Some(2),
+        false => memmem::find(&buf, b"\r\n\r\n").map(|i| i + 4),
+    };
+    match end {
+        Some(end) => {
+            buf.truncate(end);
+            Ok((Cow::Owned(buf), end as u64))
+        }
+        None if (buf.len() as u64) < MAX_HEADER => {
+            let len = buf.len() as u64;
+            Ok((Cow::Owned(buf), len))
+        }
+        None => Err((Verdict::PermError, "header section larger than 1 MiB")),
     }
 }
 
@@ -436,6 +504,9 @@ impl Plugin for Dkim {
         Step::pending(async move {
             let checked = self.check(cx, txn).await;
             let mut clauses: Vec<String> = checked.reports.iter().map(clause).collect();
+            if let Some((verdict, why)) = checked.unchecked {
+                clauses.push(format!("dkim={verdict} ({why})"));
+            }
             if checked.skipped > 0 {
                 let n = checked.skipped;
                 clauses.push(format!("dkim=policy ({n} more signatures not verified)"));
@@ -540,10 +611,21 @@ Joe.\r
         svc: Rc<FakeServices>,
     }
 
+    /// Where the message under test is.
+    #[derive(Clone, Copy)]
+    enum Stored {
+        Memory,
+        /// In a spool file, its header section in memory (`testing::spool`).
+        Spooled,
+        /// In a spool file that the core started before the header section ended: only the
+        /// first N bytes in memory, `header_end` unset.
+        SpooledEarly(usize),
+    }
+
     fn check_with(
         line: &str,
         message: &[u8],
-        spooled: bool,
+        stored: Stored,
         prepare: impl Fn(&FakeServices),
     ) -> Run {
         let p = build(new, line, &[]).unwrap();
@@ -551,10 +633,14 @@ Joe.\r
         prepare(&svc);
         let mut txn = Transaction::default();
         let dir = TempDir::new("dkim");
-        if spooled {
-            spool(&mut txn.body, &dir.path().join("msg"), message);
-        } else {
-            set_message(&mut txn, std::str::from_utf8(message).unwrap());
+        match stored {
+            Stored::Memory => set_message(&mut txn, std::str::from_utf8(message).unwrap()),
+            Stored::Spooled => spool(&mut txn.body, &dir.path().join("msg"), message),
+            Stored::SpooledEarly(n) => {
+                spool(&mut txn.body, &dir.path().join("msg"), message);
+                txn.body.mem = message[..n.min(message.len())].to_vec();
+                txn.body.header_end = None;
+            }
         }
         assert_eq!(
             run(p.data_post_headers(&mut c, &mut txn)),
@@ -575,7 +661,7 @@ Joe.\r
     }
 
     fn check(message: &str, prepare: impl Fn(&FakeServices)) -> Run {
-        check_with("dkim", message.as_bytes(), false, prepare)
+        check_with("dkim", message.as_bytes(), Stored::Memory, prepare)
     }
 
     #[test]
@@ -647,16 +733,54 @@ Joe.\r
 
     #[test]
     fn spooled_message_verifies_the_same() {
-        let mem = check_with("dkim", RFC8463_SIGNED.as_bytes(), false, services_with_keys);
-        let spooled = check_with("dkim", RFC8463_SIGNED.as_bytes(), true, services_with_keys);
+        let mem = check_with(
+            "dkim",
+            RFC8463_SIGNED.as_bytes(),
+            Stored::Memory,
+            services_with_keys,
+        );
+        let spooled = check_with(
+            "dkim",
+            RFC8463_SIGNED.as_bytes(),
+            Stored::Spooled,
+            services_with_keys,
+        );
         assert_eq!(mem.clauses, spooled.clauses);
         assert!(spooled.clauses.iter().all(|c| c.starts_with("dkim=pass ")));
         let changed = RFC8463_SIGNED.replace("Joe.", "Jim.");
-        let spooled = check_with("dkim", changed.as_bytes(), true, services_with_keys);
+        let spooled = check_with(
+            "dkim",
+            changed.as_bytes(),
+            Stored::Spooled,
+            services_with_keys,
+        );
         assert!(spooled
             .clauses
             .iter()
             .all(|c| c.starts_with("dkim=fail (body hash did not verify)")));
+        // Spooled before the header section ended: the header is read from the file.
+        for n in [0, 100, 1024] {
+            let early = Stored::SpooledEarly(n);
+            let r = check_with("dkim", RFC8463_SIGNED.as_bytes(), early, services_with_keys);
+            assert_eq!(r.clauses, mem.clauses, "{n}");
+        }
+        // No empty line at all: everything is header, the body is empty.
+        let cut = signed_without_body();
+        let r = check_with("dkim", cut.as_bytes(), Stored::SpooledEarly(10), ed_only);
+        assert!(r.clauses[0].starts_with("dkim=pass "), "{:?}", r.clauses);
+        // A header section over 1 MiB is not read whole.
+        let big = format!("X-Big: {}\r\n{RFC8463_SIGNED}", "y".repeat(1 << 20));
+        let r = check_with(
+            "dkim",
+            big.as_bytes(),
+            Stored::SpooledEarly(10),
+            services_with_keys,
+        );
+        assert_eq!(
+            r.clauses,
+            ["dkim=permerror (header section larger than 1 MiB)"]
+        );
+        assert_eq!(r.outcome, Outcome::Declined);
     }
 
     #[test]
@@ -697,7 +821,7 @@ Joe.\r
         let r = check_with(
             "dkim reject 0",
             RFC8463_SIGNED.replace("Joe.", "J.").as_bytes(),
-            false,
+            Stored::Memory,
             services_with_keys,
         );
         assert_eq!(r.outcome, Outcome::Declined);
@@ -1095,6 +1219,14 @@ Joe.\r
         assert!(r.clauses[0].starts_with("dkim=fail (signature did not verify) "));
     }
 
+    /// A signed message with no empty line after its header section (so no body).
+    fn signed_without_body() -> String {
+        let tags = format!("{TAGS}; h=from");
+        let message = "From: a@football.example.com\r\n\r\n";
+        let msg = sign(message, &tags, canon::Canon::Simple, None);
+        msg.trim_end_matches("\r\n").to_string() + "\r\n"
+    }
+
     const PLAIN: &str = "From: a@football.example.com\r\nTo: b@example.net\r\nSubject:  Hello \r\n  world\r\n\r\nBody  text \r\n\r\n";
     const TAGS: &str = "v=1; a=ed25519-sha256; d=football.example.com; s=brisbane";
 
@@ -1288,14 +1420,7 @@ Joe.\r
             &r.clauses[0][..60]
         );
         // A message without a body section verifies against the empty body.
-        let tags = format!("{TAGS}; h=from");
-        let msg = sign(
-            "From: a@football.example.com\r\n\r\n",
-            &tags,
-            canon::Canon::Simple,
-            None,
-        );
-        let cut = msg.trim_end_matches("\r\n").to_string() + "\r\n";
+        let cut = signed_without_body();
         assert!(
             check(&cut, ed_only).clauses[0].starts_with("dkim=pass "),
             "{cut:?}"
@@ -1322,7 +1447,7 @@ Joe.\r
         let r = check_with(
             "dkim reject_type temp",
             changed.as_bytes(),
-            false,
+            Stored::Memory,
             services_with_keys,
         );
         assert_eq!(
