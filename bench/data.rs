@@ -14,7 +14,7 @@ fn message() -> Vec<u8> {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let len = 20 + (seed % 58) as usize;
-        if seed % 50 == 0 {
+        if seed.is_multiple_of(50) {
             wire.extend_from_slice(b"..");
         }
         wire.extend((0..len).map(|i| b'a' + ((seed >> (i % 32)) % 26) as u8));

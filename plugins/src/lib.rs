@@ -43,6 +43,7 @@ pub mod relay;
 pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
+pub mod sender_permitted_from;
 pub mod uribl;
 pub mod whitelist;
 
@@ -105,6 +106,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("require_auth", require_auth::new),
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("rhsbl", rhsbl::new),
+    ("sender_permitted_from", sender_permitted_from::new),
     ("uribl", uribl::new),
     ("whitelist", whitelist::new),
 ];
@@ -254,6 +256,7 @@ mod tests {
         ("fcrdns", &[]),
         ("helo", &[]),
         ("resolvable_fromhost", &[]),
+        ("sender_permitted_from reject 3", &[]),
         ("uribl", &[]),
         ("count_unrecognized_commands", &[]),
         ("noop_counter", &[]),

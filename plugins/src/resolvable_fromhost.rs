@@ -73,7 +73,7 @@ use std::time::Duration;
 
 use ringsmtpd_plugin_api::args::timeout_only;
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
-use ringsmtpd_plugin_api::dns::{DnsLookup, DnsResult, QType, Record};
+use ringsmtpd_plugin_api::dns::{DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{check_zone, within, Deadline, Timer};
 use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{
@@ -188,17 +188,7 @@ impl ResolvableFromhost {
         if mx.nxdomain {
             return Fromhost::Fail(format!("{domain} does not exist"));
         }
-        let mut hosts: Vec<(u16, &str)> = mx
-            .records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Mx {
-                    preference,
-                    exchange,
-                } => Some((*preference, exchange.as_str())),
-                _ => None,
-            })
-            .collect();
+        let mut hosts: Vec<(u16, &str)> = mx.mx().collect();
         if !hosts.is_empty() {
             drop((a, aaaa));
             // RFC 7505 §3: a null MX is the only MX record, and its host is ".".

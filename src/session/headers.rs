@@ -1,10 +1,11 @@
 //! The headers the core adds after DATA, as qpsmtpd does (reference §5.4): Received (the
 //! `received_line` hook may replace its value), then Authentication-Results in front of it.
 
-use ringsmtpd_plugin_api::shared::AuthResults;
 use std::fmt::Write;
 
-use ringsmtpd_plugin_api::{Connection, Hook, Outcome, Transaction};
+use ringsmtpd_plugin_api::headers;
+use ringsmtpd_plugin_api::shared::AuthResults;
+use ringsmtpd_plugin_api::{AuthInfo, Connection, Hook, Outcome, Transaction};
 
 use super::State;
 use crate::hooks::Call;
@@ -32,21 +33,11 @@ impl State {
         let mut h = std::mem::take(&mut self.scratch);
         h.clear();
         let me = env.svc.me();
-        let _ = write!(h, "Authentication-Results: {me}; ");
-        let _ = match &self.cx.conn.auth {
-            Some(a) => write!(h, "auth=pass ({}) smtp.auth={}", a.mechanism, a.user),
-            None => write!(h, "auth=none"),
-        };
         // Clauses about the connection (iprev) and about this message (SPF, DKIM, DMARC).
-        let conn_results = self.cx.conn.notes.get::<AuthResults>();
-        for AuthResults(results) in conn_results
-            .into_iter()
+        let clauses = (self.cx.conn.notes.get::<AuthResults>().into_iter())
             .chain(txn.notes.get::<AuthResults>())
-        {
-            for r in results {
-                let _ = write!(h, ";\r\n\t{r}");
-            }
-        }
+            .flat_map(|AuthResults(results)| results.iter().map(String::as_str));
+        auth_results_value(&mut h, me, self.cx.conn.auth.as_ref(), clauses);
         h.push_str("\r\nReceived: ");
         match custom {
             Some(text) => h.push_str(&text),
@@ -56,6 +47,53 @@ impl State {
         txn.added_headers.insert_str(0, &h);
         self.scratch = h;
     }
+}
+
+/// Writes `Authentication-Results: <me>; auth=...` and the plugins' clauses (RFC 8601), one
+/// per folded line, into `out` (without the final CRLF). The user name comes from the client
+/// (through an AUTH backend): it is written as a quoted string when it is not a plain token,
+/// so it can neither start a header nor forge a clause (`u; dkim=pass`); control characters
+/// in the plugins' clauses become spaces.
+pub fn auth_results_value<'c>(
+    out: &mut String,
+    me: &str,
+    auth: Option<&AuthInfo>,
+    clauses: impl Iterator<Item = &'c str>,
+) {
+    let _ = write!(out, "Authentication-Results: {me}; ");
+    match auth {
+        Some(a) => {
+            let _ = write!(out, "auth=pass ({}) smtp.auth=", a.mechanism);
+            push_pvalue(out, &a.user);
+        }
+        None => out.push_str("auth=none"),
+    }
+    for clause in clauses {
+        out.push_str(";\r\n\t");
+        headers::push_value(out, clause);
+    }
+}
+
+/// An RFC 8601 `pvalue`: as it is when it is a dot-atom or an address of them, otherwise a
+/// quoted string (`"` and `\` escaped, control characters as spaces).
+fn push_pvalue(out: &mut String, value: &str) {
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.@".contains(c);
+    if !value.is_empty() && value.chars().all(atext) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The `with` protocol token: RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA) and, for SMTPUTF8
@@ -82,16 +120,25 @@ pub fn protocol(conn: &Connection, smtputf8: bool) -> &'static str {
 /// Writes qpsmtpd's Received value into `out`:
 /// `from <host> (HELO <helo>) (<ip>)\r\n\tby <me> (ringsmtpd/<ver>) with <proto>; <date>`.
 pub fn received_value(out: &mut String, conn: &Connection, me: &str, protocol: &str) {
-    let host = conn.remote_host.as_deref().unwrap_or("unknown");
-    let _ = write!(out, "from {host} (HELO ");
-    // The HELO text goes into a header: only printable ASCII without parentheses survives.
-    out.extend(conn.hello_host().chars().map(|c| {
+    // The host name (from DNS, or TCPREMOTEHOST in --stdio mode) and the HELO text go into a
+    // header: only printable ASCII without parentheses survives.
+    let shown = |c: char| {
         if c.is_ascii_graphic() && c != '(' && c != ')' {
             c
         } else {
             '?'
         }
-    }));
+    };
+    out.push_str("from ");
+    out.extend(
+        conn.remote_host
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .map(shown),
+    );
+    out.push_str(" (HELO ");
+    out.extend(conn.hello_host().chars().map(shown));
     let ver = env!("CARGO_PKG_VERSION");
     let _ = write!(
         out,
@@ -140,4 +187,55 @@ pub fn rfc5322_date(out: &mut String, t: std::time::SystemTime) {
         off_min.abs() / 60,
         off_min.abs() % 60
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_names(section: &str) -> Vec<String> {
+        headers::fields(section.as_bytes())
+            .map(|f| f.expect("well formed").name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_user_name_cannot_add_a_header_or_forge_a_clause() {
+        let auth = AuthInfo {
+            user: "u\r\nBcc: x@example.com; dkim=pass \"q\"".into(),
+            mechanism: "PLAIN".into(),
+        };
+        let clauses = ["spf=pass smtp.mailfrom=a.example\r\nX-Evil: 1"];
+        let mut h = String::new();
+        auth_results_value(&mut h, "mx.test", Some(&auth), clauses.into_iter());
+        h.push_str("\r\n");
+        assert_eq!(field_names(&h), ["Authentication-Results"], "{h}");
+        assert!(
+            h.contains(r#"smtp.auth="u  Bcc: x@example.com; dkim=pass \"q\"";"#),
+            "{h}"
+        );
+        let mut h = String::new();
+        let plain = AuthInfo {
+            user: "joe@example.com".into(),
+            mechanism: "LOGIN".into(),
+        };
+        auth_results_value(&mut h, "mx.test", Some(&plain), std::iter::empty());
+        assert_eq!(
+            h,
+            "Authentication-Results: mx.test; auth=pass (LOGIN) smtp.auth=joe@example.com"
+        );
+    }
+
+    #[test]
+    fn a_remote_host_name_cannot_add_a_header() {
+        let remote = "192.0.2.1:25".parse().expect("address");
+        let local = "127.0.0.1:25".parse().expect("address");
+        let mut conn = Connection::new(1, remote, local);
+        conn.remote_host = Some("evil.example\r\nX-Injected: yes".into());
+        let mut h = String::from("Received: ");
+        received_value(&mut h, &conn, "mx.test", "SMTP");
+        h.push_str("\r\n");
+        assert_eq!(field_names(&h), ["Received"], "{h}");
+        assert!(h.starts_with("Received: from evil.example??X-Injected:?yes (HELO "));
+    }
 }

@@ -25,7 +25,9 @@ pub fn split_enhanced(text: &str) -> (Option<&str>, &str) {
 }
 
 /// [`split_enhanced`] on a plugin's text, borrowing when the text is `'static` (the common
-/// case), so a reply from a static text allocates nothing.
+/// case), so a reply from a static text allocates nothing. (A `&Cow`, not a `&str`: whether
+/// the text is borrowed is the point.)
+#[allow(clippy::ptr_arg)]
 pub fn split_msg(m: &Cow<'static, str>) -> (Option<Cow<'static, str>>, Cow<'static, str>) {
     match m {
         Cow::Borrowed(s) => {

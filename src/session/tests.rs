@@ -298,6 +298,37 @@ fn banner_and_quit() {
     assert_eq!(r.end, End::Quit);
 }
 
+/// A queue plugin that relays (it carries the DSN parameters downstream) and accepts.
+struct DsnRelay;
+
+impl Plugin for DsnRelay {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Queue])
+    }
+    fn queue<'a>(&'a self, _cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
+        Step::Ready(Outcome::Ok(None))
+    }
+    fn carries_dsn(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn dsn_is_offered_only_when_every_queue_plugin_carries_it() {
+    let offers_dsn = |h: Harness| {
+        let r = h.run(&[EHLO]);
+        r.raw.contains("250-DSN\r\n") || r.raw.contains("250 DSN\r\n")
+    };
+    assert!(!offers_dsn(Harness::new()), "delivered here: no DSN");
+    let mut relay_only = Harness::new().plugin("relay", Box::new(DsnRelay));
+    relay_only.plugins.retain(|(name, _)| *name != "capture");
+    assert!(offers_dsn(relay_only), "every queue plugin relays DSN");
+    assert!(
+        !offers_dsn(Harness::new().plugin("relay", Box::new(DsnRelay))),
+        "one queue plugin that delivers here withdraws the offer"
+    );
+}
+
 #[test]
 fn ehlo_advertises_extensions_and_may_be_repeated() {
     let r = Harness::new().run(&[EHLO, EHLO, b"HELO x\r\n"]);
@@ -309,7 +340,6 @@ fn ehlo_advertises_extensions_and_may_be_repeated() {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "CHUNKING",
-        "DSN",
     ] {
         assert!(
             r.raw.contains(&format!("250-{ext}\r\n")) || r.raw.contains(&format!("250 {ext}\r\n")),

@@ -352,3 +352,64 @@ def test_uribl_denies_listed_domain_in_base64_html(make_server, knot):
     c.cmd("QUIT", 221)
     msgs = server.maildir.wait_count(1)
     assert len(msgs) == 1 and b"Subject: ham\n" in msgs[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# sender_permitted_from (SPF)
+
+SPF = "sender_permitted_from reject 3"
+
+
+@pytest.mark.parametrize(
+    "client,sender,code,enhanced",
+    [
+        ("192.0.2.20", "a@pass.spf.e2e.test", 250, None),
+        ("192.0.2.20", "a@inc.spf.e2e.test", 250, None),  # through include:
+        ("192.0.2.21", "a@pass.spf.e2e.test", 550, "5.7.23"),  # -all: refused at reject 3
+        ("192.0.2.21", "a@inc.spf.e2e.test", 550, "5.7.23"),
+        ("192.0.2.21", "a@soft.spf.e2e.test", 450, "4.7.23"),  # ~all: deferred at reject 3
+        ("192.0.2.21", "a@none.spf.e2e.test", 250, None),  # no policy: accepted
+    ],
+    ids=["pass", "include-pass", "fail", "include-fail", "softfail", "none"],
+)
+def test_spf_verdicts_at_mail(make_server, knot, client, sender, code, enhanced):
+    server = make_server(plugins=[SPF, "rcpt_ok", MAILDIR], settings=dns_settings(knot.port), proxy=True)
+    c = proxied(server, client)
+    c.ehlo()
+    r = c.cmd(f"MAIL FROM:<{sender}>", code, enhanced=enhanced)
+    if code == 550:
+        assert "SPF" in r.text, r
+    c.cmd("QUIT", 221)
+
+
+def test_spf_pass_adds_received_spf_and_an_auth_results_clause(make_server, knot):
+    server = make_server(plugins=[SPF, "rcpt_ok", MAILDIR], settings=dns_settings(knot.port), proxy=True)
+    deliver(proxied(server, "192.0.2.20"), "spf pass", sender="a@pass.spf.e2e.test")
+    f = delivered_fields(server, "spf pass")
+    ar = f["Authentication-Results"].replace("\n\t", " ")
+    assert "spf=pass smtp.mailfrom=pass.spf.e2e.test" in ar, ar
+    [data] = server.maildir.messages()
+    head = data.split(b"\n\n", 1)[0].decode()
+    spf = [line for line in head.split("\n") if line.startswith("Received-SPF: ")]
+    assert len(spf) == 1 and spf[0].startswith("Received-SPF: pass "), head
+    assert "client-ip=192.0.2.20" in spf[0], spf
+
+
+def test_spf_silent_dns_defers_never_refuses(make_server):
+    """A DNS outage is a temperror: at the strictest level the sender is deferred (4xx) within
+    the plugin's timeout, never refused for good."""
+    silent = dns_server.start_silent()
+    try:
+        server = make_server(
+            plugins=["sender_permitted_from reject 6 timeout 2", "rcpt_ok", MAILDIR],
+            settings=dns_settings(silent.port, dns_timeout=10, dns_retries=2),
+            proxy=True,
+        )
+        c = proxied(server, "192.0.2.20")
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<a@pass.spf.e2e.test>")
+        assert 400 <= r.code < 500 and r.enhanced() == "4.7.24", r
+        assert silent.received >= 1, "the SPF lookup never reached the (silent) DNS server"
+        c.cmd("QUIT", 221)
+    finally:
+        silent.stop()

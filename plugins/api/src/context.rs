@@ -334,17 +334,18 @@ impl Transaction {
     }
 
     /// Puts `name: value` before every header added so far (qpsmtpd's `header->add(.., 0)`).
+    /// The field is written with [`crate::headers::write_field`]: CR, LF and the other control
+    /// characters in `value` become spaces, so a value from the network cannot add a header.
     pub fn prepend_header(&mut self, name: &str, value: &str) {
-        let field = format!("{name}: {value}\r\n");
+        let mut field = String::new();
+        crate::headers::write_field(&mut field, name, value);
         self.added_headers.insert_str(0, &field);
     }
 
-    /// Puts `name: value` after the headers added so far.
+    /// Puts `name: value` after the headers added so far, as safely as
+    /// [`Transaction::prepend_header`].
     pub fn append_header(&mut self, name: &str, value: &str) {
-        self.added_headers.push_str(name);
-        self.added_headers.push_str(": ");
-        self.added_headers.push_str(value);
-        self.added_headers.push_str("\r\n");
+        crate::headers::write_field(&mut self.added_headers, name, value);
     }
 
     /// Size of the message as queued: added headers plus the body.

@@ -77,6 +77,17 @@ impl DnsAnswer {
         })
     }
 
+    /// The MX records in the answer: preference and host, in answer order.
+    pub fn mx(&self) -> impl Iterator<Item = (u16, &str)> + '_ {
+        self.records.iter().filter_map(|r| match r {
+            Record::Mx {
+                preference,
+                exchange,
+            } => Some((*preference, exchange.as_str())),
+            _ => None,
+        })
+    }
+
     /// The host names of PTR, CNAME, NS and MX records (MX sorted by the caller if needed).
     pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.records.iter().filter_map(|r| match r {

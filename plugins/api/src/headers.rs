@@ -4,6 +4,8 @@
 //! is a [`Field`] borrowing the bytes, or a [`Malformed`] line. Folded values are unfolded only
 //! when asked for ([`Field::value`]), and only a folded (or non-UTF-8) value allocates.
 //! [`parse_date`] reads a `Date:` value, with the obsolete forms a receiver must accept (§4.3).
+//! [`write_field`] writes a field safely: nothing a client or a backend sends can end the
+//! field early and start another one (header injection).
 //!
 //! The walk is strict about what a field is: a name of printable ASCII without `:` (§3.6.8,
 //! `ftext`), optional white space before the colon (§4.5.8, obsolete), then the value and its
@@ -14,6 +16,46 @@
 
 use std::borrow::Cow;
 use std::fmt;
+
+/// Writes the header field `name: value` and its CRLF into `out`, safely: a character that
+/// could end the field or corrupt the message (CR, LF, NUL and the other C0 controls but
+/// HTAB, and DEL) becomes a space in the value, so text from a client, DNS or a backend cannot
+/// start a header of its own; a name character outside RFC 5322's `ftext` (printable ASCII
+/// but `:`) becomes `-`. Non-ASCII text in the value stays (RFC 6532). The value is not
+/// folded.
+pub fn write_field(out: &mut String, name: &str, value: &str) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_graphic() && c != ':' {
+            c
+        } else {
+            '-'
+        }
+    }));
+    out.push_str(": ");
+    push_value(out, value);
+    out.push_str("\r\n");
+}
+
+/// Appends `value` to a header value being written, with the characters [`write_field`]
+/// refuses turned into spaces.
+pub fn push_value(out: &mut String, value: &str) {
+    if !value.chars().any(unsafe_in_value) {
+        out.push_str(value);
+        return;
+    }
+    out.extend(
+        value
+            .chars()
+            .map(|c| if unsafe_in_value(c) { ' ' } else { c }),
+    );
+}
+
+/// A character that may not stand in a header value as given: it could end the field or the
+/// header section (CR, LF), or is a control character that mail software mishandles.
+fn unsafe_in_value(c: char) -> bool {
+    (c.is_ascii_control() && c != '\t') || c == '\u{7f}'
+}
 
 /// One header field, borrowing the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,6 +533,33 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_field_never_lets_a_value_start_a_field() {
+        let mut out = String::new();
+        write_field(
+            &mut out,
+            "X-Test",
+            "a\r\nBcc: victim@example.com\0\x7f end\ttab é",
+        );
+        assert_eq!(out, "X-Test: a  Bcc: victim@example.com   end\ttab é\r\n");
+        let mut out = String::new();
+        write_field(&mut out, "Bad Name:\r\n", "v");
+        assert_eq!(out, "Bad-Name---: v\r\n");
+        let parsed: Vec<_> = fields(out.as_bytes()).collect();
+        assert_eq!(parsed.len(), 1);
+    }
+
+    #[test]
+    fn a_transaction_adds_only_the_fields_it_is_asked_to() {
+        let mut txn = crate::Transaction::default();
+        txn.append_header("X-URIBL-Match", "evil.example\r\nX-Spam-Flag: NO");
+        txn.prepend_header("X-HELO", "host\nReceived: forged");
+        let names: Vec<String> = fields(txn.added_headers.as_bytes())
+            .map(|f| f.expect("well formed").name().to_string())
+            .collect();
+        assert_eq!(names, ["X-HELO", "X-URIBL-Match"]);
+    }
 
     fn names(h: &[u8]) -> Vec<String> {
         fields(h)

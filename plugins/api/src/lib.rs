@@ -15,6 +15,7 @@ mod context;
 pub mod dns;
 pub mod dnsutil;
 mod envelope;
+pub mod escape;
 pub mod headers;
 mod hook;
 mod hook_list;

@@ -50,18 +50,15 @@ pub trait Stream {
     /// Writes all of `buf`.
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()>;
     /// Continues over TLS as a client (STARTTLS to a downstream, after its 220).
-    fn start_tls(
-        self: Box<Self>,
-        server_name: String,
-        verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>>>>;
+    fn start_tls(self: Box<Self>, server_name: String, verify: TlsVerify) -> ConnectFuture;
     /// The TLS protocol and cipher, once TLS is on.
     fn tls(&self) -> Option<crate::TlsInfo> {
         None
     }
 }
 
-/// The future of [`Services::connect`](crate::Services::connect).
+/// A stream to come: the future of [`Services::connect`](crate::Services::connect) and of
+/// [`Stream::start_tls`].
 pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>>>>;
 
 /// Reads until `buf` holds a complete line ending in LF after `from`; returns the end of that

@@ -21,7 +21,7 @@
 //! [`Plugin::logging`]: ringsmtpd_plugin_api::Plugin::logging
 
 use std::cell::RefCell;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use ringsmtpd_plugin_api::{
     ConfigError, Hook, HookSet, Level, LogRecord, Outcome, Plugin, PluginInit,
 };
 
+use ringsmtpd_plugin_api::escape::{Escape, MAX_MSG};
 use sink::Sink;
 
 pub mod adaptive;
@@ -41,10 +42,6 @@ pub mod sink;
 pub mod syslog;
 pub mod transaction_id;
 pub mod warn;
-
-/// The longest message text a line carries; the rest is cut and marked with `...`. Keeps one
-/// pathological line from filling the writer's buffer by itself.
-pub const MAX_MSG: usize = 8 * 1024;
 
 /// Waits until every logging writer of the process has written what it was given (at most
 /// `timeout` in all); false if some did not finish. For the server's exit, after the workers
@@ -101,57 +98,6 @@ pub(crate) fn write_source_msg(line: &mut String, record: &LogRecord<'_>) {
     let _ = esc.write_str(": ");
     let _ = write!(esc, "{}", record.msg);
     esc.finish();
-}
-
-/// A `fmt::Write` that escapes control characters and stops after `limit` bytes.
-pub(crate) struct Escape<'a> {
-    out: &'a mut String,
-    limit: usize,
-    cut: bool,
-}
-
-impl<'a> Escape<'a> {
-    /// Appends to `out`, at most `limit` bytes more.
-    pub(crate) fn new(out: &'a mut String, limit: usize) -> Escape<'a> {
-        let limit = out.len().saturating_add(limit);
-        Escape {
-            out,
-            limit,
-            cut: false,
-        }
-    }
-
-    /// Marks a cut line with `...`.
-    pub(crate) fn finish(self) {
-        if self.cut {
-            self.out.push_str("...");
-        }
-    }
-}
-
-impl fmt::Write for Escape<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.cut {
-            return Ok(());
-        }
-        let plain = s.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t');
-        if plain && self.out.len() + s.len() <= self.limit {
-            self.out.push_str(s);
-            return Ok(());
-        }
-        for c in s.chars() {
-            if self.out.len() + 4 > self.limit {
-                self.cut = true;
-                break;
-            }
-            if c.is_control() && c != '\t' {
-                let _ = write!(self.out, "\\x{:02x}", u32::from(c));
-            } else {
-                self.out.push(c);
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Where a logging plugin writes its lines one by one: its level, its writer and the line

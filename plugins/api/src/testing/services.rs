@@ -141,17 +141,13 @@ impl<S: std::io::Read + std::io::Write + 'static> Stream for BlockingStream<S> {
         let res = self.0.write_all(&buf);
         Box::pin(std::future::ready((res, buf)))
     }
-    fn start_tls(
-        self: Box<Self>,
-        _server_name: String,
-        _verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+    fn start_tls(self: Box<Self>, _server_name: String, _verify: TlsVerify) -> ConnectFuture {
         no_tls()
     }
 }
 
 /// The test streams have no TLS: STARTTLS on them fails as unsupported.
-fn no_tls() -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+fn no_tls() -> ConnectFuture {
     Box::pin(std::future::ready(Err(
         std::io::ErrorKind::Unsupported.into()
     )))
@@ -167,11 +163,7 @@ impl Stream for Mute {
     fn write_all(&mut self, buf: Vec<u8>) -> IoFuture<'_, ()> {
         Box::pin(std::future::ready((Ok(()), buf)))
     }
-    fn start_tls(
-        self: Box<Self>,
-        _server_name: String,
-        _verify: TlsVerify,
-    ) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Stream>>>>> {
+    fn start_tls(self: Box<Self>, _server_name: String, _verify: TlsVerify) -> ConnectFuture {
         no_tls()
     }
 }
