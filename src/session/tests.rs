@@ -65,6 +65,8 @@ struct Captured {
     added_headers: String,
     body: Vec<u8>,
     spooled: bool,
+    /// `txn.body.header_bytes()`: what header checks see.
+    header: Vec<u8>,
 }
 
 /// A queue plugin that keeps every message in memory.
@@ -86,6 +88,7 @@ impl Plugin for Capture {
             added_headers: txn.added_headers.clone(),
             body,
             spooled: txn.body.spool.is_some(),
+            header: txn.body.header_bytes().to_vec(),
         });
         Step::Ready(Outcome::ok("2.0.0 Captured"))
     }
@@ -619,6 +622,27 @@ fn big_messages_spool_to_disk() {
     assert_eq!(m.body, [b"Subject: big\r\n\r\n".as_slice(), &body].concat());
     // The spool file is removed with the transaction.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_message_spooled_inside_its_header_keeps_the_whole_header_in_memory() {
+    let dir = std::env::temp_dir().join(format!("ringsmtpd-spool-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = Harness::new()
+        .file("size_threshold", "10")
+        .file("spool_dir", dir.to_str().unwrap());
+    let header = "From: a@example.org\r\nSubject: spooled early\r\nX-Third: field\r\n\r\n";
+    let message = format!("{header}body line\r\n");
+    let data = format!("{message}.\r\n");
+    let mut script = vec![EHLO, MAIL, RCPT, b"DATA\r\n"];
+    script.extend(data.as_bytes().chunks(16)); // the header arrives in several reads
+    let r = h.run(&script);
+    assert_eq!(r.replies.last().unwrap().0, 250, "{}", r.raw);
+    let m = &r.captured[0];
+    assert!(m.spooled);
+    assert_eq!(m.body, message.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&m.header), header);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
