@@ -87,6 +87,8 @@ pub struct Chains {
     timeout: Duration,
     /// The SASL mechanisms the auth backends can check, in the order EHLO lists them.
     mechanisms: Vec<ringsmtpd_plugin_api::auth::Mechanism>,
+    /// Every queue plugin passes the DSN parameters on (and there is one): EHLO offers DSN.
+    dsn: bool,
     /// Counters per plugin per hook, in `by_hook`'s shape, once metrics are attached.
     stats: Vec<Vec<Arc<PluginStats>>>,
 }
@@ -140,11 +142,17 @@ impl Chains {
                     .any(|&i| plugins[i as usize].plugin.auth_mechanisms().contains(m))
             })
             .collect();
+        let queues = &by_hook[Hook::Queue as usize];
+        let dsn = !queues.is_empty()
+            && queues
+                .iter()
+                .all(|&i| plugins[i as usize].plugin.carries_dsn());
         Chains {
             plugins,
             by_hook,
             timeout,
             mechanisms,
+            dsn,
             stats: Vec::new(),
         }
     }
@@ -160,6 +168,12 @@ impl Chains {
                     .collect()
             })
             .collect();
+    }
+
+    /// True if EHLO offers DSN: every queue plugin carries the DSN parameters on
+    /// ([`Plugin::carries_dsn`]), so what the client asks for can be honoured downstream.
+    pub fn offers_dsn(&self) -> bool {
+        self.dsn
     }
 
     /// The SASL mechanisms to advertise (empty without auth backends).

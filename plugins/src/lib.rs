@@ -18,6 +18,7 @@ pub mod bogus_bounce;
 pub mod connection_time;
 pub mod content_log;
 pub mod count_unrecognized_commands;
+pub mod dkim;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
 pub mod dont_require_anglebrackets;
@@ -67,6 +68,7 @@ const PLUGINS: &[(&str, Factory)] = &[
         "count_unrecognized_commands",
         count_unrecognized_commands::new,
     ),
+    ("dkim", dkim::new),
     ("dns_whitelist_soft", dns_whitelist_soft::new),
     ("dnsbl", dnsbl::new),
     (
@@ -290,6 +292,7 @@ mod tests {
         ("misbehave deny data_post", &[]),
         ("misbehave deny queue", &[]),
         ("earlytalker", &[]),
+        ("dkim reject 0 timeout 5", &[]),
         ("earlytalker check-at DATA defer-reject 1", &[]),
         ("hosts_allow", &[]),
         ("relay", &[]),

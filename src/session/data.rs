@@ -34,6 +34,10 @@ enum Refusal {
     LineTooLong,
 }
 
+/// The most of a header section kept in memory when the message is spooled before the
+/// section ended (a larger one is read from the spool file by whoever needs it whole).
+const MAX_HEADER_MEM: u64 = 256 * 1024;
+
 /// Where message bytes go while a message is received: the body's memory buffer, then a
 /// spool file once the message outgrows `size_threshold`.
 #[derive(Default)]
@@ -65,6 +69,7 @@ impl Sink {
         header_end: Option<u64>,
     ) {
         txn.body.len = emitted;
+        self.keep_header_in_memory(txn, header_end);
         if !self.headers_seen {
             if let Some(end) = header_end {
                 self.headers_seen = true;
@@ -104,6 +109,31 @@ impl Sink {
                 self.refusal = Some(Refusal::Spool);
             }
         }
+    }
+
+    /// Spooling began inside the header section: the header bytes received since go to memory
+    /// too, up to the header's end (or [`MAX_HEADER_MEM`]), so header checks always see the
+    /// whole section in `body.mem`. The stage holds the message from the spool file's write
+    /// offset on, and memory holds the message's first bytes.
+    fn keep_header_in_memory(&mut self, txn: &mut Transaction, header_end: Option<u64>) {
+        let Some((_, written)) = self.file.as_ref() else {
+            return;
+        };
+        if self.headers_seen || txn.body.header_end.is_some() {
+            return;
+        }
+        let have = txn.body.mem.len() as u64;
+        let staged_end = written + self.stage.len() as u64;
+        let want = header_end
+            .unwrap_or(staged_end)
+            .min(staged_end)
+            .min(MAX_HEADER_MEM);
+        if have < *written || want <= have {
+            return; // cut at MAX_HEADER_MEM, or nothing new
+        }
+        let from = (have - written) as usize;
+        let to = (want - written) as usize;
+        txn.body.mem.extend_from_slice(&self.stage[from..to]);
     }
 
     /// Creates the spool file; everything in memory moves to the stage to be written, except

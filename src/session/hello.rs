@@ -53,6 +53,11 @@ impl State {
             0 => "SIZE".to_string(), // RFC 1870 §4: no fixed maximum
             n => format!("SIZE {n}"),
         };
+        let dsn = if self.env.chains.offers_dsn() {
+            "\nDSN"
+        } else {
+            ""
+        };
         let starttls = if self.tls_offer { "\nSTARTTLS" } else { "" };
         let mut auth = String::new();
         if self.auth_offered() {
@@ -64,7 +69,7 @@ impl State {
         }
         let text = format!(
             "{me} Hi {remote} [{ip}]\nPIPELINING\n8BITMIME\n{size}\nENHANCEDSTATUSCODES\n\
-             SMTPUTF8\nCHUNKING\nDSN{starttls}{auth}"
+             SMTPUTF8\nCHUNKING{dsn}{starttls}{auth}"
         );
         reply::write(out, 250, "", &text);
         debug_assert!(call.hook() == Hook::Ehlo);

@@ -65,6 +65,8 @@ struct Captured {
     added_headers: String,
     body: Vec<u8>,
     spooled: bool,
+    /// `txn.body.header_bytes()`: what header checks see.
+    header: Vec<u8>,
 }
 
 /// A queue plugin that keeps every message in memory.
@@ -86,6 +88,7 @@ impl Plugin for Capture {
             added_headers: txn.added_headers.clone(),
             body,
             spooled: txn.body.spool.is_some(),
+            header: txn.body.header_bytes().to_vec(),
         });
         Step::Ready(Outcome::ok("2.0.0 Captured"))
     }
@@ -298,6 +301,37 @@ fn banner_and_quit() {
     assert_eq!(r.end, End::Quit);
 }
 
+/// A queue plugin that relays (it carries the DSN parameters downstream) and accepts.
+struct DsnRelay;
+
+impl Plugin for DsnRelay {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Queue])
+    }
+    fn queue<'a>(&'a self, _cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
+        Step::Ready(Outcome::Ok(None))
+    }
+    fn carries_dsn(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn dsn_is_offered_only_when_every_queue_plugin_carries_it() {
+    let offers_dsn = |h: Harness| {
+        let r = h.run(&[EHLO]);
+        r.raw.contains("250-DSN\r\n") || r.raw.contains("250 DSN\r\n")
+    };
+    assert!(!offers_dsn(Harness::new()), "delivered here: no DSN");
+    let mut relay_only = Harness::new().plugin("relay", Box::new(DsnRelay));
+    relay_only.plugins.retain(|(name, _)| *name != "capture");
+    assert!(offers_dsn(relay_only), "every queue plugin relays DSN");
+    assert!(
+        !offers_dsn(Harness::new().plugin("relay", Box::new(DsnRelay))),
+        "one queue plugin that delivers here withdraws the offer"
+    );
+}
+
 #[test]
 fn ehlo_advertises_extensions_and_may_be_repeated() {
     let r = Harness::new().run(&[EHLO, EHLO, b"HELO x\r\n"]);
@@ -309,7 +343,6 @@ fn ehlo_advertises_extensions_and_may_be_repeated() {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "CHUNKING",
-        "DSN",
     ] {
         assert!(
             r.raw.contains(&format!("250-{ext}\r\n")) || r.raw.contains(&format!("250 {ext}\r\n")),
@@ -589,6 +622,27 @@ fn big_messages_spool_to_disk() {
     assert_eq!(m.body, [b"Subject: big\r\n\r\n".as_slice(), &body].concat());
     // The spool file is removed with the transaction.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_message_spooled_inside_its_header_keeps_the_whole_header_in_memory() {
+    let dir = std::env::temp_dir().join(format!("ringsmtpd-spool-hdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = Harness::new()
+        .file("size_threshold", "10")
+        .file("spool_dir", dir.to_str().unwrap());
+    let header = "From: a@example.org\r\nSubject: spooled early\r\nX-Third: field\r\n\r\n";
+    let message = format!("{header}body line\r\n");
+    let data = format!("{message}.\r\n");
+    let mut script = vec![EHLO, MAIL, RCPT, b"DATA\r\n"];
+    script.extend(data.as_bytes().chunks(16)); // the header arrives in several reads
+    let r = h.run(&script);
+    assert_eq!(r.replies.last().unwrap().0, 250, "{}", r.raw);
+    let m = &r.captured[0];
+    assert!(m.spooled);
+    assert_eq!(m.body, message.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&m.header), header);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

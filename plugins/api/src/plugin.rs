@@ -50,6 +50,14 @@ macro_rules! plugin_trait {
                 &[crate::auth::Mechanism::Plain, crate::auth::Mechanism::Login]
             }
 
+            /// True for a queue plugin that passes the DSN parameters (RFC 3461: RET, ENVID,
+            /// NOTIFY, ORCPT) on to an MTA that honours them. EHLO offers DSN only when every
+            /// queue plugin of the chain does: a plugin that delivers here (Maildir, a local
+            /// queue) produces no delivery notifications, so the server must not promise them.
+            fn carries_dsn(&self) -> bool {
+                false
+            }
+
             /// A log line (qpsmtpd's `logging` hook). Logging plugins are listed in
             /// `config/logging`; they run in order until one returns `OK`. Without any, the core
             /// writes to stderr. Called synchronously and often: it must not block (buffer, and

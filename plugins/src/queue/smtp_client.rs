@@ -639,6 +639,11 @@ impl Plugin for Client {
     fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         Step::pending(self.deliver(cx, txn))
     }
+
+    /// MAIL and RCPT to the downstream carry RET, ENVID, NOTIFY and ORCPT as received.
+    fn carries_dsn(&self) -> bool {
+        true
+    }
 }
 
 /// The result of one delivery attempt on one connection (short-lived: not worth a box).
