@@ -1,35 +1,13 @@
 //! `docs/man/smtp-loadtest.1` names every option `smtp-loadtest --help` prints, and describes
 //! no option it does not know, so the two cannot drift silently.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-/// Every `--long-option` in `text`.
-fn long_options(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("--") {
-        let name: String = rest[at + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '-')
-            .collect();
-        if name.starts_with(|c: char| c.is_ascii_lowercase()) {
-            found.insert(format!("--{}", name.trim_end_matches('-')));
-        }
-        rest = &rest[at + 2 + name.len()..];
-    }
-    found
-}
+#[path = "../../tests/support/man.rs"]
+mod man;
 
-/// Roff without the escapes that hide option names: `\-` is `-`, font changes go.
-fn plain(roff: &str) -> String {
-    let mut s = roff.replace("\\-", "-");
-    for font in ["\\fB", "\\fI", "\\fR", "\\fP"] {
-        s = s.replace(font, "");
-    }
-    s
-}
+use man::{items, long_options, plain};
 
 #[test]
 fn the_man_page_names_every_option_and_no_other() {
@@ -50,13 +28,7 @@ fn the_man_page_names_every_option_and_no_other() {
         "docs/man/smtp-loadtest.1 lacks {missing:?}, which `smtp-loadtest --help` prints"
     );
     // The options the page describes: the tags of its `.TP` items.
-    let lines: Vec<&str> = roff.lines().collect();
-    let tags: Vec<&str> = lines
-        .windows(2)
-        .filter(|w| w[0] == ".TP")
-        .map(|w| w[1])
-        .collect();
-    let listed = long_options(&plain(&tags.join("\n")));
+    let listed = long_options(&items(&roff));
     assert!(listed.len() >= 25, "{listed:?}");
     let gone: Vec<_> = listed.difference(&offered).collect();
     assert!(
