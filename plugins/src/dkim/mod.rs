@@ -22,8 +22,8 @@
 //! **When.** At `data_post_headers` the signatures are parsed, the key questions
 //! (`<s>._domainkey.<d>` TXT) for all of them leave at once through the worker's DNS client,
 //! the body is hashed as it streams by (a spooled message on the blocking pool, in 64 KiB
-//! chunks, never loaded whole; when the core started spooling before the header section
-//! ended, the header section, up to 1 MiB, is read from the spool file too), then the answers
+//! chunks, never loaded whole; a header section larger than the 256 KiB the core keeps in
+//! memory is read from the spool file too, up to 1 MiB), then the answers
 //! are awaited for at most `timeout` seconds from when the questions left. Each signature's
 //! result goes into the `shared::AuthResults` note, so the core's Authentication-Results
 //! header carries them. That hook cannot refuse mail (qpsmtpd HEAD's rule), so the verdict is
@@ -366,9 +366,9 @@ impl Dkim {
 const MAX_HEADER: u64 = 1 << 20;
 
 /// The header section (with its empty line) and the offset of the body. The core keeps the
-/// header section in memory, except when it started spooling before the empty line came (a
-/// small `size_threshold`, a client writing a few bytes at a time): then `header_end` is
-/// unset and only part of it is in memory, and it is read from the spool file here.
+/// header section in memory up to 256 KiB, also when it started spooling before the empty
+/// line came; a longer one leaves `header_end` unset with only part of it in memory, and it
+/// is read from the spool file here.
 async fn header_section<'b>(
     svc: &dyn Services,
     body: &'b Body,
