@@ -19,6 +19,7 @@ pub mod connection_time;
 pub mod content_log;
 pub mod count_unrecognized_commands;
 pub mod dkim;
+pub mod dmarc;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
 pub mod dont_require_anglebrackets;
@@ -69,6 +70,7 @@ const PLUGINS: &[(&str, Factory)] = &[
         count_unrecognized_commands::new,
     ),
     ("dkim", dkim::new),
+    ("dmarc", dmarc::new),
     ("dns_whitelist_soft", dns_whitelist_soft::new),
     ("dnsbl", dnsbl::new),
     (
@@ -293,6 +295,7 @@ mod tests {
         ("misbehave deny queue", &[]),
         ("earlytalker", &[]),
         ("dkim reject 0 timeout 5", &[]),
+        ("dmarc reject 1 timeout 5 report_dir {dir}", &[]),
         ("earlytalker check-at DATA defer-reject 1", &[]),
         ("hosts_allow", &[]),
         ("relay", &[]),
