@@ -20,7 +20,7 @@
 //! **Author Domain** (§6.6.1): the domain of the addresses in the one `From:` field
 //! (display names, comments, quoted strings and groups understood; see `from.rs`). No
 //! `From:`, several `From:` fields, addresses of several domains, or no usable domain (a
-//! literal, non-ASCII, a bad label) make `permerror`, and the message is refused as
+//! literal, non-ASCII, an empty label) make `permerror`, and the message is refused as
 //! `reject` says (qpsmtpd refused a missing or unparseable From; §6.6.1 says such mail is
 //! typically rejected). A header section too large for the core to keep in memory (256 KiB)
 //! without a `From:` in what was kept is `permerror` and never refused.
@@ -119,8 +119,8 @@
 //! ## Security
 //!
 //! The From field and DNS answers are hostile. The From value is read up to 8 KiB and 100
-//! mailboxes, and its domain must be a host name before it is asked about or written
-//! anywhere; records are at most 2048 bytes, 16 TXT records per answer are looked at, and
+//! mailboxes, and its domain must be a DNS name of letters, digits, `-` and `_` before it
+//! is asked about or written anywhere; records are at most 2048 bytes, 16 TXT records per answer are looked at, and
 //! `rua` is kept as at most 512 printable characters. The wait for DNS is bounded by
 //! `timeout`; a DNS failure is `temperror`, never a refusal. Report lines are printable
 //! ASCII without tabs, at most 8,414 bytes, written off the worker thread.
