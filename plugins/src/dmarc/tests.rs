@@ -443,6 +443,29 @@ fn a_header_section_too_big_for_memory_is_not_refused() {
 }
 
 #[test]
+fn the_questions_leave_before_the_body_is_in() {
+    let p = build(new, "dmarc", &[]).unwrap();
+    let (mut c, svc) = cx("192.0.2.1:1");
+    let mut t = Transaction::default();
+    set_message(&mut t, &message("From: joe@mail.example.com\r\n"));
+    assert_eq!(run(p.data_headers_end(&mut c, &mut t)), Outcome::Declined);
+    assert_eq!(
+        *svc.asked.borrow(),
+        [
+            ("_dmarc.mail.example.com".to_string(), QType::Txt),
+            ("_dmarc.example.com".to_string(), QType::Txt)
+        ]
+    );
+    // data_post_headers awaits those answers and asks nothing more.
+    run(p.data_post_headers(&mut c, &mut t));
+    assert_eq!(svc.asked.borrow().len(), 2);
+    assert_eq!(
+        t.notes.get::<AuthResults>().unwrap().0,
+        ["dmarc=none (no policy) header.from=mail.example.com"]
+    );
+}
+
+#[test]
 fn immune_clients_are_not_checked() {
     let r = check_with("dmarc", "From: joe@example.com\r\n", NONE, REJECT, true);
     assert_eq!((r.clause, r.outcome), (None, Outcome::Declined));
