@@ -237,3 +237,23 @@ def test_servfail_is_temperror_and_delivered(make_server, knot, tmp_path):
     [ar] = [v for n, v in header_fields(data) if n == "Authentication-Results"]
     assert "dmarc=temperror (policy lookup failed) header.from=broken.test" in ar, ar
     assert list(reports.iterdir()) == []
+
+
+def test_silent_dns_is_temperror_within_the_timeout(make_server, tmp_path):
+    """A DNS server that never answers: after `timeout` the policy is a temperror and the
+    message is delivered, even though example.com publishes p=reject."""
+    silent = dns_server.start_silent()
+    try:
+        server = make_server(
+            plugins=["dmarc timeout 2", "rcpt_ok", "queue/maildir {maildir}"],
+            settings={"dns_servers": f"127.0.0.1:{silent.port}", "dns_timeout": 10, "dns_retries": 2},
+            proxy=True,
+        )
+        reply = send(server, OTHER, "a@example.com", message("silent", "a@example.com", None, None))
+        assert reply.code == 250, reply
+        [data] = server.maildir.wait_count(1)
+        [ar] = [v for n, v in header_fields(data) if n == "Authentication-Results"]
+        assert "dmarc=temperror (policy lookup timed out) header.from=example.com" in ar, ar
+        assert silent.received >= 1, "the policy lookup never reached the (silent) DNS server"
+    finally:
+        silent.stop()

@@ -36,8 +36,10 @@
 //! step 6; other bad values fall back to their defaults with a log line).
 //!
 //! The **organizational domain** (§3.2) comes from the public suffix list compiled into the
-//! build (the `psl` crate): nothing is fetched at run time. A newer list comes with a
-//! rebuild (`cargo update -p psl`).
+//! build (the `psl` crate, ICANN and private sections, as Mail::DMARC reads it): nothing is
+//! fetched at run time. A newer list comes with a rebuild (`cargo update -p psl`). A name
+//! under a suffix the list does not know takes its last label as the suffix
+//! (`mail.example.test` → `example.test`).
 //!
 //! **Alignment** (§3.1): SPF counts when `sender_permitted_from` found `pass` for the MAIL
 //! FROM identity (for a null sender, its HELO identity, which RFC 7208 §2.4 makes the MAIL
@@ -66,9 +68,10 @@
 //! was found, else `dmarc=<result> (<why>) header.from=<domain>`. `dis` is what the policy
 //! asks for this message after `pct`.
 //!
-//! Not done: Mail::DMARC's check that the Author Domain exists in DNS (§6.6.3 suggests
-//! it for reject decisions; `resolvable_fromhost` covers the sender), evaluating each
-//! domain of a multi-domain From (refused instead), and sending reports (below).
+//! Not done: refusing mail whose Author Domain does not exist in DNS (qpsmtpd HEAD and
+//! Mail::DMARC do; RFC 7489 leaves it to local policy, and `resolvable_fromhost` checks the
+//! sender's domain), evaluating each domain of a multi-domain From (refused instead), and
+//! sending reports (below).
 //!
 //! **Aggregate reports** (§7.2) are not sent. With `report_dir`, every message whose domain
 //! publishes a policy adds one tab-separated line to `<report_dir>/dmarc-YYYY-MM-DD.tsv`
@@ -120,8 +123,8 @@
 //!
 //! The From field and DNS answers are hostile. The From value is read up to 8 KiB and 100
 //! mailboxes, and its domain must be a DNS name of letters, digits, `-` and `_` before it
-//! is asked about or written anywhere; records are at most 2048 bytes, 16 TXT records per answer are looked at, and
-//! `rua` is kept as at most 512 printable characters. The wait for DNS is bounded by
+//! is asked about or written anywhere; records are at most 2048 bytes, 16 TXT records per
+//! answer are looked at, and `rua` is kept as at most 512 printable characters. The wait for DNS is bounded by
 //! `timeout`; a DNS failure is `temperror`, never a refusal. Report lines are printable
 //! ASCII without tabs, at most 8,414 bytes, written off the worker thread.
 

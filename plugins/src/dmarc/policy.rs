@@ -161,6 +161,8 @@ mod tests {
             ("co.uk", "co.uk"),
             ("com", "com"),
             ("x.example.test", "example.test"),
+            // The private section too (as Mail::DMARC reads the list).
+            ("www.someone.github.io", "someone.github.io"),
         ] {
             assert_eq!(org_domain(name), org, "{name}");
         }
