@@ -107,3 +107,97 @@ fn two_messages_on_one_connection_without_reset() {
         r.captured[1].added_headers
     );
 }
+
+const FORGED: &str =
+    "Authentication-Results: MX.example.test;\r\n\tdkim=pass header.d=bank.example\r\n\
+    Authentication-Results: (quoted) \"mx.example.test\"; spf=pass\r\n\
+    Authentication-Results: relay.example.org; spf=fail\r\n\
+    ARC-Authentication-Results: i=1; mx.example.test; spf=pass\r\n";
+
+/// The message's own header fields (without those the core added) named like `name`.
+fn own_fields(m: &Captured, name: &str) -> usize {
+    ringsmtpd_plugin_api::headers::fields(&m.body)
+        .flatten()
+        .filter(|f| f.is(name))
+        .count()
+}
+
+fn check_renamed(m: &Captured) {
+    assert_eq!(own_fields(m, "X-Forged-Authn-Results"), 2, "{:?}", m.body);
+    // Another server's field and the ARC set are kept; ours is the only one claiming us.
+    assert_eq!(own_fields(m, "Authentication-Results"), 1);
+    assert_eq!(own_fields(m, "ARC-Authentication-Results"), 1);
+    assert!(String::from_utf8_lossy(&m.body)
+        .contains("Authentication-Results: relay.example.org; spf=fail\r\n"));
+    assert_eq!(
+        count(
+            &m.added_headers,
+            "Authentication-Results: mx.example.test; auth=none"
+        ),
+        1
+    );
+    // What header checks see is renamed too.
+    assert_eq!(m.header, &m.body[..m.header.len()]);
+}
+
+#[test]
+fn forged_authentication_results_are_renamed_in_memory() {
+    let body = format!(
+        "{FORGED}Subject: forged\r\n\r\nAuthentication-Results: mx.example.test; body text\r\n"
+    );
+    let data = format!("{body}.\r\n");
+    let r = Harness::new().run(&[EHLO, MAIL, RCPT, b"DATA\r\n", data.as_bytes()]);
+    assert_eq!(r.replies.last().unwrap().0, 250, "{}", r.raw);
+    let m = &r.captured[0];
+    assert!(!m.spooled);
+    assert_eq!(m.body.len(), body.len(), "renaming moves no byte");
+    check_renamed(m);
+    assert!(String::from_utf8_lossy(&m.body)
+        .ends_with("\r\n\r\nAuthentication-Results: mx.example.test; body text\r\n"));
+}
+
+#[test]
+fn forged_authentication_results_are_renamed_in_the_spool_file() {
+    let dir = std::env::temp_dir().join(format!("ringsmtpd-forged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Spooling starts inside the header section (threshold 10) and far after it (100).
+    for threshold in ["10", "100"] {
+        let h = Harness::new()
+            .file("size_threshold", threshold)
+            .file("spool_dir", dir.to_str().unwrap());
+        let filler = "x".repeat(70);
+        let body: String = std::iter::once(format!("{FORGED}Subject: spooled\r\n\r\n"))
+            .chain((0..40).map(|i| format!("{i:03} {filler}\r\n")))
+            .collect();
+        let data = format!("{body}.\r\n");
+        let mut script = vec![EHLO, MAIL, RCPT, b"DATA\r\n"];
+        script.extend(data.as_bytes().chunks(50));
+        let r = h.run(&script);
+        assert_eq!(r.replies.last().unwrap().0, 250, "{}", r.raw);
+        let m = &r.captured[0];
+        assert!(m.spooled);
+        assert_eq!(m.body.len(), body.len());
+        check_renamed(m);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_header_section_longer_than_memory_keeps_is_refused() {
+    let dir = std::env::temp_dir().join(format!("ringsmtpd-bighdr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = Harness::new()
+        .file("size_threshold", "1000")
+        .file("spool_dir", dir.to_str().unwrap());
+    let line = format!("X-Filler: {}\r\n", "y".repeat(900));
+    let header: String = (0..300).map(|_| line.as_str()).collect();
+    let data = format!("{header}{FORGED}\r\nbody\r\n.\r\n");
+    let mut script = vec![EHLO, MAIL, RCPT, b"DATA\r\n"];
+    script.extend(data.as_bytes().chunks(8192));
+    let r = h.run(&script);
+    assert_eq!(r.replies.last().unwrap().0, 552, "{}", r.raw);
+    assert_eq!(r.replies.last().unwrap().1, "5.3.4");
+    assert!(r.captured.is_empty());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
