@@ -21,6 +21,7 @@ pub mod count_unrecognized_commands;
 pub mod dkim;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
+pub mod domainkeys;
 pub mod dont_require_anglebrackets;
 pub mod earlytalker;
 pub mod fcrdns;
@@ -71,6 +72,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("dkim", dkim::new),
     ("dns_whitelist_soft", dns_whitelist_soft::new),
     ("dnsbl", dnsbl::new),
+    ("domainkeys", domainkeys::new),
     (
         "dont_require_anglebrackets",
         dont_require_anglebrackets::new,
@@ -293,6 +295,7 @@ mod tests {
         ("misbehave deny queue", &[]),
         ("earlytalker", &[]),
         ("dkim reject 0 timeout 5", &[]),
+        ("domainkeys warn_only 1 timeout 5", &[]),
         ("earlytalker check-at DATA defer-reject 1", &[]),
         ("hosts_allow", &[]),
         ("relay", &[]),
