@@ -508,16 +508,11 @@ fn granularity_ok(g: &str, local: &str) -> bool {
 
 /// The Authentication-Results clause of a report.
 fn clause(r: &Report) -> String {
-    let mut c = format!("domainkeys={}", r.verdict);
-    if let Some(why) = r.reason {
-        c.push_str(&format!(" ({why})"));
-    }
-    for (prop, value) in [("header.d", &r.domain), ("header.from", &r.from)] {
-        if !value.is_empty() {
-            c.push_str(&format!(" {prop}={value}"));
-        }
-    }
-    c
+    let props = [
+        ("header.d", r.domain.as_str()),
+        ("header.from", r.from.as_str()),
+    ];
+    AuthResults::clause("domainkeys", r.verdict, r.reason, &props)
 }
 
 impl Plugin for DomainKeys {
