@@ -22,6 +22,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
+pub mod domainkeys;
 pub mod dont_require_anglebrackets;
 pub mod earlytalker;
 pub mod fcrdns;
@@ -73,6 +74,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("dmarc", dmarc::new),
     ("dns_whitelist_soft", dns_whitelist_soft::new),
     ("dnsbl", dnsbl::new),
+    ("domainkeys", domainkeys::new),
     (
         "dont_require_anglebrackets",
         dont_require_anglebrackets::new,
@@ -296,6 +298,7 @@ mod tests {
         ("earlytalker", &[]),
         ("dkim reject 0 timeout 5", &[]),
         ("dmarc reject 1 timeout 5 report_dir {dir}", &[]),
+        ("domainkeys warn_only 1 timeout 5", &[]),
         ("earlytalker check-at DATA defer-reject 1", &[]),
         ("hosts_allow", &[]),
         ("relay", &[]),

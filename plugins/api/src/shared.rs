@@ -41,6 +41,28 @@ pub struct DkimResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DkimResults(pub Vec<DkimResult>);
 
+impl AuthResults {
+    /// One clause: `method=result`, ` (reason)` if any, then ` prop=value` for each property
+    /// whose value is not empty (e.g. `dkim=pass header.d=example.com`). Values must already
+    /// be clean (a `pvalue` without `;`, `(`, `)`, `"`, `\` or white space).
+    pub fn clause(
+        method: &str,
+        result: impl std::fmt::Display,
+        reason: Option<&str>,
+        props: &[(&str, &str)],
+    ) -> String {
+        use std::fmt::Write;
+        let mut c = format!("{method}={result}");
+        if let Some(why) = reason {
+            let _ = write!(c, " ({why})");
+        }
+        for (prop, value) in props.iter().filter(|(_, v)| !v.is_empty()) {
+            let _ = write!(c, " {prop}={value}");
+        }
+        c
+    }
+}
+
 /// qpsmtpd's `is_immune`: checks are skipped for relay clients and whitelisted hosts/senders.
 pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
     cx.conn.relay_client

@@ -101,9 +101,9 @@
 //! failure is `temperror`, which never refuses mail.
 
 mod canon;
-mod key;
-mod signature;
-mod verify;
+pub(crate) mod key;
+pub(crate) mod signature;
+pub(crate) mod verify;
 
 use std::borrow::Cow;
 use std::ops::ControlFlow;
