@@ -207,7 +207,7 @@ pub fn report(dir: &Path, env: &Env) -> Report {
         defaults(&config, &settings, out);
     }
     unread(&config, out);
-    report.findings.sort_by(|a, b| a.severity.cmp(&b.severity));
+    report.findings.sort_by_key(|f| f.severity);
     report
 }
 
