@@ -161,12 +161,13 @@ impl ConfigDir {
             ));
         }
         let bytes = fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let id = identity(path);
         self.read
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(identity(path));
+            .insert(id.clone());
 
-        stack.push((identity(path), shown.clone()));
+        stack.push((id, shown.clone()));
         let result = self.parse_bytes(&bytes, &shown, stack, out);
         stack.pop();
         result

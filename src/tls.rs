@@ -54,9 +54,7 @@ pub fn handshake_timeout(idle: std::time::Duration) -> std::time::Duration {
 #[derive(Clone)]
 pub struct TlsSetup {
     pub config: Arc<ServerConfig>,
-    /// Each certificate offered (the default, then one per `tls_sni` line): where it came from
-    /// (`file` or `file:line` of the `tls_sni` entry, and the host name it is for, if any) and
-    /// its leaf certificate, for `--check`.
+    /// Each certificate offered, the default first, then one per `tls_sni` line, for `--check`.
     pub leaves: Vec<Leaf>,
 }
 
@@ -102,6 +100,7 @@ impl TlsSetup {
                 }
             }
         }
+        // `read_certs` never returns an empty chain: [0] is the leaf.
         let mut leaves = vec![Leaf {
             file: cert.clone(),
             sni: None,

@@ -170,6 +170,14 @@ pub fn report(dir: &Path, env: &Env) -> Report {
         tls: false,
     };
     let out = &mut report.findings;
+    if !dir.is_dir() {
+        out.push(Finding::new(
+            Severity::Error,
+            dir.display().to_string(),
+            "not a directory: give --config the config directory (the one with plugins)",
+        ));
+        return report;
+    }
     let mut lines = Vec::new();
     for file in ["logging", "plugins"] {
         match plugin_lines(&*config, file) {
@@ -177,36 +185,34 @@ pub fn report(dir: &Path, env: &Env) -> Report {
             Err(e) => out.push(Finding::from_error(&e)),
         }
     }
-    if out.is_empty() {
-        let unknown = names::check(&lines, out);
-        lines.retain(|l| !unknown.contains(&(l.origin.file.clone(), l.origin.line)));
-        match Snapshot::load_from(config.clone(), |l| {
-            !unknown.contains(&(l.origin.file.clone(), l.origin.line))
-        }) {
-            Ok((snapshot, chains)) => {
-                report.tls = snapshot.tls.is_some();
-                report.chains = chains
-                    .describe()
-                    .into_iter()
-                    .map(|(h, n)| (h.name(), n.into_iter().map(str::to_string).collect()))
-                    .collect();
-                auth(&snapshot, chains.has(Hook::Auth), env, out);
-                if let Some(tls) = &snapshot.tls {
-                    cert::check(&tls.leaves, &snapshot.settings.me, env.now, out);
-                }
-                listeners(&snapshot, out);
+    if !out.is_empty() {
+        return report; // the plugin list itself is unreadable: nothing else can be judged
+    }
+    let unknown = names::check(&lines, out);
+    let known = |l: &PluginLine| !unknown.contains(&(l.origin.file.clone(), l.origin.line));
+    lines.retain(known);
+    match Snapshot::load_from(config.clone(), known) {
+        Ok((snapshot, chains)) => {
+            report.tls = snapshot.tls.is_some();
+            report.chains = chains
+                .describe()
+                .into_iter()
+                .map(|(h, n)| (h.name(), n.into_iter().map(str::to_string).collect()))
+                .collect();
+            auth(&snapshot, chains.has(Hook::Auth), env, out);
+            if let Some(tls) = &snapshot.tls {
+                cert::check(&tls.leaves, &snapshot.settings.me, env.now, out);
             }
-            Err(e) => out.push(Finding::from_error(&e)),
+            listeners(&snapshot, out);
+            // Only a directory that loaded says which files are read and which are defaults.
+            defaults(&config, &snapshot.settings, out);
+            unread(&config, out);
         }
-        queue(&lines, dir, out);
-        relay::check(&lines, &*config, env, out);
-        paths(&lines, out);
+        Err(e) => out.push(Finding::from_error(&e)),
     }
-    if let Ok(settings) = Settings::load(&*config) {
-        // Settings errors were reported by the snapshot; notes only for a directory that loads.
-        defaults(&config, &settings, out);
-    }
-    unread(&config, out);
+    queue(&lines, dir, out);
+    relay::check(&lines, &*config, env, out);
+    paths(&lines, out);
     report.findings.sort_by_key(|f| f.severity);
     report
 }

@@ -17,12 +17,14 @@
 //! | `whitelist` with `whitelistsenders` (a sender is forged at will) | warning |
 //! | `dns_whitelist_soft` (a third party's zone decides who relays) | warning |
 //! | a `rcpthosts`/`morercpthosts` entry `.tld` (every domain under a top-level domain) | warning |
+//! | `auth/auth_checkpassword checkpw /bin/true` (every password is right, and an authenticated client relays) | error |
 //!
 //! "Covers addresses on the Internet" is tested with the addresses of big public resolvers
 //! ([`PROBES`]): no site lists them as its own clients, and every network wide enough to be a
 //! mistake (`0.0.0.0/0`, `8.`, `128.0.0.0/1`, `::/0`, `2000::/3`) holds one of them.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::{ConfigLine, ConfigSource};
@@ -133,6 +135,26 @@ pub(super) fn check(
              through this server. Use it only with zones you run",
         ));
     }
+    for line in lines
+        .iter()
+        .filter(|l| l.base_name() == "auth/auth_checkpassword")
+    {
+        let checkpw = line
+            .args
+            .windows(2)
+            .find(|w| w[0] == "checkpw")
+            .map(|w| &w[1]);
+        if checkpw.is_some_and(|p| always_succeeds(p)) {
+            out.push(Finding::at_line(
+                Severity::Error,
+                line,
+                format!(
+                    "{}. checkpw is the password checker (vchkpw, checkpassword); `true` is the                      program it runs after a right password",
+                    open("checkpw always exits 0, so every user name and password is accepted")
+                ),
+            ));
+        }
+    }
     if find("rcpt_ok").is_some() {
         for file in ["rcpthosts", "morercpthosts"] {
             for l in lines_of(cfg, file) {
@@ -157,6 +179,14 @@ pub(super) fn check(
 /// reports that).
 fn lines_of(cfg: &dyn ConfigSource, name: &str) -> Vec<ConfigLine> {
     cfg.lines(name).ok().flatten().unwrap_or_default()
+}
+
+/// True if `program` is `true(1)`, directly or through a link (`/bin/true`, `/usr/bin/true`).
+fn always_succeeds(program: &str) -> bool {
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.into());
+    [Path::new(program), real.as_path()]
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n == "true"))
 }
 
 /// The first probe address the network on `line` holds and `except` does not.

@@ -255,6 +255,28 @@ fn whitelisted_senders_and_dns_whitelists_are_warnings() {
 }
 
 #[test]
+fn a_checkpassword_that_always_says_yes_is_an_open_relay() {
+    let plugins =
+        "auth/auth_checkpassword checkpw /bin/true true /bin/true\nrcpt_ok\nqueue/discard\n";
+    let r = check(&dir(&[("plugins", plugins), ("tls_before_auth", "0\n")]));
+    assert_eq!(
+        found(&r, Severity::Error, "plugins:1: checkpw always exits 0").len(),
+        1,
+        "{:?}",
+        r.findings
+    );
+    // A real checker (any program but true) is no finding of this kind.
+    let plugins =
+        "auth/auth_checkpassword checkpw /bin/false true /bin/true\nrcpt_ok\nqueue/discard\n";
+    let r = check(&dir(&[("plugins", plugins)]));
+    assert!(
+        found(&r, Severity::Error, "checkpw always").is_empty(),
+        "{:?}",
+        r.findings
+    );
+}
+
+#[test]
 fn a_top_level_domain_in_rcpthosts_is_a_warning() {
     let d = dir(&[
         ("plugins", OK_CHAIN),
@@ -410,6 +432,16 @@ fn a_plugin_path_that_does_not_exist() {
 
 // ---------------------------------------------------------------------------------------------
 // Bad input: an error that names file and line, never a panic or a hang.
+
+#[test]
+fn a_config_directory_that_is_not_one() {
+    let d = dir(&[]);
+    for path in [d.path().join("nonexistent"), d.path().join("me")] {
+        let r = report(&path, &env());
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        assert!(r.findings[0].message.starts_with("not a directory"));
+    }
+}
 
 #[test]
 fn a_directory_where_a_file_should_be() {

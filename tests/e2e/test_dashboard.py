@@ -6,19 +6,13 @@ import json
 import pathlib
 import re
 import smtplib
-import urllib.request
-
 from conftest import IO_TIMEOUT, free_port, make_message
+from test_metrics import scrape
 
 DASHBOARD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "grafana" / "ringsmtpd.json"
 # Labels Prometheus adds when it scrapes (target labels), not in the exposition.
 TARGET_LABELS = {"instance", "job"}
 METRIC = re.compile(r"\bringsmtpd_[a-z0-9_]+\b")
-
-
-def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=IO_TIMEOUT) as r:
-        return r.read().decode()
 
 
 def series(text):
