@@ -53,6 +53,8 @@ pub struct ConfigDir {
     dir: PathBuf,
     fallback: Option<PathBuf>,
     cache: Mutex<HashMap<String, Loaded>>,
+    /// Every file read so far (canonical paths), for `--check`'s list of files nothing reads.
+    read: Mutex<HashSet<PathBuf>>,
 }
 
 impl ConfigDir {
@@ -72,6 +74,7 @@ impl ConfigDir {
             dir: dir.into(),
             fallback,
             cache: Mutex::new(HashMap::new()),
+            read: Mutex::new(HashSet::new()),
         }
     }
 
@@ -83,6 +86,14 @@ impl ConfigDir {
     /// The fallback (qmail control) directory, if any.
     pub fn fallback(&self) -> Option<&Path> {
         self.fallback.as_deref()
+    }
+
+    /// Every file read so far (config files and the files they `$include`), canonical paths.
+    pub fn files_read(&self) -> HashSet<PathBuf> {
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Where `name` is: `<dir>/name` if that exists, else `<fallback>/name` if that exists.
@@ -105,6 +116,18 @@ impl ConfigDir {
             });
         }
         let Some(path) = self.locate(name) else {
+            // A link to nowhere is a mistake, not a missing file (which means "the default").
+            let primary = self.dir.join(name);
+            if let Ok(target) = fs::read_link(&primary) {
+                return Err(ConfigError {
+                    file: primary.display().to_string(),
+                    line: 0,
+                    reason: format!(
+                        "a symbolic link to {}, which does not exist",
+                        target.display()
+                    ),
+                });
+            }
             return Ok(None);
         };
         let mut out = Vec::new();
@@ -131,9 +154,20 @@ impl ConfigDir {
         if meta.is_dir() {
             return Err(whole("is a directory, not a config file".into()));
         }
+        if !meta.is_file() {
+            // A FIFO or a device would block the reader or never end.
+            return Err(whole(
+                "is not a regular file (a FIFO, socket or device?)".into(),
+            ));
+        }
         let bytes = fs::read(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        let id = identity(path);
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone());
 
-        stack.push((identity(path), shown.clone()));
+        stack.push((id, shown.clone()));
         let result = self.parse_bytes(&bytes, &shown, stack, out);
         stack.pop();
         result

@@ -2,6 +2,7 @@
 //! runtime. See README.md for the map of this crate.
 
 pub mod catch;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod dns;

@@ -26,7 +26,7 @@ usage: ringsmtpd [options]
   --threads N         worker threads (default: available cores)
   --driver D          auto | uring | epoll (default auto: io_uring if the kernel allows)
   --join              share ports another ringsmtpd already listens on (SO_REUSEPORT)
-  --check             validate the config, print the plugin chain per hook, exit
+  --check             check the config for mistakes (errors exit 1), print the chain per hook
   --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
   --version           print the version
   --help              print this text
@@ -112,6 +112,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check {
+        return ringsmtpd::check::run(&args.config, args.stdio);
+    }
     let (snapshot, chains) = match Snapshot::load(&args.config) {
         Ok(s) => s,
         Err(e) => {
@@ -120,16 +123,6 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(snapshot.settings.loglevel);
-    if args.check {
-        println!("config {} is valid", args.config.display());
-        if snapshot.tls.is_some() {
-            println!("  tls                    STARTTLS and tls listeners (built into the core)");
-        }
-        for (hook, names) in chains.describe() {
-            println!("  {:<22} {}", hook.name(), names.join(" -> "));
-        }
-        return ExitCode::SUCCESS;
-    }
     let code = if args.stdio {
         stdio(snapshot, chains, args.driver)
     } else {

@@ -30,7 +30,16 @@ impl Snapshot {
     /// Loads and validates `dir`: every file parses, the certificates load and every plugin
     /// builds (once, here, so a bad config is refused before any worker sees it).
     pub fn load(dir: &Path) -> Result<(Snapshot, Chains), ConfigError> {
-        let config = Arc::new(ConfigDir::new(dir));
+        Snapshot::load_from(Arc::new(ConfigDir::new(dir)), |_| true)
+    }
+
+    /// [`Snapshot::load`] from an open config directory, with the plugin lines `keep` accepts
+    /// (`--check` leaves out the ones it already reported, to check the rest).
+    pub fn load_from(
+        config: Arc<ConfigDir>,
+        keep: impl Fn(&PluginLine) -> bool,
+    ) -> Result<(Snapshot, Chains), ConfigError> {
+        let dir = config.dir().to_path_buf();
         let settings = Settings::load(&*config)?;
         // Created here, so a reload that moves it works too.
         std::fs::create_dir_all(&settings.spool_dir).map_err(|e| ConfigError {
@@ -40,6 +49,7 @@ impl Snapshot {
         })?;
         let mut plugins = plugin_lines(&*config, "logging")?;
         plugins.extend(plugin_lines(&*config, "plugins")?);
+        plugins.retain(|l| keep(l));
         let mut tls = None;
         for line in plugins.iter().filter(|l| l.base_name() == "tls") {
             if tls.is_some() {

@@ -54,6 +54,18 @@ pub fn handshake_timeout(idle: std::time::Duration) -> std::time::Duration {
 #[derive(Clone)]
 pub struct TlsSetup {
     pub config: Arc<ServerConfig>,
+    /// Each certificate offered, the default first, then one per `tls_sni` line, for `--check`.
+    pub leaves: Vec<Leaf>,
+}
+
+/// A certificate the server offers, for `--check` (expiry, names).
+#[derive(Clone)]
+pub struct Leaf {
+    /// The certificate file.
+    pub file: PathBuf,
+    /// The `tls_sni` host name it serves; `None` for the default certificate.
+    pub sni: Option<String>,
+    pub cert: CertificateDer<'static>,
 }
 
 impl std::fmt::Debug for TlsSetup {
@@ -88,6 +100,12 @@ impl TlsSetup {
                 }
             }
         }
+        // `read_certs` never returns an empty chain: [0] is the leaf.
+        let mut leaves = vec![Leaf {
+            file: cert.clone(),
+            sni: None,
+            cert: chain[0].clone(),
+        }];
         let default = certified_key(chain, &key).map_err(|e| origin.error(format!("tls: {e}")))?;
         let mut resolver = SniResolver {
             default: Arc::new(default),
@@ -99,6 +117,11 @@ impl TlsSetup {
                 return Err(l.error("expected `hostname cert key`"));
             };
             let chain = read_certs(Path::new(cert)).map_err(|e| l.error(e))?;
+            leaves.push(Leaf {
+                file: cert.into(),
+                sni: Some(name.to_ascii_lowercase()),
+                cert: chain[0].clone(),
+            });
             let ck = certified_key(chain, Path::new(key)).map_err(|e| l.error(e))?;
             resolver
                 .by_name
@@ -121,6 +144,7 @@ impl TlsSetup {
             .with_cert_resolver(Arc::new(resolver));
         Ok(TlsSetup {
             config: Arc::new(config),
+            leaves,
         })
     }
 }
