@@ -481,6 +481,38 @@ mod tests {
             .is_some());
     }
 
+    /// `dkim-keygen`'s key signs, and its printed record verifies the signature.
+    #[test]
+    fn generated_keys_sign_and_their_record_verifies() {
+        use crate::dkim::keygen::{generate, Request};
+        let t = TempDir::new("dkimconf");
+        for rsa_bits in [None, Some(1024)] {
+            let req = Request {
+                config: t.path().to_path_buf(),
+                domain: "example.org".into(),
+                selector: "gen".into(),
+                rsa_bits,
+                force: true,
+            };
+            let generated = generate(&req).unwrap();
+            // The zone line's strings, joined, are the record.
+            let record: String = generated.record.split('"').skip(1).step_by(2).collect();
+            let (signed, _) = sign(t.path(), MESSAGE, Stored::Memory);
+            let r = verify(&signed, "gen._domainkey.example.org", &record);
+            assert!(
+                r.clauses[0].starts_with("dkim=pass header.d=example.org "),
+                "{rsa_bits:?}: {:?}",
+                r.clauses
+            );
+            let r = verify(
+                &signed.replace("Joe\r\n", "Jim\r\n"),
+                "gen._domainkey.example.org",
+                &record,
+            );
+            assert!(r.clauses[0].starts_with("dkim=fail "));
+        }
+    }
+
     #[test]
     fn a_bad_key_is_a_config_error() {
         let t = TempDir::new("dkimconf");
