@@ -8,7 +8,7 @@
 //!
 //! ## Description
 //!
-//! Mail from relay clients (`relay`, `hosts_allow`...) and authenticated clients (AUTH) is
+//! Mail from relay clients (`relay`) and authenticated clients (AUTH) is
 //! **signed** with its domain's key from `config/dkim/` (see **Signing** below), and not
 //! verified, as qpsmtpd does. All other mail is **verified**.
 //!
@@ -136,9 +136,10 @@
 //! ## Standards
 //!
 //! RFC 6376 (DKIM: §3.2 tag lists, §3.4 canonicalization, §3.5 the signature, §3.6.1 key
-//! records, §3.7 hashes, §5 signing, §6.1 verification, §8.15 oversigning), RFC 8301 (rsa-sha1 and keys below 1024 bits are
-//! not valid), RFC 8463 (Ed25519-SHA256), RFC 8601 (Authentication-Results), RFC 6008
-//! (`header.b`), RFC 7372 (X.7.20).
+//! records, §3.7 hashes, §5 signing, §6.1 verification, §8.15 oversigning), RFC 8301
+//! (rsa-sha1 and keys below 1024 bits are not valid), RFC 8463 (Ed25519-SHA256), RFC 8601
+//! (Authentication-Results), RFC 6008 (`header.b`), RFC 7372 (X.7.20), RFC 8017 (PKCS #1),
+//! RFC 5958 (PKCS #8 keys), RFC 7468 (PEM).
 //!
 //! ## Security
 //!

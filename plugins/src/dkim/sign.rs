@@ -222,11 +222,12 @@ impl Dkim {
             };
             return self.common.log(cx, Level::Info, format_args!("{msg}"));
         };
-        let names = signed_names(&index);
-        if names.is_empty() {
+        if index.count("from") == 0 {
+            // RFC 6376 §5.4: From must be signed; a message without one is not signed.
             let msg = format_args!("skip, no From field to sign");
             return self.common.log(cx, Level::Info, msg);
         }
+        let names = signed_names(&index);
         let hashers = vec![BodyHasher::new(Canon::Relaxed, None)];
         let Ok(hashes) = self.body_hashes(cx, txn, body_at, hashers).await else {
             return; // logged
@@ -447,8 +448,13 @@ mod tests {
         let (signed, svc) = sign(t.path(), MESSAGE, Stored::Memory);
         assert_eq!(signed, MESSAGE);
         assert!(svc.logged("skip, no key for example.org or bounce.example.com"));
-        // The envelope sender's parent domain when From's has none.
+        // No From field: not signed, even with the sender's key.
         write_key(t.path(), "example.com", "env", ED25519_PKCS8);
+        let no_from = MESSAGE.replace("From: Joe <joe@example.org>\r\n", "");
+        let (signed, svc) = sign(t.path(), &no_from, Stored::Memory);
+        assert_eq!(signed, no_from);
+        assert!(svc.logged("skip, no From field to sign"));
+        // The envelope sender's parent domain when From's has none.
         let (signed, _) = sign(t.path(), MESSAGE, Stored::Memory);
         assert!(
             signed.contains(" d=example.com;") && signed.contains("s=env;"),
