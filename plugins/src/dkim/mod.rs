@@ -75,8 +75,9 @@
 //! signature instead of being shown as the author), Sender, Reply-To, Subject, Date,
 //! Message-ID, To, Cc, In-Reply-To, References, MIME-Version, Content-Type,
 //! Content-Transfer-Encoding, Content-ID, Content-Description, Content-Disposition, the
-//! Resent-* fields and the List-* fields (RFC 6376 §5.4.1). Received, Return-Path and other
-//! fields are not signed. The RSA signature is computed on the blocking pool (about a
+//! Resent-* fields and the List-* fields (RFC 6376 §5.4.1), 256 names at most (the bottom
+//! instances of a field repeated beyond that). Received, Return-Path and other fields are not
+//! signed; a message without a From field is not signed at all. The RSA signature is computed on the blocking pool (about a
 //! millisecond for 2048 bits); Ed25519 on the worker. The field is prepended (qpsmtpd's
 //! `header->add(.., 0)`), folded to 78 columns, `b=` on lines of its own. A message the
 //! plugin cannot read (spool error) or sign is passed on unsigned, with a log line.

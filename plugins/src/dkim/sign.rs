@@ -9,7 +9,7 @@ use ringsmtpd_plugin_api::{blocking, Cx, Level, Transaction};
 
 use super::canon::{BodyHasher, Canon};
 use super::keys::DomainKey;
-use super::signature::base64_encode;
+use super::signature::{base64_encode, MAX_SIGNED_FIELDS};
 use super::verify::HeaderIndex;
 use super::{header_section, Dkim};
 
@@ -56,12 +56,16 @@ pub const OVERSIGNED: &[&str] = &["from"];
 const WIDTH: usize = 78;
 
 /// The `h=` names for a message: each field of [`SIGNED_FIELDS`] once per instance, those of
-/// [`OVERSIGNED`] once more.
+/// [`OVERSIGNED`] once more; at most [`MAX_SIGNED_FIELDS`] names (what verifiers here accept;
+/// of a field repeated beyond that, the bottom instances are signed).
 pub fn signed_names(index: &HeaderIndex<'_>) -> Vec<String> {
     let mut names = Vec::new();
     for name in SIGNED_FIELDS {
         let extra = usize::from(OVERSIGNED.contains(name));
         for _ in 0..index.count(name) + extra {
+            if names.len() == MAX_SIGNED_FIELDS {
+                return names;
+            }
             names.push(name.to_string());
         }
     }
@@ -557,6 +561,13 @@ mod tests {
         let h = "Received: x\r\nFrom: a@b.example\r\nTo: c@d.example\r\nCc: e@f.example\r\nTo: g@h.example\r\nX-Mailer: m\r\nSubject: s\r\n\r\n";
         let index = HeaderIndex::new(h.as_bytes());
         assert_eq!(signed_names(&index).join(":"), "from:from:subject:to:to:cc");
+        let many = format!(
+            "From: a@b.example\r\n{}\r\n",
+            "To: x@y.example\r\n".repeat(1000)
+        );
+        let names = signed_names(&HeaderIndex::new(many.as_bytes()));
+        assert_eq!(names.len(), MAX_SIGNED_FIELDS);
+        assert_eq!(names[..3], ["from", "from", "to"]);
     }
 
     #[test]
