@@ -330,3 +330,30 @@ def test_spooled_message_is_signed(make_server, knot, our_keys, tmp_path):
     data = signed_by_us(server, "spooled")
     check_both_oracles(data, domain, our_keys, knot, tmp_path, "pass")
     check_both_oracles(data.replace(b"line 0049999", b"line 0049998"), domain, our_keys, knot, tmp_path, "fail")
+
+
+def test_opendkim_genkey_key_signs(make_server, knot, tmp_path):
+    """A key as opendkim-genkey writes it (1024 bits: signed by the `rsa` crate, not ring),
+    dropped into config/dkim/DOMAIN/ with its selector, signs mail both oracles pass."""
+    domain = "o.dkim.e2e.test"
+    genkey = shutil.which("opendkim-genkey", path="/usr/sbin:/usr/bin")
+    assert genkey, "opendkim-genkey is not installed: `apt-get install opendkim-tools` (tests/run does it)"
+    keydir = tmp_path / "keys" / "dkim" / domain
+    keydir.mkdir(parents=True)
+    subprocess.run([genkey, "-b", "1024", "-d", domain, "-s", "og", "-D", str(keydir)], check=True, timeout=60)
+    (keydir / "og.private").rename(keydir / "private")
+    (keydir / "selector").write_text("og\n")
+    record = "".join(re.findall(r'"([^"]*)"', (keydir / "og.txt").read_text()))
+    keys = (tmp_path / "keys", {domain: ("og", record, "")})
+    server = signer_server(make_server, keys, ["relay"], settings={"relayclients": "127.0.0.1"})
+    send(server, message(f"joe@{domain}", "genkey"), 250, sender=f"joe@{domain}")
+    data = signed_by_us(server, "genkey")
+    assert b"a=rsa-sha256;" in data
+    selector, record, _ = keys[1][domain]
+    odk, ar = opendkim_verify(tmp_path, data, [(f"og._domainkey.{domain}", record)])
+    assert odk == "pass" and "1024-bit key" in ar, ar
+    import dkim
+
+    assert dkim.verify(crlf(data), dnsfunc=lambda name, timeout=5: record.encode())
+    assert not dkim.verify(crlf(data).replace(b"lunch at noon", b"lunch at one"),
+                           dnsfunc=lambda name, timeout=5: record.encode())
