@@ -306,6 +306,10 @@ impl ConfigSource for ConfigDir {
         cache().insert(name.to_string(), loaded.clone());
         loaded
     }
+
+    fn dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
 }
 
 /// `Some(Ok(target))` if `text` is a `$include` line, `Some(Err)` if it is a malformed one,

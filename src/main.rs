@@ -39,7 +39,13 @@ usage: ringsmtpd help [PLUGIN]
 usage: ringsmtpd tls-cert [--dir DIR] [--host NAME] [--days N]
   writes a self-signed CA and a server certificate for the tls plugin line (qpsmtpd's
   tls_cert): DIR/qpsmtpd-ca.crt, qpsmtpd-ca.key, qpsmtpd-server.crt, qpsmtpd-server.key
-  (defaults: --dir ssl, --host this host's name, --days 365)";
+  (defaults: --dir ssl, --host this host's name, --days 365)
+
+usage: ringsmtpd dkim-keygen DOMAIN SELECTOR [--ed25519] [--bits N] [--force] [--config DIR]
+  writes a DKIM signing key for the dkim plugin (qpsmtpd's dkim_key_gen.sh):
+  DIR/dkim/DOMAIN/private (mode 0600), selector and dns, and prints the TXT record to
+  publish at SELECTOR._domainkey.DOMAIN (defaults: RSA, --bits 2048, --config as above);
+  an existing key is replaced only with --force";
 
 struct Args {
     config: PathBuf,
@@ -102,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("tls-cert") => return tls_cert(),
+        Some("dkim-keygen") => return dkim_keygen(),
         Some("help") => return help(),
         _ => {}
     }
@@ -291,6 +298,33 @@ fn help() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `ringsmtpd dkim-keygen`: a DKIM key in the dkim plugin's layout and its DNS record.
+fn dkim_keygen() -> ExitCode {
+    use ringsmtpd_plugins::dkim::keygen;
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let config = std::env::var_os("QPSMTPD_CONFIG").map_or_else(|| "config".into(), PathBuf::from);
+    let request = match keygen::parse_args(&args, config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringsmtpd dkim-keygen: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match keygen::generate(&request) {
+        Ok(generated) => {
+            for f in generated.files {
+                println!("wrote {}", f.display());
+            }
+            println!("publish this record in DNS:\n{}", generated.record);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringsmtpd dkim-keygen: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `ringsmtpd tls-cert`: a self-signed CA and server certificate, like qpsmtpd's `tls_cert`.

@@ -342,6 +342,14 @@ impl Transaction {
         self.added_headers.insert_str(0, &field);
     }
 
+    /// [`Transaction::prepend_header`] for a value folded into `lines`
+    /// ([`crate::headers::write_folded_field`]).
+    pub fn prepend_folded_header(&mut self, name: &str, lines: &[&str]) {
+        let mut field = String::new();
+        crate::headers::write_folded_field(&mut field, name, lines);
+        self.added_headers.insert_str(0, &field);
+    }
+
     /// Puts `name: value` after the headers added so far, as safely as
     /// [`Transaction::prepend_header`].
     pub fn append_header(&mut self, name: &str, value: &str) {

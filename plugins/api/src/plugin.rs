@@ -147,6 +147,12 @@ pub trait ConfigSource {
     /// `$include` expanded. `Ok(None)` if the file exists nowhere on the search path.
     fn lines(&self, name: &str) -> Result<Option<Vec<ConfigLine>>, ConfigError>;
 
+    /// The config directory on disk, for a plugin that reads a directory of its own in it
+    /// (`dkim`: `config/dkim/DOMAIN/private`); `None` for a config that is not a directory.
+    fn dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// The first value of `name`, like qpsmtpd's scalar `config()`.
     fn first(&self, name: &str) -> Result<Option<ConfigLine>, ConfigError> {
         Ok(self.lines(name)?.and_then(|v| v.into_iter().next()))

@@ -184,6 +184,7 @@ fn rsa_key(p: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::dkim::signature::base64_encode;
 
     pub const RSA1024: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB";
     const ED: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
@@ -272,7 +273,7 @@ pub(super) mod tests {
         let mut n = vec![0x00, 0xc0];
         n.extend([0x11; 63]);
         let key = der_seq(&[der_int(&n), der_int(&[1, 0, 1])]);
-        let b64 = encode(&key);
+        let b64 = base64_encode(&key);
         assert_eq!(
             parse(&format!("p={b64}"), Algorithm::RsaSha256),
             Err("RSA key shorter than 1024 bits (RFC 8301)")
@@ -282,7 +283,7 @@ pub(super) mod tests {
             let mut n = vec![0x00, 0xc0];
             n.extend(vec![0x11; bytes - 1]);
             let key = der_seq(&[der_int(&n), der_int(&[1, 0, 1])]);
-            let r = parse(&format!("p={}", encode(&key)), Algorithm::RsaSha256);
+            let r = parse(&format!("p={}", base64_encode(&key)), Algorithm::RsaSha256);
             assert_eq!(r.is_ok(), ok, "{bytes}");
         }
         // Truncated, negative, trailing junk: refused without panics.
@@ -319,24 +320,6 @@ pub(super) mod tests {
         let mut out = vec![SEQUENCE];
         out.extend(der_len(body.len()));
         out.extend(body);
-        out
-    }
-
-    pub fn encode(data: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in data.chunks(3) {
-            let v = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(A[(v >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
         out
     }
 }

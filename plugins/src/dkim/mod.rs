@@ -1,4 +1,4 @@
-//! # dkim — verify the DKIM signatures of a message
+//! # dkim — verify DKIM signatures; sign the mail of relay and authenticated clients
 //!
 //! ## Synopsis
 //!
@@ -8,22 +8,22 @@
 //!
 //! ## Description
 //!
+//! Mail from relay clients (`relay`) and authenticated clients (AUTH) is
+//! **signed** with its domain's key from `config/dkim/` (see **Signing** below), and not
+//! verified, as qpsmtpd does. All other mail is **verified**.
+//!
 //! Every `DKIM-Signature` of an incoming message is verified (RFC 6376 §6), at most
 //! [`MAX_SIGNATURES`] (10) of them, top to bottom: real mail carries one to three (the
 //! author's domain, a mailing list, an ESP); the rest get one log line and one
 //! `dkim=policy (N more signatures not verified)` clause, so a message with thousands of
 //! signatures costs no more than one with ten.
 //!
-//! **This slice verifies only.** Signing for relay and authenticated clients, with qpsmtpd's
-//! per-domain keys (`config/dkim/DOMAIN/{private,selector}`), comes in a later version: until
-//! then, mail from relay clients passes through unsigned and unchecked (qpsmtpd signs it
-//! instead of verifying it; we skip both).
-//!
 //! **When.** At `data_post_headers` the signatures are parsed, the key questions
 //! (`<s>._domainkey.<d>` TXT) for all of them leave at once through the worker's DNS client,
 //! the body is hashed as it streams by (a spooled message on the blocking pool, in 64 KiB
-//! chunks, never loaded whole; a header section larger than the 256 KiB the core keeps in
-//! memory is read from the spool file too, up to 1 MiB), then the answers
+//! chunks, never loaded whole; the core keeps the header section in memory and refuses one
+//! over 256 KiB with 552 5.3.4, so it is never read twice; given a body without its header
+//! section in memory, the plugin reads it from the spool file, up to 1 MiB), then the answers
 //! are awaited for at most `timeout` seconds from when the questions left. Each signature's
 //! result goes into the `shared::AuthResults` note, so the core's Authentication-Results
 //! header carries them. That hook cannot refuse mail (qpsmtpd HEAD's rule), so the verdict is
@@ -57,6 +57,47 @@
 //! When a signature passes, `X-DKIM-Authentication: domain: <d>, selector: <s>, result: pass`
 //! is added on top of the message, as qpsmtpd did.
 //!
+//! ### Signing
+//!
+//! **Which key.** The domain of the first address in the From field, else (no From domain,
+//! or no key for it) the envelope sender's domain, as qpsmtpd (which used only the latter;
+//! From comes first here because DMARC aligns with From). A domain without a key directory
+//! uses its nearest parent's (`mail.example.org` signs with `example.org`'s key, `d=example.org`:
+//! relaxed alignment passes), down to two labels. A domain directory that is a symbolic link
+//! to another's (`ln -s example.org client.com`) signs with that key **as that domain**
+//! (`d=example.org`), as in qpsmtpd. Mail for which no key is found is passed on unsigned,
+//! with one log line (`skip, no key for <from domain> or <sender domain>`).
+//!
+//! **The signature.** `c=relaxed/relaxed`, `a=rsa-sha256` or `a=ed25519-sha256` (from the key),
+//! `d=`, `s=` (the `selector` file), `t=` (now), no `x=`, `l=` or `i=`, the body hash over the
+//! whole body, streamed (a spooled message on the blocking pool, in 64 KiB chunks, never
+//! loaded whole), and `h=` listing each of these fields once per instance present: From
+//! (**oversigned**: listed once more than it occurs, so a From added later breaks the
+//! signature instead of being shown as the author), Sender, Reply-To, Subject, Date,
+//! Message-ID, To, Cc, In-Reply-To, References, MIME-Version, Content-Type,
+//! Content-Transfer-Encoding, Content-ID, Content-Description, Content-Disposition, the
+//! Resent-* fields and the List-* fields (RFC 6376 §5.4.1), 256 names at most (the bottom
+//! instances of a field repeated beyond that). Received, Return-Path and other fields are not
+//! signed; a message without a From field is not signed at all. The RSA signature is computed on the blocking pool (about a
+//! millisecond for 2048 bits); Ed25519 on the worker. The field is prepended (qpsmtpd's
+//! `header->add(.., 0)`), folded to 78 columns, `b=` on lines of its own. A message the
+//! plugin cannot read (spool error) or sign is passed on unsigned, with a log line.
+//!
+//! **Keys.** `ringsmtpd dkim-keygen DOMAIN SELECTOR [--ed25519] [--bits N] [--force] [--config
+//! DIR]` writes a new key (RSA 2048 bits by default, 1024 to 4096 with `--bits`; Ed25519 with
+//! `--ed25519`) to `DIR/dkim/DOMAIN/private` (mode 0600), its `selector`, and `dns`, the zone
+//! file line to publish, which it also prints:
+//!
+//! ```text
+//! sel1._domainkey.example.org. IN TXT ( "v=DKIM1; k=rsa; p=MIIBIjANBgkqh...(255 bytes)"
+//!     "...rest of the key" )
+//! ```
+//!
+//! It refuses to replace an existing key without `--force` (rotate under a new selector:
+//! publish the new record before the new key signs). Keys written by `openssl genrsa`
+//! (PKCS#1 or PKCS#8 PEM), `opendkim-genkey` or `openssl genpkey -algorithm ed25519` work
+//! as they are.
+//!
 //! ## Arguments
 //!
 //! | argument | default | meaning |
@@ -68,15 +109,29 @@
 //!
 //! ## Config files
 //!
-//! None for verifying (signing will read `config/dkim/`).
+//! Signing reads qpsmtpd's layout, once, when the config loads (start and SIGHUP):
+//!
+//! | file | content |
+//! |---|---|
+//! | `config/dkim/DOMAIN/private` | the private key, PEM: RSA 1024–4096 bits (`RSA PRIVATE KEY` or `PRIVATE KEY`) or Ed25519 (`PRIVATE KEY`, RFC 8463); unencrypted |
+//! | `config/dkim/DOMAIN/selector` | the selector, first line |
+//! | `config/dkim/DOMAIN` as a symbolic link | sign DOMAIN's mail with the target directory's key and domain |
+//!
+//! Other files (`public`, `dns`, qpsmtpd's `dkim_key_gen.sh`) and names starting with a dot
+//! are ignored. A directory without `config/dkim/` signs nothing. A domain directory with a
+//! missing or unreadable `selector` or `private`, a key that does not parse, an RSA key
+//! outside 1024–4096 bits, or a `private` readable or writable by others (or writable by its
+//! group) is a config error naming the file: the server does not start, a reload is
+//! refused.
 //!
 //! ## Hooks
 //!
-//! `data_post_headers` (verify, report), `data_post` (refuse).
+//! `data_post_headers` (sign, or verify and report), `data_post` (refuse).
 //!
 //! ## Notes
 //!
-//! Reads `is_immune`'s notes: relay clients and whitelisted hosts or senders are not checked.
+//! Relay and authenticated clients (`relay_client`, AUTH) are signed, not checked; reads
+//! `is_immune`'s notes: whitelisted hosts or senders are not checked either.
 //! Writes the transaction's `shared::AuthResults` (one `dkim=` clause per signature),
 //! `shared::DkimResults` (each signature's result, domain and selector, for `dmarc`) and a
 //! private transaction note with the verdict for `data_post`.
@@ -84,9 +139,10 @@
 //! ## Standards
 //!
 //! RFC 6376 (DKIM: §3.2 tag lists, §3.4 canonicalization, §3.5 the signature, §3.6.1 key
-//! records, §3.7 hashes, §6.1 verification), RFC 8301 (rsa-sha1 and keys below 1024 bits are
-//! not valid), RFC 8463 (Ed25519-SHA256), RFC 8601 (Authentication-Results), RFC 6008
-//! (`header.b`), RFC 7372 (X.7.20).
+//! records, §3.7 hashes, §5 signing, §6.1 verification, §8.15 oversigning), RFC 8301
+//! (rsa-sha1 and keys below 1024 bits are not valid), RFC 8463 (Ed25519-SHA256), RFC 8601
+//! (Authentication-Results), RFC 6008 (`header.b`), RFC 7372 (X.7.20), RFC 8017 (PKCS #1),
+//! RFC 5958 (PKCS #8 keys), RFC 7468 (PEM).
 //!
 //! ## Security
 //!
@@ -99,9 +155,22 @@
 //! and `l=`). `l=` is never a plain pass for appended content. Text from signatures is
 //! cleaned before it reaches a log line or a header. Nothing here panics on input; a DNS
 //! failure is `temperror`, which never refuses mail.
+//!
+//! Private keys: refused unless only their owner (and group, for reading) may access them, as
+//! OpenDKIM's `RequireSafeKeys`; read once at config load, never logged. RSA signing uses
+//! ring (constant time) for 2048 bits and more; ring takes nothing smaller, so 1024–2047-bit
+//! keys are signed by the `rsa` crate with blinding (prefer 2048). Signing applies only to
+//! relay and authenticated clients, and a signature's domain is a key directory's name, never
+//! text from the message; the From domain only selects the key. Any relay or authenticated
+//! client can have its mail signed for any domain with a key here (as in qpsmtpd): where
+//! users must not send as each other's domains, refuse such senders before this plugin.
 
 mod canon;
 pub(crate) mod key;
+pub mod keygen;
+mod keys;
+mod private;
+mod sign;
 pub(crate) mod signature;
 pub(crate) mod verify;
 
@@ -133,6 +202,8 @@ const MAX_KEY_RECORDS: usize = 4;
 pub struct Dkim {
     common: Common,
     timeout: Duration,
+    /// The signing keys (`config/dkim/`).
+    keys: keys::KeyDir,
 }
 
 /// Builds `dkim` from its config line.
@@ -145,7 +216,15 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
             _ => return Err(init.unknown(key)),
         }
     }
-    Ok(Box::new(Dkim { common, timeout }))
+    let keys = match init.config.dir() {
+        Some(dir) => keys::KeyDir::load(&dir.join("dkim"))?,
+        None => keys::KeyDir::default(),
+    };
+    Ok(Box::new(Dkim {
+        common,
+        timeout,
+        keys,
+    }))
 }
 
 /// The result of one signature.
@@ -488,18 +567,16 @@ impl Plugin for Dkim {
     }
 
     fn data_post_headers<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        // Relay clients' mail is what qpsmtpd signs instead; others may be whitelisted.
-        let skip = match (
-            cx.conn.relay_client || cx.conn.auth.is_some(),
-            is_immune(cx, Some(txn)),
-        ) {
-            (true, _) => Some("relay client (signing is not implemented yet)"),
-            (false, true) => Some("immune"),
-            (false, false) => None,
-        };
-        if let Some(why) = skip {
+        // Relay and authenticated clients' mail is signed, not verified (as qpsmtpd).
+        if cx.conn.relay_client || cx.conn.auth.is_some() {
+            return Step::pending(async move {
+                self.sign(cx, txn).await;
+                Outcome::Declined
+            });
+        }
+        if is_immune(cx, Some(txn)) {
             self.common
-                .log(cx, Level::Info, format_args!("skip, {why}"));
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         Step::pending(async move {
@@ -611,16 +688,16 @@ Joe.\r
 
     /// Runs both hooks on `message` with `prepare` setting up DNS: the A-R clauses, the
     /// data_post outcome, the added headers and the log.
-    struct Run {
-        clauses: Vec<String>,
-        outcome: Outcome,
-        added: String,
-        svc: Rc<FakeServices>,
+    pub(super) struct Run {
+        pub(super) clauses: Vec<String>,
+        pub(super) outcome: Outcome,
+        pub(super) added: String,
+        pub(super) svc: Rc<FakeServices>,
     }
 
     /// Where the message under test is.
     #[derive(Clone, Copy)]
-    enum Stored {
+    pub(super) enum Stored {
         Memory,
         /// In a spool file, its header section in memory (`testing::spool`).
         Spooled,
@@ -629,7 +706,7 @@ Joe.\r
         SpooledEarly(usize),
     }
 
-    fn check_with(
+    pub(super) fn check_with(
         line: &str,
         message: &[u8],
         stored: Stored,
@@ -981,7 +1058,7 @@ Joe.\r
         let mut rsa = vec![0x30, 0x82, 0x02, 0x0a, 0x02, 0x82, 0x02, 0x01];
         rsa.extend(&n);
         rsa.extend([0x02, 0x03, 1, 0, 1]);
-        let record = format!("k=rsa; p={}", key::tests::encode(&rsa));
+        let record = format!("k=rsa; p={}", signature::base64_encode(&rsa));
         let r = check(RFC8463_SIGNED, |svc| {
             svc.answer(RSA_NAME, QType::Txt, vec![txt(&record)])
         });
@@ -998,7 +1075,7 @@ Joe.\r
         let seed = signature::base64(ED_SEED).unwrap();
         let pair = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
         assert_eq!(
-            key::tests::encode(pair.public_key().as_ref()),
+            signature::base64_encode(pair.public_key().as_ref()),
             "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
         );
         let ed = |data: &[u8]| {
@@ -1019,13 +1096,13 @@ Joe.\r
         let split = message.find("\r\n\r\n").unwrap() + 4;
         let mut bh = BodyHasher::new(canon_body, length);
         bh.feed(&message.as_bytes()[split..]);
-        let bh = key::tests::encode(&bh.finish().0);
+        let bh = signature::base64_encode(&bh.finish().0);
         let field = format!("DKIM-Signature: {tags}; bh={bh};\r\n b=");
         let signed = format!("{field}\r\n{message}");
         let s = signature::parse(format!("{tags}; bh={bh}; b=AAAA").as_bytes()).unwrap();
         let index = HeaderIndex::new(signed.as_bytes());
         let data = index.signed_data(&s, field.as_bytes());
-        let b = key::tests::encode(&signer(&data));
+        let b = signature::base64_encode(&signer(&data));
         format!("{field}{b}\r\n{message}")
     }
 
@@ -1412,7 +1489,7 @@ Joe.\r
         assert_eq!(r.clauses, ["dkim=none"]);
         assert_eq!(r.outcome, Outcome::Declined);
         assert!(r.svc.asked.borrow().is_empty());
-        // A relay client is neither checked nor (yet) signed.
+        // A relay client is not checked; without a key, not signed either.
         let p = build(new, "dkim", &[]).unwrap();
         let (mut c, svc) = cx("192.0.2.1:1");
         c.conn.relay_client = true;
@@ -1424,7 +1501,8 @@ Joe.\r
         );
         assert_eq!(run(p.data_post(&mut c, &mut txn)), Outcome::Declined);
         assert!(txn.notes.get::<AuthResults>().is_none());
-        assert!(svc.logged("skip, relay client"));
+        assert!(svc.logged("skip, no key for football.example.com"));
+        assert_eq!(txn.added_headers, "");
     }
 
     #[test]

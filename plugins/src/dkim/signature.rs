@@ -86,6 +86,24 @@ pub fn base64(text: &str) -> Result<Vec<u8>, &'static str> {
     Ok(out)
 }
 
+/// Encodes `data` as base64 with padding, on one line.
+pub fn base64_encode(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let v = u32::from(c[0]) << 16
+            | u32::from(*c.get(1).unwrap_or(&0)) << 8
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            match i <= c.len() {
+                true => out.push(char::from(A[(v >> (18 - 6 * i) & 63) as usize])),
+                false => out.push('='),
+            }
+        }
+    }
+    out
+}
+
 /// The signing algorithms a signature may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -156,7 +174,7 @@ pub fn clean(s: &str) -> String {
 }
 
 /// A DNS name as DKIM uses it (`d=`, `s=`): labels of letters, digits, `-`, `_`.
-fn dns_name(s: &str) -> bool {
+pub fn dns_name(s: &str) -> bool {
     ringsmtpd_plugin_api::dnsutil::check_zone(s).is_ok() && !s.ends_with('.')
 }
 

@@ -71,6 +71,17 @@ impl<'m> HeaderIndex<'m> {
         HeaderIndex { fields, by_name }
     }
 
+    /// How many fields named `name` (lowercase) there are.
+    pub fn count(&self, name: &str) -> usize {
+        self.by_name.get(name).map_or(0, Vec::len)
+    }
+
+    /// The first field named `name` (lowercase), as received.
+    pub fn first(&self, name: &str) -> Option<&'m [u8]> {
+        let i = *self.by_name.get(name)?.first()?;
+        Some(self.fields[i])
+    }
+
     /// The DKIM-Signature fields, top to bottom: (index, raw field, value after the colon).
     pub fn signatures(&self) -> impl Iterator<Item = (usize, &'m [u8])> + '_ {
         self.by_name
@@ -84,9 +95,15 @@ impl<'m> HeaderIndex<'m> {
     /// from the bottom up (a name listed more often than it occurs adds nothing), then the
     /// signature's own field (`field`) with `b=` emptied and no final CRLF.
     pub fn signed_data(&self, s: &Signature, field: &[u8]) -> Vec<u8> {
+        self.data_for(&s.headers, s.header_canon, field)
+    }
+
+    /// [`HeaderIndex::signed_data`] for the (lowercase) names `headers` in `canon`: what a
+    /// signer signs with the same selection.
+    pub fn data_for(&self, headers: &[String], canon: canon::Canon, field: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
         let mut used: HashMap<&str, usize> = HashMap::new();
-        for name in &s.headers {
+        for name in headers {
             let Some(list) = self.by_name.get(name.as_str()) else {
                 continue;
             };
@@ -94,10 +111,10 @@ impl<'m> HeaderIndex<'m> {
             if *n < list.len() {
                 let i = list[list.len() - 1 - *n];
                 *n += 1;
-                canon::header(s.header_canon, self.fields[i], &mut out);
+                canon::header(canon, self.fields[i], &mut out);
             }
         }
-        canon::header(s.header_canon, &without_b(field), &mut out);
+        canon::header(canon, &without_b(field), &mut out);
         out.truncate(out.len() - 2);
         out
     }
