@@ -13,6 +13,7 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod privileges;
 pub mod proto;
 pub mod runtime;
 pub mod services;

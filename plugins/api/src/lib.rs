@@ -23,6 +23,7 @@ pub mod mime;
 pub mod net;
 mod notes;
 mod outcome;
+pub mod owner;
 mod plugin;
 pub mod shared;
 pub mod testing;
