@@ -172,6 +172,24 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Spool files are unlinked off the workers; what a crashed process left is removed now.
+    ringsmtpd::spool::install_reaper();
+    match ringsmtpd::spool::clean(&snapshot.settings.spool_dir) {
+        Ok(0) => {}
+        Ok(n) => log!(
+            Level::Notice,
+            0,
+            "core",
+            "removed {n} spool files left by a stopped process"
+        ),
+        Err(e) => log!(
+            Level::Warn,
+            0,
+            "core",
+            "cannot clean {}: {e}",
+            snapshot.settings.spool_dir.display()
+        ),
+    }
     let code = if args.stdio {
         stdio(snapshot, chains, args.driver)
     } else {
@@ -184,7 +202,9 @@ fn main() -> ExitCode {
             }
         }
     };
-    // Logging plugins write from background threads: let them finish the last lines.
+    // Spool files and log lines are removed and written by background threads: let them
+    // finish.
+    ringsmtpd::spool::flush(std::time::Duration::from_secs(2));
     ringsmtpd_plugins::logging::flush_all(std::time::Duration::from_secs(2));
     code
 }

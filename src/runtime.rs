@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 
 /// Threads per worker for blocking jobs (fsync, child processes).
-const BLOCKING_THREADS: usize = 4;
+pub const BLOCKING_THREADS: usize = 4;
 
 /// The I/O driver of the workers (`--driver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -140,7 +140,9 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::fsync_batch::{self, sync_dir, DirSync};
-use super::local::{for_each_chunk, txn_message_id, with_message, FeedError, Message, ToLf, CHUNK};
+use super::local::{
+    for_each_chunk, txn_message_id, with_message, FeedError, Message, Pool, ToLf, CHUNK,
+};
 use ringsmtpd_plugin_api::owner::{self, Access};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
@@ -285,7 +287,8 @@ impl Plugin for Maildir {
                 usec: since_epoch.subsec_micros(),
                 host: maildir_host(cx.svc.me()),
             };
-            let delivered = with_message(&*cx.svc, txn, move |msg| job.deliver(msg)).await;
+            let delivered =
+                with_message(&*cx.svc, txn, Pool::Blocking, move |msg| job.deliver(msg)).await;
             let Some(result) = delivered else {
                 self.common
                     .log(cx, Level::Crit, format_args!("delivery job panicked"));
