@@ -152,17 +152,12 @@ fn main() -> ExitCode {
     log::set_level(snapshot.settings.loglevel);
     if args.check {
         println!("config {} is valid", args.config.display());
+        // Not indented: the indented lines below are the chains, one per hook.
         match &plan {
-            Plan::Drop(a) => println!("  runs as               {a}, after binding"),
-            Plan::StayRoot => {
-                println!("  runs as               root (the config file `user` says so)")
-            }
-            Plan::Keep { warning } => {
-                println!("  runs as               the user that starts it");
-                if let Some(w) = warning {
-                    println!("  warning                {w}");
-                }
-            }
+            Plan::Drop(a) => println!("runs as {a} once its ports are bound"),
+            Plan::StayRoot => println!("runs as root (the config file `user` says so)"),
+            Plan::Keep { warning: None } => println!("runs as the user that starts it"),
+            Plan::Keep { warning: Some(w) } => println!("runs as the user that starts it: {w}"),
         }
         if snapshot.tls.is_some() {
             println!("  tls                    STARTTLS and tls listeners (built into the core)");

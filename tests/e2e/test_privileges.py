@@ -143,7 +143,7 @@ def test_root_without_user_is_refused_with_the_fix(base):
     (srv.cfg / "user").write_text("root\n")
     r = run_binary(["--config", str(srv.cfg), "--check", "--user", "nobody"], srv.dir)
     assert r.returncode == 0, r.stderr
-    assert "runs as               nobody:" in r.stdout, r.stdout
+    assert "\nruns as nobody:" in r.stdout, r.stdout
 
 
 def test_a_maildir_the_user_cannot_write_stops_the_start(base):
