@@ -175,8 +175,9 @@ pub fn decide(wanted: &Wanted, euid: u32, db: &dyn Accounts, dir: &Path) -> Resu
     let mut groups = db.groups_of(name, gid).map_err(|e| lookup(name, e))?;
     // The primary group first; root's group never (a member of it would keep root's files).
     groups.retain(|&g| g != gid && g != 0);
-    groups.insert(0, gid);
+    groups.sort_unstable();
     groups.dedup();
+    groups.insert(0, gid);
     Ok(Plan::Drop(Account {
         user: name.clone(),
         group,
@@ -493,7 +494,7 @@ mod tests {
                 ("me", (1000, 1000)),
             ]),
             groups: HashMap::from([("nogroup", 65534), ("root", 0), ("mail", 8)]),
-            member: vec![0, 8, 115],
+            member: vec![115, 0, 8, 115],
         }
     }
 
@@ -525,7 +526,7 @@ mod tests {
             panic!()
         };
         assert_eq!((a.uid, a.gid), (110, 120));
-        // The primary group first, the memberships after, gid 0 left out.
+        // The primary group first, the memberships after (sorted, once each), gid 0 left out.
         assert_eq!(a.groups, vec![120, 8, 115]);
         let Plan::Drop(a) = decide_as(0, Some("nobody"), Some("nogroup")).unwrap() else {
             panic!()

@@ -24,8 +24,8 @@
 //!
 //! The program runs off the worker threads, on the slow helpers' own bounded pool
 //! (`ringsmtpd_plugin_api::helper`), so a slow one never holds up other sessions, and a burst
-//! of them waits there instead of taking the blocking pool's threads from Maildir fsyncs. It is killed (SIGKILL) when it
-//! runs past `timeout`. It is started as `/bin/sh -c 'exec "$0" "$@" 3<&0 0</dev/null'
+//! of them waits there instead of taking the blocking pool's threads from Maildir fsyncs. It
+//! is killed (SIGKILL) when it runs past `timeout`. It is started as `/bin/sh -c 'exec "$0" "$@" 3<&0 0</dev/null'
 //! <program> <true>` with the data on a pipe: the shell moves the pipe to descriptor 3
 //! (as qpsmtpd's `3<&0`) and then replaces itself with the program, so the program is the
 //! process that is timed and killed. Its standard output is discarded; its standard error
