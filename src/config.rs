@@ -809,7 +809,10 @@ impl Settings {
 }
 
 /// The single value of `name`; an error if the file has more than one.
-fn single(cfg: &dyn ConfigSource, name: &str) -> Result<Option<ConfigLine>, ConfigError> {
+pub(crate) fn single(
+    cfg: &dyn ConfigSource,
+    name: &str,
+) -> Result<Option<ConfigLine>, ConfigError> {
     let Some(mut lines) = cfg.lines(name)? else {
         return Ok(None);
     };

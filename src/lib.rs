@@ -14,12 +14,15 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod pool;
+pub mod privileges;
 pub mod proto;
 pub mod runtime;
 pub mod services;
 pub mod session;
 pub mod shutdown;
 pub mod snapshot;
+pub mod spool;
 #[cfg(test)]
 mod testalloc;
 pub mod tls;

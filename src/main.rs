@@ -1,5 +1,6 @@
 //! The `ringsmtpd` binary: parse the command line, load and check the config directory, bind,
-//! start the workers, then wait for signals (HUP reloads, TERM/INT drain and stop).
+//! drop root (`privileges`), start the workers, then wait for signals (HUP reloads, TERM/INT
+//! drain and stop).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +11,12 @@ use std::sync::Arc;
 use ringsmtpd::config::ListenSpec;
 use ringsmtpd::control::Control;
 use ringsmtpd::log;
+use ringsmtpd::privileges::{self, Plan};
 use ringsmtpd::runtime::{self, Driver};
 use ringsmtpd::session::Session;
 use ringsmtpd::snapshot::Snapshot;
 use ringsmtpd::{listener, worker};
+use ringsmtpd_plugin_api::owner;
 use ringsmtpd_plugin_api::{Connection, Level};
 
 #[global_allocator]
@@ -26,6 +29,10 @@ usage: ringsmtpd [options]
   --threads N         worker threads (default: available cores)
   --driver D          auto | uring | epoll (default auto: io_uring if the kernel allows)
   --join              share ports another ringsmtpd already listens on (SO_REUSEPORT)
+  --user NAME         started as root, drop to this user after binding (default: the
+                      config file `user`; `root` stays root on purpose)
+  --group NAME        and to this group (default: the config file `group`, else the
+                      user's primary group)
   --check             check the config for mistakes (errors exit 1), print the chain per hook
   --stdio             one session on stdin/stdout (tcpserver, inetd); peer from TCPREMOTEIP...
   --version           print the version
@@ -55,6 +62,8 @@ struct Args {
     join: bool,
     check: bool,
     stdio: bool,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         join: false,
         check: false,
         stdio: false,
+        user: None,
+        group: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -89,6 +100,8 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--join" => args.join = true,
+            "--user" | "-u" => args.user = Some(value("--user")?),
+            "--group" | "-g" => args.group = Some(value("--group")?),
             "--check" => args.check = true,
             "--stdio" => args.stdio = true,
             "--version" | "-V" => {
@@ -119,9 +132,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check {
-        return ringsmtpd::check::run(&args.config, args.stdio);
+    // Decided before the plugins are built: what they create as root goes to that account.
+    // `--stdio` runs as whoever started it (tcpserver -u/-g, inetd's user field).
+    let plan = if args.stdio {
+        Ok(Plan::Keep { warning: None })
+    } else {
+        let cfg = ringsmtpd::config::ConfigDir::new(&args.config);
+        privileges::plan(&cfg, &args.config, args.user.clone(), args.group.clone())
+    };
+    if let Ok(Plan::Drop(a)) = &plan {
+        owner::set_run_as(Some((a.uid, a.gid)));
     }
+    if args.check {
+        // --check does not drop; a plan a start would refuse is one of its errors.
+        let runs_as = plan.as_ref().map(Plan::describe).map_err(|e| e.to_string());
+        return ringsmtpd::check::run(&args.config, args.stdio, runs_as);
+    }
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("ringsmtpd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (snapshot, chains) = match Snapshot::load(&args.config) {
         Ok(s) => s,
         Err(e) => {
@@ -130,11 +163,29 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(snapshot.settings.loglevel);
+    // Spool files are unlinked off the workers; what a crashed process left is removed now.
+    ringsmtpd::spool::install_reaper();
+    match ringsmtpd::spool::clean(&snapshot.settings.spool_dir) {
+        Ok(0) => {}
+        Ok(n) => log!(
+            Level::Notice,
+            0,
+            "core",
+            "removed {n} spool files left by a stopped process"
+        ),
+        Err(e) => log!(
+            Level::Warn,
+            0,
+            "core",
+            "cannot clean {}: {e}",
+            snapshot.settings.spool_dir.display()
+        ),
+    }
     let code = if args.stdio {
         stdio(snapshot, chains, args.driver)
     } else {
         drop(chains); // each worker builds its own
-        match serve(args, snapshot) {
+        match serve(args, snapshot, plan) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringsmtpd: {e}");
@@ -142,12 +193,14 @@ fn main() -> ExitCode {
             }
         }
     };
-    // Logging plugins write from background threads: let them finish the last lines.
+    // Spool files and log lines are removed and written by background threads: let them
+    // finish.
+    ringsmtpd::spool::flush(std::time::Duration::from_secs(2));
     ringsmtpd_plugins::logging::flush_all(std::time::Duration::from_secs(2));
     code
 }
 
-fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
+fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
     let specs = if args.listen.is_empty() {
         snapshot.settings.listen.clone()
     } else {
@@ -178,8 +231,20 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
         // Bound before the workers start, so a taken port fails the start, not a scrape.
         ringsmtpd::metrics::serve(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
     }
+    // Everything that needs root is open: drop before any thread that serves exists.
+    let dropped = drop_privileges(&plan)?;
     let control = Control::new(snapshot);
     let handles = worker::start(&control, driver, per_worker)?;
+    if let Some(a) = &dropped {
+        // The workers and their pools started after the drop; prove it before serving on.
+        let threads = privileges::check_threads(a).inspect_err(|_| control.shutdown())?;
+        log!(
+            Level::Notice,
+            0,
+            "core",
+            "running as {a}: {threads} threads checked"
+        );
+    }
     let addrs: Vec<String> = specs
         .iter()
         .map(|s| format!("{}{}", s.addr, if s.proxy { " (proxy)" } else { "" }))
@@ -200,6 +265,34 @@ fn serve(args: Args, snapshot: Snapshot) -> Result<(), String> {
     }
     log!(Level::Notice, 0, "core", "stopped");
     Ok(())
+}
+
+/// Carries out `plan` (the ports are bound and the plugins built); returns the account when
+/// the process dropped to one.
+fn drop_privileges(plan: &Plan) -> Result<Option<privileges::Account>, String> {
+    match plan {
+        Plan::Drop(a) => {
+            privileges::drop_to(a)?;
+            owner::set_run_as(None);
+            privileges::check_required(a, &owner::take_required())?;
+            Ok(Some(a.clone()))
+        }
+        Plan::StayRoot => {
+            log!(
+                Level::Warn,
+                0,
+                "core",
+                "running as root: the config file `user` says root"
+            );
+            Ok(None)
+        }
+        Plan::Keep { warning } => {
+            if let Some(w) = warning {
+                log!(Level::Warn, 0, "core", "{w}");
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Waits for signals on the main thread: HUP reloads, TERM and INT stop.

@@ -4,8 +4,9 @@
 use std::future::Future;
 use std::io;
 
-/// Threads per worker for blocking jobs (fsync, child processes).
-const BLOCKING_THREADS: usize = 4;
+/// Threads per worker for blocking jobs (file I/O, fsync; child programs that may take seconds
+/// go to the slow helpers' pool instead, `services.rs`).
+pub const BLOCKING_THREADS: usize = 4;
 
 /// The I/O driver of the workers (`--driver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The worker's implementation of the plugin API's [`Services`]: logging, timers on the
-//! worker's runtime, and the blocking thread pool.
+//! worker's runtime, the blocking thread pool, and the slow helpers' own bounded pool.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -11,6 +11,11 @@ use ringsmtpd_plugin_api::dns::DnsLookup;
 use ringsmtpd_plugin_api::net::{ConnectFuture, Endpoint};
 use ringsmtpd_plugin_api::{Level, LogRecord, Outcome, Plugin, Services};
 
+/// Threads per worker for slow helpers (checkpassword, qmail-queue, exim): as many as the
+/// blocking pool has, and separate from it, so a burst of helpers that each take seconds
+/// queues here while Maildir and spool fsyncs still find every blocking thread free.
+const HELPER_THREADS: usize = 4;
+
 pub struct WorkerServices {
     pub me: String,
     /// The plugins of `config/logging` (qpsmtpd's `logging` hook); empty: the built-in logger.
@@ -19,6 +24,8 @@ pub struct WorkerServices {
     in_logger: Cell<bool>,
     /// The worker's DNS client ([`WorkerServices::set_resolver`]); none: `NoResolver`.
     dns: std::cell::OnceCell<crate::dns::Resolver>,
+    /// The slow helpers' pool ([`Services::spawn_helper`]).
+    helpers: crate::pool::Pool,
 }
 
 impl WorkerServices {
@@ -28,6 +35,7 @@ impl WorkerServices {
             loggers: RefCell::default(),
             in_logger: Cell::new(false),
             dns: std::cell::OnceCell::new(),
+            helpers: crate::pool::Pool::new("ringsmtpd-helper", HELPER_THREADS),
         }
     }
 
@@ -92,6 +100,10 @@ impl Services for WorkerServices {
         drop(monoio::spawn_blocking(job));
     }
 
+    fn spawn_helper(&self, job: Box<dyn FnOnce() + Send>) {
+        self.helpers.spawn(job);
+    }
+
     fn connect(&self, to: &Endpoint, timeout: Duration) -> ConnectFuture {
         crate::net::connect(to, timeout)
     }
@@ -105,5 +117,68 @@ impl Services for WorkerServices {
             Some(r) => r.lookup(name, qtype),
             None => DnsLookup::ready(Err(ringsmtpd_plugin_api::dns::DnsError::NoResolver)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{run_on, Driver, BLOCKING_THREADS};
+    use ringsmtpd_plugin_api::{blocking, helper};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    /// Slow checkpassword stand-ins (each holds its thread until released) fill the helpers'
+    /// pool and queue behind it, more of them than both pools have threads; a delivery's
+    /// write and fsync on the blocking pool still completes meanwhile. Were the helpers on the
+    /// blocking pool, the delivery would wait for a release that comes only after it (the
+    /// deadline only bounds that hang).
+    #[test]
+    fn slow_helpers_never_take_the_threads_a_delivery_needs() {
+        let dir = ringsmtpd_plugin_api::testing::TempDir::new("helpers");
+        let file = dir.path().join("message");
+        let run = run_on(Driver::Epoll, || async move {
+            let svc: Rc<dyn Services> = Rc::new(WorkerServices::new("mx.test".into()));
+            let (release, gate) = mpsc::channel::<()>();
+            let gate = Arc::new(Mutex::new(gate));
+            let running = Arc::new(AtomicUsize::new(0));
+            let n = 2 * (HELPER_THREADS + BLOCKING_THREADS);
+            let mut helpers = Vec::new();
+            for _ in 0..n {
+                let (svc, gate, running) = (svc.clone(), gate.clone(), running.clone());
+                helpers.push(monoio::spawn(async move {
+                    helper(&*svc, move || {
+                        running.fetch_add(1, Ordering::SeqCst);
+                        let _ = gate.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    })
+                    .await
+                }));
+            }
+            let mut waited = 0;
+            while running.load(Ordering::SeqCst) < HELPER_THREADS {
+                assert!(waited < 3000, "the helpers did not start");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            let delivery = blocking(&*svc, move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&file)?;
+                f.write_all(b"Subject: hi\n\nhello\n")?;
+                f.sync_all()
+            });
+            let delivered = monoio::time::timeout(Duration::from_secs(60), delivery).await;
+            let delivered = delivered.expect("the delivery waited for the helpers' release");
+            assert!(matches!(delivered, Some(Ok(()))), "{delivered:?}");
+            // Never more helpers at once than the pool's ceiling: the rest are queued.
+            assert_eq!(running.load(Ordering::SeqCst), HELPER_THREADS);
+            for _ in 0..n {
+                release.send(()).unwrap();
+            }
+            for h in helpers {
+                assert_eq!(h.await, Some(()));
+            }
+            running.load(Ordering::SeqCst)
+        });
+        assert_eq!(run.unwrap(), 2 * (HELPER_THREADS + BLOCKING_THREADS));
     }
 }

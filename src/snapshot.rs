@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use ringsmtpd_plugin_api::owner::{self, Access};
 use ringsmtpd_plugin_api::ConfigError;
 
 use crate::config::{plugin_lines, ConfigDir, PluginLine, Settings};
@@ -41,12 +42,14 @@ impl Snapshot {
     ) -> Result<(Snapshot, Chains), ConfigError> {
         let dir = config.dir().to_path_buf();
         let settings = Settings::load(&*config)?;
-        // Created here, so a reload that moves it works too.
-        std::fs::create_dir_all(&settings.spool_dir).map_err(|e| ConfigError {
+        // Created here, so a reload that moves it works too; owned by the account the
+        // server drops to (see `privileges`), which must be able to write it.
+        owner::create_dir_all(&settings.spool_dir).map_err(|e| ConfigError {
             file: format!("{}/spool_dir", dir.display()),
             line: 0,
             reason: format!("{}: {e}", settings.spool_dir.display()),
         })?;
+        owner::require(&settings.spool_dir, Access::Write);
         let mut plugins = plugin_lines(&*config, "logging")?;
         plugins.extend(plugin_lines(&*config, "plugins")?);
         plugins.retain(|l| keep(l));

@@ -105,6 +105,11 @@ fn start_ringsmtpd(dir: &Path, listen: &str, addr: SocketAddr) -> Server {
         format!("{}\n", dir.join("spool").display()),
     )
     .unwrap();
+    // Started as root, ringsmtpd refuses to run without a `user` to drop to: stay root here.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::write(cfg.join("user"), "root\n").unwrap();
+    }
     let mut child = Command::new(ringsmtpd_bin())
         .arg("--config")
         .arg(&cfg)

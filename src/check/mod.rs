@@ -131,8 +131,14 @@ impl Report {
 }
 
 /// `ringsmtpd --config DIR --check [--stdio]`: prints the report, exits 1 on errors.
-pub fn run(dir: &Path, stdio: bool) -> ExitCode {
-    let report = report(dir, &Env::current(stdio));
+/// `runs_as` is the account line of the privilege plan, or why a start would refuse to run
+/// (an error finding at the `user` file).
+pub fn run(dir: &Path, stdio: bool, runs_as: Result<String, String>) -> ExitCode {
+    let mut report = report(dir, &Env::current(stdio));
+    if let Err(why) = &runs_as {
+        let at = dir.join("user").display().to_string();
+        report.findings.push(Finding::new(Severity::Error, at, why.clone()));
+    }
     for f in &report.findings {
         eprintln!("{f}");
     }
@@ -147,6 +153,10 @@ pub fn run(dir: &Path, stdio: bool) -> ExitCode {
     );
     if errors == 0 {
         println!("config {} is valid", dir.display());
+    }
+    // Not indented: the indented lines below are the chains, one per hook.
+    if let Ok(line) = &runs_as {
+        println!("{line}");
     }
     if report.tls {
         println!("  tls                    STARTTLS and tls listeners (built into the core)");

@@ -6,7 +6,6 @@
 //! `250` is sent only after a queue plugin said the message is durable (DESIGN.md §6).
 
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
 use ringsmtpd_plugin_api::{Hook, Level, Outcome, SpoolFile, Transaction};
@@ -92,7 +91,7 @@ impl Sink {
             return;
         }
         if self.file.is_none() && txn.body.mem.len() as u64 > settings.size_threshold {
-            if let Err(e) = self.start_spool(st, txn) {
+            if let Err(e) = self.start_spool(st, txn).await {
                 st.cx.log(
                     Level::Error,
                     "core",
@@ -139,23 +138,12 @@ impl Sink {
         txn.body.mem.extend_from_slice(&self.stage[from..to]);
     }
 
-    /// Creates the spool file; everything in memory moves to the stage to be written, except
-    /// the header section, which stays in memory for header checks.
-    fn start_spool(&mut self, st: &State, txn: &mut Transaction) -> io::Result<()> {
-        let dir = &st.env.settings.spool_dir;
-        let name = format!(
-            "{}.{}.{}",
-            std::process::id(),
-            st.cx.conn.id,
-            txn.id.rsplit('.').next().unwrap_or("0")
-        );
-        let path = dir.join(name);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+    /// Creates the spool file (on the blocking pool); everything in memory moves to the stage
+    /// to be written, except the header section, which stays in memory for header checks.
+    async fn start_spool(&mut self, st: &State, txn: &mut Transaction) -> io::Result<()> {
+        let name = crate::spool::name(st.cx.conn.id, &txn.id);
+        let path = st.env.settings.spool_dir.join(name);
+        let file = crate::spool::create(&*st.cx.svc, path.clone()).await?;
         let writer = monoio::fs::File::from_std(file.try_clone()?)?;
         self.stage.extend_from_slice(&txn.body.mem);
         let keep = txn.body.header_end.unwrap_or(txn.body.mem.len());

@@ -341,6 +341,7 @@ def write_config(cfg, maildir, spool, port, plugins=None, settings=None):
     (cfg / "me").write_text(ME + "\n")
     (cfg / "spool_dir").write_text(f"{spool}\n")
     (cfg / "loglevel").write_text("6\n")
+    stay_root(cfg)
     # The values the tests rely on, whatever the shipped config says today.
     for name, value in (("databytes", 52428800), ("size_threshold", 1048576), ("timeout", 300)):
         (cfg / name).write_text(f"{value}\n")
@@ -350,6 +351,18 @@ def write_config(cfg, maildir, spool, port, plugins=None, settings=None):
     (cfg / "plugins").write_text(text + "\n")
     for name, value in (settings or {}).items():
         (cfg / name).write_text(f"{value}\n")
+
+
+def stay_root(cfg):
+    """Started as root, a server refuses to run without the config file `user` and drops to
+    the account it names (docs/deploy.md, "Privileges"). The tests' servers stay root on
+    purpose (`user root`): their temp dirs are root's only, and what they test is SMTP;
+    test_privileges.py starts servers that drop. Not root: no `user` file, nothing to drop."""
+    (cfg / "group").unlink(missing_ok=True)
+    if os.geteuid() == 0:
+        (cfg / "user").write_text("root\n")
+    else:
+        (cfg / "user").unlink(missing_ok=True)
 
 
 @pytest.fixture

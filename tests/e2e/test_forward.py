@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ME, free_port, make_message, send_message, wait_for
+from conftest import IO_TIMEOUT, ME, free_port, make_message, send_message, wait_for
 
 SENDER = "sender@client.test"
 
@@ -99,7 +99,7 @@ def test_downstream_down_gives_4xx_and_nothing_is_lost(make_server, downstream):
     assert reply.code == 250, reply
     [f] = pf.wait_files(1)
     assert f.endswith(b"\n\nmust not be lost\n")
-    assert list(server.spool.iterdir()) == []
+    wait_for(lambda: list(server.spool.iterdir()) == [], IO_TIMEOUT, "the spool dir to be emptied")
 
 
 def test_downstream_refusal_is_relayed(make_server, downstream):
@@ -217,4 +217,4 @@ def test_large_spooled_message(make_server, downstream):
     assert reply.code == 250, reply
     [f] = pf.wait_files(1)
     assert f.split(b"\n\n", 1)[1] == ("\n".join(lines) + "\n").encode()
-    assert list(server.spool.iterdir()) == []
+    wait_for(lambda: list(server.spool.iterdir()) == [], IO_TIMEOUT, "the spool dir to be emptied")

@@ -9,7 +9,7 @@ import shutil
 import ssl
 import subprocess
 
-from conftest import BINARY, IO_TIMEOUT, ME, server_env
+from conftest import BINARY, IO_TIMEOUT, ME, server_env, stay_root
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "submission"
 
@@ -53,6 +53,7 @@ def test_submission_requires_auth_over_tls(make_server):
     srv.set("listen", f"127.0.0.1:{srv.port}")
     srv.set("me", ME)
     srv.set("spool_dir", str(srv.spool))
+    stay_root(srv.cfg)
     srv.start()
 
     c = srv.connect()

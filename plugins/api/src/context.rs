@@ -86,6 +86,13 @@ pub trait Services {
     /// Runs `job` on a thread pool off the worker. The job reports back itself (see
     /// [`blocking`], which wraps this with a channel).
     fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>);
+    /// Runs a slow helper `job` (a child process that may take seconds: checkpassword, a
+    /// queue program) on a bounded pool of its own, so helpers never take every thread of the
+    /// blocking pool and a Maildir fsync always finds one (see [`helper`]). Default: the
+    /// blocking pool.
+    fn spawn_helper(&self, job: Box<dyn FnOnce() + Send>) {
+        self.spawn_blocking(job)
+    }
     /// A timer on the worker's runtime.
     fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()>>>;
     /// The wall clock (a fake clock in tests).
@@ -113,12 +120,41 @@ where
     R: Send + 'static,
     F: FnOnce() -> R + Send + 'static,
 {
+    let (job, result) = reporting(f);
+    svc.spawn_blocking(job);
+    result.await.ok()
+}
+
+/// [`blocking`] for slow helpers (a child process that may run for seconds): runs `f` on the
+/// helpers' own bounded pool ([`Services::spawn_helper`]), where a flood of them waits without
+/// holding up the blocking pool's file work. `None` if the job panicked.
+pub async fn helper<R, F>(svc: &dyn Services, f: F) -> Option<R>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
+    let (job, result) = reporting(f);
+    svc.spawn_helper(job);
+    result.await.ok()
+}
+
+/// `f` as a pool job that sends its result to the returned receiver.
+fn reporting<R, F>(
+    f: F,
+) -> (
+    Box<dyn FnOnce() + Send>,
+    futures_channel::oneshot::Receiver<R>,
+)
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+{
     let (tx, rx) = futures_channel::oneshot::channel();
-    svc.spawn_blocking(Box::new(move || {
+    let job = Box::new(move || {
         // A panic drops `tx`, which the receiver sees as `Canceled`.
         let _ = tx.send(f());
-    }));
-    rx.await.ok()
+    });
+    (job, rx)
 }
 
 /// HELO or EHLO.
@@ -284,11 +320,12 @@ impl Body {
         }
     }
 
-    /// Empties the body, keeping the memory buffer's allocation. The spool file is removed.
+    /// Empties the body, keeping the memory buffer's allocation. The spool file is removed
+    /// (off this thread, see [`set_spool_remover`]).
     pub fn clear(&mut self) {
         self.mem.clear();
         if let Some(spool) = self.spool.take() {
-            let _ = std::fs::remove_file(&spool.path);
+            remove_spool(spool);
         }
         self.header_end = None;
         self.len = 0;
@@ -298,6 +335,27 @@ impl Body {
 impl Drop for Body {
     fn drop(&mut self) {
         if let Some(spool) = self.spool.take() {
+            remove_spool(spool);
+        }
+    }
+}
+
+/// Who removes spool files: `Body` is cleared and dropped on worker threads, where an
+/// `unlink` (a blocking call) must not run, and `Drop` cannot await.
+type SpoolRemover = Box<dyn Fn(SpoolFile) + Send + Sync>;
+static SPOOL_REMOVER: std::sync::OnceLock<SpoolRemover> = std::sync::OnceLock::new();
+
+/// The server, once at start: hands every spool file that a [`Body`] lets go of to
+/// `remover` (which closes and unlinks it off the worker). Without one (tests, tools) the
+/// file is removed on the spot. False if one was set already.
+pub fn set_spool_remover(remover: SpoolRemover) -> bool {
+    SPOOL_REMOVER.set(remover).is_ok()
+}
+
+fn remove_spool(spool: SpoolFile) {
+    match SPOOL_REMOVER.get() {
+        Some(remove) => remove(spool),
+        None => {
             let _ = std::fs::remove_file(&spool.path);
         }
     }

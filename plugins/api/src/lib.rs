@@ -23,6 +23,7 @@ pub mod mime;
 pub mod net;
 mod notes;
 mod outcome;
+pub mod owner;
 mod plugin;
 pub mod shared;
 pub mod testing;
@@ -35,8 +36,8 @@ pub struct WritingPluginsGuide;
 
 pub use common::{Common, CommonArgs, LogAdjust, Reject, RejectType};
 pub use context::{
-    blocking, AuthInfo, Body, Connection, Cx, Hello, HelloKind, Level, Services, SpoolFile,
-    TlsInfo, Transaction,
+    blocking, helper, set_spool_remover, AuthInfo, Body, Connection, Cx, Hello, HelloKind, Level,
+    Services, SpoolFile, TlsInfo, Transaction,
 };
 pub use envelope::{Address, BodyType, MailParams, Notify, RcptParams, Recipient, Ret};
 pub use hook::{Hook, HookSet};

@@ -22,9 +22,10 @@
 //! | 111 | temporary error | `DENYSOFT` (454 4.7.0) |
 //! | 2 (misuse), any other code, killed by a signal, cannot be started, over `timeout` | the check did not happen | `DENYSOFT` (454 4.7.0), logged at `error` |
 //!
-//! The program runs off the worker threads (on the blocking pool, `ringsmtpd_plugin_api::
-//! blocking`), so a slow one never holds up other sessions. It is killed (SIGKILL) when it
-//! runs past `timeout`. It is started as `/bin/sh -c 'exec "$0" "$@" 3<&0 0</dev/null'
+//! The program runs off the worker threads, on the slow helpers' own bounded pool
+//! (`ringsmtpd_plugin_api::helper`), so a slow one never holds up other sessions, and a burst
+//! of them waits there instead of taking the blocking pool's threads from Maildir fsyncs. It
+//! is killed (SIGKILL) when it runs past `timeout`. It is started as `/bin/sh -c 'exec "$0" "$@" 3<&0 0</dev/null'
 //! <program> <true>` with the data on a pipe: the shell moves the pipe to descriptor 3
 //! (as qpsmtpd's `3<&0`) and then replaces itself with the program, so the program is the
 //! process that is timed and killed. Its standard output is discarded; its standard error
@@ -86,8 +87,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::auth::AuthRequest;
 use ringsmtpd_plugin_api::{
-    blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
-    PluginInit, Step,
+    helper, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
+    Step,
 };
 
 use super::{parse_timeout, password_to_pass_on, refuse, Shown, TEMPORARY};
@@ -185,7 +186,7 @@ enum Run {
 }
 
 /// Runs the program with `data` on descriptor 3, kills it past `timeout`. Blocking: runs on
-/// the blocking pool.
+/// the helpers' pool.
 fn run_checkpw(
     checkpw: &Path,
     true_prog: &Path,
@@ -277,7 +278,7 @@ impl Plugin for CheckPassword {
             (self.checkpw.clone(), self.true_prog.clone(), self.timeout);
         Step::pending(async move {
             let svc = cx.svc.clone();
-            let ran = blocking(&*svc, move || {
+            let ran = helper(&*svc, move || {
                 run_checkpw(&checkpw, &true_prog, &data, &env, timeout)
             })
             .await;

@@ -56,8 +56,9 @@
 //!
 //! ## Hooks
 //!
-//! `queue`. Exim runs from the blocking thread pool, never on a worker; each message holds a
-//! pool thread and a watchdog thread while Exim runs, at most `timeout`. Exim's output goes to
+//! `queue`. Exim runs from the slow helpers' pool (`ringsmtpd_plugin_api::helper`, apart from
+//! the blocking pool that Maildir fsyncs use), never on a worker; each message holds a helper
+//! thread and a watchdog thread while Exim runs, at most `timeout`. Exim's output goes to
 //! an in-memory file, so its background delivery process, which keeps that output open, never
 //! holds the reply back.
 //!
@@ -82,7 +83,7 @@ use std::time::Duration;
 
 use super::local::{
     check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
-    with_message, ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
+    with_message, ChildResult, ChildSpec, FeedError, Message, Pool, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
@@ -180,7 +181,9 @@ impl Plugin for EximBsmtp {
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
+            let Some(result) =
+                with_message(&*cx.svc, txn, Pool::Helpers, move |msg| job.run(msg)).await
+            else {
                 self.common
                     .log(cx, Level::Crit, format_args!("exim job panicked"));
                 return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));
@@ -304,7 +307,7 @@ impl<W: Write> Write for DotStuff<W> {
     }
 }
 
-/// What the blocking thread does for one message. Owns everything it touches.
+/// What the helper thread does for one message. Owns everything it touches.
 struct Job {
     exim: PathBuf,
     timeout: Duration,

@@ -3,8 +3,8 @@
 //! reading the message as queued (added headers, then the body from memory or its spool file),
 //! CRLF to LF, the Message-ID for the reply, and running a child program under a deadline.
 //!
-//! Everything here blocks: call it on the blocking thread pool (`ringsmtpd_plugin_api::blocking`),
-//! never on a worker.
+//! Everything here blocks: call it through [`with_message`], on the blocking pool for file work
+//! or the helpers' pool for a child program, never on a worker.
 
 use std::fmt;
 use std::fs::File;
@@ -16,7 +16,9 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::{blocking, Body, Common, Cx, Level, Reply, Services, Transaction};
+use ringsmtpd_plugin_api::{
+    blocking, helper, Body, Common, Cx, Level, Reply, Services, Transaction,
+};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -52,23 +54,37 @@ pub(crate) struct Message {
     pub body: Body,
 }
 
-/// Runs `job` on the blocking pool with the message of `txn`, moved out for it and put back
-/// after it (no copy). `None` if the job panicked: the message went with it, and the
-/// transaction is over anyway.
+/// Where a queue job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pool {
+    /// The blocking pool: file work (Maildir writes and fsyncs).
+    Blocking,
+    /// The slow helpers' own bounded pool: a child process (qmail-queue, exim) that may take
+    /// seconds, and must not hold the threads the fsyncs need.
+    Helpers,
+}
+
+/// Runs `job` on `pool` with the message of `txn`, moved out for it and put back after it
+/// (no copy). `None` if the job panicked: the message went with it, and the transaction is
+/// over anyway.
 pub(crate) async fn with_message<R: Send + 'static>(
     svc: &dyn Services,
     txn: &mut Transaction,
+    pool: Pool,
     job: impl FnOnce(&Message) -> R + Send + 'static,
 ) -> Option<R> {
     let msg = Message {
         added_headers: std::mem::take(&mut txn.added_headers),
         body: std::mem::take(&mut txn.body),
     };
-    let (msg, result) = blocking(svc, move || {
+    let work = move || {
         let result = job(&msg);
         (msg, result)
-    })
-    .await?;
+    };
+    let (msg, result) = match pool {
+        Pool::Blocking => blocking(svc, work).await,
+        Pool::Helpers => helper(svc, work).await,
+    }?;
     txn.added_headers = msg.added_headers;
     txn.body = msg.body;
     Some(result)

@@ -125,6 +125,10 @@
 //! character filter above, so they cannot leave `<dir>` or name a hidden `..`. `Return-Path` and
 //! `Delivered-To` hold parsed envelope addresses, which carry no CR or LF. Run the server as
 //! a user that owns `<dir>` only; files are created with `O_EXCL` and never overwritten.
+//! Started as root, the server builds this plugin before it drops to the config file `user`:
+//! the directories the plugin creates then are given to that user and group, and one that
+//! already exists but that user cannot write stops the start with an error naming it
+//! (docs/deploy.md, "Privileges").
 
 use std::borrow::Cow;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
@@ -136,7 +140,10 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::fsync_batch::{self, sync_dir, DirSync};
-use super::local::{for_each_chunk, txn_message_id, with_message, FeedError, Message, ToLf, CHUNK};
+use super::local::{
+    for_each_chunk, txn_message_id, with_message, FeedError, Message, Pool, ToLf, CHUNK,
+};
+use ringsmtpd_plugin_api::owner::{self, Access};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
     Transaction,
@@ -186,6 +193,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     for d in &needed {
         ensure_dir(d, mode)
             .map_err(|e| init.error(format!("cannot create {}: {e}", d.display())))?;
+        owner::require(d, Access::Write);
     }
     let new_sync = subdirs
         .is_none()
@@ -279,7 +287,8 @@ impl Plugin for Maildir {
                 usec: since_epoch.subsec_micros(),
                 host: maildir_host(cx.svc.me()),
             };
-            let delivered = with_message(&*cx.svc, txn, move |msg| job.deliver(msg)).await;
+            let delivered =
+                with_message(&*cx.svc, txn, Pool::Blocking, move |msg| job.deliver(msg)).await;
             let Some(result) = delivered else {
                 self.common
                     .log(cx, Level::Crit, format_args!("delivery job panicked"));
@@ -518,11 +527,13 @@ fn ensure_dir(path: &Path, mode: u32) -> io::Result<()> {
     let _creating = Creating::start(path);
     match DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {
-            // The parent's fsync even if the chmod failed: once out of `CREATING`, the
-            // directory counts as durable for every other delivery.
+            // The parent's fsync even if the chmod (or the chown, when root builds it for the
+            // account it drops to) failed: once out of `CREATING`, the directory counts as
+            // durable for every other delivery.
             let chmod = fs::set_permissions(path, Permissions::from_mode(mode));
+            let chown = owner::created(path);
             let synced = sync_parent(parent_dir);
-            chmod.and(synced)
+            chmod.and(chown).and(synced)
         }
         // Created meanwhile, maybe not yet durable.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {

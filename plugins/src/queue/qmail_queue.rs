@@ -72,8 +72,9 @@
 //!
 //! ## Hooks
 //!
-//! `queue`. The child runs from the blocking thread pool, never on a worker: the worker awaits
-//! the result. Each message holds one pool thread (and a watchdog thread) for as long as the
+//! `queue`. The child runs from the slow helpers' pool (`ringsmtpd_plugin_api::helper`, apart
+//! from the blocking pool that Maildir fsyncs use), never on a worker: the worker awaits the
+//! result. Each message holds one helper thread (and a watchdog thread) for as long as the
 //! child runs, at most `timeout`.
 //!
 //! ## Notes
@@ -99,7 +100,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
     check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, with_message,
-    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
+    ChildResult, ChildSpec, FeedError, Message, Pool, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
@@ -197,7 +198,9 @@ impl Plugin for QmailQueue {
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
+            let Some(result) =
+                with_message(&*cx.svc, txn, Pool::Helpers, move |msg| job.run(msg)).await
+            else {
                 self.common
                     .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
                 return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
@@ -313,7 +316,7 @@ fn exit_code_reply(code: i32) -> Reply {
     }
 }
 
-/// What the blocking thread does for one message. Owns everything it touches.
+/// What the helper thread does for one message. Owns everything it touches.
 struct Job {
     program: PathBuf,
     timeout: Duration,
