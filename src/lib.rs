@@ -19,6 +19,7 @@ pub mod services;
 pub mod session;
 pub mod shutdown;
 pub mod snapshot;
+pub mod store;
 #[cfg(test)]
 mod testalloc;
 pub mod tls;

@@ -120,7 +120,13 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(snapshot.settings.loglevel);
+    // The state store is read now, so a damaged file stops the start (and `--check`).
+    if let Err(e) = ringsmtpd::store::open(&snapshot.settings.store) {
+        eprintln!("ringsmtpd: {e}");
+        return ExitCode::from(1);
+    }
     if args.check {
+        ringsmtpd::store::close();
         println!("config {} is valid", args.config.display());
         if snapshot.tls.is_some() {
             println!("  tls                    STARTTLS and tls listeners (built into the core)");
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    ringsmtpd::store::close();
     // Logging plugins write from background threads: let them finish the last lines.
     ringsmtpd_plugins::logging::flush_all(std::time::Duration::from_secs(2));
     code
@@ -209,8 +216,18 @@ fn signals(control: &Arc<Control>, dir: &std::path::Path) -> Result<(), String> 
         .map_err(|e| format!("signals: {e}"))?;
     for sig in signals.forever() {
         if sig == SIGHUP {
-            match Snapshot::load(dir) {
-                Ok((snap, _)) => {
+            let loaded = Snapshot::load(dir).and_then(|(snap, _)| {
+                // A new store directory is opened before any worker sees the new config.
+                ringsmtpd::store::open(&snap.settings.store)
+                    .map(|()| snap)
+                    .map_err(|reason| ringsmtpd_plugin_api::ConfigError {
+                        file: format!("{}/state_store", dir.display()),
+                        line: 0,
+                        reason,
+                    })
+            });
+            match loaded {
+                Ok(snap) => {
                     log::set_level(snap.settings.loglevel);
                     control.replace(snap);
                     log!(

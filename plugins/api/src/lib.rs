@@ -25,6 +25,7 @@ mod notes;
 mod outcome;
 mod plugin;
 pub mod shared;
+pub mod store;
 pub mod testing;
 
 /// The plugin writer's guide, `docs/writing-plugins.md`, included here so that `cargo test`
