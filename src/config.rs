@@ -1320,7 +1320,10 @@ mod tests {
             ("dns_timeout", "2"),
             ("dns_retries", "0"),
             ("dns_cache_size", "0"),
-            ("state_store", "embedded dir /var/lib/ringsmtpd max_entries 50"),
+            (
+                "state_store",
+                "embedded dir /var/lib/ringsmtpd max_entries 50",
+            ),
         ] {
             t.write(name, format!("# {name}\n{value}\n"));
         }

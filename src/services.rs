@@ -108,7 +108,10 @@ impl Services for WorkerServices {
         Box::pin(monoio::time::sleep(dur))
     }
 
-    fn store(&self, batch: ringsmtpd_plugin_api::store::Batch) -> ringsmtpd_plugin_api::store::StoreFuture {
+    fn store(
+        &self,
+        batch: ringsmtpd_plugin_api::store::Batch,
+    ) -> ringsmtpd_plugin_api::store::StoreFuture {
         match self.store.get() {
             Some(s) => s.send(batch),
             None => crate::store::StoreClient::None.send(batch),

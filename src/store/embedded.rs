@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(block_on(store.send(b)).unwrap().int(n), 5);
         store.close(Duration::from_secs(10));
         // the thread has stopped: a batch now fails fast
-        assert!(matches!(block_on(store.send(Batch::new())), Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            block_on(store.send(Batch::new())),
+            Err(StoreError::Unavailable(_))
+        ));
 
         let again = Embedded::open(dir.path(), 100).unwrap();
         let mut b = Batch::new();
@@ -212,7 +215,10 @@ mod tests {
         let gone = b.get(key("gone"));
         let n = b.incr(key("n"), 1, None);
         let r = block_on(again.send(b)).unwrap();
-        assert_eq!((r.value(white), r.value(gone), r.int(n)), (Some(&b"1"[..]), None, 6));
+        assert_eq!(
+            (r.value(white), r.value(gone), r.int(n)),
+            (Some(&b"1"[..]), None, 6)
+        );
         again.close(Duration::from_secs(10));
 
         let path = dir.path().join(FILE_NAME);
@@ -222,7 +228,10 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let err = Embedded::open(dir.path(), 100).unwrap_err();
         assert!(err.contains(&path.display().to_string()), "{err}");
-        assert!(err.contains("damaged") && err.contains("move it aside"), "{err}");
+        assert!(
+            err.contains("damaged") && err.contains("move it aside"),
+            "{err}"
+        );
         // moved aside, the store starts empty
         std::fs::rename(&path, dir.path().join("store.db.bad")).unwrap();
         let fresh = Embedded::open(dir.path(), 100).unwrap();

@@ -133,7 +133,11 @@ mod tests {
         let k = |s: &[u8]| Key::new("t", &[s]).unwrap();
         b.set(k(b"forever"), "1", None);
         b.set(k(b"soon"), "2", Some(Duration::from_secs(1)));
-        b.set(k(b"bin\r\n\0\xff"), vec![0u8, 255, 13, 10], Some(Duration::from_secs(100)));
+        b.set(
+            k(b"bin\r\n\0\xff"),
+            vec![0u8, 255, 13, 10],
+            Some(Duration::from_secs(100)),
+        );
         t.apply(&b, 1_000).unwrap();
         t
     }
@@ -160,13 +164,17 @@ mod tests {
         let mut flipped = data.clone();
         flipped[MAGIC.len() + 12] ^= 1;
         assert_eq!(load(&flipped).unwrap_err(), "checksum mismatch");
-        assert!(load(b"something else entirely, long enough").unwrap_err().contains("bad magic"));
+        assert!(load(b"something else entirely, long enough")
+            .unwrap_err()
+            .contains("bad magic"));
         // a huge length with a matching checksum is refused before any allocation
         let mut forged = MAGIC.to_vec();
         forged.extend_from_slice(&1u64.to_be_bytes());
         forged.extend_from_slice(&u32::MAX.to_be_bytes());
         let sum = fnv1a(&forged);
         forged.extend_from_slice(&sum.to_be_bytes());
-        assert!(load(&forged).unwrap_err().contains("a key of 4294967295 bytes"));
+        assert!(load(&forged)
+            .unwrap_err()
+            .contains("a key of 4294967295 bytes"));
     }
 }

@@ -167,7 +167,12 @@ mod tests {
                 max_entries: 5
             })
         );
-        for bad in ["embedded dir", "embedded max_entries 0", "embedded size 3", "memcached"] {
+        for bad in [
+            "embedded dir",
+            "embedded max_entries 0",
+            "embedded size 3",
+            "memcached",
+        ] {
             assert!(StoreConfig::parse(bad).is_err(), "{bad}");
         }
     }
