@@ -41,7 +41,7 @@
 //! | `white_timeout S` | `3110400` (36 days) | seconds a passed triplet stays whitelisted after its last delivery |
 //! | `reject 0\|1` | `1` | `0`: record and log, never defer (to seed the store) |
 //! | `mode denysoft\|testonly\|off` | | qpsmtpd's older form of `reject`: `testonly` is `reject 0`, `off` turns the plugin off |
-//! | `on_store_error pass\|defer` | `pass` | when the state store fails (down, timeout): let the mail through, or defer it with `451 4.3.0`; either way logged once a minute, not per message |
+//! | `on_store_error pass\|defer` | `pass` | when the state store fails (down, timeout): let the mail through, or defer it with `451 4.3.0`; either way logged once a minute for the whole process, not per message |
 //! | `loglevel` | | qpsmtpd's per-plugin log level |
 //! | `db_dir PATH`, `nfslock`, `per_recipient_db`, `upgrade` | | accepted and ignored: the store is the server's (`state_store`) |
 //! | `redis HOST:PORT` | | refused: write `redis HOST:PORT` in the core config file `state_store`, so every plugin shares it |
@@ -107,8 +107,10 @@ pub struct Greylisting {
     common: Common,
     cfg: Settings,
     exclude: IpList,
-    failures: FailureLog,
 }
+
+/// Store failures, logged once a minute for the whole process.
+static FAILURES: FailureLog = FailureLog::new();
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Settings {
@@ -249,7 +251,6 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         common,
         cfg,
         exclude,
-        failures: FailureLog::default(),
     }))
 }
 
@@ -414,7 +415,7 @@ impl Greylisting {
         } else {
             "letting mail through"
         };
-        if let Some(quiet) = self.failures.should_log() {
+        if let Some(quiet) = FAILURES.should_log() {
             self.common.log(
                 cx,
                 Level::Warn,

@@ -2,7 +2,9 @@
 //! file `state_store`, the process's embedded store, and each worker's client.
 //!
 //! - [`embedded`]: the default, a store thread owning the data, saved to a file;
-//! - [`file`]: that file's format.
+//! - [`file`]: that file's format;
+//! - [`redis`]: Redis over the worker's sockets, a small pool per worker, shared by every
+//!   process and host that points at it; [`resp`]: its protocol.
 //!
 //! The embedded store is opened once per process, on the main thread, at start (a damaged
 //! file stops the start) and at a reload that changes its directory; every worker talks to
@@ -10,8 +12,11 @@
 
 pub mod embedded;
 pub mod file;
+pub mod redis;
+pub mod resp;
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use ringsmtpd_plugin_api::store::{Batch, StoreError, StoreFuture};
 use ringsmtpd_plugin_api::{ConfigError, ConfigSource};
 
 pub use embedded::Embedded;
+pub use redis::{Redis, RedisConfig};
 
 /// The default directory of the embedded store (relative to the working directory).
 pub const DEFAULT_STATE_DIR: &str = "./state";
@@ -30,6 +36,8 @@ pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 pub enum StoreConfig {
     /// `embedded [dir PATH] [max_entries N]`.
     Embedded { dir: PathBuf, max_entries: usize },
+    /// `redis ADDR [db N] [user NAME] [password_file PATH] [timeout S] [pool N]`.
+    Redis(RedisConfig),
 }
 
 impl Default for StoreConfig {
@@ -59,12 +67,12 @@ impl StoreConfig {
     fn parse(text: &str) -> Result<StoreConfig, String> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let (kind, rest) = words.split_first().ok_or("empty state_store line")?;
-        if rest.len() % 2 != 0 {
-            return Err(format!("'{}' needs a value", rest[rest.len() - 1]));
-        }
-        let pairs = rest.chunks(2).map(|kv| (kv[0], kv[1]));
         match *kind {
             "embedded" => {
+                if rest.len() % 2 != 0 {
+                    return Err(format!("'{}' needs a value", rest[rest.len() - 1]));
+                }
+                let pairs = rest.chunks(2).map(|kv| (kv[0], kv[1]));
                 let (mut dir, mut max) = (PathBuf::from(DEFAULT_STATE_DIR), DEFAULT_MAX_ENTRIES);
                 for (k, v) in pairs {
                     match k {
@@ -86,6 +94,7 @@ impl StoreConfig {
                     max_entries: max,
                 })
             }
+            "redis" => Ok(StoreConfig::Redis(RedisConfig::parse(rest)?)),
             other => Err(format!("unknown state store '{other}' (embedded or redis)")),
         }
     }
@@ -101,7 +110,9 @@ fn embedded() -> std::sync::MutexGuard<'static, Option<Embedded>> {
 /// Opens what `config` needs for the whole process (main thread, at start and reload): the
 /// embedded store, unless the one open already lives in the same directory.
 pub fn open(config: &StoreConfig) -> Result<(), String> {
-    let StoreConfig::Embedded { dir, max_entries } = config;
+    let StoreConfig::Embedded { dir, max_entries } = config else {
+        return Ok(()); // Redis: each worker connects itself
+    };
     let mut current = embedded();
     let path = dir.join(embedded::FILE_NAME);
     if current.as_ref().is_some_and(|e| e.path() == path) {
@@ -124,6 +135,7 @@ pub fn close() {
 /// A worker's client for the configured store.
 pub enum StoreClient {
     Embedded(Embedded),
+    Redis(Rc<Redis>),
     /// Nothing opened (tests that build a worker without [`open`]).
     None,
 }
@@ -136,6 +148,7 @@ impl StoreClient {
                 Some(e) => StoreClient::Embedded(e.clone()),
                 None => StoreClient::None,
             },
+            StoreConfig::Redis(cfg) => StoreClient::Redis(Redis::new(cfg.clone())),
         }
     }
 
@@ -146,6 +159,7 @@ impl StoreClient {
         }
         match self {
             StoreClient::Embedded(e) => e.send(batch),
+            StoreClient::Redis(r) => Box::pin(r.clone().send(batch)),
             StoreClient::None => Box::pin(std::future::ready(Err(StoreError::Unavailable(
                 "no state store opened".into(),
             )))),

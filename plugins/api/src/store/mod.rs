@@ -39,6 +39,7 @@ mod table;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use table::{unix_ms, Entry, Evicted, Table};
@@ -284,32 +285,53 @@ impl Batch {
 /// The future of [`Services::store`](crate::Services::store).
 pub type StoreFuture = Pin<Box<dyn Future<Output = Result<Replies, StoreError>>>>;
 
-/// Says a store failure once per `interval`, not once per message: a plugin failing open
-/// while the store is down would otherwise write a line for every message.
-#[derive(Debug, Default)]
+/// Says a store failure once per [`FailureLog::INTERVAL`], not once per message: a plugin
+/// failing open while the store is down would otherwise write a line for every message. Kept
+/// in a `static` of the plugin's, so the interval holds across all workers of the process.
+#[derive(Debug)]
 pub struct FailureLog {
-    last: std::cell::Cell<Option<std::time::Instant>>,
+    /// When the last line was written, milliseconds since the Unix epoch (0: never).
+    last: AtomicU64,
     /// Failures not logged since the last line.
-    quiet: std::cell::Cell<u64>,
+    quiet: AtomicU64,
 }
 
 impl FailureLog {
     /// How often a failing store is logged at most.
     pub const INTERVAL: Duration = Duration::from_secs(60);
 
-    /// `Some(failures hidden since the last line)` if this failure should be logged now.
-    pub fn should_log(&self) -> Option<u64> {
-        let now = std::time::Instant::now();
-        match self.last.get() {
-            Some(at) if now.duration_since(at) < Self::INTERVAL => {
-                self.quiet.set(self.quiet.get() + 1);
-                None
-            }
-            _ => {
-                self.last.set(Some(now));
-                Some(self.quiet.replace(0))
-            }
+    pub const fn new() -> FailureLog {
+        FailureLog {
+            last: AtomicU64::new(0),
+            quiet: AtomicU64::new(0),
         }
+    }
+
+    /// `Some(failures not logged since the last line)` if this failure should be logged now.
+    pub fn should_log(&self) -> Option<u64> {
+        self.should_log_at(unix_ms(std::time::SystemTime::now()))
+    }
+
+    fn should_log_at(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= Self::INTERVAL.as_millis() as u64;
+        // One worker wins the line; the others count themselves as not logged.
+        if due
+            && self
+                .last
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.quiet.swap(0, Ordering::Relaxed));
+        }
+        self.quiet.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Default for FailureLog {
+    fn default() -> FailureLog {
+        FailureLog::new()
     }
 }
 
@@ -378,12 +400,11 @@ mod tests {
 
     #[test]
     fn failures_are_logged_once_per_interval() {
-        let log = FailureLog::default();
-        assert_eq!(log.should_log(), Some(0));
-        assert_eq!(log.should_log(), None);
-        assert_eq!(log.should_log(), None);
-        log.last
-            .set(std::time::Instant::now().checked_sub(FailureLog::INTERVAL));
-        assert_eq!(log.should_log(), Some(2));
+        let log = FailureLog::new();
+        assert_eq!(log.should_log_at(1_000), Some(0));
+        assert_eq!(log.should_log_at(2_000), None);
+        assert_eq!(log.should_log_at(60_999), None);
+        assert_eq!(log.should_log_at(61_000), Some(2));
+        assert_eq!(log.should_log_at(61_001), None);
     }
 }
