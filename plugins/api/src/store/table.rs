@@ -258,6 +258,14 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    fn set(k: &str, v: impl Into<Vec<u8>>, ttl: Option<Duration>) -> Op {
+        Op::Set {
+            key: key(k),
+            value: v.into(),
+            ttl,
+        }
+    }
+
     #[test]
     fn expiry_is_enforced() {
         let mut t = Table::new(10);
@@ -325,78 +333,37 @@ mod tests {
         assert_eq!(one(&mut t, incr(-2), 9999), Reply::Int(4));
         // the window was fixed by the first incr: later ones did not extend it
         assert_eq!(one(&mut t, incr(1), 10_000), Reply::Int(1));
-        one(
-            &mut t,
-            Op::Set {
-                key: key("s"),
-                value: "x".into(),
-                ttl: None,
-            },
-            0,
-        );
-        let bad = Batch {
+        one(&mut t, set("s", "x", None), 0);
+        let incr_of = |k| Batch {
             ops: vec![Op::Incr {
-                key: key("s"),
+                key: key(k),
                 by: 1,
                 ttl: None,
             }],
         };
-        assert!(matches!(t.apply(&bad, 0), Err(StoreError::Refused(_))));
-        one(
-            &mut t,
-            Op::Set {
-                key: key("m"),
-                value: i64::MAX.to_string().into(),
-                ttl: None,
-            },
-            0,
-        );
-        let over = Batch {
-            ops: vec![Op::Incr {
-                key: key("m"),
-                by: 1,
-                ttl: None,
-            }],
-        };
-        assert!(matches!(t.apply(&over, 0), Err(StoreError::Refused(_))));
+        assert!(matches!(
+            t.apply(&incr_of("s"), 0),
+            Err(StoreError::Refused(_))
+        ));
+        one(&mut t, set("m", i64::MAX.to_string(), None), 0);
+        assert!(matches!(
+            t.apply(&incr_of("m"), 0),
+            Err(StoreError::Refused(_))
+        ));
     }
 
     #[test]
     fn a_full_table_evicts_expired_first_then_oldest() {
         let mut t = Table::new(32);
         for i in 0..16 {
-            one(
-                &mut t,
-                Op::Set {
-                    key: key(&format!("short{i}")),
-                    value: "v".into(),
-                    ttl: Some(S),
-                },
-                0,
-            );
+            one(&mut t, set(&format!("short{i}"), "v", Some(S)), 0);
         }
         for i in 0..16 {
-            one(
-                &mut t,
-                Op::Set {
-                    key: key(&format!("long{i}")),
-                    value: "v".into(),
-                    ttl: None,
-                },
-                0,
-            );
+            one(&mut t, set(&format!("long{i}"), "v", None), 0);
         }
         assert_eq!(t.take_evicted(), None);
         // full: the next write drops the 16 expired ones, and nothing else
-        one(
-            &mut t,
-            Op::Set {
-                key: key("new"),
-                value: "v".into(),
-                ttl: None,
-            },
-            5000,
-        );
+        one(&mut t, set("new", "v", None), 5000);
         assert_eq!(
             t.take_evicted(),
             Some(Evicted {
@@ -406,27 +373,11 @@ mod tests {
         );
         assert_eq!(t.len(), 17);
         for i in 0..15 {
-            one(
-                &mut t,
-                Op::Set {
-                    key: key(&format!("more{i}")),
-                    value: "v".into(),
-                    ttl: None,
-                },
-                5000,
-            );
+            one(&mut t, set(&format!("more{i}"), "v", None), 5000);
         }
         assert_eq!(t.len(), 32);
         // full of live entries: the oldest-written sixteenth (2) goes
-        one(
-            &mut t,
-            Op::Set {
-                key: key("last"),
-                value: "v".into(),
-                ttl: None,
-            },
-            5000,
-        );
+        one(&mut t, set("last", "v", None), 5000);
         assert_eq!(
             t.take_evicted(),
             Some(Evicted {
@@ -438,15 +389,7 @@ mod tests {
         assert_eq!(get(&mut t, "long1", 5000), None);
         assert!(get(&mut t, "long2", 5000).is_some() && get(&mut t, "last", 5000).is_some());
         // overwriting an existing key never evicts
-        one(
-            &mut t,
-            Op::Set {
-                key: key("last"),
-                value: "w".into(),
-                ttl: None,
-            },
-            5000,
-        );
+        one(&mut t, set("last", "w", None), 5000);
         assert_eq!(t.take_evicted(), None);
     }
 
