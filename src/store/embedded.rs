@@ -10,15 +10,17 @@
 //! here, unlike with Redis).
 //!
 //! Persistence: the thread saves the table to `DIR/store.db` ([`super::file`]) at most every
-//! [`SAVE_EVERY`] when something changed, and when the process stops; a crash loses at most
-//! the last interval. The file is read at start; a damaged file stops the start with the
+//! [`SAVE_EVERY`] when something changed (written by a short-lived writer thread, so the disk
+//! never holds up a batch), and when the process stops; a crash loses at most the last
+//! interval or two. The file is read at start; a damaged file stops the start with the
 //! file's name and how to rebuild (move it aside: the store starts empty).
 //!
 //! Bounded: at most `max_entries`; a full table drops expired entries, then the oldest
 //! written, and the thread logs how many it dropped.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
@@ -108,11 +110,7 @@ fn gone() -> StoreError {
 }
 
 fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
-    let mut saver = Saver {
-        path,
-        last: Instant::now(),
-        failing: false,
-    };
+    let mut saver = Saver::new(path);
     loop {
         let wait = SAVE_EVERY.saturating_sub(saver.last.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
@@ -133,51 +131,89 @@ fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
                 }
             }
             Ok(Msg::Close(done)) => {
-                saver.save(&mut table);
+                saver.save(&mut table, true);
                 let _ = done.send(());
                 return;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                saver.save(&mut table);
+                saver.save(&mut table, true);
                 return;
             }
         }
         if saver.last.elapsed() >= SAVE_EVERY {
             table.purge_expired(unix_ms(SystemTime::now()));
-            saver.save(&mut table);
+            saver.save(&mut table, false);
         }
     }
 }
 
+/// Writes the table out: encoded on the store thread (memory only, quick), written and
+/// fsync'd on a writer thread of its own, so batches are not held up by the disk. One write at
+/// a time; the last one, at close, is waited for.
 struct Saver {
     path: PathBuf,
     last: Instant,
-    /// The last save failed (logged once until one succeeds).
-    failing: bool,
+    writing: Option<std::thread::JoinHandle<()>>,
+    /// The last write failed: log once per failing streak, and write again next time.
+    failed: Arc<AtomicBool>,
 }
 
 impl Saver {
-    fn save(&mut self, table: &mut Table) {
+    fn new(path: PathBuf) -> Saver {
+        Saver {
+            path,
+            last: Instant::now(),
+            writing: None,
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts a write if the table changed and no write is running; `last` waits for it.
+    fn save(&mut self, table: &mut Table, last: bool) {
         self.last = Instant::now();
+        if let Some(w) = self.writing.take() {
+            if !w.is_finished() && !last {
+                self.writing = Some(w); // still writing: try again next interval
+                return;
+            }
+            let _ = w.join();
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            table.mark_dirty();
+        }
         if !table.take_dirty() {
             return;
         }
         let data = file::encode(table, unix_ms(SystemTime::now()));
-        match file::save(&self.path, &data) {
-            Ok(()) => self.failing = false,
-            Err(e) => {
-                // Retry at the next interval; say it once per failing streak.
-                if !std::mem::replace(&mut self.failing, true) {
-                    crate::log!(
-                        Level::Error,
-                        0,
-                        "state",
-                        "saving the state store to {} failed: {e}",
-                        self.path.display()
-                    );
-                }
-                table.mark_dirty();
+        let (path, failed) = (self.path.clone(), self.failed.clone());
+        let write = move || write(&path, &data, &failed);
+        if last {
+            write();
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("state-save".into())
+            .spawn(write)
+        {
+            Ok(handle) => self.writing = Some(handle),
+            Err(_) => table.mark_dirty(), // no thread now: next interval
+        }
+    }
+}
+
+fn write(path: &Path, data: &[u8], failed: &AtomicBool) {
+    match file::save(path, data) {
+        Ok(()) => failed.store(false, Ordering::Relaxed),
+        Err(e) => {
+            if !failed.swap(true, Ordering::Relaxed) {
+                crate::log!(
+                    Level::Error,
+                    0,
+                    "state",
+                    "saving the state store to {} failed: {e}",
+                    path.display()
+                );
             }
         }
     }
@@ -239,6 +275,27 @@ mod tests {
         let white = b.get(key("white"));
         assert_eq!(block_on(fresh.send(b)).unwrap().value(white), None);
         fresh.close(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn saved_while_running_without_waiting_for_the_stop() {
+        let dir = TempDir::new("store");
+        let store = Embedded::open(dir.path(), 100).unwrap();
+        let mut b = Batch::new();
+        b.set(key("k"), "v", None);
+        block_on(store.send(b)).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut table = Table::new(100);
+        // a bound on a hang, not a measure: the save comes after SAVE_EVERY
+        while file::decode(&std::fs::read(&path).unwrap_or_default(), &mut table, 0).is_err() {
+            assert!(Instant::now() < deadline, "never saved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut b = Batch::new();
+        let k = b.get(key("k"));
+        assert_eq!(table.apply(&b, 0).unwrap().value(k), Some(&b"v"[..]));
+        store.close(Duration::from_secs(10));
     }
 
     #[test]

@@ -157,6 +157,10 @@ impl StoreClient {
         if let Err(e) = batch.check() {
             return Box::pin(std::future::ready(Err(e)));
         }
+        if batch.is_empty() {
+            let none = ringsmtpd_plugin_api::store::Replies(Vec::new());
+            return Box::pin(std::future::ready(Ok(none)));
+        }
         match self {
             StoreClient::Embedded(e) => e.send(batch),
             StoreClient::Redis(r) => Box::pin(r.clone().send(batch)),
