@@ -203,3 +203,19 @@ def test_redis_down_with_on_store_error_defer(make_server, tmp_path):
     srv = make_server(plugins=plugins(GREY_LINE + " on_store_error defer"), settings=settings)
     r = mail_from(srv, "a@example.org")
     assert (r.code, r.enhanced()) == (451, "4.3.0"), r
+
+
+def test_hostile_sender_keys_on_redis(make_server, redis_server):
+    """A sender full of RESP syntax stays one key part: the triplet works and Redis holds
+    exactly the length-prefixed key (nothing injected, nothing split)."""
+    settings = {"state_store": f"redis 127.0.0.1:{redis_server.port}"}
+    srv = make_server(plugins=plugins(GREY_LINE + " sender 1 remote_ip 0"), settings=settings)
+    sender = '"*1$4:DEL 9:x"@example.org'
+    first = time.monotonic()
+    assert_greylisted(mail_from(srv, sender))
+    expected = b"11:greylisting4:grey" + str(len(sender)).encode() + b":" + sender.lower().encode()
+    assert redis_server.keys() == [expected]
+    # a sender that would collide if the parts were merely joined is a triplet of its own
+    assert_greylisted(mail_from(srv, "x@example.org"))
+    sleep_past_black(first)
+    assert mail_from(srv, sender).code == 250
