@@ -521,6 +521,109 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 
+    /// Commands of `data` that are complete (arrays of bulk strings), and the bytes they take.
+    fn complete_commands(data: &[u8]) -> usize {
+        let (mut pos, mut n) = (0, 0);
+        let line = |from: usize| {
+            data[from..].windows(2).position(|w| w == b"\r\n").map(|i| {
+                (
+                    std::str::from_utf8(&data[from + 1..from + i])
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap(),
+                    from + i + 2,
+                )
+            })
+        };
+        'cmds: while pos < data.len() {
+            let Some((args, mut at)) = line(pos) else {
+                break;
+            };
+            for _ in 0..args {
+                let Some((len, start)) = line(at) else {
+                    break 'cmds;
+                };
+                if data.len() < start + len + 2 {
+                    break 'cmds;
+                }
+                at = start + len + 2;
+            }
+            pos = at;
+            n += 1;
+        }
+        n
+    }
+
+    /// A fake Redis on a thread: answers `+OK` to each command, but only once the `expect`
+    /// commands of a batch have all arrived (so a client that waited for each reply before
+    /// sending the next would time out); closes the connection after the batches listed in
+    /// `close_after`. Returns its address and the count of connections it accepted.
+    fn fake_redis(
+        batches: Vec<usize>,
+        close_after: Vec<usize>,
+    ) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut accepted = 0;
+            let mut batch = 0;
+            while batch < batches.len() {
+                let (mut conn, _) = listener.accept().unwrap();
+                accepted += 1;
+                let mut data = Vec::new();
+                while batch < batches.len() {
+                    let mut buf = [0u8; 4096];
+                    while complete_commands(&data) < batches[batch] {
+                        let n = conn.read(&mut buf).unwrap();
+                        assert!(n > 0, "client closed mid-batch");
+                        data.extend_from_slice(&buf[..n]);
+                    }
+                    data.clear();
+                    conn.write_all(&b"+OK\r\n".repeat(batches[batch])).unwrap();
+                    batch += 1;
+                    if close_after.contains(&batch) {
+                        break;
+                    }
+                }
+            }
+            tx.send(accepted).unwrap();
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn batches_are_pipelined_on_a_pooled_connection_that_is_reopened_when_closed() {
+        // three batches of 3 SETs; the server hangs up after the second
+        let (addr, accepted) = fake_redis(vec![3, 3, 3], vec![2]);
+        run_on(Driver::Epoll, || async move {
+            let r = Redis::new(RedisConfig {
+                endpoint: Endpoint::Tcp(addr),
+                db: 0,
+                user: None,
+                password: None,
+                timeout: Duration::from_secs(10),
+                pool: 2,
+            });
+            for round in 0..3 {
+                let mut b = Batch::new();
+                for i in 0..3 {
+                    b.set(key(&format!("{round}.{i}")), "v", None);
+                }
+                let replies = r.clone().send(b).await;
+                assert_eq!(
+                    replies,
+                    Ok(Replies(vec![Reply::Stored(true); 3])),
+                    "batch {round}"
+                );
+            }
+        })
+        .unwrap();
+        // the first two batches shared one connection; the third needed a new one
+        assert_eq!(accepted.recv_timeout(Duration::from_secs(20)), Ok(2));
+    }
+
     /// Within `timeout`, and fast when the server is known down.
     #[test]
     fn a_silent_server_times_out_and_a_closed_port_fails_fast() {
