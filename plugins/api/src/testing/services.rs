@@ -19,7 +19,8 @@ use crate::outcome::{Outcome, Step};
 use crate::store::{unix_ms, Batch, StoreError, StoreFuture, Table};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
-/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`).
+/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`), the
+/// state store is a [`Table`] in memory on the test's clock.
 #[derive(Default)]
 pub struct FakeServices {
     pub me: String,
