@@ -74,8 +74,8 @@
 //! triplet's renewal, a new triplet's record and a retry's timestamp are read and written
 //! together; only the retry that whitelists a triplet takes a second round trip.
 //!
-//! Differences from qpsmtpd 0.94: the refusal at `MAIL`/`RCPT` is `451 4.7.1` (RFC 6647
-//! §4.2's advice; qpsmtpd's DENYSOFT gave 450 there), with the seconds left in its text;
+//! Differences from qpsmtpd 0.94: the refusal at `MAIL`/`RCPT` is `451 4.7.1` (the code
+//! greylisting servers commonly give; qpsmtpd's DENYSOFT gave 450 there), with the seconds left;
 //! `deny_late` also moves a refusal at `RCPT` to `DATA`; a triplet not retried within
 //! `grey_timeout` starts over (0.94 let such a late retry through without whitelisting it);
 //! the renewal of a whitelisted triplet may leave a grey record that expires by itself after
