@@ -19,8 +19,10 @@ pub mod connection_time;
 pub mod content_log;
 pub mod count_unrecognized_commands;
 pub mod dkim;
+pub mod dmarc;
 pub mod dns_whitelist_soft;
 pub mod dnsbl;
+pub mod domainkeys;
 pub mod dont_require_anglebrackets;
 pub mod earlytalker;
 pub mod fcrdns;
@@ -70,8 +72,10 @@ const PLUGINS: &[(&str, Factory)] = &[
         count_unrecognized_commands::new,
     ),
     ("dkim", dkim::new),
+    ("dmarc", dmarc::new),
     ("dns_whitelist_soft", dns_whitelist_soft::new),
     ("dnsbl", dnsbl::new),
+    ("domainkeys", domainkeys::new),
     (
         "dont_require_anglebrackets",
         dont_require_anglebrackets::new,
@@ -295,6 +299,8 @@ mod tests {
         ("misbehave deny queue", &[]),
         ("earlytalker", &[]),
         ("dkim reject 0 timeout 5", &[]),
+        ("dmarc reject 1 timeout 5 report_dir {dir}", &[]),
+        ("domainkeys warn_only 1 timeout 5", &[]),
         ("earlytalker check-at DATA defer-reject 1", &[]),
         ("hosts_allow", &[]),
         ("relay", &[]),

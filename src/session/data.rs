@@ -32,6 +32,9 @@ enum Refusal {
     BareNewline,
     /// A line longer than `data_line_length` inside a BDAT chunk.
     LineTooLong,
+    /// A header section longer than what memory keeps of it (`MAX_HEADER_MEM`): its fields
+    /// cannot all be checked for forged Authentication-Results (see `forged`).
+    HeaderTooLarge,
 }
 
 /// The most of a header section kept in memory when the message is spooled before the
@@ -279,7 +282,8 @@ impl State {
         let Some(mut txn) = self.txn.take() else {
             return Flow::Next;
         };
-        let (reply, plugin) = match refusal {
+        let cut = super::forged::header_cut(&txn).then_some(Refusal::HeaderTooLarge);
+        let (reply, plugin) = match refusal.or(cut) {
             Some(r) => (refusal_reply(r), None),
             None => {
                 let queued = Instant::now();
@@ -332,6 +336,22 @@ impl State {
         chains
             .run(&mut self.cx, Some(&mut *txn), Call::DataPostHeaders)
             .await;
+        // After data_post_headers, so the DKIM check saw the message as signed.
+        match super::forged::rename_in_message(txn, env.svc.me()).await {
+            Ok(0) => {}
+            Ok(n) => self.cx.log(
+                Level::Notice,
+                "core",
+                format_args!(
+                    "renamed {n} Authentication-Results field(s) claiming our authserv-id"
+                ),
+            ),
+            Err(e) => {
+                let msg = format_args!("cannot rename forged Authentication-Results: {e}");
+                self.cx.log(Level::Error, "core", msg);
+                return (refusal_reply(Refusal::Spool), None);
+            }
+        }
         self.add_core_headers(txn).await;
         let decision = chains
             .run(&mut self.cx, Some(&mut *txn), Call::DataPost)
@@ -448,6 +468,7 @@ fn refusal_reply(r: Refusal) -> Resolved {
             "Bare CR or LF in message refused (RFC 5321 2.3.8)",
         ),
         Refusal::LineTooLong => Resolved::new(554, "5.6.0", "Message line too long"),
+        Refusal::HeaderTooLarge => Resolved::new(552, "5.3.4", "Message header section too large"),
     }
 }
 

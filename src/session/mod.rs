@@ -9,6 +9,7 @@
 
 mod auth;
 mod data;
+mod forged;
 mod headers;
 mod hello;
 mod mail;

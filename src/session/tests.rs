@@ -1082,3 +1082,5 @@ fn metrics_count_a_known_load_exactly() {
     };
     assert_eq!(text_of(&metrics), ("4".into(), "3".into()));
 }
+
+mod auth_results;

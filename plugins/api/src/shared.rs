@@ -23,6 +23,46 @@ pub struct WhitelistSender(pub String);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthResults(pub Vec<String>);
 
+/// One DKIM signature as `dkim` verified it: what DMARC needs (RFC 7489 §3.1.1, §4.2) and
+/// what an aggregate report lists (§7.2). Values are as the signature has them, cleaned by
+/// `dkim` (printable ASCII, bounded), not lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimResult {
+    /// `d=`, the signing domain.
+    pub domain: String,
+    /// `s=`, the selector (empty if the signature had none).
+    pub selector: String,
+    /// The RFC 8601 result: `pass`, `fail`, `policy`, `temperror` or `permerror`.
+    pub result: &'static str,
+}
+
+/// Every DKIM signature verified on the message, top to bottom (txn note, written by `dkim`;
+/// read by `dmarc`). Absent when `dkim` did not run; empty when the message had none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DkimResults(pub Vec<DkimResult>);
+
+impl AuthResults {
+    /// One clause: `method=result`, ` (reason)` if any, then ` prop=value` for each property
+    /// whose value is not empty (e.g. `dkim=pass header.d=example.com`). Values must already
+    /// be clean (a `pvalue` without `;`, `(`, `)`, `"`, `\` or white space).
+    pub fn clause(
+        method: &str,
+        result: impl std::fmt::Display,
+        reason: Option<&str>,
+        props: &[(&str, &str)],
+    ) -> String {
+        use std::fmt::Write;
+        let mut c = format!("{method}={result}");
+        if let Some(why) = reason {
+            let _ = write!(c, " ({why})");
+        }
+        for (prop, value) in props.iter().filter(|(_, v)| !v.is_empty()) {
+            let _ = write!(c, " {prop}={value}");
+        }
+        c
+    }
+}
+
 /// qpsmtpd's `is_immune`: checks are skipped for relay clients and whitelisted hosts/senders.
 pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
     cx.conn.relay_client

@@ -77,7 +77,8 @@
 //! ## Notes
 //!
 //! Reads `is_immune`'s notes: relay clients and whitelisted hosts or senders are not checked.
-//! Writes the transaction's `shared::AuthResults` (one `dkim=` clause per signature) and a
+//! Writes the transaction's `shared::AuthResults` (one `dkim=` clause per signature),
+//! `shared::DkimResults` (each signature's result, domain and selector, for `dmarc`) and a
 //! private transaction note with the verdict for `data_post`.
 //!
 //! ## Standards
@@ -100,9 +101,9 @@
 //! failure is `temperror`, which never refuses mail.
 
 mod canon;
-mod key;
-mod signature;
-mod verify;
+pub(crate) mod key;
+pub(crate) mod signature;
+pub(crate) mod verify;
 
 use std::borrow::Cow;
 use std::ops::ControlFlow;
@@ -113,7 +114,7 @@ use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
 use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{within, Deadline, Timer};
 use ringsmtpd_plugin_api::mime::read_message;
-use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
+use ringsmtpd_plugin_api::shared::{is_immune, AuthResults, DkimResult, DkimResults};
 use ringsmtpd_plugin_api::{
     Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Services, Step, Transaction,
@@ -527,6 +528,12 @@ impl Plugin for Dkim {
                 .get_or_insert_with(AuthResults::default)
                 .0
                 .extend(clauses);
+            let results = checked.reports.iter().map(|r| DkimResult {
+                domain: r.ident.d.clone(),
+                selector: r.selector.clone(),
+                result: r.verdict.word(),
+            });
+            txn.notes.set(DkimResults(results.collect()));
             txn.notes.set(checked);
             Outcome::Declined
         })
@@ -903,6 +910,19 @@ Joe.\r
         assert!(clauses
             .iter()
             .all(|c| c.starts_with("dkim=temperror (key lookup timed out)")));
+        let results = &txn.notes.get::<DkimResults>().unwrap().0;
+        assert_eq!(results.len(), 2);
+        let seen: Vec<_> = results
+            .iter()
+            .map(|r| (r.result, &*r.domain, &*r.selector))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("temperror", "football.example.com", "brisbane"),
+                ("temperror", "football.example.com", "test")
+            ]
+        );
         assert_eq!(run(p.data_post(&mut c, &mut txn)), Outcome::Declined);
     }
 
