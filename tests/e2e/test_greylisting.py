@@ -102,6 +102,16 @@ def mail_from(srv, sender):
     return r
 
 
+def deliver(srv, sender):
+    """A whole transaction that must be accepted, and its message in the Maildir."""
+    before = len(srv.maildir.files())
+    c = srv.connect()
+    c.ehlo()
+    c.transaction(sender, ["user@example.test"], MESSAGE, 250)
+    c.cmd("QUIT", 221)
+    srv.maildir.wait_count(before + 1)
+
+
 def restart(srv):
     """Starts a stopped server again, its earlier log set aside (start() waits for a new
     "listening on" line)."""
@@ -128,11 +138,7 @@ def test_embedded_first_attempt_retry_pass_and_restart(make_server):
     # retried at once: still within black_timeout
     assert_greylisted(mail_from(srv, "a@example.org"))
     sleep_past_black(first)
-    c = srv.connect()
-    c.ehlo()
-    c.transaction("a@example.org", ["user@example.test"], MESSAGE, 250)
-    c.cmd("QUIT", 221)
-    srv.maildir.wait_count(1)
+    deliver(srv, "a@example.org")
     # whitelisted: any sender from this IP passes at once
     assert mail_from(srv, "other@example.net").code == 250
     assert "pass: updated grey->white" in srv.log()
@@ -173,11 +179,7 @@ def test_two_processes_share_one_redis(make_server, redis_server):
     assert_greylisted(mail_from(b, "a@example.org"))
     assert b"4:grey9:127.0.0.1" in b"".join(redis_server.keys())
     sleep_past_black(first)
-    c = b.connect()
-    c.ehlo()
-    c.transaction("a@example.org", ["user@example.test"], MESSAGE, 250)
-    c.cmd("QUIT", 221)
-    b.maildir.wait_count(1)
+    deliver(b, "a@example.org")
     # whitelisted for both
     assert mail_from(a, "other@example.net").code == 250
     keys = redis_server.keys()
