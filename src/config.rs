@@ -532,6 +532,9 @@ pub struct Settings {
     /// `dns_cache_size`: DNS answers cached per worker, 0..=10000000 (0: no cache). Default
     /// 10000.
     pub dns_cache_size: usize,
+    /// `state_store`: the state store plugins share (`embedded`, the default, or `redis`);
+    /// see [`crate::store::StoreConfig`] and `docs/config.md`.
+    pub store: crate::store::StoreConfig,
 }
 
 /// What to do with a bare CR or LF (config `bare_newline`).
@@ -793,6 +796,7 @@ impl Settings {
             dns_timeout,
             dns_retries,
             dns_cache_size,
+            store: crate::store::StoreConfig::load(cfg)?,
         })
     }
 
@@ -1327,6 +1331,7 @@ mod tests {
                 dns_timeout: Duration::from_secs(5),
                 dns_retries: 2,
                 dns_cache_size: 10_000,
+                store: crate::store::StoreConfig::default(),
             }
         );
     }
@@ -1356,6 +1361,10 @@ mod tests {
             ("dns_timeout", "2"),
             ("dns_retries", "0"),
             ("dns_cache_size", "0"),
+            (
+                "state_store",
+                "embedded dir /var/lib/ringsmtpd max_entries 50",
+            ),
         ] {
             t.write(name, format!("# {name}\n{value}\n"));
         }
@@ -1397,6 +1406,10 @@ mod tests {
                 dns_timeout: Duration::from_secs(2),
                 dns_retries: 0,
                 dns_cache_size: 0,
+                store: crate::store::StoreConfig::Embedded {
+                    dir: "/var/lib/ringsmtpd".into(),
+                    max_entries: 50,
+                },
             }
         );
     }

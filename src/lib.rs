@@ -23,6 +23,7 @@ pub mod session;
 pub mod shutdown;
 pub mod snapshot;
 pub mod spool;
+pub mod store;
 #[cfg(test)]
 mod testalloc;
 pub mod tls;

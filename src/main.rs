@@ -163,6 +163,11 @@ fn main() -> ExitCode {
         }
     };
     log::set_level(snapshot.settings.loglevel);
+    // The state store is read now, so a damaged file stops the start (`--check` reports it).
+    if let Err(e) = ringsmtpd::store::open(&snapshot.settings.store) {
+        eprintln!("ringsmtpd: {e}");
+        return ExitCode::from(1);
+    }
     // Spool files are unlinked off the workers; what a crashed process left is removed now.
     ringsmtpd::spool::install_reaper();
     match ringsmtpd::spool::clean(&snapshot.settings.spool_dir) {
@@ -193,6 +198,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    ringsmtpd::store::close();
     // Spool files and log lines are removed and written by background threads: let them
     // finish.
     ringsmtpd::spool::flush(std::time::Duration::from_secs(2));
@@ -302,8 +308,18 @@ fn signals(control: &Arc<Control>, dir: &std::path::Path) -> Result<(), String> 
         .map_err(|e| format!("signals: {e}"))?;
     for sig in signals.forever() {
         if sig == SIGHUP {
-            match Snapshot::load(dir) {
-                Ok((snap, _)) => {
+            let loaded = Snapshot::load(dir).and_then(|(snap, _)| {
+                // A new store directory is opened before any worker sees the new config.
+                ringsmtpd::store::open(&snap.settings.store)
+                    .map(|()| snap)
+                    .map_err(|reason| ringsmtpd_plugin_api::ConfigError {
+                        file: format!("{}/state_store", dir.display()),
+                        line: 0,
+                        reason,
+                    })
+            });
+            match loaded {
+                Ok(snap) => {
                     log::set_level(snap.settings.loglevel);
                     control.replace(snap);
                     log!(

@@ -1,5 +1,6 @@
 //! The worker's implementation of the plugin API's [`Services`]: logging, timers on the
-//! worker's runtime, the blocking thread pool, and the slow helpers' own bounded pool.
+//! worker's runtime, the blocking thread pool, the slow helpers' own bounded pool, DNS,
+//! outbound connections, the state store.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -26,6 +27,8 @@ pub struct WorkerServices {
     dns: std::cell::OnceCell<crate::dns::Resolver>,
     /// The slow helpers' pool ([`Services::spawn_helper`]).
     helpers: crate::pool::Pool,
+    /// The state store ([`WorkerServices::set_store`]); none: `Unavailable`.
+    store: std::cell::OnceCell<crate::store::StoreClient>,
 }
 
 impl WorkerServices {
@@ -36,12 +39,18 @@ impl WorkerServices {
             in_logger: Cell::new(false),
             dns: std::cell::OnceCell::new(),
             helpers: crate::pool::Pool::new("ringsmtpd-helper", HELPER_THREADS),
+            store: std::cell::OnceCell::new(),
         }
     }
 
     /// Gives plugins this DNS client (once; later calls are ignored).
     pub fn set_resolver(&self, resolver: crate::dns::Resolver) {
         let _ = self.dns.set(resolver);
+    }
+
+    /// Gives plugins this state store client (once; later calls are ignored).
+    pub fn set_store(&self, store: crate::store::StoreClient) {
+        let _ = self.store.set(store);
     }
 
     /// The DNS client, if one was set.
@@ -110,6 +119,16 @@ impl Services for WorkerServices {
 
     fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(monoio::time::sleep(dur))
+    }
+
+    fn store(
+        &self,
+        batch: ringsmtpd_plugin_api::store::Batch,
+    ) -> ringsmtpd_plugin_api::store::StoreFuture {
+        match self.store.get() {
+            Some(s) => s.send(batch),
+            None => crate::store::StoreClient::None.send(batch),
+        }
     }
 
     fn dns_query(&self, name: &str, qtype: ringsmtpd_plugin_api::dns::QType) -> DnsLookup {

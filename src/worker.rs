@@ -140,6 +140,7 @@ pub fn env_with(
     // One DNS client per worker (per reload: a new config gets a fresh client and cache).
     svc.set_resolver(crate::dns::Resolver::new(snap.settings.resolver_config()));
     let dns = svc.resolver().cloned();
+    svc.set_store(crate::store::StoreClient::new(&snap.settings.store));
     Env {
         settings: snap.settings.clone(),
         tls: snap.tls.clone(),

@@ -26,6 +26,7 @@ pub mod domainkeys;
 pub mod dont_require_anglebrackets;
 pub mod earlytalker;
 pub mod fcrdns;
+pub mod greylisting;
 pub mod headers;
 pub mod helo;
 pub mod help;
@@ -81,6 +82,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ),
     ("earlytalker", earlytalker::new),
     ("fcrdns", fcrdns::new),
+    ("greylisting", greylisting::new),
     ("headers", headers::new),
     ("helo", helo::new),
     ("help", help::new),
@@ -304,6 +306,11 @@ mod tests {
         ("relay", &[]),
         ("relay only 1", &[]),
         ("whitelist", &[]),
+        ("greylisting", &[]),
+        (
+            "greylisting recipient 1 sender 1 deny_late 1",
+            &[("denysoft_greylist", "black_timeout 60\n")],
+        ),
         ("badmailfrom", &[]),
         ("badmailfromto", &[]),
         ("badrcptto", &[]),

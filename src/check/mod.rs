@@ -137,7 +137,9 @@ pub fn run(dir: &Path, stdio: bool, runs_as: Result<String, String>) -> ExitCode
     let mut report = report(dir, &Env::current(stdio));
     if let Err(why) = &runs_as {
         let at = dir.join("user").display().to_string();
-        report.findings.push(Finding::new(Severity::Error, at, why.clone()));
+        report
+            .findings
+            .push(Finding::new(Severity::Error, at, why.clone()));
     }
     for f in &report.findings {
         eprintln!("{f}");
@@ -214,6 +216,13 @@ pub fn report(dir: &Path, env: &Env) -> Report {
                 cert::check(&tls.leaves, &snapshot.settings.me, env.now, out);
             }
             listeners(&snapshot, out);
+            if let Err(why) = crate::store::verify(&snapshot.settings.store) {
+                out.push(Finding::new(
+                    Severity::Error,
+                    dir.join("state_store").display().to_string(),
+                    why,
+                ));
+            }
             // Only a directory that loaded says which files are read and which are defaults.
             defaults(&config, &snapshot.settings, out);
             unread(&config, out);

@@ -1,5 +1,6 @@
 //! What a hook sees: the connection ([`Cx`]), the transaction ([`Transaction`]) and the
-//! services of its worker ([`Services`]: logging, timers, a thread pool for blocking work).
+//! services of its worker ([`Services`]: logging, timers, a thread pool for blocking work,
+//! DNS, outbound connections, the state store).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -104,6 +105,13 @@ pub trait Services {
         let _ = (to, timeout);
         Box::pin(std::future::ready(Err(
             std::io::ErrorKind::Unsupported.into()
+        )))
+    }
+    /// Sends a batch of state store operations: one round trip (see [`crate::store`]).
+    fn store(&self, batch: crate::store::Batch) -> crate::store::StoreFuture {
+        let _ = batch;
+        Box::pin(std::future::ready(Err(
+            crate::store::StoreError::Unavailable("no state store".into()),
         )))
     }
     /// Sends a DNS question now; await the handle when the answer is needed (see [`crate::dns`]).

@@ -26,6 +26,7 @@ mod outcome;
 pub mod owner;
 mod plugin;
 pub mod shared;
+pub mod store;
 pub mod testing;
 
 /// The plugin writer's guide, `docs/writing-plugins.md`, included here so that `cargo test`

@@ -1,5 +1,6 @@
-//! Services without a runtime ([`FakeServices`], [`cx`]), stand-in streams, and a tiny
-//! executor for `Step`s ([`run`], [`block_on`]).
+//! Services without a runtime ([`FakeServices`], [`cx`]): a fake clock, a state store in
+//! memory with a failing mode, stand-in streams, and a tiny executor for `Step`s ([`run`],
+//! [`block_on`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -9,15 +10,17 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::context::{Connection, Cx, Level, Services};
 use crate::dns::{DnsAnswer, DnsError, DnsLookup, DnsResult, QType, Record};
 use crate::net::{ConnectFuture, Endpoint, IoFuture, Stream, TlsVerify};
 use crate::outcome::{Outcome, Step};
+use crate::store::{unix_ms, Batch, StoreError, StoreFuture, Table};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
-/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`).
+/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`), the
+/// state store is a [`Table`] in memory on the test's clock.
 #[derive(Default)]
 pub struct FakeServices {
     pub me: String,
@@ -30,6 +33,14 @@ pub struct FakeServices {
     /// When set, every connection succeeds to a peer that never answers (its reads never
     /// complete), so only a timeout can end the exchange: timers fire at once here.
     pub mute_peers: Cell<bool>,
+    /// The clock of [`Services::now`]: the real one until [`FakeServices::set_clock`].
+    pub clock: Cell<Option<SystemTime>>,
+    /// The state store, in memory, on the fake clock (see [`FakeServices::store_table`]).
+    pub store: RefCell<Option<Table>>,
+    /// When set, every store batch fails with this error (a store that is down).
+    pub store_fails: RefCell<Option<StoreError>>,
+    /// Store batches sent (round trips), failed ones included.
+    pub store_calls: Cell<usize>,
 }
 
 impl FakeServices {
@@ -59,6 +70,24 @@ impl FakeServices {
             .insert((name.to_ascii_lowercase(), qtype), Err(error));
     }
 
+    /// Stops the clock at `t`; [`FakeServices::advance`] moves it.
+    pub fn set_clock(&self, t: SystemTime) {
+        self.clock.set(Some(t));
+    }
+
+    /// Moves the (stopped) clock forward.
+    pub fn advance(&self, by: Duration) {
+        let now = self.clock.get().unwrap_or_else(SystemTime::now);
+        self.clock.set(Some(now + by));
+    }
+
+    /// The store's contents (created empty, 10000 entries at most, on first use).
+    pub fn store_table(&self) -> std::cell::RefMut<'_, Table> {
+        std::cell::RefMut::map(self.store.borrow_mut(), |t| {
+            t.get_or_insert_with(|| Table::new(10_000))
+        })
+    }
+
     /// True if some log line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.logs
@@ -82,6 +111,17 @@ impl Services for FakeServices {
     }
     fn spawn_blocking(&self, job: Box<dyn FnOnce() + Send>) {
         std::thread::spawn(job);
+    }
+    fn now(&self) -> SystemTime {
+        self.clock.get().unwrap_or_else(SystemTime::now)
+    }
+    fn store(&self, batch: Batch) -> StoreFuture {
+        self.store_calls.set(self.store_calls.get() + 1);
+        let result = match self.store_fails.borrow().clone() {
+            Some(e) => Err(e),
+            None => self.store_table().apply(&batch, unix_ms(self.now())),
+        };
+        Box::pin(std::future::ready(result))
     }
     fn sleep(&self, _dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(std::future::ready(()))
