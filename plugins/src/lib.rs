@@ -47,6 +47,7 @@ pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
 pub mod sender_permitted_from;
+pub mod spamassassin;
 pub mod uribl;
 pub mod whitelist;
 
@@ -111,6 +112,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("rhsbl", rhsbl::new),
     ("sender_permitted_from", sender_permitted_from::new),
+    ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
     ("whitelist", whitelist::new),
 ];
@@ -300,6 +302,10 @@ mod tests {
         ("hosts_allow", &[]),
         ("relay", &[]),
         ("relay only 1", &[]),
+        (
+            "spamassassin reject 10 spamd_socket /run/spamd.sock timeout 5",
+            &[],
+        ),
         ("whitelist", &[]),
         ("badmailfrom", &[]),
         ("badmailfromto", &[]),
