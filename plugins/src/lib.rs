@@ -49,6 +49,7 @@ pub mod rhsbl;
 pub mod sender_permitted_from;
 pub mod spamassassin;
 pub mod uribl;
+pub mod virus;
 pub mod whitelist;
 
 /// The plugins, under their qpsmtpd names (as written in `config/plugins`), sorted by name.
@@ -114,6 +115,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("sender_permitted_from", sender_permitted_from::new),
     ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
+    ("virus/clamdscan", virus::clamdscan::new),
     ("whitelist", whitelist::new),
 ];
 
@@ -302,10 +304,8 @@ mod tests {
         ("hosts_allow", &[]),
         ("relay", &[]),
         ("relay only 1", &[]),
-        (
-            "spamassassin reject 10 spamd_socket /run/spamd.sock timeout 5",
-            &[],
-        ),
+        ("spamassassin reject 10 spamd_socket /run/spamd.sock", &[]),
+        ("virus/clamdscan clamd_port 3310 deny_viruses no", &[]),
         ("whitelist", &[]),
         ("badmailfrom", &[]),
         ("badmailfromto", &[]),
