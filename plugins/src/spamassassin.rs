@@ -530,6 +530,7 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::helpers::scanner::test_kit::{closed_port, reply_of};
     use ringsmtpd_plugin_api::testing::{build, build_err, cx, rcpt, run, set_message, FakePeer};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpStream;
@@ -608,17 +609,6 @@ mod tests {
         ok_reply("True ; 1000.0 / 5.0", SPAM_SECTION)
     }
 
-    fn reply_code(out: &Outcome) -> (u16, String, String) {
-        match out {
-            Outcome::Done(Some(r)) => (
-                r.code,
-                r.enhanced.as_deref().unwrap_or_default().to_string(),
-                r.lines.join(" "),
-            ),
-            other => panic!("not a reply: {other:?}"),
-        }
-    }
-
     #[test]
     fn spam_over_the_threshold_is_refused_with_its_score() {
         let peer = spamd(spam());
@@ -627,7 +617,7 @@ mod tests {
             peer.port
         ));
         let (out, headers, note, logs) = scan(&p);
-        let (code, enhanced, text) = reply_code(&out);
+        let (code, enhanced, text) = reply_of(&out);
         assert_eq!((code, enhanced.as_str()), (550, "5.7.1"));
         assert!(text.contains("1000.0"), "{text}");
         assert_eq!(
@@ -681,7 +671,7 @@ mod tests {
             peer.port
         ));
         let (out, headers, _, _) = scan(&p);
-        assert_eq!(reply_code(&out).0, 451);
+        assert_eq!(reply_of(&out).0, 451);
         assert_eq!(
             headers, "Received: from a by b\r\n",
             "headers none adds nothing"
@@ -721,7 +711,7 @@ mod tests {
             let peer = spamd(reply);
             let p = plugin(&format!("reject 5 spamd_socket 127.0.0.1:{}", peer.port));
             let (out, headers, note, logs) = scan(&p);
-            let (code, enhanced, _) = reply_code(&out);
+            let (code, enhanced, _) = reply_of(&out);
             assert_eq!((code, enhanced.as_str()), (451, "4.7.1"), "{why}");
             assert!(note.is_none());
             assert!(!headers.contains("X-Spam"), "{why}");
@@ -739,19 +729,16 @@ mod tests {
         );
         let peer = spamd(long);
         let (out, _, _, logs) = scan(&plugin(&format!("spamd_socket 127.0.0.1:{}", peer.port)));
-        assert_eq!(reply_code(&out).0, 451);
+        assert_eq!(reply_of(&out).0, 451);
         assert!(logs.iter().any(|l| l.contains("line too long")), "{logs:?}");
     }
 
     #[test]
     fn a_refused_connection_defers_or_accepts_with_a_header() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = closed_port();
         let (out, _, _, logs) = scan(&plugin(&format!("spamd_socket 127.0.0.1:{port}")));
         assert_eq!(
-            reply_code(&out),
+            reply_of(&out),
             (
                 451,
                 "4.7.1".into(),
@@ -780,7 +767,7 @@ mod tests {
         let mut txn = Transaction::default();
         set_message(&mut txn, MESSAGE);
         let out = run(p.data_post(&mut c, &mut txn));
-        assert_eq!(reply_code(&out).0, 451);
+        assert_eq!(reply_of(&out).0, 451);
         assert!(svc.logged("within the timeout (3s)"));
     }
 

@@ -336,6 +336,30 @@ fn read_exact_at(file: &File, mut buf: Vec<u8>, at: u64) -> io::Result<Vec<u8>> 
     Ok(buf)
 }
 
+/// What the scanner plugins' tests share.
+#[cfg(test)]
+pub(crate) mod test_kit {
+    use ringsmtpd_plugin_api::Outcome;
+
+    /// The code, enhanced code and text of a plugin's own reply; panics on any other outcome.
+    pub(crate) fn reply_of(out: &Outcome) -> (u16, String, String) {
+        match out {
+            Outcome::Done(Some(r)) => (
+                r.code,
+                r.enhanced.as_deref().unwrap_or_default().to_string(),
+                r.lines.join(" "),
+            ),
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    /// A loopback port nobody listens on (bound, then closed).
+    pub(crate) fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        l.local_addr().expect("a bound test port").port()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

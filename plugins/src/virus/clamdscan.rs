@@ -383,6 +383,7 @@ fn clean_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::helpers::scanner::test_kit::{closed_port, reply_of};
     use ringsmtpd_plugin_api::testing::{build, build_err, cx, run, set_message, FakePeer};
     use std::io::{Read, Write};
     use std::net::TcpStream;
@@ -434,17 +435,6 @@ mod tests {
 
     fn scan(p: &ClamdScan) -> (Outcome, String, Vec<String>) {
         scan_message(p, MESSAGE)
-    }
-
-    fn reply_of(out: &Outcome) -> (u16, String, String) {
-        match out {
-            Outcome::Done(Some(r)) => (
-                r.code,
-                r.enhanced.as_deref().unwrap_or_default().to_string(),
-                r.lines.join(" "),
-            ),
-            other => panic!("not a reply: {other:?}"),
-        }
     }
 
     #[test]
@@ -528,10 +518,7 @@ mod tests {
 
     #[test]
     fn refused_and_silent_clamd() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = closed_port();
         let (out, _, logs) = scan(&plugin(&format!("clamd_port {port}")));
         assert_eq!(reply_of(&out).0, 451);
         assert!(logs.iter().any(|l| l.contains("cannot connect")));
