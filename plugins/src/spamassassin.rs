@@ -80,8 +80,10 @@
 //! are added above the message's own header section, so they come first. `userprefs` is not
 //! an argument here (qpsmtpd has none; per-user preferences are `spamd_user vpopmail`).
 //!
-//! No metrics are exported yet (the server has no metrics service for plugins); the log line
-//! has the result and the time.
+//! Metrics: the core's per-plugin series count the scans and their time
+//! (`ringsmtpd_plugin_outcomes_total{hook="data_post"}`, `ringsmtpd_plugin_duration_seconds`);
+//! a refusal and a deferral are both `DONE` there, so the kind of result (clean, found,
+//! error) is in the log line only, with the time spent.
 //!
 //! ## Standards
 //!
