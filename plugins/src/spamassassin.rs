@@ -100,9 +100,6 @@
 
 use std::time::{Duration, Instant};
 
-#[cfg(test)]
-use ringsmtpd_plugin_api::net::Endpoint;
-
 use ringsmtpd_plugin_api::args::key_values;
 use ringsmtpd_plugin_api::headers::fields;
 use ringsmtpd_plugin_api::net::{read_line, Stream};
@@ -533,6 +530,7 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::helpers::scanner::test_kit::{closed_port, reply_of};
+    use ringsmtpd_plugin_api::net::Endpoint;
     use ringsmtpd_plugin_api::testing::{build, build_err, cx, rcpt, run, set_message, FakePeer};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpStream;
