@@ -49,7 +49,9 @@ pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
 pub mod sender_permitted_from;
+pub mod spamassassin;
 pub mod uribl;
+pub mod virus;
 pub mod whitelist;
 
 /// The plugins, under their qpsmtpd names (as written in `config/plugins`), sorted by name.
@@ -115,7 +117,9 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("rhsbl", rhsbl::new),
     ("sender_permitted_from", sender_permitted_from::new),
+    ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
+    ("virus/clamdscan", virus::clamdscan::new),
     ("whitelist", whitelist::new),
 ];
 
@@ -305,6 +309,8 @@ mod tests {
         ("hosts_allow", &[]),
         ("relay", &[]),
         ("relay only 1", &[]),
+        ("spamassassin reject 10 spamd_socket /run/spamd.sock", &[]),
+        ("virus/clamdscan clamd_port 3310 deny_viruses no", &[]),
         ("whitelist", &[]),
         ("greylisting", &[]),
         (

@@ -69,3 +69,12 @@ pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
         || cx.conn.notes.contains::<WhitelistHost>()
         || txn.is_some_and(|t| t.notes.contains::<WhitelistSender>())
 }
+
+/// What `spamassassin` learnt from spamd (qpsmtpd's txn note `spamassassin`), for karma and
+/// naughty: the score, the threshold spamd applied, and spamd's verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpamScore {
+    pub score: f64,
+    pub required: f64,
+    pub is_spam: bool,
+}

@@ -18,8 +18,6 @@
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::auth::AuthRequest;
@@ -103,26 +101,7 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-/// Awaits `fut` for at most `dur`; `None` if the timer fired first. The work is polled before
-/// the timer, so an answer that is already there wins over an expired timer.
-pub(crate) async fn within<T>(
-    svc: &dyn Services,
-    dur: Duration,
-    fut: impl Future<Output = T>,
-) -> Option<T> {
-    let mut fut = pin!(fut);
-    let mut timer = svc.sleep(dur);
-    std::future::poll_fn(|task| {
-        if let Poll::Ready(v) = fut.as_mut().poll(task) {
-            return Poll::Ready(Some(v));
-        }
-        if timer.as_mut().poll(task).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
+pub(crate) use crate::helpers::deadline::within;
 
 /// The answer of a server that `ask` awaits, or why there is none: its error, or no answer
 /// within `dur` (the line names the timeout as `what`).
