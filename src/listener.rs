@@ -12,17 +12,23 @@ const BACKLOG: i32 = 1024;
 /// Binds one listener socket for `spec`. SO_REUSEPORT lets every worker (and, with `--join`,
 /// another process) bind the same address; the kernel balances connections between them.
 pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
+    let sock = bind_shared(spec.addr)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// A blocking listener on `addr` with SO_REUSEPORT, as [`bind`]'s: the metrics listener, which
+/// a process started with `--join` shares (and keeps once the old process has drained).
+pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = Domain::for_address(spec.addr);
-    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
-    if spec.addr.is_ipv6() {
+    if addr.is_ipv6() {
         // `*` binds 0.0.0.0 and [::] separately; without V6ONLY the second would collide.
         sock.set_only_v6(true)?;
     }
-    sock.set_nonblocking(true)?;
-    sock.bind(&spec.addr.into())?;
+    sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;
     Ok(sock.into())
 }

@@ -235,7 +235,8 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
     let driver = args.driver.resolve();
     if let Some(addr) = snapshot.metrics {
         // Bound before the workers start, so a taken port fails the start, not a scrape.
-        ringsmtpd::metrics::serve(addr).map_err(|e| format!("metrics listener {addr}: {e}"))?;
+        ringsmtpd::metrics::serve(addr, args.join)
+            .map_err(|e| format!("metrics listener {addr}: {e}"))?;
     }
     // Everything that needs root is open: drop before any thread that serves exists.
     let dropped = drop_privileges(&plan)?;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -188,8 +188,15 @@ pub fn listen_addr(cfg: &dyn ConfigSource) -> Result<Option<SocketAddr>, ConfigE
 
 /// Starts the HTTP listener on its own thread (off the workers: a slow scraper never delays
 /// mail). Answers `GET /metrics` (and `/`) with the text format; anything else 404.
-pub fn serve(addr: SocketAddr) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
+///
+/// Like the SMTP listeners, the socket has SO_REUSEPORT: a new process started with `--join`
+/// for an upgrade binds it beside the draining one (scrapes reach either until the old one
+/// exits). Without `join`, a port another process holds is an error.
+pub fn serve(addr: SocketAddr, join: bool) -> std::io::Result<()> {
+    if !join {
+        crate::listener::check_free(addr)?;
+    }
+    let listener = crate::listener::bind_shared(addr)?;
     std::thread::Builder::new().name("ringsmtpd-metrics".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };

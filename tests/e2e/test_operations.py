@@ -4,9 +4,11 @@ port (--join), SIGTERM drains."""
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -17,6 +19,7 @@ from conftest import (
     TEST_PLUGINS_BINARY,
     Server,
     check_delivered,
+    free_port,
     dot_stuff,
     make_message,
     server_env,
@@ -197,6 +200,42 @@ def test_second_server_on_same_port_fails_unless_join(make_server):
     c.cmd("QUIT", 221)
     check_delivered(second.maildir.only(), SENDER, [RCPT], msg)
     assert len(first.maildir.messages()) == 1
+
+
+
+def connections_total(metrics_port):
+    """ringsmtpd_connections_total from a scrape of the metrics listener."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as r:
+        text = r.read().decode()
+    return float(re.search(r"^ringsmtpd_connections_total (\S+)$", text, re.M).group(1))
+
+
+def test_join_shares_the_metrics_port_and_keeps_it(make_server):
+    """An upgrade with --join: the new process binds the metrics address the old one holds
+    (SO_REUSEPORT, as the SMTP port); once the old one has drained, scrapes reach the new one.
+    Without --join, a second process refuses the taken metrics address."""
+    mport = free_port()
+    first = make_server(name="first", settings={"metrics": f"127.0.0.1:{mport}"})
+    with smtplib.SMTP("127.0.0.1", first.port, timeout=IO_TIMEOUT) as s:
+        s.sendmail("a@example.org", ["user@example.test"], make_message("old", ["hi"]))
+    assert connections_total(mport) == 1
+
+    alone = Server(first.dir.parent / "alone", settings={"metrics": f"127.0.0.1:{mport}"})
+    r = run_binary(alone.args()[1:], alone.dir)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"metrics listener 127.0.0.1:{mport}" in r.stderr, r.stderr
+
+    second = make_server(name="second", start=False, extra_args=["--join"],
+                         settings={"metrics": f"127.0.0.1:{mport}"})
+    second.port = first.port
+    second.start()
+    assert first.stop() == 0
+    # Only the new process is left on the metrics port: its counters start at zero.
+    assert connections_total(mport) == 0
+    with smtplib.SMTP("127.0.0.1", second.port, timeout=IO_TIMEOUT) as s:
+        s.sendmail("a@example.org", ["user@example.test"], make_message("new", ["hi"]))
+    assert connections_total(mport) == 1
 
 
 # ---------------------------------------------------------------------------------------------
