@@ -32,7 +32,8 @@ BLOCKING_THREADS = 4
 
 
 def expected_threads(workers):
-    return 1 + workers + workers * BLOCKING_THREADS
+    # The main thread, the embedded state store's thread, and each worker with its blocking pool.
+    return 2 + workers + workers * BLOCKING_THREADS
 
 
 def thread_count(pid):
