@@ -69,3 +69,12 @@ pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
         || cx.conn.notes.contains::<WhitelistHost>()
         || txn.is_some_and(|t| t.notes.contains::<WhitelistSender>())
 }
+
+/// What rspamd made of the message (txn note, written by `rspamd`; for karma): its score, the
+/// score its `reject` action starts at, and its action (`no action`, `add header`, `reject`...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RspamdResult {
+    pub score: f64,
+    pub required: f64,
+    pub action: &'static str,
+}
