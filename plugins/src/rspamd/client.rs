@@ -36,6 +36,15 @@ impl Deadline {
         self.end.duration_since(svc.now()).unwrap_or_default()
     }
 
+    /// `fut` within the time left; `None` when the time is up.
+    pub async fn wait<T>(
+        &self,
+        svc: &dyn Services,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        within(svc, self.left(svc), fut).await
+    }
+
     /// `fut` within the time left; the error names `what` was cut off.
     async fn run<T>(
         &self,
@@ -43,7 +52,7 @@ impl Deadline {
         what: &str,
         fut: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, String> {
-        within(svc, self.left(svc), fut)
+        self.wait(svc, fut)
             .await
             .unwrap_or_else(|| Err(format!("timeout {what}")))
     }
@@ -78,7 +87,9 @@ pub async fn exchange(
             stream_spool(svc, deadline, stream, body).await?;
         }
     }
-    deadline.run(svc, "reading the answer", read_answer(stream)).await
+    deadline
+        .run(svc, "reading the answer", read_answer(stream))
+        .await
 }
 
 async fn send(

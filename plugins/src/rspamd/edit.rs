@@ -25,7 +25,11 @@ pub fn remove_fields(body: &mut Body, remove: &[(String, i64)]) -> Result<usize,
             let start = f.name().as_ptr() as usize - base;
             let raw = f.raw_value();
             let mut end = raw.as_ptr() as usize - base + raw.len();
-            end += header[end..].iter().take(2).take_while(|&&b| b == b'\r' || b == b'\n').count();
+            end += header[end..]
+                .iter()
+                .take(2)
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
             (start, end, f.name().to_ascii_lowercase())
         })
         .collect();

@@ -7,7 +7,8 @@
 //!        [reject_spam 1|0] [soft_reject 1|0] [greylist 1|0] [rewrite_subject 1|0]
 //!        [subject_prefix TEXT] [header_status 1|0] [header_score 1|0] [header_bar 1|0]
 //!        [header_report 1|0] [milter_headers 1|0] [dkim 1|0] [smtp_message 1|0]
-//!        [check_authenticated 1|0] [check_private_ip 1|0] [pass_all 1|0] [loglevel N]
+//!        [check_authenticated 1|0] [check_private_ip 1|0] [pass_all 1|0] [max_scans N]
+//!        [loglevel N]
 //! rspamd
 //! rspamd socket /run/rspamd/normal.sock timeout 20 on_error accept
 //! ```
@@ -76,6 +77,7 @@
 //! | `smtp_message` | `1` | use rspamd's reply text for `reject` |
 //! | `check_authenticated`, `check_private_ip` | `0` | scan those clients too |
 //! | `pass_all` | `0` | send `Pass: all` (rspamd runs every rule, no early exit) |
+//! | `max_scans N` | `16` | scans in flight per worker thread; the next sessions wait their turn in a queue (first come, first served), within `timeout` |
 //! | `loglevel` | | qpsmtpd's per-plugin log level |
 //!
 //! ## Config files
@@ -92,8 +94,7 @@
 //! score, required score and action, for later plugins (karma).
 //!
 //! Not done yet: connections are not pooled (one connection per scan, `Connection: close`),
-//! there is no limit on scans in flight per worker, and no metrics beyond the log line (which
-//! gives the time spent). Removing header fields and rewriting the Subject work on messages
+//! and there are no metrics beyond the log line (which gives the time spent). Removing header fields and rewriting the Subject work on messages
 //! held in memory (below `size_threshold`); for a spooled message they are skipped with a log
 //! line, and only fields are added.
 //!
@@ -112,6 +113,7 @@
 
 mod client;
 mod edit;
+mod gate;
 mod reply;
 #[cfg(test)]
 mod tests;
@@ -122,19 +124,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::args::{key_values, parse_flag, parse_timeout};
+use ringsmtpd_plugin_api::args::{key_values, parse_count, parse_flag, parse_timeout};
 use ringsmtpd_plugin_api::net::Endpoint;
 use ringsmtpd_plugin_api::shared::RspamdResult;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
-    Reply, Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
+    Step, Transaction,
 };
 
 use client::{exchange, Deadline};
+use gate::Gate;
 use reply::{Action, Verdict};
 
 const DEFAULT_PORT: u16 = 11333;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
+const DEFAULT_MAX_SCANS: usize = 16;
 
 /// Builds the plugin from its `config/plugins` line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
@@ -145,6 +149,7 @@ pub struct Rspamd {
     common: Common,
     to: Endpoint,
     timeout: Duration,
+    gate: Gate,
     defer_on_error: bool,
     reject_spam: bool,
     soft_reject: bool,
@@ -170,6 +175,7 @@ impl Rspamd {
             common,
             to: Endpoint::Unix(PathBuf::new()),
             timeout: DEFAULT_TIMEOUT,
+            gate: Gate::new(DEFAULT_MAX_SCANS),
             defer_on_error: true,
             reject_spam: true,
             soft_reject: true,
@@ -210,11 +216,13 @@ impl Rspamd {
                         "defer" => true,
                         "accept" => false,
                         _ => {
-                            return Err(init.error(format!(
-                                "on_error must be defer or accept, not '{value}'"
-                            )))
+                            return Err(init
+                                .error(format!("on_error must be defer or accept, not '{value}'")))
                         }
                     }
+                }
+                "max_scans" => {
+                    p.gate = Gate::new(parse_count(key, value).map_err(|e| init.error(e))?)
                 }
                 "subject_prefix" => p.subject_prefix = reply::clean(value, 100),
                 "reject_spam" => p.reject_spam = flag()?,
@@ -300,6 +308,13 @@ impl Rspamd {
         let svc = cx.svc.clone();
         let started = svc.now();
         let deadline = Deadline::new(&*svc, self.timeout);
+        let Some(_permit) = deadline.wait(&*svc, self.gate.acquire()).await else {
+            let (busy, waiting) = self.gate.load();
+            let why = format!(
+                "timeout waiting for a free scan slot ({busy} busy, {waiting} more waiting)"
+            );
+            return self.on_error(cx, txn, &why, Duration::ZERO);
+        };
         let head = self.request_head(cx, txn);
         let answer = exchange(
             &*svc,
@@ -336,7 +351,11 @@ impl Rspamd {
     }
 
     fn on_error(&self, cx: &Cx, txn: &mut Transaction, why: &str, spent: Duration) -> Outcome {
-        let policy = if self.defer_on_error { "deferred" } else { "accepted unscanned" };
+        let policy = if self.defer_on_error {
+            "deferred"
+        } else {
+            "accepted unscanned"
+        };
         self.common.log(
             cx,
             Level::Error,
@@ -426,7 +445,11 @@ impl Rspamd {
                 .collect();
             let lines: Vec<&str> = items.iter().map(String::as_str).collect();
             let mut field = String::new();
-            ringsmtpd_plugin_api::headers::write_folded_field(&mut field, "X-Rspamd-Report", &lines);
+            ringsmtpd_plugin_api::headers::write_folded_field(
+                &mut field,
+                "X-Rspamd-Report",
+                &lines,
+            );
             txn.added_headers.push_str(&field);
         }
     }
@@ -506,7 +529,9 @@ fn is_private(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 /// What rspamd decided (its `action` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    NoAction,
+    Clean,
     Greylist,
     AddHeader,
     RewriteSubject,
@@ -19,7 +19,7 @@ pub enum Action {
 impl Action {
     fn parse(s: &str) -> Option<Action> {
         Some(match s {
-            "no action" => Action::NoAction,
+            "no action" => Action::Clean,
             "greylist" => Action::Greylist,
             "add header" => Action::AddHeader,
             "rewrite subject" => Action::RewriteSubject,
@@ -32,7 +32,7 @@ impl Action {
     /// The name rspamd gives it, for logs and notes.
     pub fn name(self) -> &'static str {
         match self {
-            Action::NoAction => "no action",
+            Action::Clean => "no action",
             Action::Greylist => "greylist",
             Action::AddHeader => "add header",
             Action::RewriteSubject => "rewrite subject",

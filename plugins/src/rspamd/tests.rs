@@ -119,7 +119,10 @@ fn reply(out: &Outcome) -> (u16, String) {
             enhanced,
             lines,
             ..
-        })) => (*code, format!("{} {}", enhanced.as_deref().unwrap_or(""), lines.join("|"))),
+        })) => (
+            *code,
+            format!("{} {}", enhanced.as_deref().unwrap_or(""), lines.join("|")),
+        ),
         other => panic!("not a reply: {other:?}"),
     }
 }
@@ -130,18 +133,34 @@ fn sends_the_envelope_and_the_message_and_accepts_no_action() {
     assert_eq!(out, Outcome::Declined);
     assert_eq!(seen.len(), 1);
     let r = &seen[0];
-    assert!(r.head.starts_with("POST /checkv2 HTTP/1.1\r\n"), "{}", r.head);
+    assert!(
+        r.head.starts_with("POST /checkv2 HTTP/1.1\r\n"),
+        "{}",
+        r.head
+    );
     assert_eq!(r.header("IP"), ["192.0.2.1"]);
     assert_eq!(r.header("From"), ["a@example.org"]);
     assert_eq!(r.header("Rcpt"), ["b@example.test", "c@example.test"]);
     assert_eq!(r.header("Queue-Id"), ["1.1"]);
     assert_eq!(r.header("Pass"), ["all"]);
     assert!(r.header("User").is_empty());
-    assert_eq!(r.body, format!("Received: from client\r\n{MESSAGE}").as_bytes());
+    assert_eq!(
+        r.body,
+        format!("Received: from client\r\n{MESSAGE}").as_bytes()
+    );
     let h = &txn.added_headers;
-    assert!(h.contains("X-Spam-Status: No, score=-0.50 required=15.00 action=no_action\r\n"), "{h}");
-    assert!(h.contains("X-Rspamd-Score: -0.50\r\n") && h.contains("X-Rspamd-Bar: /\r\n"), "{h}");
-    assert!(h.contains("X-Rspamd-Report: R_SPF_NA(0.00)\r\n\tGTUBE(-0.50)\r\n"), "{h}");
+    assert!(
+        h.contains("X-Spam-Status: No, score=-0.50 required=15.00 action=no_action\r\n"),
+        "{h}"
+    );
+    assert!(
+        h.contains("X-Rspamd-Score: -0.50\r\n") && h.contains("X-Rspamd-Bar: /\r\n"),
+        "{h}"
+    );
+    assert!(
+        h.contains("X-Rspamd-Report: R_SPF_NA(0.00)\r\n\tGTUBE(-0.50)\r\n"),
+        "{h}"
+    );
     assert!(!h.contains("X-Spam: Yes"), "{h}");
     let note = txn.notes.get::<RspamdResult>().expect("the note");
     assert_eq!((note.score, note.action), (-0.5, "no action"));
@@ -150,8 +169,12 @@ fn sends_the_envelope_and_the_message_and_accepts_no_action() {
 #[test]
 fn sends_user_and_bounce_sender() {
     let peer = peer(ok_json(&verdict("no action", 0.0)));
-    let p = build(Rspamd::new, &format!("rspamd port {} check_authenticated 1", peer.port), &[])
-        .expect("builds");
+    let p = build(
+        Rspamd::new,
+        &format!("rspamd port {} check_authenticated 1", peer.port),
+        &[],
+    )
+    .expect("builds");
     let (mut c, _) = cx("192.0.2.1:4242");
     c.conn.auth = Some(AuthInfo {
         user: "alice\r\nEvil: 1".to_string(),
@@ -171,15 +194,26 @@ fn reject_is_550_with_rspamds_text_cleaned() {
     let json = r#"{"score":1001,"required_score":15,"action":"reject",
         "messages":{"smtp_message":"Gtube pattern\r\n250 ok\u0000"}}"#;
     let (out, txn, _, _) = scan("", ok_json(json));
-    assert_eq!(reply(&out), (550, "5.7.1 Gtube pattern??250 ok?".to_string()));
-    assert_eq!(txn.notes.get::<RspamdResult>().map(|n| n.action), Some("reject"));
+    assert_eq!(
+        reply(&out),
+        (550, "5.7.1 Gtube pattern??250 ok?".to_string())
+    );
+    assert_eq!(
+        txn.notes.get::<RspamdResult>().map(|n| n.action),
+        Some("reject")
+    );
     let (out, _, _, _) = scan("smtp_message 0", ok_json(json));
-    assert_eq!(reply(&out), (550, "5.7.1 Message rejected as spam".to_string()));
+    assert_eq!(
+        reply(&out),
+        (550, "5.7.1 Message rejected as spam".to_string())
+    );
     // reject_spam 0: accepted, marked.
     let (out, txn, _, _) = scan("reject_spam 0", ok_json(json));
     assert_eq!(out, Outcome::Declined);
     assert!(txn.added_headers.contains("X-Spam: Yes\r\n"));
-    assert!(txn.added_headers.contains("X-Rspamd-Bar: ++++++++++++++++++++++++++++++++++++++++++++++++++\r\n"));
+    assert!(txn
+        .added_headers
+        .contains("X-Rspamd-Bar: ++++++++++++++++++++++++++++++++++++++++++++++++++\r\n"));
 }
 
 #[test]
@@ -187,7 +221,10 @@ fn soft_reject_and_greylist_are_451() {
     let (out, _, _, _) = scan("", ok_json(&verdict("soft reject", 9.0)));
     assert_eq!(reply(&out), (451, "4.7.1 Try again later".to_string()));
     let (out, _, _, _) = scan("", ok_json(&verdict("greylist", 5.0)));
-    assert_eq!(reply(&out), (451, "4.7.1 Greylisted, try again later".to_string()));
+    assert_eq!(
+        reply(&out),
+        (451, "4.7.1 Greylisted, try again later".to_string())
+    );
     let (out, txn, _, _) = scan("greylist 0", ok_json(&verdict("greylist", 5.0)));
     assert_eq!(out, Outcome::Declined);
     assert!(txn.added_headers.contains("X-Spam-Status: No,"));
@@ -195,11 +232,22 @@ fn soft_reject_and_greylist_are_451() {
 
 #[test]
 fn add_header_marks_the_message() {
-    let (out, txn, _, _) = scan("header_report 0 header_bar 0", ok_json(&verdict("add header", 7.0)));
+    let (out, txn, _, _) = scan(
+        "header_report 0 header_bar 0",
+        ok_json(&verdict("add header", 7.0)),
+    );
     assert_eq!(out, Outcome::Declined);
     let h = &txn.added_headers;
-    assert!(h.contains("X-Spam: Yes\r\nX-Spam-Status: Yes, score=7.00 required=15.00 action=add_header\r\n"), "{h}");
-    assert!(!h.contains("X-Rspamd-Report") && !h.contains("X-Rspamd-Bar"), "{h}");
+    assert!(
+        h.contains(
+            "X-Spam: Yes\r\nX-Spam-Status: Yes, score=7.00 required=15.00 action=add_header\r\n"
+        ),
+        "{h}"
+    );
+    assert!(
+        !h.contains("X-Rspamd-Report") && !h.contains("X-Rspamd-Bar"),
+        "{h}"
+    );
 }
 
 #[test]
@@ -209,7 +257,10 @@ fn rewrite_subject_replaces_the_subject() {
     let (out, txn, _, _) = scan("", ok_json(json));
     assert_eq!(out, Outcome::Declined);
     let h = &txn.added_headers;
-    assert!(h.contains("Subject: [SPAM] hello??Bcc: victim@example.com\r\n"), "{h}");
+    assert!(
+        h.contains("Subject: [SPAM] hello??Bcc: victim@example.com\r\n"),
+        "{h}"
+    );
     assert!(!h.contains("\r\nBcc"), "{h}");
     let message = String::from_utf8_lossy(&txn.body.mem).into_owned();
     assert!(!message.contains("Subject: hello"), "{message}");
@@ -218,7 +269,11 @@ fn rewrite_subject_replaces_the_subject() {
     // Without rspamd's subject: the prefix and the old one.
     let json = r#"{"score":8,"required_score":15,"action":"rewrite subject"}"#;
     let (_, txn, _, _) = scan("subject_prefix [spam]", ok_json(json));
-    assert!(txn.added_headers.contains("Subject: [spam] hello\r\n"), "{}", txn.added_headers);
+    assert!(
+        txn.added_headers.contains("Subject: [spam] hello\r\n"),
+        "{}",
+        txn.added_headers
+    );
 }
 
 #[test]
@@ -232,7 +287,10 @@ fn milter_headers_are_added_cleaned_and_removed() {
     let h = &txn.added_headers;
     assert!(h.contains("X-Virus: no??X-Injected: 1\r\n"), "{h}");
     assert!(!h.contains("\r\nX-Injected"), "{h}");
-    assert!(h.contains("X-Two: a\r\nX-Two: b\r\n") && h.contains("X-Obj: v\r\n"), "{h}");
+    assert!(
+        h.contains("X-Two: a\r\nX-Two: b\r\n") && h.contains("X-Obj: v\r\n"),
+        "{h}"
+    );
     assert!(!String::from_utf8_lossy(&txn.body.mem).contains("X-Spam: forged"));
     // A bad header name refuses the whole answer.
     let json = r#"{"score":1,"required_score":15,"action":"no action","milter":{"add_headers":{"X-A:\r\nB":"v"}}}"#;
@@ -251,7 +309,12 @@ fn dkim_signatures_only_when_asked() {
     let (_, txn, _, _) = scan("", ok_json(json));
     assert!(!txn.added_headers.contains("DKIM-Signature"));
     let (_, txn, _, _) = scan("dkim 1", ok_json(json));
-    assert!(txn.added_headers.starts_with("DKIM-Signature: v=1; a=rsa-sha256; d=example.org?? b=abc\r\n"), "{}", txn.added_headers);
+    assert!(
+        txn.added_headers
+            .starts_with("DKIM-Signature: v=1; a=rsa-sha256; d=example.org?? b=abc\r\n"),
+        "{}",
+        txn.added_headers
+    );
 }
 
 /// Answers that are errors: each defers (451 4.7.1), and accepts with a header under
@@ -259,18 +322,32 @@ fn dkim_signatures_only_when_asked() {
 #[test]
 fn hostile_answers_follow_the_error_policy() {
     // Valid JSON made too big with white space: only the bound refuses it.
-    let big = format!("{}{}", verdict("no action", 0.0), " ".repeat(client::MAX_BODY));
+    let big = format!(
+        "{}{}",
+        verdict("no action", 0.0),
+        " ".repeat(client::MAX_BODY)
+    );
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("bad JSON", ok_json("{\"score\": 1, \"action\": ")),
         ("bad JSON", ok_json("[1,2]")),
         ("bad JSON", ok_json(r#"{"score":1}"#)),
-        ("unknown action", ok_json(r#"{"score":1,"action":"deliver twice"}"#)),
+        (
+            "unknown action",
+            ok_json(r#"{"score":1,"action":"deliver twice"}"#),
+        ),
         ("bad JSON", ok_json(r#"{"score":"high","action":"reject"}"#)),
         (
             "over 1048576",
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{big}", big.len()).into_bytes(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{big}",
+                big.len()
+            )
+            .into_bytes(),
         ),
-        ("over 1048576", format!("HTTP/1.1 200 OK\r\n\r\n{big}").into_bytes()),
+        (
+            "over 1048576",
+            format!("HTTP/1.1 200 OK\r\n\r\n{big}").into_bytes(),
+        ),
         (
             "over 1048576",
             format!(
@@ -283,8 +360,14 @@ fn hostile_answers_follow_the_error_policy() {
             "closed in the answer's body",
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"score\":1,".to_vec(),
         ),
-        ("before the answer's header ended", b"HTTP/1.1 200 OK\r\nContent-Len".to_vec()),
-        ("HTTP status", b"HTTP/1.1 500 Internal error\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        (
+            "before the answer's header ended",
+            b"HTTP/1.1 200 OK\r\nContent-Len".to_vec(),
+        ),
+        (
+            "HTTP status",
+            b"HTTP/1.1 500 Internal error\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
         ("bad status line", b"SPAMD/1.1 0 EX_OK\r\n\r\n".to_vec()),
         (
             "bad chunk size",
@@ -294,7 +377,14 @@ fn hostile_answers_follow_the_error_policy() {
     ];
     for (what, answer) in cases {
         let (out, txn, _, svc) = scan("", answer.clone());
-        assert_eq!(reply(&out), (451, "4.7.1 Unable to scan the message now, try again later".to_string()), "{what}");
+        assert_eq!(
+            reply(&out),
+            (
+                451,
+                "4.7.1 Unable to scan the message now, try again later".to_string()
+            ),
+            "{what}"
+        );
         assert!(svc.logged("error from rspamd"), "{what}");
         assert!(svc.logged(what), "{what}: {:?}", svc.logs.borrow());
         assert!(txn.notes.get::<RspamdResult>().is_none(), "{what}");
@@ -316,11 +406,19 @@ fn chunked_and_unframed_answers_are_read() {
     );
     let (out, txn, _, _) = scan("", chunked.into_bytes());
     assert_eq!(out, Outcome::Declined);
-    assert!(txn.added_headers.contains("X-Spam: Yes"), "{}", txn.added_headers);
+    assert!(
+        txn.added_headers.contains("X-Spam: Yes"),
+        "{}",
+        txn.added_headers
+    );
     let unframed = format!("HTTP/1.0 200 OK\r\n\r\n{json}");
     let (out, txn, _, _) = scan("", unframed.into_bytes());
     assert_eq!(out, Outcome::Declined);
-    assert!(txn.added_headers.contains("X-Spam: Yes"), "{}", txn.added_headers);
+    assert!(
+        txn.added_headers.contains("X-Spam: Yes"),
+        "{}",
+        txn.added_headers
+    );
 }
 
 #[test]
@@ -331,7 +429,11 @@ fn silent_server_times_out_and_defers() {
     let mut txn = transaction();
     let out = run(p.data_post(&mut c, &mut txn));
     assert_eq!(reply(&out).0, 451);
-    assert!(svc.logged("timeout reading the answer"), "{:?}", svc.logs.borrow());
+    assert!(
+        svc.logged("timeout reading the answer"),
+        "{:?}",
+        svc.logs.borrow()
+    );
 }
 
 #[test]
@@ -347,7 +449,12 @@ fn refused_connection_defers_or_accepts() {
     let mut txn = transaction();
     let (out, _, _) = scan_with(&format!("rspamd port {port} on_error accept"), &mut txn);
     assert_eq!(out, Outcome::Declined);
-    assert!(txn.added_headers.contains("X-Rspamd-Unscanned: cannot connect"), "{}", txn.added_headers);
+    assert!(
+        txn.added_headers
+            .contains("X-Rspamd-Unscanned: cannot connect"),
+        "{}",
+        txn.added_headers
+    );
 }
 
 #[test]
@@ -392,7 +499,10 @@ fn a_spooled_message_is_streamed_whole() {
     let (out, svc, _) = scan_with(&format!("rspamd port {}", peer.port), &mut txn);
     assert_eq!(out, Outcome::Declined);
     let seen = peer.take();
-    assert_eq!(seen[0].body, format!("Received: from client\r\n{message}").as_bytes());
+    assert_eq!(
+        seen[0].body,
+        format!("Received: from client\r\n{message}").as_bytes()
+    );
     // Header edits are not done on a spooled message: logged, the message left as it is.
     assert!(svc.logged("not removed: the message is spooled"));
     assert!(svc.logged("Subject not rewritten"));
@@ -436,6 +546,7 @@ fn bad_arguments() {
             &["reject_spam", "maybe"],
             &["colour", "blue"],
             &["port"],
+            &["max_scans", "0"],
         ],
     );
 }
@@ -449,7 +560,10 @@ fn lists_its_hooks() {
 #[test]
 fn removes_the_nth_field() {
     let mut txn = txn_from("<a@example.org>");
-    set_message(&mut txn, "A: 1\r\nB: x\r\nA: 2\r\n  folded\r\nA: 3\r\n\r\nbody\r\n");
+    set_message(
+        &mut txn,
+        "A: 1\r\nB: x\r\nA: 2\r\n  folded\r\nA: 3\r\n\r\nbody\r\n",
+    );
     let n = edit::remove_fields(&mut txn.body, &[("a".to_string(), -2)]).expect("removes");
     assert_eq!(n, 1);
     assert_eq!(txn.body.mem, b"A: 1\r\nB: x\r\nA: 3\r\n\r\nbody\r\n");
@@ -459,4 +573,27 @@ fn removes_the_nth_field() {
     assert_eq!(txn.body.mem, b"B: x\r\nA: 3\r\n\r\nbody\r\n");
     assert_eq!(txn.body.header_end, Some(14));
     assert_eq!(txn.body.len, 20);
+}
+
+#[test]
+fn a_scan_waits_for_a_free_slot_within_the_timeout() {
+    let peer = peer(ok_json(&verdict("no action", 0.0)));
+    let p = build(
+        Rspamd::new,
+        &format!("rspamd port {} max_scans 1", peer.port),
+        &[],
+    )
+    .expect("builds");
+    // Every slot taken (by a scan of another session): the timer (immediate here) ends the wait.
+    let held = ringsmtpd_plugin_api::testing::block_on(p.gate.acquire());
+    let (mut c, svc) = cx("192.0.2.1:4242");
+    let mut txn = transaction();
+    assert_eq!(reply(&run(p.data_post(&mut c, &mut txn))).0, 451);
+    assert!(svc.logged("timeout waiting for a free scan slot (1 busy, 0 more waiting)"));
+    assert!(svc.connects.borrow().is_empty());
+    // The slot given back: the next scan goes through.
+    drop(held);
+    let mut txn = transaction();
+    assert_eq!(run(p.data_post(&mut c, &mut txn)), Outcome::Declined);
+    assert_eq!(peer.take().len(), 1);
 }
