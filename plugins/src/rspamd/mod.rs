@@ -313,7 +313,8 @@ impl Rspamd {
             let why = format!(
                 "timeout waiting for a free scan slot ({busy} busy, {waiting} more waiting)"
             );
-            return self.on_error(cx, txn, &why, Duration::ZERO);
+            let spent = svc.now().duration_since(started).unwrap_or_default();
+            return self.on_error(cx, txn, &why, spent);
         };
         let head = self.request_head(cx, txn);
         let answer = exchange(
