@@ -2,8 +2,9 @@
 with a private config (/etc/rspamd's defaults included, nothing there changed) whose DNS is the
 test Knot server of tests/dns/server.py, so ordinary mail gets clean results.
 
-GTUBE is rejected with 550 5.7.1; a clean message is delivered with rspamd's headers; rspamd
-stopped -> 451 4.7.1 (the default error policy), never a 250 for an unscanned message.
+GTUBE is rejected with 550 5.7.1 (in memory and spooled); a clean message is delivered with the
+plugin's headers and rspamd's milter block applied (its milter_headers module adds X-Spamd-Bar
+and removes the one the message came with); rspamd stopped -> 451 4.7.1 (the default error policy), never a 250 for an unscanned message.
 Deadlines only bound a hang (rspamd can take 10+ s to listen on a loaded machine).
 """
 
@@ -39,6 +40,12 @@ class Rspamd:
         for sub in ("db", "run", "log", "local"):
             (self.base / sub).mkdir()
             shutil.chown(self.base / sub, "_rspamd", "_rspamd")
+        # rspamd's milter_headers module, so that its answer has a milter block to apply:
+        # X-Spamd-Bar added, and every X-Spamd-Bar the message came with removed.
+        (self.base / "local" / "local.d").mkdir()
+        (self.base / "local" / "local.d" / "milter_headers.conf").write_text(
+            'use = ["x-spamd-bar"];\nskip_local = false;\n'
+        )
         self.conf = self.base / "rspamd.conf"
         self.conf.write_text(
             '.include "$CONFDIR/common.conf"\n'
@@ -138,7 +145,8 @@ def test_gtube_is_rejected(make_server, rspamd, spooled):
 def test_clean_message_is_delivered_with_headers(make_server, rspamd):
     srv = make_server(plugins=plugins(rspamd.port))
     msg = make_message("lunch", ["Shall we meet at noon tomorrow?", "Bob"],
-                       ["Date: Fri, 04 Dec 2026 12:00:00 +0000", "Message-ID: <lunch.1@client.test>"])
+                       ["Date: Fri, 04 Dec 2026 12:00:00 +0000", "Message-ID: <lunch.1@client.test>",
+                        "X-Spamd-Bar: forged"])
     reply = send_message(srv, [RCPT], msg)
     assert reply.code == 250, reply
     delivered = srv.maildir.wait_count(1)[0].decode(errors="replace")
@@ -148,6 +156,8 @@ def test_clean_message_is_delivered_with_headers(make_server, rspamd):
     assert "\nX-Spam: Yes" not in head, head
     # rspamd saw the envelope: its From and Rcpt request headers match the message's.
     assert "FROM_EQ_ENVFROM" in head and "TO_MATCH_ENVRCPT_ALL" in head, head
+    # rspamd's milter block: its X-Spamd-Bar added, the one the message came with removed.
+    assert "\nX-Spamd-Bar: " in head and "forged" not in head, head
     assert "Shall we meet at noon tomorrow?" in delivered
 
 
