@@ -94,9 +94,11 @@
 //! score, required score and action, for later plugins (karma).
 //!
 //! Not done yet: connections are not pooled (one connection per scan, `Connection: close`),
-//! and there are no metrics beyond the log line (which gives the time spent). Removing header fields and rewriting the Subject work on messages
-//! held in memory (below `size_threshold`); for a spooled message they are skipped with a log
-//! line, and only fields are added.
+//! and there are no metrics of its own (the core's per-plugin outcome counts and latency
+//! histogram cover `data_post`; the log line gives the time spent). Removing header fields
+//! and rewriting the Subject rewrite the header section: in memory, or for a spooled message a
+//! new spool file written on the blocking pool; a header section larger than the core keeps in
+//! memory is left alone (logged).
 //!
 //! ## Standards
 //!
@@ -348,7 +350,7 @@ impl Rspamd {
             required: v.required,
             action: v.action.name(),
         });
-        self.decide(cx, txn, &v)
+        self.decide(cx, txn, &v).await
     }
 
     fn on_error(&self, cx: &Cx, txn: &mut Transaction, why: &str, spent: Duration) -> Outcome {
@@ -378,7 +380,7 @@ impl Rspamd {
     }
 
     /// The outcome for rspamd's verdict; headers for an accepted message.
-    fn decide(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) -> Outcome {
+    async fn decide(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) -> Outcome {
         match v.action {
             Action::Reject if self.reject_spam => {
                 let text: Cow<'static, str> = match (&v.smtp_message, self.smtp_message) {
@@ -405,10 +407,10 @@ impl Rspamd {
         );
         self.add_headers(txn, v, spam);
         if self.milter_headers {
-            self.milter_edits(cx, txn, v);
+            self.milter_edits(cx, txn, v).await;
         }
         if v.action == Action::RewriteSubject && self.rewrite_subject {
-            self.new_subject(cx, txn, v);
+            self.new_subject(cx, txn, v).await;
         }
         Outcome::Declined
     }
@@ -456,9 +458,9 @@ impl Rspamd {
     }
 
     /// rspamd's `milter.remove_headers`, then `milter.add_headers`.
-    fn milter_edits(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
+    async fn milter_edits(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
         if !v.remove_headers.is_empty() {
-            match edit::remove_fields(&mut txn.body, &v.remove_headers) {
+            match edit::remove_fields(&*cx.svc, &mut txn.body, &v.remove_headers).await {
                 Ok(n) => self.common.log(
                     cx,
                     Level::Debug,
@@ -476,7 +478,7 @@ impl Rspamd {
         }
     }
 
-    fn new_subject(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
+    async fn new_subject(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
         let subject = match &v.subject {
             Some(s) => s.clone(),
             None => {
@@ -486,7 +488,7 @@ impl Rspamd {
                 format!("{} {old}", self.subject_prefix).trim().to_string()
             }
         };
-        match edit::remove_fields(&mut txn.body, &[("Subject".to_string(), 0)]) {
+        match edit::remove_fields(&*cx.svc, &mut txn.body, &[("Subject".to_string(), 0)]).await {
             Ok(_) => txn.append_header("Subject", &subject),
             Err(why) => self.common.log(
                 cx,

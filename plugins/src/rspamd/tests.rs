@@ -503,10 +503,26 @@ fn a_spooled_message_is_streamed_whole() {
         seen[0].body,
         format!("Received: from client\r\n{message}").as_bytes()
     );
-    // Header edits are not done on a spooled message: logged, the message left as it is.
-    assert!(svc.logged("not removed: the message is spooled"));
-    assert!(svc.logged("Subject not rewritten"));
-    assert!(!txn.added_headers.contains("Subject:"));
+    // The header edits rewrote the spool file: X-Spam and Subject gone, the body intact.
+    let spooled = std::fs::read(dir.path().join("spool")).expect("the spool file");
+    let expected = message.replace("Subject: hello\r\nX-Spam: forged\r\n", "");
+    assert_eq!(String::from_utf8_lossy(&spooled), expected);
+    assert_eq!(txn.body.len as usize, expected.len());
+    assert_eq!(
+        txn.body.mem,
+        &expected.as_bytes()[..txn.body.header_end.expect("end")]
+    );
+    assert!(
+        txn.added_headers.contains("Subject: new\r\n"),
+        "{}",
+        txn.added_headers
+    );
+    assert!(!svc.logged("not removed") && !svc.logged("not rewritten"));
+    // The file the body holds is the new one, readable at its own offsets.
+    let spool = txn.body.spool.as_ref().expect("still spooled");
+    let mut first = [0u8; 20];
+    std::os::unix::fs::FileExt::read_exact_at(&spool.file, &mut first, 0).expect("read");
+    assert_eq!(&first, &expected.as_bytes()[..20]);
 }
 
 #[test]
@@ -564,11 +580,15 @@ fn removes_the_nth_field() {
         &mut txn,
         "A: 1\r\nB: x\r\nA: 2\r\n  folded\r\nA: 3\r\n\r\nbody\r\n",
     );
-    let n = edit::remove_fields(&mut txn.body, &[("a".to_string(), -2)]).expect("removes");
+    let (c, _) = cx("192.0.2.1:1");
+    let svc = &*c.svc;
+    let remove = |body: &mut ringsmtpd_plugin_api::Body, what: &[(String, i64)]| {
+        ringsmtpd_plugin_api::testing::block_on(edit::remove_fields(svc, body, what))
+    };
+    let n = remove(&mut txn.body, &[("a".to_string(), -2)]).expect("removes");
     assert_eq!(n, 1);
     assert_eq!(txn.body.mem, b"A: 1\r\nB: x\r\nA: 3\r\n\r\nbody\r\n");
-    let n = edit::remove_fields(&mut txn.body, &[("A".to_string(), 1), ("b".to_string(), 5)])
-        .expect("removes");
+    let n = remove(&mut txn.body, &[("A".to_string(), 1), ("b".to_string(), 5)]).expect("removes");
     assert_eq!(n, 1);
     assert_eq!(txn.body.mem, b"B: x\r\nA: 3\r\n\r\nbody\r\n");
     assert_eq!(txn.body.header_end, Some(14));
