@@ -48,6 +48,7 @@ pub mod relay;
 pub mod require_auth;
 pub mod resolvable_fromhost;
 pub mod rhsbl;
+pub mod rspamd;
 pub mod sender_permitted_from;
 pub mod spamassassin;
 pub mod uribl;
@@ -116,6 +117,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("require_auth", require_auth::new),
     ("resolvable_fromhost", resolvable_fromhost::new),
     ("rhsbl", rhsbl::new),
+    ("rspamd", rspamd::new),
     ("sender_permitted_from", sender_permitted_from::new),
     ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
@@ -285,6 +287,7 @@ mod tests {
     /// stands for a temporary directory that holds a file `rcpt_map`.
     const SAMPLES: &[(&str, &[(&str, &str)])] = &[
         ("rcpt_ok", &[]),
+        ("rspamd", &[]),
         ("require_auth", &[]),
         ("queue/maildir {dir}/Maildir", &[]),
         ("queue/discard", &[]),

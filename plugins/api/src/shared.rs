@@ -78,3 +78,12 @@ pub struct SpamScore {
     pub required: f64,
     pub is_spam: bool,
 }
+
+/// What rspamd made of the message (txn note, written by `rspamd`; for karma): its score, the
+/// score its `reject` action starts at, and its action (`no action`, `add header`, `reject`...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RspamdResult {
+    pub score: f64,
+    pub required: f64,
+    pub action: &'static str,
+}
