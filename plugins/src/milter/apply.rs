@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use ringsmtpd_plugin_api::address::parse_path;
-use ringsmtpd_plugin_api::headers::write_folded_field;
+use ringsmtpd_plugin_api::headers::{push_value, write_field};
 use ringsmtpd_plugin_api::{Recipient, Transaction};
 
 use super::proto::Reply;
@@ -66,15 +66,27 @@ pub(crate) fn header_fields(header: &[u8]) -> Vec<FieldAt> {
     fields
 }
 
-/// Writes `name: value` with the milter's folds (LF or CRLF followed by white space) kept
-/// as CRLF TAB; every other control character becomes a space.
+/// Writes `name: value` with the milter's folds (LF or CRLF, then white space) kept as they
+/// are, so a signature over the field (DKIM's `simple` canonicalization) still holds; a line
+/// break without white space after it gets a TAB, a line of white space only is dropped, and
+/// every other control character becomes a space ([`push_value`]): the field cannot end early.
 fn write_milter_field(out: &mut String, name: &str, value: &str) {
+    let mut field = String::new();
+    write_field(&mut field, name, "");
+    field.truncate(field.len() - 2); // "name: " without its CRLF
     let value = value.strip_prefix(' ').unwrap_or(value);
-    let lines: Vec<&str> = value
-        .split('\n')
-        .map(|l| l.trim_end_matches('\r').trim_start_matches([' ', '\t']))
-        .collect();
-    write_folded_field(out, name, &lines);
+    for (i, line) in value.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if i > 0 {
+            if line.trim_start_matches([' ', '\t']).is_empty() {
+                continue;
+            }
+            field.push_str(if line.starts_with([' ', '\t']) { "\r\n" } else { "\r\n\t" });
+        }
+        push_value(&mut field, line);
+    }
+    field.push_str("\r\n");
+    out.push_str(&field);
 }
 
 /// Applies `mods` in order.

@@ -38,10 +38,10 @@
 //! |---|---|
 //! | continue | nothing: the next plugin decides |
 //! | accept | at connect or HELO: the milter is skipped for the session; at MAIL or RCPT: for the transaction; at end of message: the message goes on |
-//! | reject | 5xx (`550 5.7.1` by default at that stage); at RCPT only that recipient |
-//! | tempfail | 4xx (`451 4.7.1`) |
+//! | reject | the hook's deny reply (5xx: 550 at RCPT, 552 after DATA, see docs/hooks.md); at RCPT only that recipient |
+//! | tempfail | the hook's temporary deny reply (4xx) |
 //! | discard | the message is accepted with 250 and thrown away (this plugin's `queue` hook answers before the queue plugin) |
-//! | reply code (`SMFIR_REPLYCODE`) | its 4xx/5xx class, enhanced status code and text; several lines allowed, control characters replaced by `?` |
+//! | reply code (`SMFIR_REPLYCODE`) | that reply: its 4xx/5xx code, enhanced status code and text; several lines allowed, control characters replaced by `?` |
 //! | progress | the wait for the answer starts again |
 //!
 //! Modifications at end of message, applied before the message is queued: add header (put
@@ -102,8 +102,8 @@
 //! recipients (`SMFIR_ADDRCPT_PAR`) and of a changed sender are ignored, a change-header
 //! refers only to the message's own header section (not to the fields ringsmtpd added), a
 //! change-header on a spooled message (above `size_threshold`) is treated as a protocol error,
-//! the exact reply code of `SMFIR_REPLYCODE` is reduced to its class (the engine picks 550 or
-//! 451 and keeps the enhanced code and text), and rejected recipients are not shown to the
+//! a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so the `deny` hook does not see
+//! it, and rejected recipients are not shown to the
 //! milter (`SMFIP_RCPT_REJ` is not offered).
 
 mod apply;
@@ -287,16 +287,17 @@ impl Milter {
     }
 
     /// Runs one stage: `send` queues its packets on a live connection, then the reply is
-    /// awaited unless `no_reply` is negotiated. `txn_scope` says an accept skips the
-    /// transaction rather than the session.
+    /// awaited unless `no_reply` is negotiated. With a transaction, an accept skips the
+    /// milter for the transaction (else for the session) and a discard marks it.
     async fn stage(
         &self,
         cx: &mut Cx,
+        txn: Option<&mut Transaction>,
         skip_flag: u32,
         no_reply: u32,
-        txn_scope: bool,
         send: impl FnOnce(&mut Conn),
     ) -> Outcome {
+        let txn_scope = txn.is_some();
         let (mut conn, in_txn) = match self.take(cx) {
             Some(State::Live { conn, in_txn, skip_txn }) => {
                 if skip_txn && txn_scope || conn.has_step(skip_flag) {
@@ -329,7 +330,12 @@ impl Milter {
             Verdict::Accept if txn_scope => (State::Live { conn, in_txn, skip_txn: true }, Outcome::Declined),
             Verdict::Accept => (State::Done, Outcome::Declined),
             Verdict::Outcome(o) => (State::Live { conn, in_txn, skip_txn: false }, o),
-            Verdict::Discard => (State::Live { conn, in_txn, skip_txn: true }, Outcome::Declined),
+            Verdict::Discard => {
+                if let Some(txn) = txn {
+                    txn.notes.set(Discarded);
+                }
+                (State::Live { conn, in_txn, skip_txn: true }, Outcome::Declined)
+            }
         };
         self.put(cx, state);
         outcome
@@ -358,19 +364,13 @@ fn final_verdict(r: Reply) -> Result<Option<Verdict>, String> {
         Reply::ReplyCode(text) => {
             let (code, enhanced, lines) =
                 proto::reply_code(&text).ok_or_else(|| "bad reply code text".to_string())?;
-            let mut msg = String::new();
-            for (i, l) in lines.iter().enumerate() {
-                if i > 0 {
-                    msg.push('\n');
-                }
-                if !enhanced.is_empty() && i == 0 {
-                    msg.push_str(&enhanced);
-                    msg.push(' ');
-                }
-                msg.push_str(l);
-            }
-            let msg: Option<Cow<'static, str>> = Some(msg.into());
-            Verdict::Outcome(if code >= 500 { Outcome::Deny(msg) } else { Outcome::DenySoft(msg) })
+            // The exact code, enhanced code and lines: the plugin answers itself (`DONE`).
+            Verdict::Outcome(Outcome::Done(Some(ringsmtpd_plugin_api::Reply {
+                code,
+                enhanced: (!enhanced.is_empty()).then(|| enhanced.into()),
+                lines: lines.into_iter().map(Cow::Owned).collect(),
+                disconnect: false,
+            })))
         }
         Reply::Progress => return Ok(None),
         other => return Err(format!("sent {other:?} outside the end of message")),
@@ -426,7 +426,7 @@ impl Plugin for Milter {
             let macros = connect_macros(cx);
             let host = cx.conn.remote_host.clone().unwrap_or_else(|| format!("[{}]", cx.conn.remote.ip()));
             let remote: SocketAddr = cx.conn.remote;
-            self.stage(cx, step::NOCONNECT, step::NR_CONN, false, |c| {
+            self.stage(cx, None, step::NOCONNECT, step::NR_CONN, |c| {
                 c.send_macros(Stage::Connect, macros);
                 c.send(&Packet::Connect { host: &host, family: Family::Inet(remote) });
             })
@@ -440,7 +440,7 @@ impl Plugin for Milter {
             macros.push(pair("{tls_version}", tls.protocol.clone()));
             macros.push(pair("{cipher}", tls.cipher.clone()));
         }
-        Step::pending(self.stage(cx, step::NOHELO, step::NR_HELO, false, move |c| {
+        Step::pending(self.stage(cx, None, step::NOHELO, step::NR_HELO, move |c| {
             c.send_macros(Stage::Helo, macros);
             c.send(&Packet::Helo(host));
         }))
@@ -460,7 +460,7 @@ impl Plugin for Milter {
         let args = vec![format!("<{}>", txn.sender.as_str())];
         Step::pending(async move {
             self.with_live(cx, |in_txn, _| *in_txn = true);
-            self.stage(cx, step::NOMAIL, step::NR_MAIL, true, move |c| {
+            self.stage(cx, Some(txn), step::NOMAIL, step::NR_MAIL, move |c| {
                 c.send_macros(Stage::Mail, macros);
                 c.send(&Packet::Mail(&args));
             })
@@ -468,10 +468,10 @@ impl Plugin for Milter {
         })
     }
 
-    fn rcpt<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction, rcpt: &'a Recipient) -> Step<'a> {
+    fn rcpt<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction, rcpt: &'a Recipient) -> Step<'a> {
         let macros = vec![pair("{rcpt_addr}", rcpt.addr.as_str())];
         let args = vec![format!("<{}>", rcpt.addr.as_str())];
-        Step::pending(self.stage(cx, step::NORCPT, step::NR_RCPT, true, move |c| {
+        Step::pending(self.stage(cx, Some(txn), step::NORCPT, step::NR_RCPT, move |c| {
             c.send_macros(Stage::Rcpt, macros);
             c.send(&Packet::Rcpt(&args));
         }))
@@ -479,7 +479,7 @@ impl Plugin for Milter {
 
     fn data<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         let macros = vec![pair("i", txn.id.clone())];
-        Step::pending(self.stage(cx, step::NODATA, step::NR_DATA, true, move |c| {
+        Step::pending(self.stage(cx, Some(txn), step::NODATA, step::NR_DATA, move |c| {
             c.send_macros(Stage::Data, macros);
             c.send(&Packet::Data);
         }))

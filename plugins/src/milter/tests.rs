@@ -157,7 +157,9 @@ fn reject_tempfail_and_reply_code() {
         }
     }
     let (_, eom, _, _) = session(reply_code, "");
-    assert_eq!(eom, Outcome::Deny(Some("5.7.1 spam\ngo? away".into())));
+    let Outcome::Done(Some(r)) = eom else { panic!("{eom:?}") };
+    assert_eq!((r.code, r.enhanced.as_deref()), (554, Some("5.7.1")));
+    assert_eq!(r.lines, ["spam", "go? away"]);
 }
 
 #[test]
@@ -256,8 +258,22 @@ fn discard_and_envelope_changes() {
     let mut t = txn();
     run(p.connect(&mut cx));
     run(p.mail(&mut cx, &mut t));
+    assert_eq!(run(p.queue(&mut cx, &mut t)), Outcome::Declined);
     assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
     assert!(matches!(run(p.queue(&mut cx, &mut t)), Outcome::Ok(Some(_))));
+
+    // A discard at RCPT discards the message too.
+    fn discard_rcpt(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
+        match cmd {
+            b'O' => vec![optneg(0, 0)],
+            b'D' | b'A' => vec![],
+            b'R' => vec![packet(b'd', b"")],
+            _ => vec![packet(b'c', b"")],
+        }
+    }
+    let (_, _, mut t, seen) = session(discard_rcpt, "");
+    assert!(matches!(run(p.queue(&mut cx, &mut t)), Outcome::Ok(Some(_))));
+    assert!(!seen.iter().any(|(c, _)| *c == b'E'), "the message went to the milter");
 
     fn envelope(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
         match cmd {
