@@ -7,7 +7,7 @@ SMFIP_HDR_LEADSPC and symbol lists.
 - Verifying: the signed message, sent to a server whose milter is a verifier instance, arrives
   with OpenDKIM's Authentication-Results `dkim=pass`; the same message with its body changed is
   refused with OpenDKIM's own reply code (On-BadSignature reject: 550 5.7.x).
-- A milter that is down: the default action (tempfail: 451) at connect, and `accept` lets the
+- A milter that is down: the default action (tempfail: 450 4.7.1) at connect, and `accept` lets the
   mail through untouched.
 """
 
@@ -153,7 +153,8 @@ def test_a_down_milter_gets_the_default_action(make_server):
     c = srv.connect(banner=False)
     try:
         r = c.reply()
-        assert r.code == 451 and r.enhanced() == "4.7.1", r
+        # The engine's reply to a temporary deny at connect (docs/hooks.md).
+        assert r.code == 450 and r.enhanced() == "4.7.1", r
     finally:
         c.close()
     assert "milter dkim: cannot connect" in srv.log()

@@ -129,7 +129,7 @@ pub(crate) fn apply(txn: &mut Transaction, mods: Vec<Reply>) -> Result<(), Strin
                 }
                 b.extend_from_slice(&chunk);
             }
-            other => return Err(format!("unexpected {other:?}")),
+            _ => return Err("a reply that is not a modification".into()),
         }
     }
     if let Some(b) = new_body {

@@ -54,7 +54,7 @@ impl Conn {
                 conn.neg = n;
                 Ok(conn)
             }
-            other => Err(format!("answered the negotiation with {other:?}")),
+            _ => Err("did not answer the negotiation with its options".into()),
         }
     }
 

@@ -60,8 +60,9 @@
 //!   A host name is resolved at each connection.
 //! - `default_action accept|tempfail|reject`: what happens when the milter cannot be reached,
 //!   times out, closes, or breaks the protocol (Postfix's `milter_default_action`): `accept`
-//!   skips the milter for the rest of the session, `tempfail` (the default) answers 451 4.7.1
-//!   to every later command it sees, `reject` 550 5.7.1. The failure is logged once and the
+//!   skips the milter for the rest of the session, `tempfail` (the default) answers every
+//!   later command the milter would see with the hook's temporary deny (4.7.1: 450 at
+//!   connect, which closes the session, 451 at MAIL...), `reject` with its deny (5.7.1). The failure is logged once and the
 //!   connection to the milter dropped; the next SMTP session opens a new one.
 //! - `connect_timeout S` (default 10), `timeout S` (each stage's reply, default 30),
 //!   `eom_timeout S` (the end-of-message reply, default 60; Postfix's `milter_*_timeout`).
@@ -214,7 +215,7 @@ fn parse_address(s: &str) -> Result<Address, String> {
     Ok(Address::Tcp(Host::parse(host)?, parse_port(port)?))
 }
 
-/// The milter connections of one SMTP session, by plugin instance.
+/// The milter connections of one SMTP session, by the milters' `NAME`s.
 #[derive(Default)]
 struct Sessions(Vec<(String, State)>);
 
@@ -243,7 +244,7 @@ enum Verdict {
 impl Milter {
     fn take(&self, cx: &mut Cx) -> Option<State> {
         let s = cx.conn.notes.get_mut::<Sessions>()?;
-        let i = s.0.iter().position(|(n, _)| *n == self.instance)?;
+        let i = s.0.iter().position(|(n, _)| *n == self.name)?;
         Some(s.0.swap_remove(i).1)
     }
 
@@ -252,7 +253,7 @@ impl Milter {
             .notes
             .get_or_insert_with(Sessions::default)
             .0
-            .push((self.instance.clone(), state));
+            .push((self.name.clone(), state));
     }
 
     fn default_outcome(&self) -> Outcome {
@@ -373,7 +374,7 @@ fn final_verdict(r: Reply) -> Result<Option<Verdict>, String> {
             })))
         }
         Reply::Progress => return Ok(None),
-        other => return Err(format!("sent {other:?} outside the end of message")),
+        other => return Err(format!("sent {} outside the end of message", kind(&other))),
     }))
 }
 
@@ -537,7 +538,7 @@ impl Milter {
         f: impl FnOnce(&mut bool, &mut bool) -> R,
     ) -> Option<R> {
         let s = cx.conn.notes.get_mut::<Sessions>()?;
-        match s.0.iter_mut().find(|(n, _)| *n == self.instance)? {
+        match s.0.iter_mut().find(|(n, _)| *n == self.name)? {
             (_, State::Live { in_txn, skip_txn, .. }) => Some(f(in_txn, skip_txn)),
             _ => None,
         }
