@@ -336,7 +336,7 @@ mod tests {
         ("count_unrecognized_commands", &[]),
         ("noop_counter", &[]),
         ("loadcheck", &[]),
-        ("milter opendkim inet:8891@127.0.0.1 default_action accept timeout 10", &[]),
+        ("milter dkim inet:8891@127.0.0.1 default_action accept", &[]),
         ("connection_time", &[]),
         ("random_error", &[]),
         ("help", &[]),

@@ -42,7 +42,8 @@ pub(crate) fn header_fields(header: &[u8]) -> Vec<FieldAt> {
             .position(|&b| b == b'\n')
             .map_or(header.len(), |i| at + i + 1);
         let line = &header[at..end];
-        let text_end = end - usize::from(line.ends_with(b"\n")) - usize::from(line.ends_with(b"\r\n"));
+        let text_end =
+            end - usize::from(line.ends_with(b"\n")) - usize::from(line.ends_with(b"\r\n"));
         if text_end == at {
             break; // the empty line
         }
@@ -81,7 +82,11 @@ fn write_milter_field(out: &mut String, name: &str, value: &str) {
             if line.trim_start_matches([' ', '\t']).is_empty() {
                 continue;
             }
-            field.push_str(if line.starts_with([' ', '\t']) { "\r\n" } else { "\r\n\t" });
+            field.push_str(if line.starts_with([' ', '\t']) {
+                "\r\n"
+            } else {
+                "\r\n\t"
+            });
         }
         push_value(&mut field, line);
     }
@@ -94,7 +99,9 @@ pub(crate) fn apply(txn: &mut Transaction, mods: Vec<Reply>) -> Result<(), Strin
     let mut new_body: Option<Vec<u8>> = None;
     for m in mods {
         match m {
-            Reply::AddHeader { name, value } => write_milter_field(&mut txn.added_headers, &name, &value),
+            Reply::AddHeader { name, value } => {
+                write_milter_field(&mut txn.added_headers, &name, &value)
+            }
             Reply::InsertHeader { index, name, value } => {
                 let mut field = String::new();
                 write_milter_field(&mut field, &name, &value);
@@ -105,18 +112,28 @@ pub(crate) fn apply(txn: &mut Transaction, mods: Vec<Reply>) -> Result<(), Strin
                 }
             }
             Reply::ChangeHeader { index, name, value } => change_header(txn, index, &name, &value)?,
-            Reply::Quarantine(reason) => write_milter_field(&mut txn.added_headers, "X-Quarantine", &reason),
+            Reply::Quarantine(reason) => {
+                write_milter_field(&mut txn.added_headers, "X-Quarantine", &reason)
+            }
             Reply::AddRcpt { rcpt, .. } => {
                 let addr = parse_path(&bracketed(&rcpt), false, true)
                     .map_err(|e| format!("add-recipient {rcpt:?}: {e:?}"))?;
-                if !txn.recipients.iter().any(|r| r.addr.as_str().eq_ignore_ascii_case(addr.as_str())) {
-                    txn.recipients.push(Recipient { addr, params: Default::default() });
+                if !txn
+                    .recipients
+                    .iter()
+                    .any(|r| r.addr.as_str().eq_ignore_ascii_case(addr.as_str()))
+                {
+                    txn.recipients.push(Recipient {
+                        addr,
+                        params: Default::default(),
+                    });
                 }
             }
             Reply::DelRcpt(rcpt) => {
                 let addr = parse_path(&bracketed(&rcpt), false, true)
                     .map_err(|e| format!("delete-recipient {rcpt:?}: {e:?}"))?;
-                txn.recipients.retain(|r| !r.addr.as_str().eq_ignore_ascii_case(addr.as_str()));
+                txn.recipients
+                    .retain(|r| !r.addr.as_str().eq_ignore_ascii_case(addr.as_str()));
             }
             Reply::ChangeFrom { from, .. } => {
                 txn.sender = parse_path(&bracketed(&from), true, true)
@@ -184,7 +201,10 @@ fn change_header(txn: &mut Transaction, index: u32, name: &str, value: &str) -> 
 /// message comes into memory.
 fn replace_body(txn: &mut Transaction, new: &[u8]) {
     let body = &mut txn.body;
-    let header_len = body.header_end.unwrap_or(body.mem.len()).min(body.mem.len());
+    let header_len = body
+        .header_end
+        .unwrap_or(body.mem.len())
+        .min(body.mem.len());
     body.mem.truncate(header_len);
     if body.header_end.is_none() {
         body.mem.extend_from_slice(b"\r\n");

@@ -70,16 +70,26 @@ impl Conn {
     /// Queues the macros of `stage`: ours, or only those the milter asked for at that stage.
     pub(crate) fn send_macros(&mut self, stage: Stage, ours: Vec<(String, String)>) {
         let pairs: Vec<(String, String)> = match self.neg.macros.iter().find(|(s, _)| *s == stage) {
-            Some((_, wanted)) => ours.into_iter().filter(|(n, _)| wanted.contains(n)).collect(),
+            Some((_, wanted)) => ours
+                .into_iter()
+                .filter(|(n, _)| wanted.contains(n))
+                .collect(),
             None => ours,
         };
         if !pairs.is_empty() {
-            self.send(&Packet::Macro { stage, pairs: &pairs });
+            self.send(&Packet::Macro {
+                stage,
+                pairs: &pairs,
+            });
         }
     }
 
     /// Writes what is queued.
-    pub(crate) async fn flush(&mut self, svc: &dyn Services, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn flush(
+        &mut self,
+        svc: &dyn Services,
+        timeout: Duration,
+    ) -> Result<(), String> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -96,7 +106,11 @@ impl Conn {
     }
 
     /// Writes what is queued, then reads the next reply; `timeout` applies to each wait.
-    pub(crate) async fn reply(&mut self, svc: &dyn Services, timeout: Duration) -> Result<Reply, String> {
+    pub(crate) async fn reply(
+        &mut self,
+        svc: &dyn Services,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         self.flush(svc, timeout).await?;
         loop {
             match proto::parse(&self.buf) {

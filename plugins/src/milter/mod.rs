@@ -120,8 +120,8 @@ use std::time::Duration;
 
 use ringsmtpd_plugin_api::net::Endpoint;
 use ringsmtpd_plugin_api::{
-    blocking, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient,
-    Step, Transaction,
+    blocking, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Recipient, Step,
+    Transaction,
 };
 
 use crate::auth::{parse_port, parse_timeout, Host};
@@ -183,7 +183,11 @@ fn build(init: &PluginInit<'_>) -> Result<Milter, ConfigError> {
                     "accept" => DefaultAction::Accept,
                     "tempfail" => DefaultAction::Tempfail,
                     "reject" => DefaultAction::Reject,
-                    _ => return Err(init.error(format!("default_action '{value}': accept, tempfail or reject"))),
+                    _ => {
+                        return Err(init.error(format!(
+                            "default_action '{value}': accept, tempfail or reject"
+                        )))
+                    }
                 }
             }
             "connect_timeout" => m.connect_timeout = secs()?,
@@ -203,15 +207,16 @@ fn parse_address(s: &str) -> Result<Address, String> {
         }
         return Ok(Address::Unix(path.into()));
     }
-    let (host, port) = if let Some(rest) = s.strip_prefix("inet:").or_else(|| s.strip_prefix("inet6:")) {
-        let (port, host) = rest
-            .split_once('@')
-            .ok_or_else(|| format!("'{s}' is not inet:PORT@HOST"))?;
-        (host, port)
-    } else {
-        s.rsplit_once(':')
-            .ok_or_else(|| format!("'{s}' is not HOST:PORT, inet:PORT@HOST or unix:/path"))?
-    };
+    let (host, port) =
+        if let Some(rest) = s.strip_prefix("inet:").or_else(|| s.strip_prefix("inet6:")) {
+            let (port, host) = rest
+                .split_once('@')
+                .ok_or_else(|| format!("'{s}' is not inet:PORT@HOST"))?;
+            (host, port)
+        } else {
+            s.rsplit_once(':')
+                .ok_or_else(|| format!("'{s}' is not HOST:PORT, inet:PORT@HOST or unix:/path"))?
+        };
     Ok(Address::Tcp(Host::parse(host)?, parse_port(port)?))
 }
 
@@ -222,7 +227,11 @@ struct Sessions(Vec<(String, State)>);
 /// One milter's state in this SMTP session.
 enum State {
     /// Connected; `skip_txn` after an accept at MAIL or RCPT, `in_txn` once MAIL was sent.
-    Live { conn: Conn, in_txn: bool, skip_txn: bool },
+    Live {
+        conn: Conn,
+        in_txn: bool,
+        skip_txn: bool,
+    },
     /// Accepted for the whole session: not asked again.
     Done,
     /// Failed: every later hook gets the default action.
@@ -259,10 +268,12 @@ impl Milter {
     fn default_outcome(&self) -> Outcome {
         match self.default_action {
             DefaultAction::Accept => Outcome::Declined,
-            DefaultAction::Tempfail => {
-                Outcome::DenySoft(Some("4.7.1 Mail filter unavailable, try again later".into()))
+            DefaultAction::Tempfail => Outcome::DenySoft(Some(
+                "4.7.1 Mail filter unavailable, try again later".into(),
+            )),
+            DefaultAction::Reject => {
+                Outcome::Deny(Some("5.7.1 Mail filter refused the message".into()))
             }
-            DefaultAction::Reject => Outcome::Deny(Some("5.7.1 Mail filter refused the message".into())),
         }
     }
 
@@ -271,11 +282,18 @@ impl Milter {
         cx.log(
             Level::Warn,
             &self.instance,
-            format_args!("milter {}: {why}; default action {:?}", self.name, self.default_action),
+            format_args!(
+                "milter {}: {why}; default action {:?}",
+                self.name, self.default_action
+            ),
         );
         self.put(
             cx,
-            if self.default_action == DefaultAction::Accept { State::Done } else { State::Failed },
+            if self.default_action == DefaultAction::Accept {
+                State::Done
+            } else {
+                State::Failed
+            },
         );
         self.default_outcome()
     }
@@ -300,9 +318,20 @@ impl Milter {
     ) -> Outcome {
         let txn_scope = txn.is_some();
         let (mut conn, in_txn) = match self.take(cx) {
-            Some(State::Live { conn, in_txn, skip_txn }) => {
+            Some(State::Live {
+                conn,
+                in_txn,
+                skip_txn,
+            }) => {
                 if skip_txn && txn_scope || conn.has_step(skip_flag) {
-                    self.put(cx, State::Live { conn, in_txn, skip_txn });
+                    self.put(
+                        cx,
+                        State::Live {
+                            conn,
+                            in_txn,
+                            skip_txn,
+                        },
+                    );
                     return Outcome::Declined;
                 }
                 (conn, in_txn)
@@ -318,7 +347,9 @@ impl Milter {
         };
         send(&mut conn);
         let verdict = if conn.has_step(no_reply) {
-            conn.flush(&*cx.svc, self.timeout).await.map(|()| Verdict::Continue)
+            conn.flush(&*cx.svc, self.timeout)
+                .await
+                .map(|()| Verdict::Continue)
         } else {
             self.answer(cx, &mut conn).await
         };
@@ -327,15 +358,43 @@ impl Milter {
             Err(e) => return self.failed(cx, &e),
         };
         let (state, outcome) = match verdict {
-            Verdict::Continue => (State::Live { conn, in_txn, skip_txn: false }, Outcome::Declined),
-            Verdict::Accept if txn_scope => (State::Live { conn, in_txn, skip_txn: true }, Outcome::Declined),
+            Verdict::Continue => (
+                State::Live {
+                    conn,
+                    in_txn,
+                    skip_txn: false,
+                },
+                Outcome::Declined,
+            ),
+            Verdict::Accept if txn_scope => (
+                State::Live {
+                    conn,
+                    in_txn,
+                    skip_txn: true,
+                },
+                Outcome::Declined,
+            ),
             Verdict::Accept => (State::Done, Outcome::Declined),
-            Verdict::Outcome(o) => (State::Live { conn, in_txn, skip_txn: false }, o),
+            Verdict::Outcome(o) => (
+                State::Live {
+                    conn,
+                    in_txn,
+                    skip_txn: false,
+                },
+                o,
+            ),
             Verdict::Discard => {
                 if let Some(txn) = txn {
                     txn.notes.set(Discarded);
                 }
-                (State::Live { conn, in_txn, skip_txn: true }, Outcome::Declined)
+                (
+                    State::Live {
+                        conn,
+                        in_txn,
+                        skip_txn: true,
+                    },
+                    Outcome::Declined,
+                )
             }
         };
         self.put(cx, state);
@@ -384,7 +443,11 @@ fn pair(name: &str, value: impl Into<String>) -> (String, String) {
 
 fn connect_macros(cx: &Cx) -> Vec<(String, String)> {
     let ip = cx.conn.remote.ip().to_string();
-    let host = cx.conn.remote_host.clone().unwrap_or_else(|| "unknown".into());
+    let host = cx
+        .conn
+        .remote_host
+        .clone()
+        .unwrap_or_else(|| "unknown".into());
     vec![
         pair("j", cx.svc.me()),
         pair("{daemon_name}", "ringsmtpd"),
@@ -423,13 +486,27 @@ impl Plugin for Milter {
                 Ok(c) => c,
                 Err(e) => return self.failed(cx, &e),
             };
-            self.put(cx, State::Live { conn, in_txn: false, skip_txn: false });
+            self.put(
+                cx,
+                State::Live {
+                    conn,
+                    in_txn: false,
+                    skip_txn: false,
+                },
+            );
             let macros = connect_macros(cx);
-            let host = cx.conn.remote_host.clone().unwrap_or_else(|| format!("[{}]", cx.conn.remote.ip()));
+            let host = cx
+                .conn
+                .remote_host
+                .clone()
+                .unwrap_or_else(|| format!("[{}]", cx.conn.remote.ip()));
             let remote: SocketAddr = cx.conn.remote;
             self.stage(cx, None, step::NOCONNECT, step::NR_CONN, |c| {
                 c.send_macros(Stage::Connect, macros);
-                c.send(&Packet::Connect { host: &host, family: Family::Inet(remote) });
+                c.send(&Packet::Connect {
+                    host: &host,
+                    family: Family::Inet(remote),
+                });
             })
             .await
         })
@@ -469,21 +546,30 @@ impl Plugin for Milter {
         })
     }
 
-    fn rcpt<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction, rcpt: &'a Recipient) -> Step<'a> {
+    fn rcpt<'a>(
+        &'a self,
+        cx: &'a mut Cx,
+        txn: &'a mut Transaction,
+        rcpt: &'a Recipient,
+    ) -> Step<'a> {
         let macros = vec![pair("{rcpt_addr}", rcpt.addr.as_str())];
         let args = vec![format!("<{}>", rcpt.addr.as_str())];
-        Step::pending(self.stage(cx, Some(txn), step::NORCPT, step::NR_RCPT, move |c| {
-            c.send_macros(Stage::Rcpt, macros);
-            c.send(&Packet::Rcpt(&args));
-        }))
+        Step::pending(
+            self.stage(cx, Some(txn), step::NORCPT, step::NR_RCPT, move |c| {
+                c.send_macros(Stage::Rcpt, macros);
+                c.send(&Packet::Rcpt(&args));
+            }),
+        )
     }
 
     fn data<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         let macros = vec![pair("i", txn.id.clone())];
-        Step::pending(self.stage(cx, Some(txn), step::NODATA, step::NR_DATA, move |c| {
-            c.send_macros(Stage::Data, macros);
-            c.send(&Packet::Data);
-        }))
+        Step::pending(
+            self.stage(cx, Some(txn), step::NODATA, step::NR_DATA, move |c| {
+                c.send_macros(Stage::Data, macros);
+                c.send(&Packet::Data);
+            }),
+        )
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
@@ -492,7 +578,9 @@ impl Plugin for Milter {
 
     fn queue<'a>(&'a self, _cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         if txn.notes.contains::<Discarded>() {
-            return Step::Ready(Outcome::Ok(Some("2.7.0 Message accepted (discarded by a mail filter)".into())));
+            return Step::Ready(Outcome::Ok(Some(
+                "2.7.0 Message accepted (discarded by a mail filter)".into(),
+            )));
         }
         Step::DECLINED
     }
@@ -508,7 +596,14 @@ impl Plugin for Milter {
             if let Some(State::Live { mut conn, .. }) = self.take(cx) {
                 conn.send(&Packet::Abort);
                 match conn.flush(&*cx.svc, self.timeout).await {
-                    Ok(()) => self.put(cx, State::Live { conn, in_txn: false, skip_txn: false }),
+                    Ok(()) => self.put(
+                        cx,
+                        State::Live {
+                            conn,
+                            in_txn: false,
+                            skip_txn: false,
+                        },
+                    ),
                     Err(e) => {
                         self.failed(cx, &e);
                     }
@@ -532,14 +627,15 @@ impl Plugin for Milter {
 
 impl Milter {
     /// Runs `f` on the transaction flags of a live connection.
-    fn with_live<R>(
-        &self,
-        cx: &mut Cx,
-        f: impl FnOnce(&mut bool, &mut bool) -> R,
-    ) -> Option<R> {
+    fn with_live<R>(&self, cx: &mut Cx, f: impl FnOnce(&mut bool, &mut bool) -> R) -> Option<R> {
         let s = cx.conn.notes.get_mut::<Sessions>()?;
         match s.0.iter_mut().find(|(n, _)| *n == self.name)? {
-            (_, State::Live { in_txn, skip_txn, .. }) => Some(f(in_txn, skip_txn)),
+            (
+                _,
+                State::Live {
+                    in_txn, skip_txn, ..
+                },
+            ) => Some(f(in_txn, skip_txn)),
             _ => None,
         }
     }
@@ -559,7 +655,14 @@ impl Milter {
             None => return Outcome::Declined,
         };
         if skip {
-            self.put(cx, State::Live { conn, in_txn: true, skip_txn: true });
+            self.put(
+                cx,
+                State::Live {
+                    conn,
+                    in_txn: true,
+                    skip_txn: true,
+                },
+            );
             return Outcome::Declined;
         }
         let id = txn.id.clone();
@@ -580,7 +683,14 @@ impl Milter {
                     }
                 };
                 // The milter ends its transaction at end of message: no abort follows.
-                self.put(cx, State::Live { conn, in_txn: false, skip_txn: false });
+                self.put(
+                    cx,
+                    State::Live {
+                        conn,
+                        in_txn: false,
+                        skip_txn: false,
+                    },
+                );
                 outcome
             }
             Err(e) => self.failed(cx, &e),
@@ -600,9 +710,16 @@ impl Milter {
             let header = txn.body.header_bytes();
             for f in apply::header_fields(header) {
                 let (name, value) = (f.name(header), f.value(header));
-                let value = if leadspc { &value[..] } else { value.strip_prefix(' ').unwrap_or(&value) };
+                let value = if leadspc {
+                    &value[..]
+                } else {
+                    value.strip_prefix(' ').unwrap_or(&value)
+                };
                 let value = value.replace("\r\n", "\n");
-                conn.send(&Packet::Header { name: &name, value: &value });
+                conn.send(&Packet::Header {
+                    name: &name,
+                    value: &value,
+                });
                 if !conn.has_step(step::NR_HDR) {
                     if let Some(v) = self.early(conn, &*svc).await? {
                         return Ok((v, Vec::new()));
@@ -631,7 +748,10 @@ impl Milter {
             let r = conn.reply(&*svc, self.eom_timeout).await?;
             if let Some(flag) = r.needs() {
                 if conn.neg.actions & flag == 0 {
-                    return Err(format!("sent {} without negotiating action 0x{flag:x}", kind(&r)));
+                    return Err(format!(
+                        "sent {} without negotiating action 0x{flag:x}",
+                        kind(&r)
+                    ));
                 }
                 if mods.len() >= 10_000 {
                     return Err("sent too many modifications".into());
@@ -647,7 +767,11 @@ impl Milter {
 
     /// The reply to a header, end of headers or body packet: `None` to go on, or a verdict
     /// that ends the message early (`Skip` is taken as "no more body").
-    async fn early(&self, conn: &mut Conn, svc: &dyn ringsmtpd_plugin_api::Services) -> Result<Option<Verdict>, String> {
+    async fn early(
+        &self,
+        conn: &mut Conn,
+        svc: &dyn ringsmtpd_plugin_api::Services,
+    ) -> Result<Option<Verdict>, String> {
         loop {
             match conn.reply(svc, self.timeout).await? {
                 Reply::Continue | Reply::Skip => return Ok(None),
@@ -667,7 +791,9 @@ impl Milter {
     ) -> Result<Option<Verdict>, String> {
         let start = body.header_end.unwrap_or(body.len as usize) as u64;
         let spool = match &body.spool {
-            Some(s) => Some(Arc::new(s.file.try_clone().map_err(|e| format!("spool file: {e}"))?)),
+            Some(s) => Some(Arc::new(
+                s.file.try_clone().map_err(|e| format!("spool file: {e}"))?,
+            )),
             None => None,
         };
         let mut offset = start;

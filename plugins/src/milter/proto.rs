@@ -114,16 +114,28 @@ pub enum Family {
 /// A packet we send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
-    OptNeg { actions: u32, steps: u32 },
-    Macro { stage: Stage, pairs: &'a [(String, String)] },
-    Connect { host: &'a str, family: Family },
+    OptNeg {
+        actions: u32,
+        steps: u32,
+    },
+    Macro {
+        stage: Stage,
+        pairs: &'a [(String, String)],
+    },
+    Connect {
+        host: &'a str,
+        family: Family,
+    },
     Helo(&'a str),
     /// `MAIL FROM`: the path in angle brackets, then the ESMTP arguments.
     Mail(&'a [String]),
     /// `RCPT TO`: the path in angle brackets, then the ESMTP arguments.
     Rcpt(&'a [String]),
     Data,
-    Header { name: &'a str, value: &'a str },
+    Header {
+        name: &'a str,
+        value: &'a str,
+    },
     Eoh,
     Body(&'a [u8]),
     Eom,
@@ -173,7 +185,11 @@ impl Packet<'_> {
                 cstr(out, host.as_bytes());
             }
             Packet::Mail(args) | Packet::Rcpt(args) => {
-                out.push(if matches!(self, Packet::Mail(_)) { b'M' } else { b'R' });
+                out.push(if matches!(self, Packet::Mail(_)) {
+                    b'M'
+                } else {
+                    b'R'
+                });
                 for a in args.iter() {
                     cstr(out, a.as_bytes());
                 }
@@ -221,13 +237,30 @@ pub enum Reply {
     ReplyCode(String),
     Progress,
     Skip,
-    AddHeader { name: String, value: String },
-    InsertHeader { index: u32, name: String, value: String },
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    InsertHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
     /// `SMFIR_CHGHEADER`: the `index`-th (from 1) field called `name`; an empty value deletes.
-    ChangeHeader { index: u32, name: String, value: String },
-    AddRcpt { rcpt: String, args: Option<String> },
+    ChangeHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
+    AddRcpt {
+        rcpt: String,
+        args: Option<String>,
+    },
     DelRcpt(String),
-    ChangeFrom { from: String, args: Option<String> },
+    ChangeFrom {
+        from: String,
+        args: Option<String>,
+    },
     ReplaceBody(Vec<u8>),
     Quarantine(String),
 }
@@ -314,7 +347,11 @@ fn reply(cmd: u8, data: &[u8]) -> Result<Reply, ProtoError> {
         b'p' => return simple(Reply::Progress),
         b's' => return simple(Reply::Skip),
         b'b' => return Ok(Reply::ReplaceBody(data.to_vec())),
-        b'O' => return negotiated(data).map(Reply::OptNeg).ok_or(bad("bad negotiation")),
+        b'O' => {
+            return negotiated(data)
+                .map(Reply::OptNeg)
+                .ok_or(bad("bad negotiation"))
+        }
         b'y' => Reply::ReplyCode(d.string()?),
         b'h' => Reply::AddHeader {
             name: d.string()?,
@@ -404,7 +441,11 @@ fn negotiated(data: &[u8]) -> Option<Negotiated> {
             return None;
         }
         let names = d.string().ok()?;
-        let names: Vec<String> = names.split([' ', ',']).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+        let names: Vec<String> = names
+            .split([' ', ','])
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
         if names.len() > 64 || names.iter().any(|n| n.len() > 64) {
             return None;
         }
@@ -425,10 +466,16 @@ pub fn check_negotiation(n: &Negotiated) -> Result<(), String> {
         return Err(format!("milter speaks version {}", n.version));
     }
     if n.actions & !OFFERED_ACTIONS != 0 {
-        return Err(format!("milter asks for actions 0x{:x} not offered", n.actions));
+        return Err(format!(
+            "milter asks for actions 0x{:x} not offered",
+            n.actions
+        ));
     }
     if n.steps & !OFFERED_STEPS != 0 {
-        return Err(format!("milter asks for protocol steps 0x{:x} not offered", n.steps));
+        return Err(format!(
+            "milter asks for protocol steps 0x{:x} not offered",
+            n.steps
+        ));
     }
     Ok(())
 }
@@ -440,7 +487,11 @@ pub fn reply_code(text: &str) -> Option<(u16, String, Vec<String>)> {
     let mut code = None;
     let mut enhanced = String::new();
     let mut lines = Vec::new();
-    for (i, line) in text.split('\n').map(|l| l.trim_end_matches('\r')).enumerate() {
+    for (i, line) in text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .enumerate()
+    {
         if i >= 32 || line.len() < 3 || !line.is_char_boundary(3) {
             return None;
         }
@@ -460,7 +511,11 @@ pub fn reply_code(text: &str) -> Option<(u16, String, Vec<String>)> {
             _ if is_enhanced(rest, c) => "",
             _ => rest,
         };
-        lines.push(rest.chars().map(|ch| if ch.is_control() { '?' } else { ch }).collect());
+        lines.push(
+            rest.chars()
+                .map(|ch| if ch.is_control() { '?' } else { ch })
+                .collect(),
+        );
     }
     Some((code?, enhanced, lines))
 }
@@ -505,33 +560,68 @@ mod tests {
         assert_eq!(one(b't', b""), Ok(Reply::Tempfail));
         assert_eq!(one(b'p', b""), Ok(Reply::Progress));
         assert_eq!(one(b's', b""), Ok(Reply::Skip));
-        assert!(matches!(one(b'c', b"x"), Err(ProtoError::Malformed(b'c', _))));
+        assert!(matches!(
+            one(b'c', b"x"),
+            Err(ProtoError::Malformed(b'c', _))
+        ));
     }
 
     #[test]
     fn modifications() {
         assert_eq!(
             one(b'h', b"X-A\0v 1\0"),
-            Ok(Reply::AddHeader { name: "X-A".into(), value: "v 1".into() })
+            Ok(Reply::AddHeader {
+                name: "X-A".into(),
+                value: "v 1".into()
+            })
         );
         assert_eq!(
             one(b'm', b"\0\0\0\x02Subject\0\0"),
-            Ok(Reply::ChangeHeader { index: 2, name: "Subject".into(), value: "".into() })
+            Ok(Reply::ChangeHeader {
+                index: 2,
+                name: "Subject".into(),
+                value: "".into()
+            })
         );
         assert_eq!(
             one(b'i', b"\0\0\0\0X-B\0w\0"),
-            Ok(Reply::InsertHeader { index: 0, name: "X-B".into(), value: "w".into() })
+            Ok(Reply::InsertHeader {
+                index: 0,
+                name: "X-B".into(),
+                value: "w".into()
+            })
         );
-        assert_eq!(one(b'+', b"<a@b>\0"), Ok(Reply::AddRcpt { rcpt: "<a@b>".into(), args: None }));
+        assert_eq!(
+            one(b'+', b"<a@b>\0"),
+            Ok(Reply::AddRcpt {
+                rcpt: "<a@b>".into(),
+                args: None
+            })
+        );
         assert_eq!(
             one(b'2', b"<a@b>\0NOTIFY=NEVER\0"),
-            Ok(Reply::AddRcpt { rcpt: "<a@b>".into(), args: Some("NOTIFY=NEVER".into()) })
+            Ok(Reply::AddRcpt {
+                rcpt: "<a@b>".into(),
+                args: Some("NOTIFY=NEVER".into())
+            })
         );
         assert_eq!(one(b'-', b"<a@b>\0"), Ok(Reply::DelRcpt("<a@b>".into())));
-        assert_eq!(one(b'e', b"<s@b>\0"), Ok(Reply::ChangeFrom { from: "<s@b>".into(), args: None }));
-        assert_eq!(one(b'b', b"new body"), Ok(Reply::ReplaceBody(b"new body".to_vec())));
+        assert_eq!(
+            one(b'e', b"<s@b>\0"),
+            Ok(Reply::ChangeFrom {
+                from: "<s@b>".into(),
+                args: None
+            })
+        );
+        assert_eq!(
+            one(b'b', b"new body"),
+            Ok(Reply::ReplaceBody(b"new body".to_vec()))
+        );
         assert_eq!(one(b'q', b"held\0"), Ok(Reply::Quarantine("held".into())));
-        assert_eq!(one(b'y', b"550 5.7.1 no\0"), Ok(Reply::ReplyCode("550 5.7.1 no".into())));
+        assert_eq!(
+            one(b'y', b"550 5.7.1 no\0"),
+            Ok(Reply::ReplyCode("550 5.7.1 no".into()))
+        );
     }
 
     #[test]
@@ -542,9 +632,15 @@ mod tests {
             assert_eq!(parse(&p[..cut]), Ok(None), "cut at {cut}");
         }
         assert_eq!(parse(&[0, 0, 0, 0, b'c']), Err(ProtoError::Empty));
-        assert_eq!(parse(&[0xff, 0xff, 0xff, 0xff]), Err(ProtoError::TooLong(u32::MAX)));
+        assert_eq!(
+            parse(&[0xff, 0xff, 0xff, 0xff]),
+            Err(ProtoError::TooLong(u32::MAX))
+        );
         let over = (MAX_PACKET as u32 + 1).to_be_bytes();
-        assert_eq!(parse(&over), Err(ProtoError::TooLong(MAX_PACKET as u32 + 1)));
+        assert_eq!(
+            parse(&over),
+            Err(ProtoError::TooLong(MAX_PACKET as u32 + 1))
+        );
         assert_eq!(one(b'Z', b""), Err(ProtoError::UnknownCommand(b'Z')));
         assert_eq!(one(b'C', b""), Err(ProtoError::UnknownCommand(b'C')));
         // Strings without NUL, trailing data, short numbers, bad names, bad UTF-8.
@@ -596,8 +692,15 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        let data = optneg(6, 0x111, 0x100702, b"\0\0\0\x05i {auth_type}\0\0\0\0\x02{mail_addr}\0");
-        let Ok(Reply::OptNeg(n)) = one(b'O', &data) else { panic!("not parsed") };
+        let data = optneg(
+            6,
+            0x111,
+            0x100702,
+            b"\0\0\0\x05i {auth_type}\0\0\0\0\x02{mail_addr}\0",
+        );
+        let Ok(Reply::OptNeg(n)) = one(b'O', &data) else {
+            panic!("not parsed")
+        };
         assert_eq!((n.version, n.actions, n.steps), (6, 0x111, 0x100702));
         assert_eq!(
             n.macros,
@@ -612,7 +715,12 @@ mod tests {
         assert!(one(b'O', &optneg(6, 0, 0, b"\0\0\0\x07i\0")).is_err());
         assert!(one(b'O', &optneg(6, 0, 0, b"\0\0\0\x01i\0\0\0\0\x01j\0")).is_err());
         assert!(one(b'O', &optneg(6, 0, 0, b"\0\0\0\x01i")).is_err());
-        let n = |v, a, s| Negotiated { version: v, actions: a, steps: s, macros: vec![] };
+        let n = |v, a, s| Negotiated {
+            version: v,
+            actions: a,
+            steps: s,
+            macros: vec![],
+        };
         assert!(check_negotiation(&n(7, 0, 0)).is_err());
         assert!(check_negotiation(&n(1, 0, 0)).is_err());
         assert!(check_negotiation(&n(6, 0x200, 0)).is_err());
@@ -624,21 +732,37 @@ mod tests {
     #[test]
     fn encodes_packets() {
         let mut out = Vec::new();
-        Packet::OptNeg { actions: 1, steps: 2 }.encode(&mut out);
+        Packet::OptNeg {
+            actions: 1,
+            steps: 2,
+        }
+        .encode(&mut out);
         assert_eq!(out, packet(b'O', &optneg(6, 1, 2, b"")));
         out.clear();
         let addr: std::net::SocketAddr = "192.0.2.1:25".parse().unwrap();
-        Packet::Connect { host: "h\0x", family: Family::Inet(addr) }.encode(&mut out);
+        Packet::Connect {
+            host: "h\0x",
+            family: Family::Inet(addr),
+        }
+        .encode(&mut out);
         assert_eq!(out, packet(b'C', b"hx\x004\x00\x19192.0.2.1\0"));
         out.clear();
         let pairs = [("j".to_string(), "mx".to_string())];
-        Packet::Macro { stage: Stage::Mail, pairs: &pairs }.encode(&mut out);
+        Packet::Macro {
+            stage: Stage::Mail,
+            pairs: &pairs,
+        }
+        .encode(&mut out);
         assert_eq!(out, packet(b'D', b"Mj\0mx\0"));
         out.clear();
         Packet::Mail(&["<a@b>".into(), "SIZE=10".into()]).encode(&mut out);
         assert_eq!(out, packet(b'M', b"<a@b>\0SIZE=10\0"));
         out.clear();
-        Packet::Header { name: "Subject", value: " hi" }.encode(&mut out);
+        Packet::Header {
+            name: "Subject",
+            value: " hi",
+        }
+        .encode(&mut out);
         assert_eq!(out, packet(b'L', b"Subject\0 hi\0"));
     }
 
@@ -650,9 +774,16 @@ mod tests {
         );
         assert_eq!(
             reply_code("451-4.7.1 one\r\n451-4.7.1 two\x07\r\n451 4.7.1 three"),
-            Some((451, "4.7.1".into(), vec!["one".into(), "two?".into(), "three".into()]))
+            Some((
+                451,
+                "4.7.1".into(),
+                vec!["one".into(), "two?".into(), "three".into()]
+            ))
         );
-        assert_eq!(reply_code("554 spam"), Some((554, "".into(), vec!["spam".into()])));
+        assert_eq!(
+            reply_code("554 spam"),
+            Some((554, "".into(), vec!["spam".into()]))
+        );
         assert_eq!(reply_code("250 ok"), None);
         assert_eq!(reply_code("550 a\r\n451 b"), None);
         assert_eq!(reply_code("5x0 a"), None);

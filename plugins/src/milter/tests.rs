@@ -52,10 +52,14 @@ fn fake(script: Script) -> FakePeer<(u8, Vec<u8>)> {
 }
 
 fn rcpt(a: &str) -> Recipient {
-    Recipient { addr: parse_path(a, false, false).unwrap(), params: Default::default() }
+    Recipient {
+        addr: parse_path(a, false, false).unwrap(),
+        params: Default::default(),
+    }
 }
 
-const MESSAGE: &[u8] = b"From: a@example.org\r\nSubject: hi\r\n there\r\nX-Old: 1\r\n\r\nbody line\r\n";
+const MESSAGE: &[u8] =
+    b"From: a@example.org\r\nSubject: hi\r\n there\r\nX-Old: 1\r\n\r\nbody line\r\n";
 
 fn txn() -> Transaction {
     let mut t = Transaction::default();
@@ -71,7 +75,12 @@ fn txn() -> Transaction {
 /// Runs a whole session; returns the data_post outcome, the transaction and what the milter saw.
 fn session(script: Script, extra: &str) -> (Outcome, Outcome, Transaction, Vec<(u8, Vec<u8>)>) {
     let peer = fake(script);
-    let p = build(super::new, &format!("milter test 127.0.0.1:{} {extra}", peer.port), &[]).unwrap();
+    let p = build(
+        super::new,
+        &format!("milter test 127.0.0.1:{} {extra}", peer.port),
+        &[],
+    )
+    .unwrap();
     let (mut cx, _svc) = cx("192.0.2.1:4242");
     let mut t = txn();
     let mut first = run(p.connect(&mut cx));
@@ -111,7 +120,11 @@ fn continue_all(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
 fn main_flow_sends_every_stage_and_applies_header_changes() {
     let (first, eom, t, seen) = session(continue_all, "");
     assert_eq!((first, eom), (Outcome::Declined, Outcome::Declined));
-    let cmds: Vec<u8> = seen.iter().map(|(c, _)| *c).filter(|c| *c != b'D').collect();
+    let cmds: Vec<u8> = seen
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| *c != b'D')
+        .collect();
     assert_eq!(cmds, b"OCHMRTLLLNBEQ".to_vec());
     let find = |c: u8| seen.iter().find(|(x, _)| *x == c).unwrap().1.clone();
     assert_eq!(find(b'C'), b"[192.0.2.1]\x004\x10\x92192.0.2.1\0".to_vec());
@@ -120,15 +133,22 @@ fn main_flow_sends_every_stage_and_applies_header_changes() {
     // The folded Subject goes with LF folds, without the leading space.
     assert!(seen.contains(&(b'L', b"Subject\0hi\n there\0".to_vec())));
     // Macros: the connect stage's client address, the MAIL stage's queue id.
-    assert!(seen.iter().any(|(c, d)| *c == b'D' && d.starts_with(b"C") && d.windows(24).any(|w| w == b"{client_addr}\x00192.0.2.1\0")));
-    assert!(seen.iter().any(|(c, d)| *c == b'D' && d.starts_with(b"Mi\x001.1\0")));
+    assert!(seen.iter().any(|(c, d)| *c == b'D'
+        && d.starts_with(b"C")
+        && d.windows(24).any(|w| w == b"{client_addr}\x00192.0.2.1\0")));
+    assert!(seen
+        .iter()
+        .any(|(c, d)| *c == b'D' && d.starts_with(b"Mi\x001.1\0")));
     // The injected line stays inside the added field; the folds are CRLF TAB.
     assert_eq!(
         t.added_headers,
         "X-First: yes\r\nX-Milter: checked\r\n\tfolded\r\n\tX-Evil: 1\r\n"
     );
     let msg = std::str::from_utf8(&t.body.mem).unwrap();
-    assert_eq!(msg, "From: a@example.org\r\nSubject: changed\r\n\r\nbody line\r\n");
+    assert_eq!(
+        msg,
+        "From: a@example.org\r\nSubject: changed\r\n\r\nbody line\r\n"
+    );
     assert_eq!(t.body.len as usize, msg.len());
     assert_eq!(t.body.header_end, Some(msg.len() - 11));
 }
@@ -157,7 +177,9 @@ fn reject_tempfail_and_reply_code() {
         }
     }
     let (_, eom, _, _) = session(reply_code, "");
-    let Outcome::Done(Some(r)) = eom else { panic!("{eom:?}") };
+    let Outcome::Done(Some(r)) = eom else {
+        panic!("{eom:?}")
+    };
     assert_eq!((r.code, r.enhanced.as_deref()), (554, Some("5.7.1")));
     assert_eq!(r.lines, ["spam", "go? away"]);
 }
@@ -165,7 +187,14 @@ fn reject_tempfail_and_reply_code() {
 #[test]
 fn no_reply_flags_and_skipped_steps_are_honoured() {
     fn quiet(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        let nr = step::NR_CONN | step::NR_HELO | step::NR_MAIL | step::NR_RCPT | step::NR_DATA | step::NR_HDR | step::NR_EOH | step::NR_BODY;
+        let nr = step::NR_CONN
+            | step::NR_HELO
+            | step::NR_MAIL
+            | step::NR_RCPT
+            | step::NR_DATA
+            | step::NR_HDR
+            | step::NR_EOH
+            | step::NR_BODY;
         match cmd {
             b'O' => vec![optneg(0, nr | step::NOHELO | step::NOBODY)],
             b'E' => vec![packet(b'c', b"")],
@@ -174,7 +203,11 @@ fn no_reply_flags_and_skipped_steps_are_honoured() {
     }
     let (first, eom, _, seen) = session(quiet, "");
     assert_eq!((first, eom), (Outcome::Declined, Outcome::Declined));
-    let cmds: Vec<u8> = seen.iter().map(|(c, _)| *c).filter(|c| *c != b'D').collect();
+    let cmds: Vec<u8> = seen
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| *c != b'D')
+        .collect();
     assert_eq!(cmds, b"OCMRTLLLNEQ".to_vec());
 }
 
@@ -228,14 +261,29 @@ fn misbehaving_milters_get_the_default_action() {
 #[test]
 fn a_down_or_silent_milter_gets_the_default_action() {
     // A port nobody listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let p = build(super::new, &format!("milter test 127.0.0.1:{port}"), &[]).unwrap();
     let (mut cx, svc) = cx("192.0.2.1:4242");
-    assert!(matches!(run(p.connect(&mut cx)), Outcome::DenySoft(Some(_))));
-    assert!(matches!(run(p.helo(&mut cx, "x")), Outcome::DenySoft(Some(_))));
+    assert!(matches!(
+        run(p.connect(&mut cx)),
+        Outcome::DenySoft(Some(_))
+    ));
+    assert!(matches!(
+        run(p.helo(&mut cx, "x")),
+        Outcome::DenySoft(Some(_))
+    ));
     assert_eq!(svc.connects.borrow().len(), 1);
 
-    let p = build(super::new, "milter test 127.0.0.1:9 default_action reject", &[]).unwrap();
+    let p = build(
+        super::new,
+        "milter test 127.0.0.1:9 default_action reject",
+        &[],
+    )
+    .unwrap();
     let (mut cx, svc) = ringsmtpd_plugin_api::testing::cx("192.0.2.1:4242");
     svc.mute_peers.set(true);
     assert!(matches!(run(p.connect(&mut cx)), Outcome::Deny(Some(_))));
@@ -253,14 +301,22 @@ fn discard_and_envelope_changes() {
         }
     }
     let peer = fake(discard);
-    let p = build(super::new, &format!("milter test inet:{}@127.0.0.1", peer.port), &[]).unwrap();
+    let p = build(
+        super::new,
+        &format!("milter test inet:{}@127.0.0.1", peer.port),
+        &[],
+    )
+    .unwrap();
     let (mut cx, _) = cx("192.0.2.1:4242");
     let mut t = txn();
     run(p.connect(&mut cx));
     run(p.mail(&mut cx, &mut t));
     assert_eq!(run(p.queue(&mut cx, &mut t)), Outcome::Declined);
     assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
-    assert!(matches!(run(p.queue(&mut cx, &mut t)), Outcome::Ok(Some(_))));
+    assert!(matches!(
+        run(p.queue(&mut cx, &mut t)),
+        Outcome::Ok(Some(_))
+    ));
 
     // A discard at RCPT discards the message too.
     fn discard_rcpt(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
@@ -272,8 +328,14 @@ fn discard_and_envelope_changes() {
         }
     }
     let (_, _, mut t, seen) = session(discard_rcpt, "");
-    assert!(matches!(run(p.queue(&mut cx, &mut t)), Outcome::Ok(Some(_))));
-    assert!(!seen.iter().any(|(c, _)| *c == b'E'), "the message went to the milter");
+    assert!(matches!(
+        run(p.queue(&mut cx, &mut t)),
+        Outcome::Ok(Some(_))
+    ));
+    assert!(
+        !seen.iter().any(|(c, _)| *c == b'E'),
+        "the message went to the milter"
+    );
 
     fn envelope(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
         match cmd {
@@ -296,7 +358,10 @@ fn discard_and_envelope_changes() {
     assert_eq!(rcpts, ["new@example.net"]);
     assert_eq!(t.sender.as_str(), "bounce@example.org");
     assert!(t.body.mem.ends_with(b"\r\n\r\nnew\r\nbody\r\n"));
-    assert_eq!(t.added_headers, "X-Quarantine: suspicious\r\n\tX-Bad: 1\r\n");
+    assert_eq!(
+        t.added_headers,
+        "X-Quarantine: suspicious\r\n\tX-Bad: 1\r\n"
+    );
 }
 
 #[test]
@@ -307,13 +372,104 @@ fn arguments() {
     assert!(e.to_string().contains("port"), "{e}");
     let e = build_err(super::new, "milter test unix:relative", &[]);
     assert!(e.to_string().contains("absolute"), "{e}");
-    let e = build_err(super::new, "milter test 127.0.0.1:25 default_action maybe", &[]);
+    let e = build_err(
+        super::new,
+        "milter test 127.0.0.1:25 default_action maybe",
+        &[],
+    );
     assert!(e.to_string().contains("default_action"), "{e}");
     let e = build_err(super::new, "milter test 127.0.0.1:25 timeout", &[]);
     assert!(e.to_string().contains("needs a value"), "{e}");
     let e = build_err(super::new, "milter test 127.0.0.1:25 color blue", &[]);
     assert!(e.to_string().contains("unknown argument 'color'"), "{e}");
-    for ok in ["inet:8891@localhost", "[::1]:8891", "unix:/run/milter.sock", "milter.example:10"] {
-        assert!(build(super::new, &format!("milter test {ok}"), &[]).is_ok(), "{ok}");
+    for ok in [
+        "inet:8891@localhost",
+        "[::1]:8891",
+        "unix:/run/milter.sock",
+        "milter.example:10",
+    ] {
+        assert!(
+            build(super::new, &format!("milter test {ok}"), &[]).is_ok(),
+            "{ok}"
+        );
     }
+}
+
+fn continue_plain(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
+    match cmd {
+        b'O' => vec![optneg(0, 0)],
+        b'D' | b'A' => vec![],
+        _ => vec![packet(b'c', b"")],
+    }
+}
+
+#[test]
+fn a_spooled_body_is_streamed_in_bounded_packets() {
+    use ringsmtpd_plugin_api::testing::TempDir;
+    let dir = TempDir::new("milter-spool");
+    let head = b"Subject: big\r\n\r\n";
+    let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let path = dir.join("msg");
+    std::fs::write(&path, [&head[..], &body].concat()).unwrap();
+    let peer = fake(continue_plain);
+    let p = build(
+        super::new,
+        &format!("milter test 127.0.0.1:{}", peer.port),
+        &[],
+    )
+    .unwrap();
+    let (mut cx, _) = cx("192.0.2.1:4242");
+    let mut t = txn();
+    t.body.mem = head.to_vec(); // a spooled message keeps only its header section in memory
+    t.body.header_end = Some(head.len());
+    t.body.len = (head.len() + body.len()) as u64;
+    t.body.spool = Some(ringsmtpd_plugin_api::SpoolFile {
+        file: std::fs::File::open(&path).unwrap(),
+        path: path.into(),
+    });
+    run(p.connect(&mut cx));
+    run(p.mail(&mut cx, &mut t));
+    assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
+    run(p.disconnect(&mut cx));
+    let chunks: Vec<Vec<u8>> = peer
+        .take()
+        .into_iter()
+        .filter(|(c, _)| *c == b'B')
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(chunks.len(), 4);
+    assert!(chunks.iter().all(|c| c.len() <= proto::BODY_CHUNK));
+    assert_eq!(chunks.concat(), body);
+}
+
+#[test]
+fn one_connection_per_session_and_abort_on_reset() {
+    let peer = fake(continue_plain);
+    let p = build(
+        super::new,
+        &format!("milter test 127.0.0.1:{}", peer.port),
+        &[],
+    )
+    .unwrap();
+    let (mut cx, svc) = cx("192.0.2.1:4242");
+    run(p.connect(&mut cx));
+    // A transaction reset before DATA: abort.
+    let mut t = txn();
+    run(p.mail(&mut cx, &mut t));
+    run(p.reset_transaction(&mut cx, &mut t));
+    // A whole transaction: no abort after the end of message.
+    let mut t = txn();
+    run(p.mail(&mut cx, &mut t));
+    run(p.rcpt(&mut cx, &mut t, &rcpt("<u@example.test>")));
+    assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
+    run(p.reset_transaction(&mut cx, &mut t));
+    run(p.disconnect(&mut cx));
+    assert_eq!(svc.connects.borrow().len(), 1);
+    let cmds: Vec<u8> = peer
+        .take()
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| *c != b'D')
+        .collect();
+    assert_eq!(cmds, b"OCMAMRLLLNBEQ".to_vec());
 }
