@@ -7,18 +7,19 @@ SMFIP_HDR_LEADSPC and symbol lists.
 - Verifying: the signed message, sent to a server whose milter is a verifier instance, arrives
   with OpenDKIM's Authentication-Results `dkim=pass`; the same message with its body changed is
   refused with OpenDKIM's own reply code (On-BadSignature reject: 550 5.7.x).
+- rspamd's proxy worker in milter mode (Debian package rspamd; v6 with every no-reply flag)
+  refuses GTUBE with its own reply code, 554 5.7.1.
 - A milter that is down: the default action (tempfail: 450 4.7.1) at connect, and `accept` lets the
   mail through untouched.
 """
 
-import pathlib
 import shutil
 import socket
 import subprocess
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, free_ports, private_dir, wait_for
 
 DOMAIN = "example.test"
 RCPT = "rcpt@example.test"
@@ -44,6 +45,14 @@ def keys(tmp_path):
     return d
 
 
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def start_opendkim(tmp_path, keys):
     """start_opendkim(mode, internal) -> port of a private opendkim milter; all stopped at the end."""
@@ -62,14 +71,7 @@ def start_opendkim(tmp_path, keys):
         log = open(tmp_path / f"opendkim-{port}.log", "wb")
         procs.append((subprocess.Popen([binary, "-f", "-x", str(conf)], stdout=log, stderr=log), log))
 
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 20, f"opendkim on port {port}")
+        wait_for(lambda: listening(port), 20, f"opendkim on port {port}")
         return port
 
     yield start
@@ -165,3 +167,59 @@ def test_a_down_milter_gets_the_default_action(make_server):
     delivered = srv.maildir.wait_count(1)[0]
     assert delivered.endswith(data.replace(b"\r\n", b"\n"))
     assert b"DKIM-Signature" not in delivered
+
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture
+def rspamd_milter():
+    """rspamd's proxy worker in milter mode (it speaks v6 only and sets every SMFIP_NR_*
+    no-reply flag), private config, its DNS pointed at a dead port; the port of the proxy."""
+    binary = shutil.which("rspamd")
+    if not binary:
+        pytest.fail("rspamd is not installed: `apt-get install rspamd` (tests/run does it)")
+    base = private_dir("rspamd-milter")
+    normal, controller, proxy, dead = free_ports(4)
+    for sub in ("db", "run", "log", "local"):
+        (base / sub).mkdir()
+        shutil.chown(base / sub, "_rspamd", "_rspamd")
+    (base / "rspamd.conf").write_text(
+        '.include "$CONFDIR/common.conf"\n'
+        'options { pidfile="$RUNDIR/rspamd.pid"; .include "$CONFDIR/options.inc"\n'
+        f'  dns {{ nameserver=["127.0.0.1:{dead}"]; timeout=1s; retransmits=1; }} }}\n'
+        'logging { type="console"; level="info"; }\n'
+        f'worker "normal" {{ bind_socket="127.0.0.1:{normal}"; .include "$CONFDIR/worker-normal.inc"; count=1; }}\n'
+        f'worker "controller" {{ bind_socket="127.0.0.1:{controller}"; .include "$CONFDIR/worker-controller.inc"; count=1; }}\n'
+        f'worker "rspamd_proxy" {{ bind_socket="127.0.0.1:{proxy}"; milter=yes; timeout=120s;\n'
+        '  upstream "local" { default=yes; self_scan=yes; } count=1; }\n'
+    )
+    log = open(base / "rspamd.out", "wb")
+    proc = subprocess.Popen(
+        [binary, "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", str(base / "rspamd.conf"),
+         "--var", f"DBDIR={base / 'db'}", "--var", f"RUNDIR={base / 'run'}",
+         "--var", f"LOGDIR={base / 'log'}", "--var", f"LOCAL_CONFDIR={base / 'local'}"],
+        stdout=log, stderr=log, cwd=base,
+    )
+    try:
+        wait_for(lambda: listening(proxy) or proc.poll() is not None, 90, "rspamd's milter proxy")
+        assert proc.poll() is None, (base / "rspamd.out").read_text()[-3000:]
+        yield proxy
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rspamd_rejects_gtube_through_the_milter(make_server, rspamd_milter):
+    srv = milter_server(make_server, rspamd_milter, "eom_timeout", "60")
+    r = send(srv, message("gtube", body=f"Hello,\r\n{GTUBE}\r\n"))
+    # rspamd's own reply (SMFIR_REPLYCODE), code and text as it sent them.
+    assert r.code == 554 and r.enhanced() == "5.7.1", r
+    assert "gtube" in " ".join(r.lines).lower(), r
+    srv.maildir.assert_empty()
