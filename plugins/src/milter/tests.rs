@@ -24,6 +24,9 @@ fn optneg(actions: u32, steps: u32) -> Vec<u8> {
     packet(b'O', &d)
 }
 
+/// A reply that makes the fake close the connection.
+const CLOSE: &[u8] = b"close";
+
 /// What the fake answers to a command: the packets to send back (none: no reply).
 type Script = fn(u8, &[u8]) -> Vec<Vec<u8>>;
 
@@ -44,7 +47,7 @@ fn fake(script: Script) -> FakePeer<(u8, Vec<u8>)> {
             return;
         }
         for r in script(cmd, &data) {
-            if s.write_all(&r).is_err() {
+            if r == CLOSE || s.write_all(&r).is_err() {
                 return;
             }
         }
@@ -256,6 +259,36 @@ fn misbehaving_milters_get_the_default_action() {
     }
     let (first, _, _, _) = session(oversized, "");
     assert!(matches!(first, Outcome::DenySoft(Some(_))));
+
+    // Closes mid-message: a reply cut short, then EOF.
+    fn closes(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
+        match cmd {
+            b'O' => vec![optneg(0, 0)],
+            b'D' => vec![],
+            b'B' => vec![vec![0, 0, 0, 9, b'h', b'X'], CLOSE.to_vec()],
+            _ => vec![packet(b'c', b"")],
+        }
+    }
+    let peer = fake(closes);
+    let p = build(
+        super::new,
+        &format!("milter test 127.0.0.1:{}", peer.port),
+        &[],
+    )
+    .unwrap();
+    let (mut cx, svc) = cx("192.0.2.1:4242");
+    let mut t = txn();
+    assert_eq!(run(p.connect(&mut cx)), Outcome::Declined);
+    assert_eq!(run(p.mail(&mut cx, &mut t)), Outcome::Declined);
+    assert!(matches!(
+        run(p.data_post(&mut cx, &mut t)),
+        Outcome::DenySoft(Some(_))
+    ));
+    assert!(svc.logged("default action Tempfail"));
+    assert!(matches!(
+        run(p.rcpt(&mut cx, &mut t, &rcpt("<v@example.test>"))),
+        Outcome::DenySoft(Some(_))
+    ));
 }
 
 #[test]
