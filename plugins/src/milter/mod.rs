@@ -56,7 +56,8 @@
 //! ## Arguments
 //!
 //! - `NAME`: the milter's name, for logs (qpsmtpd's argument order).
-//! - `ADDRESS`: `inet:PORT@HOST`, `HOST:PORT` (`[IPv6]:PORT`) or `unix:/path/to/socket`.
+//! - `ADDRESS`: `inet:PORT@HOST`, `HOST:PORT` (`[IPv6]:PORT`), `unix:/path/to/socket`, or
+//!   qpsmtpd's bare `PORT` (on 127.0.0.1).
 //!   A host name is resolved at each connection.
 //! - `default_action accept|tempfail|reject`: what happens when the milter cannot be reached,
 //!   times out, closes, or breaks the protocol (Postfix's `milter_default_action`): `accept`
@@ -199,8 +200,12 @@ fn build(init: &PluginInit<'_>) -> Result<Milter, ConfigError> {
     Ok(m)
 }
 
-/// `inet:PORT@HOST`, `HOST:PORT`, `[IPv6]:PORT` or `unix:/path`.
+/// `inet:PORT@HOST`, `HOST:PORT`, `[IPv6]:PORT`, `unix:/path`, or qpsmtpd's bare `PORT`
+/// (on 127.0.0.1).
 fn parse_address(s: &str) -> Result<Address, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Address::Tcp(Host::parse("127.0.0.1")?, parse_port(s)?));
+    }
     if let Some(path) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("local:")) {
         if !path.starts_with('/') {
             return Err(format!("'{s}': the socket path must be absolute"));

@@ -420,6 +420,7 @@ fn arguments() {
         "[::1]:8891",
         "unix:/run/milter.sock",
         "milter.example:10",
+        "5513",
     ] {
         assert!(
             build(super::new, &format!("milter test {ok}"), &[]).is_ok(),
@@ -505,4 +506,28 @@ fn one_connection_per_session_and_abort_on_reset() {
         .filter(|c| *c != b'D')
         .collect();
     assert_eq!(cmds, b"OCMAMRLLLNBEQ".to_vec());
+}
+
+#[test]
+fn addresses() {
+    use super::{parse_address, Address};
+    use crate::auth::Host;
+    let local = Host::Ip("127.0.0.1".parse().unwrap());
+    assert_eq!(parse_address("5513"), Ok(Address::Tcp(local.clone(), 5513)));
+    assert_eq!(
+        parse_address("inet:8891@127.0.0.1"),
+        Ok(Address::Tcp(local.clone(), 8891))
+    );
+    assert_eq!(parse_address("localhost:25"), Ok(Address::Tcp(local, 25)));
+    assert_eq!(
+        parse_address("[::1]:11332"),
+        Ok(Address::Tcp(Host::Ip("::1".parse().unwrap()), 11332))
+    );
+    assert_eq!(
+        parse_address("unix:/run/m.sock"),
+        Ok(Address::Unix("/run/m.sock".into()))
+    );
+    assert!(parse_address("inet:8891").is_err());
+    assert!(parse_address("host").is_err());
+    assert!(parse_address("99999").is_err());
 }
