@@ -65,10 +65,11 @@
 //!   later command the milter would see with the hook's temporary deny (4.7.1: 450 at
 //!   connect, which closes the session, 451 at MAIL...), `reject` with its deny (5.7.1). The failure is logged once and the
 //!   connection to the milter dropped; the next SMTP session opens a new one.
-//! - `connect_timeout S` (default 10), `timeout S` (each stage's reply, default 30),
-//!   `eom_timeout S` (the end-of-message reply, default 60; Postfix's `milter_*_timeout`).
-//!   Every reply `progress` restarts the wait. Keep them under `plugin_timeout`, which bounds
-//!   the whole hook.
+//! - `connect_timeout S` (default 10), `timeout S` (each wait for a reply or a write,
+//!   default 20), `eom_timeout S` (the end-of-message reply, default 25; Postfix's
+//!   `milter_*_timeout`). Every reply `progress` restarts the wait. `plugin_timeout` (default
+//!   30) still bounds each whole hook: raise it for a slow milter. A hook cut short by it
+//!   leaves the milter failed for the session (the default action), never skipped.
 //!
 //! ## Config files
 //!
@@ -169,8 +170,8 @@ fn build(init: &PluginInit<'_>) -> Result<Milter, ConfigError> {
         address: parse_address(address).map_err(|e| init.error(e))?,
         default_action: DefaultAction::Tempfail,
         connect_timeout: Duration::from_secs(10),
-        timeout: Duration::from_secs(30),
-        eom_timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(20),
+        eom_timeout: Duration::from_secs(25),
     };
     let mut it = rest.iter();
     while let Some(key) = it.next() {
@@ -256,18 +257,21 @@ enum Verdict {
 }
 
 impl Milter {
+    /// This milter's state, taken out for a hook: `Failed` stands in its place meanwhile, so a
+    /// hook dropped by `plugin_timeout` (the connection with it) leaves the default action
+    /// behind, never a skipped milter.
     fn take(&self, cx: &mut Cx) -> Option<State> {
         let s = cx.conn.notes.get_mut::<Sessions>()?;
-        let i = s.0.iter().position(|(n, _)| *n == self.name)?;
-        Some(s.0.swap_remove(i).1)
+        let (_, state) = s.0.iter_mut().find(|(n, _)| *n == self.name)?;
+        Some(std::mem::replace(state, State::Failed))
     }
 
     fn put(&self, cx: &mut Cx, state: State) {
-        cx.conn
-            .notes
-            .get_or_insert_with(Sessions::default)
-            .0
-            .push((self.name.clone(), state));
+        let s = cx.conn.notes.get_or_insert_with(Sessions::default);
+        match s.0.iter_mut().find(|(n, _)| *n == self.name) {
+            Some((_, slot)) => *slot = state,
+            None => s.0.push((self.name.clone(), state)),
+        }
     }
 
     fn default_outcome(&self) -> Outcome {

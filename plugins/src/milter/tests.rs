@@ -5,7 +5,7 @@ use std::net::TcpStream;
 
 use ringsmtpd_plugin_api::address::parse_path;
 use ringsmtpd_plugin_api::testing::{build, build_err, cx, run, FakePeer};
-use ringsmtpd_plugin_api::{Outcome, Recipient, Transaction};
+use ringsmtpd_plugin_api::{Outcome, Plugin, Recipient, Transaction};
 
 use super::proto::{self, action, step};
 
@@ -530,4 +530,26 @@ fn addresses() {
     assert!(parse_address("inet:8891").is_err());
     assert!(parse_address("host").is_err());
     assert!(parse_address("99999").is_err());
+}
+
+#[test]
+fn a_hook_cut_short_leaves_the_default_action() {
+    let peer = fake(continue_plain);
+    let m = build(
+        super::build,
+        &format!("milter test 127.0.0.1:{}", peer.port),
+        &[],
+    )
+    .unwrap();
+    let (mut cx, _) = cx("192.0.2.1:4242");
+    let mut t = txn();
+    assert_eq!(run(m.connect(&mut cx)), Outcome::Declined);
+    // What a hook holds while it waits; plugin_timeout drops it with the hook's future.
+    let held = m.take(&mut cx);
+    assert!(matches!(held, Some(super::State::Live { .. })));
+    drop(held);
+    assert!(matches!(
+        run(m.mail(&mut cx, &mut t)),
+        Outcome::DenySoft(Some(_))
+    ));
 }
