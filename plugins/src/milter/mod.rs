@@ -19,9 +19,10 @@
 //! recipient.
 //!
 //! The milter sees: connect (client name, address and port), HELO/EHLO, `MAIL FROM` (the
-//! path), each `RCPT TO` the plugins before it let through, `DATA`, every header field of the message as the
-//! client sent it, the end of headers, the body in packets of at most 65535 bytes (read from
-//! the spool file on the blocking pool when the message is spooled, never all in memory),
+//! path), each `RCPT TO` the plugins before it let through, `DATA`, every header field of the
+//! message as the client sent it (not the Received and Authentication-Results fields
+//! ringsmtpd adds), the end of headers, the body in packets of at most 65535 bytes (read
+//! from the spool file on the blocking pool when the message is spooled, never all in memory),
 //! and the end of message. A `RSET` or a new `MAIL` sends an abort. The option negotiation
 //! offers every action and every protocol step flag, including the `SMFIP_NR_*` "no reply"
 //! flags (no reply is awaited at a stage the milter marked so) and `SMFIP_HDR_LEADSPC`; the
@@ -100,14 +101,14 @@
 //! never carry a milter's CR, LF or control characters. Replaced recipients and senders are
 //! parsed as SMTP paths.
 //!
-//! Not done yet: `SMFIC_UNKNOWN` for unknown commands, the ESMTP arguments of `MAIL` and
-//! `RCPT` are not sent, the ESMTP arguments of added
-//! recipients (`SMFIR_ADDRCPT_PAR`) and of a changed sender are ignored, a change-header
-//! refers only to the message's own header section (not to the fields ringsmtpd added), a
-//! change-header on a spooled message (above `size_threshold`) is treated as a protocol error,
-//! a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so the `deny` hook does not see
-//! it, and rejected recipients are not shown to the
-//! milter (`SMFIP_RCPT_REJ` is not offered).
+//! Not done yet: `SMFIC_UNKNOWN` for unknown commands; the ESMTP arguments of `MAIL` and
+//! `RCPT` are not sent, and those of added recipients (`SMFIR_ADDRCPT_PAR`) and of a changed
+//! sender are ignored; a change-header refers only to the message's own header section (not
+//! to the fields ringsmtpd added), and on a spooled message (above `size_threshold`) it is
+//! treated as a protocol error; a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so
+//! the `deny` hook does not see it; rejected recipients are not shown to the milter
+//! (`SMFIP_RCPT_REJ` is not offered); of a spooled message whose header section is over
+//! 256 KiB only the part the core keeps in memory is sent.
 
 mod apply;
 mod conn;
