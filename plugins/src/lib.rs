@@ -34,6 +34,7 @@ pub mod hosts_allow;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
+pub mod milter;
 #[cfg(any(test, feature = "test-plugins"))]
 pub mod misbehave;
 pub mod naughty;
@@ -99,6 +100,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("logging/transaction_id", logging::transaction_id::new),
     ("logging/warn", logging::warn::new),
     ("loop", r#loop::new),
+    ("milter", milter::new),
     ("naughty", naughty::new),
     ("noop_counter", noop_counter::new),
     ("parse_addr_withhelo", parse_addr_withhelo::new),
@@ -350,6 +352,7 @@ mod tests {
         ("count_unrecognized_commands", &[]),
         ("noop_counter", &[]),
         ("loadcheck", &[]),
+        ("milter dkim inet:8891@127.0.0.1 default_action accept", &[]),
         ("connection_time", &[]),
         ("random_error", &[]),
         ("help", &[]),
