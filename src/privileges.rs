@@ -630,7 +630,7 @@ mod tests {
             ThreadIds::parse("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n")
                 .unwrap()
                 .groups,
-            vec![]
+            Vec::<u32>::new()
         );
     }
 

@@ -259,6 +259,8 @@ mod tests {
             Err(StoreError::Unavailable(_))
         ));
 
+        // `gone` lived 1 ms: make sure it is over (the save and reload can take less).
+        std::thread::sleep(Duration::from_millis(20));
         let again = Embedded::open(dir.path(), 100).unwrap();
         let mut b = Batch::new();
         let white = b.get(key("white"));
