@@ -280,7 +280,7 @@ impl Chains {
         &self,
         loaded: &Loaded,
         cx: &mut Cx,
-        mut txn: Option<&mut Transaction>,
+        txn: Option<&mut Transaction>,
         call: Call<'_>,
         stats: Option<&Arc<PluginStats>>,
     ) -> Outcome {
@@ -288,7 +288,7 @@ impl Chains {
         let plugin = &*loaded.plugin;
         // The step borrows `cx` and `txn`; the block ends that borrow before the logging below.
         let result = {
-            let (c, t) = (&mut *cx, txn.as_deref_mut());
+            let (c, t) = (&mut *cx, txn);
             match catch_unwind(AssertUnwindSafe(move || dispatch(plugin, c, t, call))) {
                 Ok(Step::Ready(outcome)) => return outcome,
                 Ok(Step::Pending(fut)) => {
