@@ -5,6 +5,8 @@ pub mod catch;
 pub mod config;
 pub mod control;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod incoming;
 pub mod listener;

@@ -1,0 +1,72 @@
+//! The fuzz targets (docs/fuzzing.md): one function per parser that reads hostile bytes, by
+//! name. The libFuzzer binary (`src/bin/fuzz.rs`, built by `fuzz/run`) runs one of them per
+//! process; `tests/corpus.rs` replays every file of `corpus/<target>/` through the same
+//! function as a plain `cargo test`, so an input that once crashed stays checked.
+
+use ringsmtpd::fuzzing as core;
+use ringsmtpd_plugin_api::headers;
+
+/// A fuzz target: it runs a parser on the bytes, and panics on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (the folder of its corpus) and its function.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("address", address),
+    ("bdat_receiver", core::bdat_receiver),
+    ("command", core::command),
+    ("data_receiver", core::data_receiver),
+    ("dns_reply", core::dns_reply),
+    ("esmtp_params", core::esmtp_params),
+    ("header_fields", header_fields),
+    ("ldap_ber", ldap_ber),
+    ("proxy_header", core::proxy_header),
+    ("session", core::session),
+];
+
+/// The target called `name`.
+pub fn target(name: &str) -> Option<Target> {
+    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+/// The path parser of MAIL and RCPT (`plugins/api/src/address.rs`); the first byte picks
+/// reverse-path or forward-path, and SMTPUTF8. An accepted address prints back to a path that
+/// parses to the same address.
+pub fn address(data: &[u8]) {
+    let Some((&first, text)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let (reverse, utf8) = (first & 1 != 0, first & 2 != 0);
+    if let Ok(addr) = ringsmtpd_plugin_api::address::parse_path(text, reverse, utf8) {
+        let again = format!("<{}>", addr.as_str());
+        let reparsed = ringsmtpd_plugin_api::address::parse_path(&again, reverse, utf8)
+            .unwrap_or_else(|e| panic!("{text:?} parsed, its form {again:?} did not: {e:?}"));
+        assert_eq!(reparsed.as_str(), addr.as_str(), "{text:?}");
+    }
+}
+
+/// The header field parser (`plugins/api/src/headers.rs`) over a message's header section:
+/// every field's name and unfolded value (without line ends), and the Date parser on every
+/// value.
+pub fn header_fields(data: &[u8]) {
+    for field in headers::fields(data) {
+        let Ok(field) = field else { continue };
+        assert!(!field.name().is_empty());
+        let value = field.value();
+        // Lines end in CRLF or LF; a bare CR is data (the core never lets one into a message).
+        assert!(
+            !value.contains('\n'),
+            "unfolded value keeps a line end: {value:?}"
+        );
+        let _ = headers::parse_date(&value);
+    }
+    let _ = headers::first(data, "Date");
+    let _ = headers::count(data, &["Received", "Subject"]);
+}
+
+/// The LDAP client's BER reader (`plugins/src/auth/ldap.rs`) over a server's byte stream.
+pub fn ldap_ber(data: &[u8]) {
+    let _ = ringsmtpd_plugins::auth::ldap::read_stream(data);
+}
