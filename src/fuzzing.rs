@@ -21,7 +21,6 @@ use crate::proto::command::{self, Command};
 use crate::proto::data::{BareNewline, DataReceiver, DataStatus};
 use crate::proto::line::{Line, Lines};
 use crate::proto::{params, proxy};
-use crate::runtime::{self, Driver};
 use crate::services::WorkerServices;
 use crate::session::script::Script;
 use crate::session::{AuthPolicy, Env, Session};
@@ -250,21 +249,19 @@ pub fn dns_reply(data: &[u8]) {
     }
 }
 
-/// A whole session on a scripted transport (no sockets): the banner, then the input as the
-/// client's reads, then EOF. The plugins are `rcpt_ok` for example.test and `queue/discard`, so
-/// a message can go all the way. The first byte: bit 0 the bare-newline policy, bits 1..=6
-/// the size of each read (0: the whole input in one read). Every reply is a well-formed SMTP
-/// reply line.
-pub fn session(data: &[u8]) {
-    let Some((&first, input)) = data.split_first() else {
-        return;
-    };
-    crate::log::set_level(Level::Emerg);
-    let bare = if first & 1 == 0 {
-        "reject"
-    } else {
-        "accept-normalize"
-    };
+/// The worker a fuzzed session runs on, made once per fuzzing thread as a real worker is: one
+/// runtime, and one `Env` per bare-newline policy that all its sessions share.
+struct Worker {
+    runtime: monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>,
+    envs: [Option<Rc<Env>>; 2],
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+/// The worker's `Env` for a policy: `rcpt_ok` for example.test, then `queue/discard`.
+fn session_env(bare: &str) -> Env {
     let files = [
         ("me", "mx.example.test"),
         ("rcpthosts", "example.test"),
@@ -274,7 +271,6 @@ pub fn session(data: &[u8]) {
     ];
     let cfg = MemConfig::new(&files);
     let settings = Settings::load(&cfg).expect("fuzz settings");
-    let auth = AuthPolicy::load(&cfg).expect("auth policy");
     let plugin = |name: &str| {
         let origin = ringsmtpd_plugin_api::testing::origin(name);
         let init = PluginInit {
@@ -289,6 +285,29 @@ pub fn session(data: &[u8]) {
         ("rcpt_ok", plugin("rcpt_ok")),
         ("queue/discard", plugin("queue/discard")),
     ];
+    Env {
+        chains: Chains::from_instances(plugins, settings.plugin_timeout),
+        settings: Arc::new(settings),
+        tls: None,
+        auth: AuthPolicy::load(&cfg).expect("auth policy"),
+        metrics: Arc::default(),
+        dns: None,
+        svc: Rc::new(WorkerServices::new("mx.example.test".into())),
+        shutdown: Rc::new(Shutdown::default()),
+    }
+}
+
+/// A whole session on a scripted transport (no sockets): the banner, then the input as the
+/// client's reads, then EOF. The plugins are `rcpt_ok` for example.test and `queue/discard`, so
+/// a message can go all the way. The first byte: bit 0 the bare-newline policy, bits 1..=6
+/// the size of each read (0: the whole input in one read). Every reply is a well-formed SMTP
+/// reply line.
+pub fn session(data: &[u8]) {
+    let Some((&first, input)) = data.split_first() else {
+        return;
+    };
+    crate::log::set_level(Level::Emerg);
+    let policy = usize::from(first & 1);
     let step = usize::from((first >> 1) & 0x3f);
     let reads: Vec<Vec<u8>> = if step == 0 {
         vec![input.to_vec()]
@@ -301,25 +320,29 @@ pub fn session(data: &[u8]) {
         out: out.clone(),
         ..Script::default()
     };
-    runtime::run_on(Driver::Epoll, move || async move {
-        let env = Rc::new(Env {
-            chains: Chains::from_instances(plugins, settings.plugin_timeout),
-            settings: Arc::new(settings),
-            tls: None,
-            auth,
-            metrics: Arc::default(),
-            dns: None,
-            svc: Rc::new(WorkerServices::new("mx.example.test".into())),
-            shutdown: Rc::new(Shutdown::default()),
+    WORKER.with(|worker| {
+        let mut worker = worker.borrow_mut();
+        let worker = worker.get_or_insert_with(|| Worker {
+            runtime: monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(2)))
+                .build()
+                .expect("runtime"),
+            envs: [None, None],
         });
-        let conn = Connection::new(
-            1,
-            ([192, 0, 2, 1], 4321).into(),
-            ([127, 0, 0, 1], 25).into(),
-        );
-        Session::new(env, script, conn, &[]).run().await
-    })
-    .expect("runtime");
+        let Worker { runtime, envs } = worker;
+        runtime.block_on(async {
+            let env = envs[policy]
+                .get_or_insert_with(|| Rc::new(session_env(["reject", "accept-normalize"][policy])))
+                .clone();
+            let conn = Connection::new(
+                1,
+                ([192, 0, 2, 1], 4321).into(),
+                ([127, 0, 0, 1], 25).into(),
+            );
+            Session::new(env, script, conn, &[]).run().await
+        });
+    });
     let out = out.borrow();
     assert!(out.ends_with(b"\r\n"), "output ends inside a reply line");
     for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
