@@ -5,6 +5,10 @@
 
 use ringsmtpd::fuzzing as core;
 use ringsmtpd_plugin_api::headers;
+use ringsmtpd_plugin_api::mime::{Entity, Visitor, Walker};
+use ringsmtpd_plugins::dkim::{key, signature};
+use ringsmtpd_plugins::sender_permitted_from::macros::{Kind, MacroString};
+use ringsmtpd_plugins::sender_permitted_from::record::Record;
 
 /// A fuzz target: it runs a parser on the bytes, and panics on a bug.
 pub type Target = fn(&[u8]);
@@ -15,12 +19,15 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("bdat_receiver", core::bdat_receiver),
     ("command", core::command),
     ("data_receiver", core::data_receiver),
+    ("dkim_records", dkim_records),
     ("dns_reply", core::dns_reply),
     ("esmtp_params", core::esmtp_params),
     ("header_fields", header_fields),
     ("ldap_ber", ldap_ber),
+    ("mime", mime),
     ("proxy_header", core::proxy_header),
     ("session", core::session),
+    ("spf_record", spf_record),
 ];
 
 /// The target called `name`.
@@ -69,4 +76,68 @@ pub fn header_fields(data: &[u8]) {
 /// The LDAP client's BER reader (`plugins/src/auth/ldap.rs`) over a server's byte stream.
 pub fn ldap_ber(data: &[u8]) {
     let _ = ringsmtpd_plugins::auth::ldap::read_stream(data);
+}
+
+/// A DKIM-Signature value and a key record (`plugins/src/dkim/`): both come from the network
+/// (the message, DNS). The same bytes go to both parsers.
+pub fn dkim_records(data: &[u8]) {
+    let _ = signature::parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        for alg in [
+            signature::Algorithm::RsaSha256,
+            signature::Algorithm::Ed25519Sha256,
+        ] {
+            let _ = key::parse(text, alg);
+        }
+    }
+}
+
+/// An SPF record and macro strings (`plugins/src/sender_permitted_from/`), as DNS serves them.
+pub fn spf_record(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = Record::parse(text);
+    let _ = MacroString::parse(text, Kind::Domain);
+    let _ = MacroString::parse(text, Kind::Explain);
+    let _ = MacroString::parse_domain(text);
+}
+
+/// What a MIME walk reported: each entity (depth, media type, encoding) and its decoded body.
+#[derive(Debug, Default, PartialEq)]
+struct Walk(Vec<(u32, String, String, Vec<u8>)>);
+
+impl Visitor for Walk {
+    fn entity(&mut self, e: &Entity<'_>) -> bool {
+        self.0
+            .push((e.depth, e.media.clone(), e.encoding.clone(), Vec::new()));
+        true
+    }
+    fn data(&mut self, decoded: &[u8]) {
+        if let Some(last) = self.0.last_mut() {
+            last.3.extend_from_slice(decoded);
+        }
+    }
+    fn end(&mut self) {}
+}
+
+/// The streaming MIME walker (`plugins/api/src/mime.rs`) over a message: fed whole, and fed in
+/// pieces of a size the first byte picks, it reports the same entities and decoded bodies.
+pub fn mime(data: &[u8]) {
+    let Some((&first, msg)) = data.split_first() else {
+        return;
+    };
+    let mut whole = Walker::new(Walk::default());
+    whole.feed(msg);
+    let whole = whole.finish();
+    let mut pieces = Walker::new(Walk::default());
+    for piece in msg.chunks(usize::from(first) + 1) {
+        pieces.feed(piece);
+    }
+    assert_eq!(
+        whole,
+        pieces.finish(),
+        "pieces of {} bytes",
+        usize::from(first) + 1
+    );
 }

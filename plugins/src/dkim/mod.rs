@@ -100,8 +100,8 @@
 //! failure is `temperror`, which never refuses mail.
 
 mod canon;
-mod key;
-mod signature;
+pub mod key;
+pub mod signature;
 mod verify;
 
 use std::borrow::Cow;
