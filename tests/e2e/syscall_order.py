@@ -119,24 +119,35 @@ def reply_write(evs, code="250", containing="Queued"):
 
 
 def check_maildir(evs, maildir):
-    """Problems with the order of one delivery into `maildir` (empty: durable before the 250):
+    """Problems with the order of one delivery into the Maildir(s) under `maildir` (empty:
+    durable before the 250). For every message file `.../tmp/NAME` written (one, or one per
+    recipient with a subdir pattern):
 
-    1. the message file `tmp/NAME` is written,
+    1. the file is written,
     2. then fsync'd (fsync or fdatasync, started after its last write, succeeded),
-    3. then linked (or renamed) to `new/NAME`,
-    4. then `new/` is fsync'd by an fsync that started after the link returned,
-    5. and only after that fsync returned is `250 ... Queued` written to the client.
+    3. then linked (or renamed) to `new/NAME` beside its `tmp/`,
+    4. then that `new/` is fsync'd by an fsync that started after the link returned,
+    5. and only after those fsyncs returned is `250 ... Queued` written to the client.
     """
     root = os.path.realpath(maildir)
     reply = reply_write(evs)
     if reply is None:
         return ["no 250 reply to DATA was written to the client"]
-    tmp_writes = [e for e in evs if e.name in WRITES and e.fd_path.startswith(f"{root}/tmp/")]
-    if not tmp_writes:
-        return [f"no write into {root}/tmp/"]
-    tmp = tmp_writes[-1].fd_path
+    files = []
+    for e in evs:
+        path = e.fd_path
+        if e.name in WRITES and path.startswith(f"{root}/") and os.path.basename(os.path.dirname(path)) == "tmp":
+            if path not in files:
+                files.append(path)
+    if not files:
+        return [f"no write into a tmp/ under {root}"]
+    return [p for tmp in files for p in _check_message_file(evs, tmp, reply)]
+
+
+def _check_message_file(evs, tmp, reply):
     name = os.path.basename(tmp)
-    last_write = max(e.end for e in tmp_writes if e.fd_path == tmp)
+    new_dir = os.path.join(os.path.dirname(os.path.dirname(tmp)), "new")
+    last_write = max(e.end for e in evs if e.name in WRITES and e.fd_path == tmp)
     problems = []
     fsync_file = next((e for e in evs if e.name in SYNCS and e.fd_path == tmp and e.start > last_write), None)
     if fsync_file is None:
@@ -149,10 +160,10 @@ def check_maildir(evs, maildir):
         return problems + [f"no link of tmp/{name} into new/: {link}"]
     if fsync_file is not None and not fsync_file.end < link.start:
         problems.append(f"the message file was linked into new/ before its fsync returned: {fsync_file} / {link}")
-    fsync_new = [e for e in evs if e.name in SYNCS and e.fd_path == f"{root}/new" and e.start > link.end]
+    fsync_new = [e for e in evs if e.name in SYNCS and e.fd_path == new_dir and e.start > link.end]
     good = [e for e in fsync_new if e.done]
     if not fsync_new:
-        problems.append(f"no fsync of {root}/new started after the link")
+        problems.append(f"no fsync of {new_dir} started after the link")
     elif not good:
         problems.append(f"the fsync of new/ did not happen or failed: {fsync_new[0]}")
     elif not good[0].end < reply.start:

@@ -30,10 +30,10 @@ pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace n
 RCPT = "rcpt@example.test"
 
 
-def traced_delivery(server, tmp_path, name, extra=()):
+def traced_delivery(server, tmp_path, name, extra=(), rcpts=(RCPT,)):
     """One message delivered while strace traces the server: (the reply to DATA, the events)."""
     with Tracer(server.proc.pid, str(tmp_path / f"{name}.trace"), list(extra)) as tracer:
-        reply = send_message(server, [RCPT], make_message(name, ["durable?"]))
+        reply = send_message(server, list(rcpts), make_message(name, ["durable?"]))
     return reply, tracer.events()
 
 
@@ -56,13 +56,29 @@ def test_maildir_250_only_after_file_and_new_dir_fsync(make_server, tmp_path):
     new_dir = f"{server.maildir.path.resolve()}/new"
     assert any("fsync of new/" in p or "no fsync of" in p
                for p in problems_without(lambda e: e.name == "fsync" and e.fd_path == new_dir))
-    assert any("no fsync of" in p and "/tmp/" in p
+    assert any("no fsync of" in p and "/Maildir/tmp/" in p
                for p in problems_without(lambda e: e.name in ("fsync", "fdatasync") and "/tmp/" in e.fd_path))
     reply_ev = next(e for e in evs if e.name in ("write", "sendto", "writev", "sendmsg")
                     and e.fd_path.startswith("TCP") and any(s.startswith("250 ") and "Queued" in s for s in e.strings))
     dir_sync = next(e for e in evs if e.name == "fsync" and e.fd_path == new_dir and e.done)
     early = [dataclasses.replace(e, start=dir_sync.start - 1) if e is reply_ev else e for e in evs]
     assert any("250 written before the fsync of new/" in p for p in check_maildir(early, server.maildir.path))
+
+
+def test_maildir_per_recipient_every_file_and_new_dir_fsyncd_before_250(make_server, tmp_path):
+    # With a subdir pattern each recipient has its own Maildir: every file and every new/.
+    server = make_server(plugins=["rcpt_ok", "queue/maildir {maildir} %l"], extra_args=["--driver", "epoll"])
+    rcpts = ["alice@example.test", "bob@example.test"]
+    reply, evs = traced_delivery(server, tmp_path, "per-rcpt", rcpts=rcpts)
+    assert reply.code == 250, reply
+    assert check_maildir(evs, server.maildir.path) == []
+    for user in ("alice", "bob"):
+        assert len(list((server.maildir.path / user / "new").iterdir())) == 1, user
+    # Without bob's new/ fsync the checker objects (naming bob's Maildir only).
+    bob_new = f"{server.maildir.path.resolve()}/bob/new"
+    problems = check_maildir([e for e in evs if not (e.name == "fsync" and e.fd_path == bob_new)],
+                             server.maildir.path)
+    assert problems and all("/bob/" in p for p in problems), problems
 
 
 def test_maildir_checker_catches_a_server_whose_fsyncs_do_nothing(make_server, tmp_path):
