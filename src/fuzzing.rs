@@ -10,9 +10,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use ringsmtpd_plugin_api::auth::{AuthRequest, Mechanism};
 use ringsmtpd_plugin_api::dns::QType;
 use ringsmtpd_plugin_api::testing::MemConfig;
-use ringsmtpd_plugin_api::{Connection, Level, PluginInit};
+use ringsmtpd_plugin_api::{
+    Connection, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
+};
 
 use crate::config::Settings;
 use crate::hooks::Chains;
@@ -260,7 +263,29 @@ thread_local! {
     static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
 }
 
-/// The worker's `Env` for a policy: `rcpt_ok` for example.test, then `queue/discard`.
+/// An auth backend for the fuzzed session: user `u` with password `pw` (any mechanism, CRAM-MD5
+/// too) is accepted; anything else is a temporary failure, which the session answers at once
+/// (a refusal would wait on the anti-guessing timer, seconds per input).
+struct FuzzAuth;
+
+impl Plugin for FuzzAuth {
+    fn hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Auth])
+    }
+    fn auth<'a>(&'a self, _: &'a mut Cx, req: &'a AuthRequest) -> Step<'a> {
+        Step::Ready(if req.user == "u" && req.matches_password("pw") {
+            Outcome::Ok(None)
+        } else {
+            Outcome::DenySoft(None)
+        })
+    }
+    fn auth_mechanisms(&self) -> &'static [Mechanism] {
+        &Mechanism::ALL
+    }
+}
+
+/// The worker's `Env` for a policy: AUTH without TLS (`FuzzAuth`), `rcpt_ok` for
+/// example.test, then `queue/discard`.
 fn session_env(bare: &str) -> Env {
     let files = [
         ("me", "mx.example.test"),
@@ -268,6 +293,7 @@ fn session_env(bare: &str) -> Env {
         ("bare_newline", bare),
         ("databytes", "100000"),
         ("timeout", "5"),
+        ("tls_before_auth", "0"),
     ];
     let cfg = MemConfig::new(&files);
     let settings = Settings::load(&cfg).expect("fuzz settings");
@@ -281,7 +307,8 @@ fn session_env(bare: &str) -> Env {
         };
         ringsmtpd_plugins::find(name).expect("known plugin")(&init).expect("plugin builds")
     };
-    let plugins = vec![
+    let plugins: Vec<(&str, Box<dyn Plugin>)> = vec![
+        ("fuzz_auth", Box::new(FuzzAuth)),
         ("rcpt_ok", plugin("rcpt_ok")),
         ("queue/discard", plugin("queue/discard")),
     ];
@@ -298,8 +325,8 @@ fn session_env(bare: &str) -> Env {
 }
 
 /// A whole session on a scripted transport (no sockets): the banner, then the input as the
-/// client's reads, then EOF. The plugins are `rcpt_ok` for example.test and `queue/discard`, so
-/// a message can go all the way. The first byte: bit 0 the bare-newline policy, bits 1..=6
+/// client's reads, then EOF. The plugins are an auth backend (AUTH PLAIN, LOGIN, CRAM-MD5 over
+/// plain text), `rcpt_ok` for example.test and `queue/discard`, so a message can go all the way. The first byte: bit 0 the bare-newline policy, bits 1..=6
 /// the size of each read (0: the whole input in one read). Every reply is a well-formed SMTP
 /// reply line.
 pub fn session(data: &[u8]) {
