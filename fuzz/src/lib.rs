@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("mime", mime),
     ("proxy_header", core::proxy_header),
     ("session", core::session),
+    ("smtp_reply", smtp_reply),
     ("spf_record", spf_record),
 ];
 
@@ -140,4 +141,32 @@ pub fn mime(data: &[u8]) {
         "pieces of {} bytes",
         usize::from(first) + 1
     );
+}
+
+/// A downstream's replies as `queue/smtp-forward` and `queue/lmtp` read them
+/// (`plugins/src/queue/smtp_client.rs`): the text we pass on keeps no CR, and an enhanced
+/// status code at its front has the class of the reply code (a 4xx never says 2.x.x).
+pub fn smtp_reply(data: &[u8]) {
+    use ringsmtpd_plugins::queue::smtp_client::read_replies;
+    for (reply, text, _caps) in read_replies(data).into_iter().flatten() {
+        assert!((200..600).contains(&reply.code), "code {}", reply.code);
+        assert!(!text.contains('\r'), "CR in {text:?}");
+        // An enhanced code is `class.subject.detail` with class 2, 4 or 5 (RFC 3463); the
+        // engine takes anything else ("3.2.0") as text and puts its own code in front.
+        let first = text.split(' ').next().unwrap_or("");
+        let parts: Vec<&str> = first.split('.').collect();
+        let enhanced = parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+        if enhanced {
+            assert_eq!(
+                parts[0].as_bytes()[0],
+                b'0' + (reply.code / 100) as u8,
+                "{} with {text:?}",
+                reply.code
+            );
+        }
+    }
 }
