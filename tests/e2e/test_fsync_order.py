@@ -25,9 +25,13 @@ import pytest
 from conftest import make_message, send_message
 from syscall_order import Tracer, check_child_then_reply, check_maildir
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed (tests/run installs it)")
-
 RCPT = "rcpt@example.test"
+
+
+@pytest.fixture(autouse=True)
+def need_strace():
+    if shutil.which("strace") is None:
+        pytest.fail("strace is not installed (tests/run installs it): the fsync order cannot be checked")
 
 
 def traced_delivery(server, tmp_path, name, extra=(), rcpts=(RCPT,)):
