@@ -23,7 +23,7 @@ import shutil
 import pytest
 
 from conftest import make_message, send_message
-from syscall_order import Tracer, check_child_then_reply, check_maildir
+from syscall_order import Tracer, check_child_then_reply, check_maildir, events, reply_write
 
 RCPT = "rcpt@example.test"
 
@@ -140,3 +140,26 @@ def test_handover_250_only_after_the_program_exited_0(make_server, tmp_path, plu
     reply, evs = traced_delivery(server, tmp_path, "refused")
     assert reply.code == 451, reply
     assert check_child_then_reply(evs, prog) == ["no 250 reply to DATA was written to the client"]
+
+
+def test_trace_reader_joins_interrupted_syscalls_and_marks_skipped_ones():
+    # Two threads: the fsync blocks (unfinished), the worker's write of the 250 comes in
+    # between, then the fsync returns: the write started before the fsync ended.
+    trace = "\n".join([
+        '100 10:00:00.000001 write(7</m/tmp/x>, "Subject: a\\n", 11) = 11',
+        '100 10:00:00.000002 fsync(7</m/tmp/x> <unfinished ...>',
+        '99 10:00:00.000003 sendto(5<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Queued! x\\r\\n", 21, MSG_NOSIGNAL, NULL, 0) = 21',
+        '100 10:00:00.000004 <... fsync resumed>) = 0',
+        '100 10:00:00.000005 fsync(8</m/new>) = 0 (INJECTED)',
+        '100 10:00:00.000006 fsync(8</m/new>) = -1 EIO (Input/output error)',
+        '101 10:00:00.000007 +++ exited with 3 +++',
+    ])
+    evs = events(trace)
+    fsync = evs[1]
+    assert (fsync.name, fsync.fd_path, fsync.start, fsync.end, fsync.ret, fsync.done) == ("fsync", "/m/tmp/x", 1, 3, "0", True)
+    reply = reply_write(evs)
+    assert reply is evs[2] and reply.start < fsync.end
+    assert reply.strings[0] == "250 2.0.0 Queued! x\r\n"
+    assert not evs[3].done and evs[3].injected, "a syscall strace skipped did not happen"
+    assert not evs[4].done and evs[4].ret == "-1"
+    assert (evs[5].name, evs[5].pid, evs[5].ret) == ("exit", 101, "3")
