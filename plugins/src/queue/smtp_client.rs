@@ -296,7 +296,7 @@ fn seconds(v: &str) -> Result<Duration, String> {
 // Replies.
 
 /// One reply from the downstream: its code and text lines (without `NNN-`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<String>,
@@ -374,10 +374,7 @@ fn add_reply_line(reply: &mut Reply, line: &[u8]) -> Result<bool, String> {
 /// feeds it hostile bytes.
 pub fn read_replies(mut data: &[u8]) -> Vec<Result<(Reply, String, Caps), String>> {
     let mut out = Vec::new();
-    let mut reply = Reply {
-        code: 0,
-        lines: Vec::new(),
-    };
+    let mut reply = Reply::default();
     while let Some(nl) = memchr::memchr(b'\n', data) {
         if nl + 1 > MAX_REPLY_LINE {
             out.push(Err("reply line too long".into()));
@@ -388,13 +385,7 @@ pub fn read_replies(mut data: &[u8]) -> Vec<Result<(Reply, String, Caps), String
         match add_reply_line(&mut reply, line) {
             Ok(false) => {}
             Ok(true) => {
-                let done = std::mem::replace(
-                    &mut reply,
-                    Reply {
-                        code: 0,
-                        lines: Vec::new(),
-                    },
-                );
+                let done = std::mem::take(&mut reply);
                 let (text, caps) = (done.text(), Caps::parse(&done));
                 out.push(Ok((done, text, caps)));
             }
@@ -602,10 +593,7 @@ impl Conn {
             stream, buf, pos, ..
         } = self;
         let r = timed(svc, t, async {
-            let mut reply = Reply {
-                code: 0,
-                lines: Vec::new(),
-            };
+            let mut reply = Reply::default();
             loop {
                 let end = read_line(&mut **stream, buf, *pos, MAX_REPLY_LINE).await?;
                 let last = add_reply_line(&mut reply, &buf[*pos..end])
