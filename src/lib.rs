@@ -6,6 +6,8 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod incoming;
 pub mod listener;

@@ -24,7 +24,7 @@ pub mod fake;
 mod net;
 #[cfg(test)]
 mod tests;
-mod wire;
+pub(crate) mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

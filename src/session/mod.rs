@@ -16,6 +16,7 @@ mod mail;
 mod misc;
 mod rcpt;
 pub mod respond;
+pub mod script;
 
 use std::io;
 use std::rc::Rc;

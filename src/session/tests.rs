@@ -2,8 +2,6 @@
 //! and checked for code and enhanced code.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,48 +11,13 @@ use ringsmtpd_plugin_api::{
     Connection, Cx, Hook, HookSet, MailParams, Outcome, Plugin, Recipient, Step, Transaction,
 };
 
+use super::script::Script;
 use super::{End, Env, Session};
 use crate::config::Settings;
 use crate::hooks::Chains;
 use crate::runtime::{self, Driver};
 use crate::services::WorkerServices;
 use crate::shutdown::Shutdown;
-use crate::transport::Transport;
-
-/// Input chunks, one per read; after them EOF (or a read that never ends, for timeouts).
-struct Script {
-    input: VecDeque<Vec<u8>>,
-    hang_at_end: bool,
-    out: Rc<RefCell<Vec<u8>>>,
-    writes: Rc<RefCell<usize>>,
-    /// This thread's allocation count at each read (capacity reserved up front).
-    marks: Rc<RefCell<Vec<usize>>>,
-}
-
-impl Transport for Script {
-    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        self.marks
-            .borrow_mut()
-            .push(crate::testalloc::allocations());
-        match self.input.pop_front() {
-            Some(chunk) => {
-                buf.extend_from_slice(&chunk);
-                (Ok(chunk.len()), buf)
-            }
-            None if self.hang_at_end => {
-                monoio::time::sleep(Duration::from_secs(3600)).await;
-                (Ok(0), buf)
-            }
-            None => (Ok(0), buf),
-        }
-    }
-
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.out.borrow_mut().extend_from_slice(&buf);
-        *self.writes.borrow_mut() += 1;
-        (Ok(()), buf)
-    }
-}
 
 /// What the capture queue saw of one message.
 #[derive(Debug, Clone, Default)]
@@ -226,12 +189,16 @@ impl Harness {
         let writes = Rc::new(RefCell::new(0));
         let marks = Rc::new(RefCell::new(Vec::with_capacity(chunks.len() + 8)));
         out.borrow_mut().reserve(1 << 20);
+        let on_read = {
+            let marks = marks.clone();
+            move || marks.borrow_mut().push(crate::testalloc::allocations())
+        };
         let script = Script {
             input: chunks.iter().map(|c| c.to_vec()).collect(),
             hang_at_end: self.hang,
             out: out.clone(),
             writes: writes.clone(),
-            marks: marks.clone(),
+            on_read: Some(Box::new(on_read)),
         };
         let plugins = self.plugins;
         let shutdown_before = self.shutdown_before;

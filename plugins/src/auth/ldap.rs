@@ -372,6 +372,40 @@ pub(crate) fn parse_message(msg: &[u8]) -> Result<(i64, Op), BadMessage> {
     Ok((id, op))
 }
 
+/// Reads a server's byte stream the way `auth/ldap_bind` does: frames one message after
+/// another and parses each, until the bytes run out or one is refused. Each message's ID and
+/// operation (printed), or the refusal. The fuzz target `ldap_ber` (`fuzz/`) feeds it hostile
+/// bytes.
+pub fn read_stream(mut buf: &[u8]) -> Vec<Result<String, String>> {
+    let mut seen = Vec::new();
+    loop {
+        match frame(buf) {
+            Ok(Some(n)) => {
+                seen.push(match parse_message(&buf[..n]) {
+                    Ok((id, op)) => Ok(format!("{id} {}", describe(&op))),
+                    Err(e) => Err(e.to_string()),
+                });
+                buf = &buf[n..];
+            }
+            Ok(None) => return seen,
+            Err(e) => {
+                seen.push(Err(e.to_string()));
+                return seen;
+            }
+        }
+    }
+}
+
+/// An operation as the plugin logs it.
+fn describe(op: &Op) -> String {
+    match op {
+        Op::BindResponse(r) | Op::SearchDone(r) | Op::Extended(r) => r.to_string(),
+        Op::SearchEntry(dn) => String::from_utf8_lossy(dn).into_owned(),
+        Op::SearchReference => "reference".into(),
+        Op::Other(tag) => format!("tag {tag:#04x}"),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub mod auth_flat_file;
 pub mod auth_imap;
 pub mod auth_ldap_bind;
 pub mod authdeny;
-mod ldap;
+pub mod ldap;
 
 /// The text of a `DENY`: RFC 4954 §6's code for a wrong password. The same for an unknown
 /// user, so the reply tells an attacker nothing about which user names exist.

@@ -166,12 +166,12 @@
 //! users must not send as each other's domains, refuse such senders before this plugin.
 
 mod canon;
-pub(crate) mod key;
+pub mod key;
 pub mod keygen;
 mod keys;
 mod private;
 mod sign;
-pub(crate) mod signature;
+pub mod signature;
 pub(crate) mod verify;
 
 use std::borrow::Cow;

@@ -12,7 +12,7 @@ pub mod postfix_queue;
 pub mod qmail_queue;
 // issue 4, network queues (shared SMTP/LMTP client in `smtp_client`):
 pub mod lmtp;
-mod smtp_client;
+pub mod smtp_client;
 pub mod smtp_forward;
 
 #[cfg(test)]

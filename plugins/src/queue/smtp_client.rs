@@ -296,7 +296,7 @@ fn seconds(v: &str) -> Result<Duration, String> {
 // Replies.
 
 /// One reply from the downstream: its code and text lines (without `NNN-`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<String>,
@@ -350,6 +350,52 @@ fn enhanced_code(line: &str) -> Option<&str> {
         p.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
     };
     (class_ok && num(parts.next()) && num(parts.next()) && parts.next().is_none()).then_some(first)
+}
+
+/// Adds one line (CRLF included) to the reply being read; `Ok(true)` if it was the last.
+/// Refuses a malformed line, a code that differs from the first line's, and a reply of more
+/// than [`MAX_REPLY_LINES`] lines.
+fn add_reply_line(reply: &mut Reply, line: &[u8]) -> Result<bool, String> {
+    let (code, last, text) = parse_reply_line(line)?;
+    if !reply.lines.is_empty() && code != reply.code {
+        return Err("reply lines with different codes".into());
+    }
+    reply.code = code;
+    reply.lines.push(text.to_string());
+    if !last && reply.lines.len() >= MAX_REPLY_LINES {
+        return Err("reply too long".into());
+    }
+    Ok(last)
+}
+
+/// Reads a downstream's bytes as [`Conn`] does: lines of at most [`MAX_REPLY_LINE`] octets
+/// into replies, each one's text as we would pass it on and, read as an EHLO reply, the
+/// capabilities; the first error ends the stream. The fuzz target `smtp_reply` (`fuzz/`)
+/// feeds it hostile bytes.
+pub fn read_replies(mut data: &[u8]) -> Vec<Result<(Reply, String, Caps), String>> {
+    let mut out = Vec::new();
+    let mut reply = Reply::default();
+    while let Some(nl) = memchr::memchr(b'\n', data) {
+        if nl + 1 > MAX_REPLY_LINE {
+            out.push(Err("reply line too long".into()));
+            return out;
+        }
+        let (line, rest) = data.split_at(nl + 1);
+        data = rest;
+        match add_reply_line(&mut reply, line) {
+            Ok(false) => {}
+            Ok(true) => {
+                let done = std::mem::take(&mut reply);
+                let (text, caps) = (done.text(), Caps::parse(&done));
+                out.push(Ok((done, text, caps)));
+            }
+            Err(e) => {
+                out.push(Err(e));
+                return out;
+            }
+        }
+    }
+    out
 }
 
 /// Parses one reply line (CRLF included). Returns (code, last line?, text).
@@ -547,30 +593,16 @@ impl Conn {
             stream, buf, pos, ..
         } = self;
         let r = timed(svc, t, async {
-            let mut lines = Vec::new();
-            let mut code = 0;
+            let mut reply = Reply::default();
             loop {
                 let end = read_line(&mut **stream, buf, *pos, MAX_REPLY_LINE).await?;
-                let line = &buf[*pos..end];
-                let (c, last, text) = parse_reply_line(line)
+                let last = add_reply_line(&mut reply, &buf[*pos..end])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                if !lines.is_empty() && c != code {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "reply lines with different codes",
-                    ));
-                }
-                code = c;
-                lines.push(text.to_string());
                 *pos = end;
                 if last {
-                    break;
-                }
-                if lines.len() >= MAX_REPLY_LINES {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "reply too long"));
+                    return Ok(reply);
                 }
             }
-            Ok(Reply { code, lines })
         })
         .await;
         if self.pos == self.buf.len() {

@@ -1,0 +1,165 @@
+"""Durability a test can prove (docs/architecture.md, Durability): the kill -9 tests keep the page
+cache, so they would pass without a single fsync. Here strace records the syscalls of a real
+delivery and syscall_order.py checks their order: for queue/maildir the message file is written,
+fsync'd, linked into new/, new/ is fsync'd, and only then is the 250 written to the client; for
+a queue plugin that hands the message to a program (queue/qmail-queue, queue/exim-bsmtp) the
+program has exited 0 and been reaped before the 250: the program's own fsyncs are its business.
+
+Each check is shown to fail on a trace that lacks what it checks: strace skips every fsync
+(`-e inject=fsync:retval=0`: the fsync never reaches the kernel, as in a build without it), or
+fails them (`error=EIO`: the server must answer 4xx, not 250), and traces edited to drop an
+fsync or move the reply earlier.
+
+The server runs the epoll driver: with io_uring the reply is a ring submission, not a write(2)
+strace can place. queue/maildir is the only queue plugin that writes files itself
+(plugins/src/queue/); queue/postfix-queue talks to Postfix's cleanup service over a socket and
+answers 250 only on its `status=0` (test_queues.py, with a real Postfix); docs/architecture.md
+says what durability means for each.
+"""
+
+import dataclasses
+import shutil
+
+import pytest
+
+from conftest import make_message, send_message
+from syscall_order import Tracer, check_child_then_reply, check_maildir, events, reply_write
+
+RCPT = "rcpt@example.test"
+
+
+@pytest.fixture(autouse=True)
+def need_strace():
+    if shutil.which("strace") is None:
+        pytest.fail("strace is not installed (tests/run installs it): the fsync order cannot be checked")
+
+
+def traced_delivery(server, tmp_path, name, extra=(), rcpts=(RCPT,)):
+    """One message delivered while strace traces the server: (the reply to DATA, the events)."""
+    with Tracer(server.proc.pid, str(tmp_path / f"{name}.trace"), list(extra)) as tracer:
+        reply = send_message(server, list(rcpts), make_message(name, ["durable?"]))
+    return reply, tracer.events()
+
+
+def maildir_server(make_server):
+    return make_server(extra_args=["--driver", "epoll"])
+
+
+def test_maildir_250_only_after_file_and_new_dir_fsync(make_server, tmp_path):
+    server = maildir_server(make_server)
+    reply, evs = traced_delivery(server, tmp_path, "ordered")
+    assert reply.code == 250, reply
+    assert check_maildir(evs, server.maildir.path) == []
+    assert len(server.maildir.files("new")) == 1
+
+    # The same trace with one step taken away or moved is refused by the checker: the test is
+    # not true of any trace.
+    def problems_without(pred):
+        return check_maildir([e for e in evs if not pred(e)], server.maildir.path)
+
+    new_dir = f"{server.maildir.path.resolve()}/new"
+    assert any("fsync of new/" in p or "no fsync of" in p
+               for p in problems_without(lambda e: e.name == "fsync" and e.fd_path == new_dir))
+    assert any("no fsync of" in p and "/Maildir/tmp/" in p
+               for p in problems_without(lambda e: e.name in ("fsync", "fdatasync") and "/tmp/" in e.fd_path))
+    reply_ev = next(e for e in evs if e.name in ("write", "sendto", "writev", "sendmsg")
+                    and e.fd_path.startswith("TCP") and any(s.startswith("250 ") and "Queued" in s for s in e.strings))
+    dir_sync = next(e for e in evs if e.name == "fsync" and e.fd_path == new_dir and e.done)
+    early = [dataclasses.replace(e, start=dir_sync.start - 1) if e is reply_ev else e for e in evs]
+    assert any("250 written before the fsync of new/" in p for p in check_maildir(early, server.maildir.path))
+
+
+def test_maildir_per_recipient_every_file_and_new_dir_fsyncd_before_250(make_server, tmp_path):
+    # With a subdir pattern each recipient has its own Maildir: every file and every new/.
+    server = make_server(plugins=["rcpt_ok", "queue/maildir {maildir} %l"], extra_args=["--driver", "epoll"])
+    rcpts = ["alice@example.test", "bob@example.test"]
+    reply, evs = traced_delivery(server, tmp_path, "per-rcpt", rcpts=rcpts)
+    assert reply.code == 250, reply
+    assert check_maildir(evs, server.maildir.path) == []
+    for user in ("alice", "bob"):
+        assert len(list((server.maildir.path / user / "new").iterdir())) == 1, user
+    # Without bob's new/ fsync the checker objects (naming bob's Maildir only).
+    bob_new = f"{server.maildir.path.resolve()}/bob/new"
+    problems = check_maildir([e for e in evs if not (e.name == "fsync" and e.fd_path == bob_new)],
+                             server.maildir.path)
+    assert problems and all("/bob/" in p for p in problems), problems
+
+
+def test_maildir_checker_catches_a_server_whose_fsyncs_do_nothing(make_server, tmp_path):
+    server = maildir_server(make_server)
+    # strace answers every fsync with 0 without running it: the server cannot tell, and answers
+    # 250 with nothing on disk for sure. The checker must see it.
+    reply, evs = traced_delivery(server, tmp_path, "skipped", ["-e", "inject=fsync,fdatasync:retval=0"])
+    assert reply.code == 250, reply
+    problems = check_maildir(evs, server.maildir.path)
+    assert any("fsync of the message file did not happen" in p for p in problems), problems
+    assert any("fsync of new/ did not happen" in p for p in problems), problems
+
+
+def test_maildir_failed_fsync_is_4xx_never_250(make_server, tmp_path):
+    server = maildir_server(make_server)
+    reply, evs = traced_delivery(server, tmp_path, "eio", ["-e", "inject=fsync,fdatasync:error=EIO"])
+    assert 400 <= reply.code < 500 and reply.enhanced().startswith("4."), reply
+    assert check_maildir(evs, server.maildir.path) == ["no 250 reply to DATA was written to the client"]
+    assert server.maildir.files("new") == [], "a message whose fsync failed is left in new/"
+
+
+# TEST PROGRAMS, not qmail or Exim: each reads what the plugin writes (qmail-queue: the message
+# on fd 0, the envelope on fd 1; exim -bS: batched SMTP on stdin) and exits with the code in the
+# file `code` beside it.
+FAKES = {
+    "qmail-queue": '#!/bin/sh\ncat >/dev/null\ncat <&1 >/dev/null\nexit "$(cat "$(dirname "$0")/code")"\n',
+    "exim-bsmtp": '#!/bin/sh\n[ "$1" = -bS ] || exit 64\ncat >/dev/null\nexit "$(cat "$(dirname "$0")/code")"\n',
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(FAKES))
+def test_handover_250_only_after_the_program_exited_0(make_server, tmp_path, plugin):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    prog = bin_dir / plugin
+    prog.write_text(FAKES[plugin])
+    prog.chmod(0o755)
+    (bin_dir / "code").write_text("0")
+    server = make_server(plugins=["rcpt_ok", f"queue/{plugin} {prog} timeout 10"],
+                         extra_args=["--driver", "epoll"])
+    reply, evs = traced_delivery(server, tmp_path, "handed-over")
+    assert reply.code == 250, reply
+    assert check_child_then_reply(evs, prog) == []
+
+    # The checker refuses a trace where the 250 comes before the exit, or the exit is not 0.
+    exit_ev = next(e for e in evs if e.name == "exit" and e.ret == "0"
+                   and any(x.name == "execve" and x.pid == e.pid and x.strings[:1] == [str(prog)] for x in evs))
+    moved = [dataclasses.replace(e, start=10**9, end=10**9) if e is exit_ev else e for e in evs]
+    assert any("250 written before" in p for p in check_child_then_reply(moved, prog))
+    failed = [dataclasses.replace(e, ret="71") if e is exit_ev else e for e in evs]
+    assert any("exited 71" in p for p in check_child_then_reply(failed, prog))
+
+    # A program that exits non-zero gets no 250 at all.
+    (bin_dir / "code").write_text("71")
+    reply, evs = traced_delivery(server, tmp_path, "refused")
+    assert reply.code == 451, reply
+    assert check_child_then_reply(evs, prog) == ["no 250 reply to DATA was written to the client"]
+
+
+def test_trace_reader_joins_interrupted_syscalls_and_marks_skipped_ones():
+    # Two threads: the fsync blocks (unfinished), the worker's write of the 250 comes in
+    # between, then the fsync returns: the write started before the fsync ended.
+    trace = "\n".join([
+        '100 10:00:00.000001 write(7</m/tmp/x>, "Subject: a\\n", 11) = 11',
+        '100 10:00:00.000002 fsync(7</m/tmp/x> <unfinished ...>',
+        '99 10:00:00.000003 sendto(5<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Queued! x\\r\\n", 21, MSG_NOSIGNAL, NULL, 0) = 21',
+        '100 10:00:00.000004 <... fsync resumed>) = 0',
+        '100 10:00:00.000005 fsync(8</m/new>) = 0 (INJECTED)',
+        '100 10:00:00.000006 fsync(8</m/new>) = -1 EIO (Input/output error)',
+        '101 10:00:00.000007 +++ exited with 3 +++',
+    ])
+    evs = events(trace)
+    fsync = evs[1]
+    assert (fsync.name, fsync.fd_path, fsync.start, fsync.end, fsync.ret, fsync.done) == ("fsync", "/m/tmp/x", 1, 3, "0", True)
+    reply = reply_write(evs)
+    assert reply is evs[2] and reply.start < fsync.end
+    assert reply.strings[0] == "250 2.0.0 Queued! x\r\n"
+    assert not evs[3].done and evs[3].injected, "a syscall strace skipped did not happen"
+    assert not evs[4].done and evs[4].ret == "-1"
+    assert (evs[5].name, evs[5].pid, evs[5].ret) == ("exit", 101, "3")
