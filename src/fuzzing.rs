@@ -222,6 +222,135 @@ pub fn proxy_header(data: &[u8]) {
     }
 }
 
+/// What a stream of length-framed replies became, read as a connection reads it: each reply
+/// with the bytes it took, then the refusal that closed the connection (which drops what it
+/// holds: `left` is 0), or how many bytes were left waiting for more.
+#[derive(Debug, PartialEq)]
+pub struct ReplyStream<R, E> {
+    pub replies: Vec<(R, usize)>,
+    pub error: Option<E>,
+    pub left: usize,
+}
+
+/// Feeds `parts` one after another into a buffer, as a connection accumulates its reads, and
+/// after each parses replies from the front of the buffer with `parse` until one needs more
+/// bytes or is refused (the connection then closes: later parts are never read). A reply
+/// takes at least one byte and never more than the buffer holds.
+pub fn read_replies<R, E>(
+    parse: impl Fn(&[u8]) -> Result<Option<(R, usize)>, E>,
+    parts: &[&[u8]],
+) -> ReplyStream<R, E> {
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    for part in parts {
+        buf.extend_from_slice(part);
+        loop {
+            match parse(&buf) {
+                Ok(Some((reply, used))) => {
+                    assert!(
+                        used > 0 && used <= buf.len(),
+                        "took {used} of {}",
+                        buf.len()
+                    );
+                    buf.drain(..used);
+                    replies.push((reply, used));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return ReplyStream {
+                        replies,
+                        error: Some(e),
+                        left: 0,
+                    }
+                }
+            }
+        }
+    }
+    ReplyStream {
+        replies,
+        error: None,
+        left: buf.len(),
+    }
+}
+
+/// Reads `input` as one read and cut in two at a point `cut` (0..=255) picks: the same replies,
+/// the same refusal, the same bytes left (a read boundary anywhere changes nothing). Returns
+/// the stream read whole.
+pub fn read_replies_cut_anywhere<R, E>(
+    parse: impl Fn(&[u8]) -> Result<Option<(R, usize)>, E>,
+    input: &[u8],
+    cut: u8,
+) -> ReplyStream<R, E>
+where
+    R: std::fmt::Debug + PartialEq,
+    E: std::fmt::Debug + PartialEq,
+{
+    let whole = read_replies(&parse, &[input]);
+    let at = usize::from(cut) * input.len() / 255;
+    let (a, b) = input.split_at(at);
+    let split = read_replies(&parse, &[a, b]);
+    assert_eq!(whole, split, "replies differ when the input is cut at {at}");
+    whole
+}
+
+/// The Redis store backend's RESP2 reader (`src/store/resp.rs`) over what a server sends: the
+/// replies read whole and cut in two at a point the first byte picks are the same; every value
+/// is within the bounds (a line of at most `MAX_LINE` bytes, a bulk string of at most
+/// `MAX_BULK`); an array (the only nesting in RESP2) is always refused; and "need more" only
+/// ever waits for a line of at most `MAX_LINE` bytes or for the body of a bulk string whose
+/// announced length is within `MAX_BULK`.
+pub fn resp_reply(data: &[u8]) {
+    use crate::store::resp::{self, Value, MAX_BULK, MAX_LINE};
+    let Some((&cut, input)) = data.split_first() else {
+        return;
+    };
+    let stream = read_replies_cut_anywhere(resp::parse, input, cut);
+    let mut at = 0;
+    for (value, used) in &stream.replies {
+        let start = input[at];
+        at += used;
+        match value {
+            Value::Simple(s) | Value::Error(s) => {
+                assert!(s.len() <= MAX_LINE, "line of {} bytes", s.len());
+                assert!(!s.contains(&b'\n'), "LF in a line");
+                assert_eq!(*used, s.len() + 3);
+            }
+            Value::Int(_) => assert!(*used <= MAX_LINE + 2),
+            Value::Bulk(Some(b)) => {
+                assert!(b.len() <= MAX_BULK, "bulk of {} bytes", b.len());
+                assert!(*used <= MAX_LINE + 2 + b.len() + 2);
+            }
+            Value::Bulk(None) => assert_eq!(*used, 5),
+        }
+        assert_ne!(start, b'*', "an array was accepted");
+    }
+    let rest = &input[at..];
+    if stream.error.is_some() {
+        return;
+    }
+    assert_eq!(stream.left, rest.len(), "bytes left waiting");
+    match rest.iter().position(|&b| b == b'\n') {
+        None => assert!(
+            rest.len() <= MAX_LINE + 1,
+            "waits on a {}-byte line",
+            rest.len()
+        ),
+        Some(lf) => {
+            // Only a bulk string's body is waited for, and only one within the bounds.
+            let header = rest[..lf].strip_suffix(b"\r").expect("line ends in CRLF");
+            let len: i64 = std::str::from_utf8(header.strip_prefix(b"$").expect("a bulk"))
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .expect("a bulk length");
+            let len = usize::try_from(len).expect("a bulk length of 0 or more");
+            assert!(
+                len <= MAX_BULK && rest.len() < lf + 1 + len + 2,
+                "waits on {len}"
+            );
+        }
+    }
+}
+
 /// The DNS client's reply reader: the bytes a server sends, decoded (hickory-proto), checked
 /// against our question and interpreted (CNAME chains, TTLs, negative caching). The first byte
 /// picks the query type; the question is `fuzz.example.test`.

@@ -24,8 +24,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("esmtp_params", core::esmtp_params),
     ("header_fields", header_fields),
     ("ldap_ber", ldap_ber),
+    ("milter_reply", milter_reply),
     ("mime", mime),
     ("proxy_header", core::proxy_header),
+    ("resp_reply", core::resp_reply),
     ("session", core::session),
     ("smtp_reply", smtp_reply),
     ("spf_record", spf_record),
@@ -168,5 +170,91 @@ pub fn smtp_reply(data: &[u8]) {
                 reply.code
             );
         }
+    }
+}
+
+/// The milter client's reply reader (`plugins/src/milter/proto.rs`) over what a milter sends,
+/// read as `milter/conn.rs` reads it (replies parsed from the front of the bytes received so
+/// far): whole and cut in two at a point the first byte picks, the same replies and the same
+/// refusal. Each reply takes exactly its packet (`len(4) cmd data`); a refusal is decided by
+/// the packet alone (the bytes after it change nothing), and a packet is refused as soon as its
+/// 4 length bytes are in when the length is 0 or over `MAX_PACKET`, so "need more" never waits
+/// on such a length. The option negotiation, header names and reply texts are checked too.
+pub fn milter_reply(data: &[u8]) {
+    use ringsmtpd_plugins::milter::proto::{self, MAX_PACKET};
+    let Some((&cut, input)) = data.split_first() else {
+        return;
+    };
+    let declared = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let stream = core::read_replies_cut_anywhere(proto::parse, input, cut);
+    let mut at = 0;
+    for (reply, used) in &stream.replies {
+        assert_eq!(*used, 4 + declared(&input[at..]), "reply {reply:?} at {at}");
+        at += used;
+        check_milter_reply(reply);
+    }
+    let rest = &input[at..];
+    match (&stream.error, rest.len()) {
+        (None, 0..=3) => assert_eq!(stream.left, rest.len(), "bytes left waiting"),
+        (None, _) => {
+            assert_eq!(stream.left, rest.len(), "bytes left waiting");
+            let len = declared(rest);
+            assert!(
+                (1..=MAX_PACKET).contains(&len),
+                "waits on a length of {len}"
+            );
+            assert!(rest.len() < 4 + len, "a whole packet waits");
+        }
+        (Some(e), _) => {
+            let len = declared(rest);
+            let packet = if (1..=MAX_PACKET).contains(&len) {
+                assert!(rest.len() >= 4 + len, "{e:?} before the packet was in");
+                4 + len
+            } else {
+                4
+            };
+            assert_eq!(
+                proto::parse(&rest[..packet]).as_ref().err(),
+                Some(e),
+                "the refusal depends on bytes after the packet"
+            );
+        }
+    }
+}
+
+/// What a parsed milter reply promises: a header name is a field name, a negotiation lists
+/// each stage once with at most 64 macro names of at most 64 bytes, and a reply text cleans
+/// up into a 4xx/5xx reply without control characters.
+fn check_milter_reply(reply: &ringsmtpd_plugins::milter::proto::Reply) {
+    use ringsmtpd_plugins::milter::proto::{self, Reply};
+    let _ = reply.needs();
+    match reply {
+        Reply::AddHeader { name, .. }
+        | Reply::InsertHeader { name, .. }
+        | Reply::ChangeHeader { name, .. } => {
+            assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
+        }
+        Reply::OptNeg(n) => {
+            for (i, (stage, names)) in n.macros.iter().enumerate() {
+                assert!(
+                    !n.macros[..i].iter().any(|(s, _)| s == stage),
+                    "{stage:?} twice"
+                );
+                assert!(names.len() <= 64 && names.iter().all(|m| !m.is_empty() && m.len() <= 64));
+            }
+            let _ = proto::check_negotiation(n);
+        }
+        Reply::ReplyCode(text) => {
+            if let Some((code, enhanced, lines)) = proto::reply_code(text) {
+                assert!((400..600).contains(&code), "code {code}");
+                assert!(!lines.is_empty() && lines.len() <= 32);
+                assert!(lines.iter().all(|l| !l.chars().any(char::is_control)));
+                assert!(
+                    enhanced.is_empty() || enhanced.as_bytes()[0] == b'0' + (code / 100) as u8,
+                    "{code} with {enhanced:?}"
+                );
+            }
+        }
+        _ => {}
     }
 }
