@@ -119,6 +119,9 @@ mod tests {
         );
         assert_eq!(p(b":-12\r\n"), Ok(Some((Value::Int(-12), 6))));
         assert_eq!(p(b"$-1\r\n"), Ok(Some((Value::Bulk(None), 5))));
+        // Leading zeros are digits like any (found by the fuzz target, which had assumed
+        // the null bulk is always 5 bytes: fuzz/corpus/resp_reply/null-bulk-with-leading-zero).
+        assert_eq!(p(b"$-01\r\n"), Ok(Some((Value::Bulk(None), 6))));
         assert_eq!(
             p(b"$5\r\na\r\nbc\r\n"),
             Ok(Some((Value::Bulk(Some(b"a\r\nbc".to_vec())), 11)))
