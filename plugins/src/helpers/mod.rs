@@ -2,6 +2,7 @@
 //! third-party plugin needs is in `ringsmtpd_plugin_api`: `Common`, `args`, `cidr`, `dnsutil`,
 //! `mime`, `testing`).
 
+pub(crate) mod backend;
 pub(crate) mod deadline;
 pub(crate) mod limits;
 pub(crate) mod matchers;

@@ -8,7 +8,7 @@ use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::Services;
 
 use super::proto::{self, Negotiated, Packet, Reply, Stage};
-use crate::auth::within;
+use crate::helpers::deadline::within;
 
 /// A live milter connection and what was negotiated on it.
 pub(crate) struct Conn {

@@ -127,7 +127,7 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-use crate::auth::{parse_port, parse_timeout, Host};
+use crate::helpers::backend::{parse_port, parse_timeout, Host};
 use conn::Conn;
 use proto::{step, Family, Packet, Reply, Stage};
 

@@ -511,7 +511,7 @@ fn one_connection_per_session_and_abort_on_reset() {
 #[test]
 fn addresses() {
     use super::{parse_address, Address};
-    use crate::auth::Host;
+    use crate::helpers::backend::Host;
     let local = Host::Ip("127.0.0.1".parse().unwrap());
     assert_eq!(parse_address("5513"), Ok(Address::Tcp(local.clone(), 5513)));
     assert_eq!(

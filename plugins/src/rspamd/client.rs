@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{blocking, Body, Services};
 
-use crate::auth::within;
+use crate::helpers::deadline::within;
 
 /// The longest status line and header section accepted from rspamd.
 pub const MAX_HEAD: usize = 16 * 1024;
