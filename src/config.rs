@@ -533,8 +533,8 @@ pub struct Settings {
     /// 10000.
     pub dns_cache_size: usize,
     /// `state_store`: the state store plugins share (`embedded`, the default, or `redis`);
-    /// see [`crate::store::StoreConfig`] and `docs/config.md`.
-    pub store: crate::store::StoreConfig,
+    /// see [`crate::store::settings::StoreConfig`] and `docs/config.md`.
+    pub store: crate::store::settings::StoreConfig,
 }
 
 /// What to do with a bare CR or LF (config `bare_newline`).
@@ -796,7 +796,7 @@ impl Settings {
             dns_timeout,
             dns_retries,
             dns_cache_size,
-            store: crate::store::StoreConfig::load(cfg)?,
+            store: crate::store::settings::StoreConfig::load(cfg)?,
         })
     }
 
@@ -1331,7 +1331,7 @@ mod tests {
                 dns_timeout: Duration::from_secs(5),
                 dns_retries: 2,
                 dns_cache_size: 10_000,
-                store: crate::store::StoreConfig::default(),
+                store: crate::store::settings::StoreConfig::default(),
             }
         );
     }
@@ -1406,7 +1406,7 @@ mod tests {
                 dns_timeout: Duration::from_secs(2),
                 dns_retries: 0,
                 dns_cache_size: 0,
-                store: crate::store::StoreConfig::Embedded {
+                store: crate::store::settings::StoreConfig::Embedded {
                     dir: "/var/lib/ringsmtpd".into(),
                     max_entries: 50,
                 },

@@ -1,6 +1,8 @@
-//! The state store behind `Services::store` (see `ringsmtpd_plugin_api::store`): the config
-//! file `state_store`, the process's embedded store, and each worker's client.
+//! The state store behind `Services::store` (see `ringsmtpd_plugin_api::store`): the process's
+//! embedded store, and each worker's client.
 //!
+//! - [`settings`]: the config file `state_store` (a leaf `config.rs` reads, so the config
+//!   does not depend on the backends and their sockets);
 //! - [`embedded`]: the default, a store thread owning the data, saved to a file;
 //! - [`file`]: that file's format;
 //! - [`redis`]: Redis over the worker's sockets, a small pool per worker, shared by every
@@ -14,91 +16,17 @@ pub mod embedded;
 pub mod file;
 pub mod redis;
 pub mod resp;
+pub mod settings;
 
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::store::{Batch, StoreError, StoreFuture};
-use ringsmtpd_plugin_api::{ConfigError, ConfigSource};
 
 pub use embedded::Embedded;
-pub use redis::{Redis, RedisConfig};
-
-/// The default directory of the embedded store (relative to the working directory).
-pub const DEFAULT_STATE_DIR: &str = "./state";
-/// The default bound of the embedded store.
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
-
-/// Config `state_store`: which backend, and its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    /// `embedded [dir PATH] [max_entries N]`.
-    Embedded { dir: PathBuf, max_entries: usize },
-    /// `redis ADDR [db N] [user NAME] [password_file PATH] [timeout S] [pool N]`.
-    Redis(RedisConfig),
-}
-
-impl Default for StoreConfig {
-    fn default() -> StoreConfig {
-        StoreConfig::Embedded {
-            dir: PathBuf::from(DEFAULT_STATE_DIR),
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
-    }
-}
-
-impl StoreConfig {
-    /// Reads `state_store` (one line; absent: the embedded store in `./state`).
-    pub fn load(cfg: &dyn ConfigSource) -> Result<StoreConfig, ConfigError> {
-        let Some(lines) = cfg.lines("state_store")? else {
-            return Ok(StoreConfig::default());
-        };
-        let Some(line) = lines.first() else {
-            return Ok(StoreConfig::default());
-        };
-        if let Some(extra) = lines.get(1) {
-            return Err(extra.error("state_store takes one line"));
-        }
-        StoreConfig::parse(&line.text).map_err(|e| line.error(e))
-    }
-
-    fn parse(text: &str) -> Result<StoreConfig, String> {
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let (kind, rest) = words.split_first().ok_or("empty state_store line")?;
-        match *kind {
-            "embedded" => {
-                if rest.len() % 2 != 0 {
-                    return Err(format!("'{}' needs a value", rest[rest.len() - 1]));
-                }
-                let pairs = rest.chunks(2).map(|kv| (kv[0], kv[1]));
-                let (mut dir, mut max) = (PathBuf::from(DEFAULT_STATE_DIR), DEFAULT_MAX_ENTRIES);
-                for (k, v) in pairs {
-                    match k {
-                        "dir" => dir = PathBuf::from(v),
-                        "max_entries" => {
-                            max = v
-                                .parse()
-                                .ok()
-                                .filter(|n| (1..=100_000_000).contains(n))
-                                .ok_or_else(|| {
-                                    format!("max_entries must be 1..100000000, not '{v}'")
-                                })?
-                        }
-                        _ => return Err(format!("unknown embedded store setting '{k}'")),
-                    }
-                }
-                Ok(StoreConfig::Embedded {
-                    dir,
-                    max_entries: max,
-                })
-            }
-            "redis" => Ok(StoreConfig::Redis(RedisConfig::parse(rest)?)),
-            other => Err(format!("unknown state store '{other}' (embedded or redis)")),
-        }
-    }
-}
+pub use redis::Redis;
+pub use settings::{RedisConfig, StoreConfig};
 
 /// The process's embedded store, once opened.
 static EMBEDDED: Mutex<Option<Embedded>> = Mutex::new(None);
@@ -175,31 +103,6 @@ impl StoreClient {
             StoreClient::None => Box::pin(std::future::ready(Err(StoreError::Unavailable(
                 "no state store opened".into(),
             )))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_lines() {
-        assert_eq!(StoreConfig::parse("embedded"), Ok(StoreConfig::default()));
-        assert_eq!(
-            StoreConfig::parse("embedded dir /var/lib/x max_entries 5"),
-            Ok(StoreConfig::Embedded {
-                dir: "/var/lib/x".into(),
-                max_entries: 5
-            })
-        );
-        for bad in [
-            "embedded dir",
-            "embedded max_entries 0",
-            "embedded size 3",
-            "memcached",
-        ] {
-            assert!(StoreConfig::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -15,125 +15,20 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use ringsmtpd_plugin_api::net::{Endpoint, Stream};
+use ringsmtpd_plugin_api::net::Stream;
 use ringsmtpd_plugin_api::store::{Batch, Op, Replies, Reply, StoreError, MAX_BATCH};
 
 use super::resp::{self, Value};
+use super::settings::RedisConfig;
 
-/// The default `timeout` of a batch.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The default connections per worker.
-pub const DEFAULT_POOL: usize = 4;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The most reply bytes one batch may buffer.
 const MAX_READ: usize = MAX_BATCH * (resp::MAX_BULK + 64);
-
-/// Config `state_store` with `redis ADDR [db N] [user NAME] [password_file PATH] [timeout S]
-/// [pool N]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    pub endpoint: Endpoint,
-    pub db: u32,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub timeout: Duration,
-    pub pool: usize,
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password.
-        f.debug_struct("RedisConfig")
-            .field("endpoint", &self.endpoint)
-            .field("db", &self.db)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "..."))
-            .field("timeout", &self.timeout)
-            .field("pool", &self.pool)
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// Parses the words after `redis`. A host name is resolved here (on the main thread, at
-    /// config load); a path (`/run/redis.sock` or `unix:PATH`) is a Unix socket.
-    pub fn parse(words: &[&str]) -> Result<RedisConfig, String> {
-        let (addr, rest) = words.split_first().ok_or("redis needs an address")?;
-        let endpoint = if let Some(path) = addr
-            .strip_prefix("unix:")
-            .or(addr.starts_with('/').then_some(*addr))
-        {
-            Endpoint::Unix(PathBuf::from(path))
-        } else {
-            use std::net::ToSocketAddrs;
-            let a = addr
-                .to_socket_addrs()
-                .map_err(|e| format!("redis address '{addr}': {e}"))?
-                .next()
-                .ok_or_else(|| format!("redis address '{addr}' resolves to nothing"))?;
-            Endpoint::Tcp(a)
-        };
-        if rest.len() % 2 != 0 {
-            return Err(format!("'{}' needs a value", rest[rest.len() - 1]));
-        }
-        let mut cfg = RedisConfig {
-            endpoint,
-            db: 0,
-            user: None,
-            password: None,
-            timeout: DEFAULT_TIMEOUT,
-            pool: DEFAULT_POOL,
-        };
-        for kv in rest.chunks(2) {
-            let (k, v) = (kv[0], kv[1]);
-            match k {
-                "db" => {
-                    cfg.db = v
-                        .parse()
-                        .ok()
-                        .filter(|&n| n < 10_000)
-                        .ok_or_else(|| format!("db must be a number, not '{v}'"))?
-                }
-                "user" => cfg.user = Some(v.to_string()),
-                "password_file" => {
-                    let text = std::fs::read_to_string(v)
-                        .map_err(|e| format!("redis password_file {v}: {e}"))?;
-                    let pw = text.lines().next().unwrap_or("").trim_end().to_string();
-                    if pw.is_empty() {
-                        return Err(format!("redis password_file {v} is empty"));
-                    }
-                    cfg.password = Some(pw);
-                }
-                "timeout" => {
-                    cfg.timeout = v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| *s > 0.0 && *s <= 60.0)
-                        .map(Duration::from_secs_f64)
-                        .ok_or_else(|| format!("timeout must be seconds, 0 to 60, not '{v}'"))?
-                }
-                "pool" => {
-                    cfg.pool = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=256).contains(n))
-                        .ok_or_else(|| format!("pool must be 1..256, not '{v}'"))?
-                }
-                _ => return Err(format!("unknown redis setting '{k}'")),
-            }
-        }
-        if cfg.user.is_some() && cfg.password.is_none() {
-            return Err("redis user needs a password_file".into());
-        }
-        Ok(cfg)
-    }
-}
 
 /// One worker's connections to Redis.
 pub struct Redis {
@@ -429,6 +324,7 @@ fn replies(batch: &Batch, values: Vec<Value>) -> Result<Replies, StoreError> {
 mod tests {
     use super::*;
     use crate::runtime::{run_on, Driver};
+    use ringsmtpd_plugin_api::net::Endpoint;
     use ringsmtpd_plugin_api::store::Key;
 
     fn key(s: &str) -> Key {
