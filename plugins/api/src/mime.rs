@@ -77,6 +77,34 @@ where
         .unwrap_or_else(|| Err(io::Error::other("the read job panicked")))
 }
 
+/// Feeds the message from byte `from` to its end (its body, when `from` is where the header
+/// section ends) to `f`, in pieces of at most [`CHUNK`] bytes, with `state`, which it gives
+/// back. As [`read_message`]: a spooled message is read on the blocking pool.
+pub async fn read_message_from<S, F>(
+    svc: &dyn Services,
+    body: &Body,
+    from: u64,
+    state: S,
+    mut f: F,
+) -> io::Result<S>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &[u8]) + Send + 'static,
+{
+    let feed = move |(skip, state): &mut (u64, S), chunk: &[u8]| {
+        let skipped = usize::try_from(*skip)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        *skip -= skipped as u64;
+        if skipped < chunk.len() {
+            f(state, &chunk[skipped..]);
+        }
+        ControlFlow::Continue(())
+    };
+    let (_, state) = read_message(svc, body, u64::MAX, (from, state), feed).await?;
+    Ok(state)
+}
+
 /// Feeds the first `max` bytes of `file` to `f` in chunks of at most [`CHUNK`] bytes, until
 /// `f` breaks. Positional reads: the file's offset (which queue plugins use) is left alone.
 /// Blocking: call it on the blocking pool, never on a worker.
@@ -730,6 +758,7 @@ mod tests {
             msg.extend_from_slice(line);
         }
         std::fs::write(&path, &msg).expect("write spool");
+        let spool_path = path.clone();
         let mut body = Body {
             mem: Vec::new(),
             spool: Some(crate::SpoolFile {
@@ -763,5 +792,24 @@ mod tests {
         body.mem = msg.clone();
         let read = read_message(&*cx.svc, &body, CHUNK as u64 + 1, 0, count);
         assert_eq!(crate::testing::block_on(read).expect("read"), CHUNK + 1);
+        // From an offset past the first chunk: exactly the bytes after it, in order, from
+        // memory and from the spool file.
+        let from = CHUNK as u64 + 7;
+        let collect = |all: &mut Vec<u8>, c: &[u8]| all.extend_from_slice(c);
+        let read = read_message_from(&*cx.svc, &body, from, Vec::new(), collect);
+        assert_eq!(
+            crate::testing::block_on(read).expect("read"),
+            msg[from as usize..]
+        );
+        body.spool = Some(crate::SpoolFile {
+            file: File::open(&spool_path).expect("open spool"),
+            path: spool_path,
+        });
+        body.mem = Vec::new();
+        let read = read_message_from(&*cx.svc, &body, from, Vec::new(), collect);
+        assert_eq!(
+            crate::testing::block_on(read).expect("read"),
+            msg[from as usize..]
+        );
     }
 }

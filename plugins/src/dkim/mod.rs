@@ -182,7 +182,7 @@ use memchr::memmem;
 use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
 use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{within, Deadline, Timer};
-use ringsmtpd_plugin_api::mime::read_message;
+use ringsmtpd_plugin_api::mime::{read_message, read_message_from};
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults, DkimResult, DkimResults};
 use ringsmtpd_plugin_api::{
     Body, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
@@ -380,18 +380,13 @@ impl Dkim {
         hashers: Vec<BodyHasher>,
     ) -> Result<Vec<(Vec<u8>, u64)>, ()> {
         let body = &txn.body;
-        let feed = |(skip, hashers): &mut (u64, Vec<BodyHasher>), chunk: &[u8]| {
-            let from = usize::try_from(*skip)
-                .unwrap_or(usize::MAX)
-                .min(chunk.len());
-            *skip -= from as u64;
+        let feed = |hashers: &mut Vec<BodyHasher>, chunk: &[u8]| {
             for h in hashers.iter_mut() {
-                h.feed(&chunk[from..]);
+                h.feed(chunk);
             }
-            ControlFlow::Continue(())
         };
-        match read_message(&*cx.svc, body, u64::MAX, (skip, hashers), feed).await {
-            Ok((_, hashers)) => Ok(hashers.into_iter().map(BodyHasher::finish).collect()),
+        match read_message_from(&*cx.svc, body, skip, hashers, feed).await {
+            Ok(hashers) => Ok(hashers.into_iter().map(BodyHasher::finish).collect()),
             Err(e) => {
                 let msg = format_args!("temperror, cannot read the spooled message: {e}");
                 self.common.log(cx, Level::Error, msg);

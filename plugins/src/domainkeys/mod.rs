@@ -85,7 +85,6 @@ mod signature;
 #[cfg(test)]
 mod tests;
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,7 +92,7 @@ use ring::signature as sig;
 use ringsmtpd_plugin_api::args::{key_values, parse_timeout};
 use ringsmtpd_plugin_api::dns::{DnsError, DnsLookup, DnsResult, QType};
 use ringsmtpd_plugin_api::dnsutil::{within, Deadline};
-use ringsmtpd_plugin_api::mime::read_message;
+use ringsmtpd_plugin_api::mime::read_message_from;
 use ringsmtpd_plugin_api::shared::{is_immune, AuthResults};
 use ringsmtpd_plugin_api::{
     blocking, headers, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
@@ -343,18 +342,13 @@ impl DomainKeys {
             .iter()
             .map(|&c| BodyCanon::new(c, Vec::new(), true))
             .collect();
-        let feed = |(skip, canons): &mut (u64, Vec<BodyCanon>), chunk: &[u8]| {
-            let from = usize::try_from(*skip)
-                .unwrap_or(usize::MAX)
-                .min(chunk.len());
-            *skip -= from as u64;
+        let feed = |canons: &mut Vec<BodyCanon>, chunk: &[u8]| {
             for c in canons.iter_mut() {
-                c.feed(&chunk[from..]);
+                c.feed(chunk);
             }
-            ControlFlow::Continue(())
         };
-        match read_message(&*cx.svc, b, u64::MAX, (end as u64, start), feed).await {
-            Ok((_, done)) => Body::Read(
+        match read_message_from(&*cx.svc, b, end as u64, start, feed).await {
+            Ok(done) => Body::Read(
                 canons
                     .iter()
                     .zip(done)
