@@ -9,18 +9,21 @@
 //! up with every worker; every batch is applied whole before the next (a batch is atomic
 //! here, unlike with Redis).
 //!
-//! Persistence: the thread saves the table to `DIR/store.db` ([`super::file`]) at most every
-//! [`SAVE_EVERY`] when something changed (written by a short-lived writer thread, so the disk
-//! never holds up a batch), and when the process stops; a crash loses at most the last
-//! interval or two. The file is read at start; a damaged file stops the start with the
-//! file's name and how to rebuild (move it aside: the store starts empty).
+//! Persistence ([`super::file`]): every [`SAVE_EVERY`], the keys changed since the last save
+//! are appended to `DIR/store.log` and fdatasync'd; when the log has grown past the last
+//! snapshot (and [`COMPACT_AT`]), the whole table is written to `DIR/store.db` instead and a
+//! new log started. Both are written by a short-lived writer thread, so the disk never holds
+//! up a batch; what changes while it writes waits for the next interval. The process's stop
+//! saves too; a crash loses at most the last interval or two. Both files are read at start: a
+//! damaged snapshot or log header stops the start with the file's name and how to rebuild
+//! (move it aside: the store starts empty); a log cut short by a crash is read up to its
+//! last whole record, said in one log line, and truncated there.
 //!
 //! Bounded: at most `max_entries`; a full table drops expired entries, then the oldest
 //! written, and the thread logs how many it dropped.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_channel::oneshot;
@@ -30,11 +33,18 @@ use ringsmtpd_plugin_api::Level;
 
 use super::file;
 
-/// How often a changed table is saved.
-pub const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// How often the changes are saved.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
-/// The file name inside the store directory.
+/// The snapshot's file name inside the store directory.
 pub const FILE_NAME: &str = "store.db";
+
+/// The log's file name inside the store directory.
+pub const LOG_NAME: &str = "store.log";
+
+/// The log is compacted into a new snapshot once it is longer than this and than the last
+/// snapshot.
+pub const COMPACT_AT: u64 = 1 << 20;
 
 enum Msg {
     Batch(Batch, oneshot::Sender<Result<Replies, StoreError>>),
@@ -56,21 +66,23 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Reads `dir/store.db` if it exists and starts the store thread. The directory and the
+    /// Reads `dir/store.db` and its log if they exist and starts the store thread. The directory and the
     /// file are created at the first save; when the server is about to drop root, the
     /// directory is created now and given to that account, which must be able to write it.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Embedded, String> {
-        let (path, table) = load(dir, max_entries)?;
+        let loaded = read(dir, max_entries)?;
+        let log_len = loaded.trim_log()?;
+        let saver = Saver::new(dir, loaded.generation, log_len, loaded.snapshot_len);
+        let (path, table) = (loaded.path, loaded.table);
         if owner::run_as().is_some() {
             owner::create_dir_all(dir)
                 .map_err(|e| format!("state store {}: {e}", dir.display()))?;
             owner::require(dir, Access::Write);
         }
         let (tx, rx) = mpsc::channel();
-        let thread_path = path.clone();
         std::thread::Builder::new()
             .name("state-store".into())
-            .spawn(move || run(rx, table, thread_path))
+            .spawn(move || run(rx, table, saver))
             .map_err(|e| format!("state store thread: {e}"))?;
         Ok(Embedded { tx, path })
     }
@@ -98,33 +110,103 @@ impl Embedded {
     }
 }
 
-/// Reads `dir/store.db` if it exists (a missing file is an empty store); a damaged file is
-/// an error that names it and says how to start over. Writes nothing (`--check` calls it).
+/// Reads `dir/store.db` and `dir/store.log` if they exist (missing files are an empty
+/// store); a damaged file is an error that names it and says how to start over. Writes
+/// nothing (`--check` calls it).
 pub fn load(dir: &Path, max_entries: usize) -> Result<(PathBuf, Table), String> {
-    let path = dir.join(FILE_NAME);
-    let mut table = Table::new(max_entries);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            file::decode(&bytes, &mut table, unix_ms(SystemTime::now())).map_err(|why| {
-                format!(
-                    "state store {} is damaged ({why}); move it aside (mv {0} {0}.bad) \
-                     to start with an empty store",
-                    path.display()
-                )
-            })?;
+    read(dir, max_entries).map(|l| (l.path, l.table))
+}
+
+/// What the files held at start.
+struct Loaded {
+    path: PathBuf,
+    table: Table,
+    generation: u64,
+    snapshot_len: u64,
+    log: PathBuf,
+    /// The log's intact length and, if it was cut short, why; none when there is no log of
+    /// this snapshot's generation.
+    log_intact: Option<(u64, Option<String>)>,
+}
+
+impl Loaded {
+    /// Cuts a log that a crash left with a partial record back to its last whole one (with
+    /// a log line), so new records follow it; its length, if there is a log to append to.
+    fn trim_log(&self) -> Result<Option<u64>, String> {
+        let Some((len, torn)) = &self.log_intact else {
+            return Ok(None);
+        };
+        if let Some(why) = torn {
+            crate::log!(
+                Level::Warn,
+                0,
+                "state",
+                "state store log {}: {why}; read up to there, the rest dropped \
+                 (a save cut short by a crash)",
+                self.log.display()
+            );
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.log)
+                .and_then(|f| f.set_len(*len))
+                .map_err(|e| format!("state store {}: {e}", self.log.display()))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("state store {}: {e}", path.display())),
+        Ok(Some(*len))
     }
-    Ok((path, table))
+}
+
+fn read(dir: &Path, max_entries: usize) -> Result<Loaded, String> {
+    let path = dir.join(FILE_NAME);
+    let log = dir.join(LOG_NAME);
+    let damaged = |file: &Path, why: String| {
+        format!(
+            "state store {} is damaged ({why}); move it aside (mv {0} {0}.bad) \
+             to start with an empty store",
+            file.display()
+        )
+    };
+    let now = unix_ms(SystemTime::now());
+    let mut table = Table::new(max_entries);
+    let (generation, snapshot_len) = match read_file(&path)? {
+        Some(bytes) => (
+            file::decode(&bytes, &mut table, now).map_err(|why| damaged(&path, why))?,
+            bytes.len() as u64,
+        ),
+        None => (0, 0),
+    };
+    let log_intact = match read_file(&log)? {
+        None => None,
+        Some(bytes) => match file::replay(&bytes, &mut table, now, generation)
+            .map_err(|why| damaged(&log, why))?
+        {
+            file::Replayed::Stale => None,
+            file::Replayed::Applied { valid, torn, .. } => Some((valid as u64, torn)),
+        },
+    };
+    Ok(Loaded {
+        path,
+        table,
+        generation,
+        snapshot_len,
+        log,
+        log_intact,
+    })
+}
+
+/// The file's bytes; none if it does not exist.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("state store {}: {e}", path.display())),
+    }
 }
 
 fn gone() -> StoreError {
     StoreError::Unavailable("the store thread has stopped".into())
 }
 
-fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
-    let mut saver = Saver::new(path);
+fn run(rx: mpsc::Receiver<Msg>, mut table: Table, mut saver: Saver) {
     loop {
         let wait = SAVE_EVERY.saturating_sub(saver.last.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
@@ -162,48 +244,67 @@ fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
     }
 }
 
-/// Writes the table out: encoded on the store thread (memory only, quick), written and
+/// Writes the changes out: encoded on the store thread (memory only, quick), written and
 /// fsync'd on a writer thread of its own, so batches are not held up by the disk. One write at
 /// a time; the last one, at close, is waited for.
 struct Saver {
-    path: PathBuf,
+    snapshot: PathBuf,
+    log: PathBuf,
     last: Instant,
-    writing: Option<std::thread::JoinHandle<()>>,
-    /// The last write failed: log once per failing streak, and write again next time.
-    failed: Arc<AtomicBool>,
+    /// The snapshot's generation on disk (the next one is one more).
+    generation: u64,
+    snapshot_len: u64,
+    /// The log's length; none when there is no log to append to (none yet, or a write failed
+    /// and its end is unknown): the next save writes a snapshot.
+    log_len: Option<u64>,
+    /// Changes were taken from the table but not written (a write failed): the next save
+    /// writes a snapshot even if nothing else changed.
+    unsaved: bool,
+    writing: Option<std::thread::JoinHandle<std::io::Result<Written>>>,
+    /// The last write failed: log once per failing streak.
+    failed: bool,
 }
 
+/// What a finished write did.
+enum Written {
+    Appended(u64),
+    Compacted { generation: u64, snapshot_len: u64 },
+}
+
+type Write = Box<dyn FnOnce() -> std::io::Result<Written> + Send>;
+
 impl Saver {
-    fn new(path: PathBuf) -> Saver {
+    fn new(dir: &Path, generation: u64, log_len: Option<u64>, snapshot_len: u64) -> Saver {
         Saver {
-            path,
+            snapshot: dir.join(FILE_NAME),
+            log: dir.join(LOG_NAME),
             last: Instant::now(),
+            generation,
+            snapshot_len,
+            log_len,
+            unsaved: false,
             writing: None,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed: false,
         }
     }
 
-    /// Starts a write if the table changed and no write is running; `last` waits for it.
+    /// Starts a write if something changed and no write is running; `last` waits for it
+    /// (and for the one running).
     fn save(&mut self, table: &mut Table, last: bool) {
         self.last = Instant::now();
         if let Some(w) = self.writing.take() {
             if !w.is_finished() && !last {
-                self.writing = Some(w); // still writing: try again next interval
+                self.writing = Some(w); // still writing: the changes wait for the next interval
                 return;
             }
-            let _ = w.join();
+            self.finished(w.join());
         }
-        if self.failed.load(Ordering::Relaxed) {
-            table.mark_dirty();
-        }
-        if !table.take_dirty() {
+        let Some(write) = self.next_write(table) else {
             return;
-        }
-        let data = file::encode(table, unix_ms(SystemTime::now()));
-        let (path, failed) = (self.path.clone(), self.failed.clone());
-        let write = move || write(&path, &data, &failed);
+        };
+        self.unsaved = true; // until the write says it is done
         if last {
-            write();
+            self.finished(Ok(write()));
             return;
         }
         match std::thread::Builder::new()
@@ -211,33 +312,82 @@ impl Saver {
             .spawn(write)
         {
             Ok(handle) => self.writing = Some(handle),
-            Err(_) => table.mark_dirty(), // no thread now: next interval
+            Err(e) => self.finished(Ok(Err(e))), // no thread now: a snapshot next interval
         }
     }
-}
 
-fn write(path: &Path, data: &[u8], failed: &AtomicBool) {
-    match file::save(path, data) {
-        Ok(()) => failed.store(false, Ordering::Relaxed),
-        Err(e) => {
-            if !failed.swap(true, Ordering::Relaxed) {
-                crate::log!(
-                    Level::Error,
-                    0,
-                    "state",
-                    "saving the state store to {} failed: {e}",
-                    path.display()
-                );
+    /// The write the table's changes call for: a snapshot and a new log when there is no
+    /// log to append to or it has grown too long, else the changes appended to the log.
+    fn next_write(&self, table: &mut Table) -> Option<Write> {
+        let compact = match self.log_len {
+            None => self.unsaved || table.has_changes(),
+            Some(len) => table.has_changes() && len > COMPACT_AT.max(self.snapshot_len),
+        };
+        if compact {
+            let generation = self.generation + 1;
+            let data = file::encode(table, unix_ms(SystemTime::now()), generation);
+            table.take_changes(); // all in the snapshot
+            let (snapshot, log) = (self.snapshot.clone(), self.log.clone());
+            return Some(Box::new(move || {
+                file::save(&snapshot, &data)?;
+                file::save(&log, &file::log_header(generation))?;
+                Ok(Written::Compacted {
+                    generation,
+                    snapshot_len: data.len() as u64,
+                })
+            }));
+        }
+        if !table.has_changes() {
+            return None;
+        }
+        let data = file::encode_changes(&table.take_changes());
+        let log = self.log.clone();
+        Some(Box::new(move || {
+            file::append(&log, &data)?;
+            Ok(Written::Appended(data.len() as u64))
+        }))
+    }
+
+    /// Takes note of a finished write.
+    fn finished(&mut self, result: std::thread::Result<std::io::Result<Written>>) {
+        let result = result.unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
+        match result {
+            Ok(Written::Appended(n)) => {
+                self.log_len = self.log_len.map(|len| len + n);
+            }
+            Ok(Written::Compacted {
+                generation,
+                snapshot_len,
+            }) => {
+                self.generation = generation;
+                self.snapshot_len = snapshot_len;
+                self.log_len = Some(file::LOG_HEADER as u64);
+            }
+            Err(e) => {
+                self.log_len = None;
+                if !std::mem::replace(&mut self.failed, true) {
+                    crate::log!(
+                        Level::Error,
+                        0,
+                        "state",
+                        "saving the state store in {} failed: {e}; retried every interval",
+                        self.snapshot.parent().unwrap_or(Path::new(".")).display()
+                    );
+                }
+                return;
             }
         }
+        self.unsaved = false;
+        self.failed = false;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsmtpd_plugin_api::store::Key;
+    use ringsmtpd_plugin_api::store::{Key, MAX_BATCH, MAX_VALUE};
     use ringsmtpd_plugin_api::testing::{block_on, TempDir};
+    use std::io::Write;
 
     fn key(s: &str) -> Key {
         Key::new("t", &[s.as_bytes()]).unwrap()
@@ -337,5 +487,122 @@ mod tests {
         let n = b.incr(key("shared"), 0, None);
         assert_eq!(block_on(store.send(b)).unwrap().int(n), 200);
         store.close(Duration::from_secs(10));
+    }
+
+    /// Waits (a bound on a hang, not a measure: saves come every SAVE_EVERY) until `done`.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "never {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn len(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    fn set(store: &Embedded, k: &str, v: impl Into<Vec<u8>>) {
+        let mut b = Batch::new();
+        b.set(key(k), v, None);
+        block_on(store.send(b)).unwrap();
+    }
+
+    fn value(dir: &Path, k: &str) -> Option<Vec<u8>> {
+        let (_, mut table) = load(dir, 10_000).unwrap();
+        let mut b = Batch::new();
+        let slot = b.get(key(k));
+        table
+            .apply(&b, unix_ms(SystemTime::now()))
+            .unwrap()
+            .value(slot)
+            .map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn changes_are_appended_to_the_log_not_rewritten_whole() {
+        let dir = TempDir::new("store");
+        let (snapshot, log) = (dir.path().join(FILE_NAME), dir.path().join(LOG_NAME));
+        let store = Embedded::open(dir.path(), 10_000).unwrap();
+        for chunk in (0..1000).collect::<Vec<_>>().chunks(MAX_BATCH) {
+            let mut b = Batch::new();
+            for i in chunk {
+                b.set(key(&format!("k{i}")), "v", None);
+            }
+            block_on(store.send(b)).unwrap();
+        }
+        // the first save has no log to append to: a snapshot and an empty log
+        wait_for("saved a snapshot", || len(&log) == file::LOG_HEADER as u64);
+        let whole = std::fs::read(&snapshot).unwrap();
+        assert!(whole.len() > 20_000, "{}", whole.len());
+
+        set(&store, "k7", "changed");
+        wait_for("appended", || len(&log) > file::LOG_HEADER as u64);
+        let grown = len(&log) - file::LOG_HEADER as u64;
+        assert!(grown < 100, "one change appended {grown} bytes");
+        assert_eq!(
+            std::fs::read(&snapshot).unwrap(),
+            whole,
+            "snapshot rewritten"
+        );
+        // read while the store runs, as after a crash: the log is in
+        assert_eq!(value(dir.path(), "k7"), Some(b"changed".to_vec()));
+        store.close(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_log_cut_short_is_read_up_to_its_last_record_and_trimmed() {
+        let dir = TempDir::new("store");
+        let log = dir.path().join(LOG_NAME);
+        let store = Embedded::open(dir.path(), 100).unwrap();
+        set(&store, "a", "1");
+        wait_for("saved a snapshot", || len(&log) == file::LOG_HEADER as u64);
+        set(&store, "b", "2");
+        store.close(Duration::from_secs(10));
+        let intact = len(&log);
+        assert!(intact > file::LOG_HEADER as u64);
+
+        // a crash while appending left half a record
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&[0, 0, 0, 40, b'S', 1, 2]).unwrap();
+        drop(f);
+        assert_eq!(value(dir.path(), "b"), Some(b"2".to_vec()));
+
+        let again = Embedded::open(dir.path(), 100).unwrap();
+        assert_eq!(len(&log), intact, "not trimmed");
+        set(&again, "c", "3");
+        again.close(Duration::from_secs(10));
+        // appended after the trim, so readable
+        assert_eq!(value(dir.path(), "c"), Some(b"3".to_vec()));
+        assert_eq!(value(dir.path(), "a"), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn a_long_log_is_compacted_into_a_new_snapshot() {
+        let dir = TempDir::new("store");
+        let (snapshot, log) = (dir.path().join(FILE_NAME), dir.path().join(LOG_NAME));
+        let store = Embedded::open(dir.path(), 100).unwrap();
+        set(&store, "first", "1");
+        wait_for("saved a snapshot", || len(&log) == file::LOG_HEADER as u64);
+        let generation =
+            |path: &Path| file::decode(&std::fs::read(path).unwrap(), &mut Table::new(100), 0);
+        assert_eq!(generation(&snapshot), Ok(1));
+        // one value rewritten until the log passes COMPACT_AT: each save appends its
+        // current value, the snapshot would hold it once
+        let big = vec![b'x'; MAX_VALUE - 16];
+        let mut compacted = false;
+        for _ in 0..200 {
+            set(&store, "big", big.clone());
+            std::thread::sleep(SAVE_EVERY / 4);
+            if generation(&snapshot) == Ok(2) {
+                compacted = true;
+                break;
+            }
+        }
+        assert!(compacted, "never compacted; log is {} bytes", len(&log));
+        assert!(len(&log) < COMPACT_AT);
+        store.close(Duration::from_secs(10));
+        assert_eq!(value(dir.path(), "big"), Some(big));
+        assert_eq!(value(dir.path(), "first"), Some(b"1".to_vec()));
     }
 }

@@ -2,7 +2,7 @@
 //! and the test kit's fake. Time is a parameter (milliseconds since the Unix epoch), so
 //! expiry is tested without waiting and survives a restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Batch, Key, Op, Replies, Reply, StoreError};
 
@@ -34,8 +34,9 @@ pub struct Table {
     max_entries: usize,
     seq: u64,
     evicted: Option<Evicted>,
-    /// Set by every write, cleared by [`Table::take_dirty`] (the owner persists then).
-    dirty: bool,
+    /// Keys written, deleted or evicted since [`Table::take_changes`] (the owner persists
+    /// them then). Expiry needs no record: a saved entry carries its expiry time.
+    changed: HashSet<Key>,
 }
 
 impl Table {
@@ -45,7 +46,7 @@ impl Table {
             max_entries: max_entries.max(1),
             seq: 0,
             evicted: None,
-            dirty: false,
+            changed: HashSet::new(),
         }
     }
 
@@ -105,7 +106,7 @@ impl Table {
             Op::Del(key) => {
                 let existed = self.live(key, now).is_some();
                 if self.map.remove(key).is_some() {
-                    self.dirty = true;
+                    self.changed.insert(key.clone());
                 }
                 Reply::Existed(existed)
             }
@@ -114,7 +115,7 @@ impl Table {
                 match self.map.get_mut(key) {
                     Some(e) if !expired(e, now) => {
                         e.expires = at;
-                        self.dirty = true;
+                        self.changed.insert(key.clone());
                         Reply::Existed(true)
                     }
                     _ => Reply::Existed(false),
@@ -127,7 +128,6 @@ impl Table {
     fn live(&mut self, key: &Key, now: u64) -> Option<&Entry> {
         if self.map.get(key).is_some_and(|e| expired(e, now)) {
             self.map.remove(key);
-            self.dirty = true;
         }
         self.map.get(key)
     }
@@ -143,7 +143,7 @@ impl Table {
             seq: self.seq,
         };
         self.map.insert(key.clone(), entry);
-        self.dirty = true;
+        self.changed.insert(key.clone());
     }
 
     /// Makes room: expired entries first, then the oldest-written.
@@ -156,25 +156,26 @@ impl Table {
             let cut = drop.min(seqs.len()) - 1;
             let (_, nth, _) = seqs.select_nth_unstable(cut);
             let limit = *nth;
-            let before = self.map.len();
-            self.map.retain(|_, e| e.seq > limit);
-            oldest = before - self.map.len();
+            let changed = &mut self.changed;
+            self.map.retain(|k, e| {
+                let keep = e.seq > limit;
+                if !keep {
+                    changed.insert(k.clone());
+                    oldest += 1;
+                }
+                keep
+            });
         }
         let total = self.evicted.get_or_insert_with(Evicted::default);
         total.expired += expired_count;
         total.oldest += oldest;
-        self.dirty = true;
     }
 
     /// Drops every expired entry; returns how many.
     pub fn purge_expired(&mut self, now: u64) -> usize {
         let before = self.map.len();
         self.map.retain(|_, e| !expired(e, now));
-        let dropped = before - self.map.len();
-        if dropped > 0 {
-            self.dirty = true;
-        }
-        dropped
+        before - self.map.len()
     }
 
     /// What evictions dropped since the last call, if any.
@@ -182,14 +183,21 @@ impl Table {
         self.evicted.take()
     }
 
-    /// True if something changed since the last call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::replace(&mut self.dirty, false)
+    /// True if something was written, deleted or evicted since [`Table::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
     }
 
-    /// Marks the table changed (a save that failed is retried).
-    pub fn mark_dirty(&mut self) {
-        self.dirty = true;
+    /// Each key changed since the last call, with its entry now (none: deleted or evicted;
+    /// an expired entry is returned as it is, its expiry says so).
+    pub fn take_changes(&mut self) -> Vec<(Key, Option<&Entry>)> {
+        let keys = std::mem::take(&mut self.changed);
+        keys.into_iter()
+            .map(|k| {
+                let e = self.map.get(&k);
+                (k, e)
+            })
+            .collect()
     }
 
     /// The entries not expired at `now`, oldest-written first (for saving).
@@ -199,10 +207,14 @@ impl Table {
         v
     }
 
-    /// Adds an entry read back from storage (in the order they were saved); expired ones
-    /// and those beyond the bound are skipped. Does not mark the table dirty.
+    /// Adds (or replaces) an entry read back from storage, in the order it was saved; an
+    /// expired one removes the key, and a new key beyond the bound is skipped. Not a change.
     pub fn load(&mut self, key: Key, value: Vec<u8>, expires: Option<u64>, now: u64) {
-        if expires.is_some_and(|at| at <= now) || self.map.len() >= self.max_entries {
+        if expires.is_some_and(|at| at <= now) {
+            self.map.remove(&key);
+            return;
+        }
+        if !self.map.contains_key(&key) && self.map.len() >= self.max_entries {
             return;
         }
         self.seq += 1;
@@ -215,6 +227,11 @@ impl Table {
                 seq,
             },
         );
+    }
+
+    /// Removes an entry, as a deletion read back from storage does. Not a change.
+    pub fn unload(&mut self, key: &Key) {
+        self.map.remove(key);
     }
 }
 
@@ -414,7 +431,8 @@ mod tests {
             },
             0,
         );
-        assert!(t.take_dirty() && !t.take_dirty());
+        assert_eq!(t.take_changes().len(), 2);
+        assert!(!t.has_changes());
         let saved: Vec<_> = t
             .live_entries(0)
             .into_iter()
@@ -427,5 +445,67 @@ mod tests {
         }
         assert_eq!(back.len(), 1);
         assert_eq!(get(&mut back, "b", 1500), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn changes_name_each_key_once_with_its_entry_now() {
+        let mut t = Table::new(32);
+        one(&mut t, set("a", "1", None), 0);
+        one(&mut t, set("a", "2", None), 0);
+        one(&mut t, set("b", "1", None), 0);
+        one(&mut t, Op::Del(key("b")), 0);
+        one(
+            &mut t,
+            Op::Expire {
+                key: key("c"),
+                ttl: S,
+            },
+            0,
+        ); // absent: no change
+        let mut changes: Vec<_> = t
+            .take_changes()
+            .into_iter()
+            .map(|(k, e)| (k, e.map(|e| e.value.clone())))
+            .collect();
+        changes.sort_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
+        assert_eq!(
+            changes,
+            vec![(key("a"), Some(b"2".to_vec())), (key("b"), None)]
+        );
+        assert!(!t.has_changes());
+        // reading an expired entry drops it from memory but records nothing (its saved
+        // expiry already says it is gone)
+        one(&mut t, set("e", "1", Some(S)), 0);
+        t.take_changes();
+        assert_eq!(get(&mut t, "e", 5000), None);
+        assert!(!t.has_changes());
+        // evicted entries are changes: they must not come back from the log
+        let mut small = Table::new(2);
+        one(&mut small, set("x", "1", None), 0);
+        one(&mut small, set("y", "1", None), 0);
+        small.take_changes();
+        one(&mut small, set("z", "1", None), 0);
+        let evicted: Vec<_> = small
+            .take_changes()
+            .into_iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(evicted, vec![key("x")]);
+    }
+
+    #[test]
+    fn load_replays_sets_and_deletions_in_order() {
+        let mut t = Table::new(2);
+        t.load(key("a"), b"1".to_vec(), None, 0);
+        t.load(key("a"), b"2".to_vec(), None, 0); // a later record wins
+        t.load(key("b"), b"1".to_vec(), None, 0);
+        t.load(key("a"), b"3".to_vec(), None, 0); // full, but a is there already
+        t.unload(&key("b"));
+        t.load(key("c"), b"1".to_vec(), Some(10), 0);
+        t.load(key("c"), b"1".to_vec(), Some(10), 20); // expired now: removes c
+        assert_eq!(get(&mut t, "a", 20), Some(b"3".to_vec()));
+        assert_eq!((get(&mut t, "b", 20), get(&mut t, "c", 20)), (None, None));
+        assert!(!t.has_changes());
     }
 }
