@@ -351,6 +351,55 @@ pub fn resp_reply(data: &[u8]) {
     }
 }
 
+/// The embedded store's files (`src/store/file.rs`), as a damaged disk or a crash leaves them:
+/// the first byte picks a snapshot or a log. A snapshot that loads saves and loads back to
+/// the same entries; a log's intact part replays alone to the same table with nothing torn,
+/// and what it reports intact is never longer than what it read.
+pub fn store_files(data: &[u8]) {
+    use crate::store::file::{self, Replayed};
+    use ringsmtpd_plugin_api::store::Table;
+    let Some((&pick, input)) = data.split_first() else {
+        return;
+    };
+    let entries = |t: &Table| {
+        let mut v: Vec<_> = t
+            .live_entries(0)
+            .into_iter()
+            .map(|(k, e)| (k.as_bytes().to_vec(), e.value.clone(), e.expires))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut table = Table::new(64);
+    if pick & 1 == 0 {
+        let Ok(generation) = file::decode(input, &mut table, 0) else {
+            return;
+        };
+        let mut back = Table::new(64);
+        let again = file::decode(&file::encode(&table, 0, generation), &mut back, 0);
+        assert_eq!(again, Ok(generation));
+        assert_eq!(entries(&back), entries(&table));
+        return;
+    }
+    let generation = u64::from(pick >> 1);
+    let Ok(Replayed::Applied { records, valid, .. }) =
+        file::replay(input, &mut table, 0, generation)
+    else {
+        return;
+    };
+    assert!(valid <= input.len(), "intact {valid} of {}", input.len());
+    let mut alone = Table::new(64);
+    assert_eq!(
+        file::replay(&input[..valid], &mut alone, 0, generation),
+        Ok(Replayed::Applied {
+            records,
+            valid,
+            torn: None
+        })
+    );
+    assert_eq!(entries(&alone), entries(&table));
+}
+
 /// The DNS client's reply reader: the bytes a server sends, decoded (hickory-proto), checked
 /// against our question and interpreted (CNAME chains, TTLs, negative caching). The first byte
 /// picks the query type; the question is `fuzz.example.test`.

@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session", core::session),
     ("smtp_reply", smtp_reply),
     ("spf_record", spf_record),
+    ("store_files", core::store_files),
 ];
 
 /// The target called `name`.
