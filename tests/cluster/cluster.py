@@ -346,6 +346,17 @@ class Cluster:
                 total[seq] = total.get(seq, 0) + n
         return total
 
+    def set_state(self, name, state):
+        """HAProxy's admin state of mail host `name`: "drain" (no new sessions; those open go
+        on) or "ready"."""
+        out = self.haproxy.command(f"set server ringsmtpd/{name} state {state}").strip()
+        assert out == "", f"haproxy: {out}"
+
+    def wait_no_sessions(self, name, deadline=60):
+        """Waits until HAProxy has no session open to mail host `name`."""
+        e2e.wait_for(lambda: self.haproxy.stats()[name]["scur"] == "0", deadline,
+                     f"the sessions on {name} to end", interval=0.05)
+
     def restart_balancer(self):
         """Stops HAProxy (SIGTERM: at once, its connections cut) and starts it again on the same
         config; returns once it sees the mail hosts that run as UP."""
