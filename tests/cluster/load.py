@@ -1,7 +1,14 @@
 """What the fault and upgrade tests check after a load through the balancer: the counts that say
 no mail was lost or duplicated. Counts only, never timings."""
 
+import json
+import os
+
 from cluster import MAIL, e2e
+
+# bench/cluster sets this to collect the fault runs' counts (one JSON line per check) for its
+# report; the tests themselves only assert on them.
+COUNTS_FILE = os.environ.get("RINGSMTPD_CLUSTER_COUNTS")
 
 # greylisting in log-only mode keeps the state store (Redis) on every message's path without
 # deferring the load's one triplet; rcpt_ok and queue/maildir accept and store it.
@@ -43,6 +50,9 @@ def check_no_loss(cluster, report, label):
         "refused": sum(e["count"] for e in report["errors"] if e["kind"] == "refused"),
     }
     print(f"\n{label}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if COUNTS_FILE:
+        with open(COUNTS_FILE, "a") as f:
+            f.write(json.dumps({"label": label, **counts}) + "\n")
     assert m["balanced"], m
     assert len(acked) == len(set(acked)) == m["accepted"], "the accepted list and the report disagree"
     assert counts["250 found"] == counts["250 given"], \
