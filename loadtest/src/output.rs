@@ -493,7 +493,6 @@ pub fn rates(timeline: &[Sample], bucket: f64, f: impl Fn(&Sample) -> u64) -> Ve
     out
 }
 
-/// The report's plots: latency by percentile per phase, and throughput over time.
 /// `--accepted FILE`: the sequence number of every message answered 250, one a line,
 /// ascending, as written in its `X-Loadtest-Seq` header (zero-padded).
 pub fn accepted(r: &Report) -> String {
@@ -506,6 +505,7 @@ pub fn accepted(r: &Report) -> String {
     out
 }
 
+/// The report's plots: latency by percentile per phase, and throughput over time.
 pub fn svg(r: &Report) -> String {
     let (w, h) = (1060.0, 760.0);
     let mut o = String::new();

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import netns
 
@@ -84,8 +83,9 @@ def bl_zone():
 
 
 def haproxy_config(d, servers):
-    """The balancer's config, as docs/deploy.md shows it ("Several hosts behind HAProxy"),
-    with short check intervals so a dead host is noticed quickly."""
+    """The balancer's config as docs/deploy.md shows it ("Several hosts behind HAProxy"), but
+    with this network's addresses and shorter timeouts and check intervals (a dead host is
+    noticed within a second or two)."""
     lines = "".join(f"    server {name} {addr}:{SMTP_PORT}\n" for name, addr in servers.items())
     return f"""global
     maxconn 4000
@@ -119,9 +119,6 @@ class Process:
         self.logfile = pathlib.Path(logfile)
         with open(self.logfile, "ab") as log:
             self.proc = ns.popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-
-    def alive(self):
-        return self.proc.poll() is None
 
     def log(self):
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
@@ -235,9 +232,11 @@ class MailHost(e2e.Server):
         return found
 
 
-def cluster_settings():
+def host_settings(name, dns_port):
+    """The config files every mail host gets (beside tests/e2e's base config)."""
     return {
-        "dns_servers": None,  # filled in once knot has its port
+        "me": f"{name}.cluster.test",
+        "dns_servers": f"{DNS}:{dns_port}",
         "state_store": f"redis {REDIS}:{REDIS_PORT} timeout 2",
         "dnsbl_zones": BL_ZONE,
         # Short drains: a test's SIGTERM must not wait long for the balancer's idle check.
@@ -282,10 +281,7 @@ class Cluster:
             raise
 
     def make_host(self, name, extra_args=(), dirname=None):
-        settings = cluster_settings()
-        settings["dns_servers"] = f"{DNS}:{self.knot.port}"
-        settings["me"] = f"{name}.cluster.test"
-        settings.update(self.extra_settings)
+        settings = {**host_settings(name, self.knot.port), **self.extra_settings}
         return MailHost(self.net[name], MAIL[name], self.base / (dirname or name), self.plugins, settings,
                         extra_args)
 
