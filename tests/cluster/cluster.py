@@ -239,7 +239,7 @@ def host_settings(name, dns_port):
         "dns_servers": f"{DNS}:{dns_port}",
         "state_store": f"redis {REDIS}:{REDIS_PORT} timeout 2",
         "dnsbl_zones": BL_ZONE,
-        # Short drains: a test's SIGTERM must not wait long for the balancer's idle check.
+        # Short drains: a stop at a test's end waits at most this long for a session left open.
         "shutdown_timeout": 10,
     }
 
