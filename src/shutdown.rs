@@ -1,5 +1,6 @@
-//! The worker-local shutdown flag: set once when the server stops, awaited by every read of
-//! every session (which then answers 421) and by the accept loops.
+//! A worker-local shutdown flag, set once. Each worker has two (src/worker.rs): one set when
+//! the server stops, awaited by the accept loops; one set after the drain's grace, awaited by
+//! every read of every session (which then answers 421).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

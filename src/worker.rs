@@ -21,6 +21,13 @@ use crate::session::Env;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 
+/// At shutdown, how long sessions carry on as usual once the listeners are closed, before
+/// they are told `421` at their next command (idle ones at once). A client in the middle of
+/// its conversation (EHLO, a transaction, QUIT: a few round trips) reaches its end instead
+/// of a 421, so an upgrade with `--join` defers nothing; an idle client waits this long more
+/// for its 421. Never longer than `shutdown_timeout`.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// Starts `threads` workers on `listeners` (one socket per worker per listen address, bound
 /// by the caller). Returns the join handles.
 pub fn start(
@@ -80,7 +87,11 @@ fn stop_all(control: &Control, handles: Vec<std::thread::JoinHandle<()>>, why: S
 struct WorkerEnv {
     id: u16,
     control: Arc<Control>,
+    /// Set when the server stops: the accept loops end (the listeners close).
     shutdown: Rc<Shutdown>,
+    /// Set [`DRAIN_GRACE`] later (or when no session is left): the sessions' flag, in their
+    /// [`Env`]; they answer 421 at their next command.
+    closing: Rc<Shutdown>,
     current: RefCell<(u64, Rc<Env>)>,
     next_conn: Cell<u64>,
     active: Cell<usize>,
@@ -94,7 +105,7 @@ impl WorkerEnv {
         let gen = self.control.generation();
         if self.current.borrow().0 != gen {
             let snap = self.control.snapshot();
-            match make_env(&snap, self.shutdown.clone(), self.metrics.clone()) {
+            match make_env(&snap, self.closing.clone(), self.metrics.clone()) {
                 Ok(env) => *self.current.borrow_mut() = (gen, Rc::new(env)),
                 Err(e) => {
                     crate::log!(
@@ -161,10 +172,11 @@ async fn worker(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shutdown = Rc::new(Shutdown::default());
+    let closing = Rc::new(Shutdown::default());
     let snap = control.snapshot();
     let gen = control.generation();
     let metrics = crate::metrics::register();
-    let env = match make_env(&snap, shutdown.clone(), metrics.clone()) {
+    let env = match make_env(&snap, closing.clone(), metrics.clone()) {
         Ok(env) => Rc::new(env),
         Err(e) => {
             let _ = ready.send(Err(format!("worker {id}: {e}")));
@@ -175,6 +187,7 @@ async fn worker(
         id,
         control,
         shutdown: shutdown.clone(),
+        closing: closing.clone(),
         current: RefCell::new((gen, env)),
         next_conn: Cell::new(0),
         active: Cell::new(0),
@@ -212,11 +225,14 @@ async fn worker(
         });
     }
     shutdown.wait().await;
-    // Drain: sessions answer 421 at their next command; those inside DATA may finish.
-    let deadline = Instant::now() + w.current.borrow().1.settings.shutdown_timeout;
-    while w.active.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Drain. The accept loops end (their listeners close): no new connection. First the grace,
+    // in which the sessions carry on; then they answer 421 at their next command, and those
+    // inside DATA may finish until the deadline.
+    let started = Instant::now();
+    let timeout = w.current.borrow().1.settings.shutdown_timeout;
+    wait_sessions(&w, started + DRAIN_GRACE.min(timeout)).await;
+    closing.trigger();
+    wait_sessions(&w, started + timeout).await;
     if w.active.get() > 0 {
         crate::log!(
             Level::Warn,
@@ -225,6 +241,13 @@ async fn worker(
             "worker {id}: {} sessions cut at shutdown",
             w.active.get()
         );
+    }
+}
+
+/// Waits until no session is left or `until`.
+async fn wait_sessions(w: &WorkerEnv, until: Instant) {
+    while w.active.get() > 0 && Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

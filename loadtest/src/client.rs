@@ -279,7 +279,12 @@ impl Slot {
             self.ctx.stats.borrow_mut().last_answer = Some(Instant::now());
             match outcome {
                 Ok(Outcome::Accepted) => {
-                    self.ctx.stats.borrow_mut().accepted += 1;
+                    let mut st = self.ctx.stats.borrow_mut();
+                    st.accepted += 1;
+                    if self.ctx.cfg.accepted_log.is_some() {
+                        st.accepted_seqs.push(ticket.seq);
+                    }
+                    drop(st);
                     self.ctx.shared.accepted.fetch_add(1, Relaxed);
                 }
                 Ok(Outcome::Rejected(code)) => {

@@ -73,6 +73,8 @@ limits
 output
   --json                print the report as JSON on stdout instead of the table
   --svg FILE            write latency-by-percentile and throughput-over-time plots
+  --accepted FILE       write the X-Loadtest-Seq of every message answered 250 to its final
+                        dot, one a line, ascending (to check each arrived exactly once)
   --quiet               no progress line
   --help, --version
 
@@ -126,6 +128,8 @@ pub struct Config {
     pub max_failures: u32,
     pub json: bool,
     pub svg: Option<PathBuf>,
+    /// `--accepted FILE`: where the sequence numbers of the messages that got 250 go.
+    pub accepted_log: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -156,6 +160,7 @@ impl Config {
             max_failures: 5,
             json: false,
             svg: None,
+            accepted_log: None,
             quiet: false,
         }
     }
@@ -375,6 +380,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
             "--max-failures" => cfg.max_failures = parse_num(&value()?, "--max-failures")?,
             "--json" => cfg.json = true,
             "--svg" => cfg.svg = Some(value()?.into()),
+            "--accepted" => cfg.accepted_log = Some(value()?.into()),
             "--quiet" | "-q" => cfg.quiet = true,
             "--starttls" | "--tls" | "--auth" | "--auth-user" | "--auth-password" => {
                 return Err(format!(

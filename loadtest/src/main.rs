@@ -57,6 +57,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    if let Some(path) = &cfg.accepted_log {
+        if let Err(e) = std::fs::write(path, output::accepted(&report)) {
+            eprintln!("smtp-loadtest: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
     let s = &report.stats;
     if s.sessions == 0 && s.conn_failed > 0 {
         return ExitCode::from(1);

@@ -1,10 +1,11 @@
-//! The report three ways: a table for people, JSON for scripts, SVG plots.
+//! The report three ways: a table for people, JSON for scripts, SVG plots; and the list of
+//! accepted messages (`--accepted`).
 
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::config::Body;
+use crate::config::{Body, SEQ_DIGITS};
 use crate::run::Report;
 use crate::stats::{percentile_curve, Phase, Sample};
 
@@ -488,6 +489,18 @@ pub fn rates(timeline: &[Sample], bucket: f64, f: impl Fn(&Sample) -> u64) -> Ve
             out.push((s.t, f(s).saturating_sub(f(&prev)) as f64 / dt));
         }
         prev = *s;
+    }
+    out
+}
+
+/// `--accepted FILE`: the sequence number of every message answered 250, one a line,
+/// ascending, as written in its `X-Loadtest-Seq` header (zero-padded).
+pub fn accepted(r: &Report) -> String {
+    let mut seqs = r.stats.accepted_seqs.clone();
+    seqs.sort_unstable();
+    let mut out = String::with_capacity(seqs.len() * (SEQ_DIGITS + 1));
+    for seq in seqs {
+        let _ = writeln!(out, "{seq:0w$}", w = SEQ_DIGITS);
     }
     out
 }

@@ -132,6 +132,8 @@ pub struct Stats {
     pub errors: BTreeMap<(&'static str, String), u64>,
     /// When the last message was answered (the end of the busy time the rate is taken over).
     pub last_answer: Option<Instant>,
+    /// Sequence numbers of the accepted messages, kept only for `--accepted`.
+    pub accepted_seqs: Vec<u64>,
 }
 
 impl Default for Stats {
@@ -152,6 +154,7 @@ impl Default for Stats {
             slots_gave_up: 0,
             errors: BTreeMap::new(),
             last_answer: None,
+            accepted_seqs: Vec::new(),
         }
     }
 }
@@ -210,6 +213,7 @@ impl Stats {
         self.no_pipelining += o.no_pipelining;
         self.slots_gave_up += o.slots_gave_up;
         self.last_answer = self.last_answer.max(o.last_answer);
+        self.accepted_seqs.extend_from_slice(&o.accepted_seqs);
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }

@@ -479,3 +479,34 @@ fn idle_mode_holds_connections_then_quits() {
     assert_eq!(r.stats.codes[221], 6);
     assert!(seen.lock().unwrap().seqs.is_empty());
 }
+
+#[test]
+fn accepted_list_names_exactly_the_messages_answered_250() {
+    // Every message accepted: the list is every sequence number the server saw, once.
+    let (addr, seen) = fake(Mode::Good, false);
+    let mut c = config(addr);
+    c.messages = Some(60);
+    c.per_session = 4;
+    c.accepted_log = Some("unused-by-run".into());
+    let r = go(&c);
+    let listed: Vec<u64> = smtp_loadtest::output::accepted(&r)
+        .lines()
+        .map(|l| {
+            assert_eq!(l.len(), smtp_loadtest::config::SEQ_DIGITS, "{l:?}");
+            l.parse().unwrap()
+        })
+        .collect();
+    let mut received = seen.lock().unwrap().seqs.clone();
+    received.sort_unstable();
+    assert_eq!(listed, received);
+    assert_eq!(listed, (1..=60).collect::<Vec<u64>>());
+
+    // A server that closes in the middle of DATA answers nothing with 250: an empty list.
+    let (addr, _) = fake(Mode::CloseMidData, false);
+    let mut c = config(addr);
+    c.messages = Some(10);
+    c.accepted_log = Some("unused-by-run".into());
+    let r = go(&c);
+    assert_eq!(r.stats.failed, 10);
+    assert_eq!(smtp_loadtest::output::accepted(&r), "");
+}

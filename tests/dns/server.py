@@ -119,7 +119,7 @@ def _recv_exact(s, n):
 class KnotServer:
     """A running knotd. Use start_knot() to make one."""
 
-    def __init__(self, zones, servfail_zones):
+    def __init__(self, zones, servfail_zones, also_listen=()):
         self.knotd = _which("knotd")
         self.knotc = _which("knotc")
         if not self.knotd or not self.knotc:
@@ -127,6 +127,9 @@ class KnotServer:
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="ringsmtpd-knot-"))
         self.zones = dict(zones)
         self.servfail_zones = tuple(servfail_zones)
+        # Addresses knot also listens on (same port), beside 127.0.0.1: tests/cluster runs it
+        # in a network namespace where the other hosts reach it at such an address.
+        self.also_listen = tuple(also_listen)
         self.port = None
         self.proc = None
         self._baseline = {"udp": 0, "tcp": 0}
@@ -139,8 +142,9 @@ class KnotServer:
 
     def _config(self, port):
         zones = "".join(f"  - domain: {z}\n" for z in list(self.zones) + list(self.servfail_zones))
+        listen = ", ".join(f"{a}@{port}" for a in ("127.0.0.1",) + self.also_listen)
         return f"""server:
-    listen: 127.0.0.1@{port}
+    listen: [ {listen} ]
     rundir: {self.dir}
     pidfile: {self.dir}/knot.pid
     udp-workers: 1
@@ -260,13 +264,13 @@ def shipped_zones():
     return {p.name[: -len(".zone")]: p.read_text() for p in sorted(ZONES.glob("*.zone"))}
 
 
-def start_knot(zones=None, only=False, servfail_zones=SERVFAIL_ZONES):
+def start_knot(zones=None, only=False, servfail_zones=SERVFAIL_ZONES, also_listen=()):
     """Starts knotd on a free 127.0.0.1 port with the shipped zones plus `zones` (origin ->
-    zone text; `only=True`: just those). Returns a KnotServer (.port, .stop(), .counts(),
-    .query_count()); also a context manager."""
+    zone text; `only=True`: just those), and on the same port of each `also_listen` address.
+    Returns a KnotServer (.port, .stop(), .counts(), .query_count()); also a context manager."""
     all_zones = {} if only else shipped_zones()
     all_zones.update(zones or {})
-    return KnotServer(all_zones, servfail_zones).start()
+    return KnotServer(all_zones, servfail_zones, also_listen).start()
 
 
 # ---------------------------------------------------------------------------------------------

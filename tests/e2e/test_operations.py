@@ -256,6 +256,20 @@ def test_sigterm_with_idle_client(server):
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
 
 
+def test_sigterm_lets_a_session_in_conversation_reach_its_quit(server):
+    """The drain's grace (DRAIN_GRACE, 2 s, src/worker.rs): a client that goes on right after
+    the SIGTERM finishes its transaction and QUITs, as during an upgrade with --join; only
+    after the grace is a session told 421 (test_sigterm_with_idle_client)."""
+    c = server.connect()
+    c.ehlo()
+    server.signal(signal.SIGTERM)
+    server.wait_log("shutting down")
+    _, msg = deliver(server, "sent during the grace", client=c)
+    c.cmd("QUIT", 221)
+    assert server.wait_exit() == 0
+    check_delivered(server.maildir.only(), SENDER, [RCPT], msg)
+
+
 def test_sigterm_during_data_lets_the_transaction_finish(server):
     idle = server.connect()
     idle.ehlo()
