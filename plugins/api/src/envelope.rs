@@ -127,6 +127,67 @@ impl Notify {
     }
 }
 
+impl std::fmt::Display for Notify {
+    /// The value of `NOTIFY=`: `NEVER`, or the classes joined by commas.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.never {
+            return f.write_str("NEVER");
+        }
+        let classes = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ];
+        let set: Vec<&str> = classes.iter().filter(|c| c.0).map(|c| c.1).collect();
+        f.write_str(&set.join(","))
+    }
+}
+
+impl MailParams {
+    /// The parameters as the client would send them again after `MAIL FROM:<...>`
+    /// (`SIZE=10`, `BODY=8BITMIME`, `SMTPUTF8`, `RET=HDRS`, `ENVID=`, `AUTH=`); a `BODY=7BIT`
+    /// cannot be told from none and is left out.
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(size) = self.size {
+            w.push(format!("SIZE={size}"));
+        }
+        if self.body == BodyType::EightBitMime {
+            w.push("BODY=8BITMIME".into());
+        }
+        if self.smtputf8 {
+            w.push("SMTPUTF8".into());
+        }
+        match self.ret {
+            Some(Ret::Full) => w.push("RET=FULL".into()),
+            Some(Ret::Hdrs) => w.push("RET=HDRS".into()),
+            None => {}
+        }
+        if let Some(envid) = &self.envid {
+            w.push(format!("ENVID={envid}"));
+        }
+        if let Some(auth) = &self.auth {
+            w.push(format!("AUTH={auth}"));
+        }
+        w
+    }
+}
+
+impl RcptParams {
+    /// The parameters as the client would send them again after `RCPT TO:<...>`
+    /// (`NOTIFY=`, `ORCPT=`).
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.notify.is_unset() {
+            w.push(format!("NOTIFY={}", self.notify));
+        }
+        if let Some(orcpt) = &self.orcpt {
+            w.push(format!("ORCPT={orcpt}"));
+        }
+        w
+    }
+}
+
 /// The parameters of `RCPT TO`, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RcptParams {

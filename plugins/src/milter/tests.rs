@@ -11,6 +11,9 @@ use ringsmtpd_plugin_api::{Cx, Outcome, Plugin, Transaction};
 
 use super::proto::{self, action, step};
 
+mod clock;
+use clock::{clocked_client, silence};
+
 fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     let mut v = ((data.len() + 1) as u32).to_be_bytes().to_vec();
     v.push(cmd);
@@ -127,26 +130,33 @@ struct Run {
     svc: Rc<FakeServices>,
 }
 
-/// A whole session of `p`: connect, HELO, MAIL, RCPT, DATA, end of message, RSET, QUIT.
+/// The outcomes of a whole session of `p` on `cx`: connect, HELO, MAIL, RCPT, DATA and end
+/// of message (then RSET and QUIT).
+fn stages(p: &dyn Plugin, cx: &mut Cx, t: &mut Transaction) -> Vec<Outcome> {
+    let outcomes = vec![
+        run(p.connect(cx)),
+        run(p.helo(cx, "client.example")),
+        run(p.mail(cx, t)),
+        run(p.rcpt(cx, t, &rcpt("<u@example.test>"))),
+        run(p.data(cx, t)),
+        run(p.data_post(cx, t)),
+    ];
+    let _ = run(p.reset_transaction(cx, t));
+    let _ = run(p.disconnect(cx));
+    outcomes
+}
+
+/// A whole session of `p` ([`stages`]).
 fn whole(p: &dyn Plugin) -> Run {
     let (mut cx, svc) = client();
     let mut t = txn();
-    let mut first = run(p.connect(&mut cx));
-    for o in [
-        run(p.helo(&mut cx, "client.example")),
-        run(p.mail(&mut cx, &mut t)),
-        run(p.rcpt(&mut cx, &mut t, &rcpt("<u@example.test>"))),
-        run(p.data(&mut cx, &mut t)),
-    ] {
-        if first == Outcome::Declined {
-            first = o;
-        }
-    }
-    let eom = run(p.data_post(&mut cx, &mut t));
-    let _ = run(p.reset_transaction(&mut cx, &mut t));
-    let _ = run(p.disconnect(&mut cx));
+    let mut o = stages(p, &mut cx, &mut t);
+    let eom = o.pop().unwrap();
     Run {
-        first,
+        first: o
+            .into_iter()
+            .find(|o| *o != Outcome::Declined)
+            .unwrap_or(Outcome::Declined),
         eom,
         txn: t,
         svc,
@@ -550,4 +560,358 @@ fn a_hook_cut_short_leaves_the_default_action() {
         run(m.mail(&mut cx, &mut t)),
         Outcome::DenySoft(Some(_))
     ));
+}
+
+#[test]
+fn progress_restarts_the_wait() {
+    // eom_timeout 20: two silences of 15 s, each after a progress, are within it.
+    let peer = fake(|_, cmd, _| {
+        (cmd == b'E').then(|| {
+            let p = packet(b'p', b"");
+            vec![p.clone(), silence(15), p, silence(15), packet(b'c', b"")]
+        })
+    });
+    let p = plugin(&peer, "eom_timeout 20");
+    let (mut cx, svc) = clocked_client();
+    let o = stages(&*p, &mut cx, &mut txn());
+    assert!(o.iter().all(|o| *o == Outcome::Declined), "{o:?}");
+    assert!(svc.fake.logs.borrow().is_empty());
+
+    // The same 30 s without a progress between: no answer within 20 s.
+    let peer =
+        fake(|_, cmd, _| (cmd == b'E').then(|| vec![silence(15), silence(15), packet(b'c', b"")]));
+    let p = plugin(&peer, "eom_timeout 20");
+    let (mut cx, svc) = clocked_client();
+    let o = stages(&*p, &mut cx, &mut txn());
+    assert!(matches!(o[5], Outcome::DenySoft(Some(_))), "{o:?}");
+    assert!(svc.fake.logged("no answer within 20s"));
+}
+
+/// The default action's outcome, as the plugin gives it.
+fn default_outcome(action: &str) -> fn(&Outcome) -> bool {
+    match action {
+        "accept" => |o| *o == Outcome::Declined,
+        "tempfail" => |o| matches!(o, Outcome::DenySoft(Some(m)) if m.starts_with("4.7.1")),
+        _ => |o| matches!(o, Outcome::Deny(Some(m)) if m.starts_with("5.7.1")),
+    }
+}
+
+/// A milter that answers `bad` to the command `at` on its first connection only, having
+/// negotiated `actions`: under each default action, the stage `stage` (0 connect ... 5 end of
+/// message) and every later one get that action's outcome, one line saying `why` is logged,
+/// the connection is dropped (the milter sees it close) and not opened again in the session,
+/// and the next session opens a new one that works.
+fn assert_failure_handled(at: u8, bad: Vec<Vec<u8>>, actions: u32, stage: usize, why: &str) {
+    for action in ["accept", "tempfail", "reject"] {
+        let bad = bad.clone();
+        let peer = fake(move |n, cmd, _| match cmd {
+            b'O' => Some(vec![optneg(actions, 0)]),
+            c if c == at && n == 0 => Some(bad.clone()),
+            _ => None,
+        });
+        let p = plugin(&peer, &format!("default_action {action}"));
+        let (mut cx, svc) = clocked_client();
+        let o = stages(&*p, &mut cx, &mut txn());
+        let expected = default_outcome(action);
+        for (i, o) in o.iter().enumerate() {
+            if i < stage {
+                assert_eq!(*o, Outcome::Declined, "{why}, {action}: stage {i}");
+            } else {
+                assert!(expected(o), "{why}, {action}: stage {i} gave {o:?}");
+            }
+        }
+        let logs = svc.fake.logs.borrow();
+        assert_eq!(logs.len(), 1, "{why}, {action}: {logs:?}");
+        assert!(logs[0].2.contains(why), "{why}, {action}: {logs:?}");
+        assert!(logs[0].2.contains("default action"), "{logs:?}");
+        assert_eq!(svc.fake.connects.borrow().len(), 1, "{why}, {action}");
+        let seen = peer.take();
+        let sent = letters(&seen);
+        let after_bad = &sent[sent.iter().position(|&c| c == at).unwrap() + 1..];
+        assert!(
+            after_bad.is_empty() || after_bad == [EOF],
+            "{why}, {action}: sent {after_bad:?} after the failure"
+        );
+        // The next session: a new connection, a milter that behaves.
+        let (mut cx, svc) = client();
+        let o = stages(&*p, &mut cx, &mut txn());
+        assert!(
+            o.iter().all(|o| *o == Outcome::Declined),
+            "{why}, {action}: {o:?}"
+        );
+        assert_eq!(svc.connects.borrow().len(), 1);
+        assert_eq!(letters(&peer.take())[0], b'O');
+    }
+}
+
+#[test]
+fn bad_input_gets_the_default_action() {
+    // An unknown reply.
+    assert_failure_handled(b'R', vec![packet(b'Z', b"")], 0, 3, "unknown reply 0x5a");
+    // A packet longer than its declared length: a continue with three bytes more.
+    assert_failure_handled(
+        b'M',
+        vec![vec![0, 0, 0, 1, b'c', b'x', b'y', b'z']],
+        0,
+        2,
+        "sent 3 bytes after its answer",
+    );
+    // A packet over 64 MiB.
+    assert_failure_handled(
+        b'H',
+        vec![vec![4, 0, 0, 1, b'c']],
+        0,
+        1,
+        "packet of 67108865 bytes",
+    );
+    // Closes mid-message: a reply cut short, then EOF.
+    assert_failure_handled(
+        b'B',
+        vec![vec![0, 0, 0, 9, b'h', b'X'], CLOSE.to_vec()],
+        0,
+        5,
+        "closed the connection",
+    );
+    // Never answers.
+    assert_failure_handled(b'T', vec![silence(3600)], 0, 4, "no answer within 20s");
+    // A modification it did not negotiate.
+    assert_failure_handled(
+        b'E',
+        vec![packet(b'+', b"<x@example.net>\0"), packet(b'c', b"")],
+        action::ADDHDRS,
+        5,
+        "sent add-recipient without negotiating action 0x4",
+    );
+}
+
+/// The macros sent for the stage whose command letter is `stage`.
+fn macros_at(seen: &Seen, stage: u8) -> Vec<(String, String)> {
+    let Some((_, d)) = seen
+        .iter()
+        .find(|(c, d)| *c == b'D' && d.first() == Some(&stage))
+    else {
+        return Vec::new();
+    };
+    let strings: Vec<String> = d[1..]
+        .split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    strings
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect()
+}
+
+fn names(m: &[(String, String)]) -> Vec<&str> {
+    m.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn macros_of_each_stage_and_esmtp_arguments() {
+    use ringsmtpd_plugin_api::{AuthInfo, BodyType, Notify, TlsInfo};
+    let peer = fake(|_, _, _| None);
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    cx.conn.tls = Some(TlsInfo {
+        protocol: "TLSv1.3".into(),
+        cipher: "TLS_AES_256_GCM_SHA384".into(),
+    });
+    cx.conn.auth = Some(AuthInfo {
+        user: "joe".into(),
+        mechanism: "PLAIN".into(),
+    });
+    let mut t = txn();
+    t.mail_params.size = Some(1234);
+    t.mail_params.body = BodyType::EightBitMime;
+    t.mail_params.envid = Some("QQ+2B1".into());
+    let mut r = rcpt("<u@example.test>");
+    r.params.notify = Notify {
+        success: true,
+        failure: true,
+        ..Notify::default()
+    };
+    r.params.orcpt = Some("rfc822;u@example.test".into());
+    run(p.connect(&mut cx));
+    run(p.ehlo(&mut cx, "client.example"));
+    run(p.mail(&mut cx, &mut t));
+    run(p.rcpt(&mut cx, &mut t, &r));
+    run(p.data(&mut cx, &mut t));
+    run(p.data_post(&mut cx, &mut t));
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    let connect = macros_at(&seen, b'C');
+    for n in [
+        "j",
+        "{daemon_name}",
+        "{daemon_addr}",
+        "v",
+        "_",
+        "{client_addr}",
+        "{client_name}",
+    ] {
+        assert!(names(&connect).contains(&n), "{n} in {connect:?}");
+    }
+    assert!(connect.contains(&("j".into(), "mx.example.test".into())));
+    assert_eq!(
+        macros_at(&seen, b'H'),
+        [
+            ("{tls_version}".into(), "TLSv1.3".into()),
+            ("{cipher}".into(), "TLS_AES_256_GCM_SHA384".into())
+        ]
+    );
+    let mail = macros_at(&seen, b'M');
+    assert_eq!(
+        names(&mail),
+        [
+            "i",
+            "{auth_type}",
+            "{auth_authen}",
+            "{mail_addr}",
+            "{mail_host}",
+            "{mail_mailer}"
+        ]
+    );
+    assert!(mail.contains(&("{auth_authen}".into(), "joe".into())));
+    assert!(mail.contains(&("{mail_addr}".into(), "a@example.org".into())));
+    let rcpt_macros = macros_at(&seen, b'R');
+    assert_eq!(
+        names(&rcpt_macros),
+        ["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]
+    );
+    assert!(rcpt_macros.contains(&("{rcpt_addr}".into(), "u@example.test".into())));
+    for stage in [b'T', b'N', b'E'] {
+        assert_eq!(macros_at(&seen, stage), [("i".into(), "1.1".into())]);
+    }
+    // The ESMTP arguments follow the path.
+    let find = |c: u8| seen.iter().find(|(x, _)| *x == c).unwrap().1.clone();
+    assert_eq!(
+        find(b'M'),
+        b"<a@example.org>\0SIZE=1234\0BODY=8BITMIME\0ENVID=QQ+2B1\0".to_vec()
+    );
+    assert_eq!(
+        find(b'R'),
+        b"<u@example.test>\0NOTIFY=SUCCESS,FAILURE\0ORCPT=rfc822;u@example.test\0".to_vec()
+    );
+}
+
+#[test]
+fn a_symbol_list_narrows_the_macros() {
+    // SMFIF_SETSYMLIST: at MAIL only {mail_addr}, at connect only j.
+    let (_, seen) = session(
+        |_, cmd, _| {
+            (cmd == b'O').then(|| {
+                let mut d = Vec::new();
+                for v in [6, action::SETSYMLIST, 0, 2] {
+                    d.extend_from_slice(&u32::to_be_bytes(v));
+                }
+                d.extend_from_slice(b"{mail_addr}\0");
+                d.extend_from_slice(&0u32.to_be_bytes());
+                d.extend_from_slice(b"j\0");
+                vec![packet(b'O', &d)]
+            })
+        },
+        "",
+    );
+    assert_eq!(names(&macros_at(&seen, b'M')), ["{mail_addr}"]);
+    assert_eq!(names(&macros_at(&seen, b'C')), ["j"]);
+    assert_eq!(
+        names(&macros_at(&seen, b'R')),
+        ["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]
+    );
+}
+
+#[test]
+fn unknown_commands_go_to_the_milter() {
+    let peer = fake(|_, cmd, data| match (cmd, data) {
+        (b'U', b"XYZZY magic words\0") => Some(vec![packet(b'y', b"502 5.5.1 no magic here\0")]),
+        (b'U', _) => Some(vec![packet(b'a', b"")]),
+        _ => None,
+    });
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    run(p.connect(&mut cx));
+    let Outcome::Done(Some(r)) = run(p.unrecognized_command(&mut cx, "xyzzy", "magic words"))
+    else {
+        panic!("no reply code")
+    };
+    assert_eq!((r.code, &r.lines[..]), (502, &["no magic here".into()][..]));
+    // An accept answers this command only: the milter still sees HELO.
+    assert_eq!(
+        run(p.unrecognized_command(&mut cx, "plugh", "")),
+        Outcome::Declined
+    );
+    assert_eq!(run(p.helo(&mut cx, "client.example")), Outcome::Declined);
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    assert_eq!(letters(&seen), b"OCUUHQ".to_vec());
+    assert!(seen.contains(&(b'U', b"PLUGH\0".to_vec())));
+
+    // Not sent when the milter asked not to see them, nor to a version 2 milter.
+    for neg in [optneg(0, step::NOUNKNOWN), {
+        let mut v2 = optneg(0, 0);
+        v2[8] = 2;
+        v2
+    }] {
+        let peer = fake(move |_, cmd, _| match cmd {
+            b'O' => Some(vec![neg.clone()]),
+            b'U' => Some(vec![packet(b'r', b"")]),
+            _ => None,
+        });
+        let p = plugin(&peer, "");
+        let (mut cx, _) = client();
+        run(p.connect(&mut cx));
+        assert_eq!(
+            run(p.unrecognized_command(&mut cx, "xyzzy", "")),
+            Outcome::Declined
+        );
+        run(p.disconnect(&mut cx));
+        assert_eq!(letters(&peer.take()), b"OCQ".to_vec());
+    }
+}
+
+#[test]
+fn rejected_recipients_are_shown_when_negotiated() {
+    use ringsmtpd_plugin_api::Hook;
+    let script = |steps: u32| move |_, cmd, _: &[u8]| (cmd == b'O').then(|| vec![optneg(0, steps)]);
+    let peer = fake(script(step::RCPT_REJ));
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    let mut t = txn();
+    run(p.connect(&mut cx));
+    run(p.mail(&mut cx, &mut t));
+    // A plugin after the milter refuses <bad@...> at rcpt: the milter sees it as rejected.
+    let refusal = Outcome::Deny(Some("5.1.1 no such user".into()));
+    run(p.rcpt_pre(&mut cx, "<bad@example.test>", "NOTIFY=NEVER"));
+    assert_eq!(
+        run(p.deny(&mut cx, "rcpt_ok", Hook::RcptPre, &refusal)),
+        Outcome::Declined
+    );
+    // A recipient the milter saw and a later plugin refused is not shown again.
+    run(p.rcpt_pre(&mut cx, "<u@example.test>", ""));
+    run(p.rcpt(&mut cx, &mut t, &rcpt("<u@example.test>")));
+    run(p.deny(&mut cx, "other", Hook::Rcpt, &refusal));
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    assert_eq!(letters(&seen), b"OCMRRQ".to_vec());
+    assert!(seen.contains(&(b'R', b"<bad@example.test>\0NOTIFY=NEVER\0".to_vec())));
+    assert_eq!(
+        macros_at(&seen, b'R'),
+        [
+            ("i".into(), "1.1".into()),
+            ("{rcpt_addr}".into(), "no such user".into()),
+            ("{rcpt_host}".into(), "5.1.1".into()),
+            ("{rcpt_mailer}".into(), "error".into()),
+        ]
+    );
+
+    // Not negotiated: a refused recipient is not shown.
+    let peer = fake(script(0));
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    run(p.connect(&mut cx));
+    run(p.mail(&mut cx, &mut t));
+    run(p.rcpt_pre(&mut cx, "<bad@example.test>", ""));
+    run(p.deny(&mut cx, "rcpt_ok", Hook::Rcpt, &refusal));
+    run(p.disconnect(&mut cx));
+    assert_eq!(letters(&peer.take()), b"OCMQ".to_vec());
 }
