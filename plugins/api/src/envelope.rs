@@ -203,3 +203,50 @@ pub struct Recipient {
     pub addr: Address,
     pub params: RcptParams,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_written_back_as_esmtp_words() {
+        assert!(MailParams::default().words().is_empty());
+        let mail = MailParams {
+            size: Some(10),
+            body: BodyType::EightBitMime,
+            smtputf8: true,
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ+2B1".into()),
+            auth: Some("<>".into()),
+        };
+        assert_eq!(
+            mail.words(),
+            [
+                "SIZE=10",
+                "BODY=8BITMIME",
+                "SMTPUTF8",
+                "RET=HDRS",
+                "ENVID=QQ+2B1",
+                "AUTH=<>"
+            ]
+        );
+        let never = Notify {
+            never: true,
+            ..Notify::default()
+        };
+        assert_eq!(never.to_string(), "NEVER");
+        let rcpt = RcptParams {
+            notify: Notify {
+                failure: true,
+                delay: true,
+                ..Notify::default()
+            },
+            orcpt: Some("rfc822;a@b.example".into()),
+        };
+        assert_eq!(
+            rcpt.words(),
+            ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;a@b.example"]
+        );
+        assert!(RcptParams::default().words().is_empty());
+    }
+}
