@@ -8,7 +8,8 @@ SMFIP_HDR_LEADSPC and symbol lists.
   with OpenDKIM's Authentication-Results `dkim=pass`; the same message with its body changed is
   refused with OpenDKIM's own reply code (On-BadSignature reject: 550 5.7.x).
 - rspamd's proxy worker in milter mode (Debian package rspamd; v6 with every no-reply flag)
-  refuses GTUBE with its own reply code, 554 5.7.1.
+  refuses GTUBE with its own reply code, 554 5.7.1, and adds its X-Spam-Status and
+  X-Rspamd-Server headers to a clean message (its milter_headers module, loopback included).
 - A milter that is down: the default action (tempfail: 450 4.7.1) at connect, and `accept` lets the
   mail through untouched.
 - clamav-milter (Debian package clamav-milter) before a private clamd whose database the test
@@ -199,6 +200,12 @@ def rspamd_milter():
     for sub in ("db", "run", "log", "local"):
         (base / sub).mkdir()
         shutil.chown(base / sub, "_rspamd", "_rspamd")
+    # Its milter headers on every message, the loopback client's included.
+    (base / "local" / "local.d").mkdir()
+    (base / "local" / "local.d" / "milter_headers.conf").write_text(
+        'use = ["x-spam-status", "x-rspamd-server"];\nskip_local = false;\n'
+        "skip_authenticated = false;\n"
+    )
     (base / "rspamd.conf").write_text(
         '.include "$CONFDIR/common.conf"\n'
         'options { pidfile="$RUNDIR/rspamd.pid"; .include "$CONFDIR/options.inc"\n'
@@ -238,6 +245,12 @@ def test_rspamd_rejects_gtube_through_the_milter(make_server, rspamd_milter):
     assert r.code == 554 and r.enhanced() == "5.7.1", r
     assert "gtube" in " ".join(r.lines).lower(), r
     srv.maildir.assert_empty()
+
+    # A clean message passes with the headers rspamd adds through the milter.
+    assert send(srv, message("rspamd lunch")).code == 250
+    head = header_section(srv.maildir.wait_count(1)[0])
+    assert "\nX-Spam-Status: No, score=" in head, head
+    assert "\nX-Rspamd-Server: " in head, head
 
 
 def need(path, package):
