@@ -1,14 +1,15 @@
 //! One milter's state in an SMTP session, kept in a connection note, and one stage's exchange
 //! before the end of message: the command, the reply, what the reply means for the session
-//! and the transaction, and the default action when the milter fails.
+//! and the transaction, and the default action when the milter fails; also a refused
+//! recipient shown to the milter (`SMFIP_RCPT_REJ`).
 
 use std::borrow::Cow;
 
 use ringsmtpd_plugin_api::{Cx, Level, Outcome, Transaction};
 
 use super::conn::Conn;
-use super::proto::{self, Reply};
-use super::{DefaultAction, Milter};
+use super::proto::{self, step, Packet, Reply, Stage};
+use super::{macros, DefaultAction, Milter};
 
 /// The milter connections of one SMTP session, by the milters' `NAME`s.
 #[derive(Default)]
@@ -200,6 +201,40 @@ impl Milter {
         outcome
     }
 
+    /// Shows the milter a recipient a plugin refused (`SMFIP_RCPT_REJ`); its answer changes
+    /// nothing, a failure is the milter's failure as anywhere.
+    pub(super) async fn rejected_rcpt(&self, cx: &mut Cx, refusal: &Outcome) -> Outcome {
+        let mut live = match self.take_live(cx) {
+            Ok(live) => live,
+            Err(outcome) => return outcome,
+        };
+        let pending = live.pending_rcpt.take();
+        let (Some(id), Some((path, params)), false) = (
+            live.txn.clone(),
+            pending,
+            live.skip_txn || live.conn.has_step(step::NORCPT),
+        ) else {
+            self.put(cx, State::Live(live));
+            return Outcome::Declined;
+        };
+        let (enhanced, text) = refusal_text(refusal);
+        live.conn
+            .send_macros(Stage::Rcpt, macros::rejected_rcpt(&id, &enhanced, &text));
+        live.conn.send(&Packet::Rcpt(&rcpt_args(&path, &params)));
+        let answered = if live.conn.has_step(step::NR_RCPT) {
+            live.conn.flush(&*cx.svc, self.timeout).await
+        } else {
+            self.answer(cx, &mut live.conn).await.map(|_| ())
+        };
+        match answered {
+            Ok(()) => {
+                self.put(cx, State::Live(live));
+                Outcome::Declined
+            }
+            Err(e) => self.failed(cx, &e),
+        }
+    }
+
     /// Reads the final reply of a stage before the end of message.
     pub(super) async fn answer(&self, cx: &Cx, conn: &mut Conn) -> Result<Verdict, String> {
         loop {
@@ -210,6 +245,51 @@ impl Milter {
             }
         }
     }
+}
+
+/// The path in angle brackets, then the ESMTP parameters, as `SMFIC_RCPT` carries them.
+fn rcpt_args(path: &str, params: &str) -> Vec<String> {
+    let path = if path.starts_with('<') {
+        path.to_string()
+    } else {
+        format!("<{path}>")
+    };
+    std::iter::once(path)
+        .chain(params.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+/// The enhanced status code and text of a plugin's refusal, for the `{rcpt_host}` and
+/// `{rcpt_addr}` macros of a rejected recipient.
+fn refusal_text(o: &Outcome) -> (String, String) {
+    let class = if matches!(o, Outcome::DenySoft(_) | Outcome::DenySoftDisconnect(_)) {
+        4
+    } else {
+        5
+    };
+    let (code, enhanced, text) = match o {
+        Outcome::Done(Some(r)) => (
+            r.code,
+            r.enhanced.as_deref().map(str::to_string),
+            r.lines.join(" "),
+        ),
+        _ => {
+            let msg = o.msg().unwrap_or("");
+            match msg.split_once(' ') {
+                Some((e, t)) if proto::is_enhanced(e, class * 100) => {
+                    (class * 100, Some(e.to_string()), t.to_string())
+                }
+                _ => (class * 100, None, msg.to_string()),
+            }
+        }
+    };
+    let enhanced = enhanced.unwrap_or_else(|| format!("{}.0.0", code / 100));
+    let text = if text.is_empty() {
+        "rejected".to_string()
+    } else {
+        text
+    };
+    (enhanced, text)
 }
 
 /// The verdict of a final reply, `None` for progress; a modification is an error here.

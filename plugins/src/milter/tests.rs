@@ -904,14 +904,16 @@ fn rejected_recipients_are_shown_when_negotiated() {
         ]
     );
 
-    // Not negotiated: a refused recipient is not shown.
-    let peer = fake(script(0));
-    let p = plugin(&peer, "");
-    let (mut cx, _) = client();
-    run(p.connect(&mut cx));
-    run(p.mail(&mut cx, &mut t));
-    run(p.rcpt_pre(&mut cx, "<bad@example.test>", ""));
-    run(p.deny(&mut cx, "rcpt_ok", Hook::Rcpt, &refusal));
-    run(p.disconnect(&mut cx));
-    assert_eq!(letters(&peer.take()), b"OCMQ".to_vec());
+    // Not negotiated, or no recipient wanted at all: a refused recipient is not shown.
+    for steps in [0, step::RCPT_REJ | step::NORCPT] {
+        let peer = fake(script(steps));
+        let p = plugin(&peer, "");
+        let (mut cx, _) = client();
+        run(p.connect(&mut cx));
+        run(p.mail(&mut cx, &mut t));
+        run(p.rcpt_pre(&mut cx, "<bad@example.test>", ""));
+        run(p.deny(&mut cx, "rcpt_ok", Hook::Rcpt, &refusal));
+        run(p.disconnect(&mut cx));
+        assert_eq!(letters(&peer.take()), b"OCMQ".to_vec(), "steps 0x{steps:x}");
+    }
 }
