@@ -127,6 +127,67 @@ impl Notify {
     }
 }
 
+impl std::fmt::Display for Notify {
+    /// The value of `NOTIFY=`: `NEVER`, or the classes joined by commas.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.never {
+            return f.write_str("NEVER");
+        }
+        let classes = [
+            (self.success, "SUCCESS"),
+            (self.failure, "FAILURE"),
+            (self.delay, "DELAY"),
+        ];
+        let set: Vec<&str> = classes.iter().filter(|c| c.0).map(|c| c.1).collect();
+        f.write_str(&set.join(","))
+    }
+}
+
+impl MailParams {
+    /// The parameters as the client would send them again after `MAIL FROM:<...>`
+    /// (`SIZE=10`, `BODY=8BITMIME`, `SMTPUTF8`, `RET=HDRS`, `ENVID=`, `AUTH=`); a `BODY=7BIT`
+    /// cannot be told from none and is left out.
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(size) = self.size {
+            w.push(format!("SIZE={size}"));
+        }
+        if self.body == BodyType::EightBitMime {
+            w.push("BODY=8BITMIME".into());
+        }
+        if self.smtputf8 {
+            w.push("SMTPUTF8".into());
+        }
+        match self.ret {
+            Some(Ret::Full) => w.push("RET=FULL".into()),
+            Some(Ret::Hdrs) => w.push("RET=HDRS".into()),
+            None => {}
+        }
+        if let Some(envid) = &self.envid {
+            w.push(format!("ENVID={envid}"));
+        }
+        if let Some(auth) = &self.auth {
+            w.push(format!("AUTH={auth}"));
+        }
+        w
+    }
+}
+
+impl RcptParams {
+    /// The parameters as the client would send them again after `RCPT TO:<...>`
+    /// (`NOTIFY=`, `ORCPT=`).
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.notify.is_unset() {
+            w.push(format!("NOTIFY={}", self.notify));
+        }
+        if let Some(orcpt) = &self.orcpt {
+            w.push(format!("ORCPT={orcpt}"));
+        }
+        w
+    }
+}
+
 /// The parameters of `RCPT TO`, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RcptParams {
@@ -141,4 +202,51 @@ pub struct RcptParams {
 pub struct Recipient {
     pub addr: Address,
     pub params: RcptParams,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_written_back_as_esmtp_words() {
+        assert!(MailParams::default().words().is_empty());
+        let mail = MailParams {
+            size: Some(10),
+            body: BodyType::EightBitMime,
+            smtputf8: true,
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ+2B1".into()),
+            auth: Some("<>".into()),
+        };
+        assert_eq!(
+            mail.words(),
+            [
+                "SIZE=10",
+                "BODY=8BITMIME",
+                "SMTPUTF8",
+                "RET=HDRS",
+                "ENVID=QQ+2B1",
+                "AUTH=<>"
+            ]
+        );
+        let never = Notify {
+            never: true,
+            ..Notify::default()
+        };
+        assert_eq!(never.to_string(), "NEVER");
+        let rcpt = RcptParams {
+            notify: Notify {
+                failure: true,
+                delay: true,
+                ..Notify::default()
+            },
+            orcpt: Some("rfc822;a@b.example".into()),
+        };
+        assert_eq!(
+            rcpt.words(),
+            ["NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;a@b.example"]
+        );
+        assert!(RcptParams::default().words().is_empty());
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::Services;
 
-use super::proto::{self, Negotiated, Packet, Reply, Stage};
+use super::proto::{self, step, Negotiated, Packet, Reply, Stage};
 use crate::helpers::deadline::within;
 
 /// A live milter connection and what was negotiated on it.
@@ -49,8 +49,16 @@ impl Conn {
             steps: proto::OFFERED_STEPS,
         });
         match conn.reply(svc, timeout).await? {
-            Reply::OptNeg(n) => {
+            Reply::OptNeg(mut n) => {
                 proto::check_negotiation(&n)?;
+                // Commands an older milter does not know: SMFIC_UNKNOWN came with version 3,
+                // SMFIC_DATA with version 4.
+                if n.version < 3 {
+                    n.steps |= step::NOUNKNOWN;
+                }
+                if n.version < 4 {
+                    n.steps |= step::NODATA;
+                }
                 conn.neg = n;
                 Ok(conn)
             }
@@ -84,7 +92,9 @@ impl Conn {
         }
     }
 
-    /// Writes what is queued.
+    /// Writes what is queued. Bytes still unread from the milter at that point came after its
+    /// last answer, unasked (a packet longer than its declared length, a second reply): a
+    /// protocol error.
     pub(crate) async fn flush(
         &mut self,
         svc: &dyn Services,
@@ -93,6 +103,7 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.finish()?;
         let out = std::mem::take(&mut self.out);
         match within(svc, timeout, self.stream.write_all(out)).await {
             Some((Ok(()), mut b)) => {
@@ -102,6 +113,19 @@ impl Conn {
             }
             Some((Err(e), _)) => Err(format!("write failed: {e}")),
             None => Err(format!("write timed out ({}s)", timeout.as_secs())),
+        }
+    }
+
+    /// Ends an exchange after its final reply: bytes already received beyond it (a packet
+    /// longer than its declared length, a second reply) are a protocol error.
+    pub(crate) fn finish(&self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "sent {} bytes after its answer, unasked",
+                self.buf.len()
+            ))
         }
     }
 

@@ -2,12 +2,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ringsmtpd_plugin_api::address::parse_path;
-use ringsmtpd_plugin_api::testing::{build, build_err, cx, run, FakePeer};
-use ringsmtpd_plugin_api::{Outcome, Plugin, Recipient, Transaction};
+use ringsmtpd_plugin_api::testing::{build, build_err, cx, rcpt, run, FakePeer, FakeServices};
+use ringsmtpd_plugin_api::{Cx, Outcome, Plugin, Transaction};
 
 use super::proto::{self, action, step};
+
+mod clock;
+use clock::{clocked_client, silence};
 
 fn packet(cmd: u8, data: &[u8]) -> Vec<u8> {
     let mut v = ((data.len() + 1) as u32).to_be_bytes().to_vec();
@@ -27,38 +32,78 @@ fn optneg(actions: u32, steps: u32) -> Vec<u8> {
 /// A reply that makes the fake close the connection.
 const CLOSE: &[u8] = b"close";
 
-/// What the fake answers to a command: the packets to send back (none: no reply).
-type Script = fn(u8, &[u8]) -> Vec<Vec<u8>>;
+/// What the fake records when the plugin closes the connection without `QUIT`.
+const EOF: u8 = 0;
 
-/// A milter that records every command (letter and data) and answers as `script` says.
-fn fake(script: Script) -> FakePeer<(u8, Vec<u8>)> {
-    FakePeer::start(move |mut s: TcpStream, seen| loop {
-        let mut len = [0; 4];
-        if s.read_exact(&mut len).is_err() {
-            return;
-        }
-        let mut p = vec![0; u32::from_be_bytes(len) as usize];
-        if s.read_exact(&mut p).is_err() || p.is_empty() {
-            return;
-        }
-        let (cmd, data) = (p[0], p[1..].to_vec());
-        seen.lock().unwrap().push((cmd, data.clone()));
-        if cmd == b'Q' {
-            return;
-        }
-        for r in script(cmd, &data) {
-            if r == CLOSE || s.write_all(&r).is_err() {
+/// What a fake milter answers to one command: the packets to send (none: no reply), or
+/// `None` for the usual answer ([`usual`]).
+type Answer = Option<Vec<Vec<u8>>>;
+
+/// The usual answers: a negotiation of no action and no step, nothing to macros and aborts,
+/// `continue` to the rest.
+fn usual(cmd: u8) -> Vec<Vec<u8>> {
+    match cmd {
+        b'O' => vec![optneg(0, 0)],
+        b'D' | b'A' => vec![],
+        _ => vec![packet(b'c', b"")],
+    }
+}
+
+type Seen = Vec<(u8, Vec<u8>)>;
+
+/// A milter that records every command (letter and data) and answers as `script` says for
+/// its `n`-th connection (from 0), the command and its data.
+fn fake(
+    script: impl Fn(usize, u8, &[u8]) -> Answer + Send + Sync + 'static,
+) -> FakePeer<(u8, Vec<u8>)> {
+    let connections = AtomicUsize::new(0);
+    FakePeer::start(move |mut s: TcpStream, seen| {
+        let n = connections.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let mut len = [0; 4];
+            if s.read_exact(&mut len).is_err() {
+                seen.lock().unwrap().push((EOF, Vec::new()));
                 return;
+            }
+            let mut p = vec![0; u32::from_be_bytes(len) as usize];
+            if s.read_exact(&mut p).is_err() || p.is_empty() {
+                return;
+            }
+            let (cmd, data) = (p[0], p[1..].to_vec());
+            seen.lock().unwrap().push((cmd, data.clone()));
+            if cmd == b'Q' {
+                return;
+            }
+            for r in script(n, cmd, &data).unwrap_or_else(|| usual(cmd)) {
+                if r == CLOSE || s.write_all(&r).is_err() {
+                    return;
+                }
             }
         }
     })
 }
 
-fn rcpt(a: &str) -> Recipient {
-    Recipient {
-        addr: parse_path(a, false, false).unwrap(),
-        params: Default::default(),
-    }
+/// The letters of the commands seen, without the macros.
+fn letters(seen: &Seen) -> Vec<u8> {
+    seen.iter()
+        .map(|(c, _)| *c)
+        .filter(|c| *c != b'D')
+        .collect()
+}
+
+/// A `milter test 127.0.0.1:PORT EXTRA` plugin talking to `peer`.
+fn plugin(peer: &FakePeer<(u8, Vec<u8>)>, extra: &str) -> Box<dyn Plugin> {
+    build(
+        super::new,
+        &format!("milter test 127.0.0.1:{} {extra}", peer.port),
+        &[],
+    )
+    .unwrap()
+}
+
+/// A client's context and its services.
+fn client() -> (Cx, Rc<FakeServices>) {
+    cx("192.0.2.1:4242")
 }
 
 const MESSAGE: &[u8] =
@@ -75,60 +120,89 @@ fn txn() -> Transaction {
     t
 }
 
-/// Runs a whole session; returns the data_post outcome, the transaction and what the milter saw.
-fn session(script: Script, extra: &str) -> (Outcome, Outcome, Transaction, Vec<(u8, Vec<u8>)>) {
-    let peer = fake(script);
-    let p = build(
-        super::new,
-        &format!("milter test 127.0.0.1:{} {extra}", peer.port),
-        &[],
-    )
-    .unwrap();
-    let (mut cx, _svc) = cx("192.0.2.1:4242");
-    let mut t = txn();
-    let mut first = run(p.connect(&mut cx));
-    for o in [
-        run(p.helo(&mut cx, "client.example")),
-        run(p.mail(&mut cx, &mut t)),
-        run(p.rcpt(&mut cx, &mut t, &rcpt("<u@example.test>"))),
-        run(p.data(&mut cx, &mut t)),
-    ] {
-        if first == Outcome::Declined {
-            first = o;
-        }
-    }
-    let eom = run(p.data_post(&mut cx, &mut t));
-    let _ = run(p.reset_transaction(&mut cx, &mut t));
-    let _ = run(p.disconnect(&mut cx));
-    (first, eom, t, peer.take())
+/// What one whole SMTP session gave.
+struct Run {
+    /// The first outcome before the end of message that was not `Declined`.
+    first: Outcome,
+    /// The end of message's.
+    eom: Outcome,
+    txn: Transaction,
+    svc: Rc<FakeServices>,
 }
 
-fn continue_all(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-    match cmd {
-        b'O' => vec![optneg(action::ADDHDRS | action::CHGHDRS, 0)],
-        b'D' | b'A' => vec![],
-        b'E' => vec![
-            packet(b'p', b""),
-            packet(b'h', b"X-Milter\0 checked\n\tfolded\r\nX-Evil: 1\0"),
-            packet(b'm', b"\0\0\0\x01Subject\0 changed\0"),
-            packet(b'm', b"\0\0\0\x01X-Old\0\0"),
-            packet(b'i', b"\0\0\0\0X-First\0yes\0"),
-            packet(b'a', b""),
-        ],
-        _ => vec![packet(b'c', b"")],
+/// The outcomes of a whole session of `p` on `cx`: connect, HELO, MAIL, RCPT, DATA and end
+/// of message (then RSET and QUIT).
+fn stages(p: &dyn Plugin, cx: &mut Cx, t: &mut Transaction) -> Vec<Outcome> {
+    let outcomes = vec![
+        run(p.connect(cx)),
+        run(p.helo(cx, "client.example")),
+        run(p.mail(cx, t)),
+        run(p.rcpt(cx, t, &rcpt("<u@example.test>"))),
+        run(p.data(cx, t)),
+        run(p.data_post(cx, t)),
+    ];
+    let _ = run(p.reset_transaction(cx, t));
+    let _ = run(p.disconnect(cx));
+    outcomes
+}
+
+/// A whole session of `p` ([`stages`]).
+fn whole(p: &dyn Plugin) -> Run {
+    let (mut cx, svc) = client();
+    let mut t = txn();
+    let mut o = stages(p, &mut cx, &mut t);
+    let eom = o.pop().unwrap();
+    Run {
+        first: o
+            .into_iter()
+            .find(|o| *o != Outcome::Declined)
+            .unwrap_or(Outcome::Declined),
+        eom,
+        txn: t,
+        svc,
     }
+}
+
+/// A script that negotiates `actions` and answers the end of message with `replies`.
+fn at_eom(
+    actions: u32,
+    replies: Vec<Vec<u8>>,
+) -> impl Fn(usize, u8, &[u8]) -> Answer + Send + Sync + 'static {
+    move |_, cmd, _| match cmd {
+        b'O' => Some(vec![optneg(actions, 0)]),
+        b'E' => Some(replies.clone()),
+        _ => None,
+    }
+}
+
+/// A whole session against a fake milter running `script`, and what the milter saw.
+fn session(
+    script: impl Fn(usize, u8, &[u8]) -> Answer + Send + Sync + 'static,
+    extra: &str,
+) -> (Run, Seen) {
+    let peer = fake(script);
+    let r = whole(&*plugin(&peer, extra));
+    (r, peer.take())
 }
 
 #[test]
 fn main_flow_sends_every_stage_and_applies_header_changes() {
-    let (first, eom, t, seen) = session(continue_all, "");
-    assert_eq!((first, eom), (Outcome::Declined, Outcome::Declined));
-    let cmds: Vec<u8> = seen
-        .iter()
-        .map(|(c, _)| *c)
-        .filter(|c| *c != b'D')
-        .collect();
-    assert_eq!(cmds, b"OCHMRTLLLNBEQ".to_vec());
+    let (r, seen) = session(
+        at_eom(
+            action::ADDHDRS | action::CHGHDRS,
+            vec![
+                packet(b'p', b""),
+                packet(b'h', b"X-Milter\0 checked\n\tfolded\r\nX-Evil: 1\0"),
+                packet(b'm', b"\0\0\0\x01Subject\0 changed\0"),
+                packet(b'm', b"\0\0\0\x01X-Old\0\0"),
+                packet(b'i', b"\0\0\0\0X-First\0yes\0"),
+                packet(b'a', b""),
+            ],
+        ),
+        "",
+    );
+    assert_eq!((r.first, r.eom), (Outcome::Declined, Outcome::Declined));
+    assert_eq!(letters(&seen), b"OCHMRTLLLNBEQ".to_vec());
     let find = |c: u8| seen.iter().find(|(x, _)| *x == c).unwrap().1.clone();
     assert_eq!(find(b'C'), b"[192.0.2.1]\x004\x10\x92192.0.2.1\0".to_vec());
     assert_eq!(find(b'M'), b"<a@example.org>\0".to_vec());
@@ -143,6 +217,7 @@ fn main_flow_sends_every_stage_and_applies_header_changes() {
         .iter()
         .any(|(c, d)| *c == b'D' && d.starts_with(b"Mi\x001.1\0")));
     // The injected line stays inside the added field; the folds are CRLF TAB.
+    let t = r.txn;
     assert_eq!(
         t.added_headers,
         "X-First: yes\r\nX-Milter: checked\r\n\tfolded\r\n\tX-Evil: 1\r\n"
@@ -158,125 +233,100 @@ fn main_flow_sends_every_stage_and_applies_header_changes() {
 
 #[test]
 fn reject_tempfail_and_reply_code() {
-    fn reject_rcpt(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' | b'A' => vec![],
-            b'R' => vec![packet(b'r', b"")],
-            b'E' => vec![packet(b't', b"")],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (first, eom, _, _) = session(reject_rcpt, "");
-    assert_eq!(first, Outcome::Deny(None));
-    assert_eq!(eom, Outcome::DenySoft(None));
+    let (r, _) = session(
+        |_, cmd, _| match cmd {
+            b'R' => Some(vec![packet(b'r', b"")]),
+            b'E' => Some(vec![packet(b't', b"")]),
+            _ => None,
+        },
+        "",
+    );
+    assert_eq!(r.first, Outcome::Deny(None));
+    assert_eq!(r.eom, Outcome::DenySoft(None));
 
-    fn reply_code(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' | b'A' => vec![],
-            b'E' => vec![packet(b'y', b"554-5.7.1 spam\r\n554 5.7.1 go\x1b away\0")],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (_, eom, _, _) = session(reply_code, "");
-    let Outcome::Done(Some(r)) = eom else {
-        panic!("{eom:?}")
+    let (r, _) = session(
+        |_, cmd, _| {
+            (cmd == b'E').then(|| vec![packet(b'y', b"554-5.7.1 spam\r\n554 5.7.1 go\x1b away\0")])
+        },
+        "",
+    );
+    let Outcome::Done(Some(reply)) = r.eom else {
+        panic!("{:?}", r.eom)
     };
-    assert_eq!((r.code, r.enhanced.as_deref()), (554, Some("5.7.1")));
-    assert_eq!(r.lines, ["spam", "go? away"]);
+    assert_eq!(
+        (reply.code, reply.enhanced.as_deref()),
+        (554, Some("5.7.1"))
+    );
+    assert_eq!(reply.lines, ["spam", "go? away"]);
 }
 
 #[test]
 fn no_reply_flags_and_skipped_steps_are_honoured() {
-    fn quiet(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        let nr = step::NR_CONN
-            | step::NR_HELO
-            | step::NR_MAIL
-            | step::NR_RCPT
-            | step::NR_DATA
-            | step::NR_HDR
-            | step::NR_EOH
-            | step::NR_BODY;
-        match cmd {
-            b'O' => vec![optneg(0, nr | step::NOHELO | step::NOBODY)],
-            b'E' => vec![packet(b'c', b"")],
-            _ => vec![],
-        }
-    }
-    let (first, eom, _, seen) = session(quiet, "");
-    assert_eq!((first, eom), (Outcome::Declined, Outcome::Declined));
-    let cmds: Vec<u8> = seen
-        .iter()
-        .map(|(c, _)| *c)
-        .filter(|c| *c != b'D')
-        .collect();
-    assert_eq!(cmds, b"OCMRTLLLNEQ".to_vec());
+    let (r, seen) = session(
+        |_, cmd, _| {
+            let nr = step::NR_CONN
+                | step::NR_HELO
+                | step::NR_MAIL
+                | step::NR_RCPT
+                | step::NR_DATA
+                | step::NR_HDR
+                | step::NR_EOH
+                | step::NR_BODY;
+            Some(match cmd {
+                b'O' => vec![optneg(0, nr | step::NOHELO | step::NOBODY)],
+                b'E' => vec![packet(b'c', b"")],
+                _ => vec![],
+            })
+        },
+        "",
+    );
+    assert_eq!((r.first, r.eom), (Outcome::Declined, Outcome::Declined));
+    assert_eq!(letters(&seen), b"OCMRTLLLNEQ".to_vec());
 }
 
 #[test]
 fn misbehaving_milters_get_the_default_action() {
-    fn unnegotiated(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(action::ADDHDRS, 0)],
-            b'D' | b'A' => vec![],
-            b'E' => vec![packet(b'+', b"<x@example.net>\0"), packet(b'c', b"")],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (_, eom, t, _) = session(unnegotiated, "");
-    assert!(matches!(eom, Outcome::DenySoft(Some(_))), "{eom:?}");
-    assert_eq!(t.recipients.len(), 1);
+    let (r, _) = session(
+        at_eom(
+            action::ADDHDRS,
+            vec![packet(b'+', b"<x@example.net>\0"), packet(b'c', b"")],
+        ),
+        "",
+    );
+    assert!(matches!(r.eom, Outcome::DenySoft(Some(_))), "{:?}", r.eom);
+    assert_eq!(r.txn.recipients.len(), 1);
+    assert!(r
+        .svc
+        .logged("sent add-recipient without negotiating action 0x4"));
 
-    fn unknown(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' => vec![],
-            _ => vec![packet(b'Z', b"")],
-        }
-    }
-    let (first, eom, _, seen) = session(unknown, "default_action reject");
-    assert!(matches!(first, Outcome::Deny(Some(_))), "{first:?}");
-    assert!(matches!(eom, Outcome::Deny(Some(_))));
+    let (r, seen) = session(
+        |_, cmd, _| (cmd != b'O' && cmd != b'D').then(|| vec![packet(b'Z', b"")]),
+        "default_action reject",
+    );
+    assert!(matches!(r.first, Outcome::Deny(Some(_))), "{:?}", r.first);
+    assert!(matches!(r.eom, Outcome::Deny(Some(_))));
     // The connection was dropped at the first error: nothing more was sent.
-    assert_eq!(seen.iter().filter(|(c, _)| *c != b'D').count(), 2);
+    assert_eq!(letters(&seen), [b'O', b'C', EOF]);
 
-    fn bad_version(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![packet(b'O', &[0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0])],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (first, eom, _, _) = session(bad_version, "default_action accept");
-    assert_eq!((first, eom), (Outcome::Declined, Outcome::Declined));
+    let (r, _) = session(
+        |_, cmd, _| {
+            (cmd == b'O').then(|| vec![packet(b'O', &[0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0])])
+        },
+        "default_action accept",
+    );
+    assert_eq!((r.first, r.eom), (Outcome::Declined, Outcome::Declined));
 
-    fn oversized(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' => vec![],
-            _ => vec![vec![0x7f, 0, 0, 0, b'c']],
-        }
-    }
-    let (first, _, _, _) = session(oversized, "");
-    assert!(matches!(first, Outcome::DenySoft(Some(_))));
+    let (r, _) = session(
+        |_, cmd, _| (cmd != b'O' && cmd != b'D').then(|| vec![vec![0x7f, 0, 0, 0, b'c']]),
+        "",
+    );
+    assert!(matches!(r.first, Outcome::DenySoft(Some(_))));
 
     // Closes mid-message: a reply cut short, then EOF.
-    fn closes(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' => vec![],
-            b'B' => vec![vec![0, 0, 0, 9, b'h', b'X'], CLOSE.to_vec()],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let peer = fake(closes);
-    let p = build(
-        super::new,
-        &format!("milter test 127.0.0.1:{}", peer.port),
-        &[],
-    )
-    .unwrap();
-    let (mut cx, svc) = cx("192.0.2.1:4242");
+    let peer =
+        fake(|_, cmd, _| (cmd == b'B').then(|| vec![vec![0, 0, 0, 9, b'h', b'X'], CLOSE.to_vec()]));
+    let p = plugin(&peer, "");
+    let (mut cx, svc) = client();
     let mut t = txn();
     assert_eq!(run(p.connect(&mut cx)), Outcome::Declined);
     assert_eq!(run(p.mail(&mut cx, &mut t)), Outcome::Declined);
@@ -300,7 +350,7 @@ fn a_down_or_silent_milter_gets_the_default_action() {
         .unwrap()
         .port();
     let p = build(super::new, &format!("milter test 127.0.0.1:{port}"), &[]).unwrap();
-    let (mut cx, svc) = cx("192.0.2.1:4242");
+    let (mut cx, svc) = client();
     assert!(matches!(
         run(p.connect(&mut cx)),
         Outcome::DenySoft(Some(_))
@@ -317,7 +367,7 @@ fn a_down_or_silent_milter_gets_the_default_action() {
         &[],
     )
     .unwrap();
-    let (mut cx, svc) = ringsmtpd_plugin_api::testing::cx("192.0.2.1:4242");
+    let (mut cx, svc) = client();
     svc.mute_peers.set(true);
     assert!(matches!(run(p.connect(&mut cx)), Outcome::Deny(Some(_))));
     assert!(svc.logged("no answer within"));
@@ -325,22 +375,14 @@ fn a_down_or_silent_milter_gets_the_default_action() {
 
 #[test]
 fn discard_and_envelope_changes() {
-    fn discard(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' | b'A' => vec![],
-            b'E' => vec![packet(b'd', b"")],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let peer = fake(discard);
+    let peer = fake(|_, cmd, _| (cmd == b'E').then(|| vec![packet(b'd', b"")]));
     let p = build(
         super::new,
         &format!("milter test inet:{}@127.0.0.1", peer.port),
         &[],
     )
     .unwrap();
-    let (mut cx, _) = cx("192.0.2.1:4242");
+    let (mut cx, _) = client();
     let mut t = txn();
     run(p.connect(&mut cx));
     run(p.mail(&mut cx, &mut t));
@@ -352,17 +394,12 @@ fn discard_and_envelope_changes() {
     ));
 
     // A discard at RCPT discards the message too.
-    fn discard_rcpt(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(0, 0)],
-            b'D' | b'A' => vec![],
-            b'R' => vec![packet(b'd', b"")],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (_, _, mut t, seen) = session(discard_rcpt, "");
+    let (mut r, seen) = session(
+        |_, cmd, _| (cmd == b'R').then(|| vec![packet(b'd', b"")]),
+        "",
+    );
     assert!(matches!(
-        run(p.queue(&mut cx, &mut t)),
+        run(p.queue(&mut cx, &mut r.txn)),
         Outcome::Ok(Some(_))
     ));
     assert!(
@@ -370,11 +407,10 @@ fn discard_and_envelope_changes() {
         "the message went to the milter"
     );
 
-    fn envelope(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-        match cmd {
-            b'O' => vec![optneg(proto::OFFERED_ACTIONS, 0)],
-            b'D' | b'A' => vec![],
-            b'E' => vec![
+    let (r, _) = session(
+        at_eom(
+            proto::OFFERED_ACTIONS,
+            vec![
                 packet(b'+', b"<new@example.net>\0"),
                 packet(b'-', b"u@example.test\0"),
                 packet(b'e', b"<bounce@example.org>\0"),
@@ -382,11 +418,11 @@ fn discard_and_envelope_changes() {
                 packet(b'q', b"suspicious\r\nX-Bad: 1\0"),
                 packet(b'c', b""),
             ],
-            _ => vec![packet(b'c', b"")],
-        }
-    }
-    let (_, eom, t, _) = session(envelope, "");
-    assert_eq!(eom, Outcome::Declined);
+        ),
+        "",
+    );
+    assert_eq!(r.eom, Outcome::Declined);
+    let t = r.txn;
     let rcpts: Vec<&str> = t.recipients.iter().map(|r| r.addr.as_str()).collect();
     assert_eq!(rcpts, ["new@example.net"]);
     assert_eq!(t.sender.as_str(), "bounce@example.org");
@@ -429,38 +465,21 @@ fn arguments() {
     }
 }
 
-fn continue_plain(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
-    match cmd {
-        b'O' => vec![optneg(0, 0)],
-        b'D' | b'A' => vec![],
-        _ => vec![packet(b'c', b"")],
-    }
-}
-
 #[test]
 fn a_spooled_body_is_streamed_in_bounded_packets() {
-    use ringsmtpd_plugin_api::testing::TempDir;
+    use ringsmtpd_plugin_api::testing::{spool, TempDir};
     let dir = TempDir::new("milter-spool");
     let head = b"Subject: big\r\n\r\n";
     let body: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let path = dir.join("msg");
-    std::fs::write(&path, [&head[..], &body].concat()).unwrap();
-    let peer = fake(continue_plain);
-    let p = build(
-        super::new,
-        &format!("milter test 127.0.0.1:{}", peer.port),
-        &[],
-    )
-    .unwrap();
-    let (mut cx, _) = cx("192.0.2.1:4242");
+    let peer = fake(|_, _, _| None);
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
     let mut t = txn();
-    t.body.mem = head.to_vec(); // a spooled message keeps only its header section in memory
-    t.body.header_end = Some(head.len());
-    t.body.len = (head.len() + body.len()) as u64;
-    t.body.spool = Some(ringsmtpd_plugin_api::SpoolFile {
-        file: std::fs::File::open(&path).unwrap(),
-        path: path.into(),
-    });
+    spool(
+        &mut t.body,
+        dir.join("msg").as_ref(),
+        &[&head[..], &body].concat(),
+    );
     run(p.connect(&mut cx));
     run(p.mail(&mut cx, &mut t));
     assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
@@ -478,14 +497,9 @@ fn a_spooled_body_is_streamed_in_bounded_packets() {
 
 #[test]
 fn one_connection_per_session_and_abort_on_reset() {
-    let peer = fake(continue_plain);
-    let p = build(
-        super::new,
-        &format!("milter test 127.0.0.1:{}", peer.port),
-        &[],
-    )
-    .unwrap();
-    let (mut cx, svc) = cx("192.0.2.1:4242");
+    let peer = fake(|_, _, _| None);
+    let p = plugin(&peer, "");
+    let (mut cx, svc) = client();
     run(p.connect(&mut cx));
     // A transaction reset before DATA: abort.
     let mut t = txn();
@@ -499,13 +513,7 @@ fn one_connection_per_session_and_abort_on_reset() {
     run(p.reset_transaction(&mut cx, &mut t));
     run(p.disconnect(&mut cx));
     assert_eq!(svc.connects.borrow().len(), 1);
-    let cmds: Vec<u8> = peer
-        .take()
-        .into_iter()
-        .map(|(c, _)| c)
-        .filter(|c| *c != b'D')
-        .collect();
-    assert_eq!(cmds, b"OCMAMRLLLNBEQ".to_vec());
+    assert_eq!(letters(&peer.take()), b"OCMAMRLLLNBEQ".to_vec());
 }
 
 #[test]
@@ -534,14 +542,14 @@ fn addresses() {
 
 #[test]
 fn a_hook_cut_short_leaves_the_default_action() {
-    let peer = fake(continue_plain);
+    let peer = fake(|_, _, _| None);
     let m = build(
         super::build,
         &format!("milter test 127.0.0.1:{}", peer.port),
         &[],
     )
     .unwrap();
-    let (mut cx, _) = cx("192.0.2.1:4242");
+    let (mut cx, _) = client();
     let mut t = txn();
     assert_eq!(run(m.connect(&mut cx)), Outcome::Declined);
     // What a hook holds while it waits; plugin_timeout drops it with the hook's future.
@@ -552,4 +560,360 @@ fn a_hook_cut_short_leaves_the_default_action() {
         run(m.mail(&mut cx, &mut t)),
         Outcome::DenySoft(Some(_))
     ));
+}
+
+#[test]
+fn progress_restarts_the_wait() {
+    // eom_timeout 20: two silences of 15 s, each after a progress, are within it.
+    let peer = fake(|_, cmd, _| {
+        (cmd == b'E').then(|| {
+            let p = packet(b'p', b"");
+            vec![p.clone(), silence(15), p, silence(15), packet(b'c', b"")]
+        })
+    });
+    let p = plugin(&peer, "eom_timeout 20");
+    let (mut cx, svc) = clocked_client();
+    let o = stages(&*p, &mut cx, &mut txn());
+    assert!(o.iter().all(|o| *o == Outcome::Declined), "{o:?}");
+    assert!(svc.fake.logs.borrow().is_empty());
+
+    // The same 30 s without a progress between: no answer within 20 s.
+    let peer =
+        fake(|_, cmd, _| (cmd == b'E').then(|| vec![silence(15), silence(15), packet(b'c', b"")]));
+    let p = plugin(&peer, "eom_timeout 20");
+    let (mut cx, svc) = clocked_client();
+    let o = stages(&*p, &mut cx, &mut txn());
+    assert!(matches!(o[5], Outcome::DenySoft(Some(_))), "{o:?}");
+    assert!(svc.fake.logged("no answer within 20s"));
+}
+
+/// The default action's outcome, as the plugin gives it.
+fn default_outcome(action: &str) -> fn(&Outcome) -> bool {
+    match action {
+        "accept" => |o| *o == Outcome::Declined,
+        "tempfail" => |o| matches!(o, Outcome::DenySoft(Some(m)) if m.starts_with("4.7.1")),
+        _ => |o| matches!(o, Outcome::Deny(Some(m)) if m.starts_with("5.7.1")),
+    }
+}
+
+/// A milter that answers `bad` to the command `at` on its first connection only, having
+/// negotiated `actions`: under each default action, the stage `stage` (0 connect ... 5 end of
+/// message) and every later one get that action's outcome, one line saying `why` is logged,
+/// the connection is dropped (the milter sees it close) and not opened again in the session,
+/// and the next session opens a new one that works.
+fn assert_failure_handled(at: u8, bad: Vec<Vec<u8>>, actions: u32, stage: usize, why: &str) {
+    for action in ["accept", "tempfail", "reject"] {
+        let bad = bad.clone();
+        let peer = fake(move |n, cmd, _| match cmd {
+            b'O' => Some(vec![optneg(actions, 0)]),
+            c if c == at && n == 0 => Some(bad.clone()),
+            _ => None,
+        });
+        let p = plugin(&peer, &format!("default_action {action}"));
+        let (mut cx, svc) = clocked_client();
+        let o = stages(&*p, &mut cx, &mut txn());
+        let expected = default_outcome(action);
+        for (i, o) in o.iter().enumerate() {
+            if i < stage {
+                assert_eq!(*o, Outcome::Declined, "{why}, {action}: stage {i}");
+            } else {
+                assert!(expected(o), "{why}, {action}: stage {i} gave {o:?}");
+            }
+        }
+        let logs = svc.fake.logs.borrow();
+        assert_eq!(logs.len(), 1, "{why}, {action}: {logs:?}");
+        assert!(logs[0].2.contains(why), "{why}, {action}: {logs:?}");
+        assert!(logs[0].2.contains("default action"), "{logs:?}");
+        assert_eq!(svc.fake.connects.borrow().len(), 1, "{why}, {action}");
+        let seen = peer.take();
+        let sent = letters(&seen);
+        let after_bad = &sent[sent.iter().position(|&c| c == at).unwrap() + 1..];
+        assert!(
+            after_bad.is_empty() || after_bad == [EOF],
+            "{why}, {action}: sent {after_bad:?} after the failure"
+        );
+        // The next session: a new connection, a milter that behaves.
+        let (mut cx, svc) = client();
+        let o = stages(&*p, &mut cx, &mut txn());
+        assert!(
+            o.iter().all(|o| *o == Outcome::Declined),
+            "{why}, {action}: {o:?}"
+        );
+        assert_eq!(svc.connects.borrow().len(), 1);
+        assert_eq!(letters(&peer.take())[0], b'O');
+    }
+}
+
+#[test]
+fn bad_input_gets_the_default_action() {
+    // An unknown reply.
+    assert_failure_handled(b'R', vec![packet(b'Z', b"")], 0, 3, "unknown reply 0x5a");
+    // A packet longer than its declared length: a continue with three bytes more.
+    assert_failure_handled(
+        b'M',
+        vec![vec![0, 0, 0, 1, b'c', b'x', b'y', b'z']],
+        0,
+        2,
+        "sent 3 bytes after its answer",
+    );
+    // A packet over 64 MiB.
+    assert_failure_handled(
+        b'H',
+        vec![vec![4, 0, 0, 1, b'c']],
+        0,
+        1,
+        "packet of 67108865 bytes",
+    );
+    // Closes mid-message: a reply cut short, then EOF.
+    assert_failure_handled(
+        b'B',
+        vec![vec![0, 0, 0, 9, b'h', b'X'], CLOSE.to_vec()],
+        0,
+        5,
+        "closed the connection",
+    );
+    // Never answers.
+    assert_failure_handled(b'T', vec![silence(3600)], 0, 4, "no answer within 20s");
+    // A modification it did not negotiate.
+    assert_failure_handled(
+        b'E',
+        vec![packet(b'+', b"<x@example.net>\0"), packet(b'c', b"")],
+        action::ADDHDRS,
+        5,
+        "sent add-recipient without negotiating action 0x4",
+    );
+}
+
+/// The macros sent for the stage whose command letter is `stage`.
+fn macros_at(seen: &Seen, stage: u8) -> Vec<(String, String)> {
+    let Some((_, d)) = seen
+        .iter()
+        .find(|(c, d)| *c == b'D' && d.first() == Some(&stage))
+    else {
+        return Vec::new();
+    };
+    let strings: Vec<String> = d[1..]
+        .split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    strings
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect()
+}
+
+fn names(m: &[(String, String)]) -> Vec<&str> {
+    m.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn macros_of_each_stage_and_esmtp_arguments() {
+    use ringsmtpd_plugin_api::{AuthInfo, BodyType, Notify, TlsInfo};
+    let peer = fake(|_, _, _| None);
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    cx.conn.tls = Some(TlsInfo {
+        protocol: "TLSv1.3".into(),
+        cipher: "TLS_AES_256_GCM_SHA384".into(),
+    });
+    cx.conn.auth = Some(AuthInfo {
+        user: "joe".into(),
+        mechanism: "PLAIN".into(),
+    });
+    let mut t = txn();
+    t.mail_params.size = Some(1234);
+    t.mail_params.body = BodyType::EightBitMime;
+    t.mail_params.envid = Some("QQ+2B1".into());
+    let mut r = rcpt("<u@example.test>");
+    r.params.notify = Notify {
+        success: true,
+        failure: true,
+        ..Notify::default()
+    };
+    r.params.orcpt = Some("rfc822;u@example.test".into());
+    run(p.connect(&mut cx));
+    run(p.ehlo(&mut cx, "client.example"));
+    run(p.mail(&mut cx, &mut t));
+    run(p.rcpt(&mut cx, &mut t, &r));
+    run(p.data(&mut cx, &mut t));
+    run(p.data_post(&mut cx, &mut t));
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    let connect = macros_at(&seen, b'C');
+    for n in [
+        "j",
+        "{daemon_name}",
+        "{daemon_addr}",
+        "v",
+        "_",
+        "{client_addr}",
+        "{client_name}",
+    ] {
+        assert!(names(&connect).contains(&n), "{n} in {connect:?}");
+    }
+    assert!(connect.contains(&("j".into(), "mx.example.test".into())));
+    assert_eq!(
+        macros_at(&seen, b'H'),
+        [
+            ("{tls_version}".into(), "TLSv1.3".into()),
+            ("{cipher}".into(), "TLS_AES_256_GCM_SHA384".into())
+        ]
+    );
+    let mail = macros_at(&seen, b'M');
+    assert_eq!(
+        names(&mail),
+        [
+            "i",
+            "{auth_type}",
+            "{auth_authen}",
+            "{mail_addr}",
+            "{mail_host}",
+            "{mail_mailer}"
+        ]
+    );
+    assert!(mail.contains(&("{auth_authen}".into(), "joe".into())));
+    assert!(mail.contains(&("{mail_addr}".into(), "a@example.org".into())));
+    let rcpt_macros = macros_at(&seen, b'R');
+    assert_eq!(
+        names(&rcpt_macros),
+        ["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]
+    );
+    assert!(rcpt_macros.contains(&("{rcpt_addr}".into(), "u@example.test".into())));
+    for stage in [b'T', b'N', b'E'] {
+        assert_eq!(macros_at(&seen, stage), [("i".into(), "1.1".into())]);
+    }
+    // The ESMTP arguments follow the path.
+    let find = |c: u8| seen.iter().find(|(x, _)| *x == c).unwrap().1.clone();
+    assert_eq!(
+        find(b'M'),
+        b"<a@example.org>\0SIZE=1234\0BODY=8BITMIME\0ENVID=QQ+2B1\0".to_vec()
+    );
+    assert_eq!(
+        find(b'R'),
+        b"<u@example.test>\0NOTIFY=SUCCESS,FAILURE\0ORCPT=rfc822;u@example.test\0".to_vec()
+    );
+}
+
+#[test]
+fn a_symbol_list_narrows_the_macros() {
+    // SMFIF_SETSYMLIST: at MAIL only {mail_addr}, at connect only j.
+    let (_, seen) = session(
+        |_, cmd, _| {
+            (cmd == b'O').then(|| {
+                let mut d = Vec::new();
+                for v in [6, action::SETSYMLIST, 0, 2] {
+                    d.extend_from_slice(&u32::to_be_bytes(v));
+                }
+                d.extend_from_slice(b"{mail_addr}\0");
+                d.extend_from_slice(&0u32.to_be_bytes());
+                d.extend_from_slice(b"j\0");
+                vec![packet(b'O', &d)]
+            })
+        },
+        "",
+    );
+    assert_eq!(names(&macros_at(&seen, b'M')), ["{mail_addr}"]);
+    assert_eq!(names(&macros_at(&seen, b'C')), ["j"]);
+    assert_eq!(
+        names(&macros_at(&seen, b'R')),
+        ["i", "{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"]
+    );
+}
+
+#[test]
+fn unknown_commands_go_to_the_milter() {
+    let peer = fake(|_, cmd, data| match (cmd, data) {
+        (b'U', b"XYZZY magic words\0") => Some(vec![packet(b'y', b"502 5.5.1 no magic here\0")]),
+        (b'U', _) => Some(vec![packet(b'a', b"")]),
+        _ => None,
+    });
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    run(p.connect(&mut cx));
+    let Outcome::Done(Some(r)) = run(p.unrecognized_command(&mut cx, "xyzzy", "magic words"))
+    else {
+        panic!("no reply code")
+    };
+    assert_eq!((r.code, &r.lines[..]), (502, &["no magic here".into()][..]));
+    // An accept answers this command only: the milter still sees HELO.
+    assert_eq!(
+        run(p.unrecognized_command(&mut cx, "plugh", "")),
+        Outcome::Declined
+    );
+    assert_eq!(run(p.helo(&mut cx, "client.example")), Outcome::Declined);
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    assert_eq!(letters(&seen), b"OCUUHQ".to_vec());
+    assert!(seen.contains(&(b'U', b"PLUGH\0".to_vec())));
+
+    // Not sent when the milter asked not to see them, nor to a version 2 milter.
+    for neg in [optneg(0, step::NOUNKNOWN), {
+        let mut v2 = optneg(0, 0);
+        v2[8] = 2;
+        v2
+    }] {
+        let peer = fake(move |_, cmd, _| match cmd {
+            b'O' => Some(vec![neg.clone()]),
+            b'U' => Some(vec![packet(b'r', b"")]),
+            _ => None,
+        });
+        let p = plugin(&peer, "");
+        let (mut cx, _) = client();
+        run(p.connect(&mut cx));
+        assert_eq!(
+            run(p.unrecognized_command(&mut cx, "xyzzy", "")),
+            Outcome::Declined
+        );
+        run(p.disconnect(&mut cx));
+        assert_eq!(letters(&peer.take()), b"OCQ".to_vec());
+    }
+}
+
+#[test]
+fn rejected_recipients_are_shown_when_negotiated() {
+    use ringsmtpd_plugin_api::Hook;
+    let script = |steps: u32| move |_, cmd, _: &[u8]| (cmd == b'O').then(|| vec![optneg(0, steps)]);
+    let peer = fake(script(step::RCPT_REJ));
+    let p = plugin(&peer, "");
+    let (mut cx, _) = client();
+    let mut t = txn();
+    run(p.connect(&mut cx));
+    run(p.mail(&mut cx, &mut t));
+    // A plugin after the milter refuses <bad@...> at rcpt: the milter sees it as rejected.
+    let refusal = Outcome::Deny(Some("5.1.1 no such user".into()));
+    run(p.rcpt_pre(&mut cx, "<bad@example.test>", "NOTIFY=NEVER"));
+    assert_eq!(
+        run(p.deny(&mut cx, "rcpt_ok", Hook::RcptPre, &refusal)),
+        Outcome::Declined
+    );
+    // A recipient the milter saw and a later plugin refused is not shown again.
+    run(p.rcpt_pre(&mut cx, "<u@example.test>", ""));
+    run(p.rcpt(&mut cx, &mut t, &rcpt("<u@example.test>")));
+    run(p.deny(&mut cx, "other", Hook::Rcpt, &refusal));
+    run(p.disconnect(&mut cx));
+    let seen = peer.take();
+    assert_eq!(letters(&seen), b"OCMRRQ".to_vec());
+    assert!(seen.contains(&(b'R', b"<bad@example.test>\0NOTIFY=NEVER\0".to_vec())));
+    assert_eq!(
+        macros_at(&seen, b'R'),
+        [
+            ("i".into(), "1.1".into()),
+            ("{rcpt_addr}".into(), "no such user".into()),
+            ("{rcpt_host}".into(), "5.1.1".into()),
+            ("{rcpt_mailer}".into(), "error".into()),
+        ]
+    );
+
+    // Not negotiated, or no recipient wanted at all: a refused recipient is not shown.
+    for steps in [0, step::RCPT_REJ | step::NORCPT] {
+        let peer = fake(script(steps));
+        let p = plugin(&peer, "");
+        let (mut cx, _) = client();
+        run(p.connect(&mut cx));
+        run(p.mail(&mut cx, &mut t));
+        run(p.rcpt_pre(&mut cx, "<bad@example.test>", ""));
+        run(p.deny(&mut cx, "rcpt_ok", Hook::Rcpt, &refusal));
+        run(p.disconnect(&mut cx));
+        assert_eq!(letters(&peer.take()), b"OCMQ".to_vec(), "steps 0x{steps:x}");
+    }
 }

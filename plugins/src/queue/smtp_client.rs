@@ -22,7 +22,7 @@ use ringsmtpd_plugin_api::dns::QType;
 use ringsmtpd_plugin_api::net::{read_line, Endpoint, Stream, TlsVerify};
 use ringsmtpd_plugin_api::{
     blocking, BodyType, Common, CommonArgs, ConfigError, Connection, Cx, Hook, HookSet, Level,
-    Notify, Outcome, Plugin, PluginInit, Ret, Services, Step, Transaction,
+    Outcome, Plugin, PluginInit, Ret, Services, Step, Transaction,
 };
 
 /// The longest reply line we accept. RFC 5321 §4.5.3.1.5 says 512 octets with CRLF; real
@@ -1380,28 +1380,9 @@ fn mail_command(txn: &Transaction, caps: &Caps) -> String {
 fn rcpt_command(r: &ringsmtpd_plugin_api::Recipient, caps: &Caps) -> String {
     let mut c = format!("RCPT TO:<{}>", r.addr.as_str());
     if caps.dsn {
-        let n: Notify = r.params.notify;
-        if !n.is_unset() {
-            let mut v = Vec::new();
-            if n.never {
-                v.push("NEVER");
-            } else {
-                if n.success {
-                    v.push("SUCCESS");
-                }
-                if n.failure {
-                    v.push("FAILURE");
-                }
-                if n.delay {
-                    v.push("DELAY");
-                }
-            }
-            c.push_str(" NOTIFY=");
-            c.push_str(&v.join(","));
-        }
-        if let Some(orcpt) = &r.params.orcpt {
-            c.push_str(" ORCPT=");
-            c.push_str(orcpt);
+        for w in r.params.words() {
+            c.push(' ');
+            c.push_str(&w);
         }
     }
     c
