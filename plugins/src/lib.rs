@@ -123,7 +123,13 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("sender_permitted_from", sender_permitted_from::new),
     ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
+    ("virus/aveclient", virus::aveclient::new),
+    ("virus/bitdefender", virus::bitdefender::new),
+    ("virus/clamav", virus::clamav::new),
     ("virus/clamdscan", virus::clamdscan::new),
+    ("virus/hbedv", virus::hbedv::new),
+    ("virus/sophie", virus::sophie::new),
+    ("virus/uvscan", virus::uvscan::new),
     ("whitelist", whitelist::new),
 ];
 
@@ -315,7 +321,31 @@ mod tests {
         ("relay", &[]),
         ("relay only 1", &[]),
         ("spamassassin reject 10 spamd_socket /run/spamd.sock", &[]),
+        (
+            "virus/aveclient avclient_bin /opt/kav/bin/aveclient blockonerror 1",
+            &[],
+        ),
+        (
+            "virus/bitdefender bitdefender_location /opt/bdc/bdc max_size 256",
+            &[],
+        ),
+        (
+            "virus/clamav clamscan_path=/usr/bin/clamscan action=reject max_size=1048576",
+            &[],
+        ),
         ("virus/clamdscan clamd_port 3310 deny_viruses no", &[]),
+        (
+            "virus/hbedv hbedvscanner /usr/bin/antivir",
+            &[("hbedv_deny", "Worm/Sober\\..*\n")],
+        ),
+        (
+            "virus/sophie sophie_socket /var/run/sophie deny_viruses no",
+            &[],
+        ),
+        (
+            "virus/uvscan uvscan_location /usr/local/bin/uvscan timeout 20",
+            &[],
+        ),
         ("whitelist", &[]),
         ("greylisting", &[]),
         (
