@@ -24,6 +24,7 @@ pub mod dns_whitelist_soft;
 pub mod dnsbl;
 pub mod domainkeys;
 pub mod dont_require_anglebrackets;
+pub mod dspam;
 pub mod earlytalker;
 pub mod fcrdns;
 pub mod greylisting;
@@ -84,6 +85,7 @@ const PLUGINS: &[(&str, Factory)] = &[
         "dont_require_anglebrackets",
         dont_require_anglebrackets::new,
     ),
+    ("dspam", dspam::new),
     ("earlytalker", earlytalker::new),
     ("fcrdns", fcrdns::new),
     ("greylisting", greylisting::new),
@@ -358,6 +360,7 @@ mod tests {
         ("rcpt_map domain example.test file {dir}/rcpt_map", &[]),
         ("rcpt_regexp", &[]),
         ("dont_require_anglebrackets", &[]),
+        ("dspam dspam_bin /usr/local/bin/dspam reject .95 autolearn naughty", &[]),
         ("parse_addr_withhelo", &[]),
         ("naughty reject connect", &[]),
         ("naughty reject mail", &[]),

@@ -96,9 +96,22 @@ impl CommandScanner {
         argv: &[&str],
         input: Input,
     ) -> Result<Ran, String> {
-        let timeout = self.args.timeout;
-        let deadline = Instant::now() + timeout;
-        let secs = timeout.as_secs_f64();
+        let deadline = Instant::now() + self.args.timeout;
+        self.run_until(svc, txn, argv, input, deadline).await
+    }
+
+    /// [`CommandScanner::run`] with an earlier deadline: a second run in the same hook
+    /// (dspam's training) shares the first one's `timeout`.
+    pub(crate) async fn run_until(
+        &self,
+        svc: &Rc<dyn Services>,
+        txn: &Transaction,
+        argv: &[&str],
+        input: Input,
+        deadline: Instant,
+    ) -> Result<Ran, String> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let secs = self.args.timeout.as_secs_f64();
         let Some(_slot) = within(&**svc, timeout, self.slots.acquire()).await else {
             return Err(format!(
                 "no free scan slot within the timeout ({secs}s): max_scans {} are busy",
