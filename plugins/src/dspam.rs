@@ -100,7 +100,7 @@
 use std::cell::OnceCell;
 use std::time::Instant;
 
-use ringsmtpd_plugin_api::args::key_values;
+use ringsmtpd_plugin_api::args::{key_values, take_own};
 use ringsmtpd_plugin_api::shared::{is_immune, Naughty, SpamScore};
 use ringsmtpd_plugin_api::{
     blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
@@ -154,18 +154,10 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 fn build_plugin(init: &PluginInit<'_>) -> Result<Dspam, ConfigError> {
     // `reject` takes a probability here, which the common `reject 0|1|naughty` does not.
+    let (own, others) = take_own(init.args, &["reject"]).map_err(|e| init.error(e))?;
     let mut reject = Reject::Above(1.0);
-    let mut others = Vec::new();
-    let mut it = init.args.iter();
-    while let Some(arg) = it.next() {
-        if arg != "reject" {
-            others.push(arg.clone());
-            continue;
-        }
-        let value = it
-            .next()
-            .ok_or_else(|| init.error("argument 'reject' needs a value"))?;
-        reject = match value.as_str() {
+    for (_, value) in own {
+        reject = match value {
             "agree" => Reject::Agree,
             v => match v.parse::<f64>() {
                 Ok(p) if p == 0.0 => Reject::Off,
@@ -231,7 +223,8 @@ impl Plugin for Dspam {
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         if is_immune(cx, Some(txn)) {
-            self.common.log(cx, Level::Info, format_args!("skip, immune"));
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
             return Step::DECLINED;
         }
         let size = txn.message_len();
@@ -250,10 +243,14 @@ impl Plugin for Dspam {
             let user = match self.user(cx, txn).await {
                 Ok(user) => user,
                 Err(e) => {
-                    return self
-                        .scanner
-                        .args
-                        .on_error(&self.common, cx, txn, RESULT, &e, start.elapsed())
+                    return self.scanner.args.on_error(
+                        &self.common,
+                        cx,
+                        txn,
+                        RESULT,
+                        &e,
+                        start.elapsed(),
+                    )
                 }
             };
             let argv = [
@@ -290,7 +287,9 @@ impl Plugin for Dspam {
             let secs = spent.as_secs_f64();
             let status = format!("{}, {:.2} c. ({secs:.3}s)", d.class, d.confidence);
             let outcome = self.decide(cx, txn, &d, &status);
-            if self.learns_naughty() && cx.conn.notes.contains::<Naughty>() && d.result == "Innocent"
+            if self.learns_naughty()
+                && cx.conn.notes.contains::<Naughty>()
+                && d.result == "Innocent"
             {
                 self.train_as_spam(cx, txn, &user, deadline).await;
             }
@@ -322,7 +321,10 @@ impl Dspam {
         }
         let uid = rustix::process::geteuid().as_raw();
         let found = blocking(&*cx.svc, move || {
-            account_name(&std::fs::read_to_string("/etc/passwd").unwrap_or_default(), uid)
+            account_name(
+                &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+                uid,
+            )
         })
         .await
         .flatten()
@@ -339,7 +341,9 @@ impl Dspam {
         match self.reject {
             Reject::Off => pass(format_args!("skip, reject disabled ({status})")),
             Reject::Agree => match txn.notes.get::<SpamScore>() {
-                None => pass(format_args!("pass, cannot agree, SA results missing ({status})")),
+                None => pass(format_args!(
+                    "pass, cannot agree, SA results missing ({status})"
+                )),
                 Some(sa) if sa.is_spam && d.class == "Spam" => {
                     self.common
                         .log(cx, Level::Info, format_args!("fail, agree, {status}"));
@@ -385,7 +389,10 @@ impl Dspam {
             Ok(d) => self.common.log(
                 cx,
                 Level::Info,
-                format_args!("autolearn, naughty message trained as spam (now {})", d.result),
+                format_args!(
+                    "autolearn, naughty message trained as spam (now {})",
+                    d.result
+                ),
             ),
             Err(e) => self
                 .common
@@ -427,7 +434,12 @@ fn summary(ran: &Ran) -> Result<Summary, String> {
     let line = text
         .lines()
         .find(|l| l.contains("; result="))
-        .ok_or_else(|| format!("no summary line from dspam: {}", output_for_log(&ran.output)))?;
+        .ok_or_else(|| {
+            format!(
+                "no summary line from dspam: {}",
+                output_for_log(&ran.output)
+            )
+        })?;
     parse_summary(line).ok_or_else(|| {
         format!(
             "dspam's summary line is not in its form: {}",
@@ -499,7 +511,12 @@ mod tests {
     }
 
     fn plugin(program: &str, more: &str) -> Dspam {
-        build(build_plugin, &format!("dspam dspam_bin {program} {more}"), &[]).unwrap()
+        build(
+            build_plugin,
+            &format!("dspam dspam_bin {program} {more}"),
+            &[],
+        )
+        .unwrap()
     }
 
     struct Scan {
@@ -542,12 +559,21 @@ mod tests {
             "X-DSPAM-Result: Spam, probability=1.0000, confidence=1.00\r\n\
              X-DSPAM-Signature: 4f8dae6a446008399211546\r\n"
         ));
-        assert!(s.logs.iter().any(|l| l.starts_with("fail, Spam, 1.00 c. (")), "{:?}", s.logs);
+        assert!(
+            s.logs
+                .iter()
+                .any(|l| l.starts_with("fail, Spam, 1.00 c. (")),
+            "{:?}",
+            s.logs
+        );
         assert_eq!(
             args_seen(&d),
             "--user user@example.com --mode=tum --process --deliver=summary --stdout\n"
         );
-        assert_eq!(std::fs::read_to_string(d.path().join("input")).unwrap(), MESSAGE);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("input")).unwrap(),
+            MESSAGE
+        );
         // reject_type temp: a 4xx.
         let s = scan(&plugin(&p, "reject_type temp"));
         assert_eq!(s.out, Outcome::DenySoft(Some(REFUSAL.into())));
@@ -558,18 +584,36 @@ mod tests {
         let (_d, p) = dspam("Innocent", "0.0023", "1.00");
         let s = scan(&plugin(&p, ""));
         assert_eq!(s.out, Outcome::Declined);
-        assert!(s.headers.contains("X-DSPAM-Result: Innocent, probability=0.0023, confidence=1.00"));
+        assert!(s
+            .headers
+            .contains("X-DSPAM-Result: Innocent, probability=0.0023, confidence=1.00"));
         let (_d, p) = dspam("Spam", "0.9000", "1.00");
-        assert_eq!(scan(&plugin(&p, "")).out, Outcome::Declined, "0.9 < reject 1");
-        assert_eq!(scan(&plugin(&p, "reject .85")).out, Outcome::Deny(Some(REFUSAL.into())));
+        assert_eq!(
+            scan(&plugin(&p, "")).out,
+            Outcome::Declined,
+            "0.9 < reject 1"
+        );
+        assert_eq!(
+            scan(&plugin(&p, "reject .85")).out,
+            Outcome::Deny(Some(REFUSAL.into()))
+        );
         let s = scan(&plugin(&p, "reject 0"));
         assert_eq!(s.out, Outcome::Declined);
-        assert!(s.logs.iter().any(|l| l.starts_with("skip, reject disabled")));
+        assert!(s
+            .logs
+            .iter()
+            .any(|l| l.starts_with("skip, reject disabled")));
         let (_d, p) = dspam("Spam", "1.0000", "0.80");
-        assert_eq!(scan(&plugin(&p, "reject 0.5")).out, Outcome::Declined, "confidence < 1");
+        assert_eq!(
+            scan(&plugin(&p, "reject 0.5")).out,
+            Outcome::Declined,
+            "confidence < 1"
+        );
         // A relay client is not even classified.
         let (d, p) = dspam("Spam", "1.0000", "1.00");
-        let s = scan_with(&plugin(&p, ""), &["a@b.example"], |c, _| c.conn.relay_client = true);
+        let s = scan_with(&plugin(&p, ""), &["a@b.example"], |c, _| {
+            c.conn.relay_client = true
+        });
         assert_eq!(s.out, Outcome::Declined);
         assert_eq!(args_seen(&d), "");
     }
@@ -609,7 +653,10 @@ mod tests {
             Some("--user a@b.example --mode=toe --source=error --class=spam --deliver=summary --stdout"),
             "{args}"
         );
-        assert!(s.logs.iter().any(|l| l.starts_with("autolearn, naughty message trained")));
+        assert!(s
+            .logs
+            .iter()
+            .any(|l| l.starts_with("autolearn, naughty message trained")));
         // Without autolearn, or without the naughty mark: one run only.
         let (d, p) = dspam("Innocent", "0.1000", "1.00");
         scan_with(&plugin(&p, ""), &["a@b.example"], naughty);
@@ -626,9 +673,15 @@ mod tests {
         let uid = rustix::process::geteuid().as_raw();
         let me = account_name(&std::fs::read_to_string("/etc/passwd").unwrap(), uid).unwrap();
         for line in args_seen(&d).lines() {
-            assert!(line.starts_with(&format!("--user {me} --mode=tum")), "{line}");
+            assert!(
+                line.starts_with(&format!("--user {me} --mode=tum")),
+                "{line}"
+            );
         }
-        assert_eq!(account_name("root:x:0:0::/root:/bin/sh\nmail:x:8:8::/:/bin/false\n", 8), Some("mail".into()));
+        assert_eq!(
+            account_name("root:x:0:0::/root:/bin/sh\nmail:x:8:8::/:/bin/false\n", 8),
+            Some("mail".into())
+        );
         assert_eq!(account_name("-x:x:8:8::/:\n", 8), None);
     }
 
@@ -661,7 +714,9 @@ mod tests {
         let (_d, p) = stand_in("dspam", "exit 1");
         let s = scan(&plugin(&p, "defer_on_error no"));
         assert_eq!(s.out, Outcome::Declined);
-        assert!(s.headers.contains("X-DSPAM-Result: not scanned, dspam error"));
+        assert!(s
+            .headers
+            .contains("X-DSPAM-Result: not scanned, dspam error"));
     }
 
     #[test]
@@ -670,7 +725,12 @@ mod tests {
         assert_eq!(p.scanner.program.to_str(), Some(DEFAULT_PROGRAM));
         assert_eq!(p.reject, Reject::Above(1.0));
         assert_eq!(p.learn, Learn::None);
-        let p: Dspam = build(build_plugin, "dspam reject .95 reject_type disconnect loglevel 6 autolearn karma", &[]).unwrap();
+        let p: Dspam = build(
+            build_plugin,
+            "dspam reject .95 reject_type disconnect loglevel 6 autolearn karma",
+            &[],
+        )
+        .unwrap();
         assert_eq!(p.reject, Reject::Above(0.95));
         assert_eq!(p.learn, Learn::Unavailable);
         for (args, why) in [

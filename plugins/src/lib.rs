@@ -360,7 +360,10 @@ mod tests {
         ("rcpt_map domain example.test file {dir}/rcpt_map", &[]),
         ("rcpt_regexp", &[]),
         ("dont_require_anglebrackets", &[]),
-        ("dspam dspam_bin /usr/local/bin/dspam reject .95 autolearn naughty", &[]),
+        (
+            "dspam dspam_bin /usr/local/bin/dspam reject .95 autolearn naughty",
+            &[],
+        ),
         ("parse_addr_withhelo", &[]),
         ("naughty reject connect", &[]),
         ("naughty reject mail", &[]),

@@ -23,6 +23,29 @@ pub fn key_values<'s>(rest: &[&'s str]) -> Result<Vec<(&'s str, &'s str)>, Strin
     Ok(rest.chunks(2).map(|kv| (kv[0], kv[1])).collect())
 }
 
+/// Takes each `KEY VALUE` whose KEY is one of `own` out of all of a plugin's arguments, before
+/// the common ones are parsed: for a plugin argument that shadows a common one (dspam's
+/// `reject PROBABILITY`). Returns those pairs in order, and the other arguments.
+pub fn take_own<'s>(
+    args: &'s [String],
+    own: &[&str],
+) -> Result<(Vec<(&'s str, &'s str)>, Vec<String>), String> {
+    let mut taken = Vec::new();
+    let mut others = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if !own.contains(&arg.as_str()) {
+            others.push(arg.clone());
+            continue;
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("argument '{arg}' needs a value"))?;
+        taken.push((arg.as_str(), value.as_str()));
+    }
+    Ok((taken, others))
+}
+
 /// A `timeout` value: seconds, a decimal number above 0 and at most an hour.
 pub fn parse_timeout(value: &str) -> Result<Duration, String> {
     match value.parse::<f64>() {

@@ -71,14 +71,11 @@
 //! digits and `._-:/+!@# `, anything else becomes `?`, at most 128 characters) before it
 //! reaches the reply or the log. No shell runs the program.
 
-use ringsmtpd_plugin_api::args::{key_values, parse_flag};
-use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
-};
+use ringsmtpd_plugin_api::args::parse_flag;
+use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{viruses, Found, Marks, Product};
-use crate::helpers::command_scanner::{absolute, CommandScanner, Ran};
-use crate::helpers::scanner::ScannerArgs;
+use super::verdict::{build_product, viruses, Found, Marks, Product};
+use crate::helpers::command_scanner::{absolute, Ran};
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/opt/kav/bin/aveclient";
@@ -96,34 +93,23 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build_plugin(init: &PluginInit<'_>) -> Result<AveClient, ConfigError> {
-    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let mut args = ScannerArgs::default();
-    let mut program = DEFAULT_PROGRAM;
     let mut socket = DEFAULT_SOCKET.to_string();
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        if args.take(key, value).map_err(|e| init.error(e))? {
-            continue;
-        }
-        match key {
-            "avclient_bin" => program = value,
-            "avdaemon_sock" => {
-                absolute(value).map_err(|e| init.error(e))?;
-                socket = value.to_string();
+    let marks = Marks::standard("Kaspersky");
+    let product = build_product(
+        init,
+        "avclient_bin",
+        DEFAULT_PROGRAM,
+        marks,
+        |key, value, args| {
+            match key {
+                "avdaemon_sock" => socket = absolute(value)?.display().to_string(),
+                "blockonerror" => args.defer_on_error = parse_flag(key, value)?,
+                _ => return Ok(false),
             }
-            "blockonerror" => {
-                args.defer_on_error = parse_flag(key, value).map_err(|e| init.error(e))?
-            }
-            _ => return Err(init.unknown(key)),
-        }
-    }
-    Ok(AveClient {
-        product: Product {
-            common,
-            scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
-            marks: Marks::standard("Kaspersky"),
+            Ok(true)
         },
-        socket,
-    })
+    )?;
+    Ok(AveClient { product, socket })
 }
 
 impl Plugin for AveClient {

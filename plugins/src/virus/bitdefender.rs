@@ -65,14 +65,11 @@
 //! digits and `._-:/+!@# `, anything else becomes `?`, at most 128 characters) before it
 //! reaches the reply, a header or the log. No shell runs the program.
 
-use ringsmtpd_plugin_api::args::{key_values, parse_flag};
-use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
-};
+use ringsmtpd_plugin_api::args::parse_flag;
+use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{kib, not_multipart, too_big, viruses, Found, Marks, Product};
-use crate::helpers::command_scanner::{CommandScanner, Ran};
-use crate::helpers::scanner::ScannerArgs;
+use super::verdict::{build_product, kib, not_multipart, too_big, viruses, Found, Marks, Product};
+use crate::helpers::command_scanner::Ran;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/opt/bdc/bdc";
@@ -94,28 +91,25 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build_plugin(init: &PluginInit<'_>) -> Result<BitDefender, ConfigError> {
-    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let mut args = ScannerArgs::default();
-    let mut program = DEFAULT_PROGRAM;
     let mut deny = true;
     let mut max_kib = DEFAULT_MAX_KIB;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        if args.take(key, value).map_err(|e| init.error(e))? {
-            continue;
-        }
-        match key {
-            "bitdefender_location" => program = value,
-            "deny_viruses" => deny = parse_flag(key, value).map_err(|e| init.error(e))?,
-            "max_size" => max_kib = kib(value).map_err(|e| init.error(e))?,
-            _ => return Err(init.unknown(key)),
-        }
-    }
-    Ok(BitDefender {
-        product: Product {
-            common,
-            scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
-            marks: Marks::standard("BitDefender"),
+    let marks = Marks::standard("BitDefender");
+    let product = build_product(
+        init,
+        "bitdefender_location",
+        DEFAULT_PROGRAM,
+        marks,
+        |key, value, _| {
+            match key {
+                "deny_viruses" => deny = parse_flag(key, value)?,
+                "max_size" => max_kib = kib(value)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
         },
+    )?;
+    Ok(BitDefender {
+        product,
         deny,
         max_size: max_kib * 1024,
     })

@@ -65,14 +65,11 @@
 //! matched, and before it reaches the reply, a header or the log. No shell runs the program.
 
 use regex::{Regex, RegexBuilder};
-use ringsmtpd_plugin_api::args::{key_values, parse_lines};
-use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
-};
+use ringsmtpd_plugin_api::args::parse_lines;
+use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{viruses, Found, Marks, Product};
-use crate::helpers::command_scanner::{CommandScanner, Ran};
-use crate::helpers::scanner::ScannerArgs;
+use super::verdict::{build_product, viruses, Found, Marks, Product};
+use crate::helpers::command_scanner::Ran;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/bin/antivir";
@@ -99,18 +96,15 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build_plugin(init: &PluginInit<'_>) -> Result<Hbedv, ConfigError> {
-    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let mut args = ScannerArgs::default();
-    let mut program = DEFAULT_PROGRAM;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        if args.take(key, value).map_err(|e| init.error(e))? {
-            continue;
-        }
-        match key {
-            "hbedvscanner" => program = value,
-            _ => return Err(init.unknown(key)),
-        }
-    }
+    let marks = Marks {
+        found: "X-H+BEDV-Virus-Found",
+        details: "X-H+BEDV-Virus-Details",
+        checked: "X-H+BEDV-Virus-Checked",
+        by: "",
+    };
+    let product = build_product(init, "hbedvscanner", DEFAULT_PROGRAM, marks, |_, _, _| {
+        Ok(false)
+    })?;
     let deny = parse_lines(init, DENY_FILE, |line| {
         RegexBuilder::new(&format!("^(?:{})$", line.trim()))
             .case_insensitive(true)
@@ -118,19 +112,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Hbedv, ConfigError> {
             .build()
             .map_err(|e| format!("bad pattern: {e}"))
     })?;
-    Ok(Hbedv {
-        product: Product {
-            common,
-            scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
-            marks: Marks {
-                found: "X-H+BEDV-Virus-Found",
-                details: "X-H+BEDV-Virus-Details",
-                checked: "X-H+BEDV-Virus-Checked",
-                by: "",
-            },
-        },
-        deny,
-    })
+    Ok(Hbedv { product, deny })
 }
 
 impl Plugin for Hbedv {

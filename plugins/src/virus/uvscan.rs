@@ -69,14 +69,11 @@
 //! digits and `._-:/+!@# `, anything else becomes `?`, at most 128 characters) before it
 //! reaches the reply, a header or the log. No shell runs the program.
 
-use ringsmtpd_plugin_api::args::{key_values, parse_flag};
-use ringsmtpd_plugin_api::{
-    CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
-};
+use ringsmtpd_plugin_api::args::parse_flag;
+use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{not_multipart, too_big, viruses, Found, Marks, Product};
-use crate::helpers::command_scanner::{CommandScanner, Ran};
-use crate::helpers::scanner::ScannerArgs;
+use super::verdict::{build_product, not_multipart, too_big, viruses, Found, Marks, Product};
+use crate::helpers::command_scanner::Ran;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/local/bin/uvscan";
@@ -97,28 +94,22 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 }
 
 fn build_plugin(init: &PluginInit<'_>) -> Result<Uvscan, ConfigError> {
-    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
-    let mut args = ScannerArgs::default();
-    let mut program = DEFAULT_PROGRAM;
     let mut deny = true;
-    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
-        if args.take(key, value).map_err(|e| init.error(e))? {
-            continue;
-        }
-        match key {
-            "uvscan_location" => program = value,
-            "deny_viruses" => deny = parse_flag(key, value).map_err(|e| init.error(e))?,
-            _ => return Err(init.unknown(key)),
-        }
-    }
-    Ok(Uvscan {
-        product: Product {
-            common,
-            scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
-            marks: Marks::standard("McAfee uvscan"),
+    let marks = Marks::standard("McAfee uvscan");
+    let product = build_product(
+        init,
+        "uvscan_location",
+        DEFAULT_PROGRAM,
+        marks,
+        |key, value, _| {
+            match key {
+                "deny_viruses" => deny = parse_flag(key, value)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
         },
-        deny,
-    })
+    )?;
+    Ok(Uvscan { product, deny })
 }
 
 impl Plugin for Uvscan {

@@ -7,9 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use ringsmtpd_plugin_api::{Common, Cx, Level, Outcome, Reply, Transaction};
+use ringsmtpd_plugin_api::args::key_values;
+use ringsmtpd_plugin_api::{
+    Common, CommonArgs, ConfigError, Cx, Level, Outcome, PluginInit, Reply, Transaction,
+};
 
 use crate::helpers::command_scanner::{CommandScanner, Input, Ran};
+use crate::helpers::scanner::ScannerArgs;
 
 /// At most this many virus names are shown (each at most 128 characters, `clean_name`).
 const MAX_NAMES: usize = 3;
@@ -47,6 +51,37 @@ impl Marks {
             by,
         }
     }
+}
+
+/// Builds a command-line scanner's [`Product`] from its `key value` arguments: the scanner
+/// arguments (`timeout`, `max_scans`, `defer_on_error`), `program_key PATH` (the program;
+/// `default` without it), and the plugin's own, handed to `own` with the scanner arguments
+/// (`Ok(false)`: an unknown argument).
+pub(crate) fn build_product(
+    init: &PluginInit<'_>,
+    program_key: &str,
+    default: &str,
+    marks: Marks,
+    mut own: impl FnMut(&str, &str, &mut ScannerArgs) -> Result<bool, String>,
+) -> Result<Product, ConfigError> {
+    let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+    let mut args = ScannerArgs::default();
+    let mut program = default;
+    for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
+        if args.take(key, value).map_err(|e| init.error(e))? {
+            continue;
+        }
+        if key == program_key {
+            program = value;
+        } else if !own(key, value, &mut args).map_err(|e| init.error(e))? {
+            return Err(init.unknown(key));
+        }
+    }
+    Ok(Product {
+        common,
+        scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
+        marks,
+    })
 }
 
 /// A `max_size` in KiB (bitdefender, sophie): 1 to 4 GiB.
