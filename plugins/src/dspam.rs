@@ -160,7 +160,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Dspam, ConfigError> {
         reject = match value {
             "agree" => Reject::Agree,
             v => match v.parse::<f64>() {
-                Ok(p) if p == 0.0 => Reject::Off,
+                Ok(0.0) => Reject::Off,
                 Ok(p) if (0.0..=1.0).contains(&p) => Reject::Above(p),
                 _ => {
                     return Err(init.error(format!(
