@@ -55,7 +55,7 @@ impl Ran {
         String::from_utf8_lossy(&self.output).into_owned()
     }
 
-    /// How it ended, for an error message: `exit code 7` or `killed by signal 9`.
+    /// How it ended, for an error message: `exit code 7` or `killed by a signal`.
     pub(crate) fn how(&self) -> String {
         match self.code {
             Some(c) => format!("exit code {c}"),
