@@ -24,6 +24,7 @@ pub mod dns_whitelist_soft;
 pub mod dnsbl;
 pub mod domainkeys;
 pub mod dont_require_anglebrackets;
+pub mod dspam;
 pub mod earlytalker;
 pub mod fcrdns;
 pub mod greylisting;
@@ -84,6 +85,7 @@ const PLUGINS: &[(&str, Factory)] = &[
         "dont_require_anglebrackets",
         dont_require_anglebrackets::new,
     ),
+    ("dspam", dspam::new),
     ("earlytalker", earlytalker::new),
     ("fcrdns", fcrdns::new),
     ("greylisting", greylisting::new),
@@ -123,7 +125,13 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("sender_permitted_from", sender_permitted_from::new),
     ("spamassassin", spamassassin::new),
     ("uribl", uribl::new),
+    ("virus/aveclient", virus::aveclient::new),
+    ("virus/bitdefender", virus::bitdefender::new),
+    ("virus/clamav", virus::clamav::new),
     ("virus/clamdscan", virus::clamdscan::new),
+    ("virus/hbedv", virus::hbedv::new),
+    ("virus/sophie", virus::sophie::new),
+    ("virus/uvscan", virus::uvscan::new),
     ("whitelist", whitelist::new),
 ];
 
@@ -315,7 +323,13 @@ mod tests {
         ("relay", &[]),
         ("relay only 1", &[]),
         ("spamassassin reject 10 spamd_socket /run/spamd.sock", &[]),
+        ("virus/aveclient blockonerror 1", &[]),
+        ("virus/bitdefender max_size 256", &[]),
+        ("virus/clamav action=reject max_size=1048576", &[]),
         ("virus/clamdscan clamd_port 3310 deny_viruses no", &[]),
+        ("virus/hbedv", &[("hbedv_deny", "Worm/Sober\\..*\n")]),
+        ("virus/sophie deny_viruses no", &[]),
+        ("virus/uvscan timeout 20", &[]),
         ("whitelist", &[]),
         ("greylisting", &[]),
         (
@@ -328,6 +342,7 @@ mod tests {
         ("rcpt_map domain example.test file {dir}/rcpt_map", &[]),
         ("rcpt_regexp", &[]),
         ("dont_require_anglebrackets", &[]),
+        ("dspam reject .95 autolearn naughty", &[]),
         ("parse_addr_withhelo", &[]),
         ("naughty reject connect", &[]),
         ("naughty reject mail", &[]),

@@ -201,8 +201,8 @@ mod tests {
         assert!(closest("auth_flat_file")
             .unwrap()
             .starts_with("auth/auth_flat_file "));
-        // Nothing is close to a Bayes filter or a reputation store.
-        assert_eq!(closest("dspam"), None);
+        // Nothing is close to a fortune cookie or a reputation store.
+        assert_eq!(closest("quit_fortune"), None);
         assert_eq!(closest("karma"), None);
     }
 

@@ -23,6 +23,29 @@ pub fn key_values<'s>(rest: &[&'s str]) -> Result<Vec<(&'s str, &'s str)>, Strin
     Ok(rest.chunks(2).map(|kv| (kv[0], kv[1])).collect())
 }
 
+/// What [`take_own`] returns: the plugin's own `(key, value)` pairs, and the other arguments.
+pub type OwnAndOthers<'s> = (Vec<(&'s str, &'s str)>, Vec<String>);
+
+/// Takes each `KEY VALUE` whose KEY is one of `own` out of all of a plugin's arguments, before
+/// the common ones are parsed: for a plugin argument that shadows a common one (dspam's
+/// `reject PROBABILITY`). Returns those pairs in order, and the other arguments.
+pub fn take_own<'s>(args: &'s [String], own: &[&str]) -> Result<OwnAndOthers<'s>, String> {
+    let mut taken = Vec::new();
+    let mut others = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if !own.contains(&arg.as_str()) {
+            others.push(arg.clone());
+            continue;
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("argument '{arg}' needs a value"))?;
+        taken.push((arg.as_str(), value.as_str()));
+    }
+    Ok((taken, others))
+}
+
 /// A `timeout` value: seconds, a decimal number above 0 and at most an hour.
 pub fn parse_timeout(value: &str) -> Result<Duration, String> {
     match value.parse::<f64>() {
@@ -112,6 +135,21 @@ pub fn positive(
 mod tests {
     use super::*;
     use crate::testing::{build, build_err};
+
+    #[test]
+    fn own_arguments_come_out_before_the_common_ones() {
+        let args: Vec<String> = ["reject", ".9", "loglevel", "6", "reject", "agree", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (own, others) = take_own(&args, &["reject"]).unwrap();
+        assert_eq!(own, [("reject", ".9"), ("reject", "agree")]);
+        assert_eq!(others, ["loglevel", "6", "x"]);
+        assert_eq!(
+            take_own(&args[..1], &["reject"]),
+            Err("argument 'reject' needs a value".to_string())
+        );
+    }
 
     #[test]
     fn pairs_and_timeouts() {

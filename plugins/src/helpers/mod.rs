@@ -3,6 +3,7 @@
 //! `mime`, `testing`).
 
 pub(crate) mod backend;
+pub(crate) mod command_scanner;
 pub(crate) mod deadline;
 pub(crate) mod limits;
 pub(crate) mod matchers;

@@ -139,6 +139,21 @@ impl Scanner {
         })
     }
 
+    /// The outcome for a failed scan: [`ScannerArgs::on_error`].
+    pub(crate) fn on_error(
+        &self,
+        common: &Common,
+        cx: &Cx,
+        txn: &mut Transaction,
+        header: &str,
+        error: &str,
+        spent: Duration,
+    ) -> Outcome {
+        self.args.on_error(common, cx, txn, header, error, spent)
+    }
+}
+
+impl ScannerArgs {
     /// The outcome for a scan that failed (`error`, after `spent`): logged once, then 451
     /// 4.7.1 under `defer_on_error 1`, or accepted with `header: not scanned` under 0.
     pub(crate) fn on_error(
@@ -151,7 +166,7 @@ impl Scanner {
         spent: Duration,
     ) -> Outcome {
         let secs = spent.as_secs_f64();
-        if self.args.defer_on_error {
+        if self.defer_on_error {
             common.log(
                 cx,
                 Level::Error,
@@ -175,20 +190,20 @@ impl Scanner {
 }
 
 /// At most N holders at a time on this worker; the others wait in arrival order.
-struct Slots {
+pub(crate) struct Slots {
     free: Cell<usize>,
     waiting: RefCell<VecDeque<oneshot::Sender<()>>>,
 }
 
 impl Slots {
-    fn new(n: usize) -> Slots {
+    pub(crate) fn new(n: usize) -> Slots {
         Slots {
             free: Cell::new(n),
             waiting: RefCell::new(VecDeque::new()),
         }
     }
 
-    async fn acquire(&self) -> Slot<'_> {
+    pub(crate) async fn acquire(&self) -> Slot<'_> {
         if self.free.get() > 0 {
             self.free.set(self.free.get() - 1);
             return Slot(self);
@@ -227,7 +242,7 @@ impl Slots {
 }
 
 /// A held slot, given back on drop.
-struct Slot<'a>(&'a Slots);
+pub(crate) struct Slot<'a>(&'a Slots);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {

@@ -7,7 +7,7 @@ mod fsync_batch;
 pub mod maildir; // queue/maildir's group commit of new/ fsyncs
                  // issue 4, local queues (maildir above; shared helpers in `local`):
 pub mod exim_bsmtp;
-mod local;
+pub(crate) mod local;
 pub mod postfix_queue;
 pub mod qmail_queue;
 // issue 4, network queues (shared SMTP/LMTP client in `smtp_client`):

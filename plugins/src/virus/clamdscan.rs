@@ -87,7 +87,6 @@
 use std::time::{Duration, Instant};
 
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
-use ringsmtpd_plugin_api::headers::first;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::shared::Naughty;
 use ringsmtpd_plugin_api::{
@@ -95,6 +94,7 @@ use ringsmtpd_plugin_api::{
     Services, Step, Transaction,
 };
 
+use super::{clean_name, is_multipart};
 use crate::helpers::scanner::{parse_socket, BodyChunks, Scanner, ScannerArgs};
 
 /// ClamAV::Client's default socket.
@@ -103,8 +103,6 @@ const DEFAULT_SOCKET: &str = "/var/run/clamav/clamd.ctl";
 const DEFAULT_MAX_SIZE: u64 = 1024;
 /// The longest reply read.
 const MAX_REPLY: usize = 1024;
-/// The longest virus name kept.
-const MAX_NAME: usize = 128;
 /// The field added when the message was accepted unscanned.
 const CHECKED: &str = "X-Virus-Checked";
 
@@ -274,15 +272,6 @@ impl ClamdScan {
     }
 }
 
-/// The top Content-Type is `multipart/*` with a boundary (qpsmtpd's test for `scan_all 0`).
-fn is_multipart(txn: &Transaction) -> bool {
-    let Some(field) = first(txn.body.header_bytes(), "Content-Type") else {
-        return false;
-    };
-    let value = field.value().to_ascii_lowercase();
-    value.trim_start().starts_with("multipart/") && value.contains("boundary=")
-}
-
 /// One `zINSTREAM` exchange on `stream`.
 async fn ask(
     svc: &dyn Services,
@@ -365,21 +354,6 @@ fn parse_reply(reply: &[u8]) -> Result<Found, String> {
         return Err(format!("clamd: {shown}"));
     }
     Err(format!("clamd's reply '{shown}' is not one it sends"))
-}
-
-/// A virus name safe for a reply, a header and a log line.
-fn clean_name(name: &str) -> String {
-    name.trim()
-        .chars()
-        .take(MAX_NAME)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-:/+!@# ".contains(c) {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
