@@ -21,8 +21,9 @@
 //! The refusal is `451 4.7.1 Greylisted, try again in N seconds` at `MAIL` (or at `RCPT` with
 //! `recipient`/`per_recipient`), or `451 4.7.1` at `DATA` with `deny_late`.
 //!
-//! Relay clients, whitelisted hosts and senders (`relay`, `whitelist`, `dns_whitelist_soft`)
-//! and the networks of `greylist_exclude_files` are never greylisted.
+//! Relay clients, whitelisted hosts and senders (`relay`, `whitelist`, `dns_whitelist_soft`),
+//! clients with a positive karma history (the `karma` plugin, listed before this one) and the
+//! networks of `greylist_exclude_files` are never greylisted.
 //!
 //! The triplets live in the server's state store (config `state_store`: the embedded store,
 //! or Redis shared by several processes and hosts), not in a file of the plugin's own.
@@ -66,7 +67,8 @@
 //!
 //! ## Notes
 //!
-//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`). Keeps its
+//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`) and `Karma`
+//! (its `history`). Keeps its
 //! deferred refusal in a transaction note of its own.
 //!
 //! Store keys: `greylisting` / `grey` or `white` / the triplet's parts, length-prefixed (see
@@ -100,7 +102,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
-use ringsmtpd_plugin_api::shared::is_immune;
+use ringsmtpd_plugin_api::shared::{is_immune, Karma};
 use ringsmtpd_plugin_api::store::{Batch, FailureLog, Key, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
@@ -278,6 +280,14 @@ impl Greylisting {
         if self.cfg.off || is_immune(cx, Some(txn)) {
             self.common
                 .log(cx, Level::Debug, format_args!("skip: immune"));
+            return Outcome::Declined;
+        }
+        if let Some(k) = cx.conn.notes.get::<Karma>().filter(|k| k.history > 0) {
+            self.common.log(
+                cx,
+                Level::Info,
+                format_args!("skip: good karma (history {})", k.history),
+            );
             return Outcome::Declined;
         }
         let ip = cx.conn.remote.ip().to_canonical();
@@ -647,7 +657,13 @@ mod tests {
         c.conn.relay_client = false;
         c.conn.notes.set(WhitelistHost("listed".into()));
         assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        c.conn.notes = Default::default();
+        c.conn.notes.set(Karma { history: 1, score: 0 });
+        assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        assert!(svc.logged("skip: good karma (history 1)"));
         assert_eq!(svc.store_calls.get(), 0);
+        c.conn.notes.set(Karma { history: 0, score: 5 });
+        assert!(is_greylisted(&mail(&*p, &mut c, "<a@example.org>")));
 
         let files = [
             ("greylist_exclude_files", "greylist_exclude_nets\n"),
