@@ -56,21 +56,22 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Reads `dir/store.db` if it exists and starts the store thread. The directory and the
-    /// file are created at the first save; when the server is about to drop root, the
-    /// directory is created now and given to that account, which must be able to write it.
+    /// Reads `dir/store.db` if it exists and starts the store thread, holding the directory's
+    /// shared lock ([`lock_dir`]) until it stops. The directory is created now (given to the
+    /// account the server drops to, which must be able to write it), the file at the first
+    /// save.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Embedded, String> {
-        let (path, table) = load(dir, max_entries)?;
+        owner::create_dir_all(dir).map_err(|e| format!("state store {}: {e}", dir.display()))?;
         if owner::run_as().is_some() {
-            owner::create_dir_all(dir)
-                .map_err(|e| format!("state store {}: {e}", dir.display()))?;
             owner::require(dir, Access::Write);
         }
+        let lock = lock_dir(dir, Lock::Shared)?;
+        let (path, table) = load(dir, max_entries)?;
         let (tx, rx) = mpsc::channel();
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("state-store".into())
-            .spawn(move || run(rx, table, thread_path))
+            .spawn(move || run(rx, table, thread_path, lock))
             .map_err(|e| format!("state store thread: {e}"))?;
         Ok(Embedded { tx, path })
     }
@@ -98,6 +99,39 @@ impl Embedded {
     }
 }
 
+/// How [`lock_dir`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// A server's store thread, for its whole life: several servers may hold it (`--join`
+    /// runs the old and the new process side by side); waits while a tool holds `Exclusive`.
+    Shared,
+    /// `ringsmtpd karma` editing the file: only when no server has the store open.
+    Exclusive,
+}
+
+/// Locks the store directory (`flock`), so a tool never edits the file under a running
+/// server, whose next save would undo the edit. Held until the returned file is dropped.
+pub fn lock_dir(dir: &Path, how: Lock) -> Result<std::fs::File, String> {
+    let failed = |e: std::io::Error| format!("state store {}: locking: {e}", dir.display());
+    let handle = std::fs::File::open(dir).map_err(failed)?;
+    match how {
+        Lock::Shared => handle.lock_shared().map_err(failed)?,
+        Lock::Exclusive => match handle.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "a running ringsmtpd has the state store {} open; stop it first (its next \
+                     save would undo the change), or use Redis (config state_store) to change \
+                     entries while servers run",
+                    dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        },
+    }
+    Ok(handle)
+}
+
 /// Reads `dir/store.db` if it exists (a missing file is an empty store); a damaged file is
 /// an error that names it and says how to start over. Writes nothing (`--check` calls it).
 pub fn load(dir: &Path, max_entries: usize) -> Result<(PathBuf, Table), String> {
@@ -123,7 +157,9 @@ fn gone() -> StoreError {
     StoreError::Unavailable("the store thread has stopped".into())
 }
 
-fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
+/// The store thread; `lock` (the directory's shared lock) is released once the last save is
+/// done, before `close` returns.
+fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf, lock: std::fs::File) {
     let mut saver = Saver::new(path);
     loop {
         let wait = SAVE_EVERY.saturating_sub(saver.last.elapsed());
@@ -146,6 +182,7 @@ fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf) {
             }
             Ok(Msg::Close(done)) => {
                 saver.save(&mut table, true);
+                drop(lock);
                 let _ = done.send(());
                 return;
             }
