@@ -120,3 +120,18 @@ def test_redis_stopped_lets_clients_through_with_one_log_line(make_server, redis
     log = srv.log()
     assert log.count("state store unavailable") == 1, log[-3000:]
     assert "letting clients through unjudged" in log
+
+
+def test_default_reject_naughty_leaves_the_refusal_to_naughty(make_server):
+    """karma's default `reject naughty`: the boxed client is only marked at connect, and the
+    naughty plugin refuses it at the step it is told to (MAIL here), with karma's text."""
+    srv = make_server(plugins=plugins("karma") + ["naughty reject mail"])
+    naughty_session(srv)
+    srv.wait_log("negative, sent to penalty box")
+    c = srv.connect()
+    c.ehlo()
+    r = c.cmd("MAIL FROM:<a@example.org>")
+    assert r.code == 550 and r.enhanced() == "5.7.1", r
+    assert "You were naughty." in r.text, r
+    c.read_until_closed()
+    c.close()
