@@ -79,9 +79,11 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
             out.push_str(&tool::row(&ip_of(cmd), &request.record(&replies), secs));
         }
         (StoreConfig::Redis(_), None) => {
-            return Err("list needs the embedded store; with Redis list the keys with \
+            return Err(
+                "list needs the embedded store; with Redis list the keys with \
                         redis-cli --scan --pattern '5:karma*' and show each IP"
-                .into())
+                    .into(),
+            )
         }
         (StoreConfig::Redis(redis), Some(request)) => {
             let replies = redis_batch(redis.clone(), request.batch.clone())?;
@@ -148,7 +150,10 @@ mod tests {
         let out = karma(&dir, &["capture", "192.0.2.7"]).unwrap();
         let row = out.lines().nth(1).unwrap();
         assert!(row.starts_with("192.0.2.7 "), "{out}");
-        assert!(row.split_whitespace().nth(1).unwrap().starts_with("20"), "{out}");
+        assert!(
+            row.split_whitespace().nth(1).unwrap().starts_with("20"),
+            "{out}"
+        );
         assert!(row.ends_with("1     0         0"), "{out}");
         // the server's store reads it back: the penalty ends in two days
         let (_, table) = embedded::load(&state, 100).unwrap();
@@ -159,7 +164,10 @@ mod tests {
             .find(|(k, _)| k.parts_in("karma").is_some_and(|p| p[1] == b"penalty"))
             .and_then(|(_, e)| e.expires)
             .unwrap();
-        assert!((until - ms).abs_diff(2 * 86_400_000) < 60_000, "{until} {ms}");
+        assert!(
+            (until - ms).abs_diff(2 * 86_400_000) < 60_000,
+            "{until} {ms}"
+        );
 
         let listed = karma(&dir, &["list"]).unwrap();
         assert_eq!(listed.lines().count(), 2, "{listed}");

@@ -658,11 +658,17 @@ mod tests {
         c.conn.notes.set(WhitelistHost("listed".into()));
         assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
         c.conn.notes = Default::default();
-        c.conn.notes.set(Karma { history: 1, score: 0 });
+        c.conn.notes.set(Karma {
+            history: 1,
+            score: 0,
+        });
         assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
         assert!(svc.logged("skip: good karma (history 1)"));
         assert_eq!(svc.store_calls.get(), 0);
-        c.conn.notes.set(Karma { history: 0, score: 5 });
+        c.conn.notes.set(Karma {
+            history: 0,
+            score: 5,
+        });
         assert!(is_greylisted(&mail(&*p, &mut c, "<a@example.org>")));
 
         let files = [

@@ -320,7 +320,10 @@ mod tests {
         ("virus/clamdscan clamd_port 3310 deny_viruses no", &[]),
         ("whitelist", &[]),
         ("greylisting", &[]),
-        ("karma reject connect penalty_days 0.5", &[("karma_tlds", "info 4\n")]),
+        (
+            "karma reject connect penalty_days 0.5",
+            &[("karma_tlds", "info 4\n")],
+        ),
         (
             "greylisting recipient 1 sender 1 deny_late 1",
             &[("denysoft_greylist", "black_timeout 60\n")],

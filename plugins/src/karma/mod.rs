@@ -162,13 +162,16 @@ impl Settings {
     fn apply(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
         let count = |max: i64| match value.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(format!("{key} must be a number from 1 to {max}, not '{value}'")),
+            _ => Err(format!(
+                "{key} must be a number from 1 to {max}, not '{value}'"
+            )),
         };
         let result = match key {
             "negative" => count(1000).map(|n| self.negative = n),
             "strikes" => count(1000).map(|n| self.strikes = n),
-            "history_days" => count(3650)
-                .map(|n| self.history = Duration::from_secs(n.unsigned_abs() * DAY)),
+            "history_days" => {
+                count(3650).map(|n| self.history = Duration::from_secs(n.unsigned_abs() * DAY))
+            }
             "penalty_days" => match value.parse::<f64>() {
                 Ok(d) if d > 0.0 && d <= 3650.0 => {
                     self.penalty_days = d;
@@ -322,12 +325,18 @@ impl KarmaPlugin {
             rec.connects.saturating_add(1)
         );
         let Some(left) = rec.penalty_left(unix_now(cx)) else {
-            self.common
-                .log(cx, Level::Info, format_args!("pass, no penalty ({summary})"));
+            self.common.log(
+                cx,
+                Level::Info,
+                format_args!("pass, no penalty ({summary})"),
+            );
             return Outcome::Declined;
         };
-        self.common
-            .log(cx, Level::Info, format_args!("fail, in the penalty box ({summary})"));
+        self.common.log(
+            cx,
+            Level::Info,
+            format_args!("fail, in the penalty box ({summary})"),
+        );
         let days = (left as f64 / DAY as f64).max(0.01);
         self.common.reject(
             cx,
@@ -374,8 +383,7 @@ impl KarmaPlugin {
         if !judged(cx, Some(txn)) || cx.conn.notes.contains::<Naughty>() || score >= -4 {
             return Outcome::Declined;
         }
-        self.common
-            .reject(cx, format!("very bad karma: {score}"))
+        self.common.reject(cx, format!("very bad karma: {score}"))
     }
 
     /// The message's verdicts, read as the transaction ends.
@@ -447,7 +455,11 @@ impl KarmaPlugin {
             self.common.log(
                 cx,
                 Level::Info,
-                format_args!("positive (score {}, history {})", k.score, r.int(count) - other),
+                format_args!(
+                    "positive (score {}, history {})",
+                    k.score,
+                    r.int(count) - other
+                ),
             );
             return Outcome::Declined;
         }

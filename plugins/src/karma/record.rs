@@ -158,7 +158,8 @@ mod tests {
         );
         let mut t = Table::new(100);
         let day = Duration::from_secs(86_400);
-        t.apply(&capture(&keys, 1000, 5000, day), 1_000_000).unwrap();
+        t.apply(&capture(&keys, 1000, 5000, day), 1_000_000)
+            .unwrap();
         let mut b = Batch::new();
         let slots = Record::read(&mut b, &keys);
         let rec = Record::from_replies(&t.apply(&b, 1_000_000).unwrap(), slots);
@@ -172,7 +173,14 @@ mod tests {
         assert_eq!(rec, Record::default());
 
         let mut rec = Record::default();
-        for bad in [&b""[..], b"-", b"1e3", b" 1", b"99999999999999999999", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"1e3",
+            b" 1",
+            b"99999999999999999999",
+            b"\xff",
+        ] {
             rec.set_field(b"nice", bad);
             rec.set_field(b"penalty", bad);
             assert_eq!(rec, Record::default(), "{}", bad.escape_ascii());

@@ -4,8 +4,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::*;
 use ringsmtpd_plugin_api::shared::{DkimResult, WhitelistHost};
 use ringsmtpd_plugin_api::testing::{
-    assert_bad_args, build as build_plugin, build_err, cx, rcpt, run, txn_from,
-    unlisted_overrides, FakeServices,
+    assert_bad_args, build as build_plugin, build_err, cx, rcpt, run, txn_from, unlisted_overrides,
+    FakeServices,
 };
 use ringsmtpd_plugin_api::{AuthInfo, Connection};
 
@@ -49,12 +49,18 @@ fn a_naughty_connection_boxes_the_client_until_the_penalty_ends() {
     let p = plugin("karma reject connect");
     let (mut c, svc) = client("192.0.2.1", None);
     assert_eq!(session(&*p, &mut c, 3), Outcome::Declined);
-    assert!(svc.logged("negative, sent to penalty box for 1 days"), "{:?}", svc.logs.borrow());
+    assert!(
+        svc.logged("negative, sent to penalty box for 1 days"),
+        "{:?}",
+        svc.logs.borrow()
+    );
     let (mut again, _) = client("192.0.2.1", Some(&svc));
     let o = run(p.connect(&mut again));
     assert_eq!(
         o,
-        Outcome::DenyDisconnect(Some("You were naughty. You cannot connect for 1.00 more days.".into()))
+        Outcome::DenyDisconnect(Some(
+            "You were naughty. You cannot connect for 1.00 more days.".into()
+        ))
     );
     // another IP is not boxed; the box ends after penalty_days
     let (mut other, _) = client("192.0.2.2", Some(&svc));
@@ -62,16 +68,28 @@ fn a_naughty_connection_boxes_the_client_until_the_penalty_ends() {
     svc.advance(Duration::from_secs(43_200));
     let (mut half, _) = client("192.0.2.1", Some(&svc));
     let o = run(p.connect(&mut half));
-    assert!(matches!(&o, Outcome::DenyDisconnect(Some(m)) if m.contains("0.50 more days")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::DenyDisconnect(Some(m)) if m.contains("0.50 more days")),
+        "{o:?}"
+    );
     svc.advance(Duration::from_secs(43_200));
     let (mut later, _) = client("192.0.2.1", Some(&svc));
     assert_eq!(run(p.connect(&mut later)), Outcome::Declined);
     // the history stays: -1, and connects counts every connection
-    assert_eq!(later.conn.notes.get::<Karma>(), Some(&Karma { history: -1, score: 0 }));
+    assert_eq!(
+        later.conn.notes.get::<Karma>(),
+        Some(&Karma {
+            history: -1,
+            score: 0
+        })
+    );
     let mut b = Batch::new();
     let keys = Keys::new("192.0.2.1".parse().unwrap()).unwrap();
     let slots = Record::read(&mut b, &keys);
-    let rec = Record::from_replies(&svc.store_table().apply(&b, (T0 + 86_400) * 1000).unwrap(), slots);
+    let rec = Record::from_replies(
+        &svc.store_table().apply(&b, (T0 + 86_400) * 1000).unwrap(),
+        slots,
+    );
     assert_eq!((rec.naughty, rec.nice, rec.connects), (1, 0, 4));
 }
 
@@ -122,8 +140,16 @@ fn notes_of_other_plugins_adjust_the_score() {
     let mut txn = txn_from("<a@shop.example.info>");
     run(p.mail(&mut c, &mut txn));
     assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -4);
-    txn.notes.set(SpamScore { score: 9.0, required: 5.0, is_spam: true });
-    txn.notes.set(RspamdResult { score: 20.0, required: 15.0, action: "reject" });
+    txn.notes.set(SpamScore {
+        score: 9.0,
+        required: 5.0,
+        is_spam: true,
+    });
+    txn.notes.set(RspamdResult {
+        score: 20.0,
+        required: 15.0,
+        action: "reject",
+    });
     run(p.reset_transaction(&mut c, &mut txn));
     assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -6);
     // karma's own refusals do not count
@@ -131,7 +157,10 @@ fn notes_of_other_plugins_adjust_the_score() {
     assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -6);
     // a score below -4 is refused at DATA: by default through the naughty mark
     assert_eq!(run(p.data(&mut c, &mut txn)), Outcome::Declined);
-    assert_eq!(c.conn.notes.get::<Naughty>().unwrap().msg, "very bad karma: -6");
+    assert_eq!(
+        c.conn.notes.get::<Naughty>().unwrap().msg,
+        "very bad karma: -6"
+    );
 
     let p = plugin("karma reject 1 reject_type temp");
     let (mut c, _) = client("192.0.2.1", None);
@@ -167,7 +196,11 @@ fn one_recipient_per_message_without_good_karma() {
     txn.recipients.push(to.clone());
     assert_eq!(
         run(p.rcpt(&mut c, &mut txn, &to)),
-        Outcome::Done(Some(Reply::new(452, "4.5.3", "too many recipients for karma 0 (h: 0)")))
+        Outcome::Done(Some(Reply::new(
+            452,
+            "4.5.3",
+            "too many recipients for karma 0 (h: 0)"
+        )))
     );
     Karma::adjust(&mut c, 1);
     assert_eq!(run(p.rcpt(&mut c, &mut txn, &to)), Outcome::Declined);
@@ -188,7 +221,10 @@ fn immune_clients_are_neither_judged_nor_recorded() {
     session(&*p, &mut c, 5);
     let (mut c, _) = client("192.0.2.1", Some(&svc));
     run(p.connect(&mut c));
-    c.conn.auth = Some(AuthInfo { user: "u".into(), mechanism: "PLAIN".into() });
+    c.conn.auth = Some(AuthInfo {
+        user: "u".into(),
+        mechanism: "PLAIN".into(),
+    });
     run(p.deny(&mut c, "x", Hook::Rcpt, &Outcome::deny("no")));
     run(p.deny(&mut c, "x", Hook::Rcpt, &Outcome::deny("no")));
     run(p.deny(&mut c, "x", Hook::Rcpt, &Outcome::deny("no")));
@@ -203,9 +239,15 @@ fn the_naughty_mark_and_reject_modes() {
     // default reject naughty: the box marks the connection for the naughty plugin
     let p = plugin("karma");
     let (mut c, svc) = client("192.0.2.1", None);
-    c.conn.notes.set(Naughty { plugin: "dnsbl".into(), msg: "listed".into() });
+    c.conn.notes.set(Naughty {
+        plugin: "dnsbl".into(),
+        msg: "listed".into(),
+    });
     run(p.connect(&mut c));
-    c.conn.notes.set(Naughty { plugin: "dnsbl".into(), msg: "listed".into() });
+    c.conn.notes.set(Naughty {
+        plugin: "dnsbl".into(),
+        msg: "listed".into(),
+    });
     run(p.disconnect(&mut c));
     assert!(svc.logged("sent to penalty box"));
     let (mut c, _) = client("192.0.2.1", Some(&svc));
@@ -238,7 +280,11 @@ fn the_bonus_for_clients_never_nice() {
         c = next;
     }
     // the seventh naughty connection: history -7, so 0.5 + 7 days
-    assert!(svc.logged("sent to penalty box for 7.5 days, penalty box bonus"), "{:?}", svc.logs.borrow());
+    assert!(
+        svc.logged("sent to penalty box for 7.5 days, penalty box bonus"),
+        "{:?}",
+        svc.logs.borrow()
+    );
 }
 
 #[test]
@@ -282,7 +328,12 @@ fn arguments() {
             &["negative"],
         ],
     );
-    assert!(build_plugin(new, "karma db_dir /var/lib/qpsmtpd/karma nfslock 1 loglevel 7", &[]).is_ok());
+    assert!(build_plugin(
+        new,
+        "karma db_dir /var/lib/qpsmtpd/karma nfslock 1 loglevel 7",
+        &[]
+    )
+    .is_ok());
     let bad = build_err(new, "karma", &[("karma_tlds", "info\n")]);
     assert!(bad.to_string().starts_with("karma_tlds:1"), "{bad}");
     let bad = build_err(new, "karma", &[("karma_tlds", "info -3\n")]);

@@ -32,7 +32,12 @@ pub fn parse_command(words: &[&str]) -> Result<Command, String> {
         ["capture", w] => Command::Capture(ip(w)?, None),
         ["capture", w, days] => match days.parse::<f64>() {
             Ok(d) if d > 0.0 && d <= 3650.0 => Command::Capture(ip(w)?, Some(d)),
-            _ => return Err(format!("DAYS must be above 0 (up to 3650), not '{}'", days.escape_debug())),
+            _ => {
+                return Err(format!(
+                    "DAYS must be above 0 (up to 3650), not '{}'",
+                    days.escape_debug()
+                ))
+            }
         },
         ["release", w] => Command::Release(ip(w)?),
         _ => return Err("expected list, show IP, capture IP [DAYS] or release IP".into()),
@@ -69,7 +74,10 @@ impl Request {
             Command::Capture(ip, days) => {
                 let secs = (days.unwrap_or(penalty_days) * 86_400.0) as u64;
                 let keys = Keys::new(ip).ok()?;
-                (ip, record::capture(&keys, now, now.saturating_add(secs), keep))
+                (
+                    ip,
+                    record::capture(&keys, now, now.saturating_add(secs), keep),
+                )
             }
             Command::Release(ip) => (ip, record::release(&Keys::new(ip).ok()?)),
         };
@@ -84,7 +92,8 @@ impl Request {
 }
 
 /// The table's first line.
-pub const HEADER: &str = "IP address                               penalty box until (UTC)  naughty  nice  connects";
+pub const HEADER: &str =
+    "IP address                               penalty box until (UTC)  naughty  nice  connects";
 
 /// One line of the table.
 pub fn row(ip: &str, rec: &Record, now: u64) -> String {
@@ -120,7 +129,9 @@ fn utc(secs: u64) -> String {
 }
 
 /// Groups stored entries into one record per IP (for `list`), sorted by IP.
-pub fn records<'a>(entries: impl IntoIterator<Item = (&'a ringsmtpd_plugin_api::store::Key, &'a [u8])>) -> Vec<(String, Record)> {
+pub fn records<'a>(
+    entries: impl IntoIterator<Item = (&'a ringsmtpd_plugin_api::store::Key, &'a [u8])>,
+) -> Vec<(String, Record)> {
     let mut by_ip = std::collections::BTreeMap::<String, Record>::new();
     for (key, value) in entries {
         if let Some((ip, field)) = record::parse_key(key) {
@@ -139,17 +150,33 @@ mod tests {
     fn commands_and_their_batches() {
         assert_eq!(parse_command(&["list"]), Ok(Command::List));
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(parse_command(&["capture", "192.0.2.7"]), Ok(Command::Capture(ip, None)));
+        assert_eq!(
+            parse_command(&["capture", "192.0.2.7"]),
+            Ok(Command::Capture(ip, None))
+        );
         assert_eq!(
             parse_command(&["capture", "192.0.2.7", "0.5"]),
             Ok(Command::Capture(ip, Some(0.5)))
         );
-        for bad in [&["show"][..], &["show", "a\r\nb"], &["capture", "192.0.2.7", "-1"], &["prune"], &[]] {
+        for bad in [
+            &["show"][..],
+            &["show", "a\r\nb"],
+            &["capture", "192.0.2.7", "-1"],
+            &["prune"],
+            &[],
+        ] {
             assert!(parse_command(bad).is_err(), "{bad:?}");
         }
-        let args: Vec<String> = ["reject", "connect", "penalty_days", "2", "history_days", "9"]
-            .map(String::from)
-            .into();
+        let args: Vec<String> = [
+            "reject",
+            "connect",
+            "penalty_days",
+            "2",
+            "history_days",
+            "9",
+        ]
+        .map(String::from)
+        .into();
         assert_eq!(durations(&args), Ok((2.0, Duration::from_secs(9 * 86_400))));
         assert!(durations(&["penalty_days".into(), "soon".into()]).is_err());
 
@@ -158,7 +185,10 @@ mod tests {
         let now = 1_700_000_000;
         let capture = Request::new(&Command::Capture(ip, None), now, 2.0, keep).unwrap();
         let rec = capture.record(&t.apply(&capture.batch, now * 1000).unwrap());
-        assert_eq!((rec.naughty, rec.penalty_until), (1, Some(now + 2 * 86_400)));
+        assert_eq!(
+            (rec.naughty, rec.penalty_until),
+            (1, Some(now + 2 * 86_400))
+        );
         assert!(row("192.0.2.7", &rec, now).contains("2023-11-16 22:13:20"));
         let entries: Vec<(Key, Vec<u8>)> = t
             .live_entries(now * 1000)

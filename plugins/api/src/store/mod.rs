@@ -394,7 +394,10 @@ mod tests {
         let key = Key::new("karma", &[resp, b"", b"nice"]).unwrap();
         assert_eq!(key.parts_in("karma"), Some(vec![resp, b"", b"nice"]));
         assert_eq!(key.parts_in("grey"), None);
-        assert_eq!(Key::new("karma", &[]).unwrap().parts_in("karma"), Some(vec![]));
+        assert_eq!(
+            Key::new("karma", &[]).unwrap().parts_in("karma"),
+            Some(vec![])
+        );
         for raw in [&b"5:karma3:ab"[..], b"5:karma:ab", b"5:karmaX", b"+5:karma"] {
             let k = Key::from_raw(raw.to_vec()).unwrap();
             assert_eq!(k.parts_in("karma"), None, "{k}");
