@@ -66,7 +66,7 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
                 let entries = table.live_entries(ms);
                 let listed = entries.iter().map(|(k, e)| (*k, e.value.as_slice()));
                 for (ip, rec) in tool::records(listed) {
-                    out.push_str(&tool::row(&ip, &rec, secs));
+                    out.push_str(&tool::row(&ip, &rec, secs, date));
                     out.push('\n');
                 }
                 return Ok(out);
@@ -76,7 +76,12 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
                 file::save(&path, &file::encode(&table, ms))
                     .map_err(|e| format!("state store {}: {e}", path.display()))?;
             }
-            out.push_str(&tool::row(&ip_of(cmd), &request.record(&replies), secs));
+            out.push_str(&tool::row(
+                &ip_of(cmd),
+                &request.record(&replies),
+                secs,
+                date,
+            ));
         }
         (StoreConfig::Redis(_), None) => {
             return Err(
@@ -87,11 +92,23 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
         }
         (StoreConfig::Redis(redis), Some(request)) => {
             let replies = redis_batch(redis.clone(), request.batch.clone())?;
-            out.push_str(&tool::row(&ip_of(cmd), &request.record(&replies), secs));
+            out.push_str(&tool::row(
+                &ip_of(cmd),
+                &request.record(&replies),
+                secs,
+                date,
+            ));
         }
     }
     out.push('\n');
     Ok(out)
+}
+
+/// The end of a penalty box in local time, as karma_tool printed it.
+fn date(secs: u64) -> String {
+    let mut out = String::new();
+    crate::session::headers::rfc5322_date(&mut out, UNIX_EPOCH + Duration::from_secs(secs));
+    out
 }
 
 fn ip_of(cmd: &Command) -> String {
@@ -150,10 +167,8 @@ mod tests {
         let out = karma(&dir, &["capture", "192.0.2.7"]).unwrap();
         let row = out.lines().nth(1).unwrap();
         assert!(row.starts_with("192.0.2.7 "), "{out}");
-        assert!(
-            row.split_whitespace().nth(1).unwrap().starts_with("20"),
-            "{out}"
-        );
+        // the end of the box as an RFC 5322 date: `Sat, 21 Nov 2026 05:23:55 +0000`
+        assert_eq!(row.matches(':').count(), 2, "{out}");
         assert!(row.ends_with("1     0         0"), "{out}");
         // the server's store reads it back: the penalty ends in two days
         let (_, table) = embedded::load(&state, 100).unwrap();

@@ -497,10 +497,9 @@ mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::WhitelistHost;
     use ringsmtpd_plugin_api::testing::{
-        assert_bad_args, build, build_err, cx, rcpt, run, txn_from, unlisted_overrides,
+        assert_bad_args, build, build_err, rcpt, run, store_client, txn_from, unlisted_overrides,
         FakeServices,
     };
-    use ringsmtpd_plugin_api::Connection;
     use std::rc::Rc;
 
     const MIN: Duration = Duration::from_secs(60);
@@ -509,20 +508,9 @@ mod tests {
         build(new, line, &[]).unwrap()
     }
 
-    /// A client at `ip`, with its own services on a fake clock, or those of an earlier client
-    /// (the same store and clock).
+    /// A client at `ip` on new services, or those of an earlier client (the same store and clock).
     fn client(ip: &str, shared: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
-        let (cx, svc) = cx(&format!("{ip}:4000"));
-        match shared {
-            Some(svc) => {
-                let conn = Connection::new(2, cx.conn.remote, cx.conn.local);
-                (Cx::new(conn, svc.clone()), svc.clone())
-            }
-            None => {
-                svc.set_clock(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-                (cx, svc)
-            }
-        }
+        store_client(&format!("{ip}:4000"), shared)
     }
 
     fn mail(p: &dyn Plugin, cx: &mut Cx, from: &str) -> Outcome {
@@ -698,13 +686,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
         }
-        let lines = svc
-            .logs
-            .borrow()
-            .iter()
-            .filter(|(_, _, m)| m.contains("connection refused"))
-            .count();
-        assert_eq!(lines, 1);
+        assert_eq!(svc.logged_count("connection refused"), 1);
         assert!(svc.logged("letting mail through"));
 
         let p = plugin("greylisting on_store_error defer");

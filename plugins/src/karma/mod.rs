@@ -210,28 +210,17 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 fn build(init: &PluginInit<'_>) -> Result<KarmaPlugin, ConfigError> {
     // `reject` takes karma's own values (connect, zombie): read it before the common ones.
-    let mut reject = Reject::Naughty;
-    let mut others = Vec::new();
-    let mut it = init.args.iter();
-    while let Some(arg) = it.next() {
-        if arg != "reject" {
-            others.push(arg.clone());
-            continue;
+    let (reject, others) = init.take_arg("reject")?;
+    let reject = match reject {
+        None | Some("naughty" | "zombie") => Reject::Naughty,
+        Some("0") => Reject::No,
+        Some("1" | "connect") => Reject::Yes,
+        Some(value) => {
+            return Err(init.error(format!(
+                "reject must be 0, 1, connect, naughty or zombie, not '{value}'"
+            )))
         }
-        let value = it
-            .next()
-            .ok_or_else(|| init.error("reject needs a value"))?;
-        reject = match value.as_str() {
-            "0" => Reject::No,
-            "1" | "connect" => Reject::Yes,
-            "naughty" | "zombie" => Reject::Naughty,
-            _ => {
-                return Err(init.error(format!(
-                    "reject must be 0, 1, connect, naughty or zombie, not '{value}'"
-                )))
-            }
-        };
-    }
+    };
     let defaults = CommonArgs {
         reject,
         reject_type: RejectType::Disconnect,

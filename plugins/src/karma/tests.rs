@@ -1,33 +1,23 @@
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::*;
 use ringsmtpd_plugin_api::shared::{DkimResult, WhitelistHost};
 use ringsmtpd_plugin_api::testing::{
-    assert_bad_args, build as build_plugin, build_err, cx, rcpt, run, txn_from, unlisted_overrides,
-    FakeServices,
+    assert_bad_args, build as build_plugin, build_err, rcpt, run, store_client, txn_from,
+    unlisted_overrides, FakeServices, STORE_T0,
 };
-use ringsmtpd_plugin_api::{AuthInfo, Connection};
+use ringsmtpd_plugin_api::AuthInfo;
 
-const T0: u64 = 1_700_000_000;
+const T0: u64 = STORE_T0;
 
 fn plugin(line: &str) -> Box<dyn Plugin> {
     build_plugin(new, line, &[]).unwrap()
 }
 
 /// A new connection from `ip`, on the services (store, clock) of `svc` or new ones.
-fn client(ip: &str, svc: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
-    let (c, fresh) = cx(&format!("{ip}:4000"));
-    match svc {
-        Some(svc) => {
-            let conn = Connection::new(2, c.conn.remote, c.conn.local);
-            (Cx::new(conn, svc.clone()), svc.clone())
-        }
-        None => {
-            fresh.set_clock(UNIX_EPOCH + Duration::from_secs(T0));
-            (c, fresh)
-        }
-    }
+fn client(ip: &str, shared: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
+    store_client(&format!("{ip}:4000"), shared)
 }
 
 /// A connection that another plugin refuses `denies` times, then ends.
@@ -297,13 +287,7 @@ fn a_failing_store_lets_clients_through_and_logs_once() {
         let (mut c, _) = client("192.0.2.1", Some(&svc));
         assert_eq!(session(&*p, &mut c, 3), Outcome::Declined);
     }
-    let lines = svc
-        .logs
-        .borrow()
-        .iter()
-        .filter(|(_, _, m)| m.contains("connection refused"))
-        .count();
-    assert_eq!(lines, 1);
+    assert_eq!(svc.logged_count("connection refused"), 1);
     assert!(svc.logged("letting clients through unjudged"));
     *svc.store_fails.borrow_mut() = None;
     let (mut c, _) = client("192.0.2.1", Some(&svc));
