@@ -58,14 +58,23 @@ impl std::fmt::Debug for Embedded {
 impl Embedded {
     /// Reads `dir/store.db` if it exists and starts the store thread, holding the directory's
     /// shared lock ([`lock_dir`]) until it stops. The directory is created now (given to the
-    /// account the server drops to, which must be able to write it), the file at the first
-    /// save.
+    /// account the server drops to, which must be able to write it; without dropping root, a
+    /// directory that cannot be created is left to the first save to report), the file at the
+    /// first save.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Embedded, String> {
-        owner::create_dir_all(dir).map_err(|e| format!("state store {}: {e}", dir.display()))?;
-        if owner::run_as().is_some() {
-            owner::require(dir, Access::Write);
-        }
-        let lock = lock_dir(dir, Lock::Shared)?;
+        let dropping = owner::run_as().is_some();
+        let lock = match owner::create_dir_all(dir) {
+            Ok(()) => {
+                if dropping {
+                    owner::require(dir, Access::Write);
+                }
+                Some(lock_dir(dir, Lock::Shared)?)
+            }
+            Err(e) if dropping => return Err(format!("state store {}: {e}", dir.display())),
+            // Not fatal for a server that may never store anything (an unwritable working
+            // directory under inetd): the first save says why it fails, as it always did.
+            Err(_) => None,
+        };
         let (path, table) = load(dir, max_entries)?;
         let (tx, rx) = mpsc::channel();
         let thread_path = path.clone();
@@ -159,7 +168,7 @@ fn gone() -> StoreError {
 
 /// The store thread; `lock` (the directory's shared lock) is released once the last save is
 /// done, before `close` returns.
-fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf, lock: std::fs::File) {
+fn run(rx: mpsc::Receiver<Msg>, mut table: Table, path: PathBuf, lock: Option<std::fs::File>) {
     let mut saver = Saver::new(path);
     loop {
         let wait = SAVE_EVERY.saturating_sub(saver.last.elapsed());
@@ -278,6 +287,22 @@ mod tests {
 
     fn key(s: &str) -> Key {
         Key::new("t", &[s.as_bytes()]).unwrap()
+    }
+
+    #[test]
+    fn servers_share_the_directory_lock_and_keep_a_tool_out() {
+        let dir = TempDir::new("store-lock");
+        let state = dir.path().join("state");
+        // two processes side by side (`--join`) both open the store
+        let old = Embedded::open(&state, 10).unwrap();
+        let new = Embedded::open(&state, 10).unwrap();
+        let busy = lock_dir(&state, Lock::Exclusive).unwrap_err();
+        assert!(busy.contains("a running ringsmtpd"), "{busy}");
+        old.close(Duration::from_secs(10));
+        assert!(lock_dir(&state, Lock::Exclusive).is_err(), "the new one still runs");
+        new.close(Duration::from_secs(10));
+        let tool = lock_dir(&state, Lock::Exclusive).unwrap();
+        drop(tool);
     }
 
     #[test]
