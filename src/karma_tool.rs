@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringsmtpd_plugin_api::store::{unix_ms, Batch, Replies, StoreError};
+use ringsmtpd_plugin_api::store::{unix_ms, Batch, Replies};
 use ringsmtpd_plugins::karma::tool::{self, Command, Request};
 
 use crate::config::{plugin_lines, ConfigDir};
@@ -53,6 +53,10 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
     let mut out = format!("{}\n", tool::HEADER);
     match (&store, request) {
         (StoreConfig::Embedded { dir, max_entries }, request) => {
+            if matches!(cmd, Command::Capture(..)) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("state store {}: {e}", dir.display()))?;
+            }
             if !dir.is_dir() {
                 return Err(format!(
                     "no state store in {} (config state_store): nothing recorded yet",
@@ -90,8 +94,8 @@ pub fn run(cmd: &Command, config: &std::path::Path) -> Result<String, String> {
                     .into(),
             )
         }
-        (StoreConfig::Redis(redis), Some(request)) => {
-            let replies = redis_batch(redis.clone(), request.batch.clone())?;
+        (StoreConfig::Redis(redis), Some(mut request)) => {
+            let replies = redis_batch(redis.clone(), std::mem::take(&mut request.batch))?;
             out.push_str(&tool::row(
                 &ip_of(cmd),
                 &request.record(&replies),
@@ -120,14 +124,11 @@ fn ip_of(cmd: &Command) -> String {
     }
 }
 
-/// One batch to Redis, on a runtime of its own (the command is not a worker).
+/// One batch to Redis, on a runtime of its own (the command is not a worker), within the
+/// `timeout` of `state_store`, as the servers' batches.
 fn redis_batch(cfg: crate::store::RedisConfig, batch: Batch) -> Result<Replies, String> {
-    let timeout = cfg.timeout.max(Duration::from_secs(1));
-    crate::runtime::run_on(crate::runtime::Driver::Epoll, move || async move {
-        let redis = crate::store::Redis::new(cfg);
-        monoio::time::timeout(timeout, redis.send(batch))
-            .await
-            .unwrap_or(Err(StoreError::Timeout))
+    crate::runtime::run_on(crate::runtime::Driver::Epoll, move || {
+        crate::store::Redis::new(cfg).send(batch)
     })
     .map_err(|e| format!("runtime: {e}"))?
     .map_err(|e| e.to_string())

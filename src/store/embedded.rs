@@ -299,7 +299,10 @@ mod tests {
         let busy = lock_dir(&state, Lock::Exclusive).unwrap_err();
         assert!(busy.contains("a running ringsmtpd"), "{busy}");
         old.close(Duration::from_secs(10));
-        assert!(lock_dir(&state, Lock::Exclusive).is_err(), "the new one still runs");
+        assert!(
+            lock_dir(&state, Lock::Exclusive).is_err(),
+            "the new one still runs"
+        );
         new.close(Duration::from_secs(10));
         let tool = lock_dir(&state, Lock::Exclusive).unwrap();
         drop(tool);
