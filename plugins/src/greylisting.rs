@@ -68,8 +68,7 @@
 //! ## Notes
 //!
 //! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`) and `Karma`
-//! (its `history`). Keeps its
-//! deferred refusal in a transaction note of its own.
+//! (its `history`). Keeps its deferred refusal in a transaction note of its own.
 //!
 //! Store keys: `greylisting` / `grey` or `white` / the triplet's parts, length-prefixed (see
 //! the plugin API's `store` module). One batch per check, one round trip: a whitelisted
