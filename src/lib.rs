@@ -10,6 +10,7 @@ pub mod dns;
 pub mod fuzzing;
 pub mod hooks;
 pub mod incoming;
+pub mod karma_tool;
 pub mod listener;
 #[macro_use]
 pub mod log;

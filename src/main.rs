@@ -52,7 +52,14 @@ usage: ringsmtpd dkim-keygen DOMAIN SELECTOR [--ed25519] [--bits N] [--force] [-
   writes a DKIM signing key for the dkim plugin (qpsmtpd's dkim_key_gen.sh):
   DIR/dkim/DOMAIN/private (mode 0600), selector and dns, and prints the TXT record to
   publish at SELECTOR._domainkey.DOMAIN (defaults: RSA, --bits 2048, --config as above);
-  an existing key is replaced only with --force";
+  an existing key is replaced only with --force
+
+usage: ringsmtpd karma [--config DIR] list | show IP | capture IP [DAYS] | release IP
+  the karma plugin's history in the configured state store (qpsmtpd's karma_tool): list
+  every IP (embedded store), show one, capture puts an IP in the penalty box (for DAYS,
+  default the karma line's penalty_days) and counts a naughty connection, release takes it
+  out and forgets its naughty connections. With the embedded store the server must be
+  stopped (the command refuses while one runs); with Redis it works live";
 
 struct Args {
     config: PathBuf,
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("tls-cert") => return tls_cert(),
         Some("dkim-keygen") => return dkim_keygen(),
+        Some("karma") => return karma(),
         Some("help") => return help(),
         _ => {}
     }
@@ -432,6 +440,29 @@ fn dkim_keygen() -> ExitCode {
         }
         Err(e) => {
             eprintln!("ringsmtpd dkim-keygen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ringsmtpd karma`: qpsmtpd's karma_tool on the state store (`src/karma_tool.rs`).
+fn karma() -> ExitCode {
+    use ringsmtpd::karma_tool;
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (cmd, config) = match karma_tool::parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("ringsmtpd karma: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match karma_tool::run(&cmd, &config) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringsmtpd karma: {e}");
             ExitCode::from(1)
         }
     }

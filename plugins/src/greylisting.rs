@@ -21,8 +21,9 @@
 //! The refusal is `451 4.7.1 Greylisted, try again in N seconds` at `MAIL` (or at `RCPT` with
 //! `recipient`/`per_recipient`), or `451 4.7.1` at `DATA` with `deny_late`.
 //!
-//! Relay clients, whitelisted hosts and senders (`relay`, `whitelist`, `dns_whitelist_soft`)
-//! and the networks of `greylist_exclude_files` are never greylisted.
+//! Relay clients, whitelisted hosts and senders (`relay`, `whitelist`, `dns_whitelist_soft`),
+//! clients with a positive karma history (the `karma` plugin, listed before this one) and the
+//! networks of `greylist_exclude_files` are never greylisted.
 //!
 //! The triplets live in the server's state store (config `state_store`: the embedded store,
 //! or Redis shared by several processes and hosts), not in a file of the plugin's own.
@@ -66,8 +67,8 @@
 //!
 //! ## Notes
 //!
-//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`). Keeps its
-//! deferred refusal in a transaction note of its own.
+//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`) and `Karma`
+//! (its `history`). Keeps its deferred refusal in a transaction note of its own.
 //!
 //! Store keys: `greylisting` / `grey` or `white` / the triplet's parts, length-prefixed (see
 //! the plugin API's `store` module). One batch per check, one round trip: a whitelisted
@@ -100,7 +101,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
-use ringsmtpd_plugin_api::shared::is_immune;
+use ringsmtpd_plugin_api::shared::{is_immune, Karma};
 use ringsmtpd_plugin_api::store::{Batch, FailureLog, Key, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
@@ -278,6 +279,14 @@ impl Greylisting {
         if self.cfg.off || is_immune(cx, Some(txn)) {
             self.common
                 .log(cx, Level::Debug, format_args!("skip: immune"));
+            return Outcome::Declined;
+        }
+        if let Some(k) = cx.conn.notes.get::<Karma>().filter(|k| k.history > 0) {
+            self.common.log(
+                cx,
+                Level::Info,
+                format_args!("skip: good karma (history {})", k.history),
+            );
             return Outcome::Declined;
         }
         let ip = cx.conn.remote.ip().to_canonical();
@@ -487,10 +496,9 @@ mod tests {
     use super::*;
     use ringsmtpd_plugin_api::shared::WhitelistHost;
     use ringsmtpd_plugin_api::testing::{
-        assert_bad_args, build, build_err, cx, rcpt, run, txn_from, unlisted_overrides,
+        assert_bad_args, build, build_err, rcpt, run, store_client, txn_from, unlisted_overrides,
         FakeServices,
     };
-    use ringsmtpd_plugin_api::Connection;
     use std::rc::Rc;
 
     const MIN: Duration = Duration::from_secs(60);
@@ -499,20 +507,9 @@ mod tests {
         build(new, line, &[]).unwrap()
     }
 
-    /// A client at `ip`, with its own services on a fake clock, or those of an earlier client
-    /// (the same store and clock).
+    /// A client at `ip` on new services, or those of an earlier client (the same store and clock).
     fn client(ip: &str, shared: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
-        let (cx, svc) = cx(&format!("{ip}:4000"));
-        match shared {
-            Some(svc) => {
-                let conn = Connection::new(2, cx.conn.remote, cx.conn.local);
-                (Cx::new(conn, svc.clone()), svc.clone())
-            }
-            None => {
-                svc.set_clock(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-                (cx, svc)
-            }
-        }
+        store_client(&format!("{ip}:4000"), shared)
     }
 
     fn mail(p: &dyn Plugin, cx: &mut Cx, from: &str) -> Outcome {
@@ -647,7 +644,19 @@ mod tests {
         c.conn.relay_client = false;
         c.conn.notes.set(WhitelistHost("listed".into()));
         assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        c.conn.notes = Default::default();
+        c.conn.notes.set(Karma {
+            history: 1,
+            score: 0,
+        });
+        assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        assert!(svc.logged("skip: good karma (history 1)"));
         assert_eq!(svc.store_calls.get(), 0);
+        c.conn.notes.set(Karma {
+            history: 0,
+            score: 5,
+        });
+        assert!(is_greylisted(&mail(&*p, &mut c, "<a@example.org>")));
 
         let files = [
             ("greylist_exclude_files", "greylist_exclude_nets\n"),
@@ -676,13 +685,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
         }
-        let lines = svc
-            .logs
-            .borrow()
-            .iter()
-            .filter(|(_, _, m)| m.contains("connection refused"))
-            .count();
-        assert_eq!(lines, 1);
+        assert_eq!(svc.logged_count("connection refused"), 1);
         assert!(svc.logged("letting mail through"));
 
         let p = plugin("greylisting on_store_error defer");

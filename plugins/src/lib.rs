@@ -32,6 +32,7 @@ pub mod headers;
 pub mod helo;
 pub mod help;
 pub mod hosts_allow;
+pub mod karma;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
@@ -93,6 +94,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("helo", helo::new),
     ("help", help::new),
     ("hosts_allow", hosts_allow::new),
+    ("karma", karma::new),
     ("loadcheck", loadcheck::new),
     ("logging/adaptive", logging::adaptive::new),
     ("logging/connection_id", logging::connection_id::new),
@@ -332,6 +334,10 @@ mod tests {
         ("virus/uvscan timeout 20", &[]),
         ("whitelist", &[]),
         ("greylisting", &[]),
+        (
+            "karma reject connect penalty_days 0.5",
+            &[("karma_tlds", "info 4\n")],
+        ),
         (
             "greylisting recipient 1 sender 1 deny_late 1",
             &[("denysoft_greylist", "black_timeout 60\n")],

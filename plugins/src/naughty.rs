@@ -80,30 +80,20 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 fn build(init: &PluginInit<'_>) -> Result<NaughtyPlugin, ConfigError> {
     // `reject` is this plugin's own argument: take it out before the common ones are parsed.
-    let mut hook = Hook::Rcpt;
-    let mut others = Vec::new();
-    let mut it = init.args.iter();
-    while let Some(arg) = it.next() {
-        if arg != "reject" {
-            others.push(arg.clone());
-            continue;
+    let (reject, others) = init.take_arg("reject")?;
+    let hook = match reject.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("rcpt") => Hook::Rcpt,
+        Some("connect") => Hook::Connect,
+        Some("mail") => Hook::Mail,
+        Some("data") => Hook::Data,
+        Some("data_post") => Hook::DataPost,
+        Some(_) => {
+            return Err(init.error(format!(
+                "reject must be connect, mail, rcpt, data or data_post, not '{}'",
+                reject.unwrap_or_default()
+            )))
         }
-        let value = it
-            .next()
-            .ok_or_else(|| init.error("reject needs a value"))?;
-        hook = match value.to_ascii_lowercase().as_str() {
-            "connect" => Hook::Connect,
-            "mail" => Hook::Mail,
-            "rcpt" => Hook::Rcpt,
-            "data" => Hook::Data,
-            "data_post" => Hook::DataPost,
-            _ => {
-                return Err(init.error(format!(
-                    "reject must be connect, mail, rcpt, data or data_post, not '{value}'"
-                )))
-            }
-        };
-    }
+    };
     let defaults = CommonArgs {
         reject_type: RejectType::Disconnect,
         ..CommonArgs::DEFAULT

@@ -44,6 +44,7 @@ const RENAMES: &[(&str, &str)] = &[
     ("unrecognized_commands", "count_unrecognized_commands"),
     ("noop", "noop_counter"),
     ("tls_cert", "the command `ringsmtpd tls-cert`"),
+    ("karma_tool", "the command `ringsmtpd karma`"),
     (
         "stunnel",
         "a listen line `ADDR:PORT tls` (implicit TLS is built in)",
@@ -201,9 +202,8 @@ mod tests {
         assert!(closest("auth_flat_file")
             .unwrap()
             .starts_with("auth/auth_flat_file "));
-        // Nothing is close to a fortune cookie or a reputation store.
+        // Nothing is close to a fortune cookie.
         assert_eq!(closest("quit_fortune"), None);
-        assert_eq!(closest("karma"), None);
     }
 
     #[test]

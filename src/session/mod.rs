@@ -10,7 +10,7 @@
 mod auth;
 mod data;
 mod forged;
-mod headers;
+pub mod headers;
 mod hello;
 mod mail;
 mod misc;

@@ -66,23 +66,33 @@ impl std::fmt::Debug for Embedded {
 }
 
 impl Embedded {
-    /// Reads `dir/store.db` and its log if they exist and starts the store thread. The directory and the
-    /// file are created at the first save; when the server is about to drop root, the
-    /// directory is created now and given to that account, which must be able to write it.
+    /// Reads `dir/store.db` and its log if they exist and starts the store thread, holding
+    /// the directory's shared lock ([`lock_dir`]) until it stops. The directory is created now
+    /// (given to the account the server drops to, which must be able to write it; without
+    /// dropping root, a directory that cannot be created is left to the first save to report),
+    /// the files at the first save.
     pub fn open(dir: &Path, max_entries: usize) -> Result<Embedded, String> {
+        let dropping = owner::run_as().is_some();
+        let lock = match owner::create_dir_all(dir) {
+            Ok(()) => {
+                if dropping {
+                    owner::require(dir, Access::Write);
+                }
+                Some(lock_dir(dir, Lock::Shared)?)
+            }
+            Err(e) if dropping => return Err(format!("state store {}: {e}", dir.display())),
+            // Not fatal for a server that may never store anything (an unwritable working
+            // directory under inetd): the first save says why it fails, as it always did.
+            Err(_) => None,
+        };
         let loaded = read(dir, max_entries)?;
         let log_len = loaded.trim_log()?;
         let saver = Saver::new(dir, loaded.generation, log_len, loaded.snapshot_len);
         let (path, table) = (loaded.path, loaded.table);
-        if owner::run_as().is_some() {
-            owner::create_dir_all(dir)
-                .map_err(|e| format!("state store {}: {e}", dir.display()))?;
-            owner::require(dir, Access::Write);
-        }
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("state-store".into())
-            .spawn(move || run(rx, table, saver))
+            .spawn(move || run(rx, table, saver, lock))
             .map_err(|e| format!("state store thread: {e}"))?;
         Ok(Embedded { tx, path })
     }
@@ -110,11 +120,66 @@ impl Embedded {
     }
 }
 
+/// How [`lock_dir`] locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// A server's store thread, for its whole life: several servers may hold it (`--join`
+    /// runs the old and the new process side by side); waits while a tool holds `Exclusive`.
+    Shared,
+    /// `ringsmtpd karma` editing the file: only when no server has the store open.
+    Exclusive,
+}
+
+/// Locks the store directory (`flock`), so a tool never edits the file under a running
+/// server, whose next save would undo the edit. Held until the returned file is dropped.
+pub fn lock_dir(dir: &Path, how: Lock) -> Result<std::fs::File, String> {
+    let failed = |e: std::io::Error| format!("state store {}: locking: {e}", dir.display());
+    let handle = std::fs::File::open(dir).map_err(failed)?;
+    match how {
+        Lock::Shared => handle.lock_shared().map_err(failed)?,
+        Lock::Exclusive => match handle.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "a running ringsmtpd has the state store {} open; stop it first (its next \
+                     save would undo the change), or use Redis (config state_store) to change \
+                     entries while servers run",
+                    dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        },
+    }
+    Ok(handle)
+}
+
 /// Reads `dir/store.db` and `dir/store.log` if they exist (missing files are an empty
 /// store); a damaged file is an error that names it and says how to start over. Writes
 /// nothing (`--check` calls it).
 pub fn load(dir: &Path, max_entries: usize) -> Result<(PathBuf, Table), String> {
     read(dir, max_entries).map(|l| (l.path, l.table))
+}
+
+/// Applies `change` to the store in `dir` while no server has it open (the directory's
+/// exclusive lock: [`lock_dir`]), and saves what it changed as a new snapshot with a new, empty
+/// log. `ringsmtpd karma` reads and edits the embedded store with it.
+pub fn edit<R>(
+    dir: &Path,
+    max_entries: usize,
+    change: impl FnOnce(&mut Table) -> Result<R, String>,
+) -> Result<R, String> {
+    let _lock = lock_dir(dir, Lock::Exclusive)?;
+    let loaded = read(dir, max_entries)?;
+    let mut table = loaded.table;
+    let result = change(&mut table)?;
+    if table.has_changes() {
+        let generation = loaded.generation + 1;
+        let data = file::encode(&table, unix_ms(SystemTime::now()), generation);
+        file::save(&loaded.path, &data)
+            .and_then(|()| file::save(&loaded.log, &file::log_header(generation)))
+            .map_err(|e| format!("state store {}: {e}", dir.display()))?;
+    }
+    Ok(result)
 }
 
 /// What the files held at start.
@@ -206,7 +271,9 @@ fn gone() -> StoreError {
     StoreError::Unavailable("the store thread has stopped".into())
 }
 
-fn run(rx: mpsc::Receiver<Msg>, mut table: Table, mut saver: Saver) {
+/// The store thread; `lock` (the directory's shared lock) is released once the last save is
+/// done, before `close` returns.
+fn run(rx: mpsc::Receiver<Msg>, mut table: Table, mut saver: Saver, lock: Option<std::fs::File>) {
     loop {
         let wait = SAVE_EVERY.saturating_sub(saver.last.elapsed());
         match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
@@ -228,6 +295,7 @@ fn run(rx: mpsc::Receiver<Msg>, mut table: Table, mut saver: Saver) {
             }
             Ok(Msg::Close(done)) => {
                 saver.save(&mut table, true);
+                drop(lock);
                 let _ = done.send(());
                 return;
             }
@@ -391,6 +459,25 @@ mod tests {
 
     fn key(s: &str) -> Key {
         Key::new("t", &[s.as_bytes()]).unwrap()
+    }
+
+    #[test]
+    fn servers_share_the_directory_lock_and_keep_a_tool_out() {
+        let dir = TempDir::new("store-lock");
+        let state = dir.path().join("state");
+        // two processes side by side (`--join`) both open the store
+        let old = Embedded::open(&state, 10).unwrap();
+        let new = Embedded::open(&state, 10).unwrap();
+        let busy = lock_dir(&state, Lock::Exclusive).unwrap_err();
+        assert!(busy.contains("a running ringsmtpd"), "{busy}");
+        old.close(Duration::from_secs(10));
+        assert!(
+            lock_dir(&state, Lock::Exclusive).is_err(),
+            "the new one still runs"
+        );
+        new.close(Duration::from_secs(10));
+        let tool = lock_dir(&state, Lock::Exclusive).unwrap();
+        drop(tool);
     }
 
     #[test]

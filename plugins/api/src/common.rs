@@ -96,6 +96,26 @@ impl<'a> PluginInit<'a> {
         }
     }
 
+    /// Takes the plugin's own `key VALUE` argument out of its line, for a plugin that gives a
+    /// common argument values of its own (`naughty` and `karma` with `reject`): the last
+    /// value given, and the other arguments, for [`PluginInit::common`] on them.
+    pub fn take_arg(&self, key: &str) -> Result<(Option<&'a str>, Vec<String>), ConfigError> {
+        let mut value = None;
+        let mut others = Vec::new();
+        let mut it = self.args.iter();
+        while let Some(arg) = it.next() {
+            if arg != key {
+                others.push(arg.clone());
+                continue;
+            }
+            let v = it
+                .next()
+                .ok_or_else(|| self.error(format!("{key} needs a value")))?;
+            value = Some(v.as_str());
+        }
+        Ok((value, others))
+    }
+
     /// The error for an argument the plugin does not know.
     pub fn unknown(&self, arg: &str) -> ConfigError {
         self.error(format!("unknown argument '{arg}'"))

@@ -87,3 +87,25 @@ pub struct RspamdResult {
     pub required: f64,
     pub action: &'static str,
 }
+
+/// The client's karma (conn note, set by `karma` at `connect`; absent without that plugin):
+/// qpsmtpd's notes `karma_history` and `karma`. Other plugins read it to be more lenient with
+/// known good clients (greylisting skips a positive history) or stricter with bad ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Karma {
+    /// Nice minus naughty connections this IP has had (qpsmtpd's `karma_history`).
+    pub history: i64,
+    /// This connection's karma so far (qpsmtpd's `karma`): below zero is bad. `karma` records
+    /// the connection as naughty or nice from it when the client disconnects.
+    pub score: i64,
+}
+
+impl Karma {
+    /// qpsmtpd's `adjust_karma`: adds `by` to this connection's score (a good sign raises it,
+    /// a bad one lowers it). Nothing happens when the `karma` plugin does not run.
+    pub fn adjust(cx: &mut crate::Cx, by: i64) {
+        if let Some(k) = cx.conn.notes.get_mut::<Karma>() {
+            k.score = k.score.saturating_add(by);
+        }
+    }
+}

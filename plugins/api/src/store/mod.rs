@@ -87,6 +87,25 @@ impl Key {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// The components after the namespace, if this key is in `namespace` and well formed (a
+    /// tool listing one plugin's entries of a store).
+    pub fn parts_in(&self, namespace: &str) -> Option<Vec<&[u8]>> {
+        let mut parts = Vec::new();
+        let mut rest = &self.0[..];
+        while !rest.is_empty() {
+            let colon = rest.iter().position(|&b| b == b':')?;
+            let digits = std::str::from_utf8(&rest[..colon]).ok()?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let len: usize = digits.parse().ok()?;
+            let part = rest.get(colon + 1..colon + 1 + len)?;
+            parts.push(part);
+            rest = &rest[colon + 1 + len..];
+        }
+        (parts.first() == Some(&namespace.as_bytes())).then(|| parts.split_off(1))
+    }
 }
 
 /// Escaped for a log line (bytes outside printable ASCII as `\xNN`).
@@ -367,6 +386,22 @@ mod tests {
         let long = vec![b'a'; MAX_KEY];
         assert_eq!(Key::new("grey", &[&long]), Err(StoreError::KeyTooLong));
         assert!(Key::new("grey", &[&long[..1000]]).is_ok());
+    }
+
+    #[test]
+    fn parts_in_reads_back_what_new_wrote() {
+        let resp: &[u8] = b"x\r\n4:tail\0";
+        let key = Key::new("karma", &[resp, b"", b"nice"]).unwrap();
+        assert_eq!(key.parts_in("karma"), Some(vec![resp, b"", b"nice"]));
+        assert_eq!(key.parts_in("grey"), None);
+        assert_eq!(
+            Key::new("karma", &[]).unwrap().parts_in("karma"),
+            Some(vec![])
+        );
+        for raw in [&b"5:karma3:ab"[..], b"5:karma:ab", b"5:karmaX", b"+5:karma"] {
+            let k = Key::from_raw(raw.to_vec()).unwrap();
+            assert_eq!(k.parts_in("karma"), None, "{k}");
+        }
     }
 
     #[test]

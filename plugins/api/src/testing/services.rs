@@ -95,6 +95,15 @@ impl FakeServices {
             .iter()
             .any(|(_, _, m)| m.contains(needle))
     }
+
+    /// How many log lines contain `needle`.
+    pub fn logged_count(&self, needle: &str) -> usize {
+        self.logs
+            .borrow()
+            .iter()
+            .filter(|(_, _, m)| m.contains(needle))
+            .count()
+    }
 }
 
 impl Services for FakeServices {
@@ -164,6 +173,30 @@ pub fn cx(remote: &str) -> (Cx, Rc<FakeServices>) {
     let remote: SocketAddr = remote.parse().expect("test address");
     let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
     (Cx::new(Connection::new(1, remote, local), svc.clone()), svc)
+}
+
+/// The clock [`store_client`] starts new services at: 2023-11-14 22:13:20 UTC.
+pub const STORE_T0: u64 = 1_700_000_000;
+
+/// A client at `remote` for state-store tests: on the services of an earlier connection (the
+/// same store and clock: a client coming back, another client of the same server), or on new
+/// services whose clock stands still at [`STORE_T0`] until the test advances it.
+pub fn store_client(remote: &str, shared: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
+    match shared {
+        Some(svc) => {
+            let remote: SocketAddr = remote.parse().expect("test address");
+            let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
+            (
+                Cx::new(Connection::new(2, remote, local), svc.clone()),
+                svc.clone(),
+            )
+        }
+        None => {
+            let (cx, svc) = cx(remote);
+            svc.set_clock(std::time::UNIX_EPOCH + std::time::Duration::from_secs(STORE_T0));
+            (cx, svc)
+        }
+    }
 }
 
 /// A blocking socket as a [`Stream`], for tests (no TLS).
