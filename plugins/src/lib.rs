@@ -31,6 +31,7 @@ pub mod headers;
 pub mod helo;
 pub mod help;
 pub mod hosts_allow;
+pub mod limit;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
@@ -91,6 +92,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("helo", helo::new),
     ("help", help::new),
     ("hosts_allow", hosts_allow::new),
+    ("limit", limit::new),
     ("loadcheck", loadcheck::new),
     ("logging/adaptive", logging::adaptive::new),
     ("logging/connection_id", logging::connection_id::new),
@@ -321,6 +323,10 @@ mod tests {
         (
             "greylisting recipient 1 sender 1 deny_late 1",
             &[("denysoft_greylist", "black_timeout 60\n")],
+        ),
+        (
+            "limit concurrency 5 rate_rcpt_host 100/1h",
+            &[("limit", "rate_msg_sender 50/5m\nrecipients 20\n")],
         ),
         ("badmailfrom", &[]),
         ("badmailfromto", &[]),

@@ -166,6 +166,14 @@ pub fn cx(remote: &str) -> (Cx, Rc<FakeServices>) {
     (Cx::new(Connection::new(1, remote, local), svc.clone()), svc)
 }
 
+/// A context for another client at `remote` on the same services as an earlier one (`svc`
+/// from [`cx`]): the same store, clock and logs, as two connections to one server.
+pub fn cx_sharing(remote: &str, svc: &Rc<FakeServices>) -> Cx {
+    let remote: SocketAddr = remote.parse().expect("test address");
+    let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
+    Cx::new(Connection::new(2, remote, local), svc.clone())
+}
+
 /// A blocking socket as a [`Stream`], for tests (no TLS).
 pub struct BlockingStream<S>(pub S);
 
