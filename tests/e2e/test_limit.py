@@ -150,5 +150,7 @@ def test_redis_stopped_every_limit_fails_open(make_server, redis_server):  # noq
         c.cmd("QUIT", 221)
         c.close()
     log = srv.log()
-    assert "limits not checked" in log, log[-3000:]
+    # one line for the whole outage: a check skipped, or the first session's count not given
+    # back if its end came after the stop
+    assert "limits not checked" in log or "not given back" in log, log[-3000:]
     assert log.count("state store unavailable") == 1, log[-3000:]

@@ -225,6 +225,9 @@ fn now_secs(cx: &Cx) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What a store failure skips at connect, MAIL and RCPT.
+const NOT_CHECKED: &str = "limits not checked, letting the client through";
+
 /// The refusal of the connection limits (421, then the connection is closed).
 const TOO_MANY_CONNECTIONS: &str = "Too many connections from you, try again later";
 
@@ -274,14 +277,15 @@ impl Limit {
         Ok(checks)
     }
 
-    /// The fail policy of every limit: let the client through, logged once per interval.
-    fn store_failed(&self, cx: &Cx, e: &StoreError) -> Outcome {
+    /// The fail policy of every limit: let the client through, logged once per interval;
+    /// `what` says what was skipped.
+    fn store_failed(&self, cx: &Cx, e: &StoreError, what: &str) -> Outcome {
         EVENTS.add(Event::StoreError as usize);
         if let Some(quiet) = FAILURES.should_log() {
             self.common.log(
                 cx,
                 Level::Warn,
-                format_args!("{e}; limits not checked ({quiet} more failures since the last line)"),
+                format_args!("{e}; {what} ({quiet} more failures since the last line)"),
             );
         }
         Outcome::Declined
@@ -328,11 +332,11 @@ impl Limit {
         let mut b = Batch::new();
         let (conc, rates) = match self.connect_batch(&mut b, &client, now) {
             Ok(c) => c,
-            Err(e) => return self.store_failed(cx, &e),
+            Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
         let replies = match cx.svc.store(b).await {
             Ok(r) => r,
-            Err(e) => return self.store_failed(cx, &e),
+            Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
         if let Some(c) = conc {
             cx.conn.notes.set(Counted(c.key.clone()));
@@ -415,14 +419,14 @@ impl Limit {
         let mut b = Batch::new();
         let checks = match Self::rates(&mut b, now_secs(cx), rates) {
             Ok(c) => c,
-            Err(e) => return self.store_failed(cx, &e),
+            Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
         if checks.is_empty() {
             return Outcome::Declined;
         }
         let replies = match cx.svc.store(b).await {
             Ok(r) => r,
-            Err(e) => return self.store_failed(cx, &e),
+            Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
         for (event, rate, of, c) in checks {
             let n = c.sliding(&replies);
@@ -444,7 +448,8 @@ impl Limit {
         let mut b = Batch::new();
         b.incr(key, -1, Some(window::expiry(self.cfg.concurrency_ttl)));
         if let Err(e) = cx.svc.store(b).await {
-            self.store_failed(cx, &e);
+            let what = "a connection count not given back (it lapses within 2 x concurrency_ttl)";
+            self.store_failed(cx, &e, what);
         }
         Outcome::Declined
     }

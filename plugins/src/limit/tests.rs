@@ -280,6 +280,7 @@ fn a_failing_store_lets_everything_through_and_logs_once() {
         .filter(|(_, _, m)| m.contains("connection refused"))
         .count();
     assert_eq!(lines, 1);
+    assert!(svc.logged("limits not checked, letting the client through"));
     // counted while the store was up, given back while it is down: logged, not fatal
     *svc.store_fails.borrow_mut() = None;
     let (mut d, _) = client("192.0.2.3", Some(&svc));
