@@ -5,6 +5,8 @@
 //! with relaxed atomics (no lock, no shared cache line between workers on the per-message
 //! path). A scrape sums all workers. Plugin counters are looked up once, when a worker builds
 //! its chains, so a hook call costs two clock reads and a few atomic adds.
+//! The events plugins count themselves (the plugin API's `metrics` module: which limit refused)
+//! are process-wide counters of the plugin's, listed here once registered.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -298,6 +300,21 @@ pub fn render() -> String {
             stats.iter().map(|s| &s.latency),
         );
     }
+    // The family only once a plugin that counts events is loaded (an empty one is noise).
+    let events = ringsmtpd_plugin_api::metrics::registered();
+    if !events.is_empty() {
+        let _ = writeln!(out, "# HELP ringsmtpd_plugin_events_total What a plugin's own checks did (which limit refused).\n# TYPE ringsmtpd_plugin_events_total counter");
+    }
+    for events in events {
+        for (event, n) in events.values() {
+            let _ = writeln!(
+                out,
+                "ringsmtpd_plugin_events_total{{plugin=\"{}\",event=\"{}\"}} {n}",
+                escape(events.plugin()),
+                escape(event)
+            );
+        }
+    }
     out
 }
 
@@ -365,6 +382,22 @@ mod tests {
         assert!(text.contains(
             "ringsmtpd_plugin_duration_seconds_count{plugin=\"rcpt_ok\",hook=\"rcpt\"} 3"
         ));
+    }
+
+    #[test]
+    fn plugin_events_are_rendered() {
+        use ringsmtpd_plugin_api::metrics::Events;
+        use std::sync::atomic::AtomicU64;
+        static COUNTS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+        static EVENTS: Events = Events::new("render-test", &["a", "b\"c"], &COUNTS);
+        EVENTS.register();
+        EVENTS.add(0);
+        let text = render();
+        assert!(
+            text.contains("ringsmtpd_plugin_events_total{plugin=\"render-test\",event=\"a\"} 1")
+        );
+        assert!(text
+            .contains("ringsmtpd_plugin_events_total{plugin=\"render-test\",event=\"b\\\"c\"} 0"));
     }
 
     #[test]

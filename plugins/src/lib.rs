@@ -33,6 +33,7 @@ pub mod helo;
 pub mod help;
 pub mod hosts_allow;
 pub mod karma;
+pub mod limit;
 pub mod loadcheck;
 pub mod logging;
 pub mod r#loop;
@@ -95,6 +96,7 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("help", help::new),
     ("hosts_allow", hosts_allow::new),
     ("karma", karma::new),
+    ("limit", limit::new),
     ("loadcheck", loadcheck::new),
     ("logging/adaptive", logging::adaptive::new),
     ("logging/connection_id", logging::connection_id::new),
@@ -341,6 +343,10 @@ mod tests {
         (
             "greylisting recipient 1 sender 1 deny_late 1",
             &[("denysoft_greylist", "black_timeout 60\n")],
+        ),
+        (
+            "limit concurrency 5 rate_rcpt_host 100/1h",
+            &[("limit", "rate_msg_sender 50/5m\nrecipients 20\n")],
         ),
         ("badmailfrom", &[]),
         ("badmailfromto", &[]),

@@ -44,7 +44,9 @@ def queries(dash):
 def test_every_metric_the_dashboard_uses_is_in_a_scrape(make_server):
     dash = json.loads(DASHBOARD.read_text())
     mport = free_port()
-    srv = make_server(settings={"metrics": f"127.0.0.1:{mport}"})
+    # limit registers its plugin events (ringsmtpd_plugin_events_total) when it is loaded.
+    srv = make_server(plugins=["limit rate_rcpt_host 1000/1m", "rcpt_ok", "queue/maildir {maildir}"],
+                      settings={"metrics": f"127.0.0.1:{mport}"})
     # Traffic, so the per-plugin and queue series exist: one accepted message, one refused RCPT.
     with smtplib.SMTP("127.0.0.1", srv.port, timeout=IO_TIMEOUT) as s:
         s.sendmail("a@example.org", ["user@example.test"], make_message("dash", ["hi"]))

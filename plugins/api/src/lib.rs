@@ -19,6 +19,7 @@ pub mod escape;
 pub mod headers;
 mod hook;
 mod hook_list;
+pub mod metrics;
 pub mod mime;
 pub mod net;
 mod notes;

@@ -183,20 +183,21 @@ pub const STORE_T0: u64 = 1_700_000_000;
 /// services whose clock stands still at [`STORE_T0`] until the test advances it.
 pub fn store_client(remote: &str, shared: Option<&Rc<FakeServices>>) -> (Cx, Rc<FakeServices>) {
     match shared {
-        Some(svc) => {
-            let remote: SocketAddr = remote.parse().expect("test address");
-            let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
-            (
-                Cx::new(Connection::new(2, remote, local), svc.clone()),
-                svc.clone(),
-            )
-        }
+        Some(svc) => (cx_sharing(remote, svc), svc.clone()),
         None => {
             let (cx, svc) = cx(remote);
             svc.set_clock(std::time::UNIX_EPOCH + std::time::Duration::from_secs(STORE_T0));
             (cx, svc)
         }
     }
+}
+
+/// A context for another client at `remote` on the same services as an earlier one (`svc`
+/// from [`cx`]): the same store, clock and logs, as two connections to one server.
+pub fn cx_sharing(remote: &str, svc: &Rc<FakeServices>) -> Cx {
+    let remote: SocketAddr = remote.parse().expect("test address");
+    let local: SocketAddr = "127.0.0.1:25".parse().expect("static address");
+    Cx::new(Connection::new(2, remote, local), svc.clone())
 }
 
 /// A blocking socket as a [`Stream`], for tests (no TLS).
