@@ -88,19 +88,26 @@ pub struct RspamdResult {
     pub action: &'static str,
 }
 
-/// The connection's karma, as other plugins judged it (qpsmtpd's conn note `karma`, changed by
-/// its `adjust_karma`): below 0 the client behaved badly, above 0 well. `ident/geoip`
-/// (`too_far`) and `ident/p0f` (`smite_os`) lower it by one; the `karma` plugin reads it when
-/// the connection ends.
+/// The client's karma (conn note, set by `karma` at `connect`; absent without that plugin):
+/// qpsmtpd's notes `karma_history` and `karma`. Other plugins read it to be more lenient with
+/// known good clients (greylisting skips a positive history) or stricter with bad ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Karma(pub i32);
+pub struct Karma {
+    /// Nice minus naughty connections this IP has had (qpsmtpd's `karma_history`).
+    pub history: i64,
+    /// This connection's karma so far (qpsmtpd's `karma`): below zero is bad. `karma` records
+    /// the connection as naughty or nice from it when the client disconnects.
+    pub score: i64,
+}
 
-/// qpsmtpd's `adjust_karma`: adds `delta` to the connection's [`Karma`] note and returns the
-/// new value.
-pub fn adjust_karma(conn: &mut crate::Connection, delta: i32) -> i32 {
-    let karma = conn.notes.get_or_insert_with(Karma::default);
-    karma.0 = karma.0.saturating_add(delta);
-    karma.0
+impl Karma {
+    /// qpsmtpd's `adjust_karma`: adds `by` to this connection's score (a good sign raises it,
+    /// a bad one lowers it). Nothing happens when the `karma` plugin does not run.
+    pub fn adjust(cx: &mut crate::Cx, by: i64) {
+        if let Some(k) = cx.conn.notes.get_mut::<Karma>() {
+            k.score = k.score.saturating_add(by);
+        }
+    }
 }
 
 /// Where the client is, as `ident/geoip` found it in its MaxMind databases (qpsmtpd's conn

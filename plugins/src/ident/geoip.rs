@@ -27,7 +27,9 @@
 //! flies on a sphere of radius 6378 km (qpsmtpd's figure): `distance` is the server's public
 //! address (looked up in the same database, at start) or its latitude and longitude. With
 //! `too_far`, a client farther than that many kilometres loses one karma point (qpsmtpd's
-//! `adjust_karma(-1)`, the shared note `Karma`), which `karma` counts at the end.
+//! `adjust_karma(-1)` on the shared note `Karma`), which `karma` counts when the client
+//! leaves; that needs `karma` before `ident/geoip` in `config/plugins` (it sets the note up at
+//! `connect`), and without `karma` the point is only logged.
 //!
 //! With `add_headers` (the default, as qpsmtpd's), each message gets what is known of
 //! `X-GeoIP-Country`, `X-GeoIP-Continent`, `X-GeoIP-City`, `X-GeoIP-ASN` and
@@ -92,7 +94,7 @@ use std::time::SystemTime;
 
 use maxminddb::{geoip2, Reader};
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
-use ringsmtpd_plugin_api::shared::{adjust_karma, GeoIp};
+use ringsmtpd_plugin_api::shared::{GeoIp, Karma};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Plugin, PluginInit, Step,
     Transaction,
@@ -342,8 +344,8 @@ impl Plugin for GeoIpPlugin {
         if let Some(km) = geo.distance_km {
             parts.push(format!("{km} km"));
             if self.too_far.is_some_and(|max| km > max) {
-                let karma = adjust_karma(&mut cx.conn, -1);
-                parts.push(format!("too far, karma -1 ({karma})"));
+                Karma::adjust(cx, -1);
+                parts.push("too far, karma -1".into());
             }
         }
         self.common
@@ -378,7 +380,6 @@ impl Plugin for GeoIpPlugin {
 
 #[cfg(test)]
 mod tests {
-    use ringsmtpd_plugin_api::shared::Karma;
     use ringsmtpd_plugin_api::testing::{self, cx, run, TempDir};
     use ringsmtpd_plugin_api::Outcome;
 
@@ -391,13 +392,14 @@ mod tests {
         testing::build(build, &format!("ident/geoip db_dir {TESTDATA} {args}"), &[]).unwrap()
     }
 
-    /// The note and karma after `connect` from `ip`.
-    fn connect(p: &GeoIpPlugin, ip: &str) -> (Option<GeoIp>, Option<Karma>) {
+    /// The note and the karma score after `connect` from `ip` (with `karma` running).
+    fn connect(p: &GeoIpPlugin, ip: &str) -> (Option<GeoIp>, i64) {
         let (mut c, _) = cx(&format!("{ip}:4000").replace("[:", "["));
+        c.conn.notes.set(Karma::default());
         assert_eq!(run(p.connect(&mut c)), Outcome::Declined);
         (
             c.conn.notes.get::<GeoIp>().cloned(),
-            c.conn.notes.get::<Karma>().copied(),
+            c.conn.notes.get::<Karma>().map_or(99, |k| k.score),
         )
     }
 
@@ -416,7 +418,7 @@ mod tests {
                 distance_km: None,
             })
         );
-        assert_eq!(karma, None);
+        assert_eq!(karma, 0);
     }
 
     #[test]
@@ -426,7 +428,7 @@ mod tests {
         let geo = geo.expect("Japan is in the database");
         assert_eq!(geo.country.as_deref(), Some("JP"));
         assert_eq!((geo.city, geo.asn, geo.distance_km), (None, None, None));
-        assert_eq!(connect(&p, "100.64.0.1"), (None, None));
+        assert_eq!(connect(&p, "100.64.0.1"), (None, 0));
         let (geo, _) = connect(&p, "[2001:db8::25]");
         assert_eq!(geo.unwrap().city.as_deref(), Some("Paris"));
     }
@@ -447,10 +449,10 @@ mod tests {
     #[test]
     fn too_far_lowers_karma_beyond_the_limit() {
         let p = plugin("distance 192.0.2.10 too_far 1000");
-        assert_eq!(connect(&p, "192.0.2.200").1, None, "Munich is near");
+        assert_eq!(connect(&p, "192.0.2.200").1, 0, "Munich is near");
         let (geo, karma) = connect(&p, "198.51.100.3");
         assert!(geo.unwrap().distance_km.unwrap() > 6000);
-        assert_eq!(karma, Some(Karma(-1)));
+        assert_eq!(karma, -1);
     }
 
     #[test]

@@ -21,8 +21,14 @@
 //! declines. So does every failure to ask (p0f down, a timeout, a reply that is not a valid
 //! p0f v3 reply): the connection goes on without a fingerprint, with one log line.
 //!
-//! `smite_os REGEX` lowers the connection's karma by one (qpsmtpd's `adjust_karma(-1)`, the
-//! shared note `Karma`) when the OS (`os_name os_flavor`, e.g. `Windows 7 or 8`) matches,
+//! The plugin asks about the client address the server knows: on a `proxy` listener, the one
+//! the PROXY header gave. p0f on this host saw the balancer's SYNs, not the client's, so
+//! behind a balancer p0f answers "no match": run p0f where the clients' SYNs arrive, or leave
+//! the plugin off there.
+//!
+//! `smite_os REGEX` lowers the connection's karma by one (qpsmtpd's `adjust_karma(-1)` on the
+//! shared note `Karma`, which needs `karma` before `ident/p0f` in `config/plugins`; without it
+//! the point is only logged) when the OS (`os_name os_flavor`, e.g. `Windows 7 or 8`) matches,
 //! case-insensitively. The config file `p0f_blocked_operating_systems` goes further: a client
 //! whose OS matches one of its patterns is refused as `reject` says.
 //!
@@ -90,7 +96,7 @@ use std::time::Duration;
 use regex::{Regex, RegexBuilder};
 use ringsmtpd_plugin_api::args::{key_values, parse_flag, parse_timeout};
 use ringsmtpd_plugin_api::net::Endpoint;
-use ringsmtpd_plugin_api::shared::{adjust_karma, P0f};
+use ringsmtpd_plugin_api::shared::{Karma, P0f};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
     Transaction,
@@ -216,8 +222,8 @@ impl P0fPlugin {
         }
         if let Some(re) = &self.smite_os {
             if re.is_match(&genre) {
-                let karma = adjust_karma(&mut cx.conn, -1);
-                line.push_str(&format!(", karma -1 ({karma})"));
+                Karma::adjust(cx, -1);
+                line.push_str(", karma -1");
             }
         }
         self.common.log(cx, Level::Info, format_args!("{line}"));
@@ -423,6 +429,7 @@ mod tests {
         let (path, server) = fake_p0f(&dir, answer);
         let p = plugin(&format!("{path} {args}"), files);
         let (mut c, _) = cx("192.0.2.7:40000");
+        c.conn.notes.set(Karma::default()); // as the `karma` plugin leaves it at connect
         let o = run(p.connect(&mut c));
         (o, c, server.join().unwrap())
     }
@@ -450,7 +457,7 @@ mod tests {
         assert_eq!(fp.distance, Some(0));
         assert_eq!(fp.link, "Ethernet or modem");
         assert_eq!(fp.uptime_min, Some(90));
-        assert!(c.conn.notes.get::<Karma>().is_none());
+        assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, 0);
     }
 
     #[test]
@@ -505,9 +512,9 @@ mod tests {
     #[test]
     fn smite_os_lowers_karma_when_the_os_matches() {
         let (_, c, _) = connect("smite_os linux", &[], linux());
-        assert_eq!(c.conn.notes.get::<Karma>(), Some(&Karma(-1)));
+        assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -1);
         let (_, c, _) = connect("smite_os windows", &[], linux());
-        assert!(c.conn.notes.get::<Karma>().is_none());
+        assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, 0);
     }
 
     #[test]
