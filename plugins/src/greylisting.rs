@@ -101,7 +101,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use regex::{Regex, RegexBuilder};
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::shared::{is_immune, GeoIp, P0f};
@@ -110,6 +109,8 @@ use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Reject, Reply, Step, Transaction,
 };
+
+use crate::ident::p0f::P0fMatch;
 
 const NAMESPACE: &str = "greylisting";
 
@@ -140,78 +141,6 @@ struct Settings {
     p0f: Option<P0fMatch>,
     /// `geoip`: countries never greylisted, upper case.
     geoip: Vec<String>,
-}
-
-/// qpsmtpd's `p0f` argument: `key,value` pairs, any of which makes a fingerprint match.
-#[derive(Debug, Clone)]
-struct P0fMatch {
-    text: String,
-    rules: Vec<P0fRule>,
-}
-
-#[derive(Debug, Clone)]
-enum P0fRule {
-    Genre(Regex),
-    Detail(Regex),
-    Link(Regex),
-    /// More hops away than this.
-    Distance(u16),
-    /// Up for less than this many minutes.
-    Uptime(u32),
-}
-
-impl PartialEq for P0fMatch {
-    fn eq(&self, other: &P0fMatch) -> bool {
-        self.text == other.text
-    }
-}
-impl Eq for P0fMatch {}
-
-impl P0fMatch {
-    fn parse(text: &str) -> Result<P0fMatch, String> {
-        let words: Vec<&str> = text.split(',').collect();
-        if !words.len().is_multiple_of(2) {
-            return Err(format!("p0f takes key,value pairs, not '{text}'"));
-        }
-        let regex = |v: &str| {
-            RegexBuilder::new(v)
-                .case_insensitive(true)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| format!("p0f: '{v}' is not a regular expression: {e}"))
-        };
-        let number = |k: &str, v: &str| format!("p0f: {k} takes a number, not '{v}'");
-        let mut rules = Vec::new();
-        for pair in words.chunks(2) {
-            let (key, value) = (pair[0], pair[1]);
-            rules.push(match key {
-                "genre" => P0fRule::Genre(regex(value)?),
-                "detail" => P0fRule::Detail(regex(value)?),
-                "link" => P0fRule::Link(regex(value)?),
-                "distance" => P0fRule::Distance(value.parse().map_err(|_| number(key, value))?),
-                "uptime" => P0fRule::Uptime(value.parse().map_err(|_| number(key, value))?),
-                _ => {
-                    return Err(format!(
-                        "p0f: unknown key '{key}' (genre, detail, link, distance, uptime)"
-                    ))
-                }
-            });
-        }
-        Ok(P0fMatch {
-            text: text.to_string(),
-            rules,
-        })
-    }
-
-    fn matches(&self, fp: &P0f) -> bool {
-        self.rules.iter().any(|rule| match rule {
-            P0fRule::Genre(re) => re.is_match(&fp.genre()),
-            P0fRule::Detail(re) => re.is_match(&fp.os_flavor),
-            P0fRule::Link(re) => re.is_match(&fp.link),
-            P0fRule::Distance(n) => fp.distance.is_some_and(|d| d > *n),
-            P0fRule::Uptime(n) => fp.uptime_min.is_some_and(|u| u < *n),
-        })
-    }
 }
 
 impl Default for Settings {

@@ -286,6 +286,73 @@ impl Plugin for P0fPlugin {
     }
 }
 
+/// `greylisting`'s `p0f` argument (qpsmtpd's): `key,value` pairs, any of which makes a
+/// fingerprint match.
+#[derive(Debug, Clone)]
+pub(crate) struct P0fMatch {
+    text: String,
+    rules: Vec<P0fRule>,
+}
+
+#[derive(Debug, Clone)]
+enum P0fRule {
+    Genre(Regex),
+    Detail(Regex),
+    Link(Regex),
+    /// More hops away than this.
+    Distance(u16),
+    /// Up for less than this many minutes.
+    Uptime(u32),
+}
+
+impl PartialEq for P0fMatch {
+    fn eq(&self, other: &P0fMatch) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for P0fMatch {}
+
+impl P0fMatch {
+    pub(crate) fn parse(text: &str) -> Result<P0fMatch, String> {
+        let words: Vec<&str> = text.split(',').collect();
+        if !words.len().is_multiple_of(2) {
+            return Err(format!("p0f takes key,value pairs, not '{text}'"));
+        }
+        let regex = |v: &str| pattern(&format!("p0f: '{v}'"), v);
+        let number = |k: &str, v: &str| format!("p0f: {k} takes a number, not '{v}'");
+        let mut rules = Vec::new();
+        for pair in words.chunks(2) {
+            let (key, value) = (pair[0], pair[1]);
+            rules.push(match key {
+                "genre" => P0fRule::Genre(regex(value)?),
+                "detail" => P0fRule::Detail(regex(value)?),
+                "link" => P0fRule::Link(regex(value)?),
+                "distance" => P0fRule::Distance(value.parse().map_err(|_| number(key, value))?),
+                "uptime" => P0fRule::Uptime(value.parse().map_err(|_| number(key, value))?),
+                _ => {
+                    return Err(format!(
+                        "p0f: unknown key '{key}' (genre, detail, link, distance, uptime)"
+                    ))
+                }
+            });
+        }
+        Ok(P0fMatch {
+            text: text.to_string(),
+            rules,
+        })
+    }
+
+    pub(crate) fn matches(&self, fp: &P0f) -> bool {
+        self.rules.iter().any(|rule| match rule {
+            P0fRule::Genre(re) => re.is_match(&fp.genre()),
+            P0fRule::Detail(re) => re.is_match(&fp.os_flavor),
+            P0fRule::Link(re) => re.is_match(&fp.link),
+            P0fRule::Distance(n) => fp.distance.is_some_and(|d| d > *n),
+            P0fRule::Uptime(n) => fp.uptime_min.is_some_and(|u| u < *n),
+        })
+    }
+}
+
 // ---- p0f v3's API (p0f 3.09b docs/README, "API access") ----
 
 const QUERY_MAGIC: u32 = 0x5030_4601;
