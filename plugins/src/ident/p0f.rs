@@ -17,7 +17,10 @@
 //! `greylisting p0f genre,windows` greylists only clients p0f takes for Windows.
 //!
 //! p0f must run on the same host, on the interface the clients' SYNs arrive on, and must be
-//! up before the client connects: a client p0f did not see gets "no match" and the plugin
+//! up before the client connects. p0f gets captured packets in batches, up to 250 ms late,
+//! so a client it does not know yet when it connects is asked about once more at `MAIL`, at
+//! least 0.4 s after the connection was accepted (a `p0f_blocked_operating_systems` match is
+//! then refused there). A client p0f still does not know gets "no match" and the plugin
 //! declines. So does every failure to ask (p0f down, a timeout, a reply that is not a valid
 //! p0f v3 reply): the connection goes on without a fingerprint, with one log line.
 //!
@@ -58,8 +61,9 @@
 //!
 //! ## Hooks
 //!
-//! `connect` (the question to p0f, `smite_os`, the blocked list), `data_post` (the header, with
-//! `add_headers 1`).
+//! `connect` (the question to p0f, `smite_os`, the blocked list), `mail` (the question again,
+//! for a client p0f did not know yet at `connect`), `data_post` (the header, with
+//! `add_headers 1`). List `ident/p0f` before the plugins that read its note.
 //!
 //! ## Notes
 //!
@@ -178,7 +182,47 @@ fn build(init: &PluginInit<'_>) -> Result<P0fPlugin, ConfigError> {
     Ok(p)
 }
 
+/// p0f gets the captured packets from libpcap in batches, up to 250 ms late (its pcap read
+/// timeout), so a client that connects and is asked about at once may not be known yet. A
+/// "no match" at `connect` is asked again at `MAIL`, once this long after the accept.
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// Private note: p0f did not know the client at `connect`; ask again at `MAIL`.
+struct AskAgain;
+
 impl P0fPlugin {
+    /// Asks p0f about the client and acts on the answer; `first` at `connect`, where a "no
+    /// match" is asked again later.
+    async fn query(&self, cx: &mut Cx, first: bool) -> Outcome {
+        let ip = cx.conn.remote.ip().to_canonical();
+        match self.ask(cx, ip).await {
+            Ok(Answer::Match(fp)) => self.judge(cx, fp),
+            Ok(Answer::NoMatch) if first => {
+                self.common.log(
+                    cx,
+                    Level::Debug,
+                    format_args!("no match yet, asking again at MAIL"),
+                );
+                cx.conn.notes.set(AskAgain);
+                Outcome::Declined
+            }
+            Ok(Answer::NoMatch) => {
+                self.common
+                    .log(cx, Level::Info, format_args!("skip, no match"));
+                Outcome::Declined
+            }
+            Ok(Answer::BadQuery) => {
+                self.common
+                    .log(cx, Level::Error, format_args!("skip, p0f says bad query"));
+                Outcome::Declined
+            }
+            Err(e) => {
+                self.common.log(cx, Level::Error, format_args!("skip, {e}"));
+                Outcome::Declined
+            }
+        }
+    }
+
     /// Asks p0f about `ip` within the timeout.
     async fn ask(&self, cx: &Cx, ip: IpAddr) -> Result<Answer, String> {
         let exchange = async {
@@ -240,7 +284,7 @@ impl P0fPlugin {
 
 impl Plugin for P0fPlugin {
     fn hooks(&self) -> HookSet {
-        let set = HookSet::of(&[Hook::Connect]);
+        let set = HookSet::of(&[Hook::Connect, Hook::Mail]);
         if self.add_headers {
             set.with(Hook::DataPost)
         } else {
@@ -249,25 +293,19 @@ impl Plugin for P0fPlugin {
     }
 
     fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
+        Step::pending(self.query(cx, true))
+    }
+
+    fn mail<'a>(&'a self, cx: &'a mut Cx, _txn: &'a mut Transaction) -> Step<'a> {
+        if cx.conn.notes.take::<AskAgain>().is_none() {
+            return Step::DECLINED;
+        }
         Step::pending(async move {
-            let ip = cx.conn.remote.ip().to_canonical();
-            match self.ask(cx, ip).await {
-                Ok(Answer::Match(fp)) => self.judge(cx, fp),
-                Ok(Answer::NoMatch) => {
-                    self.common
-                        .log(cx, Level::Info, format_args!("skip, no match"));
-                    Outcome::Declined
-                }
-                Ok(Answer::BadQuery) => {
-                    self.common
-                        .log(cx, Level::Error, format_args!("skip, p0f says bad query"));
-                    Outcome::Declined
-                }
-                Err(e) => {
-                    self.common.log(cx, Level::Error, format_args!("skip, {e}"));
-                    Outcome::Declined
-                }
+            // p0f may not have been handed the SYN yet: wait until SETTLE after the accept.
+            if let Some(left) = SETTLE.checked_sub(cx.conn.started.elapsed()) {
+                cx.svc.sleep(left).await;
             }
+            self.query(cx, false).await
         })
     }
 
@@ -472,15 +510,18 @@ mod tests {
         reply(STATUS_OK, "Linux", "2.2.x-3.x", "Ethernet or modem", 0)
     }
 
-    /// A p0f socket in `dir` that answers one query with `answer` and hands the query back.
-    fn fake_p0f(dir: &TempDir, answer: Vec<u8>) -> (String, JoinHandle<Vec<u8>>) {
+    /// A p0f socket in `dir` that answers one query per connection, with `answers` in turn,
+    /// and hands the last query back.
+    fn fake_p0f(dir: &TempDir, answers: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<u8>>) {
         let path = dir.join("p0f.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
             let mut q = vec![0u8; QUERY_LEN];
-            s.read_exact(&mut q).unwrap();
-            s.write_all(&answer).unwrap();
+            for answer in answers {
+                let (mut s, _) = listener.accept().unwrap();
+                s.read_exact(&mut q).unwrap();
+                s.write_all(&answer).unwrap();
+            }
             q
         });
         (path, server)
@@ -493,7 +534,7 @@ mod tests {
     /// Runs `connect` for a client at 192.0.2.7 against a p0f that answers `answer`.
     fn connect(args: &str, files: &[(&str, &str)], answer: Vec<u8>) -> (Outcome, Cx, Vec<u8>) {
         let dir = TempDir::new("p0f");
-        let (path, server) = fake_p0f(&dir, answer);
+        let (path, server) = fake_p0f(&dir, vec![answer]);
         let p = plugin(&format!("{path} {args}"), files);
         let (mut c, _) = cx("192.0.2.7:40000");
         c.conn.notes.set(Karma::default()); // as the `karma` plugin leaves it at connect
@@ -533,7 +574,41 @@ mod tests {
             let (o, c, _) = connect("", &[], reply(status, "", "", "", -1));
             assert_eq!(o, Outcome::Declined);
             assert!(!c.conn.notes.contains::<P0f>(), "{status:#x}");
+            assert_eq!(
+                c.conn.notes.contains::<AskAgain>(),
+                status == STATUS_NOMATCH
+            );
         }
+    }
+
+    /// p0f learns of a SYN late: "no match" at connect, asked again (once) at MAIL.
+    #[test]
+    fn a_client_unknown_at_connect_is_asked_about_at_mail() {
+        let dir = TempDir::new("p0f-late");
+        let no_match = reply(STATUS_NOMATCH, "", "", "", -1);
+        let files = [("p0f_blocked_operating_systems", "^linux\n")];
+        let (path, server) = fake_p0f(&dir, vec![no_match.clone(), linux()]);
+        let p = plugin(&path, &files);
+        let (mut c, fake) = cx("192.0.2.7:40000");
+        assert_eq!(run(p.connect(&mut c)), Outcome::Declined);
+        assert!(!c.conn.notes.contains::<P0f>());
+        let mut txn = Transaction::default();
+        assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::deny(BLOCKED_MSG));
+        assert_eq!(c.conn.notes.get::<P0f>().unwrap().os_name, "Linux");
+        server.join().unwrap();
+        // Asked once again only: the next MAIL asks nothing.
+        assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
+        assert_eq!(fake.connects.borrow().len(), 2);
+        // Still unknown at MAIL: no match, logged.
+        let dir = TempDir::new("p0f-never");
+        let (path, server) = fake_p0f(&dir, vec![no_match.clone(), no_match]);
+        let p = plugin(&path, &[]);
+        let (mut c, fake) = cx("192.0.2.7:40000");
+        run(p.connect(&mut c));
+        assert_eq!(run(p.mail(&mut c, &mut txn)), Outcome::Declined);
+        server.join().unwrap();
+        assert!(fake.logged("skip, no match"));
+        assert!(!c.conn.notes.contains::<P0f>());
     }
 
     #[test]
@@ -626,9 +701,10 @@ mod tests {
 
     #[test]
     fn the_header_only_with_add_headers() {
-        assert_eq!(plugin("/p", &[]).hooks(), HookSet::of(&[Hook::Connect]));
+        let asks = HookSet::of(&[Hook::Connect, Hook::Mail]);
+        assert_eq!(plugin("/p", &[]).hooks(), asks);
         let p = plugin("/p add_headers 1", &[]);
-        assert_eq!(p.hooks(), HookSet::of(&[Hook::Connect, Hook::DataPost]));
+        assert_eq!(p.hooks(), asks.with(Hook::DataPost));
         let (mut c, _) = cx("192.0.2.7:40000");
         let mut txn = Transaction::default();
         run(p.data_post(&mut c, &mut txn));
