@@ -5,7 +5,7 @@
 //! ```text
 //! greylisting [remote_ip 0|1] [sender 0|1] [recipient 0|1] [per_recipient 0|1] [deny_late 0|1]
 //!             [black_timeout S] [grey_timeout S] [white_timeout S] [reject 0|1]
-//!             [on_store_error pass|defer] [loglevel N]
+//!             [on_store_error pass|defer] [p0f KEY,VALUE,...] [geoip CC,CC,...] [loglevel N]
 //! ```
 //!
 //! ## Description
@@ -46,7 +46,8 @@
 //! | `loglevel` | | qpsmtpd's per-plugin log level |
 //! | `db_dir PATH`, `nfslock`, `per_recipient_db`, `upgrade` | | accepted and ignored: the store is the server's (`state_store`) |
 //! | `redis HOST:PORT` | | refused: write `redis HOST:PORT` in the core config file `state_store`, so every plugin shares it |
-//! | `p0f ...`, `geoip ...` | | refused until the `ident/p0f` and `ident/geoip` plugins exist (accepting them would greylist clients these options exempt) |
+//! | `p0f KEY,VALUE,...` | | greylist only clients whose `ident/p0f` fingerprint matches one of the pairs: `genre,REGEX` (the OS, `Windows 7 or 8`), `detail,REGEX` (the OS flavor), `link,REGEX` (the link type), `distance,N` (more than N hops away), `uptime,N` (up for less than N minutes); regexes are case-insensitive. A client without a fingerprint is not greylisted (qpsmtpd's rule) |
+//! | `geoip CC,CC,...` | | never greylist clients `ident/geoip` places in one of these countries (ISO codes, any case) |
 //!
 //! At least one of `remote_ip`, `sender` and `recipient` must be on.
 //!
@@ -67,8 +68,10 @@
 //!
 //! ## Notes
 //!
-//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`) and `Karma`
-//! (its `history`). Keeps its deferred refusal in a transaction note of its own.
+//! Reads `relay_client`, `WhitelistHost`, `WhitelistSender` (through `is_immune`), `Karma`
+//! (its `history`), `P0f` (written by `ident/p0f`, with `p0f`) and `GeoIp` (written by
+//! `ident/geoip`, with `geoip`): those plugins must come before `greylisting` in
+//! `config/plugins`. Keeps its deferred refusal in a transaction note of its own.
 //!
 //! Store keys: `greylisting` / `grey` or `white` / the triplet's parts, length-prefixed (see
 //! the plugin API's `store` module). One batch per check, one round trip: a whitelisted
@@ -101,12 +104,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
-use ringsmtpd_plugin_api::shared::{is_immune, Karma};
+use ringsmtpd_plugin_api::shared::{is_immune, GeoIp, Karma, P0f};
 use ringsmtpd_plugin_api::store::{Batch, FailureLog, Key, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Reject, Reply, Step, Transaction,
 };
+
+use crate::ident::p0f::P0fMatch;
 
 const NAMESPACE: &str = "greylisting";
 
@@ -133,6 +138,10 @@ struct Settings {
     reject: bool,
     off: bool,
     defer_on_error: bool,
+    /// `p0f`: greylist only clients whose fingerprint matches.
+    p0f: Option<P0fMatch>,
+    /// `geoip`: countries never greylisted, upper case.
+    geoip: Vec<String>,
 }
 
 impl Default for Settings {
@@ -149,6 +158,8 @@ impl Default for Settings {
             reject: true,
             off: false,
             defer_on_error: false,
+            p0f: None,
+            geoip: Vec::new(),
         }
     }
 }
@@ -199,10 +210,17 @@ impl Settings {
                         .into(),
                 )
             }
-            "p0f" | "geoip" => {
-                return Err(format!(
-                    "{key} needs the ident/{key} plugin, which ringsmtpd does not have yet"
-                ))
+            "p0f" => self.p0f = Some(P0fMatch::parse(value)?),
+            "geoip" => {
+                self.geoip = value
+                    .split(',')
+                    .map(|c| match c.trim() {
+                        c if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                            Ok(c.to_ascii_uppercase())
+                        }
+                        _ => Err(format!("geoip takes country codes (DE,AT), not '{value}'")),
+                    })
+                    .collect::<Result<_, _>>()?
             }
             _ => return Err(format!("unknown argument '{key}'")),
         }
@@ -274,6 +292,25 @@ enum Verdict {
 }
 
 impl Greylisting {
+    /// Why `p0f` or `geoip` exempt this client, if they do.
+    fn exempt_by_ident(&self, cx: &Cx) -> Option<String> {
+        if let Some(m) = &self.cfg.p0f {
+            match cx.conn.notes.get::<P0f>() {
+                None => return Some("no p0f fingerprint".into()),
+                Some(fp) if !m.matches(fp) => {
+                    return Some(format!("p0f fingerprint {} does not match", fp.genre()))
+                }
+                Some(_) => {}
+            }
+        }
+        let country = cx.conn.notes.get::<GeoIp>()?.country.as_deref()?;
+        self.cfg
+            .geoip
+            .iter()
+            .any(|c| c == country)
+            .then(|| format!("geoip country {country}"))
+    }
+
     /// The check for `rcpt` (at `RCPT`) or the whole transaction (at `MAIL`).
     async fn check(&self, cx: &mut Cx, txn: &mut Transaction, rcpt: Option<&Recipient>) -> Outcome {
         if self.cfg.off || is_immune(cx, Some(txn)) {
@@ -293,6 +330,11 @@ impl Greylisting {
         if self.exclude.contains(ip) {
             self.common
                 .log(cx, Level::Info, format_args!("skip: {ip} is excluded"));
+            return Outcome::Declined;
+        }
+        if let Some(skip) = self.exempt_by_ident(cx) {
+            self.common
+                .log(cx, Level::Info, format_args!("skip: {skip}"));
             return Outcome::Declined;
         }
         let verdict = match self.keys(ip, txn, rcpt) {
@@ -718,6 +760,74 @@ mod tests {
         assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
     }
 
+    /// qpsmtpd's `p0f` argument: only clients whose fingerprint matches are greylisted.
+    #[test]
+    fn p0f_greylists_only_matching_fingerprints() {
+        let p = plugin("greylisting p0f genre,windows,distance,10");
+        let fingerprint = |os: &str, distance: u16| P0f {
+            os_name: os.into(),
+            os_flavor: "7 or 8".into(),
+            distance: Some(distance),
+            ..P0f::default()
+        };
+        let (mut c, svc) = client("192.0.2.9", None);
+        assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        assert!(svc.logged("skip: no p0f fingerprint"));
+        c.conn.notes.set(fingerprint("Linux", 3));
+        assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+        assert!(svc.logged("does not match"));
+        c.conn.notes.set(fingerprint("Windows", 3));
+        assert!(is_greylisted(&mail(&*p, &mut c, "<a@example.org>")));
+        let (mut c, _) = client("192.0.2.10", Some(&svc));
+        c.conn.notes.set(fingerprint("Linux", 11));
+        assert!(
+            is_greylisted(&mail(&*p, &mut c, "<a@example.org>")),
+            "distance > 10"
+        );
+        let p = plugin("greylisting p0f link,dsl,uptime,60");
+        let (mut c, _) = client("192.0.2.11", Some(&svc));
+        c.conn.notes.set(P0f {
+            link: "DSL".into(),
+            ..P0f::default()
+        });
+        assert!(is_greylisted(&mail(&*p, &mut c, "<a@example.org>")));
+        let (mut c, _) = client("192.0.2.12", Some(&svc));
+        c.conn.notes.set(P0f {
+            uptime_min: Some(600),
+            ..P0f::default()
+        });
+        assert_eq!(mail(&*p, &mut c, "<a@example.org>"), Outcome::Declined);
+    }
+
+    /// qpsmtpd's `geoip` argument: the listed countries are never greylisted.
+    #[test]
+    fn geoip_exempts_the_listed_countries() {
+        let p = build(
+            new,
+            "greylisting",
+            &[(
+                "denysoft_greylist",
+                "geoip de,AT
+",
+            )],
+        )
+        .unwrap();
+        let from = |country: Option<&str>| {
+            let (mut c, _) = client("192.0.2.9", None);
+            if let Some(cc) = country {
+                c.conn.notes.set(GeoIp {
+                    country: Some(cc.into()),
+                    ..GeoIp::default()
+                });
+            }
+            mail(&*p, &mut c, "<a@example.org>")
+        };
+        assert_eq!(from(Some("DE")), Outcome::Declined);
+        assert_eq!(from(Some("AT")), Outcome::Declined);
+        assert!(is_greylisted(&from(Some("US"))));
+        assert!(is_greylisted(&from(None)), "no country, greylisted");
+    }
+
     #[test]
     fn arguments() {
         assert_bad_args(
@@ -725,8 +835,12 @@ mod tests {
             "greylisting",
             &[
                 &["redis", "127.0.0.1:6379"],
-                &["p0f", "genre,windows"],
-                &["geoip", "US"],
+                &["p0f", "genre"],
+                &["p0f", "os,windows"],
+                &["p0f", "genre,("],
+                &["p0f", "distance,far"],
+                &["geoip", "USA"],
+                &["geoip", "US,,DE"],
                 &["remote_ip", "0"],
                 &["black_timeout", "x"],
                 &["black_timeout", "600", "grey_timeout", "60"],
@@ -739,8 +853,8 @@ mod tests {
         );
         let e = build_err(new, "greylisting redis 127.0.0.1:6379", &[]).to_string();
         assert!(e.contains("state_store"), "{e}");
-        let e = build_err(new, "greylisting p0f genre,windows", &[]).to_string();
-        assert!(e.contains("ident/p0f"), "{e}");
+        let e = build_err(new, "greylisting p0f colour,blue", &[]).to_string();
+        assert!(e.contains("unknown key 'colour'"), "{e}");
         assert!(build(
             new,
             "greylisting db_dir /var/lib/qpsmtpd/greylisting nfslock 1",

@@ -32,6 +32,7 @@ pub mod headers;
 pub mod helo;
 pub mod help;
 pub mod hosts_allow;
+pub mod ident;
 pub mod karma;
 pub mod limit;
 pub mod loadcheck;
@@ -95,6 +96,8 @@ const PLUGINS: &[(&str, Factory)] = &[
     ("helo", helo::new),
     ("help", help::new),
     ("hosts_allow", hosts_allow::new),
+    ("ident/geoip", ident::geoip::new),
+    ("ident/p0f", ident::p0f::new),
     ("karma", karma::new),
     ("limit", limit::new),
     ("loadcheck", loadcheck::new),
@@ -398,6 +401,12 @@ mod tests {
         ("auth/auth_ldap_bind ldap_base dc=example,dc=com", &[]),
         ("auth/auth_imap 127.0.0.1 143", &[]),
         ("auth/authdeny", &[]),
+        // Tests run in the crate's directory: the databases committed for ident/geoip's tests.
+        (
+            "ident/geoip db_dir src/ident/testdata distance 192.0.2.1",
+            &[],
+        ),
+        ("ident/p0f /run/p0f.sock add_headers 1", &[]),
     ];
 
     /// The sample lines of `name` (an alias has its plugin's).

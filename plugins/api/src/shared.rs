@@ -109,3 +109,52 @@ impl Karma {
         }
     }
 }
+
+/// Where the client is, as `ident/geoip` found it in its MaxMind databases (qpsmtpd's conn
+/// notes `geoip_country`, `geoip_country_name`, `geoip_continent`, `geoip_city`, `geoip_asn`,
+/// `geoip_distance`). Absent when the plugin did not run or the address is in no database;
+/// each field `None` when the database has no such data. Texts are printable ASCII or
+/// UTF-8 without control characters, at most 64 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoIp {
+    /// ISO 3166-1 alpha-2 country code, upper case (`DE`).
+    pub country: Option<String>,
+    /// The country's English name.
+    pub country_name: Option<String>,
+    /// Two-letter continent code (`EU`, `NA`...).
+    pub continent: Option<String>,
+    /// The city's English name (city databases only).
+    pub city: Option<String>,
+    /// The autonomous system number (an ASN database).
+    pub asn: Option<u32>,
+    /// Kilometres from the server, great circle (with the `distance` argument and a city
+    /// database that knows where the client is).
+    pub distance_km: Option<u32>,
+}
+
+/// The client's TCP fingerprint, as `ident/p0f` got it from p0f v3 (qpsmtpd's conn note
+/// `p0f`). Texts are printable ASCII, at most 31 bytes, empty when p0f did not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct P0f {
+    /// The OS name (`Linux`, `Windows`): p0f's `os_name`.
+    pub os_name: String,
+    /// The OS version (`2.2.x-3.x`): p0f's `os_flavor` (qpsmtpd v2's `detail`).
+    pub os_flavor: String,
+    /// Network hops from the client, `None` when unknown.
+    pub distance: Option<u16>,
+    /// The link type (`Ethernet or modem`, `DSL`...): p0f's `link_type`.
+    pub link: String,
+    /// The client's uptime in minutes, `None` when unknown.
+    pub uptime_min: Option<u32>,
+}
+
+impl P0f {
+    /// qpsmtpd's `genre`: the OS name and flavor, `Linux 2.2.x-3.x`.
+    pub fn genre(&self) -> String {
+        match (self.os_name.is_empty(), self.os_flavor.is_empty()) {
+            (false, false) => format!("{} {}", self.os_name, self.os_flavor),
+            (false, true) => self.os_name.clone(),
+            (true, _) => self.os_flavor.clone(),
+        }
+    }
+}
