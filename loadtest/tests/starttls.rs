@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -17,7 +17,7 @@ use smtp_loadtest::stats::Phase;
 use smtp_loadtest::Report;
 
 mod common;
-use common::run_balanced;
+use common::{fake_config, run_bounded as go};
 
 const USER: &str = "good@example.com";
 const PASS: &str = "s3cret:pass";
@@ -199,12 +199,7 @@ fn serve<S: Read + Write>(
 }
 
 fn config(addr: SocketAddr, verify: TlsVerifyOpt, name: &str) -> Config {
-    let mut c = Config::new(addr);
-    c.threads = 2;
-    c.connections = 4;
-    c.quiet = true;
-    c.timeout = Duration::from_secs(5);
-    c.connect_timeout = Duration::from_secs(2);
+    let mut c = fake_config(addr);
     c.max_failures = 2;
     c.tls = Some(TlsOptions {
         verify,
@@ -217,14 +212,6 @@ fn config(addr: SocketAddr, verify: TlsVerifyOpt, name: &str) -> Config {
 
 fn ca() -> TlsVerifyOpt {
     TlsVerifyOpt::CaFile(certs().join("qpsmtpd-ca.crt"))
-}
-
-/// common::run_balanced, which must also end within 60 s.
-fn go(c: &Config) -> Report {
-    let t = Instant::now();
-    let r = run_balanced(c);
-    assert!(t.elapsed() < Duration::from_secs(60));
-    r
 }
 
 #[test]
