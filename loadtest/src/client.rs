@@ -468,7 +468,7 @@ impl Slot {
             match monoio::time::timeout(self.ctx.cfg.timeout, plain.start_tls(config, &name)).await
             {
                 Err(_) => return Err(Fail::Timeout),
-                Ok(Err(e)) => return Err(Fail::Tls(format!("handshake: {e}"))),
+                Ok(Err(e)) => return Err(Fail::Tls(format!("handshake: {}", printable(&e)))),
                 Ok(Ok(c)) => c,
             };
         self.stream = Some(conn);
@@ -741,6 +741,16 @@ impl Slot {
             }
         }
     }
+}
+
+/// `e` as text for the report: a handshake error can quote the server's certificate, so
+/// control characters become `?` and the text is cut at 200 characters.
+fn printable(e: &io::Error) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(200)
+        .collect()
 }
 
 /// Connects to `target`, from `bind` if given (a loopback source address from
