@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use rustls::ClientConfig;
 
 use crate::config::{nth_in_range, Config};
+use crate::conn::Conn;
 use crate::message::Messages;
 use crate::proto::{parse_reply, proxy_header, ProtoError, Reply};
 use crate::stats::{Phase, Stage, Stats};
@@ -106,6 +106,8 @@ pub struct WorkerCtx {
     pub shared: Arc<Shared>,
     pub messages: Arc<Messages>,
     pub stats: RefCell<Stats>,
+    /// `--starttls`: the run's TLS client config.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// Why a connection or a transaction failed.
@@ -120,6 +122,10 @@ pub enum Fail {
     Refused(u16),
     /// The server answered 421: it is closing the connection.
     Closing,
+    /// The EHLO reply did not offer this extension (`--starttls`, `--auth-plain`).
+    NotOffered(&'static str),
+    /// The TLS handshake failed, or the server broke STARTTLS's rules.
+    Tls(String),
 }
 
 impl Fail {
@@ -137,6 +143,8 @@ impl Fail {
             Fail::Protocol(p) => p.to_string(),
             Fail::Refused(c) => format!("refused with {c}"),
             Fail::Closing => "421 (server closing)".into(),
+            Fail::NotOffered(ext) => format!("{ext} not offered"),
+            Fail::Tls(why) => why.clone(),
         }
     }
 }
@@ -156,7 +164,7 @@ enum Outcome {
 struct Slot {
     id: usize,
     ctx: Rc<WorkerCtx>,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     /// Unparsed reply bytes are `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -353,7 +361,7 @@ impl Slot {
             };
         // Commands are small and answered one by one: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
-        self.stream = Some(stream);
+        self.stream = Some(Conn::Plain(stream));
         if self.rbuf.capacity() == 0 {
             self.rbuf = Vec::with_capacity(RBUF_INITIAL);
         }
@@ -362,7 +370,11 @@ impl Slot {
         self.wbuf.clear();
         self.lost = None;
         if let Some(version) = self.cfg().proxy {
-            let local = self.stream.as_ref().and_then(|s| s.local_addr().ok());
+            let local = self
+                .stream
+                .as_ref()
+                .and_then(Conn::tcp)
+                .and_then(|s| s.local_addr().ok());
             let claimed = match (source, local) {
                 (Some(ip), _) => SocketAddr::new(ip, 1024 + (self.id % 60000) as u16),
                 (None, Some(l)) => l,
@@ -379,28 +391,118 @@ impl Slot {
         if banner.code != 220 {
             return Err((Stage::Banner, Fail::Refused(banner.code)));
         }
-        let helo = self.cfg().helo.clone();
         let t = Instant::now();
-        self.wbuf
-            .extend_from_slice(format!("EHLO {helo}\r\n").as_bytes());
-        self.flush().await.map_err(|f| (Stage::Ehlo, f))?;
-        let mut ehlo = self.reply().await.map_err(|f| (Stage::Ehlo, f))?;
-        if matches!(ehlo.code, 500 | 502) {
-            // An SMTP-only server: fall back to HELO, without PIPELINING.
-            self.wbuf
-                .extend_from_slice(format!("HELO {helo}\r\n").as_bytes());
-            self.flush().await.map_err(|f| (Stage::Ehlo, f))?;
-            ehlo = self.reply().await.map_err(|f| (Stage::Ehlo, f))?;
-            ehlo.pipelining = false;
+        let mut ehlo = self.ehlo().await.map_err(|f| (Stage::Ehlo, f))?;
+        self.record(Phase::Ehlo, t);
+        if let Some(config) = self.ctx.tls.clone() {
+            ehlo = self
+                .starttls(config, target, &ehlo)
+                .await
+                .map_err(|f| (Stage::Starttls, f))?;
         }
-        self.ctx.stats.borrow_mut().record(Phase::Ehlo, t.elapsed());
-        if ehlo.code / 100 != 2 {
-            return Err((Stage::Ehlo, Fail::Refused(ehlo.code)));
+        if self.cfg().auth_plain.is_some() {
+            self.auth_plain(&ehlo).await.map_err(|f| (Stage::Auth, f))?;
         }
         self.pipelining = self.cfg().pipelining && ehlo.pipelining;
         if self.cfg().pipelining && !ehlo.pipelining {
             self.ctx.stats.borrow_mut().no_pipelining += 1;
         }
+        Ok(())
+    }
+
+    /// EHLO (HELO if EHLO is refused as unknown); its 2xx reply.
+    async fn ehlo(&mut self) -> Result<Reply, Fail> {
+        let helo = &self.ctx.cfg.helo;
+        self.wbuf
+            .extend_from_slice(format!("EHLO {helo}\r\n").as_bytes());
+        self.flush().await?;
+        let mut ehlo = self.reply().await?;
+        if matches!(ehlo.code, 500 | 502) {
+            // An SMTP-only server: fall back to HELO, without extensions.
+            let helo = &self.ctx.cfg.helo;
+            self.wbuf
+                .extend_from_slice(format!("HELO {helo}\r\n").as_bytes());
+            self.flush().await?;
+            let code = self.reply().await?.code;
+            ehlo = Reply {
+                code,
+                ..Reply::default()
+            };
+        }
+        if ehlo.code / 100 != 2 {
+            return Err(Fail::Refused(ehlo.code));
+        }
+        Ok(ehlo)
+    }
+
+    /// STARTTLS (RFC 3207), the handshake, and EHLO again: the reply to that EHLO, which
+    /// replaces the one before (§4.2: the client forgets what it learnt before TLS).
+    async fn starttls(
+        &mut self,
+        config: Arc<ClientConfig>,
+        target: SocketAddr,
+        ehlo: &Reply,
+    ) -> Result<Reply, Fail> {
+        if !ehlo.starttls {
+            return Err(Fail::NotOffered("STARTTLS"));
+        }
+        let t = Instant::now();
+        self.wbuf.extend_from_slice(b"STARTTLS\r\n");
+        self.flush().await?;
+        let r = self.reply().await?;
+        if r.code != 220 {
+            return Err(Fail::Refused(r.code));
+        }
+        if self.rpos < self.rbuf.len() {
+            // Plaintext sent after the 220 would be read as if it came over TLS (the
+            // STARTTLS command injection of CVE-2011-0411, server side): refuse it.
+            return Err(Fail::Tls("plaintext after the 220 to STARTTLS".into()));
+        }
+        let plain = self.stream.take().ok_or(Fail::Closed)?;
+        let tls = self.ctx.cfg.tls.as_ref();
+        let name = match tls.and_then(|o| o.name.clone()) {
+            Some(n) => n,
+            None => target.ip().to_string(),
+        };
+        let (conn, kind) =
+            match monoio::time::timeout(self.ctx.cfg.timeout, plain.start_tls(config, &name)).await
+            {
+                Err(_) => return Err(Fail::Timeout),
+                Ok(Err(e)) => return Err(Fail::Tls(format!("handshake: {}", printable(&e)))),
+                Ok(Ok(c)) => c,
+            };
+        self.stream = Some(conn);
+        {
+            let mut st = self.ctx.stats.borrow_mut();
+            st.tls_sessions += 1;
+            *st.tls_kinds.entry(kind).or_insert(0) += 1;
+        }
+        let ehlo = self.ehlo().await?;
+        self.record(Phase::Tls, t);
+        Ok(ehlo)
+    }
+
+    /// AUTH PLAIN (RFC 4616) with the initial response (RFC 4954); 235 or an error.
+    async fn auth_plain(&mut self, ehlo: &Reply) -> Result<(), Fail> {
+        use base64::Engine as _;
+        if !ehlo.auth_plain {
+            return Err(Fail::NotOffered("AUTH PLAIN"));
+        }
+        let Some((user, pass)) = &self.ctx.cfg.auth_plain else {
+            return Ok(());
+        };
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+        let t = Instant::now();
+        self.wbuf.extend_from_slice(b"AUTH PLAIN ");
+        self.wbuf.extend_from_slice(token.as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+        self.flush().await?;
+        let r = self.reply().await?;
+        if r.code != 235 {
+            return Err(Fail::Refused(r.code));
+        }
+        self.record(Phase::Auth, t);
+        self.ctx.stats.borrow_mut().auth_ok += 1;
         Ok(())
     }
 
@@ -578,7 +680,7 @@ impl Slot {
             Ok((res, mut buf)) => {
                 buf.clear();
                 self.wbuf = buf;
-                res.map(|_| ()).map_err(Fail::Io)
+                res.map_err(Fail::Io)
             }
         }
     }
@@ -591,7 +693,7 @@ impl Slot {
             Err(_) => Err(Fail::Timeout),
             Ok((res, buf)) => {
                 self.body = buf;
-                res.map(|_| ()).map_err(Fail::Io)
+                res.map_err(Fail::Io)
             }
         }
     }
@@ -625,14 +727,11 @@ impl Slot {
                 self.rbuf.reserve(self.rbuf.capacity().max(RBUF_INITIAL));
             }
             let buf = std::mem::take(&mut self.rbuf);
-            let (len, cap) = (buf.len(), buf.capacity());
             let stream = self.stream.as_mut().ok_or(Fail::Closed)?;
-            match monoio::time::timeout(self.ctx.cfg.timeout, stream.read(buf.slice_mut(len..cap)))
-                .await
-            {
+            match monoio::time::timeout(self.ctx.cfg.timeout, stream.read(buf)).await {
                 Err(_) => return Err(Fail::Timeout),
-                Ok((res, slice)) => {
-                    self.rbuf = slice.into_inner();
+                Ok((res, buf)) => {
+                    self.rbuf = buf;
                     match res {
                         Ok(0) => return Err(Fail::Closed),
                         Ok(_) => {}
@@ -642,6 +741,16 @@ impl Slot {
             }
         }
     }
+}
+
+/// `e` as text for the report: a handshake error can quote the server's certificate, so
+/// control characters become `?` and the text is cut at 200 characters.
+fn printable(e: &io::Error) -> String {
+    e.to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(200)
+        .collect()
 }
 
 /// Connects to `target`, from `bind` if given (a loopback source address from

@@ -60,6 +60,21 @@ envelope
   --from ADDR           MAIL FROM address (default loadtest@loadtest.example)
   --to DOMAIN           recipient domain: rcptN@DOMAIN (default example.com)
   --helo NAME           EHLO name (default loadtest.example)
+TLS and AUTH
+  --starttls            STARTTLS (RFC 3207) after EHLO, then EHLO again, on every session; a
+                        server that does not offer it, or a failed handshake, is a connection
+                        error (stage 'starttls'). Full handshakes: no session resumption
+  --tls-verify V        none (default: encrypt, check nothing) or a PEM file of CA
+                        certificates the server's certificate must chain to
+  --tls-name NAME       the name sent as SNI and checked in the certificate (default: the
+                        target's IP address)
+  --tls-resume          let sessions resume earlier TLS sessions (tickets/IDs), as a client
+                        with a session cache does
+  --auth-plain USER:PASS
+                        AUTH PLAIN (RFC 4616) after EHLO (after STARTTLS with --starttls);
+                        anything but 235 is a connection error (stage 'auth')
+  --auth-plain-file F   the same, USER:PASS from the first line of file F (keeps the password
+                        off the command line)
 source address
   --proxy v1|v2         send a PROXY protocol header first (the server must expect one)
   --source-range A-B    client addresses, e.g. 127.0.0.2-127.0.0.250, used round-robin:
@@ -78,7 +93,6 @@ output
   --quiet               no progress line
   --help, --version
 
-Not yet: STARTTLS and AUTH (the generator speaks plain SMTP only).
 Exit status: 0 the run happened (see the report for errors), 1 nothing got through (every
 connection failed), 2 bad options.";
 
@@ -93,6 +107,25 @@ pub enum Driver {
     Auto,
     Uring,
     Epoll,
+}
+
+/// How the server's certificate is checked after STARTTLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsVerifyOpt {
+    /// Encrypt, check nothing (the handshake's signatures are still verified).
+    None,
+    /// The certificate must chain to a CA in this PEM file and name `--tls-name`.
+    CaFile(PathBuf),
+}
+
+/// `--starttls` and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsOptions {
+    pub verify: TlsVerifyOpt,
+    /// SNI and the name checked; `None`: the target's IP address.
+    pub name: Option<String>,
+    /// Allow session resumption.
+    pub resume: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +156,10 @@ pub struct Config {
     pub from: String,
     pub to_domain: String,
     pub helo: String,
+    /// `--starttls`.
+    pub tls: Option<TlsOptions>,
+    /// `--auth-plain`: user name and password.
+    pub auth_plain: Option<(String, String)>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_failures: u32,
@@ -155,6 +192,8 @@ impl Config {
             from: "loadtest@loadtest.example".into(),
             to_domain: "example.com".into(),
             helo: "loadtest.example".into(),
+            tls: None,
+            auth_plain: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_failures: 5,
@@ -310,6 +349,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
     let mut cfg = Config::new(SocketAddr::from(([127, 0, 0, 1], 2525)));
     let mut targets = Vec::new();
     let mut allowed = Vec::new();
+    let mut starttls = false;
+    let mut tls = TlsOptions {
+        verify: TlsVerifyOpt::None,
+        name: None,
+        resume: false,
+    };
+    let mut tls_set = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         // `--name=value` is accepted as well as `--name value`.
@@ -382,10 +428,30 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
             "--svg" => cfg.svg = Some(value()?.into()),
             "--accepted" => cfg.accepted_log = Some(value()?.into()),
             "--quiet" | "-q" => cfg.quiet = true,
-            "--starttls" | "--tls" | "--auth" | "--auth-user" | "--auth-password" => {
-                return Err(format!(
-                    "{name}: not yet; the generator speaks plain SMTP only (no STARTTLS or AUTH)"
-                ))
+            "--starttls" => starttls = true,
+            "--tls-verify" => {
+                tls.verify = match value()?.as_str() {
+                    "none" => TlsVerifyOpt::None,
+                    "" => return Err("--tls-verify: none or a CA file".into()),
+                    path => TlsVerifyOpt::CaFile(path.into()),
+                };
+                tls_set.push("--tls-verify");
+            }
+            "--tls-name" => {
+                tls.name = Some(value()?);
+                tls_set.push("--tls-name");
+            }
+            "--tls-resume" => {
+                tls.resume = true;
+                tls_set.push("--tls-resume");
+            }
+            "--auth-plain" => cfg.auth_plain = Some(parse_user_pass(&value()?, "--auth-plain")?),
+            "--auth-plain-file" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--auth-plain-file {path}: {e}"))?;
+                let line = text.lines().next().unwrap_or("");
+                cfg.auth_plain = Some(parse_user_pass(line, &format!("--auth-plain-file {path}"))?);
             }
             other => return Err(format!("unknown option '{other}' (see --help)")),
         }
@@ -393,8 +459,30 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
     if !targets.is_empty() {
         cfg.targets = targets;
     }
+    if starttls {
+        cfg.tls = Some(tls);
+    } else if let Some(opt) = tls_set.first() {
+        return Err(format!("{opt} needs --starttls"));
+    }
     cfg.validate(&allowed)?;
     Ok(cfg)
+}
+
+/// `USER:PASS` (the first `:` ends the user name): both non-empty, no CR, LF or NUL.
+fn parse_user_pass(s: &str, what: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((u, p))
+            if !u.is_empty()
+                && !p.is_empty()
+                && !s.contains(['\r', '\n', '\0'])
+                && u.len() + p.len() <= 1000 =>
+        {
+            Ok((u.to_string(), p.to_string()))
+        }
+        _ => Err(format!(
+            "{what}: USER:PASS, both non-empty, at most 1000 bytes, no CR, LF or NUL"
+        )),
+    }
 }
 
 /// `ADDR:PORT`, `[v6]:PORT` or `localhost:PORT`. No other host names: resolving would let a
@@ -511,9 +599,9 @@ mod tests {
         assert_eq!(c.rate, Some(500.0));
         assert_eq!(c.per_session, 20);
         assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert!(args("--messages 1 --starttls")
+        assert!(args("--messages 1 --tls-name mx.test")
             .unwrap_err()
-            .contains("not yet"));
+            .contains("needs --starttls"));
     }
 
     #[test]

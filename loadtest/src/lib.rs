@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod message;
 pub mod output;
 pub mod proto;

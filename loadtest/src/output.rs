@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::config::{Body, SEQ_DIGITS};
+use crate::config::{Body, TlsVerifyOpt, SEQ_DIGITS};
 use crate::run::Report;
 use crate::stats::{percentile_curve, Phase, Sample};
 
@@ -35,8 +35,21 @@ pub fn describe(r: &Report) -> String {
     } else {
         c.per_session.to_string()
     };
+    let mut extras = String::new();
+    if let Some(tls) = &c.tls {
+        extras.push_str(match tls.verify {
+            TlsVerifyOpt::None => ", STARTTLS (no certificate check)",
+            TlsVerifyOpt::CaFile(_) => ", STARTTLS (certificate checked)",
+        });
+        if tls.resume {
+            extras.push_str(" with resumption");
+        }
+    }
+    if c.auth_plain.is_some() {
+        extras.push_str(", AUTH PLAIN");
+    }
     format!(
-        "{}, {} connections, {} threads ({}), {load}, {per} msg/session, {} rcpt, {body}, pipelining {}{}",
+        "{}, {} connections, {} threads ({}), {load}, {per} msg/session, {} rcpt, {body}, pipelining {}{}{extras}",
         targets.join(" "),
         c.connections,
         r.threads,
@@ -95,6 +108,15 @@ pub fn table(r: &Report) -> String {
         s.conn_failed,
         s.conn_dropped
     );
+    if r.cfg.tls.is_some() {
+        let _ = writeln!(o, "TLS sessions            {:>10}", s.tls_sessions);
+        for (kind, n) in &s.tls_kinds {
+            let _ = writeln!(o, "  {kind}: {n}");
+        }
+    }
+    if r.cfg.auth_plain.is_some() {
+        let _ = writeln!(o, "sessions authenticated  {:>10}", s.auth_ok);
+    }
     if s.slots_gave_up > 0 {
         let _ = writeln!(
             o,
@@ -217,6 +239,13 @@ pub fn json(r: &Report) -> Value {
             "rate": c.rate,
             "idle": c.idle,
             "proxy": c.proxy.map(|v| format!("{v:?}").to_lowercase()),
+            "starttls": c.tls.is_some(),
+            "tls_verify": c.tls.as_ref().map(|t| match &t.verify {
+                TlsVerifyOpt::None => "none".to_string(),
+                TlsVerifyOpt::CaFile(p) => p.display().to_string(),
+            }),
+            "tls_resume": c.tls.as_ref().is_some_and(|t| t.resume),
+            "auth_plain": c.auth_plain.is_some(),
             "description": describe(r),
         },
         "run_id": r.run_id,
@@ -240,6 +269,9 @@ pub fn json(r: &Report) -> Value {
             "errors": s.conn_errors(),
             "slots_gave_up": s.slots_gave_up,
             "no_pipelining": s.no_pipelining,
+            "tls_sessions": s.tls_sessions,
+            "tls_kinds": s.tls_kinds,
+            "authenticated": s.auth_ok,
         },
         "rate_per_s": r.rate(),
         "phases": phases,

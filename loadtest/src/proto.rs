@@ -13,11 +13,15 @@ pub const MAX_REPLY_LINE: usize = 2048;
 /// Most lines in one multiline reply (an EHLO reply has one per extension).
 pub const MAX_REPLY_LINES: usize = 100;
 
-/// One complete reply: its code, and (for EHLO) whether a line advertised PIPELINING.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One complete reply: its code, and (for EHLO) which extensions the generator uses it
+/// advertised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
     pub pipelining: bool,
+    pub starttls: bool,
+    /// An `AUTH` line listing `PLAIN` (`AUTH=PLAIN`, the pre-RFC 4954 form, counts too).
+    pub auth_plain: bool,
 }
 
 impl Reply {
@@ -53,7 +57,7 @@ impl std::fmt::Display for ProtoError {
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtoError> {
     let mut pos = 0;
     let mut code = None;
-    let mut pipelining = false;
+    let mut reply = Reply::default();
     for _ in 0..MAX_REPLY_LINES {
         let rest = &buf[pos..];
         let Some(nl) = memchr::memchr(b'\n', rest) else {
@@ -81,18 +85,18 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtoError> {
         if *code.get_or_insert(c) != c {
             return Err(ProtoError::Malformed);
         }
-        let keyword = text.split(|&b| b == b' ').next().unwrap_or(&[]);
+        let mut words = text.split(|&b| b == b' ' || b == b'=');
+        let keyword = words.next().unwrap_or(&[]);
         if keyword.eq_ignore_ascii_case(b"PIPELINING") {
-            pipelining = true;
+            reply.pipelining = true;
+        } else if keyword.eq_ignore_ascii_case(b"STARTTLS") {
+            reply.starttls = true;
+        } else if keyword.eq_ignore_ascii_case(b"AUTH") {
+            reply.auth_plain |= words.any(|w| w.eq_ignore_ascii_case(b"PLAIN"));
         }
         if last {
-            return Ok(Some((
-                Reply {
-                    code: c,
-                    pipelining,
-                },
-                pos,
-            )));
+            reply.code = c;
+            return Ok(Some((reply, pos)));
         }
     }
     Err(ProtoError::TooManyLines)
@@ -165,7 +169,7 @@ mod tests {
             Some((
                 Reply {
                     code: 220,
-                    pipelining: false
+                    ..Reply::default()
                 },
                 8
             ))
@@ -175,8 +179,20 @@ mod tests {
         let ehlo = "250-mx Hi\r\n250-PIPELINING\r\n250-SIZE 10\r\n250 8BITMIME\r\n";
         let (r, n) = one(ehlo).unwrap().unwrap();
         assert_eq!((r.code, r.pipelining, n), (250, true, ehlo.len()));
+        assert!(!r.starttls && !r.auth_plain);
         let (r, _) = one("250-mx\r\n250 SIZE 5\r\n").unwrap().unwrap();
         assert!(!r.pipelining);
+        let tls = "250-mx\r\n250-STARTTLS\r\n250 AUTH LOGIN PLAIN\r\n";
+        let (r, _) = one(tls).unwrap().unwrap();
+        assert!(r.starttls && r.auth_plain && !r.pipelining);
+        let (r, _) = one("250-mx\r\n250-AUTH=PLAIN\r\n250 AUTH CRAM-MD5\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(r.auth_plain && !r.starttls);
+        let (r, _) = one("250-mx\r\n250-AUTH LOGIN\r\n250 X-PLAIN\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!r.auth_plain);
         // Two pipelined replies in one buffer: the first is returned with its length.
         let (r, n) = one("250 ok\r\n354 go\r\n").unwrap().unwrap();
         assert_eq!((r.code, n), (250, 8));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{run_slot, Shared, WorkerCtx};
 use crate::config::{Config, Driver};
+use crate::conn::client_config;
 use crate::message::Messages;
 use crate::stats::{Sample, Stats};
 
@@ -49,6 +50,7 @@ impl Report {
 /// Runs the load described by `cfg`. `stop` ends it early (SIGINT); the report still comes.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Report, String> {
     let messages = Arc::new(Messages::new(cfg)?);
+    let tls = cfg.tls.as_ref().map(client_config).transpose()?;
     let cfg_arc = Arc::new(cfg.clone());
     let shared = Arc::new(Shared::new(cfg, stop.clone()));
     let threads = cfg.threads.min(cfg.connections).max(1);
@@ -61,16 +63,17 @@ pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> Result<Report, String> {
     let mut handles = Vec::with_capacity(threads);
     for w in 0..threads {
         let ids: Vec<usize> = (w..cfg.connections).step_by(threads).collect();
-        let (cfg, shared, messages, tx) = (
+        let (cfg, shared, messages, tls, tx) = (
             cfg_arc.clone(),
             shared.clone(),
             messages.clone(),
+            tls.clone(),
             tx.clone(),
         );
         let h = std::thread::Builder::new()
             .name(format!("loadtest-{w}"))
             .spawn(move || {
-                let r = worker(driver, ids, cfg, shared, messages);
+                let r = worker(driver, ids, cfg, shared, messages, tls);
                 let _ = tx.send(r);
             })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
@@ -194,6 +197,7 @@ fn worker(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     messages: Arc<Messages>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Stats, String> {
     use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
     let body = move || async move {
@@ -202,6 +206,7 @@ fn worker(
             shared,
             messages,
             stats: RefCell::new(Stats::default()),
+            tls,
         });
         let tasks: Vec<_> = ids
             .into_iter()

@@ -17,8 +17,12 @@ use hdrhistogram::Histogram;
 pub enum Phase {
     /// TCP connect started -> 220 banner received (the PROXY header, if any, in between).
     Connect,
-    /// EHLO sent -> its reply.
+    /// EHLO sent -> its reply (the first EHLO; with STARTTLS, the second is in `Tls`).
     Ehlo,
+    /// STARTTLS sent -> handshake done -> the reply to the EHLO after it.
+    Tls,
+    /// AUTH PLAIN sent -> 235.
+    Auth,
     /// MAIL sent (open loop: the message's scheduled time) -> its reply.
     Mail,
     /// RCPT sent (pipelined: the batch sent) -> its reply; one sample per recipient.
@@ -36,9 +40,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Connect,
         Phase::Ehlo,
+        Phase::Tls,
+        Phase::Auth,
         Phase::Mail,
         Phase::Rcpt,
         Phase::Data,
@@ -50,6 +56,8 @@ impl Phase {
         match self {
             Phase::Connect => "connect",
             Phase::Ehlo => "ehlo",
+            Phase::Tls => "tls",
+            Phase::Auth => "auth",
             Phase::Mail => "mail",
             Phase::Rcpt => "rcpt",
             Phase::Data => "data",
@@ -62,6 +70,8 @@ impl Phase {
         match self {
             Phase::Connect => "connect->banner",
             Phase::Ehlo => "EHLO",
+            Phase::Tls => "STARTTLS+handshake+EHLO",
+            Phase::Auth => "AUTH PLAIN (235)",
             Phase::Mail => "MAIL",
             Phase::Rcpt => "RCPT",
             Phase::Data => "DATA (354)",
@@ -77,6 +87,8 @@ pub enum Stage {
     Connect,
     Banner,
     Ehlo,
+    Starttls,
+    Auth,
     Message,
     Quit,
 }
@@ -87,6 +99,8 @@ impl Stage {
             Stage::Connect => "connect",
             Stage::Banner => "banner",
             Stage::Ehlo => "ehlo",
+            Stage::Starttls => "starttls",
+            Stage::Auth => "auth",
             Stage::Message => "message",
             Stage::Quit => "quit",
         }
@@ -120,8 +134,15 @@ pub struct Stats {
     pub rcpt_rejected: u64,
     /// Sessions that reached the EHLO reply.
     pub sessions: u64,
-    /// Connections that failed before a session was established (connect, banner, EHLO).
+    /// Connections that failed before a session was established (connect, banner, EHLO,
+    /// STARTTLS, AUTH).
     pub conn_failed: u64,
+    /// Sessions that completed a TLS handshake, and how many of them negotiated each
+    /// "protocol cipher".
+    pub tls_sessions: u64,
+    pub tls_kinds: BTreeMap<String, u64>,
+    /// Sessions authenticated (235 to AUTH PLAIN).
+    pub auth_ok: u64,
     /// Established sessions lost in the middle of a message or at QUIT.
     pub conn_dropped: u64,
     /// Sessions where we wanted PIPELINING and the server did not offer it.
@@ -149,6 +170,9 @@ impl Default for Stats {
             rcpt_rejected: 0,
             sessions: 0,
             conn_failed: 0,
+            tls_sessions: 0,
+            tls_kinds: BTreeMap::new(),
+            auth_ok: 0,
             conn_dropped: 0,
             no_pipelining: 0,
             slots_gave_up: 0,
@@ -209,6 +233,11 @@ impl Stats {
         self.rcpt_rejected += o.rcpt_rejected;
         self.sessions += o.sessions;
         self.conn_failed += o.conn_failed;
+        self.tls_sessions += o.tls_sessions;
+        for (k, v) in &o.tls_kinds {
+            *self.tls_kinds.entry(k.clone()).or_insert(0) += v;
+        }
+        self.auth_ok += o.auth_ok;
         self.conn_dropped += o.conn_dropped;
         self.no_pipelining += o.no_pipelining;
         self.slots_gave_up += o.slots_gave_up;
@@ -278,6 +307,9 @@ mod tests {
         a.record(Phase::Mail, Duration::from_micros(100));
         a.code(250);
         a.error(Stage::Connect, "refused".into());
+        a.tls_sessions = 1;
+        a.tls_kinds.insert("TLSv1.3 X".into(), 1);
+        a.auth_ok = 1;
         let mut b = a.clone();
         b.failed = 1;
         b.attempted = 4;
@@ -290,6 +322,10 @@ mod tests {
         assert_eq!(a.hist(Phase::Mail).len(), 2);
         assert_eq!(a.code_counts(), vec![(250, 2)]);
         assert_eq!(a.errors[&("connect", "refused".to_string())], 2);
+        assert_eq!(
+            (a.tls_sessions, a.tls_kinds["TLSv1.3 X"], a.auth_ok),
+            (2, 2, 2)
+        );
     }
 
     #[test]

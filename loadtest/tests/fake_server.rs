@@ -8,11 +8,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtp_loadtest::config::{parse_range, Body, Config, ProxyVersion};
-use smtp_loadtest::Report;
+use smtp_loadtest::config::{parse_range, Body, ProxyVersion};
 
 mod common;
-use common::run_balanced;
+use common::{fake_config as config, run_bounded as go};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -169,24 +168,6 @@ fn session(conn: TcpStream, mode: Mode, proxy: bool, seen: &Mutex<Seen>) -> std:
             _ => w.write_all(b"500 what\r\n")?,
         }
     }
-}
-
-fn config(addr: SocketAddr) -> Config {
-    let mut c = Config::new(addr);
-    c.threads = 2;
-    c.connections = 4;
-    c.quiet = true;
-    c.timeout = Duration::from_secs(5);
-    c.connect_timeout = Duration::from_secs(2);
-    c
-}
-
-/// common::run_balanced, which must also end within 60 s (no fake server hangs a run).
-fn go(c: &Config) -> Report {
-    let t = Instant::now();
-    let r = run_balanced(c);
-    assert!(t.elapsed() < Duration::from_secs(60));
-    r
 }
 
 #[test]
