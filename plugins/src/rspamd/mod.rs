@@ -96,9 +96,12 @@
 //! Not done yet: connections are not pooled (one connection per scan, `Connection: close`),
 //! and there are no metrics of its own (the core's per-plugin outcome counts and latency
 //! histogram cover `data_post`; the log line gives the time spent). Removing header fields
-//! and rewriting the Subject rewrite the header section: in memory, or for a spooled message a
-//! new spool file written on the blocking pool; a header section larger than the core keeps in
-//! memory is left alone (logged).
+//! and rewriting the Subject go through the plugin API's header edits
+//! (`ringsmtpd_plugin_api::header_edit`): `remove_headers` counts the fields as rspamd saw
+//! them (this server's Received first) and runs before this plugin adds its own; the new
+//! Subject replaces the first one where it stands. A spooled message gets a new spool file
+//! written on the blocking pool; a header section larger than the core keeps in memory is
+//! left alone (logged).
 //!
 //! ## Standards
 //!
@@ -114,7 +117,6 @@
 //! values sent to rspamd have control characters replaced. Log lines escape what they quote.
 
 mod client;
-mod edit;
 mod gate;
 mod reply;
 #[cfg(test)]
@@ -127,6 +129,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ringsmtpd_plugin_api::args::{key_values, parse_count, parse_flag, parse_timeout};
+use ringsmtpd_plugin_api::header_edit::{Edit, Which};
 use ringsmtpd_plugin_api::net::Endpoint;
 use ringsmtpd_plugin_api::shared::RspamdResult;
 use ringsmtpd_plugin_api::{
@@ -405,14 +408,57 @@ impl Rspamd {
             v.action,
             Action::Reject | Action::SoftReject | Action::RewriteSubject | Action::AddHeader
         );
+        // rspamd's removals first: they are meant for the fields the message came with, not
+        // for the ones added below.
+        self.edit_fields(cx, txn, v).await;
         self.add_headers(txn, v, spam);
         if self.milter_headers {
-            self.milter_edits(cx, txn, v).await;
-        }
-        if v.action == Action::RewriteSubject && self.rewrite_subject {
-            self.new_subject(cx, txn, v).await;
+            for (name, value) in &v.add_headers {
+                txn.append_header(name, value);
+            }
         }
         Outcome::Declined
+    }
+
+    /// rspamd's `milter.remove_headers`, and the new Subject of `rewrite subject`.
+    async fn edit_fields(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
+        let mut edits = Vec::new();
+        if self.milter_headers {
+            edits.extend(
+                v.remove_headers
+                    .iter()
+                    .map(|(name, n)| Edit::remove(name, Which::from_signed(*n))),
+            );
+        }
+        if v.action == Action::RewriteSubject && self.rewrite_subject {
+            edits.push(Edit::change("Subject", 1, &self.new_subject(txn, v)));
+        }
+        if edits.is_empty() {
+            return;
+        }
+        match txn.edit_headers(&*cx.svc, &edits).await {
+            Ok(n) => self.common.log(
+                cx,
+                Level::Debug,
+                format_args!("{n} header fields removed or changed as rspamd asked"),
+            ),
+            Err(why) => self.common.log(
+                cx,
+                Level::Warn,
+                format_args!("header fields not removed or changed: {why}"),
+            ),
+        }
+    }
+
+    /// rspamd's Subject, or `subject_prefix` and the old one.
+    fn new_subject(&self, txn: &Transaction, v: &Verdict) -> String {
+        if let Some(s) = &v.subject {
+            return s.clone();
+        }
+        let old = ringsmtpd_plugin_api::headers::first(txn.body.header_bytes(), "subject")
+            .map(|f| reply::clean(&f.value(), 900))
+            .unwrap_or_default();
+        format!("{} {old}", self.subject_prefix).trim().to_string()
     }
 
     fn add_headers(&self, txn: &mut Transaction, v: &Verdict, spam: bool) {
@@ -454,47 +500,6 @@ impl Rspamd {
                 &lines,
             );
             txn.added_headers.push_str(&field);
-        }
-    }
-
-    /// rspamd's `milter.remove_headers`, then `milter.add_headers`.
-    async fn milter_edits(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
-        if !v.remove_headers.is_empty() {
-            match edit::remove_fields(&*cx.svc, &mut txn.body, &v.remove_headers).await {
-                Ok(n) => self.common.log(
-                    cx,
-                    Level::Debug,
-                    format_args!("removed {n} header fields rspamd named"),
-                ),
-                Err(why) => self.common.log(
-                    cx,
-                    Level::Warn,
-                    format_args!("header fields to remove not removed: {why}"),
-                ),
-            }
-        }
-        for (name, value) in &v.add_headers {
-            txn.append_header(name, value);
-        }
-    }
-
-    async fn new_subject(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
-        let subject = match &v.subject {
-            Some(s) => s.clone(),
-            None => {
-                let old = ringsmtpd_plugin_api::headers::first(txn.body.header_bytes(), "subject")
-                    .map(|f| reply::clean(&f.value(), 900))
-                    .unwrap_or_default();
-                format!("{} {old}", self.subject_prefix).trim().to_string()
-            }
-        };
-        match edit::remove_fields(&*cx.svc, &mut txn.body, &[("Subject".to_string(), 0)]).await {
-            Ok(_) => txn.append_header("Subject", &subject),
-            Err(why) => self.common.log(
-                cx,
-                Level::Warn,
-                format_args!("Subject not rewritten: {why}"),
-            ),
         }
     }
 }
