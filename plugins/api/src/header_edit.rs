@@ -171,9 +171,7 @@ pub enum EditError {
 impl fmt::Display for EditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EditError::HeaderNotInMemory => {
-                f.write_str("the header section is not all in memory")
-            }
+            EditError::HeaderNotInMemory => f.write_str("the header section is not all in memory"),
             EditError::Spool(e) => write!(f, "rewriting the spool file: {e}"),
         }
     }
@@ -214,7 +212,11 @@ fn items(section: &[u8], part: Part) -> (Vec<Item<'_>>, &[u8]) {
             Ok(f) => {
                 let raw = f.raw_value();
                 let start = f.name().as_ptr() as usize - base;
-                (start, raw.as_ptr() as usize - base + raw.len(), Some(f.name()))
+                (
+                    start,
+                    raw.as_ptr() as usize - base + raw.len(),
+                    Some(f.name()),
+                )
             }
             Err(m) => {
                 let start = m.text.as_ptr() as usize - base;
@@ -259,7 +261,12 @@ fn apply<'a>(list: &mut Vec<Item<'a>>, edits: &'a [Edit]) -> usize {
                 let at: Vec<usize> = (0..list.len()).filter(|&i| list[i].is(name)).collect();
                 let chosen: Vec<usize> = match *which {
                     Which::All => at,
-                    Which::Nth(n) => n.checked_sub(1).and_then(|i| at.get(i)).copied().into_iter().collect(),
+                    Which::Nth(n) => n
+                        .checked_sub(1)
+                        .and_then(|i| at.get(i))
+                        .copied()
+                        .into_iter()
+                        .collect(),
                     Which::NthFromEnd(n) => (n > 0)
                         .then(|| at.len().checked_sub(n))
                         .flatten()
@@ -485,10 +492,16 @@ mod tests {
             None => t.body.mem.clone(),
             Some(s) => {
                 let mut v = vec![0; t.body.len as usize];
-                s.file.read_exact_at(&mut v, 0).expect("read the spool file");
+                s.file
+                    .read_exact_at(&mut v, 0)
+                    .expect("read the spool file");
                 let on_disk = std::fs::read(&s.path).expect("the spool file by name");
                 assert_eq!(on_disk, v, "the open file is the one at the path");
-                assert_eq!(&v[..t.body.mem.len()], &t.body.mem[..], "memory holds the header");
+                assert_eq!(
+                    &v[..t.body.mem.len()],
+                    &t.body.mem[..],
+                    "memory holds the header"
+                );
                 v
             }
         };
@@ -542,7 +555,11 @@ mod tests {
             (Which::Nth(0), "Received"),
             (Which::All, "Nope"),
         ] {
-            check(&[Edit::remove(name, which)], 0, &format!("{ADDED}{}", MESSAGE.split_once("\r\n\r\n").unwrap().0));
+            check(
+                &[Edit::remove(name, which)],
+                0,
+                &format!("{ADDED}{}", MESSAGE.split_once("\r\n\r\n").unwrap().0),
+            );
         }
         assert_eq!(Which::from_signed(0), Which::All);
         assert_eq!(Which::from_signed(2), Which::Nth(2));
@@ -623,7 +640,10 @@ mod tests {
         let mut t = Transaction::default();
         set_message(&mut t, "\r\nbody\r\n");
         block_on(t.edit_headers(&*svc, &[Edit::Append(NewField::new("X-A", "1"))])).unwrap();
-        assert_eq!(t.added_headers, "X-A: 1\r\n", "nothing before it: among the added");
+        assert_eq!(
+            t.added_headers, "X-A: 1\r\n",
+            "nothing before it: among the added"
+        );
         assert_eq!(t.body.mem, b"\r\nbody\r\n");
         // Malformed lines stay where they are.
         let mut t = Transaction::default();
@@ -652,7 +672,13 @@ mod tests {
         let mut t = txn(Some(&dir));
         // The temporary file's name is taken: the rewrite fails before touching anything.
         std::fs::write(dir.path().join("1.2.3.edit"), "x").unwrap();
-        let err = block_on(t.edit_headers(&*svc, &[Edit::remove("x-spam", Which::All), Edit::Prepend(NewField::new("X-T", "t"))]));
+        let err = block_on(t.edit_headers(
+            &*svc,
+            &[
+                Edit::remove("x-spam", Which::All),
+                Edit::Prepend(NewField::new("X-T", "t")),
+            ],
+        ));
         assert!(matches!(err, Err(EditError::Spool(_))), "{err:?}");
         assert_eq!(t.added_headers, ADDED);
         assert_eq!(queued(&t), format!("{ADDED}{MESSAGE}"));

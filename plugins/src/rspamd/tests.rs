@@ -262,15 +262,25 @@ fn rewrite_subject_replaces_the_subject() {
         message.contains("\r\nSubject: [SPAM] hello??Bcc: victim@example.com\r\nX-Spam: forged"),
         "{message}"
     );
-    assert!(!message.contains("\r\nBcc") && !message.contains("Subject: hello"), "{message}");
-    assert!(!txn.added_headers.contains("Subject"), "{}", txn.added_headers);
+    assert!(
+        !message.contains("\r\nBcc") && !message.contains("Subject: hello"),
+        "{message}"
+    );
+    assert!(
+        !txn.added_headers.contains("Subject"),
+        "{}",
+        txn.added_headers
+    );
     assert_eq!(txn.body.len as usize, message.len());
     assert_eq!(txn.body.header_end, message.find("\r\n\r\n").map(|i| i + 4));
     // Without rspamd's subject: the prefix and the old one.
     let json = r#"{"score":8,"required_score":15,"action":"rewrite subject"}"#;
     let (_, txn, _, _) = scan("subject_prefix [spam]", ok_json(json));
     let message = String::from_utf8_lossy(&txn.body.mem).into_owned();
-    assert!(message.contains("\r\nSubject: [spam] hello\r\n"), "{message}");
+    assert!(
+        message.contains("\r\nSubject: [spam] hello\r\n"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -511,7 +521,11 @@ fn a_spooled_message_is_streamed_whole() {
         txn.body.mem,
         &expected.as_bytes()[..txn.body.header_end.expect("end")]
     );
-    assert!(!txn.added_headers.contains("Subject"), "{}", txn.added_headers);
+    assert!(
+        !txn.added_headers.contains("Subject"),
+        "{}",
+        txn.added_headers
+    );
     assert!(!svc.logged("not removed"));
     // The file the body holds is the new one, readable at its own offsets.
     let spool = txn.body.spool.as_ref().expect("still spooled");
