@@ -46,12 +46,16 @@
 //! | progress | the wait for the answer starts again |
 //!
 //! Modifications at end of message, applied before the message is queued: add header (put
-//! after the headers ringsmtpd added, before the message's own), insert header (index 0:
-//! before every header; otherwise as add header), change header (the `index`-th field of
-//! that name in the message's own header section; an empty value deletes it), add recipient,
+//! after the headers ringsmtpd added, before the message's own), insert header (before the
+//! `index`-th field, counting the fields ringsmtpd added first: 0 is the top; past the last
+//! field, appended), change header (the `index`-th field of that name in the message's own
+//! header section; an empty value deletes it; none: appended), add recipient,
 //! delete recipient, change sender, quarantine (written as an `X-Quarantine: REASON` header:
 //! ringsmtpd has no hold queue), replace body (the new body is kept in memory, at most 32
-//! MiB). Header values from a milter are sanitised: their folds become CRLF TAB and any other
+//! MiB). Header changes and inserts go through the plugin API's header edits, so they work on
+//! a spooled message too (its spool file is rewritten on the blocking pool; a header section
+//! longer than the core keeps in memory is a failure: the default action). Header values
+//! from a milter are sanitised: their folds become CRLF TAB and any other
 //! CR, LF or control character becomes a space, so no milter can inject a header line.
 //!
 //! ## Arguments
@@ -103,9 +107,8 @@
 //!
 //! Not done yet: `SMFIC_UNKNOWN` for unknown commands; the ESMTP arguments of `MAIL` and
 //! `RCPT` are not sent, and those of added recipients (`SMFIR_ADDRCPT_PAR`) and of a changed
-//! sender are ignored; a change-header refers only to the message's own header section (not
-//! to the fields ringsmtpd added), and on a spooled message (above `size_threshold`) it is
-//! treated as a protocol error; a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so
+//! sender are ignored; an added header (`SMFIR_ADDHEADER`) goes after the fields ringsmtpd
+//! added, above the message's own; a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so
 //! the `deny` hook does not see it; rejected recipients are not shown to the milter
 //! (`SMFIP_RCPT_REJ` is not offered); of a spooled message whose header section is over
 //! 256 KiB only the part the core keeps in memory is sent.
@@ -686,7 +689,7 @@ impl Milter {
                     }
                     Verdict::Outcome(o) => o,
                     Verdict::Continue | Verdict::Accept => {
-                        if let Err(e) = apply::apply(txn, mods) {
+                        if let Err(e) = apply::apply(&*cx.svc, txn, mods).await {
                             return self.failed(cx, &e);
                         }
                         Outcome::Declined
