@@ -30,7 +30,8 @@
 //!   spamd's own threshold gets its Subject replaced by `subject_prefix`, a space and the old
 //!   Subject (a Subject is added if it had none); not with `headers none`.
 //! - The score, spamd's threshold and its verdict are kept in the transaction note
-//!   `SpamScore` (qpsmtpd's note `spamassassin`) for karma and naughty.
+//!   `SpamVerdict` (qpsmtpd's note `spamassassin`; shared with `rspamd`) for karma and
+//!   naughty.
 //! - With `reject SCORE`, a score at or above it is refused: `550 5.7.1 Spam score S exceeds
 //!   the threshold T` (the form `reject_type` says: `temp` gives 451 4.7.1, the disconnect
 //!   forms close the connection after the reply).
@@ -115,7 +116,7 @@ use ringsmtpd_plugin_api::args::key_values;
 use ringsmtpd_plugin_api::header_edit::{Edit, NewField, Which};
 use ringsmtpd_plugin_api::headers::{fields, Field};
 use ringsmtpd_plugin_api::net::{read_line, Stream};
-use ringsmtpd_plugin_api::shared::{is_immune, SpamScore};
+use ringsmtpd_plugin_api::shared::{is_immune, SpamVerdict};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     RejectType, Reply, Step, Transaction,
@@ -273,7 +274,7 @@ fn is_user_name(s: &str) -> bool {
 /// What spamd said.
 #[derive(Debug, Clone, PartialEq)]
 struct Verdict {
-    score: SpamScore,
+    score: SpamVerdict,
     /// The `X-Spam-*` fields to add, unfolded.
     fields: Vec<(String, String)>,
 }
@@ -365,8 +366,10 @@ impl SpamAssassin {
             }
         }
         if let Some((threshold, prefix)) = &self.munge {
-            let SpamScore {
-                score, required, ..
+            let SpamVerdict {
+                score,
+                threshold: required,
+                ..
             } = v.score;
             if score > required && score > *threshold {
                 let old = first_value(txn, "Subject").unwrap_or_default();
@@ -426,8 +429,8 @@ impl SpamAssassin {
 
     /// Keeps the note and refuses at the threshold.
     fn judge(&self, cx: &mut Cx, txn: &mut Transaction, v: Verdict, spent: Duration) -> Outcome {
-        txn.notes.set(v.score);
-        let SpamScore { score, is_spam, .. } = v.score;
+        v.score.record(&mut txn.notes);
+        let SpamVerdict { score, is_spam, .. } = v.score;
         let kind = if is_spam { "Spam" } else { "Ham" };
         let secs = spent.as_secs_f64();
         match self.reject {
@@ -606,7 +609,7 @@ fn check_status(line: &[u8]) -> Result<(), String> {
 }
 
 /// `True ; 15.2 / 5.0` (also `Yes`/`No`, as older spamd wrote).
-fn parse_spam(value: &str) -> Result<SpamScore, String> {
+fn parse_spam(value: &str) -> Result<SpamVerdict, String> {
     let bad = || format!("malformed spamd Spam header '{value}'");
     let (flag, scores) = value.split_once(';').ok_or_else(bad)?;
     let is_spam = match flag.trim().to_ascii_lowercase().as_str() {
@@ -617,10 +620,12 @@ fn parse_spam(value: &str) -> Result<SpamScore, String> {
     let (score, required) = scores.split_once('/').ok_or_else(bad)?;
     let score = parse_score(score.trim()).map_err(|_| bad())?;
     let required = parse_score(required.trim()).map_err(|_| bad())?;
-    Ok(SpamScore {
+    Ok(SpamVerdict {
+        scanner: "spamassassin",
         score,
-        required,
+        threshold: required,
         is_spam,
+        action: None,
     })
 }
 
@@ -709,7 +714,7 @@ mod tests {
 
     /// Runs `data_post` on MESSAGE with two recipients; the outcome, the added headers, the
     /// note, and the logs.
-    fn scan(p: &SpamAssassin) -> (Outcome, String, Option<SpamScore>, Vec<String>) {
+    fn scan(p: &SpamAssassin) -> (Outcome, String, Option<SpamVerdict>, Vec<String>) {
         let (mut c, svc) = cx("192.0.2.1:1");
         let mut txn = Transaction::default();
         txn.added_headers = "Received: from a by b\r\n".into();
@@ -720,7 +725,7 @@ mod tests {
         (
             out,
             txn.added_headers,
-            txn.notes.get::<SpamScore>().copied(),
+            txn.notes.get::<SpamVerdict>().copied(),
             logs,
         )
     }
@@ -753,10 +758,12 @@ mod tests {
         assert!(text.contains("1000.0"), "{text}");
         assert_eq!(
             note,
-            Some(SpamScore {
+            Some(SpamVerdict {
+                scanner: "spamassassin",
                 score: 1000.0,
-                required: 5.0,
-                is_spam: true
+                threshold: 5.0,
+                is_spam: true,
+                action: None,
             })
         );
         // spamd's fields are added unfolded; Prev-Subject and the others are not.
@@ -1089,10 +1096,12 @@ mod tests {
     fn spam_header_forms() {
         assert_eq!(
             parse_spam("Yes ; -1.5 / 5"),
-            Ok(SpamScore {
+            Ok(SpamVerdict {
+                scanner: "spamassassin",
                 score: -1.5,
-                required: 5.0,
-                is_spam: true
+                threshold: 5.0,
+                is_spam: true,
+                action: None,
             })
         );
         for bad in [

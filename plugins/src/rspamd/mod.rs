@@ -90,8 +90,10 @@
 //!
 //! ## Notes
 //!
-//! Sets the transaction note [`shared::RspamdResult`](ringsmtpd_plugin_api::shared::RspamdResult):
-//! score, required score and action, for later plugins (karma).
+//! Sets the transaction note [`shared::SpamVerdict`](ringsmtpd_plugin_api::shared::SpamVerdict)
+//! (shared with `spamassassin`): score, the `reject` score as threshold, spam or not (the
+//! actions `add header`, `rewrite subject`, `soft reject`, `reject`) and the action, for
+//! later plugins (karma, naughty).
 //!
 //! Not done yet: connections are not pooled (one connection per scan, `Connection: close`),
 //! and there are no metrics of its own (the core's per-plugin outcome counts and latency
@@ -131,7 +133,7 @@ use std::time::Duration;
 use ringsmtpd_plugin_api::args::{key_values, parse_count, parse_flag, parse_timeout};
 use ringsmtpd_plugin_api::header_edit::{Edit, Which};
 use ringsmtpd_plugin_api::net::Endpoint;
-use ringsmtpd_plugin_api::shared::RspamdResult;
+use ringsmtpd_plugin_api::shared::SpamVerdict;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
     Step, Transaction,
@@ -348,11 +350,14 @@ impl Rspamd {
                 spent.as_millis()
             ),
         );
-        txn.notes.set(RspamdResult {
+        SpamVerdict {
+            scanner: "rspamd",
             score: v.score,
-            required: v.required,
-            action: v.action.name(),
-        });
+            threshold: v.required,
+            is_spam: v.action.is_spam(),
+            action: Some(v.action.name()),
+        }
+        .record(&mut txn.notes);
         self.decide(cx, txn, &v).await
     }
 
@@ -404,10 +409,7 @@ impl Rspamd {
             }
             _ => {}
         }
-        let spam = matches!(
-            v.action,
-            Action::Reject | Action::SoftReject | Action::RewriteSubject | Action::AddHeader
-        );
+        let spam = v.action.is_spam();
         // rspamd's removals first: they are meant for the fields the message came with, not
         // for the ones added below.
         self.edit_fields(cx, txn, v).await;

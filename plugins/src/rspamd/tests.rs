@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 
-use ringsmtpd_plugin_api::shared::RspamdResult;
+use ringsmtpd_plugin_api::shared::SpamVerdict;
 use ringsmtpd_plugin_api::testing::{
     assert_bad_args, build, cx, rcpt, run, set_message, spool, txn_from, unlisted_overrides,
     FakePeer, FakeServices, TempDir,
@@ -162,8 +162,11 @@ fn sends_the_envelope_and_the_message_and_accepts_no_action() {
         "{h}"
     );
     assert!(!h.contains("X-Spam: Yes"), "{h}");
-    let note = txn.notes.get::<RspamdResult>().expect("the note");
-    assert_eq!((note.score, note.action), (-0.5, "no action"));
+    let note = txn.notes.get::<SpamVerdict>().expect("the note");
+    assert_eq!(
+        (note.scanner, note.score, note.is_spam, note.action),
+        ("rspamd", -0.5, false, Some("no action"))
+    );
 }
 
 #[test]
@@ -199,8 +202,10 @@ fn reject_is_550_with_rspamds_text_cleaned() {
         (550, "5.7.1 Gtube pattern??250 ok?".to_string())
     );
     assert_eq!(
-        txn.notes.get::<RspamdResult>().map(|n| n.action),
-        Some("reject")
+        txn.notes
+            .get::<SpamVerdict>()
+            .map(|n| (n.action, n.is_spam)),
+        Some((Some("reject"), true))
     );
     let (out, _, _, _) = scan("smtp_message 0", ok_json(json));
     assert_eq!(
@@ -396,7 +401,7 @@ fn hostile_answers_follow_the_error_policy() {
         );
         assert!(svc.logged("error from rspamd"), "{what}");
         assert!(svc.logged(what), "{what}: {:?}", svc.logs.borrow());
-        assert!(txn.notes.get::<RspamdResult>().is_none(), "{what}");
+        assert!(txn.notes.get::<SpamVerdict>().is_none(), "{what}");
         let (out, txn, _, _) = scan("on_error accept", answer);
         assert_eq!(out, Outcome::Declined, "{what}");
         assert!(txn.added_headers.contains("X-Rspamd-Unscanned: "), "{what}");
