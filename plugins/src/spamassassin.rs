@@ -665,9 +665,7 @@ mod tests {
     use super::*;
     use crate::helpers::scanner::test_kit::{closed_port, reply_of};
     use ringsmtpd_plugin_api::net::Endpoint;
-    use ringsmtpd_plugin_api::testing::{
-        block_on, build, build_err, cx, rcpt, run, set_message, FakePeer,
-    };
+    use ringsmtpd_plugin_api::testing::{build, build_err, cx, rcpt, run, set_message, FakePeer};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpStream;
     use std::sync::Mutex;
@@ -949,22 +947,9 @@ mod tests {
         } else {
             set_message(&mut txn, &message);
         }
-        let out = if spooled {
-            // The fake services' timers fire at once, so a scan that reads a spool file on
-            // the blocking pool times out here: the header work is run on its own, with the
-            // verdict of `spam()`.
-            assert_eq!(reply, spam());
-            let verdict = Verdict {
-                score: parse_spam("True ; 1000.0 / 5.0").unwrap(),
-                fields: spam_fields(SPAM_SECTION.as_bytes()),
-            };
-            if p.headers {
-                block_on(p.mark(&c, &mut txn, &verdict, None));
-            }
-            Outcome::Declined
-        } else {
-            run(p.data_post(&mut c, &mut txn))
-        };
+        // A spool file is read on another thread: the deadline must not fire at once.
+        svc.timers_never_fire.set(spooled);
+        let out = run(p.data_post(&mut c, &mut txn));
         assert!(!svc.logged("left as they were"));
         let queued = match &txn.body.spool {
             Some(s) => std::fs::read_to_string(&s.path).unwrap(),

@@ -1,5 +1,5 @@
 //! The shape the content-scanner clients share (DESIGN.md §11 "Scanner clients"):
-//! `spamassassin` (spamd) and `virus/clamdscan` (clamd).
+//! `spamassassin` (spamd), `virus/clamdscan` (clamd) and `rspamd` (its HTTP exchange).
 //!
 //! - [`ScannerArgs`]: the arguments every scanner takes: `timeout` (one deadline for the whole
 //!   call, queueing included, kept below the core's `plugin_timeout`), `max_scans` (scans in
@@ -122,21 +122,37 @@ impl Scanner {
         Fut: Future<Output = Result<T, String>> + 'a,
     {
         let timeout = self.args.timeout;
+        let queued = Cell::new(true);
         let work = async {
             let _slot = self.slots.acquire().await;
+            queued.set(false);
             let stream = svc
                 .connect(&self.endpoint, timeout)
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
             exchange(stream).await
         };
+        let secs = timeout.as_secs_f64();
         within(svc, timeout, work).await.unwrap_or_else(|| {
-            Err(format!(
-                "no answer from {} within the timeout ({}s)",
-                self.endpoint,
-                timeout.as_secs_f64()
-            ))
+            Err(match queued.get() {
+                true => format!(
+                    "no free scan slot within the timeout ({secs}s): {} in flight, {} more waiting",
+                    self.args.max_scans - self.slots.free.get(),
+                    // This call is still in the queue.
+                    self.slots.waiting.borrow().len().saturating_sub(1),
+                ),
+                false => format!(
+                    "no answer from {} within the timeout ({secs}s)",
+                    self.endpoint
+                ),
+            })
         })
+    }
+
+    /// A slot, held until dropped: tests fill the slots with it.
+    #[cfg(test)]
+    pub(crate) async fn hold_slot(&self) -> Slot<'_> {
+        self.slots.acquire().await
     }
 
     /// The outcome for a scan that failed (`error`, after `spent`): logged once, then 451
@@ -227,7 +243,7 @@ impl Slots {
 }
 
 /// A held slot, given back on drop.
-struct Slot<'a>(&'a Slots);
+pub(crate) struct Slot<'a>(&'a Slots);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
