@@ -92,6 +92,11 @@
 //! so they come first. `userprefs` is not an argument here (qpsmtpd has none; per-user
 //! preferences are `spamd_user vpopmail`).
 //!
+//! Large and odd messages (tests/e2e/test_scanner_bad_input.py): a 50 MB message is over
+//! `size_limit` and delivered unscanned with a `skip, too large` line; below the limit a
+//! message is streamed whatever its shape (10,000 MIME parts are spamd's business); while a
+//! scan waits on spamd, the worker serves its other sessions.
+//!
 //! Metrics: the core's per-plugin series count the scans and their time
 //! (`ringsmtpd_plugin_outcomes_total{hook="data_post"}`, `ringsmtpd_plugin_duration_seconds`);
 //! a refusal and a deferral are both `DONE` there, so the kind of result (clean, found,

@@ -102,8 +102,9 @@ def spamd():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def start_clamd(base):
-    """clamd on a free TCP port and a unix socket, with a database this test writes."""
+def start_clamd(base, stream_max="5M", extra=""):
+    """clamd on a free TCP port and a unix socket, with a database this test writes;
+    `stream_max` is its StreamMaxLength, `extra` more config lines."""
     db = base / "db"
     db.mkdir(exist_ok=True)
     ndb = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE".hex()
@@ -112,7 +113,7 @@ def start_clamd(base):
     conf = base / "clamd.conf"
     conf.write_text(f"DatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
                     f"LocalSocket {base}/clamd.sock\nForeground yes\nLogFile {base}/clamd.log\n"
-                    f"PidFile {base}/clamd.pid\nStreamMaxLength 5M\n")
+                    f"PidFile {base}/clamd.pid\nStreamMaxLength {stream_max}\n{extra}")
     d = Daemon("clamd", [CLAMD, "-c", str(conf)], base,
                lambda: unix_answers(base / "clamd.sock", b"zPING\0", b"PONG"))
     d.port, d.socket = port, base / "clamd.sock"
