@@ -11,6 +11,7 @@
 //!   chunks of at most [`mime::CHUNK`] bytes: a spooled message is read piece by piece on the
 //!   blocking pool, so it is never whole in memory and a worker never reads a file.
 //! - [`parse_socket`]: `HOST:PORT` or `/path/to/socket`.
+//! - [`edit_headers`]: a scanner's header edits through the header API, logged.
 //!
 //! It lives here rather than in the plugin API because its arguments and replies are those of
 //! qpsmtpd's scanner plugins; a third-party plugin has the same pieces in the API (`net`,
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use ringsmtpd_plugin_api::args::{parse_count, parse_flag, parse_timeout};
+use ringsmtpd_plugin_api::header_edit::Edit;
 use ringsmtpd_plugin_api::mime::CHUNK;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{blocking, Common, Cx, Level, Outcome, Reply, Services, Transaction};
@@ -187,6 +189,26 @@ impl Scanner {
             txn.append_header(header, &format!("not scanned, {} error", common.name));
             Outcome::Declined
         }
+    }
+}
+
+/// Applies a scanner's header `edits` (removed, renamed, changed fields: the header API) and
+/// logs the result: how many at `debug`, why none at `warn` (the message goes on unchanged).
+pub(crate) async fn edit_headers(common: &Common, cx: &Cx, txn: &mut Transaction, edits: &[Edit]) {
+    if edits.is_empty() {
+        return;
+    }
+    match txn.edit_headers(&*cx.svc, edits).await {
+        Ok(n) => common.log(
+            cx,
+            Level::Debug,
+            format_args!("{n} header fields removed, renamed or changed"),
+        ),
+        Err(e) => common.log(
+            cx,
+            Level::Warn,
+            format_args!("header fields left as they were: {e}"),
+        ),
     }
 }
 

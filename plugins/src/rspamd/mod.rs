@@ -147,7 +147,7 @@ use ringsmtpd_plugin_api::{
     Step, Transaction,
 };
 
-use crate::helpers::scanner::{BodyChunks, Scanner, ScannerArgs};
+use crate::helpers::scanner::{edit_headers, BodyChunks, Scanner, ScannerArgs};
 use client::exchange;
 use reply::{Action, Verdict};
 
@@ -410,21 +410,7 @@ impl Rspamd {
         if v.action == Action::RewriteSubject && self.rewrite_subject {
             edits.push(Edit::change("Subject", 1, &self.new_subject(txn, v)));
         }
-        if edits.is_empty() {
-            return;
-        }
-        match txn.edit_headers(&*cx.svc, &edits).await {
-            Ok(n) => self.common.log(
-                cx,
-                Level::Debug,
-                format_args!("{n} header fields removed or changed as rspamd asked"),
-            ),
-            Err(why) => self.common.log(
-                cx,
-                Level::Warn,
-                format_args!("header fields not removed or changed: {why}"),
-            ),
-        }
+        edit_headers(&self.common, cx, txn, &edits).await;
     }
 
     /// rspamd's Subject, or `subject_prefix` and the old one.

@@ -543,7 +543,7 @@ fn a_spooled_message_is_streamed_whole() {
         "{}",
         txn.added_headers
     );
-    assert!(!svc.logged("not removed"));
+    assert!(!svc.logged("left as they were"));
     // The file the body holds is the new one, readable at its own offsets.
     let spool = txn.body.spool.as_ref().expect("still spooled");
     let mut first = [0u8; 20];
