@@ -46,7 +46,7 @@
 //! answers `451 4.7.1` so the client tries again (an unscanned message is never accepted);
 //! `on_error accept` accepts it with `X-Rspamd-Unscanned: not scanned, rspamd error`. Either
 //! way one log line at `error` says why and how long it took, e.g. `error, deferred (25.001s):
-//! rspamd at 127.0.0.1:11333: no answer from 127.0.0.1:11333 within the timeout (25s)`.
+//! no answer from 127.0.0.1:11333 within the timeout (25s)`.
 //!
 //! Every scan logs one line with rspamd's action, its score and the time spent, e.g.
 //! `add header: score 7.20/15.00 (0.042s)`.
@@ -147,7 +147,7 @@ use ringsmtpd_plugin_api::{
     Step, Transaction,
 };
 
-use crate::helpers::scanner::{edit_headers, BodyChunks, Scanner, ScannerArgs};
+use crate::helpers::scanner::{edit_headers, Scanner, ScannerArgs};
 use client::exchange;
 use reply::{Action, Verdict};
 
@@ -279,7 +279,7 @@ impl Rspamd {
     }
 
     /// The request line and header fields, up to the empty line, for a message of `len`
-    /// bytes.
+    /// bytes (the added header fields and the message, as they are queued and sent).
     fn request_head(&self, cx: &Cx, txn: &Transaction, len: u64) -> Vec<u8> {
         let mut h = String::with_capacity(512);
         let _ = write!(
@@ -324,8 +324,7 @@ impl Rspamd {
         let svc = cx.svc.clone();
         let answer = {
             let (svc, txn) = (&*svc, &*txn);
-            let len = BodyChunks::new(txn).map_or(0, |c| c.total());
-            let head = self.request_head(cx, txn, len);
+            let head = self.request_head(cx, txn, txn.message_len());
             self.scanner
                 .call(svc, move |stream| exchange(svc, stream, head, txn))
                 .await
@@ -334,10 +333,9 @@ impl Rspamd {
         let v = match answer.and_then(|body| reply::parse(&body)) {
             Ok(v) => v,
             Err(why) => {
-                let why = format!("rspamd at {}: {why}", self.scanner.endpoint);
                 return self
                     .scanner
-                    .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &why, spent);
+                    .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &why, spent)
             }
         };
         self.common.log(
