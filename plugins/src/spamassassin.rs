@@ -30,8 +30,7 @@
 //!   spamd's own threshold gets its Subject replaced by `subject_prefix`, a space and the old
 //!   Subject (a Subject is added if it had none); not with `headers none`.
 //! - The score, spamd's threshold and its verdict are kept in the transaction note
-//!   `SpamVerdict` (qpsmtpd's note `spamassassin`; shared with `rspamd`) for karma and
-//!   naughty.
+//!   `SpamVerdict` (qpsmtpd's note `spamassassin`; shared with `rspamd`) for karma.
 //! - With `reject SCORE`, a score at or above it is refused: `550 5.7.1 Spam score S exceeds
 //!   the threshold T` (the form `reject_type` says: `temp` gives 451 4.7.1, the disconnect
 //!   forms close the connection after the reply).
