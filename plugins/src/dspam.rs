@@ -101,7 +101,7 @@ use std::cell::OnceCell;
 use std::time::Instant;
 
 use ringsmtpd_plugin_api::args::{key_values, take_own};
-use ringsmtpd_plugin_api::shared::{is_immune, Naughty, SpamScore};
+use ringsmtpd_plugin_api::shared::{is_immune, Naughty, SpamVerdict};
 use ringsmtpd_plugin_api::{
     blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
     PluginInit, Step, Transaction,
@@ -340,7 +340,7 @@ impl Dspam {
         };
         match self.reject {
             Reject::Off => pass(format_args!("skip, reject disabled ({status})")),
-            Reject::Agree => match txn.notes.get::<SpamScore>() {
+            Reject::Agree => match txn.notes.get::<SpamVerdict>() {
                 None => pass(format_args!(
                     "pass, cannot agree, SA results missing ({status})"
                 )),
@@ -625,10 +625,12 @@ mod tests {
         let s = scan(&p);
         assert_eq!(s.out, Outcome::Declined);
         assert!(s.logs.iter().any(|l| l.contains("SA results missing")));
-        let sa = |is_spam| SpamScore {
+        let sa = |is_spam| SpamVerdict {
+            scanner: "spamassassin",
             score: 9.0,
-            required: 5.0,
+            threshold: 5.0,
             is_spam,
+            action: None,
         };
         let s = scan_with(&p, &["a@b.example"], |_, t| t.notes.set(sa(true)));
         assert_eq!(s.out, Outcome::Deny(Some(REFUSAL.into())));

@@ -5,7 +5,8 @@
 //! ```text
 //! spamassassin [spamd_socket HOST:PORT|/path] [spamd_user NAME] [reject SCORE]
 //!              [reject_type perm|temp|disconnect|temp_disconnect] [headers none]
-//!              [leave_old_headers keep] [relayclient skip] [size_limit BYTES]
+//!              [leave_old_headers drop|rename|keep] [munge_subject_threshold SCORE]
+//!              [subject_prefix TEXT] [relayclient skip] [size_limit BYTES]
 //!              [timeout SECONDS] [max_scans N] [defer_on_error 0|1] [loglevel N]
 //! ```
 //!
@@ -21,8 +22,15 @@
 //!   `X-Spam-Level`, `X-Spam-Checker-Version`, `X-Spam-Report`, whatever the SpamAssassin
 //!   configuration adds with `add_header`) are added to the message, unfolded, through the
 //!   header API; `X-Spam-Prev-Subject` is not. `headers none` adds none.
+//! - Fields of those names (and `X-Spam-User`) that the message already had, another
+//!   server's verdict or the sender's forgery, are renamed (`X-Spam-Status` becomes
+//!   `X-Old-Spam-Status`, put at the top: `leave_old_headers rename`, qpsmtpd's default),
+//!   removed (`drop`) or left (`keep`). With `headers none` they are left, as in qpsmtpd.
+//! - With `munge_subject_threshold SCORE`, a message scoring above both that score and
+//!   spamd's own threshold gets its Subject replaced by `subject_prefix`, a space and the old
+//!   Subject (a Subject is added if it had none); not with `headers none`.
 //! - The score, spamd's threshold and its verdict are kept in the transaction note
-//!   `SpamScore` (qpsmtpd's note `spamassassin`) for karma and naughty.
+//!   `SpamVerdict` (qpsmtpd's note `spamassassin`; shared with `rspamd`) for karma.
 //! - With `reject SCORE`, a score at or above it is refused: `550 5.7.1 Spam score S exceeds
 //!   the threshold T` (the form `reject_type` says: `temp` gives 451 4.7.1, the disconnect
 //!   forms close the connection after the reply).
@@ -46,7 +54,9 @@
 //! | `reject SCORE` | never | refuse at or above this score (qpsmtpd's `reject_threshold` is taken too) |
 //! | `reject_type` | `perm` | how a refusal is sent |
 //! | `headers none` | headers added | add no `X-Spam-*` field |
-//! | `leave_old_headers keep` | | see Notes |
+//! | `leave_old_headers drop\|rename\|keep` | `rename` | what becomes of `X-Spam-*` fields the message came with |
+//! | `munge_subject_threshold SCORE` | never | prefix the Subject above this score |
+//! | `subject_prefix TEXT` | the config file `subject_prefix`, else `*** SPAM ***` | the prefix (one word as an argument; the config file may hold blanks) |
 //! | `relayclient skip` | | relay clients are skipped in any case, as in qpsmtpd 0.94 |
 //! | `size_limit BYTES` | `500000` | larger messages are not scanned (qpsmtpd hard-coded 500,000) |
 //! | `timeout SECONDS` | `25` | the whole call, queueing included; keep it below `plugin_timeout` (30) |
@@ -65,7 +75,8 @@
 //!
 //! ## Config files
 //!
-//! None.
+//! `subject_prefix`: the Subject prefix when the argument is not given (its first line), as
+//! qpsmtpd read it.
 //!
 //! ## Hooks
 //!
@@ -73,12 +84,17 @@
 //!
 //! ## Notes
 //!
-//! Not done yet, and refused at start rather than silently ignored: `munge_subject_threshold`
-//! and `subject_prefix` (changing the Subject), and `leave_old_headers drop|rename`. Both
-//! change header fields the client sent, and the plugin API can add fields but not yet edit
-//! or remove them. So incoming `X-Spam-*` fields stay where they are (as with `keep`); ours
-//! are added above the message's own header section, so they come first. `userprefs` is not
-//! an argument here (qpsmtpd has none; per-user preferences are `spamd_user vpopmail`).
+//! Renaming, removing and the new Subject go through the plugin API's header edits: on a
+//! spooled message the spool file is rewritten on the blocking pool, only when there is
+//! something to change; a header section longer than the core keeps in memory is left as it
+//! is (a `warn` line says so). Our fields are added above the message's own header section,
+//! so they come first. `userprefs` is not an argument here (qpsmtpd has none; per-user
+//! preferences are `spamd_user vpopmail`).
+//!
+//! Large and odd messages (tests/e2e/test_scanner_bad_input.py): a 50 MB message is over
+//! `size_limit` and delivered unscanned with a `skip, too large` line; below the limit a
+//! message is streamed whatever its shape (10,000 MIME parts are spamd's business); while a
+//! scan waits on spamd, the worker serves its other sessions.
 //!
 //! Metrics: the core's per-plugin series count the scans and their time
 //! (`ringsmtpd_plugin_outcomes_total{hook="data_post"}`, `ringsmtpd_plugin_duration_seconds`);
@@ -101,18 +117,21 @@
 use std::time::{Duration, Instant};
 
 use ringsmtpd_plugin_api::args::key_values;
-use ringsmtpd_plugin_api::headers::fields;
+use ringsmtpd_plugin_api::header_edit::{Edit, NewField, Which};
+use ringsmtpd_plugin_api::headers::{fields, Field};
 use ringsmtpd_plugin_api::net::{read_line, Stream};
-use ringsmtpd_plugin_api::shared::{is_immune, SpamScore};
+use ringsmtpd_plugin_api::shared::{is_immune, SpamVerdict};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     RejectType, Reply, Step, Transaction,
 };
 
-use crate::helpers::scanner::{parse_socket, BodyChunks, Scanner, ScannerArgs};
+use crate::helpers::scanner::{edit_headers, parse_socket, BodyChunks, Scanner, ScannerArgs};
 
 /// spamd's default port on this host.
 const DEFAULT_SOCKET: &str = "127.0.0.1:783";
+/// qpsmtpd's Subject prefix.
+const DEFAULT_SUBJECT_PREFIX: &str = "*** SPAM ***";
 /// qpsmtpd's hard-coded limit.
 const DEFAULT_SIZE_LIMIT: u64 = 500_000;
 /// The longest status line or reply header read.
@@ -134,7 +153,20 @@ pub struct SpamAssassin {
     user: Option<String>,
     reject: Option<f64>,
     headers: bool,
+    old_headers: OldHeaders,
+    /// `munge_subject_threshold`, and the prefix put before the Subject above it.
+    munge: Option<(f64, String)>,
     size_limit: u64,
+}
+
+/// What `leave_old_headers` does with the fields of the names this plugin adds that the
+/// message came with: another server's verdict, which cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OldHeaders {
+    Drop,
+    /// `X-Spam-Status` becomes `X-Old-Spam-Status` (qpsmtpd's default).
+    Rename,
+    Keep,
 }
 
 /// Builds `spamassassin` from its config line.
@@ -167,6 +199,9 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<SpamAssassin, ConfigError> {
     let mut socket = parse_socket(DEFAULT_SOCKET).map_err(|e| init.error(e))?;
     let mut user = None;
     let mut headers = true;
+    let mut old_headers = OldHeaders::Rename;
+    let mut munge = None;
+    let mut prefix = None;
     let mut size_limit = DEFAULT_SIZE_LIMIT;
     for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
         if scanner_args.take(key, value).map_err(|e| init.error(e))? {
@@ -182,18 +217,18 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<SpamAssassin, ConfigError> {
             }
             "headers" if value == "none" => headers = false,
             "headers" => return Err(init.error("headers takes only 'none'")),
-            "leave_old_headers" if value == "keep" => {}
             "leave_old_headers" => {
-                return Err(init.error(
-                    "leave_old_headers drop|rename is not supported yet (the plugin API \
-                     cannot remove header fields); use 'keep'",
-                ))
+                old_headers = match value.to_ascii_lowercase().as_str() {
+                    "drop" => OldHeaders::Drop,
+                    "rename" => OldHeaders::Rename,
+                    "keep" => OldHeaders::Keep,
+                    _ => return Err(init.error("leave_old_headers takes drop, rename or keep")),
+                }
             }
-            "munge_subject_threshold" | "subject_prefix" => {
-                return Err(init.error(format!(
-                    "{key} is not supported yet (the plugin API cannot change the Subject)"
-                )))
+            "munge_subject_threshold" => {
+                munge = Some(parse_score(value).map_err(|e| init.error(e))?)
             }
+            "subject_prefix" => prefix = Some(value.to_string()),
             "relayclient" if value == "skip" => {}
             "relayclient" => return Err(init.error("relayclient takes only 'skip'")),
             "size_limit" => {
@@ -206,12 +241,21 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<SpamAssassin, ConfigError> {
             _ => return Err(init.unknown(key)),
         }
     }
+    let prefix = match prefix {
+        Some(p) => p,
+        None => match init.config.first("subject_prefix")? {
+            Some(line) => line.text.trim().to_string(),
+            None => DEFAULT_SUBJECT_PREFIX.to_string(),
+        },
+    };
     Ok(SpamAssassin {
         common,
         scanner: Scanner::new(socket, scanner_args),
         user,
         reject,
         headers,
+        old_headers,
+        munge: munge.map(|threshold| (threshold, prefix)),
         size_limit,
     })
 }
@@ -234,7 +278,7 @@ fn is_user_name(s: &str) -> bool {
 /// What spamd said.
 #[derive(Debug, Clone, PartialEq)]
 struct Verdict {
-    score: SpamScore,
+    score: SpamVerdict,
     /// The `X-Spam-*` fields to add, unfolded.
     fields: Vec<(String, String)>,
 }
@@ -261,7 +305,7 @@ impl Plugin for SpamAssassin {
         }
         Step::pending(async move {
             let start = Instant::now();
-            let user = self.user_for(txn);
+            let (user, user_note) = self.user_for(txn);
             let svc = cx.svc.clone();
             let answer = {
                 let txn = &*txn;
@@ -273,7 +317,12 @@ impl Plugin for SpamAssassin {
             };
             let spent = start.elapsed();
             match answer {
-                Ok(verdict) => self.judge(cx, txn, verdict, spent),
+                Ok(verdict) => {
+                    if self.headers {
+                        self.mark(cx, txn, &verdict, user_note).await;
+                    }
+                    self.judge(cx, txn, verdict, spent)
+                }
                 Err(e) => self
                     .scanner
                     .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &e, spent),
@@ -283,36 +332,96 @@ impl Plugin for SpamAssassin {
 }
 
 impl SpamAssassin {
-    /// The `User` to send: `spamd_user`, or under `vpopmail` the only recipient.
-    fn user_for(&self, txn: &mut Transaction) -> Option<String> {
-        let user = self.user.as_deref()?;
+    /// The `User` to send: `spamd_user`, or under `vpopmail` the only recipient; and with
+    /// several recipients, the `X-Spam-User` value that says why they were not used.
+    fn user_for(&self, txn: &Transaction) -> (Option<String>, Option<String>) {
+        let Some(user) = self.user.as_deref() else {
+            return (None, None);
+        };
         if user != "vpopmail" {
-            return Some(user.to_string());
+            return (Some(user.to_string()), None);
         }
         match txn.recipients.as_slice() {
             [one] => {
                 let addr = one.addr.as_str();
-                Some(if is_user_name(addr) { addr } else { user }.to_string())
+                (
+                    Some(if is_user_name(addr) { addr } else { user }.to_string()),
+                    None,
+                )
             }
-            many => {
-                if self.headers {
-                    let n = many.len();
-                    txn.append_header("X-Spam-User", &format!("{user}, {n} recipients"));
-                }
-                Some(user.to_string())
-            }
+            many => (
+                Some(user.to_string()),
+                Some(format!("{user}, {} recipients", many.len())),
+            ),
         }
     }
 
-    /// Adds the fields, keeps the note, and refuses at the threshold.
-    fn judge(&self, cx: &mut Cx, txn: &mut Transaction, v: Verdict, spent: Duration) -> Outcome {
-        if self.headers {
-            for (name, value) in &v.fields {
-                txn.append_header(name, value);
+    /// The header work of a scan: the old fields of the names about to be added dropped or
+    /// renamed, the Subject munged, then spamd's fields (and `X-Spam-User`) added.
+    async fn mark(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict, user_note: Option<String>) {
+        let mut edits = Vec::new();
+        if self.old_headers != OldHeaders::Keep {
+            let mut names: Vec<&str> = v.fields.iter().map(|(n, _)| n.as_str()).collect();
+            names.push("X-Spam-User");
+            for (i, name) in names.iter().enumerate() {
+                if !names[..i].iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    edits.extend(self.old_fields(txn, name));
+                }
             }
         }
-        txn.notes.set(v.score);
-        let SpamScore { score, is_spam, .. } = v.score;
+        if let Some((threshold, prefix)) = &self.munge {
+            let SpamVerdict {
+                score,
+                threshold: required,
+                ..
+            } = v.score;
+            if score > required && score > *threshold {
+                let old = first_value(txn, "Subject").unwrap_or_default();
+                edits.push(Edit::change(
+                    "Subject",
+                    1,
+                    format!("{prefix} {old}").trim_end(),
+                ));
+            }
+        }
+        edit_headers(&self.common, cx, txn, &edits).await;
+        for (name, value) in &v.fields {
+            txn.append_header(name, value);
+        }
+        if let Some(note) = user_note {
+            txn.append_header("X-Spam-User", &note);
+        }
+    }
+
+    /// The edits that drop or rename the fields called `name` the message has.
+    fn old_fields(&self, txn: &Transaction, name: &str) -> Vec<Edit> {
+        let values: Vec<String> = all_fields(txn)
+            .filter(|f| f.is(name))
+            .map(|f| f.value().into_owned())
+            .collect();
+        if values.is_empty() {
+            return Vec::new();
+        }
+        let mut edits = Vec::new();
+        if self.old_headers == OldHeaders::Rename {
+            let old_name = match name.get(..2) {
+                Some(x) if x.eq_ignore_ascii_case("X-") => format!("X-Old-{}", &name[2..]),
+                _ => format!("Old-{name}"),
+            };
+            edits.extend(
+                values
+                    .iter()
+                    .map(|v| Edit::Prepend(NewField::new(&old_name, v))),
+            );
+        }
+        edits.push(Edit::remove(name, Which::All));
+        edits
+    }
+
+    /// Keeps the note and refuses at the threshold.
+    fn judge(&self, cx: &mut Cx, txn: &mut Transaction, v: Verdict, spent: Duration) -> Outcome {
+        v.score.record(&mut txn.notes);
+        let SpamVerdict { score, is_spam, .. } = v.score;
         let kind = if is_spam { "Spam" } else { "Ham" };
         let secs = spent.as_secs_f64();
         match self.reject {
@@ -351,6 +460,20 @@ impl SpamAssassin {
             }
         }
     }
+}
+
+/// Every header field the message will be queued with: the added ones, then its own.
+fn all_fields(txn: &Transaction) -> impl Iterator<Item = Field<'_>> {
+    fields(txn.added_headers.as_bytes())
+        .chain(fields(txn.body.header_bytes()))
+        .flatten()
+}
+
+/// The value of the first field called `name`, unfolded.
+fn first_value(txn: &Transaction, name: &str) -> Option<String> {
+    all_fields(txn)
+        .find(|f| f.is(name))
+        .map(|f| f.value().into_owned())
 }
 
 /// One SPAMC `HEADERS` exchange on `stream`.
@@ -477,7 +600,7 @@ fn check_status(line: &[u8]) -> Result<(), String> {
 }
 
 /// `True ; 15.2 / 5.0` (also `Yes`/`No`, as older spamd wrote).
-fn parse_spam(value: &str) -> Result<SpamScore, String> {
+fn parse_spam(value: &str) -> Result<SpamVerdict, String> {
     let bad = || format!("malformed spamd Spam header '{value}'");
     let (flag, scores) = value.split_once(';').ok_or_else(bad)?;
     let is_spam = match flag.trim().to_ascii_lowercase().as_str() {
@@ -488,10 +611,12 @@ fn parse_spam(value: &str) -> Result<SpamScore, String> {
     let (score, required) = scores.split_once('/').ok_or_else(bad)?;
     let score = parse_score(score.trim()).map_err(|_| bad())?;
     let required = parse_score(required.trim()).map_err(|_| bad())?;
-    Ok(SpamScore {
+    Ok(SpamVerdict {
+        scanner: "spamassassin",
         score,
-        required,
+        threshold: required,
         is_spam,
+        action: None,
     })
 }
 
@@ -578,7 +703,7 @@ mod tests {
 
     /// Runs `data_post` on MESSAGE with two recipients; the outcome, the added headers, the
     /// note, and the logs.
-    fn scan(p: &SpamAssassin) -> (Outcome, String, Option<SpamScore>, Vec<String>) {
+    fn scan(p: &SpamAssassin) -> (Outcome, String, Option<SpamVerdict>, Vec<String>) {
         let (mut c, svc) = cx("192.0.2.1:1");
         let mut txn = Transaction::default();
         txn.added_headers = "Received: from a by b\r\n".into();
@@ -589,7 +714,7 @@ mod tests {
         (
             out,
             txn.added_headers,
-            txn.notes.get::<SpamScore>().copied(),
+            txn.notes.get::<SpamVerdict>().copied(),
             logs,
         )
     }
@@ -622,10 +747,12 @@ mod tests {
         assert!(text.contains("1000.0"), "{text}");
         assert_eq!(
             note,
-            Some(SpamScore {
+            Some(SpamVerdict {
+                scanner: "spamassassin",
                 score: 1000.0,
-                required: 5.0,
-                is_spam: true
+                threshold: 5.0,
+                is_spam: true,
+                action: None,
             })
         );
         // spamd's fields are added unfolded; Prev-Subject and the others are not.
@@ -792,18 +919,141 @@ mod tests {
         assert!(svc.connects.borrow().is_empty());
     }
 
+    /// Scans `txn` (MESSAGE in memory, or spooled) against a spamd answering `reply`; the
+    /// outcome and the header section as queued (added fields, then the message's own).
+    fn scan_headers(args: &str, reply: &'static [u8], spooled: bool) -> (Outcome, String) {
+        let peer = spamd(reply);
+        let p = plugin(&format!("spamd_socket 127.0.0.1:{} {args}", peer.port));
+        let (mut c, svc) = cx("192.0.2.1:1");
+        let dir = ringsmtpd_plugin_api::testing::TempDir::new("spamassassin-headers");
+        let mut txn = Transaction::default();
+        txn.added_headers = "Received: from a by b\r\n".into();
+        let message = format!("X-Spam-Flag: YES\r\n{MESSAGE}");
+        if spooled {
+            ringsmtpd_plugin_api::testing::spool(
+                &mut txn.body,
+                &dir.path().join("spool"),
+                message.as_bytes(),
+            );
+        } else {
+            set_message(&mut txn, &message);
+        }
+        // A spool file is read on another thread: the deadline must not fire at once.
+        svc.timers_never_fire.set(spooled);
+        let out = run(p.data_post(&mut c, &mut txn));
+        assert!(!svc.logged("left as they were"), "{:?}", svc.logs.borrow());
+        let queued = match &txn.body.spool {
+            Some(s) => std::fs::read_to_string(&s.path).unwrap(),
+            None => String::from_utf8(txn.body.mem.clone()).unwrap(),
+        };
+        assert!(queued.ends_with("\r\n\r\nhello\r\n"), "the body is intact");
+        assert_eq!(txn.body.len as usize, queued.len());
+        txn.body.spool = None; // the TempDir removes the file
+        let head = queued.split_once("\r\n\r\n").unwrap().0.to_string();
+        (out, format!("{}{head}\r\n", txn.added_headers))
+    }
+
+    #[test]
+    fn old_spam_fields_are_renamed_by_default_dropped_or_kept() {
+        for spooled in [false, true] {
+            let (out, h) = scan_headers("", spam(), spooled);
+            assert_eq!(out, Outcome::Declined);
+            // The client's X-Spam-Flag and X-Spam-Status are renamed, ours are added.
+            assert_eq!(
+                h,
+                "X-Old-Spam-Status: No, forged\r\nX-Old-Spam-Flag: YES\r\n\
+                 Received: from a by b\r\nX-Spam-Flag: YES\r\n\
+                 X-Spam-Status: Yes, score=1000.0 required=5.0 tests=GTUBE\r\nSubject: hi\r\n",
+                "spooled: {spooled}"
+            );
+            let (_, h) = scan_headers("leave_old_headers drop", spam(), spooled);
+            assert_eq!(
+                h,
+                "Received: from a by b\r\nX-Spam-Flag: YES\r\n\
+                 X-Spam-Status: Yes, score=1000.0 required=5.0 tests=GTUBE\r\nSubject: hi\r\n"
+            );
+            let (_, h) = scan_headers("leave_old_headers keep", spam(), spooled);
+            assert!(
+                h.ends_with("X-Spam-Flag: YES\r\nSubject: hi\r\nX-Spam-Status: No, forged\r\n"),
+                "{h}"
+            );
+            // headers none: nothing added, nothing touched.
+            let (_, h) = scan_headers("headers none", spam(), spooled);
+            assert_eq!(
+                h,
+                format!(
+                    "Received: from a by b\r\nX-Spam-Flag: YES\r\n{}",
+                    MESSAGE.split("\r\n\r\n").next().unwrap().to_string() + "\r\n"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_subject_is_munged_above_both_thresholds() {
+        for spooled in [false, true] {
+            let (_, h) = scan_headers(
+                "munge_subject_threshold 8 subject_prefix [SPAM]",
+                spam(),
+                spooled,
+            );
+            assert!(h.contains("\r\nSubject: [SPAM] hi\r\n"), "{h}");
+            assert_eq!(h.matches("Subject").count(), 1, "{h}");
+        }
+        // Under the threshold, under spamd's own, or with headers none: untouched.
+        let ham = ok_reply("False ; 9.0 / 10.0", "X-Spam-Status: No\r\n\r\n");
+        for (args, reply) in [
+            ("munge_subject_threshold 1001", spam()),
+            ("munge_subject_threshold 8", ham),
+            ("munge_subject_threshold 8 headers none", spam()),
+        ] {
+            let (_, h) = scan_headers(args, reply, false);
+            assert!(h.contains("\r\nSubject: hi\r\n"), "{args}: {h}");
+        }
+        // A hostile old Subject cannot add a field through the new one.
+        let peer = spamd(spam());
+        let p = plugin(&format!(
+            "spamd_socket 127.0.0.1:{} munge_subject_threshold 8",
+            peer.port
+        ));
+        let (mut c, _) = cx("192.0.2.1:1");
+        let mut txn = Transaction::default();
+        txn.added_headers = "Subject: hi\u{0}Bcc: x\r\n".into();
+        set_message(&mut txn, "From: a\r\n\r\nbody\r\n");
+        run(p.data_post(&mut c, &mut txn));
+        assert!(
+            txn.added_headers
+                .starts_with("Subject: *** SPAM *** hi Bcc: x\r\n"),
+            "{}",
+            txn.added_headers
+        );
+    }
+
     #[test]
     fn arguments() {
         let p = plugin("reject_threshold 12.5 spamd_socket /run/spamd.sock leave_old_headers keep");
         assert_eq!(p.reject, Some(12.5));
+        assert_eq!((p.old_headers, &p.munge), (OldHeaders::Keep, &None));
+        let q = plugin("munge_subject_threshold 8 subject_prefix [SPAM]");
+        assert_eq!(q.old_headers, OldHeaders::Rename, "qpsmtpd's default");
+        assert_eq!(q.munge, Some((8.0, "[SPAM]".to_string())));
+        // Without the argument: the config file (which may hold blanks), then qpsmtpd's.
+        let q: SpamAssassin = build(
+            build_plugin,
+            "spamassassin munge_subject_threshold 5",
+            &[("subject_prefix", "[ probably spam ]\n")],
+        )
+        .unwrap();
+        assert_eq!(q.munge, Some((5.0, "[ probably spam ]".to_string())));
+        let q = plugin("munge_subject_threshold 5");
+        assert_eq!(q.munge, Some((5.0, "*** SPAM ***".to_string())));
         assert_eq!(p.scanner.endpoint, Endpoint::Unix("/run/spamd.sock".into()));
         assert_eq!(p.size_limit, 500_000);
         let bad = [
             ("reject x", "not a score"),
             ("reject", "needs a value"),
-            ("munge_subject_threshold 8", "not supported yet"),
-            ("subject_prefix SPAM", "not supported yet"),
-            ("leave_old_headers rename", "not supported yet"),
+            ("munge_subject_threshold x", "not a score"),
+            ("leave_old_headers forget", "drop, rename or keep"),
             ("headers all", "only 'none'"),
             ("relayclient scan", "only 'skip'"),
             ("spamd_socket spamd:783", "neither"),
@@ -822,10 +1072,12 @@ mod tests {
     fn spam_header_forms() {
         assert_eq!(
             parse_spam("Yes ; -1.5 / 5"),
-            Ok(SpamScore {
+            Ok(SpamVerdict {
+                scanner: "spamassassin",
                 score: -1.5,
-                required: 5.0,
-                is_spam: true
+                threshold: 5.0,
+                is_spam: true,
+                action: None,
             })
         );
         for bad in [

@@ -102,8 +102,9 @@ def spamd():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def start_clamd(base):
-    """clamd on a free TCP port and a unix socket, with a database this test writes."""
+def start_clamd(base, stream_max="5M", extra=""):
+    """clamd on a free TCP port and a unix socket, with a database this test writes;
+    `stream_max` is its StreamMaxLength, `extra` more config lines."""
     db = base / "db"
     db.mkdir(exist_ok=True)
     ndb = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE".hex()
@@ -112,7 +113,7 @@ def start_clamd(base):
     conf = base / "clamd.conf"
     conf.write_text(f"DatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
                     f"LocalSocket {base}/clamd.sock\nForeground yes\nLogFile {base}/clamd.log\n"
-                    f"PidFile {base}/clamd.pid\nStreamMaxLength 5M\n")
+                    f"PidFile {base}/clamd.pid\nStreamMaxLength {stream_max}\n{extra}")
     d = Daemon("clamd", [CLAMD, "-c", str(conf)], base,
                lambda: unix_answers(base / "clamd.sock", b"zPING\0", b"PONG"))
     d.port, d.socket = port, base / "clamd.sock"
@@ -161,6 +162,25 @@ def test_clean_message_is_delivered_with_spamd_headers(make_server, spamd):
     assert "\nX-Spam-Checker-Version: SpamAssassin" in head, head
     assert body.startswith("Shall we meet for lunch")
     srv.wait_log("pass, Ham")
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+def test_spam_gets_a_munged_subject_and_forged_verdicts_renamed(make_server, spamd, spooled):
+    # size_threshold 100: the message goes to a spool file, whose header section is rewritten.
+    srv = make_server(plugins=plugins(f"spamassassin spamd_socket 127.0.0.1:{spamd.port} "
+                                      "munge_subject_threshold 8 subject_prefix [SPAM]"),
+                      settings={"size_threshold": 100} if spooled else {})
+    forged = message("offer", f"Buy now!\r\n{GTUBE}").replace(
+        b"Subject:", b"X-Spam-Status: No, score=-5.0\r\nX-Spam-Flag: NO\r\nSubject:")
+    assert send_message(srv, ["rcpt@example.test"], forged).code == 250
+    head, body = header_of(srv.maildir.only())
+    assert "\nSubject: [SPAM] offer\n" in head and head.count("Subject:") == 1, head
+    assert "\nX-Old-Spam-Status: No, score=-5.0\n" in head, head
+    assert "\nX-Old-Spam-Flag: NO\n" in head, head
+    assert "\nX-Spam-Flag: YES\n" in head, head
+    assert re.search(r"\nX-Spam-Status: Yes, score=", head), head
+    assert "X-Spam-Status: No" not in head.replace("X-Old-Spam-Status: No", ""), head
+    assert body.startswith("Buy now!")
 
 
 def test_spamd_unreachable_defers(make_server):

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod dnsutil;
 mod envelope;
 pub mod escape;
+pub mod header_edit;
 pub mod headers;
 mod hook;
 mod hook_list;

@@ -70,22 +70,64 @@ pub fn is_immune(cx: &crate::Cx, txn: Option<&crate::Transaction>) -> bool {
         || txn.is_some_and(|t| t.notes.contains::<WhitelistSender>())
 }
 
-/// What `spamassassin` learnt from spamd (qpsmtpd's txn note `spamassassin`), for karma and
-/// naughty: the score, the threshold spamd applied, and spamd's verdict.
+/// A content scanner's verdict on the message (txn note; qpsmtpd's note `spamassassin`),
+/// written by `spamassassin` and `rspamd`, for the plugins that weigh a message by it (karma;
+/// no plugin reads it yet). One note per message: when several scanners run, a spam verdict is never
+/// replaced by a later clean one ([`SpamVerdict::record`]); otherwise the last one stands.
+/// Each scanner's log line has its own verdict either way.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpamScore {
+pub struct SpamVerdict {
+    /// The plugin that scanned (`spamassassin`, `rspamd`).
+    pub scanner: &'static str,
+    /// The message's score (higher is spammier).
     pub score: f64,
-    pub required: f64,
+    /// The score the scanner itself calls spam at: spamd's `required`, rspamd's `reject`
+    /// action score.
+    pub threshold: f64,
+    /// The scanner's own verdict: spamd's `Spam: True`; rspamd's action `add header`,
+    /// `rewrite subject`, `soft reject` or `reject`.
     pub is_spam: bool,
+    /// The scanner's action word (rspamd's `no action`, `greylist`, `add header`,
+    /// `rewrite subject`, `soft reject`, `reject`); `None` for a scanner without one (spamd).
+    pub action: Option<&'static str>,
 }
 
-/// What rspamd made of the message (txn note, written by `rspamd`; for karma): its score, the
-/// score its `reject` action starts at, and its action (`no action`, `add header`, `reject`...).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RspamdResult {
-    pub score: f64,
-    pub required: f64,
-    pub action: &'static str,
+impl SpamVerdict {
+    /// Stores the verdict in `notes`, unless a spam verdict is there and this one is not.
+    pub fn record(self, notes: &mut crate::Notes) {
+        if !self.is_spam && notes.get::<SpamVerdict>().is_some_and(|v| v.is_spam) {
+            return;
+        }
+        notes.set(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spam_verdict_is_not_replaced_by_a_clean_one() {
+        let verdict = |scanner, is_spam| SpamVerdict {
+            scanner,
+            score: if is_spam { 9.0 } else { 1.0 },
+            threshold: 5.0,
+            is_spam,
+            action: None,
+        };
+        let mut notes = crate::Notes::new();
+        verdict("rspamd", false).record(&mut notes);
+        verdict("spamassassin", true).record(&mut notes);
+        assert_eq!(
+            notes.get::<SpamVerdict>().map(|v| v.scanner),
+            Some("spamassassin")
+        );
+        verdict("rspamd", false).record(&mut notes);
+        assert_eq!(
+            notes.get::<SpamVerdict>().map(|v| v.scanner),
+            Some("spamassassin")
+        );
+    }
 }
 
 /// The client's karma (conn note, set by `karma` at `connect`; absent without that plugin):

@@ -1,5 +1,5 @@
 //! The shape the content-scanner clients share (DESIGN.md §11 "Scanner clients"):
-//! `spamassassin` (spamd) and `virus/clamdscan` (clamd).
+//! `spamassassin` (spamd), `virus/clamdscan` (clamd) and `rspamd` (its HTTP exchange).
 //!
 //! - [`ScannerArgs`]: the arguments every scanner takes: `timeout` (one deadline for the whole
 //!   call, queueing included, kept below the core's `plugin_timeout`), `max_scans` (scans in
@@ -11,6 +11,7 @@
 //!   chunks of at most [`mime::CHUNK`] bytes: a spooled message is read piece by piece on the
 //!   blocking pool, so it is never whole in memory and a worker never reads a file.
 //! - [`parse_socket`]: `HOST:PORT` or `/path/to/socket`.
+//! - [`edit_headers`]: a scanner's header edits through the header API, logged.
 //!
 //! It lives here rather than in the plugin API because its arguments and replies are those of
 //! qpsmtpd's scanner plugins; a third-party plugin has the same pieces in the API (`net`,
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use ringsmtpd_plugin_api::args::{parse_count, parse_flag, parse_timeout};
+use ringsmtpd_plugin_api::header_edit::Edit;
 use ringsmtpd_plugin_api::mime::CHUNK;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{blocking, Common, Cx, Level, Outcome, Reply, Services, Transaction};
@@ -122,20 +124,30 @@ impl Scanner {
         Fut: Future<Output = Result<T, String>> + 'a,
     {
         let timeout = self.args.timeout;
+        let queued = Cell::new(true);
         let work = async {
             let _slot = self.slots.acquire().await;
+            queued.set(false);
             let stream = svc
                 .connect(&self.endpoint, timeout)
                 .await
                 .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
             exchange(stream).await
         };
+        let secs = timeout.as_secs_f64();
         within(svc, timeout, work).await.unwrap_or_else(|| {
-            Err(format!(
-                "no answer from {} within the timeout ({}s)",
-                self.endpoint,
-                timeout.as_secs_f64()
-            ))
+            Err(match queued.get() {
+                true => format!(
+                    "no free scan slot within the timeout ({secs}s): {} in flight, {} more waiting",
+                    self.args.max_scans - self.slots.free.get(),
+                    // This call is still in the queue.
+                    self.slots.waiting.borrow().len().saturating_sub(1),
+                ),
+                false => format!(
+                    "no answer from {} within the timeout ({secs}s)",
+                    self.endpoint
+                ),
+            })
         })
     }
 
@@ -150,6 +162,12 @@ impl Scanner {
         spent: Duration,
     ) -> Outcome {
         self.args.on_error(common, cx, txn, header, error, spent)
+    }
+
+    /// A slot, held until dropped: tests fill the slots with it.
+    #[cfg(test)]
+    pub(crate) async fn hold_slot(&self) -> Slot<'_> {
+        self.slots.acquire().await
     }
 }
 
@@ -186,6 +204,26 @@ impl ScannerArgs {
             txn.append_header(header, &format!("not scanned, {} error", common.name));
             Outcome::Declined
         }
+    }
+}
+
+/// Applies a scanner's header `edits` (removed, renamed, changed fields: the header API) and
+/// logs the result: how many at `debug`, why none at `warn` (the message goes on unchanged).
+pub(crate) async fn edit_headers(common: &Common, cx: &Cx, txn: &mut Transaction, edits: &[Edit]) {
+    if edits.is_empty() {
+        return;
+    }
+    match txn.edit_headers(&*cx.svc, edits).await {
+        Ok(n) => common.log(
+            cx,
+            Level::Debug,
+            format_args!("{n} header fields removed, renamed or changed"),
+        ),
+        Err(e) => common.log(
+            cx,
+            Level::Warn,
+            format_args!("header fields left as they were: {e}"),
+        ),
     }
 }
 

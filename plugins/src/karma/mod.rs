@@ -79,7 +79,7 @@
 //! |---|---|
 //! | another plugin refused something (`deny` hook: a recipient, a sender, the message...) | -1 each |
 //! | the connection is marked naughty (conn note `Naughty`) | counts as naughty |
-//! | `spamassassin` said spam (txn note `SpamScore`), or `rspamd`'s action is `reject` | -1 |
+//! | a content scanner (`spamassassin`, `rspamd`) said spam (txn note `SpamVerdict`) | -1 |
 //! | a DKIM signature passed (txn note `DkimResults`) | +1 |
 //! | the sender's TLD is in `karma_tlds` | minus its penalty |
 //! | a history above 10 | +1 |
@@ -116,9 +116,7 @@ pub use record::{Keys, Record};
 use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::key_values;
-use ringsmtpd_plugin_api::shared::{
-    is_immune, DkimResults, Karma, Naughty, RspamdResult, SpamScore,
-};
+use ringsmtpd_plugin_api::shared::{is_immune, DkimResults, Karma, Naughty, SpamVerdict};
 use ringsmtpd_plugin_api::store::{Batch, FailureLog, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
@@ -378,14 +376,7 @@ impl KarmaPlugin {
     /// The message's verdicts, read as the transaction ends.
     fn reset_transaction(&self, cx: &mut Cx, txn: &Transaction) {
         let mut by = 0;
-        if txn.notes.get::<SpamScore>().is_some_and(|s| s.is_spam) {
-            by -= 1;
-        }
-        if txn
-            .notes
-            .get::<RspamdResult>()
-            .is_some_and(|r| r.action == "reject")
-        {
+        if txn.notes.get::<SpamVerdict>().is_some_and(|s| s.is_spam) {
             by -= 1;
         }
         if txn

@@ -130,26 +130,23 @@ fn notes_of_other_plugins_adjust_the_score() {
     let mut txn = txn_from("<a@shop.example.info>");
     run(p.mail(&mut c, &mut txn));
     assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -4);
-    txn.notes.set(SpamScore {
-        score: 9.0,
-        required: 5.0,
-        is_spam: true,
-    });
-    txn.notes.set(RspamdResult {
+    txn.notes.set(SpamVerdict {
+        scanner: "rspamd",
         score: 20.0,
-        required: 15.0,
-        action: "reject",
+        threshold: 15.0,
+        is_spam: true,
+        action: Some("reject"),
     });
     run(p.reset_transaction(&mut c, &mut txn));
-    assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -6);
+    assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -5);
     // karma's own refusals do not count
     run(p.deny(&mut c, "karma", Hook::Data, &Outcome::deny("x")));
-    assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -6);
+    assert_eq!(c.conn.notes.get::<Karma>().unwrap().score, -5);
     // a score below -4 is refused at DATA: by default through the naughty mark
     assert_eq!(run(p.data(&mut c, &mut txn)), Outcome::Declined);
     assert_eq!(
         c.conn.notes.get::<Naughty>().unwrap().msg,
-        "very bad karma: -6"
+        "very bad karma: -5"
     );
 
     let p = plugin("karma reject 1 reject_type temp");

@@ -1,13 +1,14 @@
 //! A milter's modifications at end of message, applied to the transaction before it is
-//! queued: header fields through the safe writers of the header API, the envelope through
-//! the path parser.
+//! queued: header fields through the header API's edits (`header_edit`, in memory or on a
+//! spooled message), the envelope through the path parser.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use ringsmtpd_plugin_api::address::parse_path;
-use ringsmtpd_plugin_api::headers::{push_value, write_field};
-use ringsmtpd_plugin_api::{Recipient, Transaction};
+use ringsmtpd_plugin_api::header_edit::{Edit, NewField};
+use ringsmtpd_plugin_api::headers::count;
+use ringsmtpd_plugin_api::{Recipient, Services, Transaction};
 
 use super::proto::Reply;
 
@@ -67,53 +68,28 @@ pub(crate) fn header_fields(header: &[u8]) -> Vec<FieldAt> {
     fields
 }
 
-/// Writes `name: value` with the milter's folds (LF or CRLF, then white space) kept as they
-/// are, so a signature over the field (DKIM's `simple` canonicalization) still holds; a line
-/// break without white space after it gets a TAB, a line of white space only is dropped, and
-/// every other control character becomes a space ([`push_value`]): the field cannot end early.
-fn write_milter_field(out: &mut String, name: &str, value: &str) {
-    let mut field = String::new();
-    write_field(&mut field, name, "");
-    field.truncate(field.len() - 2); // "name: " without its CRLF
-    let value = value.strip_prefix(' ').unwrap_or(value);
-    for (i, line) in value.split('\n').enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if i > 0 {
-            if line.trim_start_matches([' ', '\t']).is_empty() {
-                continue;
-            }
-            field.push_str(if line.starts_with([' ', '\t']) {
-                "\r\n"
-            } else {
-                "\r\n\t"
-            });
-        }
-        push_value(&mut field, line);
-    }
-    field.push_str("\r\n");
-    out.push_str(&field);
-}
-
-/// Applies `mods` in order.
-pub(crate) fn apply(txn: &mut Transaction, mods: Vec<Reply>) -> Result<(), String> {
+/// Applies `mods` in order; the header edits (change, delete, insert) go through the header
+/// API together, then the added fields after them.
+pub(crate) async fn apply(
+    svc: &dyn Services,
+    txn: &mut Transaction,
+    mods: Vec<Reply>,
+) -> Result<(), String> {
     let mut new_body: Option<Vec<u8>> = None;
+    let mut edits = Vec::new();
+    let mut added = Vec::new();
     for m in mods {
         match m {
-            Reply::AddHeader { name, value } => {
-                write_milter_field(&mut txn.added_headers, &name, &value)
+            Reply::AddHeader { name, value } => added.push(NewField::keeping_folds(&name, &value)),
+            Reply::InsertHeader { index, name, value } => edits.push(Edit::Insert {
+                index: index as usize,
+                field: NewField::keeping_folds(&name, &value),
+            }),
+            Reply::ChangeHeader { index, name, value } => {
+                edits.push(change_header(txn, index, &name, &value))
             }
-            Reply::InsertHeader { index, name, value } => {
-                let mut field = String::new();
-                write_milter_field(&mut field, &name, &value);
-                if index == 0 {
-                    txn.added_headers.insert_str(0, &field);
-                } else {
-                    txn.added_headers.push_str(&field);
-                }
-            }
-            Reply::ChangeHeader { index, name, value } => change_header(txn, index, &name, &value)?,
             Reply::Quarantine(reason) => {
-                write_milter_field(&mut txn.added_headers, "X-Quarantine", &reason)
+                added.push(NewField::keeping_folds("X-Quarantine", &reason))
             }
             Reply::AddRcpt { rcpt, .. } => {
                 let addr = parse_path(&bracketed(&rcpt), false, true)
@@ -149,6 +125,14 @@ pub(crate) fn apply(txn: &mut Transaction, mods: Vec<Reply>) -> Result<(), Strin
             _ => return Err("a reply that is not a modification".into()),
         }
     }
+    if !edits.is_empty() {
+        txn.edit_headers(svc, &edits)
+            .await
+            .map_err(|e| format!("header changes: {e}"))?;
+    }
+    for field in added {
+        txn.added_headers.push_str(field.as_str());
+    }
     if let Some(b) = new_body {
         replace_body(txn, &b);
     }
@@ -168,33 +152,15 @@ fn bracketed(s: &str) -> Cow<'_, str> {
 }
 
 /// Changes (or, with an empty value, deletes) the `index`-th field called `name` of the
-/// message's own header section; no such field: a change adds it, a delete does nothing
-/// (libmilter's `smfi_chgheader`).
-fn change_header(txn: &mut Transaction, index: u32, name: &str, value: &str) -> Result<(), String> {
-    if txn.body.spool.is_some() {
-        return Err("change-header on a spooled message is not supported yet".into());
+/// message's own header section (the milter saw only those: the fields ringsmtpd added are
+/// skipped); no such field: a change adds it, a delete does nothing (`smfi_chgheader`).
+fn change_header(txn: &Transaction, index: u32, name: &str, value: &str) -> Edit {
+    let ours = count(txn.added_headers.as_bytes(), &[name]);
+    Edit::Change {
+        name: name.to_string(),
+        nth: index.max(1) as usize + ours,
+        field: (!value.is_empty()).then(|| NewField::keeping_folds(name, value)),
     }
-    let header = txn.body.header_bytes();
-    let found = header_fields(header)
-        .into_iter()
-        .filter(|f| f.name(header).eq_ignore_ascii_case(name))
-        .nth(index.max(1) as usize - 1);
-    let Some(f) = found else {
-        if !value.is_empty() {
-            write_milter_field(&mut txn.added_headers, name, value);
-        }
-        return Ok(());
-    };
-    let mut field = String::new();
-    if !value.is_empty() {
-        write_milter_field(&mut field, name, value);
-    }
-    let body = &mut txn.body;
-    body.mem.splice(f.whole.clone(), field.bytes());
-    let delta = field.len() as i64 - f.whole.len() as i64;
-    body.len = (body.len as i64 + delta) as u64;
-    body.header_end = body.header_end.map(|e| (e as i64 + delta) as usize);
-    Ok(())
 }
 
 /// The header section, then `new` as the body with every line ending made CRLF; a spooled

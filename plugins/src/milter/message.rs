@@ -40,7 +40,7 @@ impl Milter {
                     }
                     Verdict::Outcome(o) => o,
                     Verdict::Continue | Verdict::Accept => {
-                        if let Err(e) = apply::apply(txn, mods) {
+                        if let Err(e) = apply::apply(&*cx.svc, txn, mods).await {
                             return self.failed(cx, &e);
                         }
                         Outcome::Declined

@@ -66,11 +66,15 @@
 //! | progress | the wait for the answer starts again (a new `timeout` or `eom_timeout`) |
 //!
 //! Modifications at end of message, applied before the message is queued: add header (put
-//! after the headers ringsmtpd added, before the message's own), insert header (index 0:
-//! before every header; otherwise as add header), change header (the `index`-th field of
-//! that name in the message's own header section; an empty value deletes it), add recipient,
-//! delete recipient, change sender, quarantine, replace body (the new body is kept in memory, at most 32
-//! MiB). Header values from a milter are sanitised: their folds become CRLF TAB and any other
+//! after the headers ringsmtpd added, before the message's own), insert header (before the
+//! `index`-th field, counting the fields ringsmtpd added first: 0 is the top; past the last
+//! field, appended), change header (the `index`-th field of that name in the message's own
+//! header section; an empty value deletes it; none: appended), add recipient,
+//! delete recipient, change sender, quarantine, replace body (the new body is kept in memory,
+//! at most 32 MiB). Header changes and inserts go through the plugin API's header edits, so
+//! they work on a spooled message too (its spool file is rewritten on the blocking pool; a
+//! header section longer than the core keeps in memory is a failure: the default action).
+//! Header values from a milter are sanitised: their folds become CRLF TAB and any other
 //! CR, LF or control character becomes a space, so no milter can inject a header line.
 //!
 //! Quarantine (`SMFIR_QUARANTINE`, action `SMFIF_QUARANTINE`): ringsmtpd has no hold queue,
@@ -135,8 +139,7 @@
 //!
 //! Not done yet: the ESMTP arguments of added recipients (`SMFIR_ADDRCPT_PAR`) and of a
 //! changed sender are ignored; a change-header refers only to the message's own header section (not
-//! to the fields ringsmtpd added), and on a spooled message (above `size_threshold`) it is
-//! treated as a protocol error; a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so
+//! to the fields ringsmtpd added); a `SMFIR_REPLYCODE` is sent as the plugin's own reply, so
 //! the `deny` hook does not see it; of a spooled message whose header section is over
 //! 256 KiB only the part the core keeps in memory is sent.
 

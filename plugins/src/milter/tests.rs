@@ -495,6 +495,57 @@ fn a_spooled_body_is_streamed_in_bounded_packets() {
     assert_eq!(chunks.concat(), body);
 }
 
+fn edit_headers(cmd: u8, _: &[u8]) -> Vec<Vec<u8>> {
+    match cmd {
+        b'O' => vec![optneg(action::ADDHDRS | action::CHGHDRS, 0)],
+        b'D' | b'A' => vec![],
+        b'E' => vec![
+            packet(b'm', b"\0\0\0\x01Subject\0 changed\r\nBcc: x\0"),
+            packet(b'm', b"\0\0\0\x01X-Old\0\0"),
+            packet(b'i', b"\0\0\0\x02X-Second\0yes\0"),
+            packet(b'a', b""),
+        ],
+        _ => vec![packet(b'c', b"")],
+    }
+}
+
+#[test]
+fn header_changes_on_a_spooled_message_rewrite_its_spool_file() {
+    use ringsmtpd_plugin_api::testing::{spool, TempDir};
+    let dir = TempDir::new("milter-edit");
+    let head = "X-Old: 1\r\nSubject: big\r\n\r\n";
+    let body = "x".repeat(200_000);
+    let path = dir.path().join("msg");
+    let peer = fake(edit_headers);
+    let p = build(
+        super::new,
+        &format!("milter test 127.0.0.1:{}", peer.port),
+        &[],
+    )
+    .unwrap();
+    let (mut cx, _) = cx("192.0.2.1:4242");
+    let mut t = txn();
+    spool(&mut t.body, &path, format!("{head}{body}").as_bytes());
+    // A field ringsmtpd added is not the milter's "Subject 1": the message's is.
+    t.added_headers = "Subject: ours\r\n".into();
+    run(p.connect(&mut cx));
+    run(p.mail(&mut cx, &mut t));
+    assert_eq!(run(p.data_post(&mut cx, &mut t)), Outcome::Declined);
+    run(p.disconnect(&mut cx));
+    assert_eq!(t.added_headers, "Subject: ours\r\n");
+    // The CR LF in the new value became a fold: no Bcc field. X-Second is the 3rd field.
+    let want = format!("Subject: changed\r\n\tBcc: x\r\nX-Second: yes\r\n\r\n{body}");
+    let got = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        got.split_once("\r\n\r\n").unwrap().0,
+        want.split_once("\r\n\r\n").unwrap().0
+    );
+    assert!(got == want, "the body is intact");
+    assert_eq!(t.body.len as usize, want.len());
+    assert_eq!(t.body.mem, &want.as_bytes()[..t.body.header_end.unwrap()]);
+    t.body.spool = None; // the TempDir removes the file
+}
+
 #[test]
 fn one_connection_per_session_and_abort_on_reset() {
     let peer = fake(|_, _, _| None);

@@ -1,148 +1,47 @@
-//! One HTTP/1.1 exchange with rspamd on the worker's sockets: `POST /checkv2` with the envelope
-//! as request headers and the message streamed after them (from memory, or from the spool file
-//! in chunks read on the blocking pool), then the answer read with bounds: a status line and
-//! header section of at most [`MAX_HEAD`], a body of at most [`MAX_BODY`] delimited by
-//! `Content-Length`, chunked coding, or the end of the connection (we send
-//! `Connection: close`). Every step runs under what is left of one deadline.
+//! One HTTP/1.1 exchange with rspamd on a stream the shared scanner client opened
+//! ([`crate::helpers::scanner::Scanner::call`], which also holds the slot and the deadline):
+//! `POST /checkv2` with the envelope as request headers and the message streamed after them
+//! ([`BodyChunks`]: from memory, or from the spool file in chunks read on the blocking pool),
+//! then the answer read with bounds: a status line and header section of at most
+//! [`MAX_HEAD`], a body of at most [`MAX_BODY`] delimited by `Content-Length`, chunked coding,
+//! or the end of the connection (we send `Connection: close`).
 
-use std::os::unix::fs::FileExt;
-use std::time::{Duration, SystemTime};
+use ringsmtpd_plugin_api::net::Stream;
+use ringsmtpd_plugin_api::{Services, Transaction};
 
-use ringsmtpd_plugin_api::net::{Endpoint, Stream};
-use ringsmtpd_plugin_api::{blocking, Body, Services};
-
-use crate::helpers::deadline::within;
+use crate::helpers::scanner::BodyChunks;
 
 /// The longest status line and header section accepted from rspamd.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The largest JSON answer accepted: a real one is a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Bytes read from a spool file at a time.
-const CHUNK: usize = 64 * 1024;
 
-/// The time left of one scan.
-pub struct Deadline {
-    end: SystemTime,
-}
-
-impl Deadline {
-    pub fn new(svc: &dyn Services, limit: Duration) -> Deadline {
-        Deadline {
-            end: svc.now() + limit,
-        }
-    }
-
-    fn left(&self, svc: &dyn Services) -> Duration {
-        self.end.duration_since(svc.now()).unwrap_or_default()
-    }
-
-    /// `fut` within the time left; `None` when the time is up.
-    pub async fn wait<T>(
-        &self,
-        svc: &dyn Services,
-        fut: impl std::future::Future<Output = T>,
-    ) -> Option<T> {
-        within(svc, self.left(svc), fut).await
-    }
-
-    /// `fut` within the time left; the error names `what` was cut off.
-    async fn run<T>(
-        &self,
-        svc: &dyn Services,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<T, String>>,
-    ) -> Result<T, String> {
-        self.wait(svc, fut)
-            .await
-            .unwrap_or_else(|| Err(format!("timeout {what}")))
-    }
-}
-
-/// Sends `head` (request line and header fields, ending in the empty line), then `added` and
-/// `body` (their length is in `head`'s Content-Length), and returns the answer's body.
+/// Sends `head` (request line and header fields, ending in the empty line; its
+/// Content-Length is [`BodyChunks::total`]), then the message as it will be queued, and
+/// returns the answer's body.
 pub async fn exchange(
     svc: &dyn Services,
-    to: &Endpoint,
-    deadline: &Deadline,
+    mut stream: Box<dyn Stream>,
     head: Vec<u8>,
-    added: &[u8],
-    body: &Body,
+    txn: &Transaction,
 ) -> Result<Vec<u8>, String> {
-    let connect = async {
-        svc.connect(to, deadline.left(svc))
+    let sent = |e: std::io::Error| format!("cannot send to rspamd: {e}");
+    let mut chunks = BodyChunks::new(txn).map_err(|e| format!("cannot read the message: {e}"))?;
+    let (res, mut buf) = stream.write_all(head).await;
+    res.map_err(sent)?;
+    loop {
+        buf = chunks
+            .next(svc, buf)
             .await
-            .map_err(|e| format!("cannot connect: {e}"))
-    };
-    let mut stream = deadline.run(svc, "connecting", connect).await?;
-    let stream = &mut *stream;
-    let mut first = head;
-    first.extend_from_slice(added);
-    match body.in_memory() {
-        Some(mem) => {
-            first.extend_from_slice(mem);
-            send(svc, deadline, stream, first).await?;
+            .map_err(|e| format!("cannot read the message: {e}"))?;
+        if buf.is_empty() {
+            break;
         }
-        None => {
-            send(svc, deadline, stream, first).await?;
-            stream_spool(svc, deadline, stream, body).await?;
-        }
+        let (res, b) = stream.write_all(buf).await;
+        res.map_err(sent)?;
+        buf = b;
     }
-    deadline
-        .run(svc, "reading the answer", read_answer(stream))
-        .await
-}
-
-async fn send(
-    svc: &dyn Services,
-    deadline: &Deadline,
-    stream: &mut dyn Stream,
-    buf: Vec<u8>,
-) -> Result<Vec<u8>, String> {
-    let write = async {
-        let (res, buf) = stream.write_all(buf).await;
-        res.map(|()| buf).map_err(|e| format!("write: {e}"))
-    };
-    deadline.run(svc, "sending the message", write).await
-}
-
-/// The spooled message, a chunk at a time: each read runs on the blocking pool, each write
-/// under the deadline; one buffer goes back and forth.
-async fn stream_spool(
-    svc: &dyn Services,
-    deadline: &Deadline,
-    stream: &mut dyn Stream,
-    body: &Body,
-) -> Result<(), String> {
-    let Some(spool) = &body.spool else {
-        return Ok(());
-    };
-    let file = spool
-        .file
-        .try_clone()
-        .map_err(|e| format!("spool file: {e}"))?;
-    let file = std::sync::Arc::new(file);
-    let mut buf = vec![0u8; CHUNK];
-    let mut at = 0u64;
-    while at < body.len {
-        let f = file.clone();
-        let (n, b) = blocking(svc, move || {
-            let mut b = buf;
-            b.resize(CHUNK, 0);
-            let n = f.read_at(&mut b, at);
-            (n, b)
-        })
-        .await
-        .ok_or("spool read failed")?;
-        let n = n.map_err(|e| format!("spool file: {e}"))?;
-        if n == 0 {
-            return Err("spool file shorter than the message".into());
-        }
-        let mut b = b;
-        b.truncate(n);
-        buf = send(svc, deadline, stream, b).await?;
-        at += n as u64;
-    }
-    Ok(())
+    read_answer(&mut *stream).await
 }
 
 /// Reads the answer: `200` status, then its body as its framing says.

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! rspamd [host IP] [port N] [socket PATH] [timeout SECONDS] [on_error defer|accept]
+//!        [defer_on_error 1|0]
 //!        [reject_spam 1|0] [soft_reject 1|0] [greylist 1|0] [rewrite_subject 1|0]
 //!        [subject_prefix TEXT] [header_status 1|0] [header_score 1|0] [header_bar 1|0]
 //!        [header_report 1|0] [milter_headers 1|0] [dkim 1|0] [smtp_message 1|0]
@@ -43,8 +44,12 @@
 //! When rspamd cannot be reached, times out, answers something other than `200`, or answers
 //! with JSON that does not parse, the error policy decides: `on_error defer` (the default)
 //! answers `451 4.7.1` so the client tries again (an unscanned message is never accepted);
-//! `on_error accept` accepts it with `X-Rspamd-Unscanned: <reason>`. Either way one log line
-//! at `error` says why.
+//! `on_error accept` accepts it with `X-Rspamd-Unscanned: not scanned, rspamd error`. Either
+//! way one log line at `error` says why and how long it took, e.g. `error, deferred (25.001s):
+//! no answer from 127.0.0.1:11333 within the timeout (25s)`.
+//!
+//! Every scan logs one line with rspamd's action, its score and the time spent, e.g.
+//! `add header: score 7.20/15.00 (0.042s)`.
 //!
 //! Messages from relay clients and authenticated clients are not scanned unless
 //! `check_authenticated 1`; clients at private, loopback and link-local addresses are not
@@ -67,8 +72,8 @@
 //! | `host IP` | `127.0.0.1` | rspamd's address (an IP address: no DNS lookup on the way) |
 //! | `port N` | `11333` | the normal worker's port |
 //! | `socket PATH` | | a unix socket instead of host and port |
-//! | `timeout SECONDS` | `25` | for the whole scan; keep it below `plugin_timeout` (30 by default) |
-//! | `on_error defer\|accept` | `defer` | the error policy, above |
+//! | `timeout SECONDS` | `25` | for the whole scan, waiting for a slot included; keep it below `plugin_timeout` (30 by default) |
+//! | `on_error defer\|accept` | `defer` | the error policy, above; `defer_on_error 1\|0`, as the other scanners spell it, does the same |
 //! | `reject_spam`, `soft_reject`, `greylist`, `rewrite_subject` | `1` | act on that action |
 //! | `subject_prefix TEXT` | `***SPAM***` | for a `rewrite subject` without rspamd's `subject` |
 //! | `header_status`, `header_score`, `header_bar`, `header_report` | `1` | add that header |
@@ -90,15 +95,24 @@
 //!
 //! ## Notes
 //!
-//! Sets the transaction note [`shared::RspamdResult`](ringsmtpd_plugin_api::shared::RspamdResult):
-//! score, required score and action, for later plugins (karma).
+//! Sets the transaction note [`shared::SpamVerdict`](ringsmtpd_plugin_api::shared::SpamVerdict)
+//! (shared with `spamassassin`): score, the `reject` score as threshold, spam or not (the
+//! actions `add header`, `rewrite subject`, `soft reject`, `reject`) and the action, for
+//! later plugins (karma).
+//!
+//! The connection, the deadline, the slots per worker, the message in chunks and the error
+//! policy are those of the other scanner clients (`spamassassin`, `virus/clamdscan`:
+//! `plugins/src/helpers/scanner.rs`); this plugin adds the HTTP exchange and the JSON answer.
 //!
 //! Not done yet: connections are not pooled (one connection per scan, `Connection: close`),
 //! and there are no metrics of its own (the core's per-plugin outcome counts and latency
 //! histogram cover `data_post`; the log line gives the time spent). Removing header fields
-//! and rewriting the Subject rewrite the header section: in memory, or for a spooled message a
-//! new spool file written on the blocking pool; a header section larger than the core keeps in
-//! memory is left alone (logged).
+//! and rewriting the Subject go through the plugin API's header edits
+//! (`ringsmtpd_plugin_api::header_edit`): `remove_headers` counts the fields as rspamd saw
+//! them (this server's Received first) and runs before this plugin adds its own; the new
+//! Subject replaces the first one where it stands. A spooled message gets a new spool file
+//! written on the blocking pool; a header section larger than the core keeps in memory is
+//! left alone (logged).
 //!
 //! ## Standards
 //!
@@ -114,8 +128,6 @@
 //! values sent to rspamd have control characters replaced. Log lines escape what they quote.
 
 mod client;
-mod edit;
-mod gate;
 mod reply;
 #[cfg(test)]
 mod tests;
@@ -124,23 +136,26 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::Instant;
 
-use ringsmtpd_plugin_api::args::{key_values, parse_count, parse_flag, parse_timeout};
+use ringsmtpd_plugin_api::args::{key_values, parse_flag};
+use ringsmtpd_plugin_api::header_edit::{Edit, Which};
 use ringsmtpd_plugin_api::net::Endpoint;
-use ringsmtpd_plugin_api::shared::RspamdResult;
+use ringsmtpd_plugin_api::shared::SpamVerdict;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
     Step, Transaction,
 };
 
-use client::{exchange, Deadline};
-use gate::Gate;
+use crate::helpers::scanner::{edit_headers, Scanner, ScannerArgs};
+use client::exchange;
 use reply::{Action, Verdict};
 
 const DEFAULT_PORT: u16 = 11333;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
+/// rspamd is built for many scans at once: more than the other scanners' default.
 const DEFAULT_MAX_SCANS: usize = 16;
+/// The field added when the message was accepted unscanned.
+const UNSCANNED_HEADER: &str = "X-Rspamd-Unscanned";
 
 /// Builds the plugin from its `config/plugins` line.
 pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
@@ -149,10 +164,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 
 pub struct Rspamd {
     common: Common,
-    to: Endpoint,
-    timeout: Duration,
-    gate: Gate,
-    defer_on_error: bool,
+    scanner: Scanner,
     reject_spam: bool,
     soft_reject: bool,
     greylist: bool,
@@ -173,12 +185,13 @@ pub struct Rspamd {
 impl Rspamd {
     pub fn new(init: &PluginInit<'_>) -> Result<Rspamd, ConfigError> {
         let (common, rest) = init.common(CommonArgs::DEFAULT)?;
+        let mut args = ScannerArgs {
+            max_scans: DEFAULT_MAX_SCANS,
+            ..ScannerArgs::default()
+        };
         let mut p = Rspamd {
             common,
-            to: Endpoint::Unix(PathBuf::new()),
-            timeout: DEFAULT_TIMEOUT,
-            gate: Gate::new(DEFAULT_MAX_SCANS),
-            defer_on_error: true,
+            scanner: Scanner::new(Endpoint::Unix(PathBuf::new()), args),
             reject_spam: true,
             soft_reject: true,
             greylist: true,
@@ -197,6 +210,9 @@ impl Rspamd {
         };
         let (mut host, mut port, mut socket) = (IpAddr::from([127, 0, 0, 1]), DEFAULT_PORT, None);
         for (key, value) in key_values(&rest).map_err(|e| init.error(e))? {
+            if args.take(key, value).map_err(|e| init.error(e))? {
+                continue;
+            }
             let flag = || parse_flag(key, value).map_err(|e| init.error(e));
             match key {
                 "host" => {
@@ -212,9 +228,8 @@ impl Rspamd {
                         .ok_or_else(|| init.error(format!("bad port '{value}'")))?
                 }
                 "socket" => socket = Some(PathBuf::from(value)),
-                "timeout" => p.timeout = parse_timeout(value).map_err(|e| init.error(e))?,
                 "on_error" => {
-                    p.defer_on_error = match value {
+                    args.defer_on_error = match value {
                         "defer" => true,
                         "accept" => false,
                         _ => {
@@ -222,9 +237,6 @@ impl Rspamd {
                                 .error(format!("on_error must be defer or accept, not '{value}'")))
                         }
                     }
-                }
-                "max_scans" => {
-                    p.gate = Gate::new(parse_count(key, value).map_err(|e| init.error(e))?)
                 }
                 "subject_prefix" => p.subject_prefix = reply::clean(value, 100),
                 "reject_spam" => p.reject_spam = flag()?,
@@ -244,10 +256,11 @@ impl Rspamd {
                 _ => return Err(init.unknown(key)),
             }
         }
-        p.to = match socket {
+        let to = match socket {
             Some(path) => Endpoint::Unix(path),
             None => Endpoint::Tcp(SocketAddr::new(host, port)),
         };
+        p.scanner = Scanner::new(to, args);
         Ok(p)
     }
 
@@ -265,10 +278,10 @@ impl Rspamd {
         None
     }
 
-    /// The request line and header fields, up to the empty line.
-    fn request_head(&self, cx: &Cx, txn: &Transaction) -> Vec<u8> {
+    /// The request line and header fields, up to the empty line, for a message of `len`
+    /// bytes (the added header fields and the message, as they are queued and sent).
+    fn request_head(&self, cx: &Cx, txn: &Transaction, len: u64) -> Vec<u8> {
         let mut h = String::with_capacity(512);
-        let len = txn.added_headers.len() as u64 + txn.body.len;
         let _ = write!(
             h,
             "POST /checkv2 HTTP/1.1\r\nHost: rspamd\r\nConnection: close\r\nContent-Length: {len}\r\n"
@@ -307,76 +320,44 @@ impl Rspamd {
     }
 
     async fn scan(&self, cx: &mut Cx, txn: &mut Transaction) -> Outcome {
+        let started = Instant::now();
         let svc = cx.svc.clone();
-        let started = svc.now();
-        let deadline = Deadline::new(&*svc, self.timeout);
-        let Some(_permit) = deadline.wait(&*svc, self.gate.acquire()).await else {
-            let (busy, waiting) = self.gate.load();
-            let why = format!(
-                "timeout waiting for a free scan slot ({busy} busy, {waiting} more waiting)"
-            );
-            let spent = svc.now().duration_since(started).unwrap_or_default();
-            return self.on_error(cx, txn, &why, spent);
+        let answer = {
+            let (svc, txn) = (&*svc, &*txn);
+            let head = self.request_head(cx, txn, txn.message_len());
+            self.scanner
+                .call(svc, move |stream| exchange(svc, stream, head, txn))
+                .await
         };
-        let head = self.request_head(cx, txn);
-        let answer = exchange(
-            &*svc,
-            &self.to,
-            &deadline,
-            head,
-            txn.added_headers.as_bytes(),
-            &txn.body,
-        )
-        .await;
-        let spent = svc.now().duration_since(started).unwrap_or_default();
-        let verdict = answer.and_then(|body| reply::parse(&body));
-        let v = match verdict {
+        let spent = started.elapsed();
+        let v = match answer.and_then(|body| reply::parse(&body)) {
             Ok(v) => v,
-            Err(why) => return self.on_error(cx, txn, &why, spent),
+            Err(why) => {
+                return self
+                    .scanner
+                    .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &why, spent)
+            }
         };
         self.common.log(
             cx,
             Level::Info,
             format_args!(
-                "{}: score {:.2}/{:.2}, {} ms",
+                "{}: score {:.2}/{:.2} ({:.3}s)",
                 v.action.name(),
                 v.score,
                 v.required,
-                spent.as_millis()
+                spent.as_secs_f64()
             ),
         );
-        txn.notes.set(RspamdResult {
+        SpamVerdict {
+            scanner: "rspamd",
             score: v.score,
-            required: v.required,
-            action: v.action.name(),
-        });
-        self.decide(cx, txn, &v).await
-    }
-
-    fn on_error(&self, cx: &Cx, txn: &mut Transaction, why: &str, spent: Duration) -> Outcome {
-        let policy = if self.defer_on_error {
-            "deferred"
-        } else {
-            "accepted unscanned"
-        };
-        self.common.log(
-            cx,
-            Level::Error,
-            format_args!(
-                "error from rspamd at {}: {why}, after {} ms; {policy}",
-                self.to,
-                spent.as_millis()
-            ),
-        );
-        if self.defer_on_error {
-            return Outcome::Done(Some(Reply::new(
-                451,
-                "4.7.1",
-                "Unable to scan the message now, try again later",
-            )));
+            threshold: v.required,
+            is_spam: v.action.is_spam(),
+            action: Some(v.action.name()),
         }
-        txn.append_header("X-Rspamd-Unscanned", &reply::clean(why, 200));
-        Outcome::Declined
+        .record(&mut txn.notes);
+        self.decide(cx, txn, &v).await
     }
 
     /// The outcome for rspamd's verdict; headers for an accepted message.
@@ -401,18 +382,44 @@ impl Rspamd {
             }
             _ => {}
         }
-        let spam = matches!(
-            v.action,
-            Action::Reject | Action::SoftReject | Action::RewriteSubject | Action::AddHeader
-        );
+        let spam = v.action.is_spam();
+        // rspamd's removals first: they are meant for the fields the message came with, not
+        // for the ones added below.
+        self.edit_fields(cx, txn, v).await;
         self.add_headers(txn, v, spam);
         if self.milter_headers {
-            self.milter_edits(cx, txn, v).await;
-        }
-        if v.action == Action::RewriteSubject && self.rewrite_subject {
-            self.new_subject(cx, txn, v).await;
+            for (name, value) in &v.add_headers {
+                txn.append_header(name, value);
+            }
         }
         Outcome::Declined
+    }
+
+    /// rspamd's `milter.remove_headers`, and the new Subject of `rewrite subject`.
+    async fn edit_fields(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
+        let mut edits = Vec::new();
+        if self.milter_headers {
+            edits.extend(
+                v.remove_headers
+                    .iter()
+                    .map(|(name, n)| Edit::remove(name, Which::from_signed(*n))),
+            );
+        }
+        if v.action == Action::RewriteSubject && self.rewrite_subject {
+            edits.push(Edit::change("Subject", 1, &self.new_subject(txn, v)));
+        }
+        edit_headers(&self.common, cx, txn, &edits).await;
+    }
+
+    /// rspamd's Subject, or `subject_prefix` and the old one.
+    fn new_subject(&self, txn: &Transaction, v: &Verdict) -> String {
+        if let Some(s) = &v.subject {
+            return s.clone();
+        }
+        let old = ringsmtpd_plugin_api::headers::first(txn.body.header_bytes(), "subject")
+            .map(|f| reply::clean(&f.value(), 900))
+            .unwrap_or_default();
+        format!("{} {old}", self.subject_prefix).trim().to_string()
     }
 
     fn add_headers(&self, txn: &mut Transaction, v: &Verdict, spam: bool) {
@@ -454,47 +461,6 @@ impl Rspamd {
                 &lines,
             );
             txn.added_headers.push_str(&field);
-        }
-    }
-
-    /// rspamd's `milter.remove_headers`, then `milter.add_headers`.
-    async fn milter_edits(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
-        if !v.remove_headers.is_empty() {
-            match edit::remove_fields(&*cx.svc, &mut txn.body, &v.remove_headers).await {
-                Ok(n) => self.common.log(
-                    cx,
-                    Level::Debug,
-                    format_args!("removed {n} header fields rspamd named"),
-                ),
-                Err(why) => self.common.log(
-                    cx,
-                    Level::Warn,
-                    format_args!("header fields to remove not removed: {why}"),
-                ),
-            }
-        }
-        for (name, value) in &v.add_headers {
-            txn.append_header(name, value);
-        }
-    }
-
-    async fn new_subject(&self, cx: &Cx, txn: &mut Transaction, v: &Verdict) {
-        let subject = match &v.subject {
-            Some(s) => s.clone(),
-            None => {
-                let old = ringsmtpd_plugin_api::headers::first(txn.body.header_bytes(), "subject")
-                    .map(|f| reply::clean(&f.value(), 900))
-                    .unwrap_or_default();
-                format!("{} {old}", self.subject_prefix).trim().to_string()
-            }
-        };
-        match edit::remove_fields(&*cx.svc, &mut txn.body, &[("Subject".to_string(), 0)]).await {
-            Ok(_) => txn.append_header("Subject", &subject),
-            Err(why) => self.common.log(
-                cx,
-                Level::Warn,
-                format_args!("Subject not rewritten: {why}"),
-            ),
         }
     }
 }

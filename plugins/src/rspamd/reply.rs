@@ -40,6 +40,15 @@ impl Action {
             Action::Reject => "reject",
         }
     }
+
+    /// rspamd found the message spam: every action that marks or refuses it (greylisting
+    /// is a delay, not a verdict).
+    pub fn is_spam(self) -> bool {
+        matches!(
+            self,
+            Action::AddHeader | Action::RewriteSubject | Action::SoftReject | Action::Reject
+        )
+    }
 }
 
 /// The answer, as the plugin uses it.

@@ -69,6 +69,14 @@
 //! `PING` and `VERSION` before each scan are not sent: the scan itself says whether clamd is
 //! up, and the `X-Virus-Checked` field names `clamd` instead of its version.
 //!
+//! Large and odd messages (tests/e2e/test_scanner_bad_input.py): a 50 MB message is over
+//! the default `max_size`, skipped with its header and a `skip, too big` line; with
+//! `max_size` above it and clamd's `StreamMaxLength`, `MaxFileSize` and `MaxScanSize` raised,
+//! it is streamed whole in 64 KiB pieces and a virus in its last bytes is found; with
+//! `max_size` above `StreamMaxLength`, clamd cuts the stream off and the error policy defers
+//! (451). A message with 10,000 MIME parts is one stream like any other. While a scan waits
+//! on clamd, the worker serves its other sessions.
+//!
 //! Metrics: the core's per-plugin series count the scans and their time
 //! (`ringsmtpd_plugin_outcomes_total{hook="data_post"}`, `ringsmtpd_plugin_duration_seconds`);
 //! a refusal and a deferral are both `DONE` there, so the kind of result (clean, found,

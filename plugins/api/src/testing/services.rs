@@ -19,7 +19,7 @@ use crate::outcome::{Outcome, Step};
 use crate::store::{unix_ms, Batch, StoreError, StoreFuture, Table};
 
 /// Services for tests: logs are kept for assertions, blocking jobs run on a new thread,
-/// timers fire at once, DNS answers come from `dns` (questions are recorded in `asked`), the
+/// timers fire at once (or never: `timers_never_fire`), DNS answers come from `dns` (questions are recorded in `asked`), the
 /// state store is a [`Table`] in memory on the test's clock.
 #[derive(Default)]
 pub struct FakeServices {
@@ -33,6 +33,9 @@ pub struct FakeServices {
     /// When set, every connection succeeds to a peer that never answers (its reads never
     /// complete), so only a timeout can end the exchange: timers fire at once here.
     pub mute_peers: Cell<bool>,
+    /// When set, timers never fire: work that really waits (a spool file read on a blocking
+    /// thread) is not cut short by a deadline firing at once.
+    pub timers_never_fire: Cell<bool>,
     /// The clock of [`Services::now`]: the real one until [`FakeServices::set_clock`].
     pub clock: Cell<Option<SystemTime>>,
     /// The state store, in memory, on the fake clock (see [`FakeServices::store_table`]).
@@ -133,6 +136,9 @@ impl Services for FakeServices {
         Box::pin(std::future::ready(result))
     }
     fn sleep(&self, _dur: Duration) -> Pin<Box<dyn Future<Output = ()>>> {
+        if self.timers_never_fire.get() {
+            return Box::pin(std::future::pending());
+        }
         Box::pin(std::future::ready(()))
     }
     /// Real (blocking) sockets: tests run their fake servers on threads.
