@@ -103,7 +103,7 @@ fn no_queue_plugin_is_an_error() {
 
 #[test]
 fn unknown_plugins_name_the_closest_and_the_rest_is_still_checked() {
-    let plugins = "rcpt_okk\ndspam\nrcpt_regex\ncheck_relay\nrcpt_ok\nqueue/discard\n";
+    let plugins = "rcpt_okk\nquit_fortune\nrcpt_regex\ncheck_relay\nrcpt_ok\nqueue/discard\n";
     let r = check(&dir(&[("plugins", plugins)]));
     let at = |n: u32| format!("plugins:{n}: unknown plugin");
     let typo = found(&r, Severity::Error, &at(1));
