@@ -142,13 +142,13 @@ def test_package_installs_serves_and_purges(package, tmp_path):
     assert not pathlib.Path("/usr/sbin/ringsmtpd").exists()
     assert not UNIT.exists() and not TEMPLATE.exists()
     assert pathlib.Path("/etc/ringsmtpd/listen").exists()
-    # Purge: conffiles and the spool go; the user and the received mail stay (Debian policy
-    # keeps system users; mail is never deleted by a purge).
+    # Purge: conffiles, the spool and the state store go; the user and the received mail stay
+    # (Debian policy keeps system users; mail is never deleted by a purge).
     sh("dpkg", "--purge", "ringsmtpd")
     assert not installed()
     left = [p for p in owned if pathlib.Path(p).exists() and not pathlib.Path(p).is_dir()]
     assert left == [], left
     assert not pathlib.Path("/etc/ringsmtpd").exists()
-    assert not (STATE / "spool").exists()
+    assert not (STATE / "spool").exists() and not (STATE / "state").exists()
     assert sorted(p.name for p in STATE.iterdir()) == ["Maildir"]
     assert pwd.getpwnam("ringsmtpd")
