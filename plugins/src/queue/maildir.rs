@@ -408,7 +408,7 @@ type Delivered = (Message, Result<Vec<String>, Failure>);
 /// (`group_commit`), on a blocking-pool thread. Each message is all or nothing, and
 /// independent of the others: a failure refuses only the messages it concerns.
 ///
-/// 1. every message's files are written into `tmp/` and their writeback started;
+/// 1. every message's files are written into `tmp/`;
 /// 2. then every file is fsync'd, in parallel (they share journal commits and cache flushes);
 /// 3. each message's files are linked into `new/` (all of its files, or none);
 /// 4. each `new/` directory of the batch is fsync'd once, by a round of `fsync_batch` that
@@ -435,7 +435,7 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
         }
     }
     let mut failed: Vec<Option<Failure>> = states.iter().map(|_| None).collect();
-    for (state, failed) in states.iter().zip(&mut failed) {
+    for (state, slot) in states.iter().zip(&mut failed) {
         let Ok(staged) = state else { continue };
         let dir_failure = staged.iter().find_map(|s| {
             let (_, r) = dirs.iter().find(|(d, _)| Arc::ptr_eq(d, &s.new_sync))?;
@@ -451,7 +451,7 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
             for s in staged {
                 let _ = fs::remove_file(&s.new);
             }
-            *failed = Some(f);
+            *slot = Some(f);
         }
     }
     batch
@@ -472,31 +472,30 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
 /// the journal commits and the disk's cache flushes, where one after the other each waits for
 /// its own. A message whose file fails its fsync fails (its `tmp/` files removed).
 fn sync_files(states: &mut [Result<Vec<Staged>, Failure>]) {
-    let files: Vec<(usize, &File)> = states
+    let files: Vec<(usize, &Staged, &File)> = states
         .iter()
         .enumerate()
         .filter_map(|(i, state)| state.as_ref().ok().map(|staged| (i, staged)))
         .flat_map(|(i, staged)| {
             staged
                 .iter()
-                .filter_map(move |s| Some((i, s.file.as_ref()?)))
+                .filter_map(move |s| Some((i, s, s.file.as_ref()?)))
         })
         .collect();
-    let results = fsync_all(&files.iter().map(|(_, f)| *f).collect::<Vec<_>>());
-    let mut failed: Vec<(usize, io::Error)> = Vec::new();
-    for ((i, _), result) in files.iter().zip(results) {
+    let results = fsync_all(&files.iter().map(|(_, _, f)| *f).collect::<Vec<_>>());
+    let mut failed: Vec<(usize, Failure)> = Vec::new();
+    for ((i, s, _), result) in files.iter().zip(results) {
         if let Err(e) = result {
             if !failed.iter().any(|(j, _)| j == i) {
-                failed.push((*i, e));
+                failed.push((*i, Failure::new("fsync", &s.tmp, e)));
             }
         }
     }
-    for (i, e) in failed {
+    for (i, f) in failed {
         if let Ok(staged) = &states[i] {
             unlink_all(staged, 0);
-            let path = staged.first().map(|s| s.tmp.clone()).unwrap_or_default();
-            states[i] = Err(Failure::new("fsync", &path, e));
         }
+        states[i] = Err(f);
     }
     for staged in states.iter_mut().flatten() {
         for s in staged {
