@@ -154,8 +154,7 @@ def _check_message_file(evs, tmp, reply):
         problems.append(f"no fsync of {tmp} after its last write")
     elif not fsync_file.done:
         problems.append(f"the fsync of the message file did not happen or failed: {fsync_file}")
-    link = next((e for e in evs if e.name in LINKS and len(e.strings) >= 2
-                 and e.strings[0].endswith(f"tmp/{name}") and e.strings[1].endswith(f"new/{name}")), None)
+    link = _link(evs, name)
     if link is None or not link.done:
         return problems + [f"no link of tmp/{name} into new/: {link}"]
     if fsync_file is not None and not fsync_file.end < link.start:
@@ -171,6 +170,43 @@ def _check_message_file(evs, tmp, reply):
     if fsync_file is not None and fsync_file.done and not fsync_file.end < reply.start:
         problems.append(f"250 written before the fsync of the message file returned: {fsync_file} / {reply}")
     return problems
+
+
+def _link(evs, name):
+    """The link (or rename) of tmp/NAME to new/NAME."""
+    return next((e for e in evs if e.name in LINKS and len(e.strings) >= 2
+                 and e.strings[0].endswith(f"tmp/{name}") and e.strings[1].endswith(f"new/{name}")), None)
+
+
+QUEUED_NAME = re.compile(r"^250 .*Queued! (\S+)\r\n$")
+
+
+def check_maildir_each(evs, maildir):
+    """Several deliveries into `maildir` in one trace, of messages without a Message-ID (so the
+    `250 ... Queued! NAME` reply names the file): {NAME: (problems, dir_fsync)} for every such
+    reply, where problems are check_maildir's, each message checked against its own reply,
+    and dir_fsync is the fsync of new/ that made its link durable (the first successful one
+    started after the link; None if there is none): batched messages share it."""
+    root = os.path.realpath(maildir)
+    out = {}
+    for reply in evs:
+        if not (reply.name in WRITES and reply.fd_path.startswith("TCP")):
+            continue
+        for s in reply.strings:
+            if not (m := QUEUED_NAME.match(s)):
+                continue
+            name = m.group(1)
+            tmp = next((e.fd_path for e in evs if e.name in WRITES and e.fd_path.startswith(f"{root}/")
+                        and e.fd_path.endswith(f"/tmp/{name}")), None)
+            if tmp is None:
+                out[name] = ([f"no write into tmp/{name}"], None)
+                continue
+            link = _link(evs, name)
+            new_dir = os.path.join(os.path.dirname(os.path.dirname(tmp)), "new")
+            dir_fsync = link and next((e for e in evs if e.name in SYNCS and e.fd_path == new_dir
+                                       and e.start > link.end and e.done), None)
+            out[name] = (_check_message_file(evs, tmp, reply), dir_fsync)
+    return out
 
 
 def check_child_then_reply(evs, program):

@@ -23,7 +23,8 @@ import shutil
 import pytest
 
 from conftest import make_message, send_message
-from syscall_order import Tracer, check_child_then_reply, check_maildir, events, reply_write
+from conftest import dot_stuff
+from syscall_order import Tracer, check_child_then_reply, check_maildir, check_maildir_each, events, reply_write
 
 RCPT = "rcpt@example.test"
 
@@ -102,6 +103,60 @@ def test_maildir_failed_fsync_is_4xx_never_250(make_server, tmp_path):
     assert 400 <= reply.code < 500 and reply.enhanced().startswith("4."), reply
     assert check_maildir(evs, server.maildir.path) == ["no 250 reply to DATA was written to the client"]
     assert server.maildir.files("new") == [], "a message whose fsync failed is left in new/"
+
+
+def test_maildir_batch_every_250_after_one_shared_new_dir_fsync_after_all_file_fsyncs(make_server, tmp_path):
+    # Group commit: messages that end while a commit runs on their worker are committed
+    # together. One worker; strace holds every fsync 300 ms, so while the first message's
+    # commit waits in its fsyncs the other messages end their DATA and queue behind it.
+    server = make_server(threads=1, extra_args=["--driver", "epoll"])
+    n = 5
+    clients = [server.connect() for _ in range(n)]
+    try:
+        for i, c in enumerate(clients):
+            c.ehlo("client.test")
+            c.start_data("sender@client.test", [RCPT])
+            # No Message-ID: the 250 names the file, which ties each reply to its file.
+            c.send(dot_stuff(make_message(f"batch {i}", ["durable?"]))[: -len(b".\r\n")])
+        with Tracer(server.proc.pid, str(tmp_path / "batch.trace"),
+                    ["-e", "inject=fsync:delay_exit=300000"]) as tracer:
+            for c in clients:
+                c.send(b".\r\n")
+            replies = [c.reply() for c in clients]
+    finally:
+        for c in clients:
+            c.close()
+    assert all(r.code == 250 for r in replies), replies
+    evs = tracer.events()
+    each = check_maildir_each(evs, server.maildir.path)
+    assert len(each) == n, each.keys()
+    assert {name: problems for name, (problems, _) in each.items() if problems} == {}
+    assert len(server.maildir.files("new")) == n
+
+    # Several messages were answered after one shared fsync of new/, which started after
+    # every one of their file fsyncs had returned.
+    by_fsync = {}
+    for name, (_, dir_fsync) in each.items():
+        by_fsync.setdefault(dir_fsync.start, []).append(name)
+    shared_start, shared = max(by_fsync.items(), key=lambda kv: len(kv[1]))
+    assert len(shared) >= 2, by_fsync
+    root = str(server.maildir.path.resolve())
+    for name in shared:
+        tmp = f"{root}/tmp/{name}"
+        file_sync = next(e for e in evs if e.name == "fsync" and e.fd_path == tmp)
+        assert file_sync.done and file_sync.end < shared_start, (name, file_sync)
+
+    # The checker refuses the same trace without the shared fsync (every message it covered),
+    # or without one message's file fsync (that message).
+    without_shared = check_maildir_each([e for e in evs if e.start != shared_start], server.maildir.path)
+    for name in shared:
+        problems, _ = without_shared[name]
+        assert any("fsync of new/" in p or f"no fsync of {root}/new" in p for p in problems), (name, problems)
+    victim = shared[0]
+    without_file = check_maildir_each(
+        [e for e in evs if not (e.name == "fsync" and e.fd_path == f"{root}/tmp/{victim}")], server.maildir.path)
+    assert any("no fsync of" in p and f"/tmp/{victim}" in p for p in without_file[victim][0]), without_file[victim]
+    assert all(not p for name, (p, _) in without_file.items() if name != victim)
 
 
 # TEST PROGRAMS, not qmail or Exim: each reads what the plugin writes (qmail-queue: the message

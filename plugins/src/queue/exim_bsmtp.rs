@@ -83,7 +83,7 @@ use std::time::Duration;
 
 use super::local::{
     check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
-    with_message, ChildResult, ChildSpec, FeedError, Message, Pool, ToLf, CHUNK,
+    with_message, ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
@@ -181,9 +181,7 @@ impl Plugin for EximBsmtp {
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) =
-                with_message(&*cx.svc, txn, Pool::Helpers, move |msg| job.run(msg)).await
-            else {
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
                 self.common
                     .log(cx, Level::Crit, format_args!("exim job panicked"));
                 return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));

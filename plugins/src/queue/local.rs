@@ -3,8 +3,9 @@
 //! reading the message as queued (added headers, then the body from memory or its spool file),
 //! CRLF to LF, the Message-ID for the reply, and running a child program under a deadline.
 //!
-//! Everything here blocks: call it through [`with_message`], on the blocking pool for file work
-//! or the helpers' pool for a child program, never on a worker.
+//! Everything here blocks: call it on the blocking pool for file work (`queue/maildir`'s
+//! `group_commit`) or through [`with_message`] on the helpers' pool for a child program, never
+//! on a worker.
 
 use std::fmt;
 use std::fs::File;
@@ -16,9 +17,7 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::{
-    blocking, helper, Body, Common, Cx, Level, Reply, Services, Transaction,
-};
+use ringsmtpd_plugin_api::{helper, Body, Common, Cx, Level, Reply, Services, Transaction};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -54,39 +53,38 @@ pub(crate) struct Message {
     pub body: Body,
 }
 
-/// Where a queue job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pool {
-    /// The blocking pool: file work (Maildir writes and fsyncs).
-    Blocking,
-    /// The slow helpers' own bounded pool: a child process (qmail-queue, exim) that may take
-    /// seconds, and must not hold the threads the fsyncs need.
-    Helpers,
+impl Message {
+    /// Moves the message out of `txn` (no copy), for a job on another thread.
+    pub(crate) fn take(txn: &mut Transaction) -> Message {
+        Message {
+            added_headers: std::mem::take(&mut txn.added_headers),
+            body: std::mem::take(&mut txn.body),
+        }
+    }
+
+    /// Puts it back once the job is done.
+    pub(crate) fn restore(self, txn: &mut Transaction) {
+        txn.added_headers = self.added_headers;
+        txn.body = self.body;
+    }
 }
 
-/// Runs `job` on `pool` with the message of `txn`, moved out for it and put back after it
-/// (no copy). `None` if the job panicked: the message went with it, and the transaction is
-/// over anyway.
+/// Runs `job` on the slow helpers' own bounded pool (a child process, qmail-queue or exim,
+/// may take seconds and must not hold the threads the Maildir fsyncs need) with the message
+/// of `txn`, moved out for it and put back after it (no copy). `None` if the job panicked:
+/// the message went with it, and the transaction is over anyway.
 pub(crate) async fn with_message<R: Send + 'static>(
     svc: &dyn Services,
     txn: &mut Transaction,
-    pool: Pool,
     job: impl FnOnce(&Message) -> R + Send + 'static,
 ) -> Option<R> {
-    let msg = Message {
-        added_headers: std::mem::take(&mut txn.added_headers),
-        body: std::mem::take(&mut txn.body),
-    };
+    let msg = Message::take(txn);
     let work = move || {
         let result = job(&msg);
         (msg, result)
     };
-    let (msg, result) = match pool {
-        Pool::Blocking => blocking(svc, work).await,
-        Pool::Helpers => helper(svc, work).await,
-    }?;
-    txn.added_headers = msg.added_headers;
-    txn.body = msg.body;
+    let (msg, result) = helper(svc, work).await?;
+    msg.restore(txn);
     Some(result)
 }
 

@@ -15,8 +15,9 @@
 //! `new/` directory; only then does the hook return `OK` and the client get `250 Queued!
 //! <Message-ID>` (the file name if the message has no Message-ID). A reader never sees a
 //! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6).
-//! Concurrent deliveries into the same `new/` share its fsync (group commit): each waits for
-//! one that *started after* its link, and one of them runs it for all (see `Durability`). The
+//! Messages that finish on a worker while that worker's previous commit runs are committed
+//! together, and deliveries into the same `new/` share its fsync (group commit, see
+//! `Durability`). The
 //! unique name is `<secs>.M<usec>P<pid>Q<n>.<me>`, `n` counting deliveries in this process,
 //! `/` and `:` in `me` written as `\057` and `\072` as the spec asks.
 //!
@@ -73,8 +74,10 @@
 //!
 //! ## Hooks
 //!
-//! `queue`. The file I/O runs on the blocking thread pool, never on the worker; the message is
-//! moved there, not copied, and streamed from the spool file when it is on disk.
+//! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per
+//! worker at most, its commit jobs, each running a batch's fsyncs on up to 16 threads of its
+//! own); the message is moved there, not copied, and streamed from the spool file when it is
+//! on disk.
 //!
 //! ## Notes
 //!
@@ -85,13 +88,18 @@
 //! A message is answered `OK` only after (1) `fsync` of its file (data and inode) and (2) an
 //! `fsync` of its `new/` directory that started after its link into `new/` returned: the new
 //! entry is durable once the directory containing it is fsync'd, and an fsync already running
-//! at the time of the link may have written the directory without it. The file fsyncs are one
-//! per file (they cannot be shared); they run in parallel across the blocking pool's threads.
-//! The directory fsyncs are grouped per directory, process-wide (`fsync_batch`): while one
-//! runs, every delivery that links meanwhile waits for the next one, run once for all of them
-//! by one of them; N concurrent deliveries into a Maildir cost about two directory fsyncs, not
-//! N. If that fsync fails, every delivery that waited for it is refused (`DenySoft`) and its
-//! `new/` file removed.
+//! at the time of the link may have written the directory without it.
+//!
+//! Deliveries are committed in batches, per worker (`group_commit`): a message whose DATA ends
+//! while its worker's two commit jobs run waits for the next batch, which is every message
+//! that arrived meanwhile; a lone message is committed at once. A batch writes all its files, then
+//! fsyncs them in parallel (up to 16 threads: concurrent fsyncs share the filesystem's journal
+//! commits and the disk's cache flushes), links them into `new/`, fsyncs each `new/` directory
+//! once, and only then answers its messages. The directory fsyncs are also grouped per directory, process-wide, across
+//! workers (`fsync_batch`): while one runs, every batch that links meanwhile waits for the
+//! next one, run once for all of them. If a file's fsync fails, its message is refused
+//! (`DenySoft`); if a directory's fsync fails, every message of the batch linked there is
+//! refused and its `new/` files removed; the other messages of the batch are not affected.
 //!
 //! `tmp/` is never fsync'd per message: the `tmp/` name is scratch (removed right after the
 //! link; a crash leaves at most a stale `tmp/` file, which Maildir readers clean up), the
@@ -140,14 +148,17 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use super::fsync_batch::{self, sync_dir, DirSync};
-use super::local::{
-    for_each_chunk, txn_message_id, with_message, FeedError, Message, Pool, ToLf, CHUNK,
-};
+use super::group_commit::GroupCommit;
+use super::local::{for_each_chunk, txn_message_id, FeedError, Message, ToLf, CHUNK};
 use ringsmtpd_plugin_api::owner::{self, Access};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Step,
     Transaction,
 };
+
+/// Commit jobs per worker at a time: two, so that one batch's fsyncs overlap the next batch's
+/// writes (`group_commit`).
+const COMMIT_JOBS: usize = 2;
 
 /// Deliveries by this process: the `Q<n>` of the unique name.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -162,6 +173,8 @@ pub struct Maildir {
     /// Without a subdir pattern: the coordinator of `<dir>/new`'s fsyncs, held for the
     /// plugin's life (per-recipient Maildirs look theirs up per delivery).
     new_sync: Option<Arc<DirSync>>,
+    /// This worker's deliveries, committed in batches (`group_commit`).
+    commits: GroupCommit<Item, Delivered>,
 }
 
 /// Builds `queue/maildir` from its config line; creates the directories.
@@ -204,6 +217,7 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
         subdirs: subdirs.map(|s| s.to_string()),
         mode,
         new_sync,
+        commits: GroupCommit::new(commit, COMMIT_JOBS),
     }))
 }
 
@@ -287,13 +301,16 @@ impl Plugin for Maildir {
                 usec: since_epoch.subsec_micros(),
                 host: maildir_host(cx.svc.me()),
             };
-            let delivered =
-                with_message(&*cx.svc, txn, Pool::Blocking, move |msg| job.deliver(msg)).await;
-            let Some(result) = delivered else {
+            let delivered = self
+                .commits
+                .submit(&*cx.svc, (job, Message::take(txn)))
+                .await;
+            let Some((msg, result)) = delivered else {
                 self.common
                     .log(cx, Level::Crit, format_args!("delivery job panicked"));
                 return Outcome::deny_soft("4.3.0 Queue error (internal)");
             };
+            msg.restore(txn);
             match result {
                 Ok(names) => {
                     self.common.log(
@@ -378,51 +395,183 @@ struct Staged {
     name: String,
     /// Group commit of `new`'s directory.
     new_sync: Arc<DirSync>,
+    /// Open until its fsync.
+    file: Option<File>,
+}
+
+/// One message of a batch: what to do, and the message, moved out of its transaction.
+type Item = (Job, Message);
+/// The message (to go back into its transaction) and the names in `new/`, or what failed.
+type Delivered = (Message, Result<Vec<String>, Failure>);
+
+/// Commits the messages that finished on this worker while the previous commit ran
+/// (`group_commit`), on a blocking-pool thread. Each message is all or nothing, and
+/// independent of the others: a failure refuses only the messages it concerns.
+///
+/// 1. every message's files are written into `tmp/`;
+/// 2. then every file is fsync'd, in parallel (they share journal commits and cache flushes);
+/// 3. each message's files are linked into `new/` (all of its files, or none);
+/// 4. each `new/` directory of the batch is fsync'd once, by a round of `fsync_batch` that
+///    starts after every link of the batch (and is shared with other workers' batches);
+/// 5. only then does any message of the batch get its result, hence its 250.
+fn commit(batch: Vec<Item>) -> Vec<Delivered> {
+    let mut states: Vec<Result<Vec<Staged>, Failure>> =
+        batch.iter().map(|(job, msg)| job.stage_all(msg)).collect();
+    sync_files(&mut states);
+    for state in &mut states {
+        if let Ok(staged) = state {
+            if let Err(f) = link_all(staged) {
+                *state = Err(f);
+            }
+        }
+    }
+    // Every link of the batch is done: one fsync per new/ from here on covers them all.
+    let mut dirs: Vec<(&Arc<DirSync>, io::Result<()>)> = Vec::new();
+    for staged in states.iter().flatten() {
+        for s in staged {
+            if !dirs.iter().any(|(d, _)| Arc::ptr_eq(d, &s.new_sync)) {
+                dirs.push((&s.new_sync, s.new_sync.sync()));
+            }
+        }
+    }
+    let mut failed: Vec<Option<Failure>> = states.iter().map(|_| None).collect();
+    for (state, slot) in states.iter().zip(&mut failed) {
+        let Ok(staged) = state else { continue };
+        let dir_failure = staged.iter().find_map(|s| {
+            let (_, r) = dirs.iter().find(|(d, _)| Arc::ptr_eq(d, &s.new_sync))?;
+            let e = r.as_ref().err()?;
+            let new_dir = s.new.parent().unwrap_or(&s.new);
+            Some(Failure::new(
+                "fsync",
+                new_dir,
+                io::Error::new(e.kind(), e.to_string()),
+            ))
+        });
+        if let Some(f) = dir_failure {
+            for s in staged {
+                let _ = fs::remove_file(&s.new);
+            }
+            *slot = Some(f);
+        }
+    }
+    batch
+        .into_iter()
+        .zip(states)
+        .zip(failed)
+        .map(|(((_, msg), state), failed)| {
+            let result = match failed {
+                Some(f) => Err(f),
+                None => state.map(|staged| staged.into_iter().map(|s| s.name).collect()),
+            };
+            (msg, result)
+        })
+        .collect()
+}
+
+/// fsyncs every staged file of the batch (and closes it), in parallel: concurrent fsyncs share
+/// the journal commits and the disk's cache flushes, where one after the other each waits for
+/// its own. A message whose file fails its fsync fails (its `tmp/` files removed).
+fn sync_files(states: &mut [Result<Vec<Staged>, Failure>]) {
+    let files: Vec<(usize, &Staged, &File)> = states
+        .iter()
+        .enumerate()
+        .filter_map(|(i, state)| state.as_ref().ok().map(|staged| (i, staged)))
+        .flat_map(|(i, staged)| {
+            staged
+                .iter()
+                .filter_map(move |s| Some((i, s, s.file.as_ref()?)))
+        })
+        .collect();
+    let results = fsync_all(&files.iter().map(|(_, _, f)| *f).collect::<Vec<_>>());
+    let mut failed: Vec<(usize, Failure)> = Vec::new();
+    for ((i, s, _), result) in files.iter().zip(results) {
+        if let Err(e) = result {
+            if !failed.iter().any(|(j, _)| j == i) {
+                failed.push((*i, Failure::new("fsync", &s.tmp, e)));
+            }
+        }
+    }
+    for (i, f) in failed {
+        if let Ok(staged) = &states[i] {
+            unlink_all(staged, 0);
+        }
+        states[i] = Err(f);
+    }
+    for staged in states.iter_mut().flatten() {
+        for s in staged {
+            s.file = None;
+        }
+    }
+}
+
+/// Most threads one batch's file fsyncs run on at once.
+const FSYNC_THREADS: usize = 16;
+
+/// `fsync` of each file, the results in order; spread over up to [`FSYNC_THREADS`] threads
+/// (this one included) when there are several.
+fn fsync_all(files: &[&File]) -> Vec<io::Result<()>> {
+    let each = |chunk: &[&File]| chunk.iter().map(|f| f.sync_all()).collect::<Vec<_>>();
+    if files.len() <= 1 {
+        return each(files);
+    }
+    let per = files.len().div_ceil(files.len().min(FSYNC_THREADS));
+    std::thread::scope(|scope| {
+        let mut chunks = files.chunks(per);
+        let mine = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|chunk| {
+                let spawned = std::thread::Builder::new()
+                    .name("maildir-fsync".into())
+                    .spawn_scoped(scope, move || each(chunk));
+                (chunk, spawned)
+            })
+            .collect();
+        let mut results = each(mine);
+        for (chunk, spawned) in others {
+            results.extend(match spawned {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    chunk
+                        .iter()
+                        .map(|_| Err(io::Error::other("fsync thread panicked")))
+                        .collect()
+                }),
+                Err(_) => each(chunk), // no thread to be had: here, one after the other
+            });
+        }
+        results
+    })
+}
+
+/// Links every staged file into `new/` and removes its `tmp/` name; all or nothing.
+fn link_all(staged: &[Staged]) -> Result<(), Failure> {
+    for (i, s) in staged.iter().enumerate() {
+        if let Err(e) = fs::hard_link(&s.tmp, &s.new) {
+            unlink_all(staged, i);
+            return Err(Failure::new("link", &s.new, e));
+        }
+    }
+    for s in staged {
+        // The message is in new/; a stale tmp/ name is removed by Maildir readers. No
+        // fsync of tmp/ (before or after): nothing there needs to survive a crash.
+        let _ = fs::remove_file(&s.tmp);
+    }
+    Ok(())
 }
 
 impl Job {
-    /// Every file into `tmp/` first, then every link into `new/`: all or nothing.
-    fn deliver(&self, msg: &Message) -> Result<Vec<String>, Failure> {
+    /// Writes every target's file into `tmp/` (not yet fsync'd): all or none.
+    fn stage_all(&self, msg: &Message) -> Result<Vec<Staged>, Failure> {
         let mut staged: Vec<Staged> = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
             if let Err(f) = self.stage(msg, target, &mut staged) {
-                for s in &staged {
-                    let _ = fs::remove_file(&s.tmp);
-                }
+                unlink_all(&staged, 0);
                 return Err(f);
             }
         }
-        for (i, s) in staged.iter().enumerate() {
-            if let Err(e) = fs::hard_link(&s.tmp, &s.new) {
-                unlink_all(&staged, i);
-                return Err(Failure::new("link", &s.new, e));
-            }
-        }
-        for s in &staged {
-            // The message is in new/; a stale tmp/ name is removed by Maildir readers. No
-            // fsync of tmp/ (before or after): nothing there needs to survive a crash.
-            let _ = fs::remove_file(&s.tmp);
-        }
-        // Every link is done: each new/ now needs an fsync that starts from here on, shared
-        // with the deliveries linking into the same directory meanwhile (group commit).
-        let mut synced: Vec<&Arc<DirSync>> = Vec::with_capacity(staged.len());
-        for s in &staged {
-            if synced.iter().any(|d| Arc::ptr_eq(d, &s.new_sync)) {
-                continue;
-            }
-            if let Err(e) = s.new_sync.sync() {
-                for s in &staged {
-                    let _ = fs::remove_file(&s.new);
-                }
-                let new_dir = s.new.parent().unwrap_or(&s.new);
-                return Err(Failure::new("fsync", new_dir, e));
-            }
-            synced.push(&s.new_sync);
-        }
-        Ok(staged.into_iter().map(|s| s.name).collect())
+        Ok(staged)
     }
 
-    /// Writes and fsyncs one `tmp/` file for `target`.
+    /// Writes one `tmp/` file for `target` (its fsync comes with the batch's).
     fn stage(
         &self,
         msg: &Message,
@@ -467,6 +616,7 @@ impl Job {
             new,
             name,
             new_sync,
+            file: Some(file),
         });
         Ok(())
     }
@@ -487,9 +637,7 @@ impl Job {
             (FeedError::Spool(e) | FeedError::Sink(e), _) => Failure::new("write", path, e),
         })?;
         lf.finish(&mut out).map_err(fail("write"))?;
-        out.flush().map_err(fail("write"))?;
-        drop(out);
-        file.sync_all().map_err(fail("fsync"))
+        out.flush().map_err(fail("write"))
     }
 }
 
@@ -839,6 +987,65 @@ mod tests {
         }
         assert!(files(&d.path().join("good.example/new")).is_empty());
         assert!(files(&d.path().join("good.example/tmp")).is_empty());
+    }
+
+    #[test]
+    fn a_batch_commits_each_message_on_its_own() {
+        // One batch of four: the third message's Maildir is broken (a file where tmp/ should
+        // be); it alone fails, the others land, each with its own file, tmp/ left empty.
+        let d = TempDir::new("batch");
+        let (good, bad) = (d.path().join("good"), d.path().join("bad"));
+        for md in [&good, &bad] {
+            for sub in ["tmp", "new", "cur"] {
+                fs::create_dir_all(md.join(sub)).unwrap();
+            }
+        }
+        fs::remove_dir(bad.join("tmp")).unwrap();
+        fs::write(bad.join("tmp"), "not a dir").unwrap();
+        let item = |i: usize, dir: &Path| {
+            let job = Job {
+                targets: vec![Target {
+                    dir: dir.to_path_buf(),
+                    header: format!("Delivered-To: m{i}@example.com\n"),
+                    new_sync: None,
+                }],
+                create_dirs: false,
+                dir_mode: 0o700,
+                file_mode: 0o600,
+                secs: 1,
+                usec: 2,
+                host: "batch.test".into(),
+            };
+            let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n");
+            let mut t = txn("a@example.org", &["b@example.com"], &body);
+            (job, Message::take(&mut t))
+        };
+        let batch = vec![
+            item(0, &good),
+            item(1, &good),
+            item(2, &bad),
+            item(3, &good),
+        ];
+        let results: Vec<_> = commit(batch).into_iter().map(|(_, r)| r).collect();
+        assert_eq!(results.len(), 4);
+        for (i, r) in results.iter().enumerate() {
+            match (i, r) {
+                (2, Err(f)) => assert_eq!(f.step, "open"),
+                (_, Ok(names)) => {
+                    assert_eq!(names.len(), 1);
+                    let text = fs::read_to_string(good.join("new").join(&names[0])).unwrap();
+                    assert!(
+                        text.starts_with(&format!("Delivered-To: m{i}@example.com\n")),
+                        "{text}"
+                    );
+                    assert!(text.ends_with(&format!("body {i}\n")), "{text}");
+                }
+                (_, Err(f)) => panic!("message {i}: {} {:?}", f.step, f.error),
+            }
+        }
+        assert_eq!(files(&good.join("new")).len(), 3);
+        assert!(files(&good.join("tmp")).is_empty());
+        assert!(files(&bad.join("new")).is_empty());
     }
 
     #[test]

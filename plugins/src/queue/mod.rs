@@ -4,6 +4,7 @@
 
 pub mod discard;
 mod fsync_batch;
+mod group_commit; // queue/maildir's batches per worker
 pub mod maildir; // queue/maildir's group commit of new/ fsyncs
                  // issue 4, local queues (maildir above; shared helpers in `local`):
 pub mod exim_bsmtp;

@@ -100,7 +100,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
     check_executable, for_each_chunk, parse_timeout, run_child, txn_message_id, with_message,
-    ChildResult, ChildSpec, FeedError, Message, Pool, ToLf, CHUNK,
+    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
@@ -198,9 +198,7 @@ impl Plugin for QmailQueue {
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) =
-                with_message(&*cx.svc, txn, Pool::Helpers, move |msg| job.run(msg)).await
-            else {
+            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
                 self.common
                     .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
                 return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
