@@ -126,11 +126,44 @@ def test_every_host_checks_the_proxy_address_against_the_blocklist(make_cluster)
         c.close()
 
 
-# --- A per-IP concurrency limit across hosts (issue 15, item 2) ------------------------------
-# Plugs in here when the `limit` plugin lands (it keeps its counts in the state store): a
-# cluster with PLUGINS plus `limit` set to N concurrent connections per IP; N sessions from one
-# address opened through the balancer (they land on all three hosts: roundrobin), each held
-# after EHLO; the (N+1)th from that address, whichever host it lands on, is refused with the
-# plugin's code, and one from another address is not; after one of the N quits, a new one from
-# the first address is accepted again. Karma (also in Redis) gets the same shape: a client
-# made naughty on one host is treated as naughty on the others.
+def test_a_concurrency_limit_per_ip_holds_across_hosts(make_cluster):
+    # limit keeps its counts in Redis: N sessions from one address, spread over the hosts by
+    # the balancer, fill the limit wherever the next one lands.
+    n = 4
+    cluster = make_cluster([f"limit concurrency {n}"] + PLUGINS)
+    source, other = CLIENT_POOL[4], CLIENT_POOL[5]
+    held = []
+    try:
+        for _ in range(n):
+            c = cluster.connect(source)
+            c.ehlo("client.test")
+            held.append(c)
+        assert len({c.host for c in held}) >= 2, [c.host for c in held]  # roundrobin
+        for _ in range(len(MAIL)):  # the next one is refused on every host it reaches
+            over = cluster.connect(source, banner=False)
+            r = over.reply()
+            assert (r.code, r.enhanced()) == (421, "4.7.0"), r
+            over.close()
+        fine = cluster.connect(other)
+        fine.ehlo("client.test")
+        fine.cmd("QUIT", 221)
+        fine.close()
+        # One of the N ends: its count is given back, so a new session from that address is
+        # served again (a few tries: the count is given back as the session ends).
+        first = held.pop(0)
+        first.cmd("QUIT", 221)
+        first.close()
+        for _ in range(50):
+            c = cluster.connect(source, banner=False)
+            r = c.reply()
+            if r.code == 220:
+                held.append(c)
+                break
+            c.close()
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"still refused after one of the {n} sessions ended: {r}")
+    finally:
+        for c in held:
+            c.close()
+
