@@ -108,6 +108,7 @@ use ringsmtpd_plugin_api::{
 };
 
 use crate::helpers::command_scanner::{CommandScanner, Input, Ran};
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::ScannerArgs;
 use crate::queue::local::output_for_log;
 
@@ -199,7 +200,8 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Dspam, ConfigError> {
     }
     Ok(Dspam {
         common,
-        scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
+        scanner: CommandScanner::new(program, args, scan_metrics!("dspam"))
+            .map_err(|e| init.error(e))?,
         reject,
         learn,
         own_user: OnceCell::new(),
@@ -286,6 +288,9 @@ impl Plugin for Dspam {
             txn.append_header(SIGNATURE, &d.signature);
             let secs = spent.as_secs_f64();
             let status = format!("{}, {:.2} c. ({secs:.3}s)", d.class, d.confidence);
+            if d.class == "Spam" {
+                self.scanner.metrics.found();
+            }
             let outcome = self.decide(cx, txn, &d, &status);
             if self.learns_naughty()
                 && cx.conn.notes.contains::<Naughty>()

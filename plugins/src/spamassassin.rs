@@ -126,6 +126,7 @@ use ringsmtpd_plugin_api::{
     RejectType, Reply, Step, Transaction,
 };
 
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::{edit_headers, parse_socket, BodyChunks, Scanner, ScannerArgs};
 
 /// spamd's default port on this host.
@@ -250,7 +251,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<SpamAssassin, ConfigError> {
     };
     Ok(SpamAssassin {
         common,
-        scanner: Scanner::new(socket, scanner_args),
+        scanner: Scanner::new(socket, scanner_args, scan_metrics!("spamassassin")),
         user,
         reject,
         headers,
@@ -422,6 +423,9 @@ impl SpamAssassin {
     fn judge(&self, cx: &mut Cx, txn: &mut Transaction, v: Verdict, spent: Duration) -> Outcome {
         v.score.record(&mut txn.notes);
         let SpamVerdict { score, is_spam, .. } = v.score;
+        if is_spam {
+            self.scanner.metrics.found();
+        }
         let kind = if is_spam { "Spam" } else { "Ham" };
         let secs = spent.as_secs_f64();
         match self.reject {
@@ -741,7 +745,10 @@ mod tests {
             "reject 7 spamd_socket 127.0.0.1:{} spamd_user mail",
             peer.port
         ));
+        let metric = |event| crate::helpers::scan_metrics::count("spamassassin", event);
+        let (scans, found) = (metric("scans"), metric("found"));
         let (out, headers, note, logs) = scan(&p);
+        assert!(metric("scans") > scans && metric("found") > found);
         let (code, enhanced, text) = reply_of(&out);
         assert_eq!((code, enhanced.as_str()), (550, "5.7.1"));
         assert!(text.contains("1000.0"), "{text}");
@@ -863,7 +870,9 @@ mod tests {
     #[test]
     fn a_refused_connection_defers_or_accepts_with_a_header() {
         let port = closed_port();
+        let errors = crate::helpers::scan_metrics::count("spamassassin", "errors");
         let (out, _, _, logs) = scan(&plugin(&format!("spamd_socket 127.0.0.1:{port}")));
+        assert!(crate::helpers::scan_metrics::count("spamassassin", "errors") > errors);
         assert_eq!(
             reply_of(&out),
             (

@@ -28,6 +28,7 @@ use std::time::Instant;
 use ringsmtpd_plugin_api::{blocking, helper, Services, Transaction};
 
 use super::deadline::within;
+use super::scan_metrics::ScanMetrics;
 use super::scanner::{ScannerArgs, Slots};
 use crate::queue::local::{run_child, ChildSpec, FeedError};
 
@@ -64,10 +65,12 @@ impl Ran {
     }
 }
 
-/// A scanner program with its deadline, error policy and per-worker slots.
+/// A scanner program with its deadline, error policy, per-worker slots and the plugin's
+/// counters.
 pub(crate) struct CommandScanner {
     pub program: PathBuf,
     pub args: ScannerArgs,
+    pub metrics: ScanMetrics,
     /// Where a message held in memory is written for the program.
     pub tmp_dir: PathBuf,
     slots: Slots,
@@ -76,10 +79,15 @@ pub(crate) struct CommandScanner {
 impl CommandScanner {
     /// `program` must be an absolute path; it is looked for only when a scan runs (a missing
     /// program is an error for the error policy, logged with every scan).
-    pub(crate) fn new(program: &str, args: ScannerArgs) -> Result<CommandScanner, String> {
+    pub(crate) fn new(
+        program: &str,
+        args: ScannerArgs,
+        metrics: ScanMetrics,
+    ) -> Result<CommandScanner, String> {
         Ok(CommandScanner {
             program: absolute(program)?,
             args,
+            metrics,
             tmp_dir: std::env::temp_dir(),
             slots: Slots::new(args.max_scans),
         })
@@ -101,8 +109,24 @@ impl CommandScanner {
     }
 
     /// [`CommandScanner::run`] with an earlier deadline: a second run in the same hook
-    /// (dspam's training) shares the first one's `timeout`.
+    /// (dspam's training) shares the first one's `timeout`. Each run is counted
+    /// ([`ScanMetrics::took`]).
     pub(crate) async fn run_until(
+        &self,
+        svc: &Rc<dyn Services>,
+        txn: &Transaction,
+        argv: &[&str],
+        input: Input,
+        deadline: Instant,
+    ) -> Result<Ran, String> {
+        let started = Instant::now();
+        let result = self.run_uncounted(svc, txn, argv, input, deadline).await;
+        self.metrics.took(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// One run, not counted.
+    async fn run_uncounted(
         &self,
         svc: &Rc<dyn Services>,
         txn: &Transaction,
@@ -295,7 +319,8 @@ mod tests {
             timeout: Duration::from_secs(timeout),
             ..ScannerArgs::default()
         };
-        let mut s = CommandScanner::new(prog.to_str().unwrap(), args).unwrap();
+        let m = crate::helpers::scan_metrics::scan_metrics!("command_scanner_test");
+        let mut s = CommandScanner::new(prog.to_str().unwrap(), args, m).unwrap();
         s.tmp_dir = dir.path().join("tmp");
         std::fs::create_dir_all(&s.tmp_dir).unwrap();
         s
@@ -392,7 +417,8 @@ mod tests {
         s.program = dir.path().join("missing");
         let err = scan(&s, &in_memory(), Input::LastArgument).unwrap_err();
         assert!(err.contains("missing: cannot start it"), "{err}");
-        assert!(CommandScanner::new("bin/scan", ScannerArgs::default()).is_err());
+        let m = crate::helpers::scan_metrics::scan_metrics!("command_scanner_test");
+        assert!(CommandScanner::new("bin/scan", ScannerArgs::default(), m).is_err());
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub(crate) mod command_scanner;
 pub(crate) mod deadline;
 pub(crate) mod limits;
 pub(crate) mod matchers;
+pub(crate) mod scan_metrics;
 pub(crate) mod scanner;

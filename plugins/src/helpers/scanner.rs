@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use ringsmtpd_plugin_api::args::{parse_count, parse_flag, parse_timeout};
@@ -36,6 +36,7 @@ use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{blocking, Common, Cx, Level, Outcome, Reply, Services, Transaction};
 
 use super::deadline::within;
+use super::scan_metrics::ScanMetrics;
 
 /// Below the core's default `plugin_timeout` (30 s), so the plugin, not the core, decides
 /// what a slow scanner means.
@@ -96,24 +97,28 @@ pub(crate) fn parse_socket(s: &str) -> Result<Endpoint, String> {
     ))
 }
 
-/// A scanner: where it is, the deadline, the error policy and the per-worker slots.
+/// A scanner: where it is, the deadline, the error policy, the per-worker slots and the
+/// plugin's counters.
 pub(crate) struct Scanner {
     pub endpoint: Endpoint,
     pub args: ScannerArgs,
+    pub metrics: ScanMetrics,
     slots: Slots,
 }
 
 impl Scanner {
-    pub(crate) fn new(endpoint: Endpoint, args: ScannerArgs) -> Scanner {
+    pub(crate) fn new(endpoint: Endpoint, args: ScannerArgs, metrics: ScanMetrics) -> Scanner {
         Scanner {
             endpoint,
             args,
+            metrics,
             slots: Slots::new(args.max_scans),
         }
     }
 
     /// Waits for a free slot, connects and runs `exchange` on the stream, all within the
-    /// deadline. The error says what went wrong (for the log line, escaped by the logger).
+    /// deadline, and counts the call ([`ScanMetrics::took`]). The error says what went wrong
+    /// (for the log line, escaped by the logger).
     pub(crate) async fn call<'a, T, F, Fut>(
         &'a self,
         svc: &'a dyn Services,
@@ -135,7 +140,8 @@ impl Scanner {
             exchange(stream).await
         };
         let secs = timeout.as_secs_f64();
-        within(svc, timeout, work).await.unwrap_or_else(|| {
+        let started = Instant::now();
+        let result = within(svc, timeout, work).await.unwrap_or_else(|| {
             Err(match queued.get() {
                 true => format!(
                     "no free scan slot within the timeout ({secs}s): {} in flight, {} more waiting",
@@ -148,7 +154,9 @@ impl Scanner {
                     self.endpoint
                 ),
             })
-        })
+        });
+        self.metrics.took(started.elapsed(), result.is_ok());
+        result
     }
 
     /// The outcome for a failed scan: [`ScannerArgs::on_error`].

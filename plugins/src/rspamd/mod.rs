@@ -147,6 +147,7 @@ use ringsmtpd_plugin_api::{
     Step, Transaction,
 };
 
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::{edit_headers, Scanner, ScannerArgs};
 use client::exchange;
 use reply::{Action, Verdict};
@@ -191,7 +192,11 @@ impl Rspamd {
         };
         let mut p = Rspamd {
             common,
-            scanner: Scanner::new(Endpoint::Unix(PathBuf::new()), args),
+            scanner: Scanner::new(
+                Endpoint::Unix(PathBuf::new()),
+                args,
+                scan_metrics!("rspamd"),
+            ),
             reject_spam: true,
             soft_reject: true,
             greylist: true,
@@ -260,7 +265,7 @@ impl Rspamd {
             Some(path) => Endpoint::Unix(path),
             None => Endpoint::Tcp(SocketAddr::new(host, port)),
         };
-        p.scanner = Scanner::new(to, args);
+        p.scanner = Scanner::new(to, args, p.scanner.metrics);
         Ok(p)
     }
 
@@ -357,6 +362,9 @@ impl Rspamd {
             action: Some(v.action.name()),
         }
         .record(&mut txn.notes);
+        if v.action.is_spam() {
+            self.scanner.metrics.found();
+        }
         self.decide(cx, txn, &v).await
     }
 

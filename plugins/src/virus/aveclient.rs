@@ -76,6 +76,7 @@ use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, S
 
 use super::verdict::{build_product, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::{absolute, Ran};
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/opt/kav/bin/aveclient";
@@ -100,6 +101,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<AveClient, ConfigError> {
         "avclient_bin",
         DEFAULT_PROGRAM,
         marks,
+        scan_metrics!("virus/aveclient"),
         |key, value, args| {
             match key {
                 "avdaemon_sock" => socket = absolute(value)?.display().to_string(),

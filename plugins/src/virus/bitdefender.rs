@@ -70,6 +70,7 @@ use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, S
 
 use super::verdict::{build_product, kib, not_multipart, too_big, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::Ran;
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/opt/bdc/bdc";
@@ -99,6 +100,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<BitDefender, ConfigError> {
         "bitdefender_location",
         DEFAULT_PROGRAM,
         marks,
+        scan_metrics!("virus/bitdefender"),
         |key, value, _| {
             match key {
                 "deny_viruses" => deny = parse_flag(key, value)?,

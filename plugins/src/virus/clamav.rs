@@ -93,6 +93,7 @@ use ringsmtpd_plugin_api::{
 
 use super::verdict::{too_big, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::{absolute, CommandScanner, Ran};
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::ScannerArgs;
 use crate::queue::local::output_for_log;
 
@@ -165,7 +166,8 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<ClamAv, ConfigError> {
             _ => return Err(init.unknown(arg)),
         }
     }
-    let mut scanner = CommandScanner::new(&program, args).map_err(error)?;
+    let mut scanner =
+        CommandScanner::new(&program, args, scan_metrics!("virus/clamav")).map_err(error)?;
     if let Some(dir) = tmp_dir {
         scanner.tmp_dir = dir;
     }
@@ -255,7 +257,9 @@ mod tests {
 echo "$4: Eicar-Sig FOUND"; echo "$4: W32.Evil\033[31m FOUND"; exit 1"#,
         );
         let p = plugin(&format!("clamscan_path={found} database=/db action=reject"));
+        let viruses = crate::helpers::scan_metrics::count("virus/clamav", "found");
         let (out, _, logs) = scan(&p, MESSAGE);
+        assert!(crate::helpers::scan_metrics::count("virus/clamav", "found") > viruses);
         assert_eq!(
             reply_of(&out),
             (

@@ -103,6 +103,7 @@ use ringsmtpd_plugin_api::{
 };
 
 use super::{clean_name, is_multipart};
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::{parse_socket, BodyChunks, Scanner, ScannerArgs};
 
 /// ClamAV::Client's default socket.
@@ -181,7 +182,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<ClamdScan, ConfigError> {
     };
     Ok(ClamdScan {
         common,
-        scanner: Scanner::new(endpoint, args),
+        scanner: Scanner::new(endpoint, args, scan_metrics!("virus/clamdscan")),
         deny,
         max_size: max_kib * 1024,
         scan_all,
@@ -249,6 +250,9 @@ impl Plugin for ClamdScan {
 
 impl ClamdScan {
     fn judge(&self, cx: &mut Cx, txn: &mut Transaction, found: Found, spent: Duration) -> Outcome {
+        if matches!(found, Found::Virus(_)) {
+            self.scanner.metrics.found();
+        }
         let secs = spent.as_secs_f64();
         match found {
             Found::Clean => {

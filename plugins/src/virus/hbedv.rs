@@ -70,6 +70,7 @@ use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, S
 
 use super::verdict::{build_product, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::Ran;
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/bin/antivir";
@@ -102,9 +103,14 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Hbedv, ConfigError> {
         checked: "X-H+BEDV-Virus-Checked",
         by: "",
     };
-    let product = build_product(init, "hbedvscanner", DEFAULT_PROGRAM, marks, |_, _, _| {
-        Ok(false)
-    })?;
+    let product = build_product(
+        init,
+        "hbedvscanner",
+        DEFAULT_PROGRAM,
+        marks,
+        scan_metrics!("virus/hbedv"),
+        |_, _, _| Ok(false),
+    )?;
     let deny = parse_lines(init, DENY_FILE, |line| {
         RegexBuilder::new(&format!("^(?:{})$", line.trim()))
             .case_insensitive(true)

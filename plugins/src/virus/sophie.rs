@@ -79,6 +79,7 @@ use ringsmtpd_plugin_api::{
 
 use super::verdict::{judge, kib, not_multipart, too_big, viruses, Found, Marks};
 use crate::helpers::command_scanner::MessageFile;
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::helpers::scanner::{parse_socket, Scanner, ScannerArgs};
 use ringsmtpd_plugin_api::Common;
 
@@ -122,7 +123,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Sophie, ConfigError> {
     }
     Ok(Sophie {
         common,
-        scanner: Scanner::new(socket, args),
+        scanner: Scanner::new(socket, args, scan_metrics!("virus/sophie")),
         deny,
         max_size: max_kib * 1024,
     })
@@ -155,7 +156,10 @@ impl Plugin for Sophie {
             let spent = start.elapsed();
             let deny = self.deny;
             match answer {
-                Ok(found) => judge(&self.common, cx, txn, found, &MARKS, |_| deny, spent),
+                Ok(found) => {
+                    let found = found.counted(self.scanner.metrics);
+                    judge(&self.common, cx, txn, found, &MARKS, |_| deny, spent)
+                }
                 Err(e) => self
                     .scanner
                     .on_error(&self.common, cx, txn, MARKS.checked, &e, spent),

@@ -74,6 +74,7 @@ use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, S
 
 use super::verdict::{build_product, not_multipart, too_big, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::Ran;
+use crate::helpers::scan_metrics::scan_metrics;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/local/bin/uvscan";
@@ -101,6 +102,7 @@ fn build_plugin(init: &PluginInit<'_>) -> Result<Uvscan, ConfigError> {
         "uvscan_location",
         DEFAULT_PROGRAM,
         marks,
+        scan_metrics!("virus/uvscan"),
         |key, value, _| {
             match key {
                 "deny_viruses" => deny = parse_flag(key, value)?,

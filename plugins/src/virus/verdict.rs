@@ -13,6 +13,7 @@ use ringsmtpd_plugin_api::{
 };
 
 use crate::helpers::command_scanner::{CommandScanner, Input, Ran};
+use crate::helpers::scan_metrics::ScanMetrics;
 use crate::helpers::scanner::ScannerArgs;
 
 /// At most this many virus names are shown (each at most 128 characters, `clean_name`).
@@ -26,6 +27,16 @@ pub(crate) enum Found {
     Viruses(Vec<String>),
     /// Refused for another reason the product reports (uvscan: a password-protected archive).
     Refuse(&'static str),
+}
+
+impl Found {
+    /// Itself, counted in `metrics` as found when it names viruses.
+    pub(crate) fn counted(self, metrics: ScanMetrics) -> Found {
+        if matches!(self, Found::Viruses(_)) {
+            metrics.found();
+        }
+        self
+    }
 }
 
 /// The header fields a product marks messages with.
@@ -62,6 +73,7 @@ pub(crate) fn build_product(
     program_key: &str,
     default: &str,
     marks: Marks,
+    metrics: ScanMetrics,
     mut own: impl FnMut(&str, &str, &mut ScannerArgs) -> Result<bool, String>,
 ) -> Result<Product, ConfigError> {
     let (common, rest) = init.common(CommonArgs::DEFAULT)?;
@@ -79,7 +91,7 @@ pub(crate) fn build_product(
     }
     Ok(Product {
         common,
-        scanner: CommandScanner::new(program, args).map_err(|e| init.error(e))?,
+        scanner: CommandScanner::new(program, args, metrics).map_err(|e| init.error(e))?,
         marks,
     })
 }
@@ -145,7 +157,10 @@ impl Product {
             .and_then(|ran| read(&ran));
         let spent = start.elapsed();
         match answer {
-            Ok(found) => judge(&self.common, cx, txn, found, &self.marks, deny, spent),
+            Ok(found) => {
+                let found = found.counted(self.scanner.metrics);
+                judge(&self.common, cx, txn, found, &self.marks, deny, spent)
+            }
             Err(e) => {
                 self.scanner
                     .args
