@@ -324,9 +324,11 @@ impl Plugin for SpamAssassin {
                     }
                     self.judge(cx, txn, verdict, spent)
                 }
-                Err(e) => self
-                    .scanner
-                    .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &e, spent),
+                Err(e) => {
+                    self.scanner
+                        .args
+                        .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &e, spent)
+                }
             }
         })
     }

@@ -159,19 +159,6 @@ impl Scanner {
         result
     }
 
-    /// The outcome for a failed scan: [`ScannerArgs::on_error`].
-    pub(crate) fn on_error(
-        &self,
-        common: &Common,
-        cx: &Cx,
-        txn: &mut Transaction,
-        header: &str,
-        error: &str,
-        spent: Duration,
-    ) -> Outcome {
-        self.args.on_error(common, cx, txn, header, error, spent)
-    }
-
     /// A slot, held until dropped: tests fill the slots with it.
     #[cfg(test)]
     pub(crate) async fn hold_slot(&self) -> Slot<'_> {

@@ -338,9 +338,14 @@ impl Rspamd {
         let v = match answer.and_then(|body| reply::parse(&body)) {
             Ok(v) => v,
             Err(why) => {
-                return self
-                    .scanner
-                    .on_error(&self.common, cx, txn, UNSCANNED_HEADER, &why, spent)
+                return self.scanner.args.on_error(
+                    &self.common,
+                    cx,
+                    txn,
+                    UNSCANNED_HEADER,
+                    &why,
+                    spent,
+                )
             }
         };
         self.common.log(

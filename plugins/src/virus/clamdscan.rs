@@ -242,6 +242,7 @@ impl Plugin for ClamdScan {
                 Ok(found) => self.judge(cx, txn, found, spent),
                 Err(e) => self
                     .scanner
+                    .args
                     .on_error(&self.common, cx, txn, CHECKED, &e, spent),
             }
         })

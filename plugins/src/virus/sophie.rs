@@ -160,9 +160,11 @@ impl Plugin for Sophie {
                     let found = found.counted(self.scanner.metrics);
                     judge(&self.common, cx, txn, found, &MARKS, |_| deny, spent)
                 }
-                Err(e) => self
-                    .scanner
-                    .on_error(&self.common, cx, txn, MARKS.checked, &e, spent),
+                Err(e) => {
+                    self.scanner
+                        .args
+                        .on_error(&self.common, cx, txn, MARKS.checked, &e, spent)
+                }
             }
         })
     }
