@@ -76,7 +76,10 @@
 //! Store keys: `greylisting` / `grey` or `white` / the triplet's parts, length-prefixed (see
 //! the plugin API's `store` module). One batch per check, one round trip: a whitelisted
 //! triplet's renewal, a new triplet's record and a retry's timestamp are read and written
-//! together; only the retry that whitelists a triplet takes a second round trip.
+//! together; only the retry that whitelists a triplet takes a second round trip. The batch is
+//! planned (the API's `store::ahead`): with `limit` at the same hook, both share the round
+//! trip, and greylisting's batch is applied even when `limit` refuses first (a first attempt
+//! is recorded).
 //!
 //! Differences from qpsmtpd 0.94: the refusal at `MAIL`/`RCPT` is `451 4.7.1` (the code
 //! greylisting servers commonly give; qpsmtpd's DENYSOFT gave 450 there), with the seconds left;
@@ -105,7 +108,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use ringsmtpd_plugin_api::args::{key_values, parse_flag};
 use ringsmtpd_plugin_api::cidr::{IpForms, IpList};
 use ringsmtpd_plugin_api::shared::{is_immune, GeoIp, Karma, P0f};
-use ringsmtpd_plugin_api::store::{Batch, FailureLog, Key, StoreError};
+use ringsmtpd_plugin_api::store::{Ahead, Batch, FailureLog, Key, Slot, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Reject, Reply, Step, Transaction,
@@ -283,6 +286,16 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
 /// A deferral waiting for `DATA` (`deny_late`, or the null sender at `RCPT`).
 struct LateDefer(String);
 
+/// A check's batch: the triplet's keys, the time it was built at, and its slots.
+struct Lookup {
+    grey: Key,
+    white: Key,
+    now: u64,
+    renewed: Slot,
+    created: Slot,
+    first: Slot,
+}
+
 /// What the store said about a triplet.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -311,34 +324,29 @@ impl Greylisting {
             .then(|| format!("geoip country {country}"))
     }
 
-    /// The check for `rcpt` (at `RCPT`) or the whole transaction (at `MAIL`).
-    async fn check(&self, cx: &mut Cx, txn: &mut Transaction, rcpt: Option<&Recipient>) -> Outcome {
+    /// Why the check is skipped for this client or transaction, and at which level to say so.
+    fn skip(&self, cx: &Cx, txn: &Transaction) -> Option<(Level, String)> {
         if self.cfg.off || is_immune(cx, Some(txn)) {
-            self.common
-                .log(cx, Level::Debug, format_args!("skip: immune"));
-            return Outcome::Declined;
+            return Some((Level::Debug, "immune".into()));
         }
         if let Some(k) = cx.conn.notes.get::<Karma>().filter(|k| k.history > 0) {
-            self.common.log(
-                cx,
-                Level::Info,
-                format_args!("skip: good karma (history {})", k.history),
-            );
-            return Outcome::Declined;
+            return Some((Level::Info, format!("good karma (history {})", k.history)));
         }
         let ip = cx.conn.remote.ip().to_canonical();
         if self.exclude.contains(ip) {
-            self.common
-                .log(cx, Level::Info, format_args!("skip: {ip} is excluded"));
+            return Some((Level::Info, format!("{ip} is excluded")));
+        }
+        self.exempt_by_ident(cx).map(|why| (Level::Info, why))
+    }
+
+    /// The check for `rcpt` (at `RCPT`) or the whole transaction (at `MAIL`).
+    async fn check(&self, cx: &mut Cx, txn: &mut Transaction, rcpt: Option<&Recipient>) -> Outcome {
+        if let Some((level, why)) = self.skip(cx, txn) {
+            self.common.log(cx, level, format_args!("skip: {why}"));
             return Outcome::Declined;
         }
-        if let Some(skip) = self.exempt_by_ident(cx) {
-            self.common
-                .log(cx, Level::Info, format_args!("skip: {skip}"));
-            return Outcome::Declined;
-        }
-        let verdict = match self.keys(ip, txn, rcpt) {
-            Ok((grey, white)) => self.lookup(cx, grey, white).await,
+        let verdict = match self.lookup_batch(cx, txn, rcpt) {
+            Ok((batch, lookup)) => self.lookup(cx, batch, lookup).await,
             Err(e) => Err(e),
         };
         let wait = match verdict {
@@ -394,24 +402,44 @@ impl Greylisting {
         Ok((grey, white))
     }
 
-    /// One round trip: renew a white record, or record a first attempt, or read it.
-    async fn lookup(&self, cx: &mut Cx, grey: Key, white: Key) -> Result<Verdict, StoreError> {
+    /// The one batch of a check (also its store plan): renew a white record, or record a
+    /// first attempt, or read it.
+    fn lookup_batch(
+        &self,
+        cx: &Cx,
+        txn: &Transaction,
+        rcpt: Option<&Recipient>,
+    ) -> Result<(Batch, Lookup), StoreError> {
+        let (grey, white) = self.keys(cx.conn.remote.ip().to_canonical(), txn, rcpt)?;
         let now = cx
-            .svc
-            .now()
+            .store_now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut b = Batch::new();
         let renewed = b.expire(white.clone(), self.cfg.white);
         let created = b.set_nx(grey.clone(), now.to_string(), Some(self.cfg.grey));
         let first = b.get(grey.clone());
-        let r = cx.svc.store(b).await?;
-        if r.existed(renewed) {
+        let lookup = Lookup {
+            grey,
+            white,
+            now,
+            renewed,
+            created,
+            first,
+        };
+        Ok((b, lookup))
+    }
+
+    /// Sends the check's batch (answered from the hook's plan when there is one) and reads the
+    /// verdict; a retry after `black_timeout` costs a second round trip to whitelist it.
+    async fn lookup(&self, cx: &mut Cx, b: Batch, l: Lookup) -> Result<Verdict, StoreError> {
+        let r = cx.store_planned(b).await?;
+        if r.existed(l.renewed) {
             self.common
                 .log(cx, Level::Info, format_args!("pass: white"));
             return Ok(Verdict::Pass);
         }
-        if r.stored(created) {
+        if r.stored(l.created) {
             self.common.log(
                 cx,
                 Level::Info,
@@ -419,8 +447,9 @@ impl Greylisting {
             );
             return Ok(Verdict::Defer(self.cfg.black.as_secs()));
         }
+        let now = l.now;
         let since = r
-            .value(first)
+            .value(l.first)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(|first| now.saturating_sub(first));
@@ -436,8 +465,8 @@ impl Greylisting {
             }
             Some(_) => {
                 let mut b = Batch::new();
-                b.set(white, now.to_string(), Some(self.cfg.white));
-                b.del(grey);
+                b.set(l.white, now.to_string(), Some(self.cfg.white));
+                b.del(l.grey);
                 if let Err(e) = cx.svc.store(b).await {
                     // The retry passes anyway; the next one will be grey again.
                     self.common.log(
@@ -454,7 +483,7 @@ impl Greylisting {
             None => {
                 // Expired or damaged between our operations: start over.
                 let mut b = Batch::new();
-                b.set(grey, now.to_string(), Some(self.cfg.grey));
+                b.set(l.grey, now.to_string(), Some(self.cfg.grey));
                 cx.svc.store(b).await?;
                 self.common.log(
                     cx,
@@ -500,6 +529,25 @@ impl Plugin for Greylisting {
             Hook::Mail
         };
         HookSet::of(&[check, Hook::Data])
+    }
+
+    fn store_hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Mail, Hook::Rcpt])
+    }
+
+    fn store_ahead(&self, cx: &mut Cx, at: &Ahead<'_>) -> Option<Batch> {
+        let txn = at.txn?;
+        let rcpt = match at.hook {
+            Hook::Mail if !self.cfg.at_rcpt() => None,
+            Hook::Rcpt if self.cfg.at_rcpt() => Some(at.rcpt?),
+            _ => return None,
+        };
+        if self.skip(cx, txn).is_some() {
+            return None;
+        }
+        self.lookup_batch(cx, txn, rcpt)
+            .ok()
+            .map(|(batch, _)| batch)
     }
 
     fn mail<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {

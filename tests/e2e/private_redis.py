@@ -11,6 +11,12 @@ import pytest
 from conftest import free_port, wait_for
 
 
+def bulk_complete(data):
+    """True once `data` holds a whole RESP bulk string (`$N\\r\\n` and N bytes, CRLF)."""
+    end = data.find(b"\r\n")
+    return end > 0 and len(data) >= end + 2 + int(data[1:end]) + 2
+
+
 class RedisServer:
     """A private redis-server: TCP on a free port and a Unix socket, no persistence."""
 
@@ -20,6 +26,7 @@ class RedisServer:
         self.port = free_port()
         self.sock = self.dir / "redis.sock"
         self.proc = None
+        self.counters = []
 
     def start(self):
         binary = shutil.which("redis-server")
@@ -63,7 +70,30 @@ class RedisServer:
                 if len(items) == count:
                     return items
 
+    def reads_counter(self):
+        """A function giving redis-server's `total_reads_processed` (its read events: a
+        pipelined batch that arrives in one segment is one read, so the count of round trips),
+        asked on one connection kept open, whose own INFO adds exactly one read per call."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.counters.append(s)
+
+        def reads():
+            s.sendall(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
+            data = b""
+            while not bulk_complete(data):
+                chunk = s.recv(65536)
+                assert chunk, "redis-server closed the INFO connection"
+                data += chunk
+            for line in data.decode().splitlines():
+                if line.startswith("total_reads_processed:"):
+                    return int(line.split(":", 1)[1])
+            raise AssertionError(f"no total_reads_processed in INFO stats: {data[:200]!r}")
+
+        return reads
+
     def stop(self):
+        for s in self.counters:
+            s.close()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

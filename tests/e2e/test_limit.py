@@ -104,6 +104,38 @@ def test_concurrency_holds_across_two_processes_on_one_redis(make_server, redis_
         c.close()
 
 
+def test_state_plugins_share_one_redis_round_trip_per_hook(make_server, redis_server):  # noqa: F811
+    """karma and limit at connect, greylisting and limit at MAIL: each hook's store batches
+    reach redis-server in one read (one pipelined round trip), counted by its own stats."""
+    chain = ["karma", "greylisting black_timeout 1000", "limit concurrency 5 rate_msg_host 100/1m",
+             "rcpt_ok", "queue/maildir {maildir}"]
+    mport = free_port()
+    srv = make_server(plugins=chain, threads=1,
+                      settings={"state_store": f"redis 127.0.0.1:{redis_server.port} timeout 2",
+                                "metrics": f"127.0.0.1:{mport}"})
+    # A first session opens the worker's Redis connection (and whatever it sends on opening).
+    c = open_session(srv)
+    c.cmd("MAIL FROM:<warm@example.org>", 451)
+    c.cmd("QUIT", 221)
+    c.close()
+    wait_open(mport, 0)
+    reads = redis_server.reads_counter()
+    before = reads()
+    c = open_session(srv)
+    after_connect = reads()
+    r = c.cmd("MAIL FROM:<first@example.org>", 451)
+    assert r.enhanced() == "4.7.1" and "Greylisted" in r.text, r
+    after_mail = reads()
+    c.cmd("QUIT", 221)
+    c.close()
+    # Each reads() call adds its own INFO's read.
+    assert after_connect - before - 1 == 1, "karma + limit at connect: one round trip"
+    assert after_mail - after_connect - 1 == 1, "greylisting + limit at MAIL: one round trip"
+    keys = b"".join(redis_server.keys())
+    for namespace in (b"5:karma", b"11:greylisting", b"5:limit"):
+        assert namespace in keys, keys
+
+
 def test_recipient_rate_refuses_then_recovers(make_server):
     srv = make_server(plugins=plugins("limit rate_rcpt_host 5/2"))
     c = open_session(srv)

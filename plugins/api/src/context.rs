@@ -262,6 +262,8 @@ pub struct Cx {
     /// Tells whether the client has sent bytes the server has not processed yet (set by the
     /// session; see [`Cx::client_has_sent`]).
     pub input_probe: Option<Rc<dyn Fn() -> bool>>,
+    /// The running hook's store plans (see [`crate::store::Ahead`]).
+    pub(crate) plans: crate::store::Plans,
 }
 
 impl Cx {
@@ -270,6 +272,7 @@ impl Cx {
             conn,
             svc,
             input_probe: None,
+            plans: crate::store::Plans::default(),
         }
     }
 

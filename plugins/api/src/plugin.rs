@@ -44,6 +44,21 @@ macro_rules! plugin_trait {
                 }
             )*
 
+            /// The hooks for which [`Plugin::store_ahead`] plans the plugin's store batch.
+            fn store_hooks(&self) -> HookSet {
+                HookSet::EMPTY
+            }
+
+            /// The state-store batch this plugin's `at.hook` will send, built before the hook
+            /// runs so that the engine can send every plan of the hook in one round trip; the
+            /// hook then sends the same batch with [`Cx::store_planned`]. `None`: nothing to
+            /// send (the client is exempt). Called only for [`Plugin::store_hooks`], and only
+            /// when the batch will be sent: it may note what the hook or a later one must undo.
+            /// See [`crate::store::ahead`].
+            fn store_ahead(&self, cx: &mut Cx, at: &crate::store::Ahead<'_>) -> Option<crate::store::Batch> {
+                None
+            }
+
             /// The mechanisms this auth backend can check; the server advertises the union.
             /// CRAM-MD5 needs the clear password on the server side, so it is not in the default.
             fn auth_mechanisms(&self) -> &'static [crate::auth::Mechanism] {

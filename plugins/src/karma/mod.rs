@@ -89,6 +89,8 @@
 //! Store keys: `karma` / IP / `naughty`, `nice`, `connects` (counters), `penalty` (the end of
 //! the box, Unix seconds, expiring then). One round trip at `connect` (read, count the
 //! connection), one at `disconnect` for a nice or naughty connection, and one more to box it.
+//! The connect batch is planned (the API's `store::ahead`): with `limit` it shares one round
+//! trip, and the connection is counted even when a plugin before karma refuses it.
 //!
 //! Differences from qpsmtpd 0.94: `connects` counts every judged connection (0.94 counted only
 //! those with a non-zero score); a naughty connection increments `naughty` (0.94 forgot to);
@@ -117,7 +119,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use ringsmtpd_plugin_api::args::key_values;
 use ringsmtpd_plugin_api::shared::{is_immune, DkimResults, Karma, Naughty, SpamVerdict};
-use ringsmtpd_plugin_api::store::{Batch, FailureLog, StoreError};
+use ringsmtpd_plugin_api::store::{Ahead, Batch, FailureLog, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Reject, RejectType, Reply, Step, Transaction,
@@ -272,7 +274,12 @@ fn unix_now(cx: &Cx) -> u64 {
 
 /// A connection karma judges: not immune, and karma's note set at `connect`.
 fn judged(cx: &Cx, txn: Option<&Transaction>) -> bool {
-    cx.conn.notes.contains::<Karma>() && cx.conn.auth.is_none() && !is_immune(cx, txn)
+    cx.conn.notes.contains::<Karma>() && judgeable(cx, txn)
+}
+
+/// True for a client karma judges once its connect hook has run: not authenticated, not immune.
+fn judgeable(cx: &Cx, txn: Option<&Transaction>) -> bool {
+    cx.conn.auth.is_none() && !is_immune(cx, txn)
 }
 
 fn karma(cx: &Cx) -> Karma {
@@ -280,17 +287,10 @@ fn karma(cx: &Cx) -> Karma {
 }
 
 impl KarmaPlugin {
-    async fn connect(&self, cx: &mut Cx) -> Outcome {
-        cx.conn.notes.set(Karma::default());
-        if !judged(cx, None) {
-            self.common
-                .log(cx, Level::Info, format_args!("skip, immune"));
-            return Outcome::Declined;
-        }
-        let keys = match Keys::new(cx.conn.remote.ip()) {
-            Ok(keys) => keys,
-            Err(e) => return self.store_failed(cx, &e),
-        };
+    /// The batch of `connect` (also its store plan): read the client's record, count the
+    /// connection and keep the record for another `history`.
+    fn connect_batch(&self, cx: &Cx) -> Result<(Batch, record::Slots), StoreError> {
+        let keys = Keys::new(cx.conn.remote.ip())?;
         let keep = self.cfg.history;
         let mut b = Batch::new();
         let slots = Record::read(&mut b, &keys);
@@ -298,8 +298,21 @@ impl KarmaPlugin {
         b.expire(keys.connects.clone(), keep);
         b.expire(keys.naughty.clone(), keep);
         b.expire(keys.nice.clone(), keep);
-        let rec = match cx.svc.store(b).await {
-            Ok(r) => Record::from_replies(&r, slots),
+        Ok((b, slots))
+    }
+
+    async fn connect(&self, cx: &mut Cx) -> Outcome {
+        cx.conn.notes.set(Karma::default());
+        if !judged(cx, None) {
+            self.common
+                .log(cx, Level::Info, format_args!("skip, immune"));
+            return Outcome::Declined;
+        }
+        let rec = match self.connect_batch(cx) {
+            Ok((b, slots)) => match cx.store_planned(b).await {
+                Ok(r) => Record::from_replies(&r, slots),
+                Err(e) => return self.store_failed(cx, &e),
+            },
             Err(e) => return self.store_failed(cx, &e),
         };
         let history = rec.history();
@@ -504,6 +517,17 @@ impl Plugin for KarmaPlugin {
             Hook::ResetTransaction,
             Hook::Disconnect,
         ])
+    }
+
+    fn store_hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Connect])
+    }
+
+    fn store_ahead(&self, cx: &mut Cx, at: &Ahead<'_>) -> Option<Batch> {
+        if at.hook != Hook::Connect || !judgeable(cx, None) {
+            return None;
+        }
+        self.connect_batch(cx).ok().map(|(batch, _)| batch)
     }
 
     fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {

@@ -76,12 +76,17 @@
 //! PERIOD seconds) plus the previous window's count weighted by its part still inside the
 //! last PERIOD seconds. A plain fixed window would let a client send twice the limit across
 //! a window's edge; the estimate costs one read more in the same round trip. Each hook that
-//! checks anything makes one round trip to the store, whatever the number of limits.
+//! checks anything makes one round trip to the store, whatever the number of limits, and
+//! shares it with `karma` (connect) and `greylisting` (MAIL or RCPT): the batches are planned
+//! (the API's `store::ahead`). A planned count is made before the hook runs, so an event
+//! another plugin refused first is still counted in the rates; a connection counted that way
+//! is still taken back at `post-connection`.
 //!
 //! **Connections at once** are counted by store keys per `concurrency_ttl` window: a
 //! connection adds one to the key of the window it opened in, and its `post-connection`
 //! takes that one back exactly once (a connection note says it was counted; a connection
-//! refused before `limit` counted it takes nothing back). The check adds this window's and
+//! refused before `limit` counted it takes nothing back; one counted by a plan is noted by
+//! the plan). The check adds this window's and
 //! the previous window's keys. `post-connection` runs at every end of a session: QUIT, a
 //! client that vanishes, a timeout, a refusal, and the 421 of a server shutting down. What it
 //! cannot cover is a process killed (`kill -9`, a crash), a session still open when the
@@ -136,7 +141,7 @@ use ringsmtpd_plugin_api::args::{self, key_values};
 use ringsmtpd_plugin_api::cidr::Cidr;
 use ringsmtpd_plugin_api::metrics::Events;
 use ringsmtpd_plugin_api::shared::is_immune;
-use ringsmtpd_plugin_api::store::{Batch, FailureLog, Key, StoreError};
+use ringsmtpd_plugin_api::store::{Ahead, Batch, FailureLog, Key, StoreError};
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     Recipient, Reply, Step, Transaction,
@@ -217,10 +222,10 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     Ok(Box::new(Limit { common, cfg }))
 }
 
-/// Seconds since the Unix epoch on the services' clock.
+/// Seconds since the Unix epoch on the store's clock (one reading per hook: see
+/// [`Cx::store_now`]).
 fn now_secs(cx: &Cx) -> u64 {
-    cx.svc
-        .now()
+    cx.store_now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
@@ -328,15 +333,18 @@ impl Limit {
             return Outcome::Declined;
         }
         let client = self.client(cx);
-        let now = now_secs(cx);
         let mut b = Batch::new();
-        let (conc, rates) = match self.connect_batch(&mut b, &client, now) {
+        let (conc, rates) = match self.connect_batch(&mut b, &client, now_secs(cx)) {
             Ok(c) => c,
             Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
-        let replies = match cx.svc.store(b).await {
+        let replies = match cx.store_planned(b).await {
             Ok(r) => r,
-            Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
+            Err(e) => {
+                // A plan noted the count (see `store_ahead`): it did not happen.
+                cx.conn.notes.take::<Counted>();
+                return self.store_failed(cx, &e, NOT_CHECKED);
+            }
         };
         if let Some(c) = conc {
             cx.conn.notes.set(Counted(c.key.clone()));
@@ -356,13 +364,14 @@ impl Limit {
         Outcome::Declined
     }
 
-    async fn mail_check(&self, cx: &mut Cx, txn: &mut Transaction) -> Outcome {
-        if self.exempt(cx, Some(txn)) {
-            return Outcome::Declined;
-        }
-        let host = (Event::RateMsgHost, self.cfg.rate_msg_host);
-        let sender = (Event::RateMsgSender, self.cfg.rate_msg_sender);
-        self.envelope_check(cx, txn, host, sender, "messages").await
+    /// True if this recipient is one too many for the connection (`recipients`).
+    fn too_many_attempts(&self, attempts: u64) -> bool {
+        self.cfg.recipients > 0 && attempts > self.cfg.recipients
+    }
+
+    /// True if the message has all the recipients it may have (`message_recipients`).
+    fn message_full(&self, accepted: u64) -> bool {
+        self.cfg.message_recipients > 0 && accepted >= self.cfg.message_recipients
     }
 
     async fn rcpt_check(&self, cx: &mut Cx, txn: &mut Transaction) -> Outcome {
@@ -374,7 +383,7 @@ impl Limit {
             n.0 = n.0.saturating_add(1);
             n.0
         };
-        if self.cfg.recipients > 0 && attempts > self.cfg.recipients {
+        if self.too_many_attempts(attempts) {
             let client = self.client(cx);
             let max = self.cfg.recipients;
             self.refused(cx, Event::Recipients, attempts, max, &client);
@@ -382,51 +391,62 @@ impl Limit {
             return refusal(450, "4.7.1", text, false);
         }
         let accepted = txn.recipients.len() as u64;
-        if self.cfg.message_recipients > 0 && accepted >= self.cfg.message_recipients {
+        if self.message_full(accepted) {
             let client = self.client(cx);
             let max = self.cfg.message_recipients;
             self.refused(cx, Event::MessageRecipients, accepted + 1, max, &client);
             return refusal(452, "4.5.3", "Too many recipients", false);
         }
-        let host = (Event::RateRcptHost, self.cfg.rate_rcpt_host);
-        let sender = (Event::RateRcptSender, self.cfg.rate_rcpt_sender);
-        self.envelope_check(cx, txn, host, sender, "recipients")
-            .await
+        self.rate_check(cx, txn, Hook::Rcpt).await
     }
 
-    /// The per-client and per-sender rates of `mail` or `rcpt` (the null sender has no
-    /// per-sender count: bounces are not one sender).
-    async fn envelope_check(
+    /// The rates of `mail` or `rcpt` in a batch: per client and per sender (the null sender
+    /// has no per-sender count: bounces are not one sender).
+    fn envelope_batch(
         &self,
-        cx: &mut Cx,
+        cx: &Cx,
         txn: &Transaction,
-        host: (Event, Option<Rate>),
-        sender: (Event, Option<Rate>),
-        what: &str,
-    ) -> Outcome {
+        hook: Hook,
+    ) -> Result<(Batch, Vec<Check>), StoreError> {
+        let (host, sender) = match hook {
+            Hook::Mail => (
+                (Event::RateMsgHost, self.cfg.rate_msg_host),
+                (Event::RateMsgSender, self.cfg.rate_msg_sender),
+            ),
+            _ => (
+                (Event::RateRcptHost, self.cfg.rate_rcpt_host),
+                (Event::RateRcptSender, self.cfg.rate_rcpt_sender),
+            ),
+        };
         let client = self.client(cx);
         let from = (!txn.sender.is_null()).then(|| txn.sender.as_str().to_lowercase());
         let rates = [
             (host.0, host.1, Some(client.as_bytes())),
             (sender.0, sender.1, from.as_deref().map(str::as_bytes)),
         ];
-        self.rate_check(cx, &rates, what).await
+        let mut b = Batch::new();
+        let checks = Self::rates(&mut b, now_secs(cx), &rates)?;
+        Ok((b, checks))
     }
 
-    /// Counts this event in each rate of `rates` (one round trip) and refuses at the first
-    /// that is over its limit.
-    async fn rate_check(&self, cx: &mut Cx, rates: &[Wanted<'_>], what: &str) -> Outcome {
-        let mut b = Batch::new();
-        let checks = match Self::rates(&mut b, now_secs(cx), rates) {
+    /// Counts this `mail` or `rcpt` in each of its rates (one round trip) and refuses at the
+    /// first that is over its limit.
+    async fn rate_check(&self, cx: &mut Cx, txn: &Transaction, hook: Hook) -> Outcome {
+        let (b, checks) = match self.envelope_batch(cx, txn, hook) {
             Ok(c) => c,
             Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
         };
         if checks.is_empty() {
             return Outcome::Declined;
         }
-        let replies = match cx.svc.store(b).await {
+        let replies = match cx.store_planned(b).await {
             Ok(r) => r,
             Err(e) => return self.store_failed(cx, &e, NOT_CHECKED),
+        };
+        let what = if hook == Hook::Mail {
+            "messages"
+        } else {
+            "recipients"
         };
         for (event, rate, of, c) in checks {
             let n = c.sliding(&replies);
@@ -473,6 +493,49 @@ impl Plugin for Limit {
         HookSet::of(&hooks)
     }
 
+    fn store_hooks(&self) -> HookSet {
+        HookSet::of(&[Hook::Connect, Hook::Mail, Hook::Rcpt])
+    }
+
+    /// The batch of `connect`, `mail` or `rcpt`, as its hook will build it. At connect the
+    /// concurrency count is noted now, as the plan makes it: `post-connection` gives it back
+    /// even when an earlier plugin ends the connection before this hook runs.
+    fn store_ahead(&self, cx: &mut Cx, at: &Ahead<'_>) -> Option<Batch> {
+        match at.hook {
+            Hook::Connect if self.cfg.connect_limits() && !self.exempt(cx, None) => {
+                let mut b = Batch::new();
+                let client = self.client(cx);
+                let (conc, _) = self.connect_batch(&mut b, &client, now_secs(cx)).ok()?;
+                if let Some(c) = conc {
+                    cx.conn.notes.set(Counted(c.key));
+                }
+                Some(b)
+            }
+            Hook::Mail | Hook::Rcpt => {
+                let txn = at.txn?;
+                let on = match at.hook {
+                    Hook::Mail => self.cfg.mail_limits(),
+                    _ => self.cfg.rcpt_limits(),
+                };
+                if !on || self.exempt(cx, Some(txn)) {
+                    return None;
+                }
+                if at.hook == Hook::Rcpt {
+                    let attempts = cx.conn.notes.get::<RcptAttempts>().map_or(0, |n| n.0);
+                    let accepted = txn.recipients.len() as u64;
+                    if self.too_many_attempts(attempts.saturating_add(1))
+                        || self.message_full(accepted)
+                    {
+                        return None;
+                    }
+                }
+                let (b, checks) = self.envelope_batch(cx, txn, at.hook).ok()?;
+                (!checks.is_empty()).then_some(b)
+            }
+            _ => None,
+        }
+    }
+
     fn connect<'a>(&'a self, cx: &'a mut Cx) -> Step<'a> {
         if !self.cfg.connect_limits() {
             return Step::DECLINED;
@@ -484,7 +547,10 @@ impl Plugin for Limit {
         if !self.cfg.mail_limits() {
             return Step::DECLINED;
         }
-        Step::pending(self.mail_check(cx, txn))
+        if self.exempt(cx, Some(txn)) {
+            return Step::DECLINED;
+        }
+        Step::pending(self.rate_check(cx, txn, Hook::Mail))
     }
 
     fn rcpt<'a>(

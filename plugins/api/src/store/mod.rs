@@ -5,7 +5,9 @@
 //! A hook builds a [`Batch`] of operations and sends it with
 //! [`Services::store`](crate::Services::store): the batch is one round trip to the backend
 //! (one pipelined write and its replies with Redis, one message to the store thread with the
-//! embedded store), and its replies come back in order.
+//! embedded store), and its replies come back in order. Plugins of one hook can share one
+//! round trip by planning their batches ([`ahead`]'s module docs: `Plugin::store_ahead` and
+//! [`Cx::store_planned`](crate::Cx::store_planned)).
 //!
 //! ```ignore
 //! let key = Key::new("greylisting", &[ip.as_bytes(), sender.as_bytes()])?;
@@ -34,6 +36,7 @@
 //! Errors are typed ([`StoreError`]) so each plugin applies its documented fail policy
 //! (greylisting lets mail through when the store is down, by default).
 
+pub mod ahead;
 mod table;
 
 use std::fmt;
@@ -42,6 +45,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use ahead::{send_plans, Ahead, Planned, Plans};
 pub use table::{unix_ms, Entry, Evicted, Table};
 
 /// The longest encoded key, in bytes. Envelope addresses are at most 256 bytes (RFC 5321
