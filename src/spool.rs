@@ -94,8 +94,11 @@ pub fn clean(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// The pid of a spool file name `<pid>.<conn>.<n>` (all three decimal), else `None`.
+/// The pid of a spool file name `<pid>.<conn>.<n>` (all three decimal), or of the rewrite of
+/// one that a header edit had under way (`<pid>.<conn>.<n>.edit`, see the plugin API's
+/// `header_edit`), else `None`.
 fn spool_pid(name: &str) -> Option<u32> {
+    let name = name.strip_suffix(".edit").unwrap_or(name);
     let mut parts = name.split('.');
     let pid = parts.next()?;
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -126,8 +129,10 @@ mod tests {
         let n = name(7 << 40 | 3, "1099511627779.2");
         assert_eq!(n, format!("{}.{}.2", std::process::id(), 7u64 << 40 | 3));
         assert_eq!(spool_pid(&n), Some(std::process::id()));
+        assert_eq!(spool_pid(&format!("{n}.edit")), Some(std::process::id()));
         for other in [
-            "x.1.2", "1.2", "1.2.3.4", "0.1.2", "1..2", "Maildir", ".1.2.3",
+            "x.1.2", "1.2", "1.2.3.4", "0.1.2", "1..2", "Maildir", ".1.2.3", "1.2.3.edit.edit",
+            "1.2.edit", "1.2.3.tmp",
         ] {
             assert_eq!(spool_pid(other), None, "{other}");
         }
@@ -145,6 +150,7 @@ mod tests {
         for f in [
             format!("{dead}.1.1"),
             format!("{me}.5.1"),
+            format!("{me}.5.2.edit"),
             format!("{live}.1.1"),
             "notes.txt".to_string(),
         ] {
@@ -158,8 +164,9 @@ mod tests {
             .collect();
         left.sort();
         assert!(!left.contains(&format!("{me}.5.1")), "{left:?}");
+        assert!(!left.contains(&format!("{me}.5.2.edit")), "{left:?}");
         assert!(left.contains(&format!("{live}.1.1")) && left.contains(&"notes.txt".to_string()));
-        assert_eq!(removed + left.len(), 4, "{left:?}");
+        assert_eq!(removed + left.len(), 5, "{left:?}");
         assert_eq!(alive(dead), left.contains(&format!("{dead}.1.1")));
     }
 }
