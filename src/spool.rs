@@ -131,8 +131,16 @@ mod tests {
         assert_eq!(spool_pid(&n), Some(std::process::id()));
         assert_eq!(spool_pid(&format!("{n}.edit")), Some(std::process::id()));
         for other in [
-            "x.1.2", "1.2", "1.2.3.4", "0.1.2", "1..2", "Maildir", ".1.2.3", "1.2.3.edit.edit",
-            "1.2.edit", "1.2.3.tmp",
+            "x.1.2",
+            "1.2",
+            "1.2.3.4",
+            "0.1.2",
+            "1..2",
+            "Maildir",
+            ".1.2.3",
+            "1.2.3.edit.edit",
+            "1.2.edit",
+            "1.2.3.tmp",
         ] {
             assert_eq!(spool_pid(other), None, "{other}");
         }

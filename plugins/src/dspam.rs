@@ -101,7 +101,7 @@ use std::cell::OnceCell;
 use std::time::Instant;
 
 use ringsmtpd_plugin_api::args::{key_values, take_own};
-use ringsmtpd_plugin_api::shared::{is_immune, Naughty, SpamVerdict};
+use ringsmtpd_plugin_api::shared::{Naughty, SpamVerdict};
 use ringsmtpd_plugin_api::{
     blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
     PluginInit, Step, Transaction,
@@ -109,7 +109,7 @@ use ringsmtpd_plugin_api::{
 
 use crate::helpers::command_scanner::{CommandScanner, Input, Ran};
 use crate::helpers::scan_metrics::scan_metrics;
-use crate::helpers::scanner::ScannerArgs;
+use crate::helpers::scanner::{self, ScannerArgs};
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/local/bin/dspam";
@@ -224,18 +224,9 @@ impl Plugin for Dspam {
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if is_immune(cx, Some(txn)) {
-            self.common
-                .log(cx, Level::Info, format_args!("skip, immune"));
-            return Step::DECLINED;
-        }
-        let size = txn.message_len();
-        if size > MAX_SIZE {
-            self.common.log(
-                cx,
-                Level::Info,
-                format_args!("skip, too big ({size} bytes > {MAX_SIZE})"),
-            );
+        if scanner::immune(&self.common, cx, txn)
+            || scanner::too_big(&self.common, cx, txn, MAX_SIZE, "the limit of")
+        {
             return Step::DECLINED;
         }
         Step::pending(async move {

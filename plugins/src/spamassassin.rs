@@ -92,7 +92,7 @@
 //! preferences are `spamd_user vpopmail`).
 //!
 //! Large and odd messages (tests/e2e/test_scanner_bad_input.py): a 50 MB message is over
-//! `size_limit` and delivered unscanned with a `skip, too large` line; below the limit a
+//! `size_limit` and delivered unscanned with a `skip, too big` line; below the limit a
 //! message is streamed whatever its shape (10,000 MIME parts are spamd's business); while a
 //! scan waits on spamd, the worker serves its other sessions.
 //!
@@ -120,14 +120,14 @@ use ringsmtpd_plugin_api::args::key_values;
 use ringsmtpd_plugin_api::header_edit::{Edit, NewField, Which};
 use ringsmtpd_plugin_api::headers::{fields, Field};
 use ringsmtpd_plugin_api::net::{read_line, Stream};
-use ringsmtpd_plugin_api::shared::{is_immune, SpamVerdict};
+use ringsmtpd_plugin_api::shared::SpamVerdict;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit,
     RejectType, Reply, Step, Transaction,
 };
 
 use crate::helpers::scan_metrics::scan_metrics;
-use crate::helpers::scanner::{edit_headers, parse_socket, BodyChunks, Scanner, ScannerArgs};
+use crate::helpers::scanner::{self, edit_headers, parse_socket, BodyChunks, Scanner, ScannerArgs};
 
 /// spamd's default port on this host.
 const DEFAULT_SOCKET: &str = "127.0.0.1:783";
@@ -290,18 +290,9 @@ impl Plugin for SpamAssassin {
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if is_immune(cx, Some(txn)) {
-            self.common
-                .log(cx, Level::Info, format_args!("skip, immune"));
-            return Step::DECLINED;
-        }
-        let size = txn.message_len();
-        if size > self.size_limit {
-            self.common.log(
-                cx,
-                Level::Info,
-                format_args!("skip, too large ({size} > {})", self.size_limit),
-            );
+        if scanner::immune(&self.common, cx, txn)
+            || scanner::too_big(&self.common, cx, txn, self.size_limit, "size_limit")
+        {
             return Step::DECLINED;
         }
         Step::pending(async move {
@@ -915,10 +906,7 @@ mod tests {
         let p = plugin("spamd_socket 127.0.0.1:1 size_limit 10");
         let (out, _, _, logs) = scan(&p);
         assert_eq!(out, Outcome::Declined);
-        assert!(
-            logs.iter().any(|l| l.contains("skip, too large")),
-            "{logs:?}"
-        );
+        assert!(logs.iter().any(|l| l.contains("skip, too big")), "{logs:?}");
 
         let p = plugin("spamd_socket 127.0.0.1:1 relayclient skip");
         let (mut c, svc) = cx("192.0.2.1:1");

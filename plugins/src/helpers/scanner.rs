@@ -12,6 +12,7 @@
 //!   blocking pool, so it is never whole in memory and a worker never reads a file.
 //! - [`parse_socket`]: `HOST:PORT` or `/path/to/socket`.
 //! - [`edit_headers`]: a scanner's header edits through the header API, logged.
+//! - [`immune`] and [`too_big`]: the skips the scanners share, each logged once.
 //!
 //! It lives here rather than in the plugin API because its arguments and replies are those of
 //! qpsmtpd's scanner plugins; a third-party plugin has the same pieces in the API (`net`,
@@ -33,6 +34,7 @@ use ringsmtpd_plugin_api::args::{parse_count, parse_flag, parse_timeout};
 use ringsmtpd_plugin_api::header_edit::Edit;
 use ringsmtpd_plugin_api::mime::CHUNK;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
+use ringsmtpd_plugin_api::shared::is_immune;
 use ringsmtpd_plugin_api::{blocking, Common, Cx, Level, Outcome, Reply, Services, Transaction};
 
 use super::deadline::within;
@@ -385,6 +387,38 @@ fn read_exact_at(file: &File, mut buf: Vec<u8>, at: u64) -> io::Result<Vec<u8>> 
 }
 
 /// What the scanner plugins' tests share.
+
+/// True (logged `skip, immune`) for a client whose mail is not scanned: a relay client or a
+/// whitelisted host or sender (qpsmtpd's `is_immune`).
+pub(crate) fn immune(common: &Common, cx: &Cx, txn: &Transaction) -> bool {
+    if !is_immune(cx, Some(txn)) {
+        return false;
+    }
+    common.log(cx, Level::Info, format_args!("skip, immune"));
+    true
+}
+
+/// True (logged `skip, too big`) if the message is over `max` bytes, the limit `setting`
+/// names: not scanned.
+pub(crate) fn too_big(
+    common: &Common,
+    cx: &Cx,
+    txn: &Transaction,
+    max: u64,
+    setting: &str,
+) -> bool {
+    let size = txn.message_len();
+    if size <= max {
+        return false;
+    }
+    common.log(
+        cx,
+        Level::Info,
+        format_args!("skip, too big ({size} bytes > {setting} {max} bytes)"),
+    );
+    true
+}
+
 #[cfg(test)]
 pub(crate) mod test_kit {
     use ringsmtpd_plugin_api::Outcome;

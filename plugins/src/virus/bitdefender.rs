@@ -68,9 +68,10 @@
 use ringsmtpd_plugin_api::args::parse_flag;
 use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{build_product, kib, not_multipart, too_big, viruses, Found, Marks, Product};
+use super::verdict::{build_product, kib, not_multipart, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::Ran;
 use crate::helpers::scan_metrics::scan_metrics;
+use crate::helpers::scanner::too_big;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/opt/bdc/bdc";
@@ -124,7 +125,7 @@ impl Plugin for BitDefender {
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         let common = &self.product.common;
-        if too_big(common, cx, txn, self.max_size) || not_multipart(common, cx, txn) {
+        if too_big(common, cx, txn, self.max_size, "max_size") || not_multipart(common, cx, txn) {
             return Step::DECLINED;
         }
         Step::pending(async move {

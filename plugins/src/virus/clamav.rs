@@ -91,9 +91,10 @@ use ringsmtpd_plugin_api::{
     CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
 };
 
-use super::verdict::{too_big, viruses, Found, Marks, Product};
+use super::verdict::{viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::{absolute, CommandScanner, Ran};
 use crate::helpers::scan_metrics::scan_metrics;
+use crate::helpers::scanner::too_big;
 use crate::helpers::scanner::ScannerArgs;
 use crate::queue::local::output_for_log;
 
@@ -189,7 +190,7 @@ impl Plugin for ClamAv {
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if too_big(&self.product.common, cx, txn, self.max_size) {
+        if too_big(&self.product.common, cx, txn, self.max_size, "max_size") {
             return Step::DECLINED;
         }
         Step::pending(async move {

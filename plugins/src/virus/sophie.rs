@@ -77,9 +77,10 @@ use ringsmtpd_plugin_api::{
     CommonArgs, ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction,
 };
 
-use super::verdict::{judge, kib, not_multipart, too_big, viruses, Found, Marks};
+use super::verdict::{judge, kib, not_multipart, viruses, Found, Marks};
 use crate::helpers::command_scanner::MessageFile;
 use crate::helpers::scan_metrics::scan_metrics;
+use crate::helpers::scanner::too_big;
 use crate::helpers::scanner::{parse_socket, Scanner, ScannerArgs};
 use ringsmtpd_plugin_api::Common;
 
@@ -135,7 +136,9 @@ impl Plugin for Sophie {
     }
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
-        if too_big(&self.common, cx, txn, self.max_size) || not_multipart(&self.common, cx, txn) {
+        if too_big(&self.common, cx, txn, self.max_size, "max_size")
+            || not_multipart(&self.common, cx, txn)
+        {
             return Step::DECLINED;
         }
         Step::pending(async move {

@@ -72,9 +72,10 @@
 use ringsmtpd_plugin_api::args::parse_flag;
 use ringsmtpd_plugin_api::{ConfigError, Cx, Hook, HookSet, Plugin, PluginInit, Step, Transaction};
 
-use super::verdict::{build_product, not_multipart, too_big, viruses, Found, Marks, Product};
+use super::verdict::{build_product, not_multipart, viruses, Found, Marks, Product};
 use crate::helpers::command_scanner::Ran;
 use crate::helpers::scan_metrics::scan_metrics;
+use crate::helpers::scanner::too_big;
 use crate::queue::local::output_for_log;
 
 const DEFAULT_PROGRAM: &str = "/usr/local/bin/uvscan";
@@ -121,7 +122,7 @@ impl Plugin for Uvscan {
 
     fn data_post<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         let common = &self.product.common;
-        if too_big(common, cx, txn, MAX_SIZE) || not_multipart(common, cx, txn) {
+        if too_big(common, cx, txn, MAX_SIZE, "the limit of") || not_multipart(common, cx, txn) {
             return Step::DECLINED;
         }
         Step::pending(async move {

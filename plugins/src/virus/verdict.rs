@@ -105,20 +105,6 @@ pub(crate) fn kib(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("max_size '{value}' is not a size in KiB"))
 }
 
-/// True (and logged) if the message is over `max` bytes: not scanned.
-pub(crate) fn too_big(common: &Common, cx: &Cx, txn: &Transaction, max: u64) -> bool {
-    let size = txn.message_len();
-    if size <= max {
-        return false;
-    }
-    common.log(
-        cx,
-        Level::Info,
-        format_args!("skip, too big ({size} bytes > max_size {max} bytes)"),
-    );
-    true
-}
-
 /// True (and logged) if the message is not multipart: not scanned (a virus needs an
 /// attachment; qpsmtpd's uvscan, sophie and bitdefender scan only those).
 pub(crate) fn not_multipart(common: &Common, cx: &Cx, txn: &Transaction) -> bool {
