@@ -33,6 +33,29 @@ pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// A worker's listener, and a second descriptor of the same socket that stops it.
+///
+/// Dropping a monoio listener does not close its socket at once: the pending accept (an
+/// io_uring operation holding a reference to the socket) is cancelled and the close is queued
+/// on the ring, and with `DEFER_TASKRUN` (src/runtime.rs) both run only when the worker next
+/// waits on its ring, which a stopping worker may never do. Until then the socket stays in the
+/// port's SO_REUSEPORT group and the kernel still routes new connections to it, to be reset
+/// when the process is gone (an upgrade with `--join` would lose them). [`Listening::stop`]
+/// takes the socket out of the group synchronously instead.
+pub struct Listening {
+    pub listener: monoio::net::TcpListener,
+    pub stopper: std::net::TcpListener,
+}
+
+impl Listening {
+    /// Stops listening now: `shutdown(SHUT_RD)` on a listening socket moves it to CLOSE (Linux
+    /// `inet_shutdown`), which unhashes it from the port, whatever still holds the socket;
+    /// a pending accept then ends with an error.
+    pub fn stop(&self) {
+        let _ = socket2::SockRef::from(&self.stopper).shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// Fails if another process already listens on `addr`. monoio's own bind enables
 /// SO_REUSEPORT, so a second daemon would otherwise silently share the port.
 pub fn check_free(addr: SocketAddr) -> io::Result<()> {
