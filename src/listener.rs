@@ -69,3 +69,54 @@ pub fn check_free(addr: SocketAddr) -> io::Result<()> {
     sock.listen(1)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{run_on, Driver};
+
+    /// The upgrade with `--join` in small: two sockets share a port; the first, with an accept
+    /// pending on its worker's ring, is stopped and dropped while its worker does not wait on
+    /// the ring again. Every connection made afterwards must reach the second socket.
+    #[test]
+    fn a_stopped_listener_leaves_the_port_to_the_other_at_once() {
+        let first = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_shared(addr).unwrap();
+        second.set_nonblocking(true).unwrap();
+        first.set_nonblocking(true).unwrap();
+        let accepted = run_on(Driver::Auto, || async move {
+            let listening = Listening {
+                stopper: first.try_clone().unwrap(),
+                listener: monoio::net::TcpListener::from_std(first).unwrap(),
+            };
+            monoio::select! {
+                biased;
+                _ = listening.listener.accept() => panic!("nobody connected yet"),
+                _ = std::future::ready(()) => {}
+            }
+            listening.stop();
+            drop(listening);
+            // Still on the worker, which has not waited on its ring since.
+            const CONNECTIONS: usize = 20;
+            let clients: Vec<_> = (0..CONNECTIONS)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let mut accepted = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while accepted < CONNECTIONS && std::time::Instant::now() < deadline {
+                match second.accept() {
+                    Ok(_) => accepted += 1,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            drop(clients);
+            accepted
+        })
+        .unwrap();
+        assert_eq!(
+            accepted, 20,
+            "connections were routed to the stopped listener"
+        );
+    }
+}
