@@ -33,6 +33,29 @@ pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// A worker's listener, and a second descriptor of the same socket that stops it.
+///
+/// Dropping a monoio listener does not close its socket at once: the pending accept (an
+/// io_uring operation holding a reference to the socket) is cancelled and the close is queued
+/// on the ring, and with `DEFER_TASKRUN` (src/runtime.rs) both run only when the worker next
+/// waits on its ring, which a stopping worker may never do. Until then the socket stays in the
+/// port's SO_REUSEPORT group and the kernel still routes new connections to it, to be reset
+/// when the process is gone (an upgrade with `--join` would lose them). [`Listening::stop`]
+/// takes the socket out of the group synchronously instead.
+pub struct Listening {
+    pub listener: monoio::net::TcpListener,
+    pub stopper: std::net::TcpListener,
+}
+
+impl Listening {
+    /// Stops listening now: `shutdown(SHUT_RD)` on a listening socket moves it to CLOSE (Linux
+    /// `inet_shutdown`), which unhashes it from the port, whatever still holds the socket;
+    /// a pending accept then ends with an error.
+    pub fn stop(&self) {
+        let _ = socket2::SockRef::from(&self.stopper).shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// Fails if another process already listens on `addr`. monoio's own bind enables
 /// SO_REUSEPORT, so a second daemon would otherwise silently share the port.
 pub fn check_free(addr: SocketAddr) -> io::Result<()> {
@@ -45,4 +68,55 @@ pub fn check_free(addr: SocketAddr) -> io::Result<()> {
     sock.bind(&addr.into())?;
     sock.listen(1)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{run_on, Driver};
+
+    /// The upgrade with `--join` in small: two sockets share a port; the first, with an accept
+    /// pending on its worker's ring, is stopped and dropped while its worker does not wait on
+    /// the ring again. Every connection made afterwards must reach the second socket.
+    #[test]
+    fn a_stopped_listener_leaves_the_port_to_the_other_at_once() {
+        let first = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_shared(addr).unwrap();
+        second.set_nonblocking(true).unwrap();
+        first.set_nonblocking(true).unwrap();
+        let accepted = run_on(Driver::Auto, || async move {
+            let listening = Listening {
+                stopper: first.try_clone().unwrap(),
+                listener: monoio::net::TcpListener::from_std(first).unwrap(),
+            };
+            monoio::select! {
+                biased;
+                _ = listening.listener.accept() => panic!("nobody connected yet"),
+                _ = std::future::ready(()) => {}
+            }
+            listening.stop();
+            drop(listening);
+            // Still on the worker, which has not waited on its ring since.
+            const CONNECTIONS: usize = 20;
+            let clients: Vec<_> = (0..CONNECTIONS)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            let mut accepted = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while accepted < CONNECTIONS && std::time::Instant::now() < deadline {
+                match second.accept() {
+                    Ok(_) => accepted += 1,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            drop(clients);
+            accepted
+        })
+        .unwrap();
+        assert_eq!(
+            accepted, 20,
+            "connections were routed to the stopped listener"
+        );
+    }
 }

@@ -201,7 +201,13 @@ async fn worker(
         });
     }
     for (sock, spec) in socks {
-        let listener = match monoio::net::TcpListener::from_std(sock) {
+        let listener = sock.try_clone().and_then(|stopper| {
+            Ok(crate::listener::Listening {
+                listener: monoio::net::TcpListener::from_std(sock)?,
+                stopper,
+            })
+        });
+        let listener = match listener {
             Ok(l) => l,
             Err(e) => {
                 let _ = ready.send(Err(format!("worker {id}: listener {}: {e}", spec.addr)));
@@ -251,11 +257,14 @@ async fn wait_sessions(w: &WorkerEnv, until: Instant) {
     }
 }
 
-async fn accept_loop(w: Rc<WorkerEnv>, listener: monoio::net::TcpListener, spec: ListenSpec) {
+async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, spec: ListenSpec) {
     loop {
         let accepted = monoio::select! {
-            a = listener.accept() => a,
-            _ = w.shutdown.wait() => return,
+            a = listening.listener.accept() => a,
+            _ = w.shutdown.wait() => {
+                listening.stop();
+                return;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
