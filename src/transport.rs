@@ -2,8 +2,9 @@
 //! stdin/stdout in `--stdio` mode (under tcpserver or inetd, one process per connection like
 //! qmail-smtpd).
 //!
-//! Buffers are owned and passed in and out (monoio's "rent" model): the session keeps one read
-//! buffer and one write buffer for its whole life.
+//! Buffers are owned and passed in and out (monoio's "rent" model): a read owns its buffer
+//! until it completes. An idle session therefore does not read: it waits with
+//! [`Transport::wait_readable`], which needs no buffer, and reads once bytes are there.
 
 use std::future::Future;
 use std::io;
@@ -35,6 +36,14 @@ pub trait Transport {
         None
     }
 
+    /// Waits until a read would not wait: bytes, EOF or an error are there. It holds no buffer
+    /// while it waits. It may wake early (the read that follows then waits as usual); where the
+    /// transport cannot tell (TLS may hold decrypted bytes, stdio polls in `read`), it returns
+    /// at once.
+    fn wait_readable(&mut self) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
+
     /// Reads into the spare capacity of `buf`, after its current contents. `Ok(0)` is EOF.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
@@ -61,6 +70,14 @@ impl Transport for monoio::net::TcpStream {
             };
             n > 0
         }))
+    }
+
+    async fn wait_readable(&mut self) {
+        // io_uring: one POLL_ADD. epoll: `relaxed = false` checks with poll(2) first, because
+        // monoio's readiness flag stays set after a read that did not drain the socket; a
+        // stale flag would return at once and the read would then wait holding its buffer.
+        // An error is left for the read to report.
+        let _ = monoio::net::TcpStream::readable(self, false).await;
     }
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
@@ -169,6 +186,13 @@ impl Transport for Conn {
         let info = tls.info();
         *self = Conn::Tls(Box::new(tls));
         Ok(info)
+    }
+
+    async fn wait_readable(&mut self) {
+        match self {
+            Conn::Plain(s) => Transport::wait_readable(s).await,
+            Conn::Tls(_) | Conn::Broken => {}
+        }
     }
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
