@@ -212,7 +212,17 @@ impl<T: Transport> Session<T> {
     /// itself, until the socket is readable (`Transport::wait_readable`), the idle timeout
     /// passes or the server shuts down. Inside a transaction (after MAIL) the client is
     /// expected to go on at once, so the session keeps its buffers and reads as before.
-    pub async fn run(mut self) -> End
+    ///
+    /// The session itself is boxed, so that moving it into and out of a busy period moves a
+    /// pointer, and the task keeps no copy of it.
+    pub fn run(self) -> impl Future<Output = End>
+    where
+        T: 'static,
+    {
+        Box::new(self).run_boxed()
+    }
+
+    async fn run_boxed(mut self: Box<Self>) -> End
     where
         T: 'static,
     {
@@ -243,14 +253,17 @@ impl<T: Transport> Session<T> {
 
     // The large futures are made inside plain functions and moved straight into their slots:
     // made inside `run`, they would keep a place of their size in `run`'s own future.
-    fn lend_busy(self, wake: Wake) -> recycle::Lent<impl Future<Output = (Self, Option<End>)>>
+    fn lend_busy(
+        self: Box<Self>,
+        wake: Wake,
+    ) -> recycle::Lent<impl Future<Output = (Box<Self>, Option<End>)>>
     where
         T: 'static,
     {
         recycle::boxed(self.busy(wake))
     }
 
-    fn lend_close(self, end: End) -> recycle::Lent<impl Future<Output = End>>
+    fn lend_close(self: Box<Self>, end: End) -> recycle::Lent<impl Future<Output = End>>
     where
         T: 'static,
     {
@@ -273,7 +286,7 @@ impl<T: Transport> Session<T> {
 
     /// One busy period: takes the buffers, does what `wake` calls for, then runs commands
     /// until the session can go idle (`None`) or ends (`Some`).
-    async fn busy(mut self, wake: Wake) -> (Self, Option<End>) {
+    async fn busy(mut self: Box<Self>, wake: Wake) -> (Box<Self>, Option<End>) {
         if self.rbuf.capacity() == 0 {
             self.rbuf = recycle::take(recycle::Buf::Read, READ_BUF_MIN);
         }
@@ -301,7 +314,7 @@ impl<T: Transport> Session<T> {
 
     /// After the conversation: what is said is sent, the transaction ends, the end-of-session
     /// hooks run, the close is logged.
-    async fn close(mut self, end: End) -> End {
+    async fn close(mut self: Box<Self>, end: End) -> End {
         // Whatever was said is sent before the connection goes.
         let _ = self.flush().await;
         self.st.end_transaction().await;
