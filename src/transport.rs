@@ -44,6 +44,15 @@ pub trait Transport {
         std::future::ready(())
     }
 
+    /// Reads what is there now into the spare capacity of `buf`, without waiting (after
+    /// [`Transport::wait_readable`]: one system call instead of a read submitted to the ring
+    /// and a second wake-up). `None`: nothing there, or the transport cannot tell; then
+    /// [`Transport::read`].
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        let _ = buf;
+        None
+    }
+
     /// Reads into the spare capacity of `buf`, after its current contents. `Ok(0)` is EOF.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
@@ -78,6 +87,36 @@ impl Transport for monoio::net::TcpStream {
         // stale flag would return at once and the read would then wait holding its buffer.
         // An error is left for the read to report.
         let _ = monoio::net::TcpStream::readable(self, false).await;
+    }
+
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `recv` writes at most `spare.len()` bytes into the vector's spare capacity,
+        // which is allocated and not aliased while `buf` is borrowed mutably here.
+        // MSG_DONTWAIT never blocks. Only the `n` bytes the kernel wrote are then declared
+        // initialised (`set_len`), and `n <= spare.len()`. Bypassing monoio is sound for both
+        // drivers: on epoll its readiness flag stays set, so its next read tries the socket
+        // first and clears the flag on EAGAIN; `wait_readable` checks with poll(2) anyway.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+                _ => Some(Err(e)),
+            };
+        }
+        let n = n as usize;
+        // SAFETY: see above: the kernel initialised `n <= spare.len()` bytes after `len`.
+        unsafe { buf.set_len(buf.len() + n) };
+        Some(Ok(n))
     }
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
@@ -192,6 +231,13 @@ impl Transport for Conn {
         match self {
             Conn::Plain(s) => Transport::wait_readable(s).await,
             Conn::Tls(_) | Conn::Broken => {}
+        }
+    }
+
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        match self {
+            Conn::Plain(s) => s.read_now(buf),
+            Conn::Tls(_) | Conn::Broken => None,
         }
     }
 

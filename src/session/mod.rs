@@ -298,7 +298,7 @@ impl<T: Transport> Session<T> {
                 Some(end) => Some(end),
                 None => self.converse().await,
             },
-            Wake::Input => match self.fill(self.st.env.settings.timeout, true).await {
+            Wake::Input => match self.fill_ready().await {
                 Ok(()) => self.converse().await,
                 Err(end) => Some(end),
             },
@@ -433,6 +433,22 @@ impl<T: Transport> Session<T> {
         buf.clear();
         self.wbuf = buf;
         res.map_err(|e| End::Io(e.kind()))
+    }
+
+    /// After an idle wait: reads what is there without waiting, else as [`Session::fill`].
+    async fn fill_ready(&mut self) -> Result<(), End> {
+        let room = READ_BUF_MIN.max(self.rbuf.capacity());
+        self.rbuf.reserve(room - self.rbuf.len());
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        match self.io.read_now(&mut self.rbuf) {
+            Some(Ok(0)) => Err(End::ClientClosed),
+            Some(Ok(n)) => {
+                self.read_full = n == spare;
+                Ok(())
+            }
+            Some(Err(e)) => Err(End::Io(e.kind())),
+            None => self.fill(self.st.env.settings.timeout, true).await,
+        }
     }
 
     /// Reads more input after moving unprocessed bytes to the front. Waits at most `timeout`
