@@ -2,6 +2,7 @@
 //! address comes from the load balancer), the connection count per client IP, and the
 //! handshake on implicit TLS listeners (RFC 8314), before the banner.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use std::time::{Duration, Instant};
 use ringsmtpd_plugin_api::{Connection, Level};
 
 use crate::config::ListenSpec;
-use crate::peers::PeerCounts;
+use crate::peers::{PeerCounts, PeerGuard};
 use crate::proto::proxy;
-use crate::session::{Env, Session};
+use crate::session::{End, Env, Session};
 use crate::shutdown::Shutdown;
 use crate::tls::TlsStream;
 use crate::transport::Conn;
@@ -27,10 +28,37 @@ pub async fn serve(
     env: Rc<Env>,
     id: u64,
     peers: &Arc<PeerCounts>,
-    mut stream: monoio::net::TcpStream,
+    stream: monoio::net::TcpStream,
     peer: SocketAddr,
     spec: &ListenSpec,
 ) {
+    // The setup (PROXY header, TLS handshake) runs boxed and is freed before the session
+    // starts: its state is not kept for the session's life (an idle session is this future).
+    let setup = Box::pin(setup(&env, id, peers, stream, peer, spec));
+    let Some((io, conn, early, counted)) = setup.await else {
+        return;
+    };
+    let session = session(env, io, conn, early);
+    session.await;
+    drop(counted);
+}
+
+/// The session's future, made outside `serve` so that `serve` keeps no place for the
+/// `Session` value it is made from (only for the future that owns it).
+fn session(env: Rc<Env>, io: Conn, conn: Connection, early: Vec<u8>) -> impl Future<Output = End> {
+    Session::new(env, io, conn, &early).run()
+}
+
+/// From an accepted socket to what a session starts with: the transport, the connection, the
+/// bytes read after a PROXY header, the count of this client's connections. `None`: closed.
+async fn setup(
+    env: &Rc<Env>,
+    id: u64,
+    peers: &Arc<PeerCounts>,
+    mut stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    spec: &ListenSpec,
+) -> Option<(Conn, Connection, Vec<u8>, PeerGuard)> {
     let local = stream.local_addr().unwrap_or(spec.addr);
     let _ = stream.set_nodelay(true);
     let (remote, local, early) = if spec.proxy {
@@ -47,14 +75,14 @@ pub async fn serve(
                     "core",
                     "PROXY header from {peer} refused: {why}"
                 );
-                return; // close without a word: the peer is not a load balancer we know
+                return None; // close without a word: the peer is not a load balancer we know
             }
         }
     } else {
         (peer, local, Vec::new())
     };
     let mut conn = Connection::new(id, remote, local);
-    let (_counted, concurrent) = peers.enter(remote.ip());
+    let (counted, concurrent) = peers.enter(remote.ip());
     conn.concurrent = concurrent;
     let (io, early) = if spec.tls {
         // Implicit TLS (RFC 8314): the handshake comes before the banner.
@@ -66,7 +94,7 @@ pub async fn serve(
                 "{} is a tls listener, but TLS is not configured",
                 spec.addr
             );
-            return;
+            return None;
         };
         let handshake = TlsStream::accept(stream, setup.config, early);
         match monoio::time::timeout(
@@ -86,7 +114,7 @@ pub async fn serve(
                     "core",
                     "TLS handshake with {remote} failed: {e}"
                 );
-                return;
+                return None;
             }
             Err(_) => {
                 crate::log!(
@@ -95,13 +123,13 @@ pub async fn serve(
                     "core",
                     "TLS handshake with {remote} timed out"
                 );
-                return;
+                return None;
             }
         }
     } else {
         (Conn::Plain(stream), early)
     };
-    Session::new(env, io, conn, &early).run().await;
+    Some((io, conn, early, counted))
 }
 
 /// Reads and parses a PROXY v1/v2 header; returns it and any bytes that followed it.

@@ -2,8 +2,9 @@
 //! stdin/stdout in `--stdio` mode (under tcpserver or inetd, one process per connection like
 //! qmail-smtpd).
 //!
-//! Buffers are owned and passed in and out (monoio's "rent" model): the session keeps one read
-//! buffer and one write buffer for its whole life.
+//! Buffers are owned and passed in and out (monoio's "rent" model): a read owns its buffer
+//! until it completes. An idle session therefore does not read: it waits with
+//! [`Transport::wait_readable`], which needs no buffer, and reads once bytes are there.
 
 use std::future::Future;
 use std::io;
@@ -35,6 +36,23 @@ pub trait Transport {
         None
     }
 
+    /// Waits until a read would not wait: bytes, EOF or an error are there. It holds no buffer
+    /// while it waits. It may wake early (the read that follows then waits as usual); where the
+    /// transport cannot tell (TLS may hold decrypted bytes, stdio polls in `read`), it returns
+    /// at once.
+    fn wait_readable(&mut self) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
+
+    /// Reads what is there now into the spare capacity of `buf`, without waiting (after
+    /// [`Transport::wait_readable`]: one system call instead of a read submitted to the ring
+    /// and a second wake-up). `None`: nothing there, or the transport cannot tell; then
+    /// [`Transport::read`].
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        let _ = buf;
+        None
+    }
+
     /// Reads into the spare capacity of `buf`, after its current contents. `Ok(0)` is EOF.
     fn read(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
     /// Writes all of `buf`.
@@ -61,6 +79,44 @@ impl Transport for monoio::net::TcpStream {
             };
             n > 0
         }))
+    }
+
+    async fn wait_readable(&mut self) {
+        // io_uring: one POLL_ADD. epoll: `relaxed = false` checks with poll(2) first, because
+        // monoio's readiness flag stays set after a read that did not drain the socket; a
+        // stale flag would return at once and the read would then wait holding its buffer.
+        // An error is left for the read to report.
+        let _ = monoio::net::TcpStream::readable(self, false).await;
+    }
+
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `recv` writes at most `spare.len()` bytes into the vector's spare capacity,
+        // which is allocated and not aliased while `buf` is borrowed mutably here.
+        // MSG_DONTWAIT never blocks. Only the `n` bytes the kernel wrote are then declared
+        // initialised (`set_len`), and `n <= spare.len()`. Bypassing monoio is sound for both
+        // drivers: on epoll its readiness flag stays set, so its next read tries the socket
+        // first and clears the flag on EAGAIN; `wait_readable` checks with poll(2) anyway.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+                _ => Some(Err(e)),
+            };
+        }
+        let n = n as usize;
+        // SAFETY: see above: the kernel initialised `n <= spare.len()` bytes after `len`.
+        unsafe { buf.set_len(buf.len() + n) };
+        Some(Ok(n))
     }
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
@@ -169,6 +225,20 @@ impl Transport for Conn {
         let info = tls.info();
         *self = Conn::Tls(Box::new(tls));
         Ok(info)
+    }
+
+    async fn wait_readable(&mut self) {
+        match self {
+            Conn::Plain(s) => Transport::wait_readable(s).await,
+            Conn::Tls(_) | Conn::Broken => {}
+        }
+    }
+
+    fn read_now(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        match self {
+            Conn::Plain(s) => s.read_now(buf),
+            Conn::Tls(_) | Conn::Broken => None,
+        }
     }
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {

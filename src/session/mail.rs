@@ -44,7 +44,7 @@ impl State {
         let mut txn = self.new_transaction();
         if let Err(e) = address::parse_path_into(path, true, mail_params.smtputf8, &mut txn.sender)
         {
-            self.spare = Some(txn);
+            super::recycle::give_transaction(txn);
             let (enh, text) = respond::split_enhanced(e.0);
             return self.error_flow(out, Resolved::new(501, "5.1.7", text).enh(enh));
         }
@@ -67,7 +67,7 @@ impl State {
                 } else {
                     r.write(out);
                 }
-                self.spare = Some(txn);
+                super::recycle::give_transaction(txn);
                 super::closing(r.disconnect, "refused at MAIL")
             }
             Answer::Answered => {

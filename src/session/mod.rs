@@ -15,9 +15,11 @@ mod hello;
 mod mail;
 mod misc;
 mod rcpt;
+mod recycle;
 pub mod respond;
 pub mod script;
 
+use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,12 +37,14 @@ use crate::transport::Transport;
 pub use auth::AuthPolicy;
 use respond::{Answer, Resolved};
 
-/// Read buffer: a new connection gets `READ_BUF_MIN` (commands are at most `max_line`, 512 by
-/// default), so 10,000 idle connections cost little. A read that fills the buffer doubles it,
-/// up to `READ_BUF_MAX`, so a client streaming DATA soon reads 64 KiB per call. The buffer is
-/// never shrunk: a busy session keeps it and allocates nothing per message.
+/// Read buffer: a busy session gets at least `READ_BUF_MIN` (commands are at most `max_line`,
+/// 512 by default). A read that fills the buffer doubles it, up to `READ_BUF_MAX`, so a client
+/// streaming DATA soon reads 64 KiB per call. An idle session has no buffers: it gives them
+/// back to its worker (`recycle.rs`) and waits for readability without one (see [`Session::run`]).
 const READ_BUF_MIN: usize = 1024;
 const READ_BUF_MAX: usize = 64 * 1024;
+/// The write buffer a busy session starts with (a reply batch is rarely longer).
+const WRITE_BUF: usize = 512;
 
 /// What a session needs from its worker; fixed for the session's life (after a reload, new
 /// connections get a new `Env`, running ones keep theirs).
@@ -104,9 +108,8 @@ pub struct State {
     pub env: Rc<Env>,
     pub cx: Cx,
     /// The open mail transaction, from an accepted MAIL to the end of DATA or RSET.
-    pub txn: Option<Transaction>,
-    /// A cleared transaction kept for reuse, so a session allocates its buffers once.
-    spare: Option<Transaction>,
+    /// Boxed: an idle session has none, and its place in every session would be wasted.
+    pub txn: Option<Box<Transaction>>,
     /// Error replies so far (`max_errors`).
     errors: u32,
     /// Unknown verbs so far (`max_unrecognized`).
@@ -136,7 +139,19 @@ pub struct Session<T: Transport> {
     wbuf: Vec<u8>,
     /// The last read filled the buffer: the client sends faster than we read.
     read_full: bool,
+    /// Command-line framing (it remembers an over-long line being skipped across reads).
+    lines: Lines,
     st: State,
+}
+
+/// Why an idle session resumes.
+enum Wake {
+    /// The connection is new: pre-connection and connect hooks, then the banner.
+    Start,
+    /// The client sent something (or closed, or the socket failed: the read tells).
+    Input,
+    TimedOut,
+    Shutdown,
 }
 
 impl<T: Transport> Session<T> {
@@ -146,8 +161,7 @@ impl<T: Transport> Session<T> {
     }
 
     fn build(env: Rc<Env>, io: T, conn: Connection, early: &[u8]) -> Session<T> {
-        let mut rbuf = Vec::with_capacity(READ_BUF_MIN.max(early.len()));
-        rbuf.extend_from_slice(early);
+        let rbuf = early.to_vec();
         let mut cx = Cx::new(conn, env.svc.clone());
         let buffered = Rc::new(std::cell::Cell::new(!early.is_empty()));
         if let Some(peek) = io.input_probe() {
@@ -158,13 +172,16 @@ impl<T: Transport> Session<T> {
             io,
             rbuf,
             rpos: 0,
-            wbuf: Vec::with_capacity(512),
+            wbuf: Vec::new(),
             read_full: false,
+            lines: Lines::new(
+                data::bare_policy(env.settings.bare_newline),
+                env.settings.max_line,
+            ),
             st: State {
                 env,
                 cx,
                 txn: None,
-                spare: None,
                 errors: 0,
                 unrecognized: 0,
                 bdat: data::Bdat::default(),
@@ -186,22 +203,118 @@ impl<T: Transport> Session<T> {
     }
 
     /// Runs the whole conversation and the end-of-session hooks; returns why it ended.
-    pub async fn run(mut self) -> End {
+    ///
+    /// The session alternates between busy periods and idle waits. A busy period (`busy`:
+    /// commands, DATA, BDAT, hooks, with the read and write buffers) runs in a heap slot lent
+    /// by the worker (`recycle::boxed`), so its several KiB of state are not part of the
+    /// connection's task. It ends when all input is processed, the replies are sent and no
+    /// transaction is open; the session then gives its buffers back and waits, holding only
+    /// itself, until the socket is readable (`Transport::wait_readable`), the idle timeout
+    /// passes or the server shuts down. Inside a transaction (after MAIL) the client is
+    /// expected to go on at once, so the session keeps its buffers and reads as before.
+    ///
+    /// The session itself is boxed, so that moving it into and out of a busy period moves a
+    /// pointer, and the task keeps no copy of it.
+    pub fn run(self) -> impl Future<Output = End>
+    where
+        T: 'static,
+    {
+        Box::new(self).run_boxed()
+    }
+
+    async fn run_boxed(mut self: Box<Self>) -> End
+    where
+        T: 'static,
+    {
         let conn = &self.st.cx.conn;
-        let (remote, local) = (conn.remote, conn.local);
+        let remote = conn.remote;
         self.st.cx.log(
             Level::Info,
             "core",
-            format_args!("connect from {remote} to {local}"),
+            format_args!("connect from {remote} to {}", conn.local),
         );
-        let metrics = self.st.env.metrics.clone();
+        let metrics = &self.st.env.metrics;
         metrics
             .connections_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics
             .connections_open
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let end = self.converse().await;
+        let mut wake = Wake::Start;
+        loop {
+            let (s, end) = self.lend_busy(wake).await;
+            self = s;
+            if let Some(end) = end {
+                return self.lend_close(end).await;
+            }
+            wake = self.idle().await;
+        }
+    }
+
+    // The large futures are made inside plain functions and moved straight into their slots:
+    // made inside `run`, they would keep a place of their size in `run`'s own future.
+    fn lend_busy(
+        self: Box<Self>,
+        wake: Wake,
+    ) -> recycle::Lent<impl Future<Output = (Box<Self>, Option<End>)>>
+    where
+        T: 'static,
+    {
+        recycle::boxed(self.busy(wake))
+    }
+
+    fn lend_close(self: Box<Self>, end: End) -> recycle::Lent<impl Future<Output = End>>
+    where
+        T: 'static,
+    {
+        recycle::boxed(self.close(end))
+    }
+
+    /// Waits without buffers until there is something to do (see [`Session::run`]).
+    async fn idle(&mut self) -> Wake {
+        recycle::give(recycle::Buf::Read, std::mem::take(&mut self.rbuf));
+        recycle::give(recycle::Buf::Write, std::mem::take(&mut self.wbuf));
+        self.rpos = 0;
+        let timeout = self.st.env.settings.timeout;
+        let shutdown = self.st.env.shutdown.clone();
+        let ready = monoio::time::timeout(timeout, self.io.wait_readable());
+        monoio::select! {
+            r = ready => if r.is_ok() { Wake::Input } else { Wake::TimedOut },
+            _ = shutdown.wait() => Wake::Shutdown,
+        }
+    }
+
+    /// One busy period: takes the buffers, does what `wake` calls for, then runs commands
+    /// until the session can go idle (`None`) or ends (`Some`).
+    async fn busy(mut self: Box<Self>, wake: Wake) -> (Box<Self>, Option<End>) {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = recycle::take(recycle::Buf::Read, READ_BUF_MIN);
+        }
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = recycle::take(recycle::Buf::Write, WRITE_BUF);
+        }
+        let end = match wake {
+            Wake::Start => match self.st.greet(&mut self.wbuf).await {
+                Some(end) => Some(end),
+                None => self.converse().await,
+            },
+            Wake::Input => match self.fill_ready().await {
+                Ok(()) => self.converse().await,
+                Err(end) => Some(end),
+            },
+            Wake::TimedOut => Some(self.timed_out().await),
+            Wake::Shutdown => {
+                let end = self.st.shutting_down(&mut self.wbuf);
+                let _ = self.flush().await;
+                Some(end)
+            }
+        };
+        (self, end)
+    }
+
+    /// After the conversation: what is said is sent, the transaction ends, the end-of-session
+    /// hooks run, the close is logged.
+    async fn close(mut self: Box<Self>, end: End) -> End {
         // Whatever was said is sent before the connection goes.
         let _ = self.flush().await;
         self.st.end_transaction().await;
@@ -209,25 +322,25 @@ impl<T: Transport> Session<T> {
             self.st.run(Call::Disconnect).await; // qpsmtpd skips it after QUIT answered DONE
         }
         self.st.run(Call::PostConnection).await;
-        metrics
+        self.st
+            .env
+            .metrics
             .connections_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let conn = &self.st.cx.conn;
         let (ms, n) = (conn.started.elapsed().as_millis(), conn.transactions);
+        let remote = conn.remote;
         let msg = format_args!("close {remote}: {end:?} after {ms} ms, {n} transactions");
         self.st.cx.log(Level::Info, "core", msg);
         end
     }
 
-    async fn converse(&mut self) -> End {
-        if let Some(end) = self.st.greet(&mut self.wbuf).await {
-            return end;
-        }
-        let settings = &self.st.env.settings;
-        let mut lines = Lines::new(data::bare_policy(settings.bare_newline), settings.max_line);
-        loop {
+    /// Runs every complete command in the buffer, answers, reads more; returns `None` when the
+    /// session can go idle (no input left, replies sent, no transaction open).
+    async fn converse(&mut self) -> Option<End> {
+        let end = loop {
             // Every complete line in the buffer first: that is one pipelined batch.
-            while let Some((line, used)) = lines.next(&self.rbuf[self.rpos..]) {
+            while let Some((line, used)) = self.lines.next(&self.rbuf[self.rpos..]) {
                 self.rpos += used;
                 let line = match line {
                     Line::Command(line) => line,
@@ -235,14 +348,16 @@ impl<T: Transport> Session<T> {
                         let max = self.st.env.settings.max_line;
                         let r = Resolved::new(500, "5.5.2", format!("Line too long (max {max})"));
                         if let Some(end) = self.st.error(&mut self.wbuf, r) {
-                            return end;
+                            return Some(end);
                         }
                         continue;
                     }
-                    Line::BareNewline => return self.st.bare_newline(&mut self.wbuf, "command"),
+                    Line::BareNewline => {
+                        return Some(self.st.bare_newline(&mut self.wbuf, "command"))
+                    }
                 };
                 if self.st.env.shutdown.is_set() {
-                    return self.st.shutting_down(&mut self.wbuf);
+                    return Some(self.st.shutting_down(&mut self.wbuf));
                 }
                 self.st.buffered.set(self.rpos < self.rbuf.len());
                 let flow = if self.st.sasl.is_some() {
@@ -252,7 +367,7 @@ impl<T: Transport> Session<T> {
                 };
                 let flow = match flow {
                     Flow::Next => continue,
-                    Flow::Close(end) => return end,
+                    Flow::Close(end) => return Some(end),
                     Flow::Data => self.receive_data().await,
                     Flow::Bdat { size, last, accept } => {
                         self.receive_bdat(size, last, accept).await
@@ -263,20 +378,22 @@ impl<T: Transport> Session<T> {
                     },
                 };
                 if let Flow::Close(end) = flow {
-                    return end;
+                    return Some(end);
                 }
             }
             // No complete line left: guard the partial one, answer the batch, read more.
-            self.rpos += lines.overflow(&self.rbuf[self.rpos..]);
+            self.rpos += self.lines.overflow(&self.rbuf[self.rpos..]);
             if let Err(end) = self.flush().await {
-                return end;
+                break end;
             }
-            let timeout = self.st.env.settings.timeout;
-            match self.fill(timeout, true).await {
-                Ok(()) => {}
-                Err(end) => return end,
+            if self.rpos == self.rbuf.len() && self.st.txn.is_none() {
+                return None;
             }
-        }
+            if let Err(end) = self.fill(self.st.env.settings.timeout, true).await {
+                break end;
+            }
+        };
+        Some(end)
     }
 
     /// After `220 Ready to start TLS`: the handshake, then a fresh session over TLS.
@@ -316,6 +433,22 @@ impl<T: Transport> Session<T> {
         buf.clear();
         self.wbuf = buf;
         res.map_err(|e| End::Io(e.kind()))
+    }
+
+    /// After an idle wait: reads what is there without waiting, else as [`Session::fill`].
+    async fn fill_ready(&mut self) -> Result<(), End> {
+        let room = READ_BUF_MIN.max(self.rbuf.capacity());
+        self.rbuf.reserve(room - self.rbuf.len());
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        match self.io.read_now(&mut self.rbuf) {
+            Some(Ok(0)) => Err(End::ClientClosed),
+            Some(Ok(n)) => {
+                self.read_full = n == spare;
+                Ok(())
+            }
+            Some(Err(e)) => Err(End::Io(e.kind())),
+            None => self.fill(self.st.env.settings.timeout, true).await,
+        }
     }
 
     /// Reads more input after moving unprocessed bytes to the front. Waits at most `timeout`
@@ -536,10 +669,9 @@ impl State {
         self.unrecognized = 0;
     }
 
-    /// Takes a cleared transaction from the spare slot (or makes one).
-    fn new_transaction(&mut self) -> Transaction {
-        let mut txn = self.spare.take().unwrap_or_default();
-        txn.clear();
+    /// Takes a cleared transaction from the worker's pool (or makes one).
+    fn new_transaction(&mut self) -> Box<Transaction> {
+        let mut txn = recycle::take_transaction();
         self.cx.conn.transactions += 1;
         use std::fmt::Write;
         let _ = write!(
@@ -550,7 +682,7 @@ impl State {
         txn
     }
 
-    /// Ends the open transaction, if any: `reset_transaction` hook, then back to the spare slot.
+    /// Ends the open transaction, if any: `reset_transaction` hook, then back to the pool.
     async fn end_transaction(&mut self) {
         self.bdat = data::Bdat::default();
         if let Some(mut txn) = self.txn.take() {
@@ -560,8 +692,7 @@ impl State {
                     .run(&mut self.cx, Some(&mut txn), Call::ResetTransaction)
                     .await;
             }
-            txn.clear();
-            self.spare = Some(txn);
+            recycle::give_transaction(txn);
         }
     }
 }

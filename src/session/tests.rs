@@ -748,10 +748,34 @@ fn no_allocation_per_message_after_the_first() {
     );
 }
 
-/// An idle connection's cost is this struct, its future and its buffers; the budget is 16 KiB
-/// per idle connection in all (a headline figure, docs/benchmarks.md), so the future must stay well below that.
+/// What an idle connection keeps is its task, `incoming::serve`'s future with the idle wait
+/// (`Session::run`), and its boxed `Session`; the busy state, the buffers and the
+/// transaction are lent by the worker only while busy (`recycle.rs`). Before that design the
+/// task was 7,424 bytes and the session 1,288 (plus 1.5 KiB of buffers), 10.9 KiB of RSS per
+/// idle connection in all (docs/benchmarks.md).
 #[test]
-fn a_session_future_stays_small() {
+#[allow(unreachable_code, unused_variables)]
+fn an_idle_session_keeps_little() {
+    use crate::transport::Conn;
+    use std::mem::size_of;
+    /// The size of the future `f` would return, without calling it.
+    fn future<F>(_: &dyn Fn() -> F) -> usize {
+        size_of::<F>()
+    }
+    let serve = future(&|| crate::incoming::serve(todo!(), 0, todo!(), todo!(), todo!(), todo!()));
+    let run = future(&|| Session::<Conn>::run(todo!()));
+    let busy = future(&|| Session::<Conn>::busy(todo!(), super::Wake::Input));
+    let session = size_of::<Session<Conn>>();
+    eprintln!(
+        "task (serve) {serve} B, run {run} B, Session {session} B; lent while busy: {busy} B"
+    );
+    assert!(session <= 768, "Session<Conn> is {session} bytes");
+    assert!(serve <= 2048, "the connection's task is {serve} bytes");
+    assert!(
+        busy > serve,
+        "the busy state ({busy} B) is what the idle task leaves out"
+    );
+
     let settings = Settings::load(&MemConfig::new(&[])).unwrap();
     let chains = Chains::from_instances(Vec::new(), settings.plugin_timeout);
     let svc = Rc::new(WorkerServices::new(settings.me.clone()));
@@ -775,9 +799,11 @@ fn a_session_future_stays_small() {
         timeout: Duration::from_secs(1),
     };
     let session = Session::new(env, io, conn, &[]);
-    assert!(session.rbuf.capacity() <= 1024);
-    let size = std::mem::size_of_val(&session.run());
-    assert!(size < 10 * 1024, "session future is {size} bytes");
+    assert_eq!(
+        session.rbuf.capacity() + session.wbuf.capacity(),
+        0,
+        "no buffers before busy"
+    );
 }
 
 /// Adds angle brackets in `mail_pre`/`rcpt_pre`, as `dont_require_anglebrackets` does;
