@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 # What a delivery does, and how the reply reaches the client (the epoll driver: with io_uring
 # the socket write is a submission, not a syscall strace can see).
 TRACED = ("openat,open,write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,fsync,fdatasync,"
-          "link,linkat,rename,renameat,renameat2,unlink,unlinkat,execve,wait4,waitid,close")
+          "link,linkat,rename,renameat,renameat2,unlink,unlinkat,execve,wait4,waitid,close,syncfs")
 WRITES = {"write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg"}
 SYNCS = {"fsync", "fdatasync"}
 LINKS = {"link", "linkat", "rename", "renameat", "renameat2"}
@@ -127,7 +127,11 @@ def check_maildir(evs, maildir):
     2. then fsync'd (fsync or fdatasync, started after its last write, succeeded),
     3. then linked (or renamed) to `new/NAME` beside its `tmp/`,
     4. then that `new/` is fsync'd by an fsync that started after the link returned,
-    5. and only after those fsyncs returned is `250 ... Queued` written to the client.
+    5. and only after those fsyncs returned is `250 ... Queued` written to the client;
+
+    or, on a Maildir that is its own filesystem, 2-4 are one `syncfs` of a directory above
+    the file (the filesystem's root), started after the link returned (so after the last
+    write), succeeded, and returned before the 250.
     """
     root = os.path.realpath(maildir)
     reply = reply_write(evs)
@@ -148,13 +152,15 @@ def _check_message_file(evs, tmp, reply):
     name = os.path.basename(tmp)
     new_dir = os.path.join(os.path.dirname(os.path.dirname(tmp)), "new")
     last_write = max(e.end for e in evs if e.name in WRITES and e.fd_path == tmp)
+    link = _link(evs, name)
+    if link is not None and link.done and last_write < link.start and _syncfs_between(evs, tmp, link, reply):
+        return []
     problems = []
     fsync_file = next((e for e in evs if e.name in SYNCS and e.fd_path == tmp and e.start > last_write), None)
     if fsync_file is None:
         problems.append(f"no fsync of {tmp} after its last write")
     elif not fsync_file.done:
         problems.append(f"the fsync of the message file did not happen or failed: {fsync_file}")
-    link = _link(evs, name)
     if link is None or not link.done:
         return problems + [f"no link of tmp/{name} into new/: {link}"]
     if fsync_file is not None and not fsync_file.end < link.start:
@@ -170,6 +176,14 @@ def _check_message_file(evs, tmp, reply):
     if fsync_file is not None and fsync_file.done and not fsync_file.end < reply.start:
         problems.append(f"250 written before the fsync of the message file returned: {fsync_file} / {reply}")
     return problems
+
+
+def _syncfs_between(evs, tmp, link, reply):
+    """A successful syncfs of the filesystem above `tmp` (its descriptor a directory above
+    it), started after `link` returned and returned before `reply` started."""
+    return next((e for e in evs if e.name == "syncfs" and e.done and e.fd_path
+                 and tmp.startswith(e.fd_path.rstrip("/") + "/")
+                 and e.start > link.end and e.end < reply.start), None)
 
 
 def _link(evs, name):

@@ -19,6 +19,7 @@ says what durability means for each.
 
 import dataclasses
 import shutil
+import subprocess
 
 import pytest
 
@@ -160,6 +161,67 @@ def test_maildir_batch_every_250_after_one_shared_new_dir_fsync_after_all_file_f
         [e for e in evs if not (e.name == "fsync" and e.fd_path == f"{root}/tmp/{victim}")], server.maildir.path)
     assert any("no fsync of" in p and f"/tmp/{victim}" in p for p in without_file[victim][0]), without_file[victim]
     assert all(not p for name, (p, _) in without_file.items() if name != victim)
+
+
+@pytest.fixture
+def own_filesystem(tmp_path):
+    """own_filesystem(path): mounts a fresh ext4 filesystem (a loop-mounted image file under
+    tmp_path) at `path`; unmounted at the end of the test, after the servers stopped (this
+    fixture is set up before make_server, so it is torn down after it)."""
+    if shutil.which("mkfs.ext4") is None or shutil.which("mount") is None:
+        pytest.fail("mkfs.ext4 and mount are needed (e2fsprogs, mount)")
+    mounted = []
+
+    def mount(path):
+        image = tmp_path / f"fs{len(mounted)}.img"
+        subprocess.run(["truncate", "-s", "64M", str(image)], check=True, timeout=30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, timeout=60)
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-o", "loop", str(image), str(path)], capture_output=True, timeout=60)
+        if r.returncode != 0:
+            pytest.fail(f"cannot loop-mount a filesystem (root is needed): {r.stderr!r}")
+        mounted.append(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], timeout=60)
+
+
+def maildir_on_its_own_filesystem(own_filesystem, make_server):
+    server = make_server(start=False, extra_args=["--driver", "epoll"])
+    own_filesystem(server.maildir.path)
+    server.start()
+    return server
+
+
+def test_maildir_on_its_own_filesystem_250_only_after_a_syncfs_after_the_link(own_filesystem, make_server,
+                                                                              tmp_path):
+    server = maildir_on_its_own_filesystem(own_filesystem, make_server)
+    reply, evs = traced_delivery(server, tmp_path, "syncfs", rcpts=[RCPT, "other@example.test"])
+    assert reply.code == 250, reply
+    assert check_maildir(evs, server.maildir.path) == []
+    assert len(server.maildir.files("new")) == 1
+    root = str(server.maildir.path.resolve())
+    # The syncfs did the work: no fsync of the message file or of new/ at all.
+    assert [e for e in evs if e.name == "syncfs" and e.fd_path == root and e.done], "no syncfs of the Maildir"
+    assert not [e for e in evs if e.name in SYNCS and e.fd_path.startswith(root)]
+
+    # The checker refuses the trace without the syncfs, or with the 250 written before it ended.
+    no_syncfs = check_maildir([e for e in evs if e.name != "syncfs"], server.maildir.path)
+    assert any("no fsync of" in p for p in no_syncfs), no_syncfs
+    syncfs = next(e for e in evs if e.name == "syncfs" and e.fd_path == root)
+    reply_ev = next(e for e in evs if e.name in ("write", "sendto", "writev", "sendmsg")
+                    and e.fd_path.startswith("TCP") and any(s.startswith("250 ") and "Queued" in s for s in e.strings))
+    early = [dataclasses.replace(e, start=syncfs.end - 1) if e is reply_ev else e for e in evs]
+    assert check_maildir(early, server.maildir.path) != []
+
+
+def test_maildir_on_its_own_filesystem_failed_syncfs_is_4xx_never_250(own_filesystem, make_server, tmp_path):
+    server = maildir_on_its_own_filesystem(own_filesystem, make_server)
+    reply, evs = traced_delivery(server, tmp_path, "syncfs-eio", ["-e", "inject=syncfs:error=EIO"])
+    assert 400 <= reply.code < 500 and reply.enhanced().startswith("4."), reply
+    assert check_maildir(evs, server.maildir.path) == ["no 250 reply to DATA was written to the client"]
+    assert server.maildir.files("new") == [], "a message whose syncfs failed is left in new/"
 
 
 # TEST PROGRAMS, not qmail or Exim: each reads what the plugin writes (qmail-queue: the message

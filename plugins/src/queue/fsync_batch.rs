@@ -164,7 +164,7 @@ impl Drop for Lead<'_> {
 }
 
 /// `io::Error` is not `Clone`: the same OS error (so the same kind), or the same kind and text.
-fn copy_error(e: &io::Error) -> io::Error {
+pub(crate) fn copy_error(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(e.kind(), e.to_string()),
