@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::schedule::RateSchedule;
+
 /// The longest run allowed, whatever the options say: a forgotten run stops by itself.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Message sequence numbers are written with this many digits (`X-Loadtest-Seq`), so every
@@ -52,7 +54,9 @@ load
                         when the server does not offer PIPELINING)
   --rate N              open loop: start N messages/s in total, latency measured from each
                         message's scheduled time (coordinated omission counted). Default:
-                        closed loop (each connection sends as fast as replies come)
+                        closed loop (each connection sends as fast as replies come).
+                        Steps RATE:SECS,RATE:SECS,... change the rate over the run (an
+                        overload run: 500:10,1000:20,250:20); they set --duration
   --idle                hold the connections open after EHLO until --duration ends, send no
                         mail (to measure a server's memory per idle connection); prints
                         'smtp-loadtest: idle: N connections open' on stderr when they are up
@@ -149,7 +153,8 @@ pub struct Config {
     pub rcpts: u32,
     pub body: Body,
     pub pipelining: bool,
-    pub rate: Option<f64>,
+    /// `--rate`: open loop, at one rate or a schedule of steps.
+    pub rate: Option<RateSchedule>,
     pub idle: bool,
     pub proxy: Option<ProxyVersion>,
     pub source_range: Option<(IpAddr, IpAddr)>,
@@ -258,11 +263,6 @@ impl Config {
                 return Err(format!(
                     "--size must be 64..={MAX_SIZE} bytes (room for the headers)"
                 ));
-            }
-        }
-        if let Some(r) = self.rate {
-            if !(r > 0.0 && r <= 10_000_000.0) {
-                return Err("--rate must be above 0 and at most 10000000".into());
             }
         }
         if let Some((a, b)) = self.source_range {
@@ -400,13 +400,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
                     v => return Err(format!("--pipelining: on or off, not '{v}'")),
                 }
             }
-            "--rate" => {
-                cfg.rate = Some(
-                    value()?
-                        .parse::<f64>()
-                        .map_err(|_| "--rate takes a number of messages per second")?,
-                )
-            }
+            "--rate" => cfg.rate = Some(RateSchedule::parse(&value()?)?),
             "--idle" => cfg.idle = true,
             "--proxy" => {
                 cfg.proxy = Some(match value()?.as_str() {
@@ -458,6 +452,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
     }
     if !targets.is_empty() {
         cfg.targets = targets;
+    }
+    if cfg.duration.is_none() {
+        // A schedule of steps bounds the run by itself.
+        cfg.duration = cfg.rate.as_ref().and_then(RateSchedule::total);
     }
     if starttls {
         cfg.tls = Some(tls);
@@ -596,7 +594,9 @@ mod tests {
         assert_eq!(c.body, Body::Size(100 * 1024));
         assert!(!c.pipelining);
         assert_eq!(c.proxy, Some(ProxyVersion::V2));
-        assert_eq!(c.rate, Some(500.0));
+        assert_eq!(c.rate.as_ref().and_then(RateSchedule::single), Some(500.0));
+        let s = args("--rate 100:10,200:20,50:20").unwrap();
+        assert_eq!(s.duration, Some(Duration::from_secs(50)), "a schedule bounds the run");
         assert_eq!(c.per_session, 20);
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert!(args("--messages 1 --tls-name mx.test")
