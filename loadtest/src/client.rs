@@ -130,6 +130,11 @@ pub enum Fail {
 }
 
 impl Fail {
+    /// A 421 before the session: the server refuses connections now (its connection limit).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Fail::Refused(421) | Fail::Closing)
+    }
+
     pub fn kind(&self) -> String {
         match self {
             Fail::Timeout => "timeout".into(),
@@ -243,13 +248,17 @@ impl Slot {
                     st.conn_failed += 1;
                     st.error(stage, fail.kind());
                     let slice = st.slices.at(second);
-                    if matches!(fail, Fail::Refused(421) | Fail::Closing) {
+                    if fail.is_refusal() {
                         slice.refused_421 += 1;
                     } else {
                         slice.conn_errors += 1;
                     }
                 }
                 self.ctx.shared.conn_errors.fetch_add(1, Relaxed);
+                if self.ctx.cfg.defer_refused && fail.is_refusal() {
+                    pending = None; // deferred: the next message keeps its own schedule
+                    continue;
+                }
                 failures += 1;
                 if failures >= self.ctx.cfg.max_failures {
                     self.ctx.stats.borrow_mut().slots_gave_up += 1;

@@ -89,6 +89,10 @@ limits
   --connect-timeout S   wait at most this long for a connection (default 10)
   --max-failures N      a connection slot gives up after N consecutive connection failures
                         (default 5); the run ends when every slot has given up
+  --defer-refused       a message whose connection is refused with 421 (a server at its
+                        connection limit) is given up, as a client that defers it for
+                        minutes would, not retried in this run; such refusals do not count
+                        as failures toward --max-failures
 output
   --json                print the report as JSON on stdout instead of the table
   --svg FILE            write latency-by-percentile and throughput-over-time plots
@@ -168,6 +172,9 @@ pub struct Config {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_failures: u32,
+    /// `--defer-refused`: a message whose connection is refused with 421 is given up (a real
+    /// client defers it for minutes), not retried in this run.
+    pub defer_refused: bool,
     pub json: bool,
     pub svg: Option<PathBuf>,
     /// `--accepted FILE`: where the sequence numbers of the messages that got 250 go.
@@ -202,6 +209,7 @@ impl Config {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_failures: 5,
+            defer_refused: false,
             json: false,
             svg: None,
             accepted_log: None,
@@ -303,6 +311,9 @@ impl Config {
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err("timeouts must be above 0".into());
+        }
+        if self.defer_refused && self.rate.is_none() {
+            return Err("--defer-refused needs --rate (in closed loop nothing paces the next try)".into());
         }
         if self.max_failures == 0 {
             return Err("--max-failures must be at least 1".into());
@@ -418,6 +429,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
                 cfg.connect_timeout = parse_secs(&value()?, "--connect-timeout")?
             }
             "--max-failures" => cfg.max_failures = parse_num(&value()?, "--max-failures")?,
+            "--defer-refused" => cfg.defer_refused = true,
             "--json" => cfg.json = true,
             "--svg" => cfg.svg = Some(value()?.into()),
             "--accepted" => cfg.accepted_log = Some(value()?.into()),

@@ -385,6 +385,21 @@ fn banner_421_is_counted_as_a_refused_connection_per_second() {
 }
 
 #[test]
+fn deferred_refusals_are_given_up_not_retried() {
+    let (addr, _) = fake(Mode::Banner421, false);
+    let mut c = config(addr);
+    c.rate = Some(RateSchedule::parse("50:0.2").unwrap()); // 10 messages
+    c.duration = Some(Duration::from_secs(1));
+    c.connections = 2;
+    c.max_failures = 1;
+    c.defer_refused = true;
+    let r = go(&c);
+    assert_eq!(r.stats.slots_gave_up, 0, "a 421 is an answer, not a failure");
+    assert_eq!(r.stats.attempted, 0);
+    assert_eq!(r.stats.slices.refused_421(), 10, "each message tried once, then deferred");
+}
+
+#[test]
 fn nothing_listening_is_counted_not_retried_forever() {
     // Bind and drop to find a port with nobody on it.
     let addr = TcpListener::bind("127.0.0.1:0")
