@@ -127,37 +127,40 @@ pub fn refusal_reply(me: &str) -> Vec<u8> {
     out
 }
 
-/// How long a refused connection may live: the 421 goes out at once (a fresh socket's send
-/// buffer is empty), then what the client already sent is read and dropped until it closes or
-/// this passes.
-const LINGER: Duration = Duration::from_secs(2);
 /// What is read and dropped from a refused client at most (its PROXY header, a pipelined EHLO).
-const LINGER_BYTES: usize = 4096;
+const DRAIN_BYTES: usize = 4096;
 
-/// Writes `reply`, half-closes, and reads what the client sent until it closes, [`LINGER`]
-/// passes or [`LINGER_BYTES`] were read. Closing a socket with unread bytes in it sends a
-/// reset, which can destroy the 421 before the client reads it (a load balancer sends its
-/// PROXY header at once); reading first lets the 421 arrive.
-pub async fn answer_and_close(mut stream: monoio::net::TcpStream, reply: Vec<u8>) {
-    use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-    let linger = async {
-        let (written, _) = stream.write_all(reply).await;
-        if written.is_err() || stream.shutdown().await.is_err() {
-            return;
-        }
-        let mut buf = Vec::with_capacity(512);
-        let mut read = 0;
-        while read < LINGER_BYTES {
-            let (r, b) = stream.read(buf).await;
-            buf = b;
-            match r {
-                Ok(n) if n > 0 => read += n,
-                _ => return,
-            }
-            buf.clear();
-        }
+/// Answers a refused connection and closes it, at once and without a task, a timer or an
+/// io_uring operation: under overload a refusal must cost far less than a session, or
+/// refusing starves the sessions admitted. The reply goes out with one non-blocking send (a
+/// fresh socket's send buffer is empty); what the client already sent (a load balancer's
+/// PROXY header) is read and dropped without waiting, because closing a socket with unread
+/// bytes sends a reset that can destroy the 421 before the client reads it. Dropping the
+/// stream closes it.
+pub fn answer_and_close(stream: monoio::net::TcpStream, reply: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    // SAFETY: `fd` is the open socket `stream` owns for the whole call; `reply` is a live
+    // slice and send reads at most `reply.len()` bytes of it. MSG_DONTWAIT: never blocks.
+    let _ = unsafe {
+        libc::send(
+            fd,
+            reply.as_ptr().cast(),
+            reply.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
     };
-    let _ = monoio::time::timeout(LINGER, linger).await;
+    let mut buf = [0u8; 512];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        // SAFETY: as above; recv writes at most `buf.len()` bytes into the live local `buf`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            break; // nothing more now (EAGAIN), closed by the client, or an error
+        }
+        drained += n as usize;
+    }
+    drop(stream);
 }
 
 #[cfg(test)]

@@ -305,8 +305,8 @@ async fn accept_loop(w: Rc<WorkerEnv>, listener: monoio::net::TcpListener, spec:
     }
 }
 
-/// A connection over `max_connections`: `421 4.3.2` and close, in a task of its own that
-/// holds nothing but the socket and the reply; `log_count` is the refusals a log line due now
+/// A connection over `max_connections`: `421 4.3.2` and close, at once (see
+/// [`crate::admission::answer_and_close`]); `log_count` is the refusals a log line due now
 /// reports.
 fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: Option<u64>) {
     w.metrics
@@ -315,8 +315,7 @@ fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: O
     if let Some(n) = log_count {
         log_refusals(n, w.limit.get());
     }
-    let reply = crate::admission::refusal_reply(env.svc.me());
-    monoio::spawn(crate::admission::answer_and_close(stream, reply));
+    crate::admission::answer_and_close(stream, &crate::admission::refusal_reply(env.svc.me()));
 }
 
 fn log_refusals(n: u64, limit: usize) {
