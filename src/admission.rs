@@ -111,7 +111,7 @@ pub fn limit(configured: Option<usize>) -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return FALLBACK_LIMIT;
     }
-    let cur = rl.rlim_cur as u64; // RLIM_INFINITY is u64::MAX: clamped below
+    let cur = rl.rlim_cur; // RLIM_INFINITY is u64::MAX: clamped below
     usize::try_from(cur.saturating_sub(FD_RESERVE).clamp(1, 1 << 24)).unwrap_or(FALLBACK_LIMIT)
 }
 
@@ -215,7 +215,7 @@ mod tests {
         };
         // SAFETY: as in `limit`.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-        assert!((auto as u64) < (rl.rlim_cur as u64).max(2), "leaves fds for the rest");
+        assert!((auto as u64) < rl.rlim_cur.max(2), "leaves fds for the rest");
     }
 
     #[test]
