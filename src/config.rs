@@ -499,6 +499,10 @@ pub struct Settings {
     /// `listen`: one address per line, `ADDR:PORT [proxy] [tls]` (see [`ListenSpec::parse`]).
     /// Default `127.0.0.1:2525`. New in ringsmtpd (qpsmtpd took it on the command line).
     pub listen: Vec<ListenSpec>,
+    /// `max_connections`: connections open at once in this process, 1..=10000000; the next
+    /// one gets `421 4.3.2` and is closed (see `crate::admission`). `None` (no file): the
+    /// open-file limit less a reserve.
+    pub max_connections: Option<usize>,
     /// `max_rcpts`: recipients per message, 1..=100000; the next `RCPT` gets
     /// `452 4.5.3`. Default 100.
     pub max_rcpts: usize,
@@ -715,6 +719,8 @@ impl Settings {
             })?,
         };
 
+        let max_connections = number(cfg, "max_connections", 1, 10_000_000)?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let max_rcpts = usize_setting(cfg, "max_rcpts", 1, 100_000, DEFAULT_MAX_RCPTS)?;
         let max_line = usize_setting(cfg, "max_line_length", 512, 65_536, DEFAULT_MAX_LINE)?;
         let data_line_length = usize_setting(
@@ -784,6 +790,7 @@ impl Settings {
             size_threshold,
             loglevel,
             listen,
+            max_connections,
             max_rcpts,
             max_line,
             data_line_length,
@@ -1319,6 +1326,7 @@ mod tests {
                     proxy: false,
                     tls: false
                 }],
+                max_connections: None,
                 max_rcpts: 100,
                 max_line: 512,
                 data_line_length: 1_048_576,
@@ -1349,6 +1357,7 @@ mod tests {
             ("size_threshold", "0"),
             ("loglevel", "7"),
             ("listen", "*:25\n[::1]:587 tls\n127.0.0.1:10025 proxy tls"),
+            ("max_connections", "2000"),
             ("max_rcpts", "500"),
             ("max_line_length", "4096"),
             ("data_line_length", "1000"),
@@ -1391,6 +1400,7 @@ mod tests {
                     spec("[::1]:587", false, true),
                     spec("127.0.0.1:10025", true, true),
                 ],
+                max_connections: Some(2000),
                 max_rcpts: 500,
                 max_line: 4096,
                 data_line_length: 1000,

@@ -1,12 +1,13 @@
 //! What the main thread shares with the workers ([`Control`]): the current config snapshot
 //! behind a lock that is taken once per reload per worker (never per connection: workers
-//! compare a generation counter), the connection counts per client IP, and the stop signal.
+//! compare a generation counter), the connection counts per client IP and in all, and the stop signal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures_channel::oneshot;
 
+use crate::admission::Admission;
 use crate::peers::PeerCounts;
 use crate::snapshot::Snapshot;
 
@@ -15,6 +16,8 @@ pub struct Control {
     current: RwLock<Arc<Snapshot>>,
     /// Connections per client IP, shared by all workers.
     pub peers: Arc<PeerCounts>,
+    /// Connections open in the process, against `max_connections`.
+    pub admission: Arc<Admission>,
     generation: AtomicU64,
     stop: Mutex<Vec<oneshot::Sender<()>>>,
 }
@@ -24,6 +27,7 @@ impl Control {
         Arc::new(Control {
             current: RwLock::new(Arc::new(snapshot)),
             peers: PeerCounts::new(),
+            admission: Admission::new(),
             generation: AtomicU64::new(0),
             stop: Mutex::new(Vec::new()),
         })

@@ -1,6 +1,7 @@
 //! ringsmtpd: an SMTP receiver with qpsmtpd's plugin engine on a thread-per-core io_uring
 //! runtime. See README.md for the map of this crate.
 
+pub mod admission;
 pub mod catch;
 pub mod check;
 pub mod config;

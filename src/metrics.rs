@@ -112,6 +112,8 @@ const DNS_COUNTERS: [&str; 8] = [
 pub struct WorkerMetrics {
     pub connections_total: AtomicU64,
     pub connections_open: AtomicI64,
+    /// Connections over `max_connections`, answered 421 and closed.
+    pub connections_refused: AtomicU64,
     /// Final replies to messages (after DATA/BDAT LAST), by class 2xx, 4xx, 5xx.
     pub messages: [AtomicU64; 3],
     /// From the end of DATA to the queue's answer.
@@ -241,6 +243,12 @@ pub fn render() -> String {
         .sum();
     let _ = writeln!(out, "# HELP ringsmtpd_connections_open Connections open now.\n# TYPE ringsmtpd_connections_open gauge");
     let _ = writeln!(out, "ringsmtpd_connections_open {open}");
+    let _ = writeln!(out, "# HELP ringsmtpd_connections_refused_total Connections over max_connections, answered 421 4.3.2.\n# TYPE ringsmtpd_connections_refused_total counter");
+    let _ = writeln!(
+        out,
+        "ringsmtpd_connections_refused_total {}",
+        sum(&|w| w.connections_refused.load(Relaxed))
+    );
     let _ = writeln!(out, "# HELP ringsmtpd_messages_total Final replies to messages, by class.\n# TYPE ringsmtpd_messages_total counter");
     for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
         let _ = writeln!(

@@ -93,6 +93,8 @@ struct WorkerEnv {
     /// [`Env`]; they answer 421 at their next command.
     closing: Rc<Shutdown>,
     current: RefCell<(u64, Rc<Env>)>,
+    /// Connections the process admits at once (`max_connections`, resolved with the env).
+    limit: Cell<usize>,
     next_conn: Cell<u64>,
     active: Cell<usize>,
     /// This worker's counters, kept across reloads.
@@ -106,7 +108,11 @@ impl WorkerEnv {
         if self.current.borrow().0 != gen {
             let snap = self.control.snapshot();
             match make_env(&snap, self.closing.clone(), self.metrics.clone()) {
-                Ok(env) => *self.current.borrow_mut() = (gen, Rc::new(env)),
+                Ok(env) => {
+                    self.limit
+                        .set(crate::admission::limit(env.settings.max_connections));
+                    *self.current.borrow_mut() = (gen, Rc::new(env));
+                }
                 Err(e) => {
                     crate::log!(
                         Level::Error,
@@ -188,6 +194,7 @@ async fn worker(
         control,
         shutdown: shutdown.clone(),
         closing: closing.clone(),
+        limit: Cell::new(crate::admission::limit(env.settings.max_connections)),
         current: RefCell::new((gen, env)),
         next_conn: Cell::new(0),
         active: Cell::new(0),
@@ -226,6 +233,9 @@ async fn worker(
                 let env = w.current.borrow().1.clone();
                 if let Some(dns) = &env.dns {
                     w.metrics.publish_dns(&dns.stats());
+                }
+                if let Some(n) = w.control.admission.pending_log(Instant::now()) {
+                    log_refusals(n, w.limit.get());
                 }
             }
         });
@@ -268,12 +278,20 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
         };
         match accepted {
             Ok((stream, peer)) => {
+                let env = w.env();
+                let ticket = match w.control.admission.enter(w.limit.get()) {
+                    Ok(ticket) => ticket,
+                    Err(refused) => {
+                        refuse(&w, stream, &env, refused.log_count);
+                        continue;
+                    }
+                };
                 let w2 = w.clone();
                 let spec = spec.clone();
                 w.active.set(w.active.get() + 1);
                 monoio::spawn(async move {
                     let guard = ActiveGuard(w2.clone());
-                    let (env, id, peers) = (w2.env(), w2.conn_id(), &w2.control.peers);
+                    let (id, peers) = (w2.conn_id(), &w2.control.peers);
                     let task = Box::pin(incoming::serve(env, id, peers, stream, peer, &spec));
                     if CatchUnwind(task).await.is_err() {
                         crate::log!(
@@ -284,6 +302,7 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
                         );
                     }
                     drop(guard);
+                    drop(ticket);
                 });
             }
             Err(e) => {
@@ -293,6 +312,28 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
             }
         }
     }
+}
+
+/// A connection over `max_connections`: `421 4.3.2` and close, at once (see
+/// [`crate::admission::answer_and_close`]); `log_count` is the refusals a log line due now
+/// reports.
+fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: Option<u64>) {
+    w.metrics
+        .connections_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(n) = log_count {
+        log_refusals(n, w.limit.get());
+    }
+    crate::admission::answer_and_close(stream, &crate::admission::refusal_reply(env.svc.me()));
+}
+
+fn log_refusals(n: u64, limit: usize) {
+    crate::log!(
+        Level::Warn,
+        0,
+        "core",
+        "connection limit reached (max_connections {limit}): {n} connection(s) refused with 421 4.3.2 since the last report"
+    );
 }
 
 struct ActiveGuard(Rc<WorkerEnv>);

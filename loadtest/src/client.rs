@@ -21,7 +21,8 @@ use crate::config::{nth_in_range, Config};
 use crate::conn::Conn;
 use crate::message::Messages;
 use crate::proto::{parse_reply, proxy_header, ProtoError, Reply};
-use crate::stats::{Phase, Stage, Stats};
+use crate::schedule::RateSchedule;
+use crate::stats::{Phase, Stage, Stats, HIST_MAX_US};
 
 /// First size of a connection's reply buffer; it grows for long multiline replies.
 const RBUF_INITIAL: usize = 4096;
@@ -35,7 +36,7 @@ pub struct Shared {
     /// No message starts at or after this instant.
     pub deadline: Instant,
     pub limit: Option<u64>,
-    pub rate: Option<f64>,
+    pub rate: Option<RateSchedule>,
     /// Last sequence number taken.
     next: AtomicU64,
     /// Set by SIGINT/SIGTERM: start nothing new.
@@ -64,7 +65,7 @@ impl Shared {
             t0,
             deadline: t0 + cfg.time_limit(),
             limit: cfg.messages,
-            rate: cfg.rate,
+            rate: cfg.rate.clone(),
             next: AtomicU64::new(0),
             stop,
             attempted: AtomicU64::new(0),
@@ -86,9 +87,9 @@ impl Shared {
         if self.limit.is_some_and(|l| seq > l) {
             return None;
         }
-        let due = match self.rate {
+        let due = match &self.rate {
             Some(r) => {
-                let due = self.t0 + Duration::from_secs_f64((seq - 1) as f64 / r);
+                let due = self.t0 + Duration::from_secs_f64(r.due(seq - 1)?);
                 if due >= self.deadline {
                     return None;
                 }
@@ -129,6 +130,11 @@ pub enum Fail {
 }
 
 impl Fail {
+    /// A 421 before the session: the server refuses connections now (its connection limit).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Fail::Refused(421) | Fail::Closing)
+    }
+
     pub fn kind(&self) -> String {
         match self {
             Fail::Timeout => "timeout".into(),
@@ -198,6 +204,11 @@ impl Slot {
         &self.ctx.cfg
     }
 
+    /// The second of the run it is now (the index of its [`crate::slices::Slice`]).
+    fn second(&self) -> u64 {
+        self.ctx.shared.t0.elapsed().as_secs()
+    }
+
     async fn run(&mut self) {
         let mut failures = 0u32;
         let mut attempt: u64 = 0;
@@ -232,11 +243,22 @@ impl Slot {
             if let Err((stage, fail)) = opened {
                 self.stream = None;
                 {
+                    let second = self.second();
                     let mut st = self.ctx.stats.borrow_mut();
                     st.conn_failed += 1;
                     st.error(stage, fail.kind());
+                    let slice = st.slices.at(second);
+                    if fail.is_refusal() {
+                        slice.refused_421 += 1;
+                    } else {
+                        slice.conn_errors += 1;
+                    }
                 }
                 self.ctx.shared.conn_errors.fetch_add(1, Relaxed);
+                if self.ctx.cfg.defer_refused && fail.is_refusal() {
+                    pending = None; // deferred: the next message keeps its own schedule
+                    continue;
+                }
                 failures += 1;
                 if failures >= self.ctx.cfg.max_failures {
                     self.ctx.stats.borrow_mut().slots_gave_up += 1;
@@ -281,14 +303,21 @@ impl Slot {
                 }
             };
             sent += 1;
-            self.ctx.stats.borrow_mut().attempted += 1;
+            let second = self.second();
+            {
+                let mut st = self.ctx.stats.borrow_mut();
+                st.attempted += 1;
+                st.slices.at(second).sent += 1;
+            }
             self.ctx.shared.attempted.fetch_add(1, Relaxed);
             let outcome = self.message(ticket).await;
             self.ctx.stats.borrow_mut().last_answer = Some(Instant::now());
+            let second = self.second();
             match outcome {
                 Ok(Outcome::Accepted) => {
                     let mut st = self.ctx.stats.borrow_mut();
                     st.accepted += 1;
+                    st.slices.at(second).accepted += 1;
                     if self.ctx.cfg.accepted_log.is_some() {
                         st.accepted_seqs.push(ticket.seq);
                     }
@@ -298,6 +327,7 @@ impl Slot {
                 Ok(Outcome::Rejected(code)) => {
                     {
                         let mut st = self.ctx.stats.borrow_mut();
+                        st.slices.at(second).rejected += 1;
                         if code >= 500 {
                             st.rejected_5xx += 1;
                         } else {
@@ -312,7 +342,10 @@ impl Slot {
                     }
                 }
                 Err(fail) => {
-                    self.ctx.stats.borrow_mut().failed += 1;
+                    let mut st = self.ctx.stats.borrow_mut();
+                    st.failed += 1;
+                    st.slices.at(second).failed += 1;
+                    drop(st);
                     self.ctx.shared.failed.fetch_add(1, Relaxed);
                     self.lost = Some(fail);
                 }
@@ -321,6 +354,7 @@ impl Slot {
                 let mut st = self.ctx.stats.borrow_mut();
                 st.conn_dropped += 1;
                 st.error(Stage::Message, fail.kind());
+                st.slices.at(second).conn_errors += 1;
                 self.ctx.shared.conn_errors.fetch_add(1, Relaxed);
                 return false;
             }
@@ -619,6 +653,10 @@ impl Slot {
         self.record(Phase::DataEnd, dot);
         if end.code / 100 == 2 {
             self.record(Phase::Message, start);
+            let us = start.elapsed().as_micros().clamp(1, u128::from(HIST_MAX_US)) as u64;
+            let second = self.second();
+            let mut st = self.ctx.stats.borrow_mut();
+            st.slices.at(second).latency.saturating_record(us);
             Ok(Outcome::Accepted)
         } else {
             Ok(Outcome::Rejected(end.code))
@@ -643,9 +681,11 @@ impl Slot {
             Err(e) => Err(e),
         };
         if let Err(fail) = r {
+            let second = self.second();
             let mut st = self.ctx.stats.borrow_mut();
             st.conn_dropped += 1;
             st.error(Stage::Quit, fail.kind());
+            st.slices.at(second).conn_errors += 1;
             self.ctx.shared.conn_errors.fetch_add(1, Relaxed);
         }
         self.stream = None;

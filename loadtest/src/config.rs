@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::schedule::RateSchedule;
+
 /// The longest run allowed, whatever the options say: a forgotten run stops by itself.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Message sequence numbers are written with this many digits (`X-Loadtest-Seq`), so every
@@ -52,7 +54,9 @@ load
                         when the server does not offer PIPELINING)
   --rate N              open loop: start N messages/s in total, latency measured from each
                         message's scheduled time (coordinated omission counted). Default:
-                        closed loop (each connection sends as fast as replies come)
+                        closed loop (each connection sends as fast as replies come).
+                        Steps RATE:SECS,RATE:SECS,... change the rate over the run (an
+                        overload run: 500:10,1000:20,250:20); they set --duration
   --idle                hold the connections open after EHLO until --duration ends, send no
                         mail (to measure a server's memory per idle connection); prints
                         'smtp-loadtest: idle: N connections open' on stderr when they are up
@@ -85,6 +89,10 @@ limits
   --connect-timeout S   wait at most this long for a connection (default 10)
   --max-failures N      a connection slot gives up after N consecutive connection failures
                         (default 5); the run ends when every slot has given up
+  --defer-refused       a message whose connection is refused with 421 (a server at its
+                        connection limit) is given up, as a client that defers it for
+                        minutes would, not retried in this run; such refusals do not count
+                        as failures toward --max-failures
 output
   --json                print the report as JSON on stdout instead of the table
   --svg FILE            write latency-by-percentile and throughput-over-time plots
@@ -149,7 +157,8 @@ pub struct Config {
     pub rcpts: u32,
     pub body: Body,
     pub pipelining: bool,
-    pub rate: Option<f64>,
+    /// `--rate`: open loop, at one rate or a schedule of steps.
+    pub rate: Option<RateSchedule>,
     pub idle: bool,
     pub proxy: Option<ProxyVersion>,
     pub source_range: Option<(IpAddr, IpAddr)>,
@@ -163,6 +172,9 @@ pub struct Config {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_failures: u32,
+    /// `--defer-refused`: a message whose connection is refused with 421 is given up (a real
+    /// client defers it for minutes), not retried in this run.
+    pub defer_refused: bool,
     pub json: bool,
     pub svg: Option<PathBuf>,
     /// `--accepted FILE`: where the sequence numbers of the messages that got 250 go.
@@ -197,6 +209,7 @@ impl Config {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_failures: 5,
+            defer_refused: false,
             json: false,
             svg: None,
             accepted_log: None,
@@ -260,11 +273,6 @@ impl Config {
                 ));
             }
         }
-        if let Some(r) = self.rate {
-            if !(r > 0.0 && r <= 10_000_000.0) {
-                return Err("--rate must be above 0 and at most 10000000".into());
-            }
-        }
         if let Some((a, b)) = self.source_range {
             if a.is_ipv4() != b.is_ipv4() {
                 return Err("--source-range: both ends must be the same family".into());
@@ -303,6 +311,9 @@ impl Config {
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err("timeouts must be above 0".into());
+        }
+        if self.defer_refused && self.rate.is_none() {
+            return Err("--defer-refused needs --rate (in closed loop nothing paces the next try)".into());
         }
         if self.max_failures == 0 {
             return Err("--max-failures must be at least 1".into());
@@ -400,13 +411,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
                     v => return Err(format!("--pipelining: on or off, not '{v}'")),
                 }
             }
-            "--rate" => {
-                cfg.rate = Some(
-                    value()?
-                        .parse::<f64>()
-                        .map_err(|_| "--rate takes a number of messages per second")?,
-                )
-            }
+            "--rate" => cfg.rate = Some(RateSchedule::parse(&value()?)?),
             "--idle" => cfg.idle = true,
             "--proxy" => {
                 cfg.proxy = Some(match value()?.as_str() {
@@ -424,6 +429,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
                 cfg.connect_timeout = parse_secs(&value()?, "--connect-timeout")?
             }
             "--max-failures" => cfg.max_failures = parse_num(&value()?, "--max-failures")?,
+            "--defer-refused" => cfg.defer_refused = true,
             "--json" => cfg.json = true,
             "--svg" => cfg.svg = Some(value()?.into()),
             "--accepted" => cfg.accepted_log = Some(value()?.into()),
@@ -458,6 +464,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
     }
     if !targets.is_empty() {
         cfg.targets = targets;
+    }
+    if cfg.duration.is_none() {
+        // A schedule of steps bounds the run by itself.
+        cfg.duration = cfg.rate.as_ref().and_then(RateSchedule::total);
     }
     if starttls {
         cfg.tls = Some(tls);
@@ -596,7 +606,9 @@ mod tests {
         assert_eq!(c.body, Body::Size(100 * 1024));
         assert!(!c.pipelining);
         assert_eq!(c.proxy, Some(ProxyVersion::V2));
-        assert_eq!(c.rate, Some(500.0));
+        assert_eq!(c.rate.as_ref().and_then(RateSchedule::single), Some(500.0));
+        let s = args("--rate 100:10,200:20,50:20").unwrap();
+        assert_eq!(s.duration, Some(Duration::from_secs(50)), "a schedule bounds the run");
         assert_eq!(c.per_session, 20);
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert!(args("--messages 1 --tls-name mx.test")

@@ -12,6 +12,8 @@ pub mod message;
 pub mod output;
 pub mod proto;
 pub mod run;
+pub mod schedule;
+pub mod slices;
 pub mod stats;
 
 pub use config::{parse_args, Config};

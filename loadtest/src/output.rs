@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 
 use crate::config::{Body, TlsVerifyOpt, SEQ_DIGITS};
 use crate::run::Report;
+use crate::schedule::RateSchedule;
+use crate::slices;
 use crate::stats::{percentile_curve, Phase, Sample};
 
 /// Quantiles shown in the table and the JSON.
@@ -25,8 +27,8 @@ pub fn describe(r: &Report) -> String {
         Body::Size(s) => format!("{s} bytes"),
         Body::Dir(d) => format!("samples from {}", d.display()),
     };
-    let load = match c.rate {
-        Some(rate) => format!("open loop at {rate} msg/s"),
+    let load = match &c.rate {
+        Some(rate) => format!("open loop at {}", rate.describe()),
         None if c.idle => "idle connections".into(),
         None => "closed loop".into(),
     };
@@ -108,6 +110,13 @@ pub fn table(r: &Report) -> String {
         s.conn_failed,
         s.conn_dropped
     );
+    if s.slices.refused_421() > 0 {
+        let _ = writeln!(
+            o,
+            "  of which refused 421  {:>10}  (before the session: the server's connection limit)",
+            s.slices.refused_421()
+        );
+    }
     if r.cfg.tls.is_some() {
         let _ = writeln!(o, "TLS sessions            {:>10}", s.tls_sessions);
         for (kind, n) in &s.tls_kinds {
@@ -236,7 +245,10 @@ pub fn json(r: &Report) -> Value {
             "size": match &c.body { Body::Size(s) => json!(s), Body::Dir(_) => Value::Null },
             "messages_dir": match &c.body { Body::Dir(d) => json!(d.display().to_string()), Body::Size(_) => Value::Null },
             "pipelining": c.pipelining,
-            "rate": c.rate,
+            "rate": c.rate.as_ref().and_then(RateSchedule::single),
+            "rate_steps": c.rate.as_ref().map(|r| r.steps().iter()
+                .map(|&(r, secs)| json!([r, if secs.is_finite() { json!(secs) } else { Value::Null }]))
+                .collect::<Vec<_>>()),
             "idle": c.idle,
             "proxy": c.proxy.map(|v| format!("{v:?}").to_lowercase()),
             "starttls": c.tls.is_some(),
@@ -269,6 +281,7 @@ pub fn json(r: &Report) -> Value {
             "errors": s.conn_errors(),
             "slots_gave_up": s.slots_gave_up,
             "no_pipelining": s.no_pipelining,
+            "refused_421": s.slices.refused_421(),
             "tls_sessions": s.tls_sessions,
             "tls_kinds": s.tls_kinds,
             "authenticated": s.auth_ok,
@@ -279,6 +292,8 @@ pub fn json(r: &Report) -> Value {
         "errors": errors,
         "timeline_columns": ["t_s", "accepted", "rejected", "failed", "conn_errors"],
         "timeline": timeline,
+        "slices_columns": slices::COLUMNS,
+        "slices": s.slices.rows(),
     })
 }
 

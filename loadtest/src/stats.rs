@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::slices::Slices;
+
 /// The measured steps of a message's life. Latencies are in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -108,7 +110,7 @@ impl Stage {
 }
 
 /// Histogram bounds: 1 µs to 1 hour at 3 significant digits.
-const HIST_MAX_US: u64 = 3_600_000_000;
+pub const HIST_MAX_US: u64 = 3_600_000_000;
 
 pub fn new_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low,
@@ -155,6 +157,8 @@ pub struct Stats {
     pub last_answer: Option<Instant>,
     /// Sequence numbers of the accepted messages, kept only for `--accepted`.
     pub accepted_seqs: Vec<u64>,
+    /// The same counts second by second.
+    pub slices: Slices,
 }
 
 impl Default for Stats {
@@ -179,6 +183,7 @@ impl Default for Stats {
             errors: BTreeMap::new(),
             last_answer: None,
             accepted_seqs: Vec::new(),
+            slices: Slices::default(),
         }
     }
 }
@@ -243,6 +248,7 @@ impl Stats {
         self.slots_gave_up += o.slots_gave_up;
         self.last_answer = self.last_answer.max(o.last_answer);
         self.accepted_seqs.extend_from_slice(&o.accepted_seqs);
+        self.slices.merge(&o.slices);
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }

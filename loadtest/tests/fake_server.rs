@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smtp_loadtest::config::{parse_range, Body, ProxyVersion};
+use smtp_loadtest::schedule::RateSchedule;
+use smtp_loadtest::slices::COLUMNS;
 
 mod common;
 use common::{fake_config as config, run_bounded as go};
@@ -24,6 +26,8 @@ enum Mode {
     CloseMidData,
     Silent,
     Garbage,
+    /// `421 4.3.2` instead of the banner, then close (a server at its connection limit).
+    Banner421,
 }
 
 #[derive(Default)]
@@ -89,6 +93,10 @@ fn session(conn: TcpStream, mode: Mode, proxy: bool, seen: &Mutex<Seen>) -> std:
         Mode::Garbage => {
             w.write_all(b"hello there\r\n")?;
             std::thread::sleep(Duration::from_millis(200));
+            return Ok(());
+        }
+        Mode::Banner421 => {
+            w.write_all(b"421 4.3.2 fake Too many connections\r\n")?;
             return Ok(());
         }
         _ => w.write_all(b"220 fake ESMTP\r\n")?,
@@ -203,6 +211,13 @@ fn good_server_every_message_arrives_once() {
         let j = smtp_loadtest::output::json(&r);
         assert_eq!(j["messages"]["accepted"], 200);
         assert_eq!(j["messages"]["balanced"], true);
+        // The per-second slices add up to the totals.
+        let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap();
+        let sum = |name: &str| -> u64 {
+            j["slices"].as_array().unwrap().iter().map(|row| row[col(name)].as_u64().unwrap()).sum()
+        };
+        assert_eq!((sum("sent"), sum("accepted"), sum("latency_count")), (200, 200, 200));
+        assert_eq!((sum("refused_421"), sum("conn_errors")), (0, 0));
         assert!(smtp_loadtest::output::svg(&r).starts_with("<svg"));
     }
 }
@@ -352,6 +367,39 @@ fn garbage_banner_is_a_protocol_error() {
 }
 
 #[test]
+fn banner_421_is_counted_as_a_refused_connection_per_second() {
+    let (addr, _) = fake(Mode::Banner421, false);
+    let mut c = config(addr);
+    c.messages = Some(5);
+    c.connections = 1;
+    c.max_failures = 3;
+    let r = go(&c);
+    assert_eq!((r.stats.attempted, r.stats.conn_failed), (0, 3));
+    assert_eq!(r.stats.slices.refused_421(), 3);
+    let j = smtp_loadtest::output::json(&r);
+    assert_eq!(j["connections"]["refused_421"], 3);
+    let at = COLUMNS.iter().position(|c| *c == "conn_errors").unwrap();
+    let other: u64 = j["slices"].as_array().unwrap().iter().map(|row| row[at].as_u64().unwrap()).sum();
+    assert_eq!(other, 0, "a 421 is not counted twice");
+    assert!(smtp_loadtest::output::table(&r).contains("of which refused 421"));
+}
+
+#[test]
+fn deferred_refusals_are_given_up_not_retried() {
+    let (addr, _) = fake(Mode::Banner421, false);
+    let mut c = config(addr);
+    c.rate = Some(RateSchedule::parse("50:0.2").unwrap()); // 10 messages
+    c.duration = Some(Duration::from_secs(1));
+    c.connections = 2;
+    c.max_failures = 1;
+    c.defer_refused = true;
+    let r = go(&c);
+    assert_eq!(r.stats.slots_gave_up, 0, "a 421 is an answer, not a failure");
+    assert_eq!(r.stats.attempted, 0);
+    assert_eq!(r.stats.slices.refused_421(), 10, "each message tried once, then deferred");
+}
+
+#[test]
 fn nothing_listening_is_counted_not_retried_forever() {
     // Bind and drop to find a port with nobody on it.
     let addr = TcpListener::bind("127.0.0.1:0")
@@ -370,7 +418,7 @@ fn nothing_listening_is_counted_not_retried_forever() {
 fn open_loop_rate_is_kept_and_bounded() {
     let (addr, _) = fake(Mode::Good, false);
     let mut c = config(addr);
-    c.rate = Some(200.0);
+    c.rate = Some(RateSchedule::parse("200").unwrap());
     c.duration = Some(Duration::from_secs(1));
     c.per_session = 0;
     let t = Instant::now();

@@ -1,0 +1,229 @@
+//! Admission: the process-wide limit on open connections (config `max_connections`). A
+//! connection over the limit is answered `421 4.3.2` and closed at once, before any session
+//! state, PROXY header or plugin: under overload the server keeps serving the connections it
+//! has, with bounded memory and file descriptors, and tells the others to come back later
+//! (RFC 5321 §3.8: a server that must refuse service answers 421 and closes). Refusals are
+//! counted (`ringsmtpd_connections_refused_total`) and logged once per [`LOG_INTERVAL`] with
+//! the count since the last line, never once per connection.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most one "connection limit reached" log line per interval (per process).
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// File descriptors kept free of connections when `max_connections` is not set: listeners,
+/// spool files, backend connections, the state store, the blocking pool's files.
+const FD_RESERVE: u64 = 256;
+
+/// The limit when no `max_connections` file is given and the open-file limit cannot be read.
+const FALLBACK_LIMIT: usize = 1000;
+
+/// Open connections of the process and the refusals not yet logged.
+#[derive(Default)]
+pub struct Admission {
+    open: AtomicUsize,
+    /// Refusals since the last log line.
+    unlogged: AtomicU64,
+    /// When the last log line was written (`None`: never).
+    last_log: Mutex<Option<Instant>>,
+}
+
+/// One admitted connection's place in the count; leaving is dropping it.
+pub struct Ticket(Arc<Admission>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A refusal: how many refusals the log line due now reports (`None`: no line due yet).
+pub struct Refused {
+    pub log_count: Option<u64>,
+}
+
+impl Admission {
+    pub fn new() -> Arc<Admission> {
+        Arc::new(Admission::default())
+    }
+
+    /// Admits a connection if fewer than `limit` are open, else counts a refusal.
+    pub fn enter(self: &Arc<Self>, limit: usize) -> Result<Ticket, Refused> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before < limit {
+            return Ok(Ticket(self.clone()));
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        Err(self.refused(Instant::now()))
+    }
+
+    /// Connections admitted and still open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn refused(&self, now: Instant) -> Refused {
+        self.unlogged.fetch_add(1, Ordering::AcqRel);
+        Refused {
+            log_count: self.due(now),
+        }
+    }
+
+    /// The refusals a log line due at `now` reports: the workers call this once a second, so
+    /// the count of a burst that ended is logged without waiting for the next refusal.
+    pub fn pending_log(&self, now: Instant) -> Option<u64> {
+        if self.unlogged.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.due(now)
+    }
+
+    fn due(&self, now: Instant) -> Option<u64> {
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|t| now.saturating_duration_since(t) >= LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        let n = self.unlogged.swap(0, Ordering::AcqRel);
+        if n == 0 {
+            return None;
+        }
+        *last = Some(now);
+        Some(n)
+    }
+}
+
+/// The limit to apply: `max_connections` when set, else the process's open-file limit less
+/// [`FD_RESERVE`] (so that accept never fails with EMFILE while sessions still need files),
+/// at least 1.
+pub fn limit(configured: Option<usize>) -> usize {
+    if let Some(n) = configured {
+        return n;
+    }
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a pointer to a live, properly aligned
+    // local of that type and keeps no reference to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return FALLBACK_LIMIT;
+    }
+    let cur = rl.rlim_cur; // RLIM_INFINITY is u64::MAX: clamped below
+    usize::try_from(cur.saturating_sub(FD_RESERVE).clamp(1, 1 << 24)).unwrap_or(FALLBACK_LIMIT)
+}
+
+/// The reply to a connection over the limit, with this host's name.
+pub fn refusal_reply(me: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::proto::reply::write(
+        &mut out,
+        421,
+        "4.3.2",
+        &format!("{me} Too many connections, try again later"),
+    );
+    out
+}
+
+/// What is read and dropped from a refused client at most (its PROXY header, a pipelined EHLO).
+const DRAIN_BYTES: usize = 4096;
+
+/// Answers a refused connection and closes it, at once and without a task, a timer or an
+/// io_uring operation: under overload a refusal must cost far less than a session, or
+/// refusing starves the sessions admitted. The reply goes out with one non-blocking send (a
+/// fresh socket's send buffer is empty); what the client already sent (a load balancer's
+/// PROXY header) is read and dropped without waiting, because closing a socket with unread
+/// bytes sends a reset that can destroy the 421 before the client reads it. Dropping the
+/// stream closes it.
+pub fn answer_and_close(stream: monoio::net::TcpStream, reply: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    // SAFETY: `fd` is the open socket `stream` owns for the whole call; `reply` is a live
+    // slice and send reads at most `reply.len()` bytes of it. MSG_DONTWAIT: never blocks.
+    let _ = unsafe {
+        libc::send(
+            fd,
+            reply.as_ptr().cast(),
+            reply.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    let mut buf = [0u8; 512];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        // SAFETY: as above; recv writes at most `buf.len()` bytes into the live local `buf`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            break; // nothing more now (EAGAIN), closed by the client, or an error
+        }
+        drained += n as usize;
+    }
+    drop(stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_up_to_the_limit_and_frees_on_drop() {
+        let a = Admission::new();
+        let t1 = a.enter(2).ok().expect("first");
+        let _t2 = a.enter(2).ok().expect("second");
+        assert!(a.enter(2).is_err(), "third over a limit of 2");
+        assert_eq!(a.open(), 2, "a refusal leaves the count as it was");
+        drop(t1);
+        assert_eq!(a.open(), 1);
+        assert!(a.enter(2).is_ok(), "a place freed by a closed connection is reused");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_their_count() {
+        let a = Admission::default();
+        let t0 = Instant::now();
+        assert_eq!(a.refused(t0).log_count, Some(1), "the first refusal is logged at once");
+        for _ in 0..5 {
+            assert_eq!(a.refused(t0 + Duration::from_secs(1)).log_count, None);
+        }
+        let later = t0 + LOG_INTERVAL + Duration::from_secs(1);
+        assert_eq!(
+            a.refused(later).log_count,
+            Some(6),
+            "the next line reports every refusal since the last one"
+        );
+        assert_eq!(a.refused(later).log_count, None);
+        assert_eq!(a.pending_log(later), None, "not due yet");
+        let flush = later + LOG_INTERVAL;
+        assert_eq!(
+            a.pending_log(flush),
+            Some(1),
+            "a burst that ended is logged by the periodic flush"
+        );
+        assert_eq!(a.pending_log(flush + LOG_INTERVAL), None, "nothing left");
+    }
+
+    #[test]
+    fn limit_is_the_configured_one_or_below_the_file_limit() {
+        assert_eq!(limit(Some(7)), 7);
+        let auto = limit(None);
+        assert!(auto >= 1);
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as in `limit`.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+        assert!((auto as u64) < rl.rlim_cur.max(2), "leaves fds for the rest");
+    }
+
+    #[test]
+    fn refusal_reply_is_421_4_3_2() {
+        let r = refusal_reply("mx.example");
+        assert_eq!(
+            r,
+            b"421 4.3.2 mx.example Too many connections, try again later\r\n"
+        );
+    }
+}
