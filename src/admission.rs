@@ -176,14 +176,21 @@ mod tests {
         assert_eq!(a.open(), 2, "a refusal leaves the count as it was");
         drop(t1);
         assert_eq!(a.open(), 1);
-        assert!(a.enter(2).is_ok(), "a place freed by a closed connection is reused");
+        assert!(
+            a.enter(2).is_ok(),
+            "a place freed by a closed connection is reused"
+        );
     }
 
     #[test]
     fn refusals_are_logged_once_per_interval_with_their_count() {
         let a = Admission::default();
         let t0 = Instant::now();
-        assert_eq!(a.refused(t0).log_count, Some(1), "the first refusal is logged at once");
+        assert_eq!(
+            a.refused(t0).log_count,
+            Some(1),
+            "the first refusal is logged at once"
+        );
         for _ in 0..5 {
             assert_eq!(a.refused(t0 + Duration::from_secs(1)).log_count, None);
         }
@@ -215,7 +222,10 @@ mod tests {
         };
         // SAFETY: as in `limit`.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-        assert!((auto as u64) < rl.rlim_cur.max(2), "leaves fds for the rest");
+        assert!(
+            (auto as u64) < rl.rlim_cur.max(2),
+            "leaves fds for the rest"
+        );
     }
 
     #[test]

@@ -653,7 +653,10 @@ impl Slot {
         self.record(Phase::DataEnd, dot);
         if end.code / 100 == 2 {
             self.record(Phase::Message, start);
-            let us = start.elapsed().as_micros().clamp(1, u128::from(HIST_MAX_US)) as u64;
+            let us = start
+                .elapsed()
+                .as_micros()
+                .clamp(1, u128::from(HIST_MAX_US)) as u64;
             let second = self.second();
             let mut st = self.ctx.stats.borrow_mut();
             st.slices.at(second).latency.saturating_record(us);

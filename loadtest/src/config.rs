@@ -313,7 +313,9 @@ impl Config {
             return Err("timeouts must be above 0".into());
         }
         if self.defer_refused && self.rate.is_none() {
-            return Err("--defer-refused needs --rate (in closed loop nothing paces the next try)".into());
+            return Err(
+                "--defer-refused needs --rate (in closed loop nothing paces the next try)".into(),
+            );
         }
         if self.max_failures == 0 {
             return Err("--max-failures must be at least 1".into());
@@ -608,7 +610,11 @@ mod tests {
         assert_eq!(c.proxy, Some(ProxyVersion::V2));
         assert_eq!(c.rate.as_ref().and_then(RateSchedule::single), Some(500.0));
         let s = args("--rate 100:10,200:20,50:20").unwrap();
-        assert_eq!(s.duration, Some(Duration::from_secs(50)), "a schedule bounds the run");
+        assert_eq!(
+            s.duration,
+            Some(Duration::from_secs(50)),
+            "a schedule bounds the run"
+        );
         assert_eq!(c.per_session, 20);
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert!(args("--messages 1 --tls-name mx.test")

@@ -32,7 +32,9 @@ impl RateSchedule {
             let r: f64 = r.trim().parse().map_err(|_| bad())?;
             let secs: f64 = secs.trim().parse().map_err(|_| bad())?;
             if !(secs > 0.0 && secs <= 600.0) {
-                return Err(format!("--rate: a step lasts above 0 and at most 600 s, not {secs}"));
+                return Err(format!(
+                    "--rate: a step lasts above 0 and at most 600 s, not {secs}"
+                ));
             }
             steps.push((r, secs));
         }
@@ -121,12 +123,17 @@ mod tests {
         assert_eq!(r.due(60), Some(1.5), "the third step, at 2/s");
         assert_eq!(r.due(63), Some(3.0));
         assert_eq!(r.due(64), None, "nothing after the schedule");
-        assert_eq!(r.describe(), "10 msg/s for 1 s, 100 msg/s for 0.5 s, 2 msg/s for 2 s");
+        assert_eq!(
+            r.describe(),
+            "10 msg/s for 1 s, 100 msg/s for 0.5 s, 2 msg/s for 2 s"
+        );
     }
 
     #[test]
     fn bad_schedules_are_refused() {
-        for s in ["", "0", "-1", "x", "10:", "10:0", "10:601", "10:1,,", "10:1,0:1", ":5"] {
+        for s in [
+            "", "0", "-1", "x", "10:", "10:0", "10:601", "10:1,,", "10:1,0:1", ":5",
+        ] {
             assert!(RateSchedule::parse(s).is_err(), "{s:?}");
         }
     }

@@ -101,7 +101,13 @@ impl Slices {
             .enumerate()
             .map(|(i, s)| {
                 let h = &s.latency;
-                let q = |q| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+                let q = |q| {
+                    if h.is_empty() {
+                        0
+                    } else {
+                        h.value_at_quantile(q)
+                    }
+                };
                 [
                     i as u64,
                     s.sent,

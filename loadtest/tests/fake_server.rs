@@ -214,9 +214,17 @@ fn good_server_every_message_arrives_once() {
         // The per-second slices add up to the totals.
         let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap();
         let sum = |name: &str| -> u64 {
-            j["slices"].as_array().unwrap().iter().map(|row| row[col(name)].as_u64().unwrap()).sum()
+            j["slices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| row[col(name)].as_u64().unwrap())
+                .sum()
         };
-        assert_eq!((sum("sent"), sum("accepted"), sum("latency_count")), (200, 200, 200));
+        assert_eq!(
+            (sum("sent"), sum("accepted"), sum("latency_count")),
+            (200, 200, 200)
+        );
         assert_eq!((sum("refused_421"), sum("conn_errors")), (0, 0));
         assert!(smtp_loadtest::output::svg(&r).starts_with("<svg"));
     }
@@ -379,7 +387,12 @@ fn banner_421_is_counted_as_a_refused_connection_per_second() {
     let j = smtp_loadtest::output::json(&r);
     assert_eq!(j["connections"]["refused_421"], 3);
     let at = COLUMNS.iter().position(|c| *c == "conn_errors").unwrap();
-    let other: u64 = j["slices"].as_array().unwrap().iter().map(|row| row[at].as_u64().unwrap()).sum();
+    let other: u64 = j["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[at].as_u64().unwrap())
+        .sum();
     assert_eq!(other, 0, "a 421 is not counted twice");
     assert!(smtp_loadtest::output::table(&r).contains("of which refused 421"));
 }
@@ -394,9 +407,16 @@ fn deferred_refusals_are_given_up_not_retried() {
     c.max_failures = 1;
     c.defer_refused = true;
     let r = go(&c);
-    assert_eq!(r.stats.slots_gave_up, 0, "a 421 is an answer, not a failure");
+    assert_eq!(
+        r.stats.slots_gave_up, 0,
+        "a 421 is an answer, not a failure"
+    );
     assert_eq!(r.stats.attempted, 0);
-    assert_eq!(r.stats.slices.refused_421(), 10, "each message tried once, then deferred");
+    assert_eq!(
+        r.stats.slices.refused_421(),
+        10,
+        "each message tried once, then deferred"
+    );
 }
 
 #[test]

@@ -386,8 +386,6 @@ fn read_exact_at(file: &File, mut buf: Vec<u8>, at: u64) -> io::Result<Vec<u8>> 
     Ok(buf)
 }
 
-/// What the scanner plugins' tests share.
-
 /// True (logged `skip, immune`) for a client whose mail is not scanned: a relay client or a
 /// whitelisted host or sender (qpsmtpd's `is_immune`).
 pub(crate) fn immune(common: &Common, cx: &Cx, txn: &Transaction) -> bool {
@@ -419,6 +417,7 @@ pub(crate) fn too_big(
     true
 }
 
+/// What the scanner plugins' tests share.
 #[cfg(test)]
 pub(crate) mod test_kit {
     use ringsmtpd_plugin_api::Outcome;
