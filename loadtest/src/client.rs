@@ -19,10 +19,11 @@ use rustls::ClientConfig;
 
 use crate::config::{nth_in_range, Config};
 use crate::conn::Conn;
+use crate::hist::HIST_MAX_US;
 use crate::message::Messages;
 use crate::proto::{parse_reply, proxy_header, ProtoError, Reply};
 use crate::schedule::RateSchedule;
-use crate::stats::{Phase, Stage, Stats, HIST_MAX_US};
+use crate::stats::{Phase, Stage, Stats};
 
 /// First size of a connection's reply buffer; it grows for long multiline replies.
 const RBUF_INITIAL: usize = 4096;

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod hist;
 pub mod message;
 pub mod output;
 pub mod proto;

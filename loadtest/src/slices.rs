@@ -6,7 +6,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::stats::HIST_MAX_US;
+use crate::hist::histogram;
 
 /// Seconds kept: a run lasts at most 10 minutes; later events go to the last second.
 const MAX_SLICES: usize = 601;
@@ -28,9 +28,7 @@ pub struct Slice {
 
 impl Default for Slice {
     fn default() -> Slice {
-        // Constant bounds hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
-        let latency = Histogram::new_with_bounds(1, HIST_MAX_US, 2)
-            .unwrap_or_else(|_| unreachable!("hdrhistogram rejects constant bounds"));
+        let latency = histogram(2);
         Slice {
             sent: 0,
             accepted: 0,

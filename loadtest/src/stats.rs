@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::hist::{histogram, HIST_MAX_US};
 use crate::slices::Slices;
 
 /// The measured steps of a message's life. Latencies are in microseconds.
@@ -109,17 +110,6 @@ impl Stage {
     }
 }
 
-/// Histogram bounds: 1 µs to 1 hour at 3 significant digits.
-pub const HIST_MAX_US: u64 = 3_600_000_000;
-
-pub fn new_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low,
-    // sigfig <= 5); the fallback only exists to avoid an unwrap.
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).unwrap_or_else(|_| {
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("hdrhistogram rejects sigfig 3"))
-    })
-}
-
 #[derive(Clone)]
 pub struct Stats {
     pub hist: Vec<Histogram<u64>>,
@@ -164,7 +154,7 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            hist: Phase::ALL.iter().map(|_| new_histogram()).collect(),
+            hist: Phase::ALL.iter().map(|_| histogram(3)).collect(),
             codes: vec![0; 600],
             attempted: 0,
             accepted: 0,
@@ -336,7 +326,7 @@ mod tests {
 
     #[test]
     fn curves_end_at_the_max() {
-        let mut h = new_histogram();
+        let mut h = histogram(3);
         for v in 1..=1000u64 {
             h.record(v).unwrap();
         }
