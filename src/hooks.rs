@@ -277,9 +277,13 @@ impl Chains {
                 cx.hand_plan(plan.map(|at| plans.swap_remove(at).1));
                 let loaded = &self.plugins[i as usize];
                 let stats = self.stats.get(hook as usize).and_then(|s| s.get(n));
+                let started = stats.map(|_| Instant::now());
                 let outcome = self
-                    .call_timed(loaded, cx, txn.as_deref_mut(), call, stats)
+                    .call_one(loaded, cx, txn.as_deref_mut(), call, stats)
                     .await;
+                if let (Some(stats), Some(started)) = (stats, started) {
+                    stats.record(&outcome, started.elapsed());
+                }
                 cx.hand_plan(None);
                 if outcome == Outcome::Declined {
                     continue;
@@ -336,23 +340,6 @@ impl Chains {
             Ok(planned) => who.into_iter().zip(planned).collect(),
             Err(_elapsed) => Vec::new(),
         }
-    }
-
-    /// One plugin's hook, counted in its stats.
-    async fn call_timed(
-        &self,
-        loaded: &Loaded,
-        cx: &mut Cx,
-        txn: Option<&mut Transaction>,
-        call: Call<'_>,
-        stats: Option<&Arc<PluginStats>>,
-    ) -> Outcome {
-        let started = stats.map(|_| Instant::now());
-        let outcome = self.call_one(loaded, cx, txn, call, stats).await;
-        if let (Some(stats), Some(started)) = (stats, started) {
-            stats.record(&outcome, started.elapsed());
-        }
-        outcome
     }
 
     /// A plugin decided at `hook`: qpsmtpd runs `deny` after a DENY*, `ok` after anything else
