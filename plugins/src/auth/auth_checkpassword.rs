@@ -47,7 +47,7 @@
 //! |---|---|---|
 //! | `checkpw <path>` | | the checkpassword program (absolute path, executable) |
 //! | `true <path>` | | the program it runs on success (`/bin/true`) |
-//! | `timeout N` | `10` | seconds, 1..300, before the program is killed and the attempt is a 454. Keep it below the core's `plugin_timeout`. |
+//! | `timeout N` | `10` | seconds (a decimal number above 0, at most 3600), before the program is killed and the attempt is a 454. Keep it below the core's `plugin_timeout`. |
 //! | `loglevel` | | qpsmtpd's per-plugin log level. `reject`/`reject_type` are accepted and have no effect. |
 //!
 //! `checkpw` and `true` come together; without them the plugin reads the file below.
@@ -600,7 +600,7 @@ exit 1"#,
             ("checkpw /bin/true", "both"),
             ("true /bin/true", "both"),
             ("checkpw", "needs a value"),
-            ("checkpw /bin/true true /bin/true timeout 0", "timeout '0'"),
+            ("checkpw /bin/true true /bin/true timeout 0", "not '0'"),
             ("checkpw /bin/true true /bin/true timeout", "needs a value"),
             ("checkpw /nope true /bin/true", "/nope"),
             (

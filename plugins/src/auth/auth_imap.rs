@@ -44,7 +44,7 @@
 //! |---|---|---|
 //! | `<host>` | required | address or host name (resolved at each attempt through the server's DNS) |
 //! | `<port>` | `143` | |
-//! | `timeout N` | `10` | seconds, 1..300, for the whole exchange. Keep it below the core's `plugin_timeout`. |
+//! | `timeout N` | `10` | seconds (a decimal number above 0, at most 3600), for the whole exchange. Keep it below the core's `plugin_timeout`. |
 //! | `loglevel` | | qpsmtpd's per-plugin log level. `reject`/`reject_type` are accepted and have no effect. |
 //!
 //! ## Config files
@@ -645,7 +645,7 @@ mod tests {
             ("127.0.0.1 imap", "port 'imap'"),
             ("127.0.0.1 143 extra", "unknown argument 'extra'"),
             ("127.0.0.1 timeout", "needs a value"),
-            ("127.0.0.1 timeout 0", "timeout '0'"),
+            ("127.0.0.1 timeout 0", "not '0'"),
         ] {
             let err = build_err(new, &format!("auth/auth_imap {args}"), &[]);
             assert_eq!(err.file, "plugins", "{args:?}");

@@ -64,7 +64,7 @@
 //! | `ldap_base` | required | the search base DN |
 //! | `ldap_host` | `127.0.0.1` | address or host name (resolved at each attempt through the server's DNS) |
 //! | `ldap_port` | `389` | |
-//! | `ldap_timeout` | `5` | seconds, 1..300, for the whole exchange. Keep it below the core's `plugin_timeout`. |
+//! | `ldap_timeout` | `5` | seconds (a decimal number above 0, at most 3600), for the whole exchange. Keep it below the core's `plugin_timeout`. |
 //! | `ldap_auth_filter_attr` | `uid` | the attribute holding the user name: a name (`uid`, `mail`, `sAMAccountName`) or a numeric OID |
 //! | `ldap_bind_dn`, `ldap_bind_password` | none: anonymous search | the account to bind as before searching; both or neither |
 //! | `ldap_auth_strip_domain` | `1` | `1`: search for the part before `@`; `0`: the whole name |
@@ -947,7 +947,7 @@ mod tests {
                 "unknown argument 'ldap_server'",
             ),
             ("ldap_base dc=x ldap_port x", "ldap_port"),
-            ("ldap_base dc=x ldap_timeout 999", "ldap_timeout"),
+            ("ldap_base dc=x ldap_timeout 9999", "ldap_timeout"),
             ("ldap_base dc=x ldap_bind_password p", "come together"),
             (
                 "ldap_base dc=x ldap_auth_filter_attr 1uid",

@@ -98,8 +98,9 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-pub(crate) use crate::helpers::backend::{parse_port, parse_timeout, Host};
+pub(crate) use crate::helpers::backend::{parse_port, Host};
 pub(crate) use crate::helpers::deadline::within;
+pub(crate) use ringsmtpd_plugin_api::args::parse_timeout;
 
 /// The answer of a server that `ask` awaits, or why there is none: its error, or no answer
 /// within `dur` (the line names the timeout as `what`).

@@ -118,16 +118,6 @@ pub(crate) fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A timeout in whole seconds, 1..=300.
-pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match s.parse::<u64>() {
-        Ok(n) if (1..=300).contains(&n) => Ok(Duration::from_secs(n)),
-        _ => Err(format!(
-            "timeout '{s}' is not a number of seconds from 1 to 300"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,14 +170,10 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_timeouts() {
+    fn ports() {
         assert_eq!(parse_port("143"), Ok(143));
         for bad in ["0", "65536", "x", "-1", ""] {
             assert!(parse_port(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(5)));
-        for bad in ["0", "301", "1.5", "x"] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
         }
     }
 }

@@ -159,9 +159,10 @@ use ringsmtpd_plugin_api::{
     ConfigError, Cx, Hook, HookSet, Outcome, Plugin, PluginInit, Recipient, Step, Transaction,
 };
 
-use crate::helpers::backend::{parse_port, parse_timeout, Host};
+use crate::helpers::backend::{parse_port, Host};
 use conn::Conn;
 use proto::{step, Family, Packet, Stage};
+use ringsmtpd_plugin_api::args::parse_timeout;
 use session::{Discarded, Live, Scope, State};
 
 /// What to do when the milter is down or misbehaves.

@@ -82,9 +82,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::local::{
-    check_executable, for_each_chunk, is_enhanced, parse_timeout, run_child, txn_message_id,
-    with_message, ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
+    check_executable, for_each_chunk, is_enhanced, run_child, txn_message_id, with_message,
+    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
 };
+use ringsmtpd_plugin_api::args::parse_timeout;
 use ringsmtpd_plugin_api::{
     Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
     Step, Transaction,

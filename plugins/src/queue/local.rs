@@ -480,14 +480,6 @@ pub(crate) fn check_executable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Parses a `timeout` argument: whole seconds, 1..=3600.
-pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match s.parse::<u64>() {
-        Ok(n @ 1..=3600) => Ok(Duration::from_secs(n)),
-        _ => Err(format!("timeout must be 1..3600 seconds, not '{s}'")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,10 +656,6 @@ mod tests {
 
     #[test]
     fn helpers_for_arguments() {
-        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(5)));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_timeout("x").is_err());
-        assert!(parse_timeout("3601").is_err());
         assert!(check_executable(Path::new("/bin/sh")).is_ok());
         assert!(check_executable(Path::new("/etc/passwd")).is_err());
         assert!(check_executable(Path::new("/nonexistent")).is_err());

@@ -111,7 +111,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::local::{is_enhanced, parse_timeout, txn_message_id, CHUNK};
+use super::local::{is_enhanced, txn_message_id, CHUNK};
+use ringsmtpd_plugin_api::args::parse_timeout;
 use ringsmtpd_plugin_api::net::{Endpoint, Stream};
 use ringsmtpd_plugin_api::{
     blocking, Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin,
