@@ -5,6 +5,18 @@
 //! (RFC 5321 §3.8: a server that must refuse service answers 421 and closes). Refusals are
 //! counted (`ringsmtpd_connections_refused_total`) and logged once per [`LOG_INTERVAL`] with
 //! the count since the last line, never once per connection.
+//!
+//! Refusing must cost far less than serving, or under a flood the refusals starve the
+//! sessions admitted and every client waits in the kernel's listen queue. So a worker that
+//! refuses one connection refuses the others already waiting on that listener in the same
+//! batch ([`refuse_waiting`]: plain non-blocking `accept(2)`, no ring operation or task per
+//! connection), which keeps the queue in front of the server short: a client is served or told
+//! 421 at once instead of waiting for the same 421 behind hundreds of others. And refusing
+//! has a budget ([`RefusalBudget`]): once a worker's refusals have taken a quarter of a short
+//! window, it stops accepting on that listener until the window ends, and what arrives
+//! meanwhile waits in the kernel's queue (`listen_backlog`); beyond that the kernel drops the
+//! SYNs, which costs the server nothing (the client retries or gives up, as with any full
+//! server).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,7 +77,13 @@ impl Admission {
     }
 
     fn refused(&self, now: Instant) -> Refused {
-        self.unlogged.fetch_add(1, Ordering::AcqRel);
+        self.count_refused(1, now)
+    }
+
+    /// Counts `n` refusals made outside [`Admission::enter`] (a batch of
+    /// [`refuse_waiting`]).
+    pub fn count_refused(&self, n: u64, now: Instant) -> Refused {
+        self.unlogged.fetch_add(n, Ordering::AcqRel);
         Refused {
             log_count: self.due(now),
         }
@@ -127,6 +145,68 @@ pub fn refusal_reply(me: &str) -> Vec<u8> {
     out
 }
 
+/// The window [`RefusalBudget`] measures refusals in.
+pub const BUDGET_WINDOW: Duration = Duration::from_millis(10);
+
+/// The part of each [`BUDGET_WINDOW`] a worker may spend refusing connections on one
+/// listener: a quarter, so that three quarters of its time stay with the sessions it admitted
+/// however many clients knock.
+pub const BUDGET: Duration = Duration::from_micros(2500);
+
+/// Connections one [`refuse_waiting`] batch refuses at most, so that the sessions' own
+/// events are not held up behind a long batch.
+pub const REFUSE_BATCH: usize = 64;
+
+/// A worker's time spent refusing on one listener, per [`BUDGET_WINDOW`].
+#[derive(Default)]
+pub struct RefusalBudget {
+    window: Option<Instant>,
+    spent: Duration,
+}
+
+impl RefusalBudget {
+    /// Counts a refusal batch that ran from `start` to `end`. Returns until when accepting on
+    /// the listener pauses, if this window's [`BUDGET`] is spent (the end of the window).
+    pub fn spend(&mut self, start: Instant, end: Instant) -> Option<Instant> {
+        let window = match self.window {
+            Some(w) if start < w + BUDGET_WINDOW => w,
+            _ => {
+                self.spent = Duration::ZERO;
+                self.window = Some(start);
+                start
+            }
+        };
+        self.spent += end.saturating_duration_since(start);
+        (self.spent >= BUDGET).then_some(window + BUDGET_WINDOW)
+    }
+}
+
+/// Refuses, in one batch, the connections waiting in `listener`'s accept queue while the
+/// process is at `limit`: each taken with a plain non-blocking `accept(2)` (no ring
+/// operation, no task, no wake-up per connection), answered `reply` and closed as
+/// [`answer_and_close`] does. Stops at an empty queue, after `max` connections, or as soon as
+/// a place is free (the next connection is served). `listener` must be non-blocking (as
+/// `crate::listener::bind` makes it). Returns how many it refused; the caller counts them.
+pub fn refuse_waiting(
+    listener: &std::net::TcpListener,
+    admission: &Admission,
+    limit: usize,
+    reply: &[u8],
+    max: usize,
+) -> u64 {
+    let mut n = 0;
+    while n < max as u64 && admission.open() >= limit {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                answer_and_close(stream, reply);
+                n += 1;
+            }
+            Err(_) => break, // WouldBlock: nobody else waits (or an error the ring will see)
+        }
+    }
+    n
+}
+
 /// What is read and dropped from a refused client at most (its PROXY header, a pipelined EHLO).
 const DRAIN_BYTES: usize = 4096;
 
@@ -137,8 +217,7 @@ const DRAIN_BYTES: usize = 4096;
 /// PROXY header) is read and dropped without waiting, because closing a socket with unread
 /// bytes sends a reset that can destroy the 421 before the client reads it. Dropping the
 /// stream closes it.
-pub fn answer_and_close(stream: monoio::net::TcpStream, reply: &[u8]) {
-    use std::os::fd::AsRawFd;
+pub fn answer_and_close(stream: impl std::os::fd::AsRawFd, reply: &[u8]) {
     let fd = stream.as_raw_fd();
     // SAFETY: `fd` is the open socket `stream` owns for the whole call; `reply` is a live
     // slice and send reads at most `reply.len()` bytes of it. MSG_DONTWAIT: never blocks.
@@ -226,6 +305,90 @@ mod tests {
             (auto as u64) < rl.rlim_cur.max(2),
             "leaves fds for the rest"
         );
+    }
+
+    #[test]
+    fn the_budget_pauses_accepting_until_the_window_ends() {
+        let mut b = RefusalBudget::default();
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        assert_eq!(b.spend(t0, t0 + us(1000)), None, "within the budget");
+        assert_eq!(
+            b.spend(t0 + us(2000), t0 + us(3000)),
+            None,
+            "2 ms of 2.5 spent"
+        );
+        assert_eq!(
+            b.spend(t0 + us(4000), t0 + us(4600)),
+            Some(t0 + BUDGET_WINDOW),
+            "over the budget: pause until the window ends"
+        );
+        let next = t0 + BUDGET_WINDOW;
+        assert_eq!(
+            b.spend(next, next + us(100)),
+            None,
+            "a new window starts with a new budget"
+        );
+        assert_eq!(
+            b.spend(next + us(200), next + us(5000)),
+            Some(next + BUDGET_WINDOW),
+            "one long batch spends it at once"
+        );
+    }
+
+    /// `n` clients connected to a fresh non-blocking listener, waiting in its accept queue.
+    fn queued(n: usize) -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients = (0..n)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        (l, clients)
+    }
+
+    #[test]
+    fn at_the_limit_the_waiting_connections_are_refused_in_one_batch() {
+        use std::io::Read;
+        let a = Admission::new();
+        let _held = a.enter(1).ok().expect("the one place");
+        let (l, clients) = queued(5);
+        let reply = refusal_reply("mx.example");
+        assert_eq!(refuse_waiting(&l, &a, 1, &reply, 3), 3, "at most `max`");
+        assert_eq!(refuse_waiting(&l, &a, 1, &reply, 64), 2, "then the rest");
+        assert_eq!(refuse_waiting(&l, &a, 1, &reply, 64), 0, "the queue is empty");
+        assert!(l.accept().is_err(), "nothing left waiting");
+        for mut c in clients {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, reply, "each client read the 421, then the close");
+        }
+        assert_eq!(a.open(), 1, "refusals take no place");
+    }
+
+    #[test]
+    fn with_a_free_place_nothing_is_refused() {
+        let a = Admission::new();
+        let (l, _clients) = queued(2);
+        let reply = refusal_reply("mx.example");
+        assert_eq!(refuse_waiting(&l, &a, 1, &reply, 64), 0);
+        let mut waiting = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while waiting < 2 && std::time::Instant::now() < deadline {
+            match l.accept() {
+                Ok(_) => waiting += 1,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(waiting, 2, "both still waited to be served");
+    }
+
+    #[test]
+    fn a_batch_counts_its_refusals_for_the_log() {
+        let a = Admission::default();
+        let t0 = Instant::now();
+        assert_eq!(a.count_refused(7, t0).log_count, Some(7));
     }
 
     #[test]

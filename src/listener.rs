@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 
 use crate::config::ListenSpec;
 
-/// Pending connections per listener (listen(2) backlog).
-const BACKLOG: i32 = 1024;
+/// Pending connections on the metrics listener (listen(2) backlog).
+const METRICS_BACKLOG: u32 = 1024;
 
-/// Binds one listener socket for `spec`. SO_REUSEPORT lets every worker (and, with `--join`,
-/// another process) bind the same address; the kernel balances connections between them.
-pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
-    let sock = bind_shared(spec.addr)?;
+/// Binds one listener socket for `spec`, with a listen queue of `backlog` connections
+/// (config `listen_backlog`; the kernel caps it at `net.core.somaxconn`). SO_REUSEPORT lets
+/// every worker (and, with `--join`, another process) bind the same address; the kernel
+/// balances connections between them.
+pub fn bind(spec: &ListenSpec, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let sock = bind_with(spec.addr, backlog)?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -20,6 +22,10 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
 /// A blocking listener on `addr` with SO_REUSEPORT, as [`bind`]'s: the metrics listener, which
 /// a process started with `--join` shares (and keeps once the old process has drained).
 pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_with(addr, METRICS_BACKLOG)
+}
+
+fn bind_with(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
@@ -29,7 +35,7 @@ pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         sock.set_only_v6(true)?;
     }
     sock.bind(&addr.into())?;
-    sock.listen(BACKLOG)?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sock.into())
 }
 

@@ -268,6 +268,7 @@ async fn wait_sessions(w: &WorkerEnv, until: Instant) {
 }
 
 async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, spec: ListenSpec) {
+    let mut budget = crate::admission::RefusalBudget::default();
     loop {
         let accepted = monoio::select! {
             a = listening.listener.accept() => a,
@@ -282,7 +283,20 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
                 let ticket = match w.control.admission.enter(w.limit.get()) {
                     Ok(ticket) => ticket,
                     Err(refused) => {
+                        let started = Instant::now();
                         refuse(&w, stream, &env, refused.log_count);
+                        let pause = shed(&w, &listening, &env, &mut budget, started);
+                        if let Some(until) = pause {
+                            // The budget is spent: the kernel's queue holds the next ones.
+                            let until = monoio::time::Instant::from_std(until);
+                            monoio::select! {
+                                _ = monoio::time::sleep_until(until) => {}
+                                _ = w.shutdown.wait() => {
+                                    listening.stop();
+                                    return;
+                                }
+                            }
+                        }
                         continue;
                     }
                 };
@@ -325,6 +339,32 @@ fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: O
         log_refusals(n, w.limit.get());
     }
     crate::admission::answer_and_close(stream, &crate::admission::refusal_reply(env.svc.me()));
+}
+
+/// Right after a refusal: the other connections waiting on this listener refused in one batch
+/// ([`crate::admission::refuse_waiting`]), and the time since `started` charged to `budget`.
+/// Returns until when accepting pauses, if the budget is spent.
+fn shed(
+    w: &WorkerEnv,
+    listening: &crate::listener::Listening,
+    env: &Env,
+    budget: &mut crate::admission::RefusalBudget,
+    started: Instant,
+) -> Option<Instant> {
+    use crate::admission::{refusal_reply, refuse_waiting, REFUSE_BATCH};
+    let reply = refusal_reply(env.svc.me());
+    let admission = &w.control.admission;
+    let n = refuse_waiting(&listening.stopper, admission, w.limit.get(), &reply, REFUSE_BATCH);
+    let now = Instant::now();
+    if n > 0 {
+        w.metrics
+            .connections_refused
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(count) = admission.count_refused(n, now).log_count {
+            log_refusals(count, w.limit.get());
+        }
+    }
+    budget.spend(started, now)
 }
 
 fn log_refusals(n: u64, limit: usize) {
