@@ -269,7 +269,23 @@ async fn wait_sessions(w: &WorkerEnv, until: Instant) {
 
 async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, spec: ListenSpec) {
     let mut budget = crate::admission::RefusalBudget::default();
+    // Set while refusing has spent its budget: until then nothing is refused, and a connection
+    // is accepted only when a place is free (the kernel's queue holds the others).
+    let mut paused: Option<Instant> = None;
     loop {
+        if let Some(until) = paused.filter(|&t| Instant::now() < t) {
+            if w.control.admission.open() >= w.limit.get() {
+                let next = until.min(Instant::now() + crate::admission::PAUSE_POLL);
+                monoio::select! {
+                    _ = monoio::time::sleep_until(monoio::time::Instant::from_std(next)) => {}
+                    _ = w.shutdown.wait() => {
+                        listening.stop();
+                        return;
+                    }
+                }
+                continue;
+            }
+        }
         let accepted = monoio::select! {
             a = listening.listener.accept() => a,
             _ = w.shutdown.wait() => {
@@ -283,19 +299,10 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
                 let ticket = match w.control.admission.enter(w.limit.get()) {
                     Ok(ticket) => ticket,
                     Err(refused) => {
-                        let started = Instant::now();
+                        let started = crate::admission::Mark::now();
                         refuse(&w, stream, &env, refused.log_count);
-                        let pause = shed(&w, &listening, &env, &mut budget, started);
-                        if let Some(until) = pause {
-                            // The budget is spent: the kernel's queue holds the next ones.
-                            let until = monoio::time::Instant::from_std(until);
-                            monoio::select! {
-                                _ = monoio::time::sleep_until(until) => {}
-                                _ = w.shutdown.wait() => {
-                                    listening.stop();
-                                    return;
-                                }
-                            }
+                        if paused.is_none_or(|t| Instant::now() >= t) {
+                            paused = shed(&w, &listening, &env, &mut budget, started);
                         }
                         continue;
                     }
@@ -342,29 +349,29 @@ fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: O
 }
 
 /// Right after a refusal: the other connections waiting on this listener refused in one batch
-/// ([`crate::admission::refuse_waiting`]), and the time since `started` charged to `budget`.
+/// ([`crate::admission::refuse_waiting`]), and the CPU time since `started` charged to
+/// `budget`.
 /// Returns until when accepting pauses, if the budget is spent.
 fn shed(
     w: &WorkerEnv,
     listening: &crate::listener::Listening,
     env: &Env,
     budget: &mut crate::admission::RefusalBudget,
-    started: Instant,
+    started: crate::admission::Mark,
 ) -> Option<Instant> {
     use crate::admission::{refusal_reply, refuse_waiting, REFUSE_BATCH};
     let reply = refusal_reply(env.svc.me());
     let admission = &w.control.admission;
     let n = refuse_waiting(&listening.stopper, admission, w.limit.get(), &reply, REFUSE_BATCH);
-    let now = Instant::now();
     if n > 0 {
         w.metrics
             .connections_refused
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        if let Some(count) = admission.count_refused(n, now).log_count {
+        if let Some(count) = admission.count_refused(n, Instant::now()).log_count {
             log_refusals(count, w.limit.get());
         }
     }
-    budget.spend(started, now)
+    budget.spend(started, crate::admission::thread_cpu())
 }
 
 fn log_refusals(n: u64, limit: usize) {
