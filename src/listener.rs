@@ -81,6 +81,51 @@ mod tests {
     use super::*;
     use crate::runtime::{run_on, Driver};
 
+    /// (connections waiting in `l`'s accept queue, its backlog), from TCP_INFO: on a
+    /// listening socket Linux reports them in `tcpi_unacked` and `tcpi_sacked`.
+    fn queue(l: &std::net::TcpListener) -> (u32, u32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain data (integers only): all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `info` and
+        // updates `len`; the fd is `l`'s, open for the whole call.
+        let r = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        (info.tcpi_unacked, info.tcpi_sacked)
+    }
+
+    #[test]
+    fn the_listen_queue_is_listen_backlog_long() {
+        let spec = ListenSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            proxy: false,
+            tls: false,
+        };
+        let l = bind(&spec, 7).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(queue(&l), (0, 7), "backlog 7, nobody waiting");
+        let _clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(queue(&l).0, 3, "three waiting to be accepted");
+        let default = bind(&spec, crate::config::DEFAULT_LISTEN_BACKLOG).unwrap();
+        // The kernel caps a backlog at net.core.somaxconn.
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(u32::MAX);
+        assert_eq!(queue(&default).1, 1024.min(somaxconn));
+    }
+
     /// The upgrade with `--join` in small: two sockets share a port; the first, with an accept
     /// pending on its worker's ring, is stopped and dropped while its worker does not wait on
     /// the ring again. Every connection made afterwards must reach the second socket.
