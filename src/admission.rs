@@ -6,18 +6,17 @@
 //! counted (`ringsmtpd_connections_refused_total`) and logged once per [`LOG_INTERVAL`] with
 //! the count since the last line, never once per connection.
 //!
-//! Refusing must cost far less than serving, or under a flood the refusals starve the
-//! sessions admitted and every client waits in the kernel's listen queue. So a worker that
-//! refuses one connection refuses the others already waiting on that listener in the same
-//! batch ([`refuse_waiting`]: plain non-blocking `accept(2)`, no ring operation or task per
-//! connection), which keeps the queue in front of the server short: a client is served or told
-//! 421 at once instead of waiting for the same 421 behind hundreds of others. And refusing
-//! has a budget ([`RefusalBudget`]): once a worker's refusals have taken a quarter of the CPU
-//! time it used lately, it stops refusing on that listener for the rest of a short window
-//! (10 ms) and accepts only into places that free up, and what arrives
-//! meanwhile waits in the kernel's queue (`listen_backlog`); beyond that the kernel drops the
-//! SYNs, which costs the server nothing (the client retries or gives up, as with any full
-//! server).
+//! A refusal is not free (an accept, a send and a close: on loopback about 40% of a null-chain
+//! session's CPU, bench/overload), and under a flood unbounded refusals starve the sessions
+//! admitted. So a worker that refuses one connection refuses the others already waiting on
+//! that listener in the same batch ([`refuse_waiting`]: plain `accept(2)` calls, no ring
+//! operation or task per connection): a client is served or told 421 at once instead of
+//! waiting for the same 421 behind hundreds of others. And refusing has a budget
+//! ([`RefusalBudget`]): once a worker's refusals have taken a quarter of the CPU time it used
+//! lately, it stops refusing on that listener for the rest of a short window (10 ms) and
+//! accepts only into places that free up; what arrives meanwhile waits in the kernel's queue
+//! (`listen_backlog`), and beyond that the kernel drops the SYNs, which costs the server
+//! nothing (the client retries or gives up, as with any full server).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -209,7 +208,7 @@ pub struct RefusalBudget {
 
 impl RefusalBudget {
     /// Counts a refusal batch that began at `start` and ended with the thread's CPU time at
-    /// `cpu_end`. Returns until when accepting on the listener pauses, if this window's budget
+    /// `cpu_end`. Returns until when refusing on the listener pauses, if this window's budget
     /// is spent (the end of the window).
     pub fn spend(&mut self, start: Mark, cpu_end: Duration) -> Option<Instant> {
         let window = match self.window {
@@ -236,8 +235,8 @@ impl RefusalBudget {
 }
 
 /// Refuses, in one batch, the connections waiting in `listener`'s accept queue while the
-/// process is at `limit`: each taken with a plain non-blocking `accept(2)` (no ring
-/// operation, no task, no wake-up per connection), answered `reply` and closed as
+/// process is at `limit`: each taken with a plain `accept(2)` (no ring operation, no task, no
+/// wake-up per connection), answered `reply` and closed as
 /// [`answer_and_close`] does. Stops at an empty queue, after `max` connections, or as soon as
 /// a place is free (the next connection is served). The listener may be in blocking mode
 /// (monoio's io_uring driver makes it so): each accept follows a `poll(2)` that does not wait,

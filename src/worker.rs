@@ -350,8 +350,7 @@ fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: O
 
 /// Right after a refusal: the other connections waiting on this listener refused in one batch
 /// ([`crate::admission::refuse_waiting`]), and the CPU time since `started` charged to
-/// `budget`.
-/// Returns until when accepting pauses, if the budget is spent.
+/// `budget`. Returns until when refusing pauses, if the budget is spent.
 fn shed(
     w: &WorkerEnv,
     listening: &crate::listener::Listening,
