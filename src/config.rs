@@ -441,6 +441,11 @@ pub const DEFAULT_LOGLEVEL: Level = Level::Info;
 /// Default listen address: loopback only, unprivileged port. Safe to start anywhere; a
 /// public listener is a deliberate `config/listen` line.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+/// Default `listen_backlog`: 1024 connections queued per listening socket (one per worker
+/// and listen address). At the few thousand connections a second one worker answers (served
+/// or refused), a full queue is a fraction of a second of waiting; a deeper one only makes
+/// clients wait longer before the same answer.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 /// Default recipients per message: 100, the minimum RFC 5321 §4.5.3.1.8 asks a server to buffer.
 pub const DEFAULT_MAX_RCPTS: usize = 100;
 /// Default (and minimum) command line length including CRLF: 512 (RFC 5321 §4.5.3.1.4).
@@ -503,6 +508,10 @@ pub struct Settings {
     /// one gets `421 4.3.2` and is closed (see `crate::admission`). `None` (no file): the
     /// open-file limit less a reserve.
     pub max_connections: Option<usize>,
+    /// `listen_backlog`: connections the kernel queues per listening socket before the
+    /// server accepts them, 1..=65535 (capped by `net.core.somaxconn`). Default
+    /// [`DEFAULT_LISTEN_BACKLOG`]. Beyond it the kernel drops SYNs.
+    pub listen_backlog: u32,
     /// `max_rcpts`: recipients per message, 1..=100000; the next `RCPT` gets
     /// `452 4.5.3`. Default 100.
     pub max_rcpts: usize,
@@ -721,6 +730,8 @@ impl Settings {
 
         let max_connections = number(cfg, "max_connections", 1, 10_000_000)?
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let listen_backlog = number(cfg, "listen_backlog", 1, 65_535)?
+            .map_or(DEFAULT_LISTEN_BACKLOG, |n| u32::try_from(n).unwrap_or(u32::MAX));
         let max_rcpts = usize_setting(cfg, "max_rcpts", 1, 100_000, DEFAULT_MAX_RCPTS)?;
         let max_line = usize_setting(cfg, "max_line_length", 512, 65_536, DEFAULT_MAX_LINE)?;
         let data_line_length = usize_setting(
@@ -791,6 +802,7 @@ impl Settings {
             loglevel,
             listen,
             max_connections,
+            listen_backlog,
             max_rcpts,
             max_line,
             data_line_length,
@@ -1327,6 +1339,7 @@ mod tests {
                     tls: false
                 }],
                 max_connections: None,
+                listen_backlog: 1024,
                 max_rcpts: 100,
                 max_line: 512,
                 data_line_length: 1_048_576,
@@ -1358,6 +1371,7 @@ mod tests {
             ("loglevel", "7"),
             ("listen", "*:25\n[::1]:587 tls\n127.0.0.1:10025 proxy tls"),
             ("max_connections", "2000"),
+            ("listen_backlog", "128"),
             ("max_rcpts", "500"),
             ("max_line_length", "4096"),
             ("data_line_length", "1000"),
@@ -1401,6 +1415,7 @@ mod tests {
                     spec("127.0.0.1:10025", true, true),
                 ],
                 max_connections: Some(2000),
+                listen_backlog: 128,
                 max_rcpts: 500,
                 max_line: 4096,
                 data_line_length: 1000,

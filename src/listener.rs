@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 
 use crate::config::ListenSpec;
 
-/// Pending connections per listener (listen(2) backlog).
-const BACKLOG: i32 = 1024;
+/// Pending connections on the metrics listener (listen(2) backlog).
+const METRICS_BACKLOG: u32 = 1024;
 
-/// Binds one listener socket for `spec`. SO_REUSEPORT lets every worker (and, with `--join`,
-/// another process) bind the same address; the kernel balances connections between them.
-pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
-    let sock = bind_shared(spec.addr)?;
+/// Binds one listener socket for `spec`, with a listen queue of `backlog` connections
+/// (config `listen_backlog`; the kernel caps it at `net.core.somaxconn`). SO_REUSEPORT lets
+/// every worker (and, with `--join`, another process) bind the same address; the kernel
+/// balances connections between them.
+pub fn bind(spec: &ListenSpec, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let sock = bind_with(spec.addr, backlog)?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -20,6 +22,10 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
 /// A blocking listener on `addr` with SO_REUSEPORT, as [`bind`]'s: the metrics listener, which
 /// a process started with `--join` shares (and keeps once the old process has drained).
 pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_with(addr, METRICS_BACKLOG)
+}
+
+fn bind_with(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
@@ -29,7 +35,7 @@ pub fn bind_shared(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         sock.set_only_v6(true)?;
     }
     sock.bind(&addr.into())?;
-    sock.listen(BACKLOG)?;
+    sock.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(sock.into())
 }
 
@@ -74,6 +80,51 @@ pub fn check_free(addr: SocketAddr) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::runtime::{run_on, Driver};
+
+    /// (connections waiting in `l`'s accept queue, its backlog), from TCP_INFO: on a
+    /// listening socket Linux reports them in `tcpi_unacked` and `tcpi_sacked`.
+    fn queue(l: &std::net::TcpListener) -> (u32, u32) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain data (integers only): all zeroes is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `info` and
+        // updates `len`; the fd is `l`'s, open for the whole call.
+        let r = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        (info.tcpi_unacked, info.tcpi_sacked)
+    }
+
+    #[test]
+    fn the_listen_queue_is_listen_backlog_long() {
+        let spec = ListenSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            proxy: false,
+            tls: false,
+        };
+        let l = bind(&spec, 7).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(queue(&l), (0, 7), "backlog 7, nobody waiting");
+        let _clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(queue(&l).0, 3, "three waiting to be accepted");
+        let default = bind(&spec, crate::config::DEFAULT_LISTEN_BACKLOG).unwrap();
+        // The kernel caps a backlog at net.core.somaxconn.
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(u32::MAX);
+        assert_eq!(queue(&default).1, 1024.min(somaxconn));
+    }
 
     /// The upgrade with `--join` in small: two sockets share a port; the first, with an accept
     /// pending on its worker's ring, is stopped and dropped while its worker does not wait on

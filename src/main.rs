@@ -235,7 +235,8 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
         let mut socks = Vec::new();
         for spec in &specs {
             let sock =
-                listener::bind(spec).map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
+                listener::bind(spec, snapshot.settings.listen_backlog)
+                    .map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
             socks.push((sock, spec.clone()));
         }
         per_worker.push(socks);

@@ -268,7 +268,24 @@ async fn wait_sessions(w: &WorkerEnv, until: Instant) {
 }
 
 async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, spec: ListenSpec) {
+    let mut budget = crate::admission::RefusalBudget::default();
+    // Set while refusing has spent its budget: until then nothing is refused, and a connection
+    // is accepted only when a place is free (the kernel's queue holds the others).
+    let mut paused: Option<Instant> = None;
     loop {
+        if let Some(until) = paused.filter(|&t| Instant::now() < t) {
+            if w.control.admission.open() >= w.limit.get() {
+                let next = until.min(Instant::now() + crate::admission::PAUSE_POLL);
+                monoio::select! {
+                    _ = monoio::time::sleep_until(monoio::time::Instant::from_std(next)) => {}
+                    _ = w.shutdown.wait() => {
+                        listening.stop();
+                        return;
+                    }
+                }
+                continue;
+            }
+        }
         let accepted = monoio::select! {
             a = listening.listener.accept() => a,
             _ = w.shutdown.wait() => {
@@ -282,7 +299,11 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
                 let ticket = match w.control.admission.enter(w.limit.get()) {
                     Ok(ticket) => ticket,
                     Err(refused) => {
+                        let started = crate::admission::Mark::now();
                         refuse(&w, stream, &env, refused.log_count);
+                        if paused.is_none_or(|t| Instant::now() >= t) {
+                            paused = shed(&w, &listening, &env, &mut budget, started);
+                        }
                         continue;
                     }
                 };
@@ -325,6 +346,31 @@ fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: O
         log_refusals(n, w.limit.get());
     }
     crate::admission::answer_and_close(stream, &crate::admission::refusal_reply(env.svc.me()));
+}
+
+/// Right after a refusal: the other connections waiting on this listener refused in one batch
+/// ([`crate::admission::refuse_waiting`]), and the CPU time since `started` charged to
+/// `budget`. Returns until when refusing pauses, if the budget is spent.
+fn shed(
+    w: &WorkerEnv,
+    listening: &crate::listener::Listening,
+    env: &Env,
+    budget: &mut crate::admission::RefusalBudget,
+    started: crate::admission::Mark,
+) -> Option<Instant> {
+    use crate::admission::{refusal_reply, refuse_waiting, REFUSE_BATCH};
+    let reply = refusal_reply(env.svc.me());
+    let admission = &w.control.admission;
+    let n = refuse_waiting(&listening.stopper, admission, w.limit.get(), &reply, REFUSE_BATCH);
+    if n > 0 {
+        w.metrics
+            .connections_refused
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if let Some(count) = admission.count_refused(n, Instant::now()).log_count {
+            log_refusals(count, w.limit.get());
+        }
+    }
+    budget.spend(started, crate::admission::thread_cpu())
 }
 
 fn log_refusals(n: u64, limit: usize) {

@@ -23,6 +23,7 @@ use crate::hist::HIST_MAX_US;
 use crate::message::Messages;
 use crate::proto::{parse_reply, proxy_header, ProtoError, Reply};
 use crate::schedule::RateSchedule;
+use crate::slices::LATE;
 use crate::stats::{Phase, Stage, Stats};
 
 /// First size of a connection's reply buffer; it grows for long multiline replies.
@@ -224,7 +225,7 @@ impl Slot {
             }
             if !self.ctx.cfg.idle {
                 if pending.is_none() {
-                    pending = self.ctx.shared.claim();
+                    pending = self.claim();
                 }
                 let Some(ticket) = pending else {
                     break;
@@ -254,9 +255,14 @@ impl Slot {
                     } else {
                         slice.conn_errors += 1;
                     }
+                    if connect_timed_out(stage, &fail) {
+                        slice.connect_timeouts += 1;
+                    }
                 }
                 self.ctx.shared.conn_errors.fetch_add(1, Relaxed);
-                if self.ctx.cfg.defer_refused && fail.is_refusal() {
+                if self.ctx.cfg.defer_refused
+                    && (fail.is_refusal() || connect_timed_out(stage, &fail))
+                {
                     pending = None; // deferred: the next message keeps its own schedule
                     continue;
                 }
@@ -286,6 +292,31 @@ impl Slot {
         }
     }
 
+    /// Takes the next message, counting how late this slot takes it: a message whose time has
+    /// passed by more than [`LATE`] found no free slot then (the generator's own queue). With
+    /// `--skip-late`, messages later than that are skipped, as independent clients would
+    /// each have sent theirs on time. `None` when the run is over.
+    fn claim(&self) -> Option<Ticket> {
+        loop {
+            let ticket = self.ctx.shared.claim()?;
+            let Some(due) = ticket.due else {
+                return Some(ticket);
+            };
+            let lag = Instant::now().saturating_duration_since(due);
+            if lag <= LATE {
+                return Some(ticket);
+            }
+            let second = self.second();
+            let mut st = self.ctx.stats.borrow_mut();
+            if self.ctx.cfg.skip_late.is_some_and(|max| lag > max) {
+                st.slices.at(second).skipped += 1;
+                continue;
+            }
+            st.slices.at(second).late += 1;
+            return Some(ticket);
+        }
+    }
+
     /// Sends messages on the open session; false if the connection was lost.
     async fn session(&mut self, mut first: Option<Ticket>) -> bool {
         let per_session = self.cfg().per_session;
@@ -294,7 +325,7 @@ impl Slot {
             let ticket = match first.take() {
                 Some(t) => t,
                 None => {
-                    let Some(t) = self.ctx.shared.claim() else {
+                    let Some(t) = self.claim() else {
                         break;
                     };
                     if let Some(due) = t.due {
@@ -785,6 +816,12 @@ impl Slot {
             }
         }
     }
+}
+
+/// A TCP connect that did not complete in time: the server's listen queue is full (its
+/// kernel drops the SYNs) or the host is unreachable.
+fn connect_timed_out(stage: Stage, fail: &Fail) -> bool {
+    stage == Stage::Connect && matches!(fail, Fail::Timeout)
 }
 
 /// `e` as text for the report: a handshake error can quote the server's certificate, so

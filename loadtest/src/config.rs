@@ -90,9 +90,13 @@ limits
   --max-failures N      a connection slot gives up after N consecutive connection failures
                         (default 5); the run ends when every slot has given up
   --defer-refused       a message whose connection is refused with 421 (a server at its
-                        connection limit) is given up, as a client that defers it for
-                        minutes would, not retried in this run; such refusals do not count
-                        as failures toward --max-failures
+                        connection limit) or does not connect within --connect-timeout (a
+                        full listen queue) is given up, as a client that defers it for
+                        minutes would, not retried in this run; these do not count as
+                        failures toward --max-failures
+  --skip-late SECS      open loop: a message no connection slot is free to start within SECS
+                        of its scheduled time is not sent (counted as skipped): the slots
+                        model independent clients, not a queue of the generator's own
 output
   --json                print the report as JSON on stdout instead of the table
   --svg FILE            write latency-by-percentile and throughput-over-time plots
@@ -175,6 +179,9 @@ pub struct Config {
     /// `--defer-refused`: a message whose connection is refused with 421 is given up (a real
     /// client defers it for minutes), not retried in this run.
     pub defer_refused: bool,
+    /// `--skip-late`: in open loop, a message no slot could start within this long after its
+    /// scheduled time is skipped, not sent late.
+    pub skip_late: Option<Duration>,
     pub json: bool,
     pub svg: Option<PathBuf>,
     /// `--accepted FILE`: where the sequence numbers of the messages that got 250 go.
@@ -210,6 +217,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             max_failures: 5,
             defer_refused: false,
+            skip_late: None,
             json: false,
             svg: None,
             accepted_log: None,
@@ -316,6 +324,9 @@ impl Config {
             return Err(
                 "--defer-refused needs --rate (in closed loop nothing paces the next try)".into(),
             );
+        }
+        if self.skip_late.is_some() && self.rate.is_none() {
+            return Err("--skip-late needs --rate (only open loop schedules messages)".into());
         }
         if self.max_failures == 0 {
             return Err("--max-failures must be at least 1".into());
@@ -432,6 +443,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, Str
             }
             "--max-failures" => cfg.max_failures = parse_num(&value()?, "--max-failures")?,
             "--defer-refused" => cfg.defer_refused = true,
+            "--skip-late" => cfg.skip_late = Some(parse_secs(&value()?, "--skip-late")?),
             "--json" => cfg.json = true,
             "--svg" => cfg.svg = Some(value()?.into()),
             "--accepted" => cfg.accepted_log = Some(value()?.into()),

@@ -117,6 +117,25 @@ pub fn table(r: &Report) -> String {
             s.slices.refused_421()
         );
     }
+    if s.slices.connect_timeouts() > 0 {
+        let _ = writeln!(
+            o,
+            "  of which connect timed out {:>5}  (the server's listen queue was full)",
+            s.slices.connect_timeouts()
+        );
+    }
+    if s.slices.late() > 0 || s.slices.skipped() > 0 {
+        let _ = writeln!(
+            o,
+            "started late            {:>10}  (no free connection slot at the scheduled time)",
+            s.slices.late()
+        );
+        let _ = writeln!(
+            o,
+            "skipped (--skip-late)   {:>10}  (not sent: the generator's limit, not the server's)",
+            s.slices.skipped()
+        );
+    }
     if r.cfg.tls.is_some() {
         let _ = writeln!(o, "TLS sessions            {:>10}", s.tls_sessions);
         for (kind, n) in &s.tls_kinds {
@@ -273,6 +292,8 @@ pub fn json(r: &Report) -> Value {
             "failed": s.failed,
             "rcpt_rejected": s.rcpt_rejected,
             "balanced": s.balanced(),
+            "late": s.slices.late(),
+            "skipped": s.slices.skipped(),
         },
         "connections": {
             "sessions": s.sessions,
@@ -282,6 +303,7 @@ pub fn json(r: &Report) -> Value {
             "slots_gave_up": s.slots_gave_up,
             "no_pipelining": s.no_pipelining,
             "refused_421": s.slices.refused_421(),
+            "connect_timeouts": s.slices.connect_timeouts(),
             "tls_sessions": s.tls_sessions,
             "tls_kinds": s.tls_kinds,
             "authenticated": s.auth_ok,

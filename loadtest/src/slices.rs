@@ -22,6 +22,16 @@ pub struct Slice {
     pub refused_421: u64,
     /// Other connection errors: failed connects, resets, closes, timeouts.
     pub conn_errors: u64,
+    /// Open loop: messages a generator connection started more than [`LATE`] after their
+    /// scheduled time, because none was free then (the generator's own queue, not the
+    /// server's); their latency still counts from the scheduled time.
+    pub late: u64,
+    /// Open loop with `--skip-late`: messages not sent at all, because no generator
+    /// connection was free to start them in time.
+    pub skipped: u64,
+    /// Connects that did not complete within `--connect-timeout` (a full listen queue drops
+    /// SYNs); also counted in `conn_errors`.
+    pub connect_timeouts: u64,
     /// Latency of the messages accepted in this second, µs, two significant digits.
     pub latency: Histogram<u64>,
 }
@@ -36,6 +46,9 @@ impl Default for Slice {
             failed: 0,
             refused_421: 0,
             conn_errors: 0,
+            late: 0,
+            skipped: 0,
+            connect_timeouts: 0,
             latency,
         }
     }
@@ -45,8 +58,13 @@ impl Default for Slice {
 #[derive(Clone, Default)]
 pub struct Slices(Vec<Slice>);
 
-/// The JSON columns of [`Slices::rows`].
-pub const COLUMNS: [&str; 11] = [
+/// A message that starts later than this after its scheduled time waited for a free generator
+/// connection (a free one sleeps until the time and wakes within a timer tick).
+pub const LATE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The JSON columns of [`Slices::rows`]; new ones go at the end (scripts index by name, older
+/// ones by position).
+pub const COLUMNS: [&str; 14] = [
     "t_s",
     "sent",
     "accepted",
@@ -58,6 +76,9 @@ pub const COLUMNS: [&str; 11] = [
     "p99_us",
     "max_us",
     "latency_count",
+    "late",
+    "skipped",
+    "connect_timeouts",
 ];
 
 impl Slices {
@@ -79,6 +100,9 @@ impl Slices {
             m.failed += s.failed;
             m.refused_421 += s.refused_421;
             m.conn_errors += s.conn_errors;
+            m.late += s.late;
+            m.skipped += s.skipped;
+            m.connect_timeouts += s.connect_timeouts;
             // Same bounds on both sides: add cannot fail.
             let _ = m.latency.add(&s.latency);
         }
@@ -93,7 +117,7 @@ impl Slices {
     }
 
     /// One row per second, in [`COLUMNS`] order (latencies 0 when nothing was accepted).
-    pub fn rows(&self) -> Vec<[u64; 11]> {
+    pub fn rows(&self) -> Vec<[u64; 14]> {
         self.0
             .iter()
             .enumerate()
@@ -118,6 +142,9 @@ impl Slices {
                     q(0.99),
                     h.max(),
                     h.len(),
+                    s.late,
+                    s.skipped,
+                    s.connect_timeouts,
                 ]
             })
             .collect()
@@ -126,6 +153,21 @@ impl Slices {
     /// Connections refused with 421 over the run.
     pub fn refused_421(&self) -> u64 {
         self.0.iter().map(|s| s.refused_421).sum()
+    }
+
+    /// Messages started late (no free generator connection at their time) over the run.
+    pub fn late(&self) -> u64 {
+        self.0.iter().map(|s| s.late).sum()
+    }
+
+    /// Messages skipped by `--skip-late` over the run.
+    pub fn skipped(&self) -> u64 {
+        self.0.iter().map(|s| s.skipped).sum()
+    }
+
+    /// Connects that timed out over the run.
+    pub fn connect_timeouts(&self) -> u64 {
+        self.0.iter().map(|s| s.connect_timeouts).sum()
     }
 }
 
@@ -139,15 +181,20 @@ mod tests {
         a.at(0).sent = 2;
         a.at(2).refused_421 = 3;
         a.at(2).latency.record(1000).unwrap();
+        a.at(2).late = 4;
         let mut b = Slices::default();
         b.at(2).latency.record(50_000).unwrap();
         b.at(2).accepted = 2;
+        b.at(2).skipped = 5;
+        b.at(2).connect_timeouts = 6;
         a.merge(&b);
         let rows = a.rows();
         assert_eq!(rows.len(), 3, "seconds without events are rows of zeros");
-        assert_eq!(rows[1], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(rows[1], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let r = rows[2];
         assert_eq!((r[0], r[2], r[5], r[10]), (2, 2, 3, 2));
+        assert_eq!((r[11], r[12], r[13]), (4, 5, 6), "late, skipped, connect_timeouts");
+        assert_eq!((a.late(), a.skipped(), a.connect_timeouts()), (4, 5, 6));
         assert!(r[7] >= 990 && r[7] <= 1010, "p50 {}", r[7]);
         assert!(r[8] >= 49_500, "p99 {}", r[8]);
         assert_eq!(a.refused_421(), 3);

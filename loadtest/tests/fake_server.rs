@@ -559,3 +559,60 @@ fn accepted_list_names_exactly_the_messages_answered_250() {
     assert_eq!(r.stats.failed, 10);
     assert_eq!(smtp_loadtest::output::accepted(&r), "");
 }
+
+#[test]
+fn late_messages_are_counted_and_skipped_with_skip_late() {
+    // One connection slot cannot run 20,000 sessions a second: most of the 1,000 messages
+    // find it busy at their time.
+    for skip in [false, true] {
+        let (addr, _) = fake(Mode::Good, false);
+        let mut c = config(addr);
+        c.rate = Some(RateSchedule::parse("20000:0.05").unwrap());
+        c.duration = Some(Duration::from_secs(30));
+        c.connections = 1;
+        c.skip_late = skip.then_some(Duration::from_millis(1));
+        let r = go(&c);
+        let s = &r.stats;
+        assert_eq!(s.accepted, s.attempted, "skip {skip}");
+        if skip {
+            assert!(s.slices.skipped() > 0, "late messages are skipped");
+            assert_eq!(
+                s.attempted + s.slices.skipped(),
+                1000,
+                "every message is sent or skipped"
+            );
+        } else {
+            assert_eq!((s.attempted, s.slices.skipped()), (1000, 0), "all sent late");
+            assert!(s.slices.late() > 0, "and counted as late");
+        }
+        let j = smtp_loadtest::output::json(&r);
+        assert_eq!(j["messages"]["skipped"], s.slices.skipped());
+        assert_eq!(j["messages"]["late"], s.slices.late());
+    }
+}
+
+#[test]
+fn a_connect_that_times_out_is_deferred() {
+    use socket2::{Domain, Socket, Type};
+    // A listener that never accepts, its queue (backlog 0: one connection) already full:
+    // the kernel drops the next SYNs and connects time out.
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let _queued = TcpStream::connect(addr).unwrap();
+    let mut c = config(addr);
+    c.rate = Some(RateSchedule::parse("20:0.2").unwrap()); // 4 messages
+    c.duration = Some(Duration::from_secs(5));
+    c.connections = 1;
+    c.max_failures = 1;
+    c.connect_timeout = Duration::from_millis(200);
+    c.defer_refused = true;
+    let r = go(&c);
+    assert_eq!(r.stats.slots_gave_up, 0, "a connect timeout is deferred");
+    assert_eq!(r.stats.slices.connect_timeouts(), 4, "each message tried once");
+    assert_eq!(r.stats.attempted, 0);
+    let j = smtp_loadtest::output::json(&r);
+    assert_eq!(j["connections"]["connect_timeouts"], 4);
+}

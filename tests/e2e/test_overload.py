@@ -95,3 +95,24 @@ def test_silent_clients_cannot_hold_the_places(make_server):
     finally:
         for c in silent:
             c.close()
+
+
+def listen_queues(port):
+    """[(waiting, backlog)] of the listening sockets on 127.0.0.1:`port` (`ss`: Recv-Q and
+    Send-Q of a listening socket)."""
+    import subprocess
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True, timeout=10).stdout
+    return [(int(f[1]), int(f[2])) for f in (line.split() for line in out.splitlines())
+            if f and f[0] == "LISTEN"]
+
+
+def test_listen_backlog_sets_each_listeners_queue(make_server):
+    """`listen_backlog` is the kernel's queue in front of every worker's socket: what bounds
+    the wait of the clients beyond `max_connections` (docs/deploy.md, "Overload")."""
+    server = make_server(settings={"listen_backlog": 7}, threads=2)
+    assert [b for _, b in listen_queues(server.port)] == [7, 7]
+    default = make_server(threads=1)
+    with open("/proc/sys/net/core/somaxconn") as f:
+        somaxconn = int(f.read())  # the kernel's cap on any backlog
+    assert [b for _, b in listen_queues(default.port)] == [min(1024, somaxconn)]
