@@ -41,9 +41,7 @@ pub fn load(cfg: &dyn ConfigSource) -> Result<Affinity, ConfigError> {
         "off" => Ok(Affinity::Off),
         "pin" => Ok(Affinity::Pin),
         "steer" => Ok(Affinity::Steer),
-        other => Err(line.error(format!(
-            "must be 'off', 'pin' or 'steer', not '{other}'"
-        ))),
+        other => Err(line.error(format!("must be 'off', 'pin' or 'steer', not '{other}'"))),
     }
 }
 
@@ -73,7 +71,8 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array for which all zeroes is a valid (empty) value;
     // sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into it, the size passed.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -114,11 +113,17 @@ mod tests {
     fn a_worker_per_allowed_cpu_in_order() {
         assert_eq!(
             Placement::plan(Affinity::Pin, 2, &[2, 5, 7]),
-            Some(Placement { cpus: vec![2, 5], steer: false })
+            Some(Placement {
+                cpus: vec![2, 5],
+                steer: false
+            })
         );
         assert_eq!(
             Placement::plan(Affinity::Steer, 1, &[3]),
-            Some(Placement { cpus: vec![3], steer: true })
+            Some(Placement {
+                cpus: vec![3],
+                steer: true
+            })
         );
     }
 
@@ -134,8 +139,16 @@ mod tests {
         let d = ringsmtpd_plugin_api::testing::TempDir::new("affinity");
         let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);
         assert_eq!(load(&cfg).unwrap(), DEFAULT);
-        for (text, want) in [("off", Affinity::Off), ("pin", Affinity::Pin), ("steer", Affinity::Steer)] {
-            std::fs::write(d.path().join("cpu_affinity"), format!("# placement\n{text}\n")).unwrap();
+        for (text, want) in [
+            ("off", Affinity::Off),
+            ("pin", Affinity::Pin),
+            ("steer", Affinity::Steer),
+        ] {
+            std::fs::write(
+                d.path().join("cpu_affinity"),
+                format!("# placement\n{text}\n"),
+            )
+            .unwrap();
             let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);
             assert_eq!(load(&cfg).unwrap(), want, "{text}");
         }

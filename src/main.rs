@@ -297,14 +297,31 @@ fn placement(
     let allowed = match allowed_cpus() {
         Ok(cpus) => cpus,
         Err(e) => {
-            log!(Level::Warn, 0, "core", "cpu_affinity: cannot read the allowed CPUs: {e}; workers not pinned");
+            log!(
+                Level::Warn,
+                0,
+                "core",
+                "cpu_affinity: cannot read the allowed CPUs: {e}; workers not pinned"
+            );
             return None;
         }
     };
     let placement = Placement::plan(affinity, workers, &allowed);
     match &placement {
-        Some(p) => log!(Level::Info, 0, "core", "cpu_affinity {affinity:?}: workers on CPUs {:?}", p.cpus),
-        None => log!(Level::Notice, 0, "core", "cpu_affinity {affinity:?}: {workers} workers but {} CPUs allowed; workers not pinned", allowed.len()),
+        Some(p) => log!(
+            Level::Info,
+            0,
+            "core",
+            "cpu_affinity {affinity:?}: workers on CPUs {:?}",
+            p.cpus
+        ),
+        None => log!(
+            Level::Notice,
+            0,
+            "core",
+            "cpu_affinity {affinity:?}: {workers} workers but {} CPUs allowed; workers not pinned",
+            allowed.len()
+        ),
     }
     placement
 }

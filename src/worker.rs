@@ -85,12 +85,23 @@ pub fn start(
 /// serves unpinned.
 fn place(id: usize, cpu: usize, steer: bool, socks: &[(std::net::TcpListener, ListenSpec)]) {
     if let Err(e) = crate::affinity::pin_current(cpu) {
-        crate::log!(Level::Warn, 0, "core", "worker {id}: cannot pin to CPU {cpu}: {e}");
+        crate::log!(
+            Level::Warn,
+            0,
+            "core",
+            "worker {id}: cannot pin to CPU {cpu}: {e}"
+        );
         return;
     }
     for (sock, spec) in socks.iter().filter(|_| steer) {
         if let Err(e) = crate::affinity::steer(sock, cpu) {
-            crate::log!(Level::Warn, 0, "core", "worker {id}: {}: SO_INCOMING_CPU {cpu}: {e}", spec.addr);
+            crate::log!(
+                Level::Warn,
+                0,
+                "core",
+                "worker {id}: {}: SO_INCOMING_CPU {cpu}: {e}",
+                spec.addr
+            );
         }
     }
 }
