@@ -8,9 +8,7 @@
 
 use std::io;
 
-use ringsmtpd_plugin_api::ConfigError;
-
-use ringsmtpd_plugin_api::ConfigSource;
+use ringsmtpd_plugin_api::{ConfigError, ConfigSource};
 
 /// The `cpu_affinity` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
