@@ -2,6 +2,7 @@
 //! runtime. See README.md for the map of this crate.
 
 pub mod admission;
+pub mod affinity;
 pub mod catch;
 pub mod check;
 pub mod config;

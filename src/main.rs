@@ -242,6 +242,7 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
         per_worker.push(socks);
     }
     let driver = args.driver.resolve();
+    let snapshot_affinity = snapshot.affinity;
     if let Some(addr) = snapshot.metrics {
         // Bound before the workers start, so a taken port fails the start, not a scrape.
         ringsmtpd::metrics::serve(addr, args.join)
@@ -250,7 +251,8 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
     // Everything that needs root is open: drop before any thread that serves exists.
     let dropped = drop_privileges(&plan)?;
     let control = Control::new(snapshot);
-    let handles = worker::start(&control, driver, per_worker)?;
+    let placement = placement(snapshot_affinity, args.threads);
+    let handles = worker::start(&control, driver, per_worker, placement)?;
     if let Some(a) = &dropped {
         // The workers and their pools started after the drop; prove it before serving on.
         let threads = privileges::check_threads(a).inspect_err(|_| control.shutdown())?;
@@ -281,6 +283,48 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
     }
     log!(Level::Notice, 0, "core", "stopped");
     Ok(())
+}
+
+/// Where the workers run (config `cpu_affinity`), logged; `None`: wherever the scheduler
+/// puts them.
+fn placement(
+    affinity: ringsmtpd::affinity::Affinity,
+    workers: usize,
+) -> Option<ringsmtpd::affinity::Placement> {
+    use ringsmtpd::affinity::{allowed_cpus, Affinity, Placement};
+    if affinity == Affinity::Off {
+        return None;
+    }
+    let allowed = match allowed_cpus() {
+        Ok(cpus) => cpus,
+        Err(e) => {
+            log!(
+                Level::Warn,
+                0,
+                "core",
+                "cpu_affinity: cannot read the allowed CPUs: {e}; workers not pinned"
+            );
+            return None;
+        }
+    };
+    let placement = Placement::plan(affinity, workers, &allowed);
+    match &placement {
+        Some(p) => log!(
+            Level::Info,
+            0,
+            "core",
+            "cpu_affinity {affinity:?}: workers on CPUs {:?}",
+            p.cpus
+        ),
+        None => log!(
+            Level::Notice,
+            0,
+            "core",
+            "cpu_affinity {affinity:?}: {workers} workers but {} CPUs allowed; workers not pinned",
+            allowed.len()
+        ),
+    }
+    placement
 }
 
 /// Carries out `plan` (the ports are bound and the plugins built); returns the account when

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub auth: AuthPolicy,
     /// Where the metrics listener goes (config `metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Worker CPU placement (config `cpu_affinity`), applied at start only.
+    pub affinity: crate::affinity::Affinity,
     pub config: Arc<ConfigDir>,
 }
 
@@ -76,6 +78,7 @@ impl Snapshot {
         }
         let auth = AuthPolicy::load(&*config)?;
         let metrics = crate::metrics::listen_addr(&*config)?;
+        let affinity = crate::affinity::load(&*config)?;
         let settings = Arc::new(settings);
         let snapshot = Snapshot {
             settings,
@@ -83,6 +86,7 @@ impl Snapshot {
             tls,
             auth,
             metrics,
+            affinity,
             config,
         };
         let chains = snapshot.chains()?;

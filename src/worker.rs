@@ -34,6 +34,7 @@ pub fn start(
     control: &Arc<Control>,
     driver: Driver,
     listeners: Vec<Vec<(std::net::TcpListener, ListenSpec)>>,
+    placement: Option<crate::affinity::Placement>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -42,9 +43,14 @@ pub fn start(
         let rx = control.stop_signal();
         let worker_control = control.clone();
         let ready = ready_tx.clone();
+        let cpu = placement.as_ref().map(|p| p.cpus[id]);
+        let steer = placement.as_ref().is_some_and(|p| p.steer);
         let spawned = std::thread::Builder::new()
             .name(format!("ringsmtpd-w{id}"))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    place(id, cpu, steer, &socks);
+                }
                 let started = ready.clone();
                 let run = run_on(driver, || {
                     worker(id as u16, worker_control, socks, rx, started)
@@ -72,6 +78,32 @@ pub fn start(
         }
     }
     Ok(handles)
+}
+
+/// Pins the calling worker thread to `cpu` and, with `steer`, marks its listeners as the ones
+/// for connections received on that CPU (`crate::affinity`). A failure is logged: the worker
+/// serves unpinned.
+fn place(id: usize, cpu: usize, steer: bool, socks: &[(std::net::TcpListener, ListenSpec)]) {
+    if let Err(e) = crate::affinity::pin_current(cpu) {
+        crate::log!(
+            Level::Warn,
+            0,
+            "core",
+            "worker {id}: cannot pin to CPU {cpu}: {e}"
+        );
+        return;
+    }
+    for (sock, spec) in socks.iter().filter(|_| steer) {
+        if let Err(e) = crate::affinity::steer(sock, cpu) {
+            crate::log!(
+                Level::Warn,
+                0,
+                "core",
+                "worker {id}: {}: SO_INCOMING_CPU {cpu}: {e}",
+                spec.addr
+            );
+        }
+    }
 }
 
 /// Stops the workers that did start and returns `why`.
