@@ -103,6 +103,57 @@ pub fn steer(listener: &std::net::TcpListener, cpu: usize) -> io::Result<()> {
     socket2::SockRef::from(listener).set_cpu_affinity(cpu)
 }
 
+/// Connections a [`BalanceWatch`] window spans: enough that an even split cannot look lopsided
+/// by chance.
+const WATCH_CONNECTIONS: u64 = 1_000;
+
+/// The share of a window's connections one worker may take before steering is reported as
+/// funnelling them: 90%, where the port's hash would give each of two workers about half.
+const WATCH_SHARE: f64 = 0.9;
+
+/// With `steer`, watches how the connections fall on the workers. The kernel steers a
+/// connection to the worker on the CPU that processed its SYN, so when one CPU receives them
+/// all (a network card with one receive queue and no RPS, or local clients running on one
+/// core) one worker serves everything while the others idle. The server keeps serving, on
+/// fewer cores: the watch tells the administrator, who can set `cpu_affinity off`.
+#[derive(Default)]
+pub struct BalanceWatch {
+    /// Each worker's accepted connections when the current window began.
+    start: Vec<u64>,
+    /// Set once reported: one line per process life, not one per window.
+    reported: bool,
+}
+
+impl BalanceWatch {
+    /// Takes every worker's connections accepted so far (in any order) and returns the share of
+    /// the last window that went to one worker, with the window's size, when a window of
+    /// [`WATCH_CONNECTIONS`] closes with one worker above [`WATCH_SHARE`]; once only.
+    pub fn observe(&mut self, accepted: &[u64]) -> Option<(f64, u64)> {
+        if self.reported || accepted.len() < 2 {
+            return None;
+        }
+        if self.start.len() != accepted.len() {
+            self.start = vec![0; accepted.len()]; // the first window: since the workers started
+        }
+        let deltas: Vec<u64> = accepted
+            .iter()
+            .zip(&self.start)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        let total: u64 = deltas.iter().sum();
+        if total < WATCH_CONNECTIONS {
+            return None;
+        }
+        self.start = accepted.to_vec();
+        let top = deltas.iter().copied().max().unwrap_or(0) as f64 / total as f64;
+        if top < WATCH_SHARE {
+            return None;
+        }
+        self.reported = true;
+        Some((top, total))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +256,35 @@ mod tests {
         let count = |l: &std::net::TcpListener| std::iter::from_fn(|| l.accept().ok()).count();
         assert_eq!((count(&mine), count(&other)), (CONNECTIONS, 0));
         drop(clients);
+    }
+
+    #[test]
+    fn a_lopsided_window_is_reported_once() {
+        let mut w = BalanceWatch::default();
+        assert_eq!(w.observe(&[0, 0]), None, "nothing yet");
+        assert_eq!(w.observe(&[400, 0]), None, "too few connections to judge");
+        assert_eq!(w.observe(&[550, 450]), None, "an even split");
+        let (share, total) = w.observe(&[1_500, 500]).expect("95% on one worker");
+        assert!(
+            (share - 0.95).abs() < 1e-9 && total == 1_000,
+            "{share} {total}"
+        );
+        assert_eq!(w.observe(&[3_000, 500]), None, "reported once");
+    }
+
+    #[test]
+    fn an_even_window_after_a_lopsided_start_is_not_reported() {
+        let mut w = BalanceWatch::default();
+        assert_eq!(w.observe(&[350, 350, 300]), None);
+        assert_eq!(w.observe(&[450, 1_200, 350]), None, "85% stays under 90%");
+        assert!(
+            w.observe(&[450, 1_200, 1_350]).is_some(),
+            "the third worker took all"
+        );
+        assert_eq!(
+            BalanceWatch::default().observe(&[5_000]),
+            None,
+            "one worker"
+        );
     }
 }

@@ -731,7 +731,9 @@ impl Settings {
         let max_connections = number(cfg, "max_connections", 1, 10_000_000)?
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let listen_backlog = number(cfg, "listen_backlog", 1, 65_535)?
-            .map_or(DEFAULT_LISTEN_BACKLOG, |n| u32::try_from(n).unwrap_or(u32::MAX));
+            .map_or(DEFAULT_LISTEN_BACKLOG, |n| {
+                u32::try_from(n).unwrap_or(u32::MAX)
+            });
         let max_rcpts = usize_setting(cfg, "max_rcpts", 1, 100_000, DEFAULT_MAX_RCPTS)?;
         let max_line = usize_setting(cfg, "max_line_length", 512, 65_536, DEFAULT_MAX_LINE)?;
         let data_line_length = usize_setting(

@@ -234,9 +234,8 @@ fn serve(args: Args, snapshot: Snapshot, plan: Plan) -> Result<(), String> {
     for _ in 0..args.threads {
         let mut socks = Vec::new();
         for spec in &specs {
-            let sock =
-                listener::bind(spec, snapshot.settings.listen_backlog)
-                    .map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
+            let sock = listener::bind(spec, snapshot.settings.listen_backlog)
+                .map_err(|e| format!("cannot listen on {}: {e}", spec.addr))?;
             socks.push((sock, spec.clone()));
         }
         per_worker.push(socks);

@@ -225,6 +225,15 @@ pub fn serve(addr: SocketAddr, join: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Each worker's connections accepted so far, in no particular order.
+pub fn connections_by_worker() -> Vec<u64> {
+    let workers = registry().lock().unwrap_or_else(|p| p.into_inner());
+    workers
+        .iter()
+        .map(|w| w.connections_total.load(Relaxed))
+        .collect()
+}
+
 /// All workers' counters, summed, in Prometheus' text exposition format.
 pub fn render() -> String {
     let workers: Vec<Arc<WorkerMetrics>> =

@@ -45,6 +45,8 @@ pub fn start(
         let ready = ready_tx.clone();
         let cpu = placement.as_ref().map(|p| p.cpus[id]);
         let steer = placement.as_ref().is_some_and(|p| p.steer);
+        // One worker watches how steering spreads the connections (`affinity::BalanceWatch`).
+        let watch = steer && id == 0 && workers > 1;
         let spawned = std::thread::Builder::new()
             .name(format!("ringsmtpd-w{id}"))
             .spawn(move || {
@@ -53,7 +55,7 @@ pub fn start(
                 }
                 let started = ready.clone();
                 let run = run_on(driver, || {
-                    worker(id as u16, worker_control, socks, rx, started)
+                    worker(id as u16, worker_control, socks, rx, started, watch)
                 });
                 if let Err(e) = run {
                     let _ = ready.send(Err(format!("worker {id}: cannot build its runtime: {e}")));
@@ -208,6 +210,7 @@ async fn worker(
     socks: Vec<(std::net::TcpListener, ListenSpec)>,
     stop: futures_channel::oneshot::Receiver<()>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    watch_balance: bool,
 ) {
     let shutdown = Rc::new(Shutdown::default());
     let closing = Rc::new(Shutdown::default());
@@ -259,6 +262,7 @@ async fn worker(
     {
         // The DNS client's counters are worker-local: copy them out for the scraper.
         let w = w.clone();
+        let mut balance = watch_balance.then(crate::affinity::BalanceWatch::default);
         monoio::spawn(async move {
             while !w.shutdown.is_set() {
                 monoio::time::sleep(Duration::from_secs(1)).await;
@@ -268,6 +272,11 @@ async fn worker(
                 }
                 if let Some(n) = w.control.admission.pending_log(Instant::now()) {
                     log_refusals(n, w.limit.get());
+                }
+                if let Some(b) = balance.as_mut() {
+                    if let Some((share, n)) = b.observe(&crate::metrics::connections_by_worker()) {
+                        log_funnelled(share, n);
+                    }
                 }
             }
         });
@@ -393,7 +402,13 @@ fn shed(
     use crate::admission::{refusal_reply, refuse_waiting, REFUSE_BATCH};
     let reply = refusal_reply(env.svc.me());
     let admission = &w.control.admission;
-    let n = refuse_waiting(&listening.stopper, admission, w.limit.get(), &reply, REFUSE_BATCH);
+    let n = refuse_waiting(
+        &listening.stopper,
+        admission,
+        w.limit.get(),
+        &reply,
+        REFUSE_BATCH,
+    );
     if n > 0 {
         w.metrics
             .connections_refused
@@ -403,6 +418,16 @@ fn shed(
         }
     }
     budget.spend(started, crate::admission::thread_cpu())
+}
+
+fn log_funnelled(share: f64, n: u64) {
+    crate::log!(
+        Level::Warn,
+        0,
+        "core",
+        "cpu_affinity steer: one worker took {:.0}% of the last {n} connections: they arrive on one CPU (a network card with one receive queue and no RPS, or local clients on one core), so the other workers idle; set cpu_affinity off to spread them",
+        share * 100.0
+    );
 }
 
 fn log_refusals(n: u64, limit: usize) {

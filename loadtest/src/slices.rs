@@ -193,7 +193,11 @@ mod tests {
         assert_eq!(rows[1], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let r = rows[2];
         assert_eq!((r[0], r[2], r[5], r[10]), (2, 2, 3, 2));
-        assert_eq!((r[11], r[12], r[13]), (4, 5, 6), "late, skipped, connect_timeouts");
+        assert_eq!(
+            (r[11], r[12], r[13]),
+            (4, 5, 6),
+            "late, skipped, connect_timeouts"
+        );
         assert_eq!((a.late(), a.skipped(), a.connect_timeouts()), (4, 5, 6));
         assert!(r[7] >= 990 && r[7] <= 1010, "p50 {}", r[7]);
         assert!(r[8] >= 49_500, "p99 {}", r[8]);

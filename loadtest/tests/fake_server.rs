@@ -582,7 +582,11 @@ fn late_messages_are_counted_and_skipped_with_skip_late() {
                 "every message is sent or skipped"
             );
         } else {
-            assert_eq!((s.attempted, s.slices.skipped()), (1000, 0), "all sent late");
+            assert_eq!(
+                (s.attempted, s.slices.skipped()),
+                (1000, 0),
+                "all sent late"
+            );
             assert!(s.slices.late() > 0, "and counted as late");
         }
         let j = smtp_loadtest::output::json(&r);
@@ -611,7 +615,11 @@ fn a_connect_that_times_out_is_deferred() {
     c.defer_refused = true;
     let r = go(&c);
     assert_eq!(r.stats.slots_gave_up, 0, "a connect timeout is deferred");
-    assert_eq!(r.stats.slices.connect_timeouts(), 4, "each message tried once");
+    assert_eq!(
+        r.stats.slices.connect_timeouts(),
+        4,
+        "each message tried once"
+    );
     assert_eq!(r.stats.attempted, 0);
     let j = smtp_loadtest::output::json(&r);
     assert_eq!(j["connections"]["connect_timeouts"], 4);
