@@ -9,22 +9,33 @@
 //!
 //! The caller hands over its files and gets each back with its result, so no descriptor is
 //! used after its owner closed it; the caller helps too (it fsyncs files itself while the
-//! helpers take theirs), so a batch finishes even if no helper thread can be started.
+//! helpers take theirs), so a batch finishes even if no helper thread can be started. Wake-ups
+//! are counted: one per helper with a task to take, and one for the caller, by the last file.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::mpsc;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Most helper threads (the caller fsyncs too).
 pub(crate) const THREADS: usize = 15;
 
-/// One file to fsync, and where its result goes.
+/// One file to fsync, and the batch its result goes to.
 struct Task {
     index: usize,
     file: File,
-    done: mpsc::Sender<(usize, File, io::Result<()>)>,
+    batch: Arc<Batch>,
+}
+
+/// The results of one caller's files; the caller is woken once, by the last one.
+struct Batch {
+    state: Mutex<BatchState>,
+    done: Condvar,
+}
+
+struct BatchState {
+    results: Vec<Option<(File, io::Result<()>)>>,
+    left: usize,
 }
 
 struct Pool {
@@ -42,7 +53,7 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 static WORK: Condvar = Condvar::new();
 
 fn pool() -> MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&POOL)
 }
 
 /// fsyncs every file, in parallel; returns them with their results, in the order given.
@@ -57,14 +68,20 @@ pub(crate) fn fsync_all(files: Vec<File>) -> Vec<(File, io::Result<()>)> {
             })
             .collect();
     }
-    let (done, results) = mpsc::channel();
+    let batch = Arc::new(Batch {
+        state: Mutex::new(BatchState {
+            results: (0..n).map(|_| None).collect(),
+            left: n,
+        }),
+        done: Condvar::new(),
+    });
     {
         let mut p = pool();
         for (index, file) in files.into_iter().enumerate() {
             p.tasks.push_back(Task {
                 index,
                 file,
-                done: done.clone(),
+                batch: Arc::clone(&batch),
             });
         }
         // Enough idle helpers for the others' share: new ones started, up to THREADS in all.
@@ -74,20 +91,28 @@ pub(crate) fn fsync_all(files: Vec<File>) -> Vec<(File, io::Result<()>)> {
             p.idle += 1;
         }
         drop(p);
-        WORK.notify_all();
+        // One helper woken per task it can take (not all of them: each woken helper takes the
+        // pool's lock, and with nothing left goes back to sleep, for nothing).
+        for _ in 0..wanted {
+            WORK.notify_one();
+        }
     }
-    drop(done);
     // The caller takes tasks as well, until none are queued; then waits for the helpers'.
     while let Some(task) = next_task() {
         run(task);
     }
-    let mut out: Vec<Option<(File, io::Result<()>)>> = (0..n).map(|_| None).collect();
-    for (index, file, result) in results.iter().take(n) {
-        out[index] = Some((file, result));
+    let mut st = lock(&batch.state);
+    while st.left > 0 {
+        st = batch.done.wait(st).unwrap_or_else(|e| e.into_inner());
     }
-    out.into_iter()
-        .map(|r| r.expect("every task sends its result once"))
+    std::mem::take(&mut st.results)
+        .into_iter()
+        .flatten()
         .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn next_task() -> Option<Task> {
@@ -96,8 +121,12 @@ fn next_task() -> Option<Task> {
 
 fn run(task: Task) {
     let result = task.file.sync_all();
-    // The caller waits for every result: it is there.
-    let _ = task.done.send((task.index, task.file, result));
+    let mut st = lock(&task.batch.state);
+    st.results[task.index] = Some((task.file, result));
+    st.left -= 1;
+    if st.left == 0 {
+        task.batch.done.notify_one();
+    }
 }
 
 fn spawn_helper() -> bool {
