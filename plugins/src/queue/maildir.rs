@@ -15,7 +15,7 @@
 //! `new/` directory; only then does the hook return `OK` and the client get `250 Queued!
 //! <Message-ID>` (the file name if the message has no Message-ID). A reader never sees a
 //! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6).
-//! Messages that finish on a worker while that worker's previous commit runs are committed
+//! Messages that finish, on any worker, while the previous commit runs are committed
 //! together, and deliveries into the same `new/` share its fsync (group commit, see
 //! `Durability`). The
 //! unique name is `<secs>.M<usec>P<pid>Q<n>.<me>`, `n` counting deliveries in this process,
@@ -75,9 +75,9 @@
 //! ## Hooks
 //!
 //! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per
-//! worker at most, its commit jobs, each running a batch's fsyncs on up to 16 threads of its
-//! own); the message is moved there, not copied, and streamed from the spool file when it is
-//! on disk.
+//! Maildir at most, whatever the number of workers: its commit jobs), a batch's file fsyncs
+//! in parallel on up to 15 more threads, started when first needed and kept; the message is
+//! moved there, not copied, and streamed from the spool file when it is on disk.
 //!
 //! ## Notes
 //!
@@ -90,13 +90,14 @@
 //! entry is durable once the directory containing it is fsync'd, and an fsync already running
 //! at the time of the link may have written the directory without it.
 //!
-//! Deliveries are committed in batches, per worker (`group_commit`): a message whose DATA ends
-//! while its worker's two commit jobs run waits for the next batch, which is every message
-//! that arrived meanwhile; a lone message is committed at once. A batch writes all its files, then
-//! fsyncs them in parallel (up to 16 threads: concurrent fsyncs share the filesystem's journal
-//! commits and the disk's cache flushes), links them into `new/`, fsyncs each `new/` directory
-//! once, and only then answers its messages. The directory fsyncs are also grouped per directory, process-wide, across
-//! workers (`fsync_batch`): while one runs, every batch that links meanwhile waits for the
+//! Deliveries are committed in batches, one commit path per `<dir>` for the whole process
+//! (`group_commit`): a message whose DATA ends, on any worker, while the two commit jobs run
+//! waits for the next batch, which is every message that arrived meanwhile; a lone message is
+//! committed at once. A batch writes all its files, then fsyncs them in parallel (up to 16 at
+//! a time, on threads kept for it: concurrent fsyncs share the filesystem's journal commits
+//! and the disk's cache flushes), links them into `new/`, fsyncs each `new/` directory once,
+//! and only then answers its messages. The directory fsyncs are also grouped per directory,
+//! process-wide (`fsync_batch`): while one runs, every batch that links meanwhile waits for the
 //! next one, run once for all of them. If a file's fsync fails, its message is refused
 //! (`DenySoft`); if a directory's fsync fails, every message of the batch linked there is
 //! refused and its `new/` files removed; the other messages of the batch are not affected.
