@@ -75,7 +75,11 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b), "one object per path while held");
         assert_eq!(*reg.get_or_insert_with(Path::new("/b"), || 3), 3);
         drop((a, b));
-        assert_eq!(*reg.get_or_insert_with(Path::new("/a"), || 4), 4, "freed when unused");
+        assert_eq!(
+            *reg.get_or_insert_with(Path::new("/a"), || 4),
+            4,
+            "freed when unused"
+        );
         for i in 0..200 {
             drop(reg.get_or_insert_with(&PathBuf::from(format!("/x{i}")), || i));
         }

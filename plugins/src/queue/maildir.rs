@@ -517,7 +517,11 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
         .zip(results)
         .map(|((_, msg), result)| {
             let result = result.unwrap_or_else(|| {
-                Err(Failure::new("commit", Path::new(""), io::Error::other("not committed")))
+                Err(Failure::new(
+                    "commit",
+                    Path::new(""),
+                    io::Error::other("not committed"),
+                ))
             });
             (msg, result)
         })
@@ -687,14 +691,7 @@ impl Job {
             }
         }
         let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.M{}P{}Q{}.{}",
-            self.secs,
-            self.usec,
-            pid(),
-            n,
-            self.host
-        );
+        let name = format!("{}.M{}P{}Q{}.{}", self.secs, self.usec, pid(), n, self.host);
         let tmp = target.dir.join("tmp").join(&name);
         let new_dir = target.dir.join("new");
         let new = new_dir.join(&name);
@@ -1281,7 +1278,10 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut handles = vec![deliver_on_thread(md, 0)];
         while ds.fsyncs() != 1 {
-            assert!(std::time::Instant::now() < deadline, "round 1 never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round 1 never started"
+            );
             std::thread::yield_now();
         }
         handles.extend((1..n).map(|i| deliver_on_thread(md, i)));

@@ -2,8 +2,8 @@
 //! one must be configured, or every DATA ends in 451. `OK` means the message is durable at its
 //! destination (DESIGN.md §6): the client gets 250 only then.
 
-pub mod discard;
 mod by_path; // shared objects per directory (queue/maildir)
+pub mod discard;
 mod fsync_batch; // queue/maildir's group commit of new/ fsyncs
 mod fsync_pool; // queue/maildir's parallel file fsyncs
 mod group_commit; // queue/maildir's batches, process-wide
