@@ -1163,6 +1163,57 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_mixing_maildirs_syncs_each_its_own_way() {
+        // One batch (the commit path is the process's): a message for a Maildir with its own
+        // filesystem first, then one for a Maildir without. The second still gets its file
+        // fsync'd and its new/ fsync'd: the first one's syncfs does not stand in for it.
+        let d = TempDir::new("mixed");
+        let (own, shared) = (d.path().join("own"), d.path().join("shared"));
+        for md in [&own, &shared] {
+            for sub in ["tmp", "new", "cur"] {
+                fs::create_dir_all(md.join(sub)).unwrap();
+            }
+        }
+        let rounds = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&rounds);
+        let shared_new = Arc::new(DirSync::with_sync(
+            &shared.join("new"),
+            Box::new(move |dir, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                sync_dir(dir)
+            }),
+        ));
+        let item = |dir: &Path, new_sync: Option<Arc<DirSync>>, syncfs: Option<Arc<Path>>| {
+            let job = Job {
+                targets: vec![Target {
+                    dir: dir.to_path_buf(),
+                    header: String::new(),
+                    new_sync,
+                }],
+                create_dirs: false,
+                dir_mode: 0o700,
+                file_mode: 0o600,
+                chmod: false,
+                secs: 1,
+                usec: 2,
+                host: "mixed.test".into(),
+                syncfs,
+            };
+            let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
+            (job, Message::take(&mut t))
+        };
+        let batch = vec![
+            item(&own, None, Some(Arc::from(d.path()))),
+            item(&shared, Some(Arc::clone(&shared_new)), None),
+        ];
+        let results = commit(batch);
+        assert!(results.iter().all(|(_, r)| r.is_ok()));
+        assert_eq!(rounds.load(Ordering::SeqCst), 1, "shared/new fsync'd once");
+        assert_eq!(files(&own.join("new")).len(), 1);
+        assert_eq!(files(&shared.join("new")).len(), 1);
+    }
+
+    #[test]
     fn syncfs_only_for_a_mount_point_and_files_on_its_filesystem() {
         assert!(own_filesystem(Path::new("/proc")), "/proc is a mount point");
         let d = TempDir::new("ownfs");
