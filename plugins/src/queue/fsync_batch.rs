@@ -19,17 +19,15 @@
 //! never answers for an earlier failure (after a failed fsync, Linux may drop the dirty state,
 //! so a later fsync succeeding proves nothing about the entries of the failed round).
 //!
-//! Coordinators are process-wide, one per directory path, found through a registry of weak
-//! references: workers (and plugin instances) delivering into the same Maildir share one, and
-//! one that nobody uses any more is freed (per-recipient Maildirs would otherwise accumulate).
-//! Correctness never depends on the sharing: two coordinators for one directory (another
-//! spelling of its path) only share less.
+//! Coordinators are process-wide, one per directory path (`by_path`): workers (and plugin
+//! instances) delivering into the same Maildir share one.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use super::by_path::ByPath;
 
 /// The operation a round performs: fsync the directory. Tests substitute their own; the
 /// second argument is the round's number (1, 2, ...).
@@ -171,46 +169,19 @@ pub(crate) fn copy_error(e: &io::Error) -> io::Error {
     }
 }
 
-/// Directory path -> its coordinator, while someone holds it.
-struct Registry {
-    map: BTreeMap<PathBuf, Weak<DirSync>>,
-    /// Drop dead entries when the map grows past this.
-    prune_at: usize,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    map: BTreeMap::new(),
-    prune_at: 64,
-});
-
-fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The coordinators, one per directory path while someone holds it.
+static REGISTRY: ByPath<DirSync> = ByPath::new();
 
 /// The process-wide coordinator of directory `path`.
 pub(crate) fn for_dir(path: &Path) -> Arc<DirSync> {
-    let mut reg = registry();
-    if let Some(ds) = reg.map.get(path).and_then(Weak::upgrade) {
-        return ds;
-    }
-    let ds = Arc::new(DirSync::new(path));
-    insert(&mut reg, path, &ds);
-    ds
-}
-
-fn insert(reg: &mut Registry, path: &Path, ds: &Arc<DirSync>) {
-    reg.map.insert(path.to_path_buf(), Arc::downgrade(ds));
-    if reg.map.len() > reg.prune_at {
-        reg.map.retain(|_, w| w.strong_count() > 0);
-        reg.prune_at = (reg.map.len() * 2).max(64);
-    }
+    REGISTRY.get_or_insert_with(path, || DirSync::new(path))
 }
 
 /// Makes `ds` the coordinator [`for_dir`] returns for its path while the caller holds it
 /// (tests: a substitute sync function under a real delivery).
 #[cfg(test)]
 pub(crate) fn install(ds: &Arc<DirSync>) {
-    insert(&mut registry(), &ds.path.clone(), ds);
+    REGISTRY.insert(&ds.path.clone(), ds);
 }
 
 #[cfg(test)]

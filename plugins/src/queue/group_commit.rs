@@ -1,19 +1,20 @@
-//! Group commit on one worker: deliveries that finish while a commit is running wait for the
-//! next one, and one blocking-pool job commits them all together (`queue/maildir`: their file
-//! fsyncs in parallel, one fsync per `new/` directory).
+//! Group commit: deliveries that finish while a commit is running wait for the next one, and
+//! one blocking-pool job commits them all together (`queue/maildir`: their file fsyncs in
+//! parallel, one fsync per `new/` directory, or one syncfs). One per Maildir for the whole
+//! process (`by_path`): both workers' messages join the same batches.
 //!
-//! A submitted item joins the worker's pending list. If fewer than `jobs` commit jobs are
-//! running, the submitter starts one on the blocking pool; else a running job takes the
-//! pending list as its next batch when its current batch is done. A job runs until the list is
-//! empty, so a batch is every item that arrived during a previous commit: under load the
-//! batches grow by themselves, and a lone delivery is committed at once, with no timer. With
-//! two jobs one batch's fsyncs overlap the next batch's writes and its wait for the disk;
-//! at most `jobs` blocking threads per worker are busy with commits, whatever the load.
+//! A submitted item joins the pending list. If fewer than `jobs` commit jobs are running, the
+//! submitter starts one on its worker's blocking pool; else a running job takes the pending
+//! list as its next batch when its current batch is done. A job runs until the list is empty,
+//! so a batch is every item that arrived during a previous commit: under load the batches
+//! grow by themselves, and a lone delivery is committed at once, with no timer. With two jobs
+//! one batch's syncs overlap the next batch's writes and its wait for the disk; at most `jobs`
+//! blocking threads are busy with commits, whatever the load and the number of workers.
 //!
-//! Each item gets its own result, through its own channel. A submitter that goes away (plugin
-//! timeout, client gone) does not stop the job; its result is dropped. If the commit function
-//! panics, the items of that batch get no result (`None`: the caller answers 4xx), and the job
-//! goes on with the next batch.
+//! Each item gets its own result, through its own channel (the worker's task is woken from the
+//! job's thread). A submitter that goes away (plugin timeout, client gone) does not stop the
+//! job; its result is dropped. If the commit function panics, the items of that batch get no
+//! result (`None`: the caller answers 4xx), and the job goes on with the next batch.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,7 +24,7 @@ use ringsmtpd_plugin_api::Services;
 /// Commits a batch: one result per item, in the same order.
 pub(crate) type CommitFn<I, R> = fn(Vec<I>) -> Vec<R>;
 
-/// The group commit of one worker (one plugin instance: instances are per worker).
+/// A group commit, shared by the workers (and plugin instances) that deliver into one place.
 pub(crate) struct GroupCommit<I, R> {
     queue: Arc<Mutex<Queue<I, R>>>,
     commit: CommitFn<I, R>,
@@ -54,8 +55,7 @@ impl<I: Send + 'static, R: Send + 'static> GroupCommit<I, R> {
         }
     }
 
-    /// Commits `item` with whatever else is pending on this worker; `None` if the commit
-    /// panicked.
+    /// Commits `item` with whatever else is pending; `None` if the commit panicked.
     pub(crate) async fn submit(&self, svc: &dyn Services, item: I) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let start = {
@@ -78,6 +78,12 @@ impl<I: Send + 'static, R: Send + 'static> GroupCommit<I, R> {
     #[cfg(test)]
     pub(crate) fn batches(&self) -> Vec<usize> {
         lock(&self.queue).batches.clone()
+    }
+
+    /// Items submitted and not yet taken into a batch (tests).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        lock(&self.queue).pending.len()
     }
 }
 

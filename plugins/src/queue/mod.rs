@@ -2,11 +2,13 @@
 //! one must be configured, or every DATA ends in 451. `OK` means the message is durable at its
 //! destination (DESIGN.md §6): the client gets 250 only then.
 
+mod by_path; // shared objects per directory (queue/maildir)
 pub mod discard;
-mod fsync_batch;
-mod group_commit; // queue/maildir's batches per worker
-pub mod maildir; // queue/maildir's group commit of new/ fsyncs
-                 // issue 4, local queues (maildir above; shared helpers in `local`):
+mod fsync_batch; // queue/maildir's group commit of new/ fsyncs
+mod fsync_pool; // queue/maildir's parallel file fsyncs
+mod group_commit; // queue/maildir's batches, process-wide
+pub mod maildir;
+// issue 4, local queues (maildir above; shared helpers in `local`):
 pub mod exim_bsmtp;
 pub(crate) mod local;
 pub mod postfix_queue;
