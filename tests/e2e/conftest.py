@@ -7,6 +7,7 @@ Every wait here has a deadline: a hung server makes a test fail, never hang.
 
 import os
 import pathlib
+import random
 import re
 import shutil
 import signal
@@ -33,15 +34,29 @@ STOP_DEADLINE = 45.0
 IO_TIMEOUT = 20.0
 
 
+# Ports are picked below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768
+# and up by default): a port the kernel handed out for bind(0) is also one it hands out as the
+# source port of any outgoing connection, so under load another test's client could take it
+# between the pick and the server's bind ("Address already in use").
+PORT_RANGE = (10000, 32767)
+
+
 def free_ports(n):
-    """`n` distinct ports nobody listens on right now (bind port 0, read what the kernel
-    gave; all sockets open at once, so the same port cannot come back twice)."""
+    """`n` distinct ports nobody uses right now, picked at random below the ephemeral range
+    and checked by binding them (all sockets open at once, so none comes back twice)."""
     socks = []
     try:
-        for _ in range(n):
+        for _ in range(1000):
+            if len(socks) == n:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
+            try:
+                s.bind(("127.0.0.1", random.randint(*PORT_RANGE)))
+                socks.append(s)
+            except OSError:
+                s.close()
+        if len(socks) < n:
+            pytest.fail(f"no {n} free ports in {PORT_RANGE}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:

@@ -49,8 +49,10 @@ def wait_open(mport, n):
 
 def test_concurrency_across_workers_and_each_end_gives_back(make_server):
     mport = free_port()
+    # `off`: the port's hash spreads the sessions over both workers (with `steer` a client
+    # on one CPU reaches one worker).
     srv = make_server(plugins=plugins("limit concurrency 3"), threads=2,
-                      settings={"metrics": f"127.0.0.1:{mport}"})
+                      settings={"metrics": f"127.0.0.1:{mport}", "cpu_affinity": "off"})
     held = [open_session(srv) for _ in range(3)]
     assert refused_at_connect(srv)
     text = scrape(mport)
