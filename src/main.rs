@@ -26,11 +26,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// and exec, so the helper programs it starts inherit it). mimalloc asks for huge pages on its
 /// arenas (`MADV_HUGEPAGE`), and with THP in `madvise` mode (this machine, and many
 /// distributions) every 2 MiB region of the heap it touches becomes resident as a whole, and
-/// khugepaged later folds sparse regions into whole huge pages too. An idle connection's few
-/// hundred bytes scattered over those regions then cost much more than themselves, and by an
-/// amount that varies with the kernel's supply of free huge pages: 10 MiB more RSS before any
-/// connection, 500 bytes more per idle connection at 11,000, up to 1,800 more at 100,000
-/// (docs/benchmarks.md, memory per idle connection). Returns whether the kernel took it.
+/// khugepaged later folds sparse regions into whole huge pages too. The idle sessions' small
+/// allocations spread over those regions then cost more RSS than their bytes, by an
+/// amount that varies with the kernel's supply of free huge pages: measured, 6 to 13 MiB more
+/// RSS per process before any connection, and 300 to 600 bytes more per idle connection at
+/// 5,000 to 100,000 (bench/idle_100k.md). Returns whether the kernel took it.
 fn no_transparent_huge_pages() -> bool {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and reads or writes no memory of ours;
     // it only sets a flag on this process's address space.
