@@ -35,11 +35,27 @@ pub fn load(cfg: &dyn ConfigSource) -> Result<Affinity, ConfigError> {
     let Some(line) = crate::config::single(cfg, "cpu_affinity")? else {
         return Ok(DEFAULT);
     };
-    match line.text.as_str() {
-        "off" => Ok(Affinity::Off),
-        "pin" => Ok(Affinity::Pin),
-        "steer" => Ok(Affinity::Steer),
-        other => Err(line.error(format!("must be 'off', 'pin' or 'steer', not '{other}'"))),
+    NAMES
+        .iter()
+        .find(|(name, _)| *name == line.text)
+        .map(|&(_, affinity)| affinity)
+        .ok_or_else(|| {
+            line.error(format!("must be 'off', 'pin' or 'steer', not '{}'", line.text))
+        })
+}
+
+/// The config file's words for each value.
+const NAMES: [(&str, Affinity); 3] = [
+    ("off", Affinity::Off),
+    ("pin", Affinity::Pin),
+    ("steer", Affinity::Steer),
+];
+
+impl std::fmt::Display for Affinity {
+    /// The config file's word (`off`, `pin`, `steer`), as the log lines name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = NAMES.iter().find(|(_, a)| a == self).map_or("?", |(n, _)| n);
+        f.write_str(name)
     }
 }
 
@@ -200,6 +216,7 @@ mod tests {
             .unwrap();
             let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);
             assert_eq!(load(&cfg).unwrap(), want, "{text}");
+            assert_eq!(want.to_string(), text, "the log names it as the config does");
         }
         std::fs::write(d.path().join("cpu_affinity"), "pinned\n").unwrap();
         let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);

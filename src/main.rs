@@ -328,14 +328,14 @@ fn placement(
             Level::Info,
             0,
             "core",
-            "cpu_affinity {affinity:?}: workers on CPUs {:?}",
+            "cpu_affinity {affinity}: workers on CPUs {:?}",
             p.cpus
         ),
         None => log!(
             Level::Notice,
             0,
             "core",
-            "cpu_affinity {affinity:?}: {workers} workers but {} CPUs allowed; workers not pinned",
+            "cpu_affinity {affinity}: {workers} workers but {} CPUs allowed; workers not pinned",
             allowed.len()
         ),
     }

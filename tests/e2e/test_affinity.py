@@ -30,7 +30,7 @@ def test_connections_from_one_cpu_are_reported_as_funnelled(make_server):
     if len(allowed) < 2:
         pytest.skip("needs two CPUs to steer between")
     server = make_server(threads=2, settings={"cpu_affinity": "steer"})
-    server.wait_log("cpu_affinity Steer: workers on CPUs")
+    server.wait_log("cpu_affinity steer: workers on CPUs")
     # The client runs only on the second CPU the server's workers use.
     subprocess.run(
         ["taskset", "-c", str(allowed[1]), sys.executable, "-c", CLIENT, str(server.port),
