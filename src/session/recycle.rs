@@ -70,9 +70,19 @@ pub fn take_transaction() -> Box<Transaction> {
         .unwrap_or_default()
 }
 
-/// Gives `txn` back, cleared, or frees it when the pool is full.
+/// The most of a transaction's buffers kept when it goes back to the pool: a typical message
+/// fits, and a burst of messages near `size_threshold` (1 MiB by default) does not leave
+/// 64 MiB behind per worker.
+const KEEP_BYTES: usize = 64 * 1024;
+
+/// Spare recipient addresses a pooled transaction keeps (a message to more recipients
+/// allocates the rest).
+const KEEP_ADDRESSES: usize = 100;
+
+/// Gives `txn` back, cleared and trimmed, or frees it when the pool is full.
 pub fn give_transaction(mut txn: Box<Transaction>) {
     txn.clear();
+    txn.trim(KEEP_BYTES, KEEP_ADDRESSES);
     TRANSACTIONS.with(|t| {
         let mut t = t.borrow_mut();
         if t.len() < KEEP {
@@ -149,6 +159,18 @@ mod tests {
             give(Buf::Read, Vec::with_capacity(16));
         }
         assert_eq!(READ.with(|p| p.borrow().len()), KEEP);
+    }
+
+    #[test]
+    fn a_large_transaction_comes_back_trimmed() {
+        let mut txn = take_transaction();
+        txn.body.mem.resize(1 << 20, b'x');
+        txn.added_headers.push_str(&"h".repeat(200_000));
+        give_transaction(txn);
+        let again = take_transaction();
+        assert!(again.body.mem.is_empty());
+        assert!(again.body.mem.capacity() <= KEEP_BYTES, "{}", again.body.mem.capacity());
+        assert!(again.added_headers.capacity() <= KEEP_BYTES);
     }
 
     #[test]

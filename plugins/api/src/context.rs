@@ -444,4 +444,35 @@ impl Transaction {
         self.added_headers.clear();
         self.notes.clear();
     }
+
+    /// Frees what an unusually large transaction left behind, for a transaction kept for reuse:
+    /// the message buffer and the added headers shrink to at most `bytes` of capacity, and at
+    /// most `addresses` spare recipient addresses are kept. Call after [`Transaction::clear`].
+    pub fn trim(&mut self, bytes: usize, addresses: usize) {
+        self.body.mem.shrink_to(bytes);
+        self.added_headers.shrink_to(bytes);
+        self.spare_addresses.truncate(addresses);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_bounds_what_a_cleared_transaction_keeps() {
+        let mut txn = Transaction::default();
+        txn.body.mem.resize(100_000, b'x');
+        for _ in 0..500 {
+            let addr = txn.recycled_address();
+            let params = Default::default();
+            txn.recipients.push(Recipient { addr, params });
+        }
+        txn.clear();
+        assert_eq!(txn.spare_addresses.len(), 500, "clear keeps them");
+        assert!(txn.body.mem.capacity() >= 100_000, "clear keeps the buffer");
+        txn.trim(4096, 10);
+        assert_eq!(txn.spare_addresses.len(), 10);
+        assert!(txn.body.mem.capacity() <= 4096);
+    }
 }
