@@ -29,8 +29,12 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod spool;
 pub mod store;
-#[cfg(test)]
-mod testalloc;
 pub mod tls;
 pub mod transport;
 pub mod worker;
+
+/// The unit tests count allocations (proving paths allocate nothing).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: ringsmtpd_plugin_api::testing::CountingAlloc =
+    ringsmtpd_plugin_api::testing::CountingAlloc;

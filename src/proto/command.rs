@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(host.as_ptr(), line[5..].as_ptr());
     }
 
-    use crate::testalloc as counting;
+    use ringsmtpd_plugin_api::testing as counting;
 
     #[test]
     fn parse_does_not_allocate() {

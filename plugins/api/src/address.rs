@@ -581,36 +581,7 @@ mod tests {
         assert!(err("<a b@c>", false, false).starts_with("5.1.3 Bad recipient address syntax"));
     }
 
-    /// Counts allocations made by the current thread.
-    mod counting {
-        use std::alloc::{GlobalAlloc, Layout, System};
-        use std::cell::Cell;
-
-        thread_local! {
-            static COUNT: Cell<usize> = const { Cell::new(0) };
-        }
-
-        pub struct Counting;
-
-        // SAFETY: forwards to `System` unchanged; the counter is a const-initialised
-        // thread-local without destructor, so touching it never allocates or re-enters.
-        unsafe impl GlobalAlloc for Counting {
-            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-                let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-                unsafe { System.alloc(layout) }
-            }
-            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                unsafe { System.dealloc(ptr, layout) }
-            }
-        }
-
-        #[global_allocator]
-        static GLOBAL: Counting = Counting;
-
-        pub fn allocations() -> usize {
-            COUNT.with(|c| c.get())
-        }
-    }
+    use crate::testing as counting;
 
     #[test]
     fn one_allocation_on_success_none_on_error() {

@@ -31,6 +31,10 @@ pub mod shared;
 pub mod store;
 pub mod testing;
 
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: testing::CountingAlloc = testing::CountingAlloc;
+
 /// The plugin writer's guide, `docs/writing-plugins.md`, included here so that `cargo test`
 /// compiles every example in it.
 #[cfg(doctest)]

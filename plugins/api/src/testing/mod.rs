@@ -12,12 +12,14 @@
 //! assert!(svc.logged("fail, log only"));
 //! ```
 
+mod alloc;
 mod build;
 mod fixtures;
 mod hooks;
 mod peer;
 mod services;
 
+pub use alloc::{allocations, CountingAlloc};
 pub use build::*;
 pub use fixtures::*;
 pub use hooks::*;
