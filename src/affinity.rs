@@ -40,7 +40,10 @@ pub fn load(cfg: &dyn ConfigSource) -> Result<Affinity, ConfigError> {
         .find(|(name, _)| *name == line.text)
         .map(|&(_, affinity)| affinity)
         .ok_or_else(|| {
-            line.error(format!("must be 'off', 'pin' or 'steer', not '{}'", line.text))
+            line.error(format!(
+                "must be 'off', 'pin' or 'steer', not '{}'",
+                line.text
+            ))
         })
 }
 
@@ -54,7 +57,10 @@ const NAMES: [(&str, Affinity); 3] = [
 impl std::fmt::Display for Affinity {
     /// The config file's word (`off`, `pin`, `steer`), as the log lines name it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = NAMES.iter().find(|(_, a)| a == self).map_or("?", |(n, _)| n);
+        let name = NAMES
+            .iter()
+            .find(|(_, a)| a == self)
+            .map_or("?", |(n, _)| n);
         f.write_str(name)
     }
 }
@@ -216,7 +222,11 @@ mod tests {
             .unwrap();
             let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);
             assert_eq!(load(&cfg).unwrap(), want, "{text}");
-            assert_eq!(want.to_string(), text, "the log names it as the config does");
+            assert_eq!(
+                want.to_string(),
+                text,
+                "the log names it as the config does"
+            );
         }
         std::fs::write(d.path().join("cpu_affinity"), "pinned\n").unwrap();
         let cfg = crate::config::ConfigDir::with_fallback(d.path(), None);

@@ -169,7 +169,11 @@ mod tests {
         give_transaction(txn);
         let again = take_transaction();
         assert!(again.body.mem.is_empty());
-        assert!(again.body.mem.capacity() <= KEEP_BYTES, "{}", again.body.mem.capacity());
+        assert!(
+            again.body.mem.capacity() <= KEEP_BYTES,
+            "{}",
+            again.body.mem.capacity()
+        );
         assert!(again.added_headers.capacity() <= KEEP_BYTES);
     }
 
@@ -203,7 +207,10 @@ mod tests {
             let first = ringsmtpd_plugin_api::testing::allocations();
             assert_eq!(boxed(job(1)).await, 2);
             let counted = ringsmtpd_plugin_api::testing::allocations() - first;
-            assert!(counted > 0, "the first run allocates its slot (allocations counted)");
+            assert!(
+                counted > 0,
+                "the first run allocates its slot (allocations counted)"
+            );
             let before = ringsmtpd_plugin_api::testing::allocations();
             for i in 0..10 {
                 assert_eq!(boxed(job(i)).await, 2 * i);

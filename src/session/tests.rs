@@ -191,7 +191,11 @@ impl Harness {
         out.borrow_mut().reserve(1 << 20);
         let on_read = {
             let marks = marks.clone();
-            move || marks.borrow_mut().push(ringsmtpd_plugin_api::testing::allocations())
+            move || {
+                marks
+                    .borrow_mut()
+                    .push(ringsmtpd_plugin_api::testing::allocations())
+            }
         };
         let script = Script {
             input: chunks.iter().map(|c| c.to_vec()).collect(),

@@ -82,13 +82,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::local::{
-    check_executable, for_each_chunk, is_enhanced, run_child, txn_message_id, with_message,
-    ChildResult, ChildSpec, FeedError, Message, ToLf, CHUNK,
+    check_executable, for_each_chunk, is_enhanced, run_child, txn_message_id, ChildResult,
+    ChildSpec, FeedError, Handoff, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::args::parse_timeout;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Outcome, Plugin, PluginInit, Reply, Step,
+    Transaction,
 };
 
 /// Where Exim is on Debian (`exim4`), in a source install (`exim`), or as Exim's BSMTP alias.
@@ -174,55 +174,27 @@ impl Plugin for EximBsmtp {
 
     fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         Step::pending(async move {
-            if txn.recipients.is_empty() {
-                return Outcome::deny_soft("4.3.0 Queue error (no recipients)");
-            }
             let job = Job {
                 exim: self.exim.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
-                self.common
-                    .log(cx, Level::Crit, format_args!("exim job panicked"));
-                return Outcome::Done(Some(Reply::new(451, "4.3.0", "Queue error (internal)")));
+            let handoff = Handoff {
+                common: &self.common,
+                program: &format_args!("{} -bS", self.exim.display()),
+                timeout: self.timeout,
+                verdict,
+                panicked: Reply::new(451, "4.3.0", "Queue error (internal)"),
+                cannot_run: Reply::new(451, "4.3.0", "Queue error (cannot run exim)"),
             };
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    self.common.log(
-                        cx,
-                        Level::Error,
-                        format_args!("cannot run {}: {e}", self.exim.display()),
-                    );
-                    return Outcome::Done(Some(Reply::new(
-                        451,
-                        "4.3.0",
-                        "Queue error (cannot run exim)",
-                    )));
-                }
-            };
-            let refused = verdict(&result);
-            let program = format_args!("{} -bS", self.exim.display());
-            let bytes = txn.message_len();
-            result.log(
-                &self.common,
-                cx,
-                &program,
-                refused.as_ref(),
-                self.timeout,
-                bytes,
-            );
-            match refused {
-                None => {
-                    let text = match txn_message_id(&txn.added_headers, &txn.body) {
-                        Some(id) => format!("Queued! {id}"),
-                        None => "Queued!".to_string(),
-                    };
-                    Outcome::Ok(Some(Cow::Owned(text)))
-                }
-                Some(r) => Outcome::Done(Some(r)),
+            if let Err(refused) = handoff.run(cx, txn, move |msg| job.run(msg)).await {
+                return refused;
             }
+            let text = match txn_message_id(&txn.added_headers, &txn.body) {
+                Some(id) => format!("Queued! {id}"),
+                None => "Queued!".to_string(),
+            };
+            Outcome::Ok(Some(Cow::Owned(text)))
         })
     }
 }

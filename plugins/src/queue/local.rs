@@ -17,7 +17,9 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use ringsmtpd_plugin_api::{helper, Body, Common, Cx, Level, Reply, Services, Transaction};
+use ringsmtpd_plugin_api::{
+    helper, Body, Common, Cx, Level, Outcome, Reply, Services, Transaction,
+};
 
 /// Read size when streaming a spooled message: large enough that a syscall moves a lot of
 /// bytes, small enough to be nothing next to the message itself.
@@ -86,6 +88,59 @@ pub(crate) async fn with_message<R: Send + 'static>(
     let (msg, result) = helper(svc, work).await?;
     msg.restore(txn);
     Some(result)
+}
+
+/// How a plugin that queues through a local program (`queue/qmail-queue`, `queue/exim-bsmtp`)
+/// runs it and answers: the `queue` hook's part those plugins share.
+pub(crate) struct Handoff<'a> {
+    pub common: &'a Common,
+    /// The program as the log names it.
+    pub program: &'a dyn fmt::Display,
+    pub timeout: Duration,
+    /// `None` when the program took the message, else the reply that refuses it.
+    pub verdict: fn(&ChildResult) -> Option<Reply>,
+    /// The reply when the job panicked.
+    pub panicked: Reply,
+    /// The reply when the program could not be started.
+    pub cannot_run: Reply,
+}
+
+impl Handoff<'_> {
+    /// Refuses a transaction without recipients; else runs `job` with the message (see
+    /// [`with_message`]), logs the outcome once, and gives back the program's result when it
+    /// took the message, or the outcome that refuses it.
+    pub(crate) async fn run(
+        self,
+        cx: &mut Cx,
+        txn: &mut Transaction,
+        job: impl FnOnce(&Message) -> io::Result<ChildResult> + Send + 'static,
+    ) -> Result<ChildResult, Outcome> {
+        if txn.recipients.is_empty() {
+            return Err(Outcome::deny_soft("4.3.0 Queue error (no recipients)"));
+        }
+        let program = self.program;
+        let Some(result) = with_message(&*cx.svc, txn, job).await else {
+            let panicked = format_args!("the job running {program} panicked");
+            self.common.log(cx, Level::Crit, panicked);
+            return Err(Outcome::Done(Some(self.panicked)));
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let failed = format_args!("cannot run {program}: {e}");
+                self.common.log(cx, Level::Error, failed);
+                return Err(Outcome::Done(Some(self.cannot_run)));
+            }
+        };
+        let refused = (self.verdict)(&result);
+        let bytes = txn.message_len();
+        let common = self.common;
+        result.log(common, cx, program, refused.as_ref(), self.timeout, bytes);
+        match refused {
+            None => Ok(result),
+            Some(r) => Err(Outcome::Done(Some(r))),
+        }
+    }
 }
 
 /// Calls `sink` with the message as queued, in order and in chunks: `added` (the header fields

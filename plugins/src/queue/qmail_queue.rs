@@ -99,13 +99,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::local::{
-    check_executable, for_each_chunk, run_child, txn_message_id, with_message, ChildResult,
-    ChildSpec, FeedError, Message, ToLf, CHUNK,
+    check_executable, for_each_chunk, run_child, txn_message_id, ChildResult, ChildSpec, FeedError,
+    Handoff, Message, ToLf, CHUNK,
 };
 use ringsmtpd_plugin_api::args::parse_timeout;
 use ringsmtpd_plugin_api::{
-    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Level, Outcome, Plugin, PluginInit, Reply,
-    Step, Transaction,
+    Common, CommonArgs, ConfigError, Cx, Hook, HookSet, Outcome, Plugin, PluginInit, Reply, Step,
+    Transaction,
 };
 
 /// The default `timeout`: below the engine's default `plugin_timeout` of 30 s, so the plugin,
@@ -191,58 +191,35 @@ impl Plugin for QmailQueue {
 
     fn queue<'a>(&'a self, cx: &'a mut Cx, txn: &'a mut Transaction) -> Step<'a> {
         Step::pending(async move {
-            if txn.recipients.is_empty() {
-                return Outcome::deny_soft("4.3.0 Queue error (no recipients)");
-            }
             let job = Job {
                 program: self.program.clone(),
                 timeout: self.timeout,
                 envelope: envelope(txn),
             };
-            let Some(result) = with_message(&*cx.svc, txn, move |msg| job.run(msg)).await else {
-                self.common
-                    .log(cx, Level::Crit, format_args!("qmail-queue job panicked"));
-                return Outcome::Done(Some(reply(451, "4.3.0", "qq temporary problem")));
+            let handoff = Handoff {
+                common: &self.common,
+                program: &self.program.display(),
+                timeout: self.timeout,
+                verdict,
+                panicked: reply(451, "4.3.0", "qq temporary problem"),
+                cannot_run: reply(451, "4.3.0", "unable to exec qq"),
             };
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    self.common.log(
-                        cx,
-                        Level::Error,
-                        format_args!("cannot run {}: {e}", self.program.display()),
-                    );
-                    return Outcome::Done(Some(reply(451, "4.3.0", "unable to exec qq")));
-                }
+            let result = match handoff.run(cx, txn, move |msg| job.run(msg)).await {
+                Ok(result) => result,
+                Err(refused) => return refused,
             };
-            let refused = verdict(&result);
-            let program = self.program.display();
-            let bytes = txn.message_len();
-            result.log(
-                &self.common,
-                cx,
-                &program,
-                refused.as_ref(),
-                self.timeout,
-                bytes,
-            );
-            match refused {
-                None => {
-                    let secs = cx
-                        .svc
-                        .now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs();
-                    let id = txn_message_id(&txn.added_headers, &txn.body).unwrap_or_default();
-                    Outcome::Ok(Some(Cow::Owned(
-                        format!("Queued! {secs} qp {} {id}", result.pid)
-                            .trim_end()
-                            .to_string(),
-                    )))
-                }
-                Some(r) => Outcome::Done(Some(r)),
-            }
+            let secs = cx
+                .svc
+                .now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let id = txn_message_id(&txn.added_headers, &txn.body).unwrap_or_default();
+            Outcome::Ok(Some(Cow::Owned(
+                format!("Queued! {secs} qp {} {id}", result.pid)
+                    .trim_end()
+                    .to_string(),
+            )))
         })
     }
 }
