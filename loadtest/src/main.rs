@@ -34,9 +34,14 @@ fn main() -> ExitCode {
             "smtp-loadtest: warning: {ip} is not a loopback address (allowed by --allow-host)"
         );
     }
-    // SIGINT/SIGTERM stop starting messages; in-flight ones finish and the report is printed.
+    // A first SIGINT/SIGTERM stops starting messages; in-flight ones finish (up to --timeout)
+    // and the report is printed. A second one ends the process at once, without a report
+    // (exit status 128 + the signal), for a run stuck on a server that does not answer. The
+    // exit is registered first, so the first signal finds the flag still clear.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig as i32, stop.clone());
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
     let report = match smtp_loadtest::run(&cfg, stop) {
