@@ -40,8 +40,7 @@ fn main() -> ExitCode {
     // exit is registered first, so the first signal finds the flag still clear.
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ =
-            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig as i32, stop.clone());
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone());
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
     let report = match smtp_loadtest::run(&cfg, stop) {
