@@ -75,11 +75,11 @@
 //!
 //! ## Hooks
 //!
-//! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per
-//! Maildir at most, one for a Maildir on its own filesystem, whatever the number of workers:
-//! its commit jobs), a batch's file fsyncs
-//! in parallel on up to 15 more threads, started when first needed and kept; the message is
-//! moved there, not copied, and streamed from the spool file when it is on disk.
+//! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per Maildir
+//! at most, one for a Maildir on its own filesystem, whatever the number of workers: its commit
+//! jobs), a batch's file fsyncs in parallel on up to 15 more threads, started when first needed and
+//! kept; the message is moved there, not copied, and streamed from the spool file when it is on
+//! disk.
 //!
 //! ## Notes
 //!
@@ -100,36 +100,36 @@
 //! (`EINVAL`), `link` + `unlink`.
 //!
 //! Deliveries are committed in batches, one commit path per `<dir>` for the whole process
-//! (`group_commit`): a message whose DATA ends, on any worker, while its commit jobs run (two;
-//! one on a filesystem of its own, below) waits for the next batch, which is every message that arrived meanwhile; a lone message is
-//! committed at once. A batch writes all its files, then fsyncs them in parallel (up to 16 at
-//! a time, on threads kept for it: concurrent fsyncs share the filesystem's journal commits
-//! and the disk's cache flushes), moves them into `new/`, fsyncs each `new/` directory once,
-//! and only then answers its messages. The directory fsyncs are also grouped per directory,
-//! process-wide (`fsync_batch`): while one runs, every batch that moves files in meanwhile
-//! waits for the next one, run once for all of them. With two jobs, one batch's `new/` fsync
-//! overlaps the next batch's writes and file fsyncs. If a file's fsync fails, its message is
+//! (`group_commit`): a message whose DATA ends, on any worker, while its commit jobs run (two; one
+//! on a filesystem of its own, below) waits for the next batch, which is every message that arrived
+//! meanwhile; a lone message is committed at once. A batch writes all its files, then fsyncs them
+//! in parallel (up to 16 at a time, on threads kept for it: concurrent fsyncs share the
+//! filesystem's journal commits and the disk's cache flushes), moves them into `new/`, fsyncs each
+//! `new/` directory once, and only then answers its messages. The directory fsyncs are also grouped
+//! per directory, process-wide (`fsync_batch`): while one runs, every batch that moves files in
+//! meanwhile waits for the next one, run once for all of them. With two jobs, one batch's `new/`
+//! fsync overlaps the next batch's writes and file fsyncs. If a file's fsync fails, its message is
 //! refused (`DenySoft`); if a directory's fsync fails, every message of the batch moved there is
 //! refused and its `new/` files removed; the other messages of the batch are not affected.
 //!
 //! ### A Maildir on its own filesystem: one `syncfs` per batch
 //!
 //! When `<dir>` is the root of a filesystem (a mount point: its parent is on another device,
-//! checked at start), a batch instead writes its files, moves them into `new/`, then makes all
-//! of it durable with one `syncfs(2)` of that filesystem, started after the last move; no
-//! fsync per file or per `new/`. One commit job: two `syncfs` at once do not share their
-//! commit and flush, so a second job would only split the batches. The reason is the cost: on ext4 here each file's fsync is a
-//! journal commit and a disk cache flush of its own, and concurrent fsyncs share few of them
-//! (32 parallel fsyncs of new files: about 24 flushes), where one `syncfs` writes everything
-//! with one commit and one flush. The trade-off: `syncfs` writes out *every* dirty page of the
-//! filesystem, so on a filesystem shared with other writers (the root filesystem, a build
-//! tree) the batch would wait for their data too; hence only for a filesystem of its own,
-//! which mounting one at `<dir>` says it is. A file that turns out to be on another filesystem
-//! (something mounted inside `<dir>`) sends its batch through the per-file fsyncs. If the
-//! `syncfs` fails, every message of the batch is refused (`DenySoft`, `new/` files removed):
-//! the error does not say whose data it concerns. Writeback errors reach `syncfs` on Linux
-//! 5.8 and later (from a descriptor opened before the batch's first write); the descriptor is
-//! opened per batch, so a concurrent batch cannot consume another's error.
+//! checked at start), a batch instead writes its files, moves them into `new/`, then makes all of
+//! it durable with one `syncfs(2)` of that filesystem, started after the last move; no fsync per
+//! file or per `new/`. One commit job: two `syncfs` at once do not share their commit and flush, so
+//! a second job would only split the batches. The reason for `syncfs` is the cost: on ext4 here
+//! each file's fsync is a journal commit and a disk cache flush of its own, and concurrent fsyncs
+//! share few of them (32 parallel fsyncs of new files: about 24 flushes), where one `syncfs` writes
+//! everything with one commit and one flush. The trade-off: `syncfs` writes out *every* dirty page
+//! of the filesystem, so on a filesystem shared with other writers (the root filesystem, a build
+//! tree) the batch would wait for their data too; hence only for a filesystem of its own, which
+//! mounting one at `<dir>` says it is. A file that turns out to be on another filesystem (something
+//! mounted inside `<dir>`) sends its batch through the per-file fsyncs. If the `syncfs` fails,
+//! every message of the batch is refused (`DenySoft`, `new/` files removed): the error does not say
+//! whose data it concerns. Writeback errors reach `syncfs` on Linux 5.8 and later (from a
+//! descriptor opened before the batch's first write); the descriptor is opened per batch, so a
+//! concurrent batch cannot consume another's error.
 //!
 //! `tmp/` is never fsync'd per message: the `tmp/` name is scratch (gone with the move; a
 //! crash before it leaves at most a stale `tmp/` file, which Maildir readers clean up), the
