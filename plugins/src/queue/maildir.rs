@@ -1542,7 +1542,10 @@ mod tests {
         };
         // A lone file: in new/ with its content, gone from tmp/.
         assert!(move_all(&[staged("a")]).is_ok());
-        assert_eq!(fs::read_to_string(d.path().join("new/a")).unwrap(), "message a");
+        assert_eq!(
+            fs::read_to_string(d.path().join("new/a")).unwrap(),
+            "message a"
+        );
         assert_eq!(files(&d.path().join("tmp")), Vec::<PathBuf>::new());
         // A name already in new/ is kept as it was: the move fails (a plain rename would have
         // replaced it), and the message's other file, moved first, is taken back out of new/.
@@ -1550,8 +1553,14 @@ mod tests {
         let Err(f) = move_all(&[staged("b"), staged("c")]) else {
             panic!("moved over a file already in new/");
         };
-        assert_eq!((f.step, f.error.kind()), ("rename", io::ErrorKind::AlreadyExists));
-        assert_eq!(fs::read_to_string(d.path().join("new/c")).unwrap(), "already there");
+        assert_eq!(
+            (f.step, f.error.kind()),
+            ("rename", io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(
+            fs::read_to_string(d.path().join("new/c")).unwrap(),
+            "already there"
+        );
         assert_eq!(
             files(&d.path().join("new")),
             vec![d.path().join("new/a"), d.path().join("new/c")]
