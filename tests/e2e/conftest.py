@@ -79,10 +79,11 @@ def wait_for(pred, deadline, what, interval=0.02):
         time.sleep(interval)
 
 
-def private_dir(prefix):
-    """A fresh /tmp/<prefix>* dir that other users (postfix, Debian-exim, dovecot) can
-    traverse: pytest's tmp dirs are root-only. The caller removes it."""
-    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+def private_dir(prefix, parent="/tmp"):
+    """A fresh <parent>/<prefix>* dir (/tmp by default) that other users (postfix,
+    Debian-exim, dovecot) can traverse: pytest's tmp dirs are root-only. The caller removes
+    it."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(base, 0o755)
     return base
 

@@ -103,11 +103,13 @@ class PrivatePostfix:
     127.0.0.1:listen_port. virtual_domain: deliver mail for that domain with the `virtual`
     agent into the Maildir `self.mailbox` (<base>/mail/box/). tls_cert: make a certificate
     for `hostname` in `self.ssl` (<base>/ssl/, with its CA `qpsmtpd-ca.crt`), for smtpd.
+    parent: where the instance's directory is made instead of /tmp (bench/compare: on a spool
+    filesystem of its own).
     """
 
     def __init__(self, prefix, hostname, main=None, services=(), listen_port=None, virtual_domain=None,
-                 tls_cert=False):
-        self.base = private_dir(prefix)
+                 tls_cert=False, parent="/tmp"):
+        self.base = private_dir(prefix, parent)
         self.port = listen_port
         self.etc = self.base / "etc"
         self.maillog = self.base / "maillog"

@@ -11,10 +11,11 @@
 //! ## Description
 //!
 //! Writes the message as a Maildir file (<https://cr.yp.to/proto/maildir.html>): into
-//! `tmp/<unique>`, `fsync`, hard link to `new/<unique>`, remove the `tmp/` name, `fsync` the
-//! `new/` directory; only then does the hook return `OK` and the client get `250 Queued!
-//! <Message-ID>` (the file name if the message has no Message-ID). A reader never sees a
-//! partial file in `new/`, and a crash after the 250 loses nothing (DESIGN.md §6).
+//! `tmp/<unique>`, `fsync`, move to `new/<unique>` (one `renameat2(RENAME_NOREPLACE)`, see
+//! `Durability`), `fsync` the `new/` directory; only then does the hook return `OK` and the
+//! client get `250 Queued! <Message-ID>` (the file name if the message has no Message-ID). A
+//! reader never sees a partial file in `new/`, and a crash after the 250 loses nothing
+//! (DESIGN.md §6).
 //! Messages that finish, on any worker, while the previous commit runs are committed
 //! together, and deliveries into the same `new/` share its fsync (group commit, see
 //! `Durability`). The
@@ -74,10 +75,11 @@
 //!
 //! ## Hooks
 //!
-//! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per
-//! Maildir at most, whatever the number of workers: its commit jobs), a batch's file fsyncs
-//! in parallel on up to 15 more threads, started when first needed and kept; the message is
-//! moved there, not copied, and streamed from the spool file when it is on disk.
+//! `queue`. The file I/O runs off the worker: on the blocking thread pool (two threads per Maildir
+//! at most, one for a Maildir on its own filesystem, whatever the number of workers: its commit
+//! jobs), a batch's file fsyncs in parallel on up to 15 more threads, started when first needed and
+//! kept; the message is moved there, not copied, and streamed from the spool file when it is on
+//! disk.
 //!
 //! ## Notes
 //!
@@ -86,42 +88,51 @@
 //! ## Durability
 //!
 //! A message is answered `OK` only after (1) `fsync` of its file (data and inode) and (2) an
-//! `fsync` of its `new/` directory that started after its link into `new/` returned: the new
+//! `fsync` of its `new/` directory that started after its move into `new/` returned: the new
 //! entry is durable once the directory containing it is fsync'd, and an fsync already running
-//! at the time of the link may have written the directory without it.
+//! at the time of the move may have written the directory without it.
+//!
+//! The move is `renameat2(RENAME_NOREPLACE)` rather than the Maildir convention's `link` then
+//! `unlink`, and as safe: the name appears in `new/` at once, with the whole (fsync'd) file
+//! behind it, and a file already in `new/` under that name is never replaced (`EEXIST`, as
+//! `link` fails); it is one system call and one directory change fewer, and leaves no moment
+//! where the file has both names. On a filesystem or kernel without `RENAME_NOREPLACE`
+//! (`EINVAL`), `link` + `unlink`.
 //!
 //! Deliveries are committed in batches, one commit path per `<dir>` for the whole process
-//! (`group_commit`): a message whose DATA ends, on any worker, while the two commit jobs run
-//! waits for the next batch, which is every message that arrived meanwhile; a lone message is
-//! committed at once. A batch writes all its files, then fsyncs them in parallel (up to 16 at
-//! a time, on threads kept for it: concurrent fsyncs share the filesystem's journal commits
-//! and the disk's cache flushes), links them into `new/`, fsyncs each `new/` directory once,
-//! and only then answers its messages. The directory fsyncs are also grouped per directory,
-//! process-wide (`fsync_batch`): while one runs, every batch that links meanwhile waits for the
-//! next one, run once for all of them. If a file's fsync fails, its message is refused
-//! (`DenySoft`); if a directory's fsync fails, every message of the batch linked there is
+//! (`group_commit`): a message whose DATA ends, on any worker, while its commit jobs run (two; one
+//! on a filesystem of its own, below) waits for the next batch, which is every message that arrived
+//! meanwhile; a lone message is committed at once. A batch writes all its files, then fsyncs them
+//! in parallel (up to 16 at a time, on threads kept for it: concurrent fsyncs share the
+//! filesystem's journal commits and the disk's cache flushes), moves them into `new/`, fsyncs each
+//! `new/` directory once, and only then answers its messages. The directory fsyncs are also grouped
+//! per directory, process-wide (`fsync_batch`): while one runs, every batch that moves files in
+//! meanwhile waits for the next one, run once for all of them. With two jobs, one batch's `new/`
+//! fsync overlaps the next batch's writes and file fsyncs. If a file's fsync fails, its message is
+//! refused (`DenySoft`); if a directory's fsync fails, every message of the batch moved there is
 //! refused and its `new/` files removed; the other messages of the batch are not affected.
 //!
 //! ### A Maildir on its own filesystem: one `syncfs` per batch
 //!
 //! When `<dir>` is the root of a filesystem (a mount point: its parent is on another device,
-//! checked at start), a batch instead writes its files, links them into `new/`, then makes all
-//! of it durable with one `syncfs(2)` of that filesystem, started after the last link; no
-//! fsync per file or per `new/`. The reason is the cost: on ext4 here each file's fsync is a
-//! journal commit and a disk cache flush of its own, and concurrent fsyncs share few of them
-//! (32 parallel fsyncs of new files: about 24 flushes), where one `syncfs` writes everything
-//! with one commit and one flush. The trade-off: `syncfs` writes out *every* dirty page of the
-//! filesystem, so on a filesystem shared with other writers (the root filesystem, a build
-//! tree) the batch would wait for their data too; hence only for a filesystem of its own,
-//! which mounting one at `<dir>` says it is. A file that turns out to be on another filesystem
-//! (something mounted inside `<dir>`) sends its batch through the per-file fsyncs. If the
-//! `syncfs` fails, every message of the batch is refused (`DenySoft`, `new/` files removed):
-//! the error does not say whose data it concerns. Writeback errors reach `syncfs` on Linux
-//! 5.8 and later (from a descriptor opened before the batch's first write); the descriptor is
-//! opened per batch, so a concurrent batch cannot consume another's error.
+//! checked at start), a batch instead writes its files, moves them into `new/`, then makes all of
+//! it durable with one `syncfs(2)` of that filesystem, started after the last move; no fsync per
+//! file or per `new/`. One commit job: two `syncfs` at once do not share their commit and flush, so
+//! a second job would only split the batches. The reason for `syncfs` is the cost: on ext4 here
+//! each file's fsync is a journal commit and a disk cache flush of its own, and concurrent fsyncs
+//! share few of them (32 parallel fsyncs of new files: about 24 flushes), where one `syncfs` writes
+//! everything with one commit and one flush. The trade-off: `syncfs` writes out *every* dirty page
+//! of the filesystem, so on a filesystem shared with other writers (the root filesystem, a build
+//! tree) the batch would wait for their data too; hence only for a filesystem of its own, which
+//! mounting one at `<dir>` says it is. A file that turns out to be on another filesystem (something
+//! mounted inside `<dir>`) sends its batch through the per-file fsyncs. If the `syncfs` fails,
+//! every message of the batch is refused (`DenySoft`, `new/` files removed): the error does not say
+//! whose data it concerns. Writeback errors reach `syncfs` on Linux 5.8 and later (from a
+//! descriptor opened before the batch's first write); the descriptor is opened per batch, so a
+//! concurrent batch cannot consume another's error.
 //!
-//! `tmp/` is never fsync'd per message: the `tmp/` name is scratch (removed right after the
-//! link; a crash leaves at most a stale `tmp/` file, which Maildir readers clean up), the
+//! `tmp/` is never fsync'd per message: the `tmp/` name is scratch (gone with the move; a
+//! crash before it leaves at most a stale `tmp/` file, which Maildir readers clean up), the
 //! message's data reaches the disk by the file's own fsync, and the only name that must
 //! survive a crash is the `new/` one, made durable by the fsync of `new/`. Directories this
 //! plugin creates (`<dir>`, its missing parents, `tmp`, `new`, `cur`) are made durable once, at
@@ -129,9 +140,9 @@
 //!
 //! ## Failures
 //!
-//! Any I/O error (directory creation, open, write, fsync, link) returns `DenySoft` with
+//! Any I/O error (directory creation, open, write, fsync, rename) returns `DenySoft` with
 //! `4.3.0 Queue error (<step>: <error kind>)` — the engine answers `452`, the client retries
-//! later — after removing the `tmp/` files (and `new/` files of this message already linked),
+//! later — after removing the `tmp/` files (and `new/` files of this message already moved),
 //! so nothing half-written is ever in `new/`. A full disk or quota (`ENOSPC`, `EDQUOT`) gives
 //! `4.3.1` instead (RFC 3463 "mail system full"). The log line names the file
 //! and the OS error; the reply names no path. qpsmtpd returns `DECLINED` there (so the next
@@ -177,9 +188,13 @@ use ringsmtpd_plugin_api::{
     Transaction,
 };
 
-/// Commit jobs at a time, for the whole process: two, so that one batch's syncs overlap the
-/// next batch's writes (`group_commit`).
+/// Commit jobs at a time per Maildir, for the whole process (`group_commit`). With fsyncs: two,
+/// so that one batch's `new/` fsync overlaps the next batch's writes and file fsyncs. With one
+/// `syncfs` per batch: one; two `syncfs` calls at once do not share their journal commit and
+/// flush (each waits for its own), so a second job only splits the batches and adds CPU
+/// (measured: the same msg/s, 5-12 % more CPU per message; bench/io_uring_cycles.md).
 const COMMIT_JOBS: usize = 2;
+const SYNCFS_COMMIT_JOBS: usize = 1;
 
 /// The commit path of each Maildir (`<dir>`), shared by every worker of the process: the
 /// messages that end on any worker while a commit runs are the next batch (one batch for both
@@ -249,14 +264,20 @@ pub fn new(init: &PluginInit<'_>) -> Result<Box<dyn Plugin>, ConfigError> {
     let new_sync = subdirs
         .is_none()
         .then(|| fsync_batch::for_dir(&dir.join("new")));
+    let syncfs: Option<Arc<Path>> = own_filesystem(&dir).then(|| Arc::from(dir.as_path()));
+    let jobs = if syncfs.is_some() {
+        SYNCFS_COMMIT_JOBS
+    } else {
+        COMMIT_JOBS
+    };
     Ok(Box::new(Maildir {
         common,
         subdirs: subdirs.map(|s| s.to_string()),
         mode,
         new_sync,
-        commits: COMMITS.get_or_insert_with(&dir, || GroupCommit::new(commit, COMMIT_JOBS)),
+        commits: COMMITS.get_or_insert_with(&dir, || GroupCommit::new(commit, jobs)),
         chmod: umask().is_none_or(|u| mode & 0o666 & u != 0),
-        syncfs: own_filesystem(&dir).then(|| Arc::from(dir.as_path())),
+        syncfs,
         dir,
     }))
 }
@@ -457,7 +478,7 @@ impl Failure {
     }
 }
 
-/// A file written to `tmp/`, to be linked to `new/`.
+/// A file written to `tmp/`, to be moved into `new/`.
 struct Staged {
     tmp: PathBuf,
     new: PathBuf,
@@ -478,7 +499,7 @@ type Delivered = (Message, Result<Vec<String>, Failure>);
 /// independent of the others: a failure refuses only the messages it concerns.
 ///
 /// 1. every message's files are written into `tmp/`;
-/// 2. then made durable, and linked into `new/` (all of a message's files, or none), by
+/// 2. then made durable, and moved into `new/` (all of a message's files, or none), by
 ///    [`sync_by_fsyncs`], or by [`sync_by_syncfs`] when the Maildir has its own filesystem;
 /// 3. only then does any message of the batch get its result, hence its 250.
 fn commit(batch: Vec<Item>) -> Vec<Delivered> {
@@ -543,8 +564,8 @@ fn all_on(states: &[Result<Vec<Staged>, Failure>], fs: &File) -> bool {
     })
 }
 
-/// The Maildir's own filesystem: every file is linked into `new/`, then one `syncfs` of the
-/// filesystem, started after the last link, makes every file and every `new/` entry of the
+/// The Maildir's own filesystem: every file is moved into `new/`, then one `syncfs` of the
+/// filesystem, started after the last move, makes every file and every `new/` entry of the
 /// batch durable at once. If it fails, every message of the batch fails (its `new/` files
 /// removed): the error does not say whose data it concerns.
 fn sync_by_syncfs(states: &mut [Result<Vec<Staged>, Failure>], fs: &File, root: &Path) {
@@ -553,7 +574,7 @@ fn sync_by_syncfs(states: &mut [Result<Vec<Staged>, Failure>], fs: &File, root: 
             for s in staged.iter_mut() {
                 s.file = None; // written back by the syncfs, not fsync'd one by one
             }
-            if let Err(f) = link_all(staged) {
+            if let Err(f) = move_all(staged) {
                 *state = Err(f);
             }
         }
@@ -570,20 +591,20 @@ fn sync_by_syncfs(states: &mut [Result<Vec<Staged>, Failure>], fs: &File, root: 
     }
 }
 
-/// A filesystem shared with others: every file is fsync'd (in parallel), then linked into
+/// A filesystem shared with others: every file is fsync'd (in parallel), then moved into
 /// `new/`, then each `new/` directory of the batch is fsync'd once, by a round of
-/// `fsync_batch` that starts after every link of the batch (and is shared with other
+/// `fsync_batch` that starts after every move of the batch (and is shared with other
 /// workers' batches).
 fn sync_by_fsyncs(states: &mut [Result<Vec<Staged>, Failure>]) {
     sync_files(states);
     for state in states.iter_mut() {
         if let Ok(staged) = state {
-            if let Err(f) = link_all(staged) {
+            if let Err(f) = move_all(staged) {
                 *state = Err(f);
             }
         }
     }
-    // Every link of the batch is done: one fsync per new/ from here on covers them all.
+    // Every move of the batch is done: one fsync per new/ from here on covers them all.
     let mut dirs: Vec<(&Arc<DirSync>, io::Result<()>)> = Vec::new();
     for staged in states.iter().flatten() {
         for s in staged {
@@ -648,20 +669,36 @@ fn sync_files(states: &mut [Result<Vec<Staged>, Failure>]) {
     }
 }
 
-/// Links every staged file into `new/` and removes its `tmp/` name; all or nothing.
-fn link_all(staged: &[Staged]) -> Result<(), Failure> {
+/// Moves every staged file from `tmp/` into `new/` ([`move_to_new`]); all or nothing.
+fn move_all(staged: &[Staged]) -> Result<(), Failure> {
     for (i, s) in staged.iter().enumerate() {
-        if let Err(e) = fs::hard_link(&s.tmp, &s.new) {
+        if let Err(e) = move_to_new(&s.tmp, &s.new) {
             unlink_all(staged, i);
-            return Err(Failure::new("link", &s.new, e));
+            return Err(Failure::new("rename", &s.new, e));
         }
     }
-    for s in staged {
-        // The message is in new/; a stale tmp/ name is removed by Maildir readers. No
-        // fsync of tmp/ (before or after): nothing there needs to survive a crash.
-        let _ = fs::remove_file(&s.tmp);
-    }
     Ok(())
+}
+
+/// `tmp/NAME` -> `new/NAME`, never replacing a file already there: one
+/// `renameat2(RENAME_NOREPLACE)`. It keeps what the Maildir convention's `link` + `unlink`
+/// gives: the name appears in `new/` at once with the whole file behind it, and an existing
+/// `new/` file is never overwritten (`EEXIST`, as `link` fails), with one system call and one
+/// directory change fewer, and no window where the file has both names (a crash between `link`
+/// and `unlink` leaves a stale `tmp/` name; Maildir readers remove those). No fsync of `tmp/`
+/// (before or after): nothing there needs to survive a crash. On a filesystem (or kernel)
+/// without `RENAME_NOREPLACE`, the convention itself.
+fn move_to_new(tmp: &Path, new: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, tmp, CWD, new, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            fs::hard_link(tmp, new)?;
+            let _ = fs::remove_file(tmp);
+            Ok(())
+        }
+        r => r.map_err(io::Error::from),
+    }
 }
 
 impl Job {
@@ -742,9 +779,9 @@ impl Job {
     }
 }
 
-/// Removes the `new/` names of the first `linked` files and every `tmp/` name.
-fn unlink_all(staged: &[Staged], linked: usize) {
-    for s in &staged[..linked] {
+/// Removes the `new/` names of the first `moved` files and every `tmp/` name.
+fn unlink_all(staged: &[Staged], moved: usize) {
+    for s in &staged[..moved] {
         let _ = fs::remove_file(&s.new);
     }
     for s in staged {
@@ -1484,5 +1521,50 @@ mod tests {
         assert_eq!(status_for(&io::ErrorKind::QuotaExceeded.into()), "4.3.1");
         assert_eq!(status_for(&io::Error::from_raw_os_error(28)), "4.3.1"); // ENOSPC
         assert_eq!(status_for(&io::ErrorKind::PermissionDenied.into()), "4.3.0");
+    }
+
+    #[test]
+    fn moving_into_new_never_replaces_a_file_there_and_is_all_or_nothing() {
+        let d = TempDir::new("maildir-move");
+        for sub in ["tmp", "new"] {
+            fs::create_dir(d.path().join(sub)).unwrap();
+        }
+        let staged = |name: &str| {
+            let tmp = d.path().join("tmp").join(name);
+            fs::write(&tmp, format!("message {name}")).unwrap();
+            Staged {
+                tmp,
+                new: d.path().join("new").join(name),
+                name: name.to_string(),
+                new_sync: Arc::new(DirSync::new(&d.path().join("new"))),
+                file: None,
+            }
+        };
+        // A lone file: in new/ with its content, gone from tmp/.
+        assert!(move_all(&[staged("a")]).is_ok());
+        assert_eq!(
+            fs::read_to_string(d.path().join("new/a")).unwrap(),
+            "message a"
+        );
+        assert_eq!(files(&d.path().join("tmp")), Vec::<PathBuf>::new());
+        // A name already in new/ is kept as it was: the move fails (a plain rename would have
+        // replaced it), and the message's other file, moved first, is taken back out of new/.
+        fs::write(d.path().join("new/c"), "already there").unwrap();
+        let Err(f) = move_all(&[staged("b"), staged("c")]) else {
+            panic!("moved over a file already in new/");
+        };
+        assert_eq!(
+            (f.step, f.error.kind()),
+            ("rename", io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(
+            fs::read_to_string(d.path().join("new/c")).unwrap(),
+            "already there"
+        );
+        assert_eq!(
+            files(&d.path().join("new")),
+            vec![d.path().join("new/a"), d.path().join("new/c")]
+        );
+        assert_eq!(files(&d.path().join("tmp")), Vec::<PathBuf>::new());
     }
 }
