@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 # What a delivery does, and how the reply reaches the client (the epoll driver: with io_uring
 # the socket write is a submission, not a syscall strace can see).
 TRACED = ("openat,open,write,writev,pwrite64,pwritev,pwritev2,sendto,sendmsg,fsync,fdatasync,"
-          "link,linkat,rename,renameat,renameat2,unlink,unlinkat,execve,wait4,waitid,close,syncfs")
+          "link,linkat,rename,renameat,renameat2,unlink,unlinkat,execve,wait4,waitid,close,syncfs,"
+          "sync_file_range")
 WRITES = {"write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg"}
 SYNCS = {"fsync", "fdatasync"}
 LINKS = {"link", "linkat", "rename", "renameat", "renameat2"}
@@ -131,7 +132,9 @@ def check_maildir(evs, maildir):
 
     or, on a Maildir that is its own filesystem, 2-4 are one `syncfs` of a directory above
     the file (the filesystem's root), started after the link returned (so after the last
-    write), succeeded, and returned before the 250.
+    write), succeeded, and returned before the 250; and before the link, the file's data was
+    written out: a `sync_file_range` starting its write after the last write, then one
+    waiting for it (`SYNC_FILE_RANGE_WAIT_BEFORE`), both succeeded and returned before the link.
     """
     root = os.path.realpath(maildir)
     reply = reply_write(evs)
@@ -154,7 +157,9 @@ def _check_message_file(evs, tmp, reply):
     last_write = max(e.end for e in evs if e.name in WRITES and e.fd_path == tmp)
     link = _link(evs, name)
     if link is not None and link.done and last_write < link.start and _syncfs_between(evs, tmp, link, reply):
-        return []
+        if _written_out(evs, tmp, last_write, link):
+            return []
+        return [f"the data of {tmp} was not written out (sync_file_range, write then wait) before its link into new/"]
     problems = []
     fsync_file = next((e for e in evs if e.name in SYNCS and e.fd_path == tmp and e.start > last_write), None)
     if fsync_file is None:
@@ -184,6 +189,16 @@ def _syncfs_between(evs, tmp, link, reply):
     return next((e for e in evs if e.name == "syncfs" and e.done and e.fd_path
                  and tmp.startswith(e.fd_path.rstrip("/") + "/")
                  and e.start > link.end and e.end < reply.start), None)
+
+
+def _written_out(evs, tmp, last_write, link):
+    """A successful sync_file_range starting the write of `tmp` after its last write, then a
+    successful one waiting for it, returned before `link` started."""
+    def ran(flag, after):
+        return next((e for e in evs if e.name == "sync_file_range" and e.done and e.fd_path == tmp
+                     and flag in e.args and e.start > after and e.end < link.start), None)
+    started = ran("SYNC_FILE_RANGE_WRITE", last_write)
+    return started is not None and ran("SYNC_FILE_RANGE_WAIT_BEFORE", started.end) is not None
 
 
 def _link(evs, name):

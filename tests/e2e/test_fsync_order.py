@@ -206,14 +206,29 @@ def test_maildir_on_its_own_filesystem_250_only_after_a_syncfs_after_the_link(ow
     assert [e for e in evs if e.name == "syncfs" and e.fd_path == root and e.done], "no syncfs of the Maildir"
     assert not [e for e in evs if e.name in SYNCS and e.fd_path.startswith(root)]
 
-    # The checker refuses the trace without the syncfs, or with the 250 written before it ended.
+    # The checker refuses the trace without the syncfs, without the data written out before
+    # the rename, or with the 250 written before the syncfs ended.
     no_syncfs = check_maildir([e for e in evs if e.name != "syncfs"], server.maildir.path)
     assert any("no fsync of" in p for p in no_syncfs), no_syncfs
+    for flag in ("SYNC_FILE_RANGE_WRITE", "SYNC_FILE_RANGE_WAIT_BEFORE"):
+        without = [e for e in evs if not (e.name == "sync_file_range" and flag in e.args)]
+        problems = check_maildir(without, server.maildir.path)
+        assert any("was not written out" in p for p in problems), (flag, problems)
     syncfs = next(e for e in evs if e.name == "syncfs" and e.fd_path == root)
     reply_ev = next(e for e in evs if e.name in ("write", "sendto", "writev", "sendmsg")
                     and e.fd_path.startswith("TCP") and any(s.startswith("250 ") and "Queued" in s for s in e.strings))
     early = [dataclasses.replace(e, start=syncfs.end - 1) if e is reply_ev else e for e in evs]
     assert check_maildir(early, server.maildir.path) != []
+
+
+def test_maildir_on_its_own_filesystem_failed_write_out_is_4xx_never_250(own_filesystem, make_server,
+                                                                           tmp_path):
+    server = maildir_on_its_own_filesystem(own_filesystem, make_server)
+    reply, evs = traced_delivery(server, tmp_path, "sfr-eio", ["-e", "inject=sync_file_range:error=EIO"])
+    assert 400 <= reply.code < 500 and reply.enhanced().startswith("4."), reply
+    assert check_maildir(evs, server.maildir.path) == ["no 250 reply to DATA was written to the client"]
+    assert server.maildir.files("new") == [] and server.maildir.files("tmp") == []
+    server.wait_log("sync_file_range")
 
 
 def test_maildir_on_its_own_filesystem_failed_syncfs_is_4xx_never_250(own_filesystem, make_server, tmp_path):

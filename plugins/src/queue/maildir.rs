@@ -115,9 +115,14 @@
 //! ### A Maildir on its own filesystem: one `syncfs` per batch
 //!
 //! When `<dir>` is the root of a filesystem (a mount point: its parent is on another device,
-//! checked at start), a batch instead writes its files, moves them into `new/`, then makes all of
-//! it durable with one `syncfs(2)` of that filesystem, started after the last move; no fsync per
-//! file or per `new/`. One commit job: two `syncfs` at once do not share their commit and flush, so
+//! checked at start), a batch instead writes its files, writes their data out to the device
+//! (`sync_file_range(2)`: every file's write started, then all waited for; no cache flush),
+//! moves them into `new/`, then makes all of it durable with one `syncfs(2)` of that
+//! filesystem, started after the last move; no fsync per file or per `new/`. The write-out
+//! keeps a crash from leaving an empty file in `new/`: without it the filesystem's own
+//! periodic commit could write a `new/` entry before the data it names (delayed allocation),
+//! while with the data on the device any journal commit carrying the entry first flushes the
+//! cache. A file whose write-out fails refuses its message (`DenySoft`). One commit job: two `syncfs` at once do not share their commit and flush, so
 //! a second job would only split the batches. The reason for `syncfs` is the cost: on ext4 here
 //! each file's fsync is a journal commit and a disk cache flush of its own, and concurrent fsyncs
 //! share few of them (32 parallel fsyncs of new files: about 24 flushes), where one `syncfs` writes
@@ -569,10 +574,11 @@ fn all_on(states: &[Result<Vec<Staged>, Failure>], fs: &File) -> bool {
 /// batch durable at once. If it fails, every message of the batch fails (its `new/` files
 /// removed): the error does not say whose data it concerns.
 fn sync_by_syncfs(states: &mut [Result<Vec<Staged>, Failure>], fs: &File, root: &Path) {
+    write_out_data(states);
     for state in states.iter_mut() {
         if let Ok(staged) = state {
             for s in staged.iter_mut() {
-                s.file = None; // written back by the syncfs, not fsync'd one by one
+                s.file = None; // made durable by the syncfs, not fsync'd one by one
             }
             if let Err(f) = move_all(staged) {
                 *state = Err(f);
@@ -586,6 +592,41 @@ fn sync_by_syncfs(states: &mut [Result<Vec<Staged>, Failure>], fs: &File, root: 
                     let _ = fs::remove_file(&s.new);
                 }
                 *state = Err(Failure::new("syncfs", root, fsync_batch::copy_error(&e)));
+            }
+        }
+    }
+}
+
+/// Before the files of a `syncfs` batch are moved into `new/`, their data is written to the
+/// device (not flushed): `sync_file_range` starts the write of every file, then waits for all
+/// of them. Without it, a rename could reach the disk before the data it names: the
+/// filesystem's own periodic commit (ext4's every 5 s) may write the new `new/` entry in the
+/// moment before the batch's `syncfs`, and with delayed allocation the file has no blocks yet,
+/// so a crash then would leave an empty message in `new/` (no 250 was sent, so nothing is lost,
+/// but a reader would see it). With the data on the device first, any journal commit that
+/// carries the rename starts with a cache flush, which makes the data durable before the entry.
+/// It costs a device write round trip per batch, not a flush. A message whose file fails it is
+/// refused (its `tmp/` files removed).
+fn write_out_data(states: &mut [Result<Vec<Staged>, Failure>]) {
+    use std::os::fd::AsRawFd;
+    for flags in [
+        libc::SYNC_FILE_RANGE_WRITE,
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE,
+    ] {
+        for state in states.iter_mut() {
+            let Ok(staged) = state else { continue };
+            let failed = staged.iter().find_map(|s| {
+                let fd = s.file.as_ref()?.as_raw_fd();
+                // SAFETY: `fd` is open for the whole call (borrowed from `s.file`), and
+                // sync_file_range(2) only reads its integer arguments (offset 0, length 0:
+                // the whole file); it touches no memory of this process.
+                let rc = unsafe { libc::sync_file_range(fd, 0, 0, flags) };
+                let e = (rc != 0).then(io::Error::last_os_error)?;
+                Some(Failure::new("sync_file_range", &s.tmp, e))
+            });
+            if let Some(f) = failed {
+                unlink_all(staged, 0);
+                *state = Err(f);
             }
         }
     }
