@@ -145,43 +145,20 @@ fn listener(addr: SocketAddr, cpu: Option<usize>) -> io::Result<TcpListener> {
     Ok(sock.into())
 }
 
-/// The CPUs this process may run on, ascending.
-fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is a plain bit array, all zeroes is the empty set; sched_getaffinity
-    // writes at most the size passed, which is the set's size.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU_ISSET reads bit `cpu` of the set; every `cpu` is below its bit count.
-    Ok((0..max).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
-}
-
-/// Binds the calling thread to `cpu` (one of `allowed_cpus`, so within the set's bits).
-fn pin(cpu: usize) -> io::Result<()> {
-    // SAFETY: as in `allowed_cpus`; CPU_SET writes bit `cpu`, below the set's bit count.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn main() {
     let o = parse(std::env::args().skip(1)).unwrap_or_else(|e| {
         eprintln!("floor: {e}\n{USAGE}");
         exit(2)
     });
-    let cpus = allowed_cpus().unwrap_or_else(|e| {
-        eprintln!("floor: sched_getaffinity: {e}");
-        exit(1)
-    });
+    // The CPUs this process may run on (sched_getaffinity), ascending, as ringsmtpd's.
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_else(|| {
+            eprintln!("floor: sched_getaffinity failed");
+            exit(1)
+        })
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let threads = o.threads.unwrap_or(cpus.len().max(1));
     // As ringsmtpd: nothing is pinned when there are fewer CPUs than threads.
     let placed = o.placement != Placement::Off && cpus.len() >= threads;
@@ -207,8 +184,8 @@ fn main() {
             let uring = o.uring;
             std::thread::spawn(move || {
                 if let Some(cpu) = cpu {
-                    if let Err(e) = pin(cpu) {
-                        eprintln!("floor: pin to CPU {cpu}: {e}");
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        eprintln!("floor: cannot pin worker {i} to CPU {cpu}");
                         exit(1)
                     }
                 }
