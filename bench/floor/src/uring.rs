@@ -340,5 +340,8 @@ pub fn serve(listener: TcpListener, f: Uring) -> io::Result<()> {
         for cqe in &mut cq {
             w.complete(cqe.user_data(), cqe.result(), cqe.flags())?;
         }
+        // Publish the consumed head before the next wait: with a stale head the kernel sees
+        // these completions still queued and returns from the wait at once.
+        cq.sync();
     }
 }
