@@ -519,8 +519,8 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
             None => groups.push((root, vec![i])),
         }
     }
-    let mut results: Vec<Option<Result<Vec<String>, Failure>>> =
-        batch.iter().map(|_| None).collect();
+    // Each message's outcome, with its index in the batch: every message is in one group.
+    let mut results: Vec<(usize, Result<Vec<String>, Failure>)> = Vec::with_capacity(batch.len());
     for (root, members) in groups {
         // Opened before the group writes anything: syncfs reports the writeback errors of the
         // filesystem since this descriptor was opened (Linux 5.8+), so every error of the
@@ -535,22 +535,17 @@ fn commit(batch: Vec<Item>) -> Vec<Delivered> {
             _ => sync_by_fsyncs(&mut states),
         }
         for (i, state) in members.into_iter().zip(states) {
-            results[i] = Some(state.map(|staged| staged.into_iter().map(|s| s.name).collect()));
+            results.push((
+                i,
+                state.map(|staged| staged.into_iter().map(|s| s.name).collect()),
+            ));
         }
     }
+    results.sort_unstable_by_key(|(i, _)| *i);
     batch
         .into_iter()
         .zip(results)
-        .map(|((_, msg), result)| {
-            let result = result.unwrap_or_else(|| {
-                Err(Failure::new(
-                    "commit",
-                    Path::new(""),
-                    io::Error::other("not committed"),
-                ))
-            });
-            (msg, result)
-        })
+        .map(|((_, msg), (_, result))| (msg, result))
         .collect()
 }
 
@@ -1280,15 +1275,27 @@ mod tests {
             let mut t = txn("a@example.org", &["b@example.com"], MESSAGE);
             (job, Message::take(&mut t))
         };
+        // Interleaved: the groups are committed one after the other (own: 0 and 2, then
+        // shared: 1), and each message still gets its own outcome, in batch order.
         let batch = vec![
             item(&own, None, Some(Arc::from(d.path()))),
             item(&shared, Some(Arc::clone(&shared_new)), None),
+            item(&own, None, Some(Arc::from(d.path()))),
         ];
         let results = commit(batch);
-        assert!(results.iter().all(|(_, r)| r.is_ok()));
         assert_eq!(rounds.load(Ordering::SeqCst), 1, "shared/new fsync'd once");
-        assert_eq!(files(&own.join("new")).len(), 1);
+        assert_eq!(files(&own.join("new")).len(), 2);
         assert_eq!(files(&shared.join("new")).len(), 1);
+        for ((_, result), dir) in results.iter().zip([&own, &shared, &own]) {
+            let Ok(names) = result else {
+                panic!("a message of {dir:?} not committed")
+            };
+            assert_eq!(names.len(), 1);
+            assert!(
+                dir.join("new").join(&names[0]).is_file(),
+                "{names:?} in {dir:?}"
+            );
+        }
     }
 
     #[test]
