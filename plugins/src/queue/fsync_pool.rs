@@ -17,6 +17,8 @@ use std::fs::File;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::lock;
+
 /// Most helper threads (the caller fsyncs too).
 pub(crate) const THREADS: usize = 15;
 
@@ -109,10 +111,6 @@ pub(crate) fn fsync_all(files: Vec<File>) -> Vec<(File, io::Result<()>)> {
         .into_iter()
         .flatten()
         .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn next_task() -> Option<Task> {

@@ -16,10 +16,12 @@
 //! job; its result is dropped. If the commit function panics, the items of that batch get no
 //! result (`None`: the caller answers 4xx), and the job goes on with the next batch.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use futures_channel::oneshot;
 use ringsmtpd_plugin_api::Services;
+
+use super::lock;
 
 /// Commits a batch: one result per item, in the same order.
 pub(crate) type CommitFn<I, R> = fn(Vec<I>) -> Vec<R>;
@@ -85,10 +87,6 @@ impl<I: Send + 'static, R: Send + 'static> GroupCommit<I, R> {
     pub(crate) fn pending(&self) -> usize {
         lock(&self.queue).pending.len()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The commit job: batch after batch until nothing is pending.

@@ -18,6 +18,12 @@ pub mod lmtp;
 pub mod smtp_client;
 pub mod smtp_forward;
 
+/// Locks `m`, also after a thread panicked holding it: the queue helpers' shared state
+/// (commit queues, fsync tasks) stays consistent at every unlock, so it is still usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Shared by the local queue plugins' tests.
