@@ -341,9 +341,10 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
                     Ok(ticket) => ticket,
                     Err(refused) => {
                         let started = crate::admission::Mark::now();
-                        refuse(&w, stream, &env, refused.log_count);
+                        let reply = crate::admission::refusal_reply(env.svc.me());
+                        refuse(&w, stream, &reply, refused.log_count);
                         if paused.is_none_or(|t| Instant::now() >= t) {
-                            paused = shed(&w, &listening, &env, &mut budget, started);
+                            paused = shed(&w, &listening, &reply, &mut budget, started);
                         }
                         continue;
                     }
@@ -376,37 +377,36 @@ async fn accept_loop(w: Rc<WorkerEnv>, listening: crate::listener::Listening, sp
     }
 }
 
-/// A connection over `max_connections`: `421 4.3.2` and close, at once (see
+/// A connection over `max_connections`: `reply` (`421 4.3.2`) and close, at once (see
 /// [`crate::admission::answer_and_close`]); `log_count` is the refusals a log line due now
 /// reports.
-fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, env: &Env, log_count: Option<u64>) {
+fn refuse(w: &WorkerEnv, stream: monoio::net::TcpStream, reply: &[u8], log_count: Option<u64>) {
     w.metrics
         .connections_refused
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(n) = log_count {
         log_refusals(n, w.limit.get());
     }
-    crate::admission::answer_and_close(stream, &crate::admission::refusal_reply(env.svc.me()));
+    crate::admission::answer_and_close(stream, reply);
 }
 
-/// Right after a refusal: the other connections waiting on this listener refused in one batch
+/// Right after a refusal: the other connections waiting on this listener refused (`reply`) in one batch
 /// ([`crate::admission::refuse_waiting`]), and the CPU time since `started` charged to
 /// `budget`. Returns until when refusing pauses, if the budget is spent.
 fn shed(
     w: &WorkerEnv,
     listening: &crate::listener::Listening,
-    env: &Env,
+    reply: &[u8],
     budget: &mut crate::admission::RefusalBudget,
     started: crate::admission::Mark,
 ) -> Option<Instant> {
-    use crate::admission::{refusal_reply, refuse_waiting, REFUSE_BATCH};
-    let reply = refusal_reply(env.svc.me());
+    use crate::admission::{refuse_waiting, REFUSE_BATCH};
     let admission = &w.control.admission;
     let n = refuse_waiting(
         &listening.stopper,
         admission,
         w.limit.get(),
-        &reply,
+        reply,
         REFUSE_BATCH,
     );
     if n > 0 {
